@@ -1,0 +1,60 @@
+//! One scheduling cycle: filter, score, choose, select GPUs.
+
+use std::collections::BTreeMap;
+
+use super::node::NodeId;
+use super::policy::PlacementPolicy;
+use super::pod::PodDemand;
+use super::snapshot::{ClusterSnapshot, Placement, UnfitReason};
+
+/// What a cycle decided. It does not change the snapshot: the caller commits a
+/// placement with [`ClusterSnapshot::place`] (or discards it, e.g. when a gang fails).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CycleOutcome {
+    Placed(Placement),
+    /// No node fits; nodes counted per first failing reason, as kube-scheduler's
+    /// "0/N nodes are available: …" message reports them.
+    Unschedulable { nodes: usize, reasons: BTreeMap<UnfitReason, usize> },
+}
+
+/// Reusable scratch space so that cycles allocate nothing after warm-up.
+#[derive(Debug, Default)]
+pub struct CycleScratch {
+    feasible: Vec<NodeId>,
+}
+
+/// Runs one cycle for `pod` against the snapshot.
+pub fn schedule_one(
+    snapshot: &ClusterSnapshot,
+    policy: &mut dyn PlacementPolicy,
+    pod: &PodDemand,
+    scratch: &mut CycleScratch,
+) -> CycleOutcome {
+    scratch.feasible.clear();
+    for (i, _) in snapshot.nodes().iter().enumerate() {
+        let id = NodeId(i as u32);
+        if snapshot.fits(id, pod) {
+            scratch.feasible.push(id);
+        }
+    }
+    if scratch.feasible.is_empty() {
+        let mut reasons = BTreeMap::new();
+        for i in 0..snapshot.len() {
+            if let Err(reason) = snapshot.check_fit(NodeId(i as u32), pod) {
+                *reasons.entry(reason).or_insert(0) += 1;
+            }
+        }
+        return CycleOutcome::Unschedulable { nodes: snapshot.len(), reasons };
+    }
+    policy.begin_cycle(snapshot, pod);
+    let node = policy.choose_node(snapshot, pod, &scratch.feasible);
+    let gpus = policy.select_gpus(snapshot, node, pod);
+    CycleOutcome::Placed(Placement { node, gpus })
+}
+
+/// Formats an unschedulable outcome the way kube-scheduler words it.
+pub fn unschedulable_message(nodes: usize, reasons: &BTreeMap<UnfitReason, usize>) -> String {
+    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!("0/{nodes} nodes are available: {}.", parts.join(", "))
+}

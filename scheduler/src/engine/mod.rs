@@ -1,0 +1,40 @@
+//! The pure placement engine.
+//!
+//! * [`ClusterSnapshot`] holds nodes with per-GPU accounting (milli-GPU free per
+//!   device, model, memory, health) and applies placements and releases in O(GPUs
+//!   of one node).
+//! * [`PodDemand`] is what a pod asks for: CPU, memory, whole GPUs or a milli share
+//!   of one GPU, and the GPU models it may use.
+//! * [`PlacementPolicy`] scores feasible nodes and picks the GPUs inside the chosen
+//!   node; [`PolicyName`] lists the built-in ones (the FGD paper's baselines, FGD,
+//!   and `phalanx`).
+//! * [`schedule_one`] runs one scheduling cycle: filter, score, break ties by the
+//!   snapshot's fixed node ranks, and return a [`Placement`] naming node and GPUs.
+//!
+//! Every node keeps a generation counter that changes whenever its state does;
+//! policies cache per-(node, pod shape) scores against it, so a placement costs
+//! recomputation on one node only.
+
+mod cycle;
+mod error;
+mod fragmentation;
+mod gpu_select;
+mod model;
+mod node;
+mod pod;
+pub mod policy;
+mod snapshot;
+mod workload;
+
+pub use cycle::{schedule_one, unschedulable_message, CycleOutcome, CycleScratch};
+pub use error::EngineError;
+pub use fragmentation::node_fragmentation;
+pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
+pub use node::{Gpu, GpuSpec, NodeId, NodeSpec, NodeState};
+pub use pod::{GpuDemand, PodDemand, PodShape};
+pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
+pub use snapshot::{ClusterSnapshot, GpuAssignment, GpuShare, Placement, UnfitReason};
+pub use workload::{TypicalPod, WorkloadModel};
+
+/// Milli-GPU units in one GPU.
+pub const MILLI_PER_GPU: u32 = 1000;

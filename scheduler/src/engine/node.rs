@@ -1,0 +1,183 @@
+//! Nodes as the engine sees them: capacity, usage, and each GPU as its own record.
+
+use super::model::GpuModelId;
+
+/// Index of a node in its [`super::ClusterSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What a node is, as read from the cluster (or a trace) before anything runs on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub max_pods: u32,
+    /// GPU model name; `None` for a node without GPUs.
+    pub gpu_model: Option<String>,
+    pub gpus: Vec<GpuSpec>,
+}
+
+/// One GPU device of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GpuSpec {
+    /// Stable device ID (the NVML UUID in a cluster; synthetic in traces).
+    pub uuid: String,
+    pub memory_mib: u64,
+}
+
+/// One GPU with its accounting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpu {
+    pub uuid: String,
+    pub memory_mib: u64,
+    /// Milli-GPU not yet allocated to pods (0..=1000).
+    pub milli_free: u32,
+    /// An unhealthy GPU is never chosen and counts as having nothing free.
+    pub healthy: bool,
+}
+
+impl Gpu {
+    /// Free milli that a new pod could actually use.
+    pub fn usable_free(&self) -> u32 {
+        if self.healthy {
+            self.milli_free
+        } else {
+            0
+        }
+    }
+}
+
+/// Affinity tag of a GPU pod, used by the GpuClustering policy (spec §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpuPodTag {
+    Share,
+    Whole(u8),
+}
+
+/// A node with its current accounting.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub name: String,
+    pub cpu_milli_cap: u64,
+    pub cpu_milli_used: u64,
+    pub memory_mib_cap: u64,
+    pub memory_mib_used: u64,
+    pub max_pods: u32,
+    pub pods: u32,
+    pub model: Option<GpuModelId>,
+    pub gpus: Vec<Gpu>,
+    /// Tie-break rank: among equally scored nodes the lowest rank wins (spec §3.3).
+    pub rank: u32,
+    /// Changes whenever anything a policy could read changes; policies cache against it.
+    pub generation: u32,
+    /// Count of bound GPU pods per affinity tag.
+    pub(crate) gpu_pod_tags: Vec<(GpuPodTag, u32)>,
+    // Summaries kept current on every change so the filter stays O(1) per node.
+    pub(crate) fully_free_gpus: u32,
+    pub(crate) max_gpu_free: u32,
+    pub(crate) gpu_free_total: u32,
+}
+
+impl NodeState {
+    pub fn cpu_milli_free(&self) -> u64 {
+        self.cpu_milli_cap.saturating_sub(self.cpu_milli_used)
+    }
+
+    pub fn memory_mib_free(&self) -> u64 {
+        self.memory_mib_cap.saturating_sub(self.memory_mib_used)
+    }
+
+    /// Sum of usable free milli over the node's GPUs.
+    pub fn gpu_milli_free(&self) -> u32 {
+        self.gpu_free_total
+    }
+
+    /// GPUs that are healthy and entirely unallocated.
+    pub fn fully_free_gpus(&self) -> u32 {
+        self.fully_free_gpus
+    }
+
+    /// The largest usable free milli on any one GPU.
+    pub fn max_gpu_free(&self) -> u32 {
+        self.max_gpu_free
+    }
+
+    pub fn gpu_count(&self) -> usize {
+        self.gpus.len()
+    }
+
+    /// Bound GPU pods carrying `tag`.
+    pub fn gpu_pods_tagged(&self, tag: GpuPodTag) -> u32 {
+        self.gpu_pod_tags.iter().find(|(t, _)| *t == tag).map_or(0, |(_, n)| *n)
+    }
+
+    /// Distinct tags among bound GPU pods.
+    pub fn distinct_gpu_pod_tags(&self) -> usize {
+        self.gpu_pod_tags.iter().filter(|(_, n)| *n > 0).count()
+    }
+
+    /// Usable free milli per GPU, in device index order.
+    pub fn free_list(&self) -> FreeList {
+        let mut list = FreeList::default();
+        for gpu in &self.gpus {
+            list.push(gpu.usable_free());
+        }
+        list
+    }
+
+    pub(crate) fn refresh_summaries(&mut self) {
+        let mut fully = 0;
+        let mut max = 0;
+        let mut total = 0;
+        for gpu in &self.gpus {
+            let free = gpu.usable_free();
+            if gpu.healthy && free == super::MILLI_PER_GPU {
+                fully += 1;
+            }
+            max = max.max(free);
+            total += free;
+        }
+        self.fully_free_gpus = fully;
+        self.max_gpu_free = max;
+        self.gpu_free_total = total;
+        self.generation = self.generation.wrapping_add(1);
+    }
+}
+
+/// Most GPUs one node may have; hypothetical node states live on the stack.
+pub const MAX_GPUS_PER_NODE: usize = 16;
+
+/// Free milli per GPU of one node, on the stack, for "what if" evaluations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FreeList {
+    len: u8,
+    free: [u32; MAX_GPUS_PER_NODE],
+}
+
+impl FreeList {
+    pub fn push(&mut self, milli: u32) {
+        if (self.len as usize) < MAX_GPUS_PER_NODE {
+            self.free[self.len as usize] = milli;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        &self.free[..self.len as usize]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u32] {
+        &mut self.free[..self.len as usize]
+    }
+
+    pub fn total(&self) -> u32 {
+        self.as_slice().iter().sum()
+    }
+}

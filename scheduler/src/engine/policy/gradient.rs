@@ -1,0 +1,206 @@
+//! Fragmentation gradient: how much a placement would change a node's expected
+//! fragmentation F (spec §5), with the caches that make it cheap.
+//!
+//! A node's evaluation for a pod shape depends only on that node's state, so it is
+//! cached per (shape, node) against the node's generation and the workload epoch.
+//! Placing a pod changes one node; only that node is evaluated again.
+
+use std::collections::HashMap;
+
+use crate::engine::fragmentation::node_fragmentation;
+use crate::engine::node::{FreeList, NodeState};
+use crate::engine::workload::{TypicalPod, WorkloadModel};
+use crate::engine::{ClusterSnapshot, NodeId, PodDemand, PodShape};
+
+/// Where the typical-pod set T comes from.
+#[derive(Debug, Clone)]
+pub enum WorkloadSource {
+    /// Known in advance (FGD's assumption: the whole trace's distribution).
+    Fixed(Vec<TypicalPod>),
+    /// Learned online from the pods that have arrived so far, as a live cluster must.
+    Online,
+}
+
+/// FGD's quantised score of a fragmentation change Δ (milli): trunc(100·σ(Δ/1000)).
+/// Δ = 0 scores 50, and the truncation makes near-equal nodes tie (spec §5.4).
+pub fn quantised_score(delta: f64) -> i32 {
+    (100.0 / (1.0 + (-delta / 1000.0).exp())) as i32
+}
+
+/// One node's evaluation for one pod shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GradientEval {
+    /// FGD's quantised node score (0..=100).
+    pub score: i32,
+    /// F(n) − F(n ⊕ p) for the chosen device, in milli; higher is better.
+    pub delta: f64,
+    /// For a share: the device FGD would choose (lowest index with the best score).
+    pub share_gpu: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cached<T> {
+    key: u64,
+    value: T,
+}
+
+/// Computes and caches fragmentation gradients for one policy instance.
+#[derive(Debug, Clone)]
+pub struct FragmentationGradient {
+    online: Option<WorkloadModel>,
+    typical: Vec<TypicalPod>,
+    /// Bumped whenever `typical` changes; part of every cache key.
+    epoch: u32,
+    next_refresh_at: u64,
+    shape_ids: HashMap<PodShape, usize>,
+    current_shape: usize,
+    before: Vec<Cached<f64>>,
+    evals: Vec<Vec<Cached<GradientEval>>>,
+}
+
+impl FragmentationGradient {
+    pub fn new(source: WorkloadSource) -> Self {
+        let (online, typical) = match source {
+            WorkloadSource::Fixed(t) => (None, t),
+            WorkloadSource::Online => (Some(WorkloadModel::new()), Vec::new()),
+        };
+        FragmentationGradient {
+            online,
+            typical,
+            epoch: 1,
+            next_refresh_at: 1,
+            shape_ids: HashMap::new(),
+            current_shape: 0,
+            before: Vec::new(),
+            evals: Vec::new(),
+        }
+    }
+
+    pub fn typical(&self) -> &[TypicalPod] {
+        &self.typical
+    }
+
+    /// Learns from an arriving pod when the workload is online. T is rebuilt on a
+    /// geometric schedule (every ~5 % more pods) so caches survive between rebuilds.
+    pub fn observe_arrival(&mut self, pod: &PodDemand) {
+        let Some(model) = self.online.as_mut() else { return };
+        model.observe(pod.shape(), "");
+        let seen = model.pods_observed();
+        if seen >= self.next_refresh_at {
+            self.typical = model.typical_pods();
+            self.epoch = self.epoch.wrapping_add(1).max(1);
+            self.next_refresh_at = (seen + seen / 20).max(seen + 16);
+        }
+    }
+
+    /// Resolves the pod's shape once per cycle.
+    pub fn begin(&mut self, pod: &PodDemand) {
+        let next = self.shape_ids.len();
+        self.current_shape = *self.shape_ids.entry(pod.shape()).or_insert(next);
+        if self.current_shape == self.evals.len() {
+            self.evals.push(Vec::new());
+        }
+    }
+
+    fn key(&self, node: &NodeState) -> u64 {
+        (u64::from(self.epoch) << 32) | u64::from(node.generation)
+    }
+
+    /// F(n) of the node as it stands.
+    pub fn fragmentation(&mut self, snapshot: &ClusterSnapshot, node: NodeId) -> f64 {
+        let state = snapshot.node(node);
+        let key = self.key(state);
+        let i = node.index();
+        if self.before.len() <= i {
+            self.before.resize(snapshot.len().max(i + 1), Cached::default());
+        }
+        if self.before[i].key != key {
+            let f = node_fragmentation(&self.typical, state.cpu_milli_free(), state.model, state.free_list().as_slice());
+            self.before[i] = Cached { key, value: f };
+        }
+        self.before[i].value
+    }
+
+    /// The evaluation of placing the current cycle's pod on `node` (where it fits).
+    pub fn evaluate(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GradientEval {
+        let state = snapshot.node(node);
+        let key = self.key(state);
+        let i = node.index();
+        let shape = self.current_shape;
+        if self.evals[shape].len() <= i {
+            self.evals[shape].resize(snapshot.len().max(i + 1), Cached::default());
+        }
+        if self.evals[shape][i].key == key {
+            return self.evals[shape][i].value;
+        }
+        let before = self.fragmentation(snapshot, node);
+        let value = evaluate_uncached(&self.typical, state, pod, before);
+        self.evals[shape][i] = Cached { key, value };
+        value
+    }
+}
+
+fn evaluate_uncached(typical: &[TypicalPod], node: &NodeState, pod: &PodDemand, before: f64) -> GradientEval {
+    let cpu_after = node.cpu_milli_free().saturating_sub(pod.cpu_milli);
+    let free = node.free_list();
+    let m = pod.gpu.milli_per_gpu();
+    if pod.gpu.is_share() {
+        let mut best: Option<GradientEval> = None;
+        for (g, &f) in free.as_slice().iter().enumerate() {
+            if f < m {
+                continue;
+            }
+            let mut after_free = free;
+            after_free.as_mut_slice()[g] -= m;
+            let delta = before - node_fragmentation(typical, cpu_after, node.model, after_free.as_slice());
+            let score = quantised_score(delta);
+            if best.is_none_or(|b| score > b.score) {
+                best = Some(GradientEval { score, delta, share_gpu: g as u8 });
+            }
+        }
+        return best.unwrap_or_default();
+    }
+    let after_free = take_tightest(free, m, pod.gpu.gpu_count());
+    let delta = before - node_fragmentation(typical, cpu_after, node.model, after_free.as_slice());
+    GradientEval { score: quantised_score(delta), delta, share_gpu: 0 }
+}
+
+/// Removes `m` from the first `k` devices, in ascending-free order, that hold `m`.
+fn take_tightest(mut free: FreeList, m: u32, k: u32) -> FreeList {
+    if k == 0 || m == 0 {
+        return free;
+    }
+    let mut order: [u8; crate::engine::node::MAX_GPUS_PER_NODE] = [0; crate::engine::node::MAX_GPUS_PER_NODE];
+    let n = free.as_slice().len();
+    for (i, slot) in order.iter_mut().enumerate().take(n) {
+        *slot = i as u8;
+    }
+    order[..n].sort_by_key(|&i| free.as_slice()[i as usize]);
+    let mut taken = 0;
+    for &i in &order[..n] {
+        if taken == k {
+            break;
+        }
+        let f = &mut free.as_mut_slice()[i as usize];
+        if *f >= m {
+            *f -= m;
+            taken += 1;
+        }
+    }
+    free
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantisation_matches_the_spec_facts() {
+        assert_eq!(quantised_score(0.0), 50);
+        assert_eq!(quantised_score(-1.0), 49, "any tiny increase already loses a point");
+        // Near Δ = 0 one step is about 40 milli.
+        assert_eq!(quantised_score(39.0), 50);
+        assert_eq!(quantised_score(41.0), 51);
+        assert!(quantised_score(-1e9) >= 0 && quantised_score(1e9) <= 100);
+    }
+}

@@ -1,0 +1,364 @@
+//! The cluster snapshot: every node's accounting, and the only place it changes.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::model::{GpuModelId, GpuModelRegistry};
+use super::node::{Gpu, NodeId, NodeSpec, NodeState, MAX_GPUS_PER_NODE};
+use super::pod::{GpuDemand, PodDemand};
+use super::{EngineError, MILLI_PER_GPU};
+
+/// Milli taken from one GPU by a placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GpuShare {
+    /// Device index on the node.
+    pub index: u8,
+    pub milli: u32,
+}
+
+/// The GPUs a placement takes, inline so that placing allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct GpuAssignment {
+    len: u8,
+    shares: [GpuShare; MAX_GPUS_PER_NODE],
+}
+
+impl GpuAssignment {
+    pub fn push(&mut self, share: GpuShare) {
+        if (self.len as usize) < MAX_GPUS_PER_NODE {
+            self.shares[self.len as usize] = share;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[GpuShare] {
+        &self.shares[..self.len as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// `count` GPUs given by index, each taking `milli`.
+    pub fn from_indices(indices: impl IntoIterator<Item = usize>, milli: u32) -> Self {
+        let mut out = GpuAssignment::default();
+        for index in indices {
+            out.push(GpuShare { index: index as u8, milli });
+        }
+        out
+    }
+}
+
+impl fmt::Debug for GpuAssignment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+/// Where a pod goes: the node and the exact GPUs and shares on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub node: NodeId,
+    pub gpus: GpuAssignment,
+}
+
+/// Why a pod does not fit a node, in the words kube-scheduler users know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnfitReason {
+    InsufficientCpu,
+    InsufficientMemory,
+    TooManyPods,
+    GpuModelMismatch,
+    InsufficientWholeGpus,
+    InsufficientGpuShare,
+}
+
+impl fmt::Display for UnfitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnfitReason::InsufficientCpu => "Insufficient cpu",
+            UnfitReason::InsufficientMemory => "Insufficient memory",
+            UnfitReason::TooManyPods => "Too many pods",
+            UnfitReason::GpuModelMismatch => "node(s) didn't have the requested GPU model",
+            UnfitReason::InsufficientWholeGpus => "Insufficient nvidia.com/gpu",
+            UnfitReason::InsufficientGpuShare => "Insufficient phalanx.dev/gpu-milli",
+        })
+    }
+}
+
+/// All nodes with their accounting.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSnapshot {
+    models: GpuModelRegistry,
+    nodes: Vec<NodeState>,
+    by_name: HashMap<String, NodeId>,
+    // The normalisers of DotProd, BestFit and GpuClustering: the largest node.
+    max_node_cpu_milli: u64,
+    max_node_gpu_milli: u64,
+}
+
+impl ClusterSnapshot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a node with nothing allocated. Its rank defaults to its insertion order.
+    pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, EngineError> {
+        let invalid = |reason: String| EngineError::InvalidNode { node: spec.name.clone(), reason };
+        if self.by_name.contains_key(&spec.name) {
+            return Err(invalid("a node of this name is already in the snapshot".into()));
+        }
+        if spec.gpus.len() > MAX_GPUS_PER_NODE {
+            return Err(invalid(format!(
+                "has {} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported",
+                spec.gpus.len()
+            )));
+        }
+        let model = match (&spec.gpu_model, spec.gpus.is_empty()) {
+            (Some(name), false) if !name.is_empty() => Some(self.models.intern(name)?),
+            (_, true) => None,
+            _ => return Err(invalid("has GPUs but no GPU model".into())),
+        };
+        let id = NodeId(self.nodes.len() as u32);
+        let mut node = NodeState {
+            name: spec.name.clone(),
+            cpu_milli_cap: spec.cpu_milli,
+            cpu_milli_used: 0,
+            memory_mib_cap: spec.memory_mib,
+            memory_mib_used: 0,
+            max_pods: spec.max_pods,
+            pods: 0,
+            model,
+            gpus: spec
+                .gpus
+                .iter()
+                .map(|g| Gpu {
+                    uuid: g.uuid.clone(),
+                    memory_mib: g.memory_mib,
+                    milli_free: MILLI_PER_GPU,
+                    healthy: true,
+                })
+                .collect(),
+            rank: id.0,
+            generation: 0,
+            gpu_pod_tags: Vec::new(),
+            fully_free_gpus: 0,
+            max_gpu_free: 0,
+            gpu_free_total: 0,
+        };
+        node.refresh_summaries();
+        self.max_node_cpu_milli = self.max_node_cpu_milli.max(spec.cpu_milli);
+        self.max_node_gpu_milli = self.max_node_gpu_milli.max(spec.gpus.len() as u64 * u64::from(MILLI_PER_GPU));
+        self.by_name.insert(spec.name, id);
+        self.nodes.push(node);
+        Ok(id)
+    }
+
+    /// Sets the tie-break rank of every node (`ranks[i]` for node i); lower wins ties.
+    pub fn set_ranks(&mut self, ranks: &[u32]) -> Result<(), EngineError> {
+        if ranks.len() != self.nodes.len() {
+            return Err(EngineError::UnknownNode(ranks.len()));
+        }
+        for (node, rank) in self.nodes.iter_mut().zip(ranks) {
+            node.rank = *rank;
+        }
+        Ok(())
+    }
+
+    /// Marks one GPU healthy or not (device plugin health, XID events).
+    pub fn set_gpu_health(&mut self, node: NodeId, index: usize, healthy: bool) -> Result<(), EngineError> {
+        let state = self.nodes.get_mut(node.index()).ok_or(EngineError::UnknownNode(node.index()))?;
+        let gpu = state.gpus.get_mut(index).ok_or_else(|| EngineError::InvalidNode {
+            node: state.name.clone(),
+            reason: format!("has no GPU {index}"),
+        })?;
+        gpu.healthy = healthy;
+        state.refresh_summaries();
+        Ok(())
+    }
+
+    /// CPU of the largest node, in milli (normaliser of the score formulas).
+    pub fn max_node_cpu_milli(&self) -> u64 {
+        self.max_node_cpu_milli.max(1)
+    }
+
+    /// GPU capacity of the largest node, in milli.
+    pub fn max_node_gpu_milli(&self) -> u64 {
+        self.max_node_gpu_milli.max(1)
+    }
+
+    pub fn models(&self) -> &GpuModelRegistry {
+        &self.models
+    }
+
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: NodeId) -> &NodeState {
+        &self.nodes[id.index()]
+    }
+
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn model_of(&self, id: NodeId) -> Option<GpuModelId> {
+        self.nodes[id.index()].model
+    }
+
+    /// Total GPU capacity in milli (healthy or not).
+    pub fn gpu_milli_capacity(&self) -> u64 {
+        self.nodes.iter().map(|n| n.gpus.len() as u64 * u64::from(MILLI_PER_GPU)).sum()
+    }
+
+    /// Milli-GPU allocated to pods over the whole cluster.
+    pub fn gpu_milli_allocated(&self) -> u64 {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.gpus)
+            .map(|g| u64::from(MILLI_PER_GPU - g.milli_free))
+            .sum()
+    }
+
+    /// The filter: does `pod` fit `node` as it stands? The first failing check is
+    /// returned, in the order kube-scheduler's NodeResourcesFit reports them.
+    pub fn check_fit(&self, node: NodeId, pod: &PodDemand) -> Result<(), UnfitReason> {
+        check_fit(&self.nodes[node.index()], pod)
+    }
+
+    pub fn fits(&self, node: NodeId, pod: &PodDemand) -> bool {
+        check_fit(&self.nodes[node.index()], pod).is_ok()
+    }
+
+    /// Commits a placement. Refuses (and changes nothing) if it does not fit or does
+    /// not match the pod's GPU demand, so no sequence of calls can over-commit.
+    pub fn place(&mut self, pod: &PodDemand, placement: &Placement) -> Result<(), EngineError> {
+        let node = self
+            .nodes
+            .get_mut(placement.node.index())
+            .ok_or(EngineError::UnknownNode(placement.node.index()))?;
+        let refuse = |reason: String| EngineError::DoesNotFit { node: node.name.clone(), reason };
+        if let Err(reason) = check_fit(node, pod) {
+            return Err(refuse(reason.to_string()));
+        }
+        validate_assignment(node, pod.gpu, &placement.gpus, true).map_err(refuse)?;
+        node.cpu_milli_used += pod.cpu_milli;
+        node.memory_mib_used += pod.memory_mib;
+        node.pods += 1;
+        for share in placement.gpus.as_slice() {
+            node.gpus[share.index as usize].milli_free -= share.milli;
+        }
+        if let Some(tag) = pod.gpu.tag() {
+            match node.gpu_pod_tags.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, n)) => *n += 1,
+                None => node.gpu_pod_tags.push((tag, 1)),
+            }
+        }
+        node.refresh_summaries();
+        Ok(())
+    }
+
+    /// Undoes a placement (pod deleted, or a gang transaction rolled back).
+    pub fn release(&mut self, pod: &PodDemand, placement: &Placement) -> Result<(), EngineError> {
+        let node = self
+            .nodes
+            .get_mut(placement.node.index())
+            .ok_or(EngineError::UnknownNode(placement.node.index()))?;
+        let underflow = |reason: String| EngineError::ReleaseUnderflow { node: node.name.clone(), reason };
+        if node.cpu_milli_used < pod.cpu_milli || node.memory_mib_used < pod.memory_mib || node.pods == 0 {
+            return Err(underflow("CPU, memory or pod count".into()));
+        }
+        validate_assignment(node, pod.gpu, &placement.gpus, false).map_err(underflow)?;
+        node.cpu_milli_used -= pod.cpu_milli;
+        node.memory_mib_used -= pod.memory_mib;
+        node.pods -= 1;
+        for share in placement.gpus.as_slice() {
+            node.gpus[share.index as usize].milli_free += share.milli;
+        }
+        if let Some(tag) = pod.gpu.tag() {
+            if let Some((_, n)) = node.gpu_pod_tags.iter_mut().find(|(t, _)| *t == tag) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        node.refresh_summaries();
+        Ok(())
+    }
+}
+
+fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
+    if node.cpu_milli_used + pod.cpu_milli > node.cpu_milli_cap {
+        return Err(UnfitReason::InsufficientCpu);
+    }
+    if node.memory_mib_used + pod.memory_mib > node.memory_mib_cap {
+        return Err(UnfitReason::InsufficientMemory);
+    }
+    if node.pods + 1 > node.max_pods {
+        return Err(UnfitReason::TooManyPods);
+    }
+    match pod.gpu {
+        GpuDemand::None => Ok(()),
+        demand => {
+            let Some(model) = node.model else {
+                return Err(match demand {
+                    GpuDemand::Share { .. } => UnfitReason::InsufficientGpuShare,
+                    _ => UnfitReason::InsufficientWholeGpus,
+                });
+            };
+            if !pod.models.allows(model) {
+                return Err(UnfitReason::GpuModelMismatch);
+            }
+            match demand {
+                GpuDemand::Share { milli } if node.max_gpu_free < milli => Err(UnfitReason::InsufficientGpuShare),
+                GpuDemand::Whole { count } if node.fully_free_gpus < count => Err(UnfitReason::InsufficientWholeGpus),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Checks that `gpus` is exactly what `demand` asks of this node: the right number of
+/// distinct healthy devices, each with the right milli, and (when placing) enough free.
+fn validate_assignment(node: &NodeState, demand: GpuDemand, gpus: &GpuAssignment, placing: bool) -> Result<(), String> {
+    let want = demand.gpu_count() as usize;
+    if gpus.len() != want {
+        return Err(format!("demand needs {want} GPU(s), assignment names {}", gpus.len()));
+    }
+    let mut seen = 0u32;
+    for share in gpus.as_slice() {
+        let index = share.index as usize;
+        let Some(gpu) = node.gpus.get(index) else {
+            return Err(format!("no GPU {index}"));
+        };
+        if seen & (1 << index) != 0 {
+            return Err(format!("GPU {index} named twice"));
+        }
+        seen |= 1 << index;
+        if share.milli != demand.milli_per_gpu() {
+            return Err(format!("GPU {index}: share {} != demand {}", share.milli, demand.milli_per_gpu()));
+        }
+        if placing {
+            if !gpu.healthy {
+                return Err(format!("GPU {index} is unhealthy"));
+            }
+            if gpu.milli_free < share.milli {
+                return Err(format!("GPU {index} has {} milli free, needs {}", gpu.milli_free, share.milli));
+            }
+        } else if gpu.milli_free + share.milli > MILLI_PER_GPU {
+            return Err(format!("GPU {index} would have more than {MILLI_PER_GPU} milli free"));
+        }
+    }
+    Ok(())
+}

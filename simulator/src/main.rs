@@ -1,0 +1,168 @@
+//! The `phalanx-sim` command line.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use phalanx_scheduler::engine::PolicyName;
+use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
+use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
+use phalanx_sim::paper::PaperResults;
+use phalanx_sim::trace::{build_cluster, read_nodes, read_pods, CsvSource};
+use phalanx_sim::{report, EMBEDDED_NODES, EMBEDDED_PODS};
+
+#[derive(Parser, Debug)]
+#[command(name = "phalanx-sim", version, about = "Replay traces through the Phalanx placement engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The FGD paper's openb experiment: policies compared on GPU allocation.
+    Openb(OpenbArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct OpenbArgs {
+    /// Node list CSV (default: the embedded openb cluster, 1213 nodes, 6212 GPUs).
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// Pod list CSV(s), comma-separated or repeated (default: the embedded openb default trace).
+    #[arg(long, value_delimiter = ',')]
+    pods: Vec<PathBuf>,
+    /// Policies to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "random,dotprod,clustering,packing,bestfit,fgd,phalanx")]
+    policies: Vec<String>,
+    /// Seeds: a list and/or ranges, e.g. `42-51` or `1,5,9-12`.
+    #[arg(long, default_value = "42-51")]
+    seeds: String,
+    /// Inflate the workload to this multiple of cluster GPU capacity.
+    #[arg(long, default_value_t = 1.3)]
+    tune: f64,
+    /// Where FGD and phalanx learn the pod-shape distribution from.
+    #[arg(long, value_enum, default_value_t = WorkloadMode::Trace)]
+    workload: WorkloadMode,
+    /// Write the full results (summary and per-run curves) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw allocation against arrived workload as SVG.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
+    let mut seeds = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parse = |s: &str| s.trim().parse::<u64>().with_context(|| format!("--seeds: {s:?} is not a seed number"));
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse(lo)?, parse(hi)?);
+                if lo > hi || hi - lo > 10_000 {
+                    bail!("--seeds: range {part:?} must be ascending and at most 10000 long");
+                }
+                seeds.extend(lo..=hi);
+            }
+            None => seeds.push(parse(part)?),
+        }
+    }
+    if seeds.is_empty() {
+        bail!("--seeds: no seeds given");
+    }
+    Ok(seeds)
+}
+
+fn openb(args: OpenbArgs) -> Result<()> {
+    if !(args.tune.is_finite() && args.tune > 0.0 && args.tune <= 100.0) {
+        bail!("--tune must be a positive number (the paper uses 1.3), got {}", args.tune);
+    }
+    let policies = args
+        .policies
+        .iter()
+        .map(|p| p.parse::<PolicyName>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--policies")?;
+    let seeds = parse_seeds(&args.seeds)?;
+    if let Some(jobs) = args.jobs {
+        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build_global()?;
+    }
+
+    let node_src = match &args.nodes {
+        Some(path) => CsvSource::read(path)?,
+        None => CsvSource::embedded("openb_node_list_gpu_node.csv (embedded)", EMBEDDED_NODES),
+    };
+    let nodes = read_nodes(&node_src)?;
+    let cluster = build_cluster(&nodes)?;
+    let pod_sources = if args.pods.is_empty() {
+        vec![CsvSource::embedded("openb_pod_list_default", EMBEDDED_PODS)]
+    } else {
+        args.pods.iter().map(|p| CsvSource::read(p)).collect::<Result<Vec<_>, _>>()?
+    };
+    let mut traces = Vec::new();
+    for src in &pod_sources {
+        let pods = read_pods(src)?;
+        traces.push(PreparedTrace::new(src.workload_name(), src.name.clone(), pods, &cluster));
+    }
+
+    let gpus = cluster.gpu_milli_capacity() / 1000;
+    println!(
+        "openb: {} nodes, {gpus} GPUs ({}); {} trace(s); tune {}; {} seed(s); workload model: {:?}",
+        cluster.len(),
+        node_src.name,
+        traces.len(),
+        args.tune,
+        seeds.len(),
+        args.workload
+    );
+    let config = SweepConfig {
+        policies,
+        seeds,
+        tune: args.tune,
+        workload: args.workload,
+        progress: !args.quiet,
+    };
+    let started = std::time::Instant::now();
+    let runs = run_sweep(&cluster, &traces, &config)?;
+    let rows = summarise(&runs, &PaperResults::embedded());
+    println!("\nunallocated GPU % at 100 % arrived (lower is better); paper = FGD ATC'23 authors' 10-seed mean\n");
+    print!("{}", report::table(&rows));
+    println!("\n{} runs in {:.1} s wall", runs.len(), started.elapsed().as_secs_f64());
+
+    if let Some(path) = &args.json {
+        let text = report::json(&rows, &runs, args.tune, &node_src.name, args.workload)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        report::svg(path, &runs).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openb(args) => openb(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seeds;
+
+    #[test]
+    fn seeds_accept_lists_and_ranges() {
+        assert_eq!(parse_seeds("42-44,7").unwrap(), vec![42, 43, 44, 7]);
+        assert!(parse_seeds("x").is_err());
+        assert!(parse_seeds("5-1").is_err());
+        assert!(parse_seeds("").is_err());
+    }
+}

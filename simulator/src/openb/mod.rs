@@ -1,0 +1,9 @@
+//! The FGD paper's experiment on the openb trace (spec §6–7): inflate the workload
+//! to a multiple of cluster GPU capacity by seeded resampling, shuffle, schedule one
+//! pod at a time with no departures and no retries, and record the GPU allocation
+//! ratio and fragmentation at every percent of arrived workload.
+
+pub mod arrivals;
+pub mod curves;
+pub mod run;
+pub mod sweep;

@@ -1,0 +1,145 @@
+//! One run: one trace × one policy × one seed.
+
+use std::time::Instant;
+
+use phalanx_scheduler::engine::policy::PolicyConfig;
+use phalanx_scheduler::engine::{
+    build_policy, node_fragmentation, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, EngineError, NodeId,
+    PodDemand, PolicyName, TypicalPod, WorkloadModel, WorkloadSource,
+};
+
+use super::arrivals::seeded_run;
+use super::curves::{CurveRecorder, Curves};
+use crate::trace::TracePod;
+
+/// A pod list resolved against the cluster, ready to be replayed many times.
+#[derive(Debug, Clone)]
+pub struct PreparedTrace {
+    /// The workload key the paper's result files use (file stem).
+    pub workload: String,
+    /// The file as given (or the embedded name).
+    pub pods_file: String,
+    pub pods: Vec<TracePod>,
+    pub demands: Vec<PodDemand>,
+    /// FGD's typical-pod set from the whole original list (§5.1).
+    pub typical: Vec<TypicalPod>,
+}
+
+impl PreparedTrace {
+    pub fn new(workload: String, pods_file: String, pods: Vec<TracePod>, cluster: &ClusterSnapshot) -> Self {
+        let demands: Vec<PodDemand> = pods.iter().map(|p| p.demand(cluster)).collect();
+        let mut model = WorkloadModel::new();
+        for (pod, demand) in pods.iter().zip(&demands) {
+            model.observe(demand.shape(), &pod.spec);
+        }
+        PreparedTrace { workload, pods_file, typical: model.typical_pods(), pods, demands }
+    }
+}
+
+/// How FGD-style policies learn the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadMode {
+    /// The whole trace's pod-shape distribution is known in advance (FGD's setting).
+    #[default]
+    Trace,
+    /// Learned online from the pods that have arrived so far (a live cluster's setting).
+    Online,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunSpec {
+    pub policy: PolicyName,
+    pub seed: u64,
+    pub tune: f64,
+    pub workload: WorkloadMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub policy: PolicyName,
+    pub seed: u64,
+    pub workload: String,
+    pub pods_file: String,
+    pub curves: Curves,
+    pub pods_arrived: usize,
+    pub pods_failed: usize,
+    pub wall_seconds: f64,
+}
+
+impl RunResult {
+    /// Unallocated GPU % when `percent` % of capacity has arrived (`100 − alloc[r]`).
+    pub fn unallocated_at(&self, percent: usize) -> Option<f64> {
+        self.curves.allocation.get(percent).copied().flatten().map(|a| 100.0 - a)
+    }
+}
+
+/// Σ_n F(n) of the cluster, kept current one node at a time.
+struct FragmentationMeter<'a> {
+    typical: &'a [TypicalPod],
+    per_node: Vec<f64>,
+    total: f64,
+}
+
+impl<'a> FragmentationMeter<'a> {
+    fn new(typical: &'a [TypicalPod], cluster: &ClusterSnapshot) -> Self {
+        let mut meter = FragmentationMeter { typical, per_node: vec![0.0; cluster.len()], total: 0.0 };
+        for i in 0..cluster.len() {
+            meter.update(cluster, NodeId(i as u32));
+        }
+        meter
+    }
+
+    fn update(&mut self, cluster: &ClusterSnapshot, node: NodeId) {
+        let n = cluster.node(node);
+        let f = node_fragmentation(self.typical, n.cpu_milli_free(), n.model, n.free_list().as_slice());
+        self.total += f - self.per_node[node.index()];
+        self.per_node[node.index()] = f;
+    }
+}
+
+/// Replays the trace through the engine under one policy and seed.
+pub fn run_once(empty: &ClusterSnapshot, trace: &PreparedTrace, spec: RunSpec) -> Result<RunResult, EngineError> {
+    let started = Instant::now();
+    let mut cluster = empty.clone();
+    let capacity = cluster.gpu_milli_capacity();
+    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
+    let seeded = seeded_run(&trace.pods, &names, capacity, spec.tune, spec.seed);
+    cluster.set_ranks(&seeded.node_ranks)?;
+
+    let workload = match spec.workload {
+        WorkloadMode::Trace => WorkloadSource::Fixed(trace.typical.clone()),
+        WorkloadMode::Online => WorkloadSource::Online,
+    };
+    let mut policy = build_policy(spec.policy, &PolicyConfig { seed: seeded.policy_seed, workload });
+    let mut meter = FragmentationMeter::new(&trace.typical, &cluster);
+    let mut recorder = CurveRecorder::new(capacity);
+    let mut scratch = CycleScratch::default();
+    let (mut arrived, mut used, mut failed) = (0u64, 0u64, 0usize);
+
+    for &i in &seeded.arrivals {
+        let pod = &trace.demands[i];
+        policy.observe_arrival(pod);
+        arrived += pod.gpu.total_milli();
+        match schedule_one(&cluster, policy.as_mut(), pod, &mut scratch) {
+            CycleOutcome::Placed(placement) => {
+                cluster.place(pod, &placement)?;
+                meter.update(&cluster, placement.node);
+                used += pod.gpu.total_milli();
+            }
+            CycleOutcome::Unschedulable { .. } => failed += 1,
+        }
+        recorder.record(arrived, used, meter.total);
+    }
+
+    Ok(RunResult {
+        policy: spec.policy,
+        seed: spec.seed,
+        workload: trace.workload.clone(),
+        pods_file: trace.pods_file.clone(),
+        curves: recorder.curves(),
+        pods_arrived: seeded.arrivals.len(),
+        pods_failed: failed,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,109 @@
+//! Many runs (traces × policies × seeds) in parallel, and their summary.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use phalanx_scheduler::engine::{ClusterSnapshot, EngineError, PolicyName};
+use rayon::prelude::*;
+
+use super::run::{run_once, PreparedTrace, RunResult, RunSpec, WorkloadMode};
+use crate::paper::{tolerance, PaperResults};
+use crate::stats::Stats;
+
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub policies: Vec<PolicyName>,
+    pub seeds: Vec<u64>,
+    pub tune: f64,
+    pub workload: WorkloadMode,
+    pub progress: bool,
+}
+
+/// One (trace, policy) row of the summary.
+#[derive(Debug, Clone)]
+pub struct SummaryRow {
+    pub workload: String,
+    pub pods_file: String,
+    pub policy: PolicyName,
+    pub seeds: Vec<u64>,
+    pub at_100: Stats,
+    pub at_130: Stats,
+    pub failed_pods: Stats,
+    pub wall_seconds: Stats,
+    pub paper: Option<PaperComparison>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PaperComparison {
+    pub at_100: Stats,
+    /// The spec's acceptance band around the paper's mean (§8.4).
+    pub tolerance: f64,
+}
+
+impl PaperComparison {
+    pub fn within(&self, ours: &Stats) -> bool {
+        (ours.mean - self.at_100.mean).abs() <= self.tolerance
+    }
+}
+
+/// Runs every (trace, policy, seed) on the rayon pool; results come back in a fixed order.
+pub fn run_sweep(
+    cluster: &ClusterSnapshot,
+    traces: &[PreparedTrace],
+    config: &SweepConfig,
+) -> Result<Vec<RunResult>, EngineError> {
+    let mut jobs = Vec::new();
+    for (t, _) in traces.iter().enumerate() {
+        for &policy in &config.policies {
+            for &seed in &config.seeds {
+                jobs.push((t, RunSpec { policy, seed, tune: config.tune, workload: config.workload }));
+            }
+        }
+    }
+    let bar = if config.progress { ProgressBar::new(jobs.len() as u64) } else { ProgressBar::hidden() };
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} runs  {elapsed_precise} (eta {eta}) {msg}") {
+        bar.set_style(style);
+    }
+    let results: Result<Vec<RunResult>, EngineError> = jobs
+        .par_iter()
+        .map(|(t, spec)| {
+            let result = run_once(cluster, &traces[*t], *spec);
+            bar.inc(1);
+            result
+        })
+        .collect();
+    bar.finish_and_clear();
+    results
+}
+
+/// Groups runs per (trace, policy), in input order, with the paper's figures beside.
+pub fn summarise(runs: &[RunResult], paper: &PaperResults) -> Vec<SummaryRow> {
+    let mut keys: Vec<(String, String, PolicyName)> = Vec::new();
+    for r in runs {
+        let key = (r.workload.clone(), r.pods_file.clone(), r.policy);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(workload, pods_file, policy)| {
+            let group: Vec<&RunResult> =
+                runs.iter().filter(|r| r.pods_file == pods_file && r.policy == policy).collect();
+            let values = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<f64> { group.iter().filter_map(|r| f(r)).collect() };
+            let at_100 = Stats::of(&values(&|r| r.unallocated_at(100)));
+            let paper = policy.paper_label().and_then(|label| paper.get(&workload, label)).map(|cell| {
+                let p = Stats::of(&cell.at_100);
+                PaperComparison { at_100: p, tolerance: tolerance(&p, &at_100) }
+            });
+            SummaryRow {
+                seeds: group.iter().map(|r| r.seed).collect(),
+                at_130: Stats::of(&values(&|r| r.unallocated_at(130))),
+                failed_pods: Stats::of(&values(&|r| Some(r.pods_failed as f64))),
+                wall_seconds: Stats::of(&values(&|r| Some(r.wall_seconds))),
+                at_100,
+                paper,
+                workload,
+                pods_file,
+                policy,
+            }
+        })
+        .collect()
+}

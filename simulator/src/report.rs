@@ -1,0 +1,208 @@
+//! What a sweep shows: a table for people, JSON for scripts, an SVG plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::openb::curves::BUCKETS;
+use crate::openb::run::{RunResult, WorkloadMode};
+use crate::openb::sweep::SummaryRow;
+
+/// The comparison table: unallocated GPU % at 100 % arrived, ours beside the paper's.
+pub fn table(rows: &[SummaryRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:<11} {:>7} {:>7} {:>7} {:>8} {:>8}   {:>7} {:>6} {:>4}",
+        "trace", "policy", "mean", "min", "max", "failed", "s/run", "paper", "±tol", ""
+    );
+    let mut last = "";
+    for row in rows {
+        if !last.is_empty() && last != row.pods_file {
+            out.push('\n');
+        }
+        last = &row.pods_file;
+        let (paper, tol, verdict) = match &row.paper {
+            Some(p) => (
+                format!("{:.2}", p.at_100.mean),
+                format!("{:.2}", p.tolerance),
+                if p.within(&row.at_100) { "ok" } else { "MISS" },
+            ),
+            None => ("-".into(), "".into(), ""),
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<11} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>8.3}   {:>7} {:>6} {:>4}",
+            row.workload,
+            row.policy.as_str(),
+            row.at_100.mean,
+            row.at_100.min,
+            row.at_100.max,
+            row.failed_pods.mean,
+            row.wall_seconds.mean,
+            paper,
+            tol,
+            verdict
+        );
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    policy: &'a str,
+    pods_file: &'a str,
+    workload: &'a str,
+    workload_model: WorkloadMode,
+    seeds: &'a [u64],
+    mean_unallocated_gpu_pct_at_100: f64,
+    min_unallocated_gpu_pct_at_100: f64,
+    max_unallocated_gpu_pct_at_100: f64,
+    sd_unallocated_gpu_pct_at_100: f64,
+    mean_unallocated_gpu_pct_at_130: f64,
+    mean_failed_pods: f64,
+    mean_wall_seconds_per_run: f64,
+    paper_mean_unallocated_gpu_pct_at_100: Option<f64>,
+    paper_tolerance: Option<f64>,
+    within_paper_tolerance: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    policy: &'a str,
+    pods_file: &'a str,
+    seed: u64,
+    unallocated_gpu_pct_at_100: Option<f64>,
+    unallocated_gpu_pct_at_130: Option<f64>,
+    wall_seconds: f64,
+    pods_arrived: usize,
+    pods_failed: usize,
+    allocation_curve: &'a [Option<f64>],
+    frag_amount_curve: &'a [Option<f64>],
+    frag_ratio_curve: &'a [Option<f64>],
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    tune: f64,
+    nodes_file: &'a str,
+    summary: Vec<JsonSummary<'a>>,
+    runs: Vec<JsonRun<'a>>,
+}
+
+pub fn json(
+    rows: &[SummaryRow],
+    runs: &[RunResult],
+    tune: f64,
+    nodes_file: &str,
+    workload_model: WorkloadMode,
+) -> serde_json::Result<String> {
+    let report = JsonReport {
+        tune,
+        nodes_file,
+        summary: rows
+            .iter()
+            .map(|r| JsonSummary {
+                policy: r.policy.as_str(),
+                pods_file: &r.pods_file,
+                workload: &r.workload,
+                workload_model,
+                seeds: &r.seeds,
+                mean_unallocated_gpu_pct_at_100: r.at_100.mean,
+                min_unallocated_gpu_pct_at_100: r.at_100.min,
+                max_unallocated_gpu_pct_at_100: r.at_100.max,
+                sd_unallocated_gpu_pct_at_100: r.at_100.sd,
+                mean_unallocated_gpu_pct_at_130: r.at_130.mean,
+                mean_failed_pods: r.failed_pods.mean,
+                mean_wall_seconds_per_run: r.wall_seconds.mean,
+                paper_mean_unallocated_gpu_pct_at_100: r.paper.map(|p| p.at_100.mean),
+                paper_tolerance: r.paper.map(|p| p.tolerance),
+                within_paper_tolerance: r.paper.map(|p| p.within(&r.at_100)),
+            })
+            .collect(),
+        runs: runs
+            .iter()
+            .map(|r| JsonRun {
+                policy: r.policy.as_str(),
+                pods_file: &r.pods_file,
+                seed: r.seed,
+                unallocated_gpu_pct_at_100: r.unallocated_at(100),
+                unallocated_gpu_pct_at_130: r.unallocated_at(130),
+                wall_seconds: r.wall_seconds,
+                pods_arrived: r.pods_arrived,
+                pods_failed: r.pods_failed,
+                allocation_curve: &r.curves.allocation,
+                frag_amount_curve: &r.curves.frag_amount,
+                frag_ratio_curve: &r.curves.frag_ratio,
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&report)
+}
+
+/// Mean allocation curve over seeds for one trace and policy.
+fn mean_curve(runs: &[&RunResult]) -> Vec<(f64, f64)> {
+    (0..BUCKETS)
+        .filter_map(|r| {
+            let values: Vec<f64> = runs.iter().filter_map(|run| run.curves.allocation[r]).collect();
+            (!values.is_empty()).then(|| (r as f64, values.iter().sum::<f64>() / values.len() as f64))
+        })
+        .collect()
+}
+
+/// One panel per trace: GPU allocation ratio against arrived workload, a line per policy.
+pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut traces: Vec<&str> = Vec::new();
+    for r in runs {
+        if !traces.contains(&r.workload.as_str()) {
+            traces.push(&r.workload);
+        }
+    }
+    let cols = traces.len().clamp(1, 3);
+    let rows = traces.len().div_ceil(cols).max(1);
+    let root = SVGBackend::new(path, (560 * cols as u32, 420 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((rows, cols));
+    for (panel, trace) in panels.iter().zip(&traces) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{trace}: GPU allocation vs arrived workload"), ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..130f64, 0f64..100f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("arrived workload (% of cluster GPU capacity)")
+            .y_desc("GPU allocation (%)")
+            .draw()?;
+        let mut policies: Vec<_> = runs.iter().filter(|r| r.workload == *trace).map(|r| r.policy).collect();
+        policies.dedup();
+        policies.sort();
+        policies.dedup();
+        for (i, policy) in policies.iter().enumerate() {
+            let group: Vec<&RunResult> = runs.iter().filter(|r| r.workload == *trace && r.policy == *policy).collect();
+            let color = Palette99::pick(i).to_rgba();
+            let label = match group.first().and_then(|r| r.unallocated_at(100)) {
+                Some(_) => {
+                    let at100: Vec<f64> = group.iter().filter_map(|r| r.unallocated_at(100)).collect();
+                    format!("{policy} ({:.2}% idle at 100%)", at100.iter().sum::<f64>() / at100.len() as f64)
+                }
+                None => policy.to_string(),
+            };
+            chart
+                .draw_series(LineSeries::new(mean_curve(&group), color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
