@@ -12,7 +12,11 @@ use phalanx_sim::trace::{build_cluster, read_nodes, read_pods, CsvSource};
 use phalanx_sim::{report, EMBEDDED_NODES, EMBEDDED_PODS};
 
 #[derive(Parser, Debug)]
-#[command(name = "phalanx-sim", version, about = "Replay traces through the Phalanx placement engine")]
+#[command(
+    name = "phalanx-sim",
+    version,
+    about = "Replay traces through the Phalanx placement engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +37,11 @@ struct OpenbArgs {
     #[arg(long, value_delimiter = ',')]
     pods: Vec<PathBuf>,
     /// Policies to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "random,dotprod,clustering,packing,bestfit,fgd,phalanx")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random,dotprod,clustering,packing,bestfit,fgd,phalanx"
+    )]
     policies: Vec<String>,
     /// Seeds: a list and/or ranges, e.g. `42-51` or `1,5,9-12`.
     #[arg(long, default_value = "42-51")]
@@ -61,7 +69,11 @@ struct OpenbArgs {
 fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
     let mut seeds = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let parse = |s: &str| s.trim().parse::<u64>().with_context(|| format!("--seeds: {s:?} is not a seed number"));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u64>()
+                .with_context(|| format!("--seeds: {s:?} is not a seed number"))
+        };
         match part.split_once('-') {
             Some((lo, hi)) => {
                 let (lo, hi) = (parse(lo)?, parse(hi)?);
@@ -81,7 +93,10 @@ fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
 
 fn openb(args: OpenbArgs) -> Result<()> {
     if !(args.tune.is_finite() && args.tune > 0.0 && args.tune <= 100.0) {
-        bail!("--tune must be a positive number (the paper uses 1.3), got {}", args.tune);
+        bail!(
+            "--tune must be a positive number (the paper uses 1.3), got {}",
+            args.tune
+        );
     }
     let policies = args
         .policies
@@ -91,7 +106,9 @@ fn openb(args: OpenbArgs) -> Result<()> {
         .context("--policies")?;
     let seeds = parse_seeds(&args.seeds)?;
     if let Some(jobs) = args.jobs {
-        rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build_global()?;
     }
 
     let node_src = match &args.nodes {
@@ -103,12 +120,20 @@ fn openb(args: OpenbArgs) -> Result<()> {
     let pod_sources = if args.pods.is_empty() {
         vec![CsvSource::embedded("openb_pod_list_default", EMBEDDED_PODS)]
     } else {
-        args.pods.iter().map(|p| CsvSource::read(p)).collect::<Result<Vec<_>, _>>()?
+        args.pods
+            .iter()
+            .map(|p| CsvSource::read(p))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let mut traces = Vec::new();
     for src in &pod_sources {
         let pods = read_pods(src)?;
-        traces.push(PreparedTrace::new(src.workload_name(), src.name.clone(), pods, &cluster));
+        traces.push(PreparedTrace::new(
+            src.workload_name(),
+            src.name.clone(),
+            pods,
+            &cluster,
+        ));
     }
 
     let gpus = cluster.gpu_milli_capacity() / 1000;
@@ -133,7 +158,11 @@ fn openb(args: OpenbArgs) -> Result<()> {
     let rows = summarise(&runs, &PaperResults::embedded());
     println!("\nunallocated GPU % at 100 % arrived (lower is better); paper = FGD ATC'23 authors' 10-seed mean\n");
     print!("{}", report::table(&rows));
-    println!("\n{} runs in {:.1} s wall", runs.len(), started.elapsed().as_secs_f64());
+    println!(
+        "\n{} runs in {:.1} s wall",
+        runs.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     if let Some(path) = &args.json {
         let text = report::json(&rows, &runs, args.tune, &node_src.name, args.workload)?;

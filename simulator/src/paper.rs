@@ -26,16 +26,24 @@ impl PaperResults {
     pub fn embedded() -> Self {
         let mut out = PaperResults::default();
         let mut rdr = csv::Reader::from_reader(EMBEDDED.as_bytes());
-        let Ok(headers) = rdr.headers().cloned() else { return out };
+        let Ok(headers) = rdr.headers().cloned() else {
+            return out;
+        };
         let col = |name: &str| headers.iter().position(|h| h == name);
-        let (Some(w), Some(p), Some(c100), Some(c130)) = (col("workload"), col("sc_policy"), col("100"), col("130"))
+        let (Some(w), Some(p), Some(c100), Some(c130)) =
+            (col("workload"), col("sc_policy"), col("100"), col("130"))
         else {
             return out;
         };
         for record in rdr.records().flatten() {
             let parse = |i: usize| record.get(i).and_then(|v| v.parse::<f64>().ok());
-            let (Some(a100), Some(a130)) = (parse(c100), parse(c130)) else { continue };
-            let key = (record.get(w).unwrap_or_default().to_owned(), record.get(p).unwrap_or_default().to_owned());
+            let (Some(a100), Some(a130)) = (parse(c100), parse(c130)) else {
+                continue;
+            };
+            let key = (
+                record.get(w).unwrap_or_default().to_owned(),
+                record.get(p).unwrap_or_default().to_owned(),
+            );
             let cell = out.cells.entry(key).or_default();
             cell.at_100.push(100.0 - a100);
             cell.at_130.push(100.0 - a130);
@@ -69,10 +77,20 @@ mod tests {
     #[test]
     fn embedded_results_reproduce_the_spec_table() {
         let paper = PaperResults::embedded();
-        let fgd = Stats::of(&paper.get("openb_pod_list_default", "06-FGD").unwrap().at_100);
+        let fgd = Stats::of(
+            &paper
+                .get("openb_pod_list_default", "06-FGD")
+                .unwrap()
+                .at_100,
+        );
         assert_eq!(fgd.n, 10);
         assert!((fgd.mean - 4.77).abs() < 0.006, "{}", fgd.mean);
-        let random = Stats::of(&paper.get("openb_pod_list_multigpu50", "01-Random").unwrap().at_100);
+        let random = Stats::of(
+            &paper
+                .get("openb_pod_list_multigpu50", "01-Random")
+                .unwrap()
+                .at_100,
+        );
         assert!((random.mean - 18.72).abs() < 0.006, "{}", random.mean);
         assert_eq!(paper.workloads().len(), 13);
     }

@@ -146,8 +146,12 @@ pub fn json(
 fn mean_curve(runs: &[&RunResult]) -> Vec<(f64, f64)> {
     (0..BUCKETS)
         .filter_map(|r| {
-            let values: Vec<f64> = runs.iter().filter_map(|run| run.curves.allocation[r]).collect();
-            (!values.is_empty()).then(|| (r as f64, values.iter().sum::<f64>() / values.len() as f64))
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|run| run.curves.allocation[r])
+                .collect();
+            (!values.is_empty())
+                .then(|| (r as f64, values.iter().sum::<f64>() / values.len() as f64))
         })
         .collect()
 }
@@ -167,7 +171,10 @@ pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Er
     let panels = root.split_evenly((rows, cols));
     for (panel, trace) in panels.iter().zip(&traces) {
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{trace}: GPU allocation vs arrived workload"), ("sans-serif", 16))
+            .caption(
+                format!("{trace}: GPU allocation vs arrived workload"),
+                ("sans-serif", 16),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(48)
@@ -177,24 +184,37 @@ pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Er
             .x_desc("arrived workload (% of cluster GPU capacity)")
             .y_desc("GPU allocation (%)")
             .draw()?;
-        let mut policies: Vec<_> = runs.iter().filter(|r| r.workload == *trace).map(|r| r.policy).collect();
+        let mut policies: Vec<_> = runs
+            .iter()
+            .filter(|r| r.workload == *trace)
+            .map(|r| r.policy)
+            .collect();
         policies.dedup();
         policies.sort();
         policies.dedup();
         for (i, policy) in policies.iter().enumerate() {
-            let group: Vec<&RunResult> = runs.iter().filter(|r| r.workload == *trace && r.policy == *policy).collect();
+            let group: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| r.workload == *trace && r.policy == *policy)
+                .collect();
             let color = Palette99::pick(i).to_rgba();
             let label = match group.first().and_then(|r| r.unallocated_at(100)) {
                 Some(_) => {
-                    let at100: Vec<f64> = group.iter().filter_map(|r| r.unallocated_at(100)).collect();
-                    format!("{policy} ({:.2}% idle at 100%)", at100.iter().sum::<f64>() / at100.len() as f64)
+                    let at100: Vec<f64> =
+                        group.iter().filter_map(|r| r.unallocated_at(100)).collect();
+                    format!(
+                        "{policy} ({:.2}% idle at 100%)",
+                        at100.iter().sum::<f64>() / at100.len() as f64
+                    )
                 }
                 None => policy.to_string(),
             };
             chart
                 .draw_series(LineSeries::new(mean_curve(&group), color.stroke_width(2)))?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

@@ -14,10 +14,20 @@ impl Stats {
     pub fn of(values: &[f64]) -> Stats {
         let n = values.len();
         if n == 0 {
-            return Stats { n, mean: f64::NAN, sd: f64::NAN, min: f64::NAN, max: f64::NAN };
+            return Stats {
+                n,
+                mean: f64::NAN,
+                sd: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
         }
         let mean = values.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        let var = if n > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
         Stats {
             n,
             mean,

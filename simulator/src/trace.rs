@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use phalanx_scheduler::engine::{ClusterSnapshot, GpuDemand, GpuSpec, NodeSpec, PodDemand, PodShape};
+use phalanx_scheduler::engine::{
+    ClusterSnapshot, GpuDemand, GpuSpec, NodeSpec, PodDemand, PodShape,
+};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -14,9 +16,16 @@ pub const OPENB_MAX_PODS: u32 = 1001;
 #[derive(Debug, Error)]
 pub enum TraceError {
     #[error("{file}: cannot read: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}:{line}: {message}")]
-    Row { file: String, line: u64, message: String },
+    Row {
+        file: String,
+        line: u64,
+        message: String,
+    },
     #[error("{file}: {message}")]
     File { file: String, message: String },
 }
@@ -30,19 +39,28 @@ pub struct CsvSource {
 
 impl CsvSource {
     pub fn read(path: &Path) -> Result<Self, TraceError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TraceError::Io { file: path.display().to_string(), source })?;
-        Ok(CsvSource { name: path.display().to_string(), text })
+        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Ok(CsvSource {
+            name: path.display().to_string(),
+            text,
+        })
     }
 
     pub fn embedded(name: &str, text: &str) -> Self {
-        CsvSource { name: name.to_owned(), text: text.to_owned() }
+        CsvSource {
+            name: name.to_owned(),
+            text: text.to_owned(),
+        }
     }
 
     /// The stem openb result files use as the workload key (`openb_pod_list_default`).
     pub fn workload_name(&self) -> String {
         let path = PathBuf::from(&self.name);
-        path.file_stem().map_or_else(|| self.name.clone(), |s| s.to_string_lossy().into_owned())
+        path.file_stem()
+            .map_or_else(|| self.name.clone(), |s| s.to_string_lossy().into_owned())
     }
 }
 
@@ -80,8 +98,18 @@ pub struct TracePod {
 
 impl TracePod {
     pub fn demand(&self, cluster: &ClusterSnapshot) -> PodDemand {
-        let models = if self.gpu == GpuDemand::None { Default::default() } else { cluster.models().constraint(&self.spec) };
-        PodDemand { name: self.name.clone(), cpu_milli: self.cpu_milli, memory_mib: self.memory_mib, gpu: self.gpu, models }
+        let models = if self.gpu == GpuDemand::None {
+            Default::default()
+        } else {
+            cluster.models().constraint(&self.spec)
+        };
+        PodDemand {
+            name: self.name.clone(),
+            cpu_milli: self.cpu_milli,
+            memory_mib: self.memory_mib,
+            gpu: self.gpu,
+            models,
+        }
     }
 
     pub fn shape(&self, cluster: &ClusterSnapshot) -> PodShape {
@@ -90,25 +118,39 @@ impl TracePod {
 }
 
 fn reader(src: &CsvSource) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(src.text.as_bytes())
+    csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(src.text.as_bytes())
 }
 
 /// Deserialised rows with their 1-based line numbers.
-fn rows<T: serde::de::DeserializeOwned>(src: &CsvSource) -> impl Iterator<Item = Result<(u64, T), TraceError>> + '_ {
+fn rows<T: serde::de::DeserializeOwned>(
+    src: &CsvSource,
+) -> impl Iterator<Item = Result<(u64, T), TraceError>> + '_ {
     let mut rdr = reader(src);
     let headers = rdr.headers().cloned();
     rdr.into_records().map(move |record| {
         let record = record.map_err(|e| row_error(src, &e))?;
         let headers = headers.as_ref().map_err(|e| row_error(src, e))?;
         let line = record.position().map_or(0, |p| p.line());
-        let row = record.deserialize::<T>(Some(headers)).map_err(|e| row_error_at(src, line, &e))?;
+        let row = record
+            .deserialize::<T>(Some(headers))
+            .map_err(|e| row_error_at(src, line, &e))?;
         Ok((line, row))
     })
 }
 
 fn row_error_at(src: &CsvSource, line: u64, err: &csv::Error) -> TraceError {
     match row_error(src, err) {
-        TraceError::Row { file, line: 0, message } => TraceError::Row { file, line, message },
+        TraceError::Row {
+            file,
+            line: 0,
+            message,
+        } => TraceError::Row {
+            file,
+            line,
+            message,
+        },
         other => other,
     }
 }
@@ -122,7 +164,11 @@ fn row_error(src: &CsvSource, err: &csv::Error) -> TraceError {
         },
         _ => err.to_string(),
     };
-    TraceError::Row { file: src.name.clone(), line, message }
+    TraceError::Row {
+        file: src.name.clone(),
+        line,
+        message,
+    }
 }
 
 /// Reads a node list (`sn,cpu_milli,memory_mib,gpu,model`).
@@ -132,7 +178,12 @@ pub fn read_nodes(src: &CsvSource) -> Result<Vec<NodeSpec>, TraceError> {
         let (_, row) = row?;
         let has_model = !row.model.is_empty() && row.model != "nan";
         nodes.push(NodeSpec {
-            gpus: (0..row.gpu).map(|i| GpuSpec { uuid: format!("{}-gpu{i}", row.sn), memory_mib: 0 }).collect(),
+            gpus: (0..row.gpu)
+                .map(|i| GpuSpec {
+                    uuid: format!("{}-gpu{i}", row.sn),
+                    memory_mib: 0,
+                })
+                .collect(),
             gpu_model: has_model.then(|| row.model.clone()),
             name: row.sn,
             cpu_milli: row.cpu_milli,
@@ -141,7 +192,10 @@ pub fn read_nodes(src: &CsvSource) -> Result<Vec<NodeSpec>, TraceError> {
         });
     }
     if nodes.is_empty() {
-        return Err(TraceError::File { file: src.name.clone(), message: "no nodes".into() });
+        return Err(TraceError::File {
+            file: src.name.clone(),
+            message: "no nodes".into(),
+        });
     }
     Ok(nodes)
 }
@@ -151,23 +205,44 @@ pub fn read_pods(src: &CsvSource) -> Result<Vec<TracePod>, TraceError> {
     let mut pods = Vec::new();
     for row in rows::<PodRow>(src) {
         let (line, row) = row?;
-        let gpu = GpuDemand::from_count_and_milli(row.num_gpu, row.gpu_milli)
-            .map_err(|message| TraceError::Row { file: src.name.clone(), line, message })?;
+        let gpu =
+            GpuDemand::from_count_and_milli(row.num_gpu, row.gpu_milli).map_err(|message| {
+                TraceError::Row {
+                    file: src.name.clone(),
+                    line,
+                    message,
+                }
+            })?;
         let spec = match (&row.gpu_spec, gpu) {
             (_, GpuDemand::None) | (None, _) => String::new(),
             (Some(s), _) if s == "nan" => String::new(),
-            (Some(s), _) => s.split('|').filter(|t| !t.is_empty()).collect::<Vec<_>>().join("|"),
+            (Some(s), _) => s
+                .split('|')
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("|"),
         };
-        pods.push(TracePod { name: row.name, cpu_milli: row.cpu_milli, memory_mib: row.memory_mib, gpu, spec });
+        pods.push(TracePod {
+            name: row.name,
+            cpu_milli: row.cpu_milli,
+            memory_mib: row.memory_mib,
+            gpu,
+            spec,
+        });
     }
     if pods.is_empty() {
-        return Err(TraceError::File { file: src.name.clone(), message: "no pods".into() });
+        return Err(TraceError::File {
+            file: src.name.clone(),
+            message: "no pods".into(),
+        });
     }
     Ok(pods)
 }
 
 /// Builds an empty cluster from a node list.
-pub fn build_cluster(nodes: &[NodeSpec]) -> Result<ClusterSnapshot, phalanx_scheduler::engine::EngineError> {
+pub fn build_cluster(
+    nodes: &[NodeSpec],
+) -> Result<ClusterSnapshot, phalanx_scheduler::engine::EngineError> {
     let mut cluster = ClusterSnapshot::new();
     for node in nodes {
         cluster.add_node(node.clone())?;
@@ -192,7 +267,10 @@ mod tests {
 
     #[test]
     fn negative_cpu_is_refused_not_wrapped() {
-        let src = CsvSource::embedded("n.csv", "sn,cpu_milli,memory_mib,gpu,model\nn0,-5,10,1,T4\n");
+        let src = CsvSource::embedded(
+            "n.csv",
+            "sn,cpu_milli,memory_mib,gpu,model\nn0,-5,10,1,T4\n",
+        );
         let err = read_nodes(&src).unwrap_err().to_string();
         assert!(err.starts_with("n.csv:2:"), "{err}");
     }
@@ -217,7 +295,11 @@ mod tests {
         let pods = read_pods(&src).unwrap();
         assert_eq!(pods[0].spec, "T4|V100M32");
         assert_eq!(pods[1].spec, "");
-        assert_eq!(pods[1].gpu, GpuDemand::Whole { count: 1 }, "milli above 1000 is a whole GPU");
+        assert_eq!(
+            pods[1].gpu,
+            GpuDemand::Whole { count: 1 },
+            "milli above 1000 is a whole GPU"
+        );
         assert_eq!(pods[2].spec, "", "CPU-only pods carry no spec");
     }
 

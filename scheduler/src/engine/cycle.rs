@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::node::NodeId;
-use super::policy::PlacementPolicy;
 use super::pod::PodDemand;
+use super::policy::PlacementPolicy;
 use super::snapshot::{ClusterSnapshot, Placement, UnfitReason};
 
 /// What a cycle decided. It does not change the snapshot: the caller commits a
@@ -14,7 +14,10 @@ pub enum CycleOutcome {
     Placed(Placement),
     /// No node fits; nodes counted per first failing reason, as kube-scheduler's
     /// "0/N nodes are available: …" message reports them.
-    Unschedulable { nodes: usize, reasons: BTreeMap<UnfitReason, usize> },
+    Unschedulable {
+        nodes: usize,
+        reasons: BTreeMap<UnfitReason, usize>,
+    },
 }
 
 /// Reusable scratch space so that cycles allocate nothing after warm-up.
@@ -44,7 +47,10 @@ pub fn schedule_one(
                 *reasons.entry(reason).or_insert(0) += 1;
             }
         }
-        return CycleOutcome::Unschedulable { nodes: snapshot.len(), reasons };
+        return CycleOutcome::Unschedulable {
+            nodes: snapshot.len(),
+            reasons,
+        };
     }
     policy.begin_cycle(snapshot, pod);
     let node = policy.choose_node(snapshot, pod, &scratch.feasible);

@@ -9,7 +9,12 @@ use super::workload::TypicalPod;
 
 /// F(n) = Σ_t w_t · φ_t(n) for a node given by its free CPU, model and per-GPU free
 /// milli. `free` holds only usable (healthy) GPUs' free milli.
-pub fn node_fragmentation(typical: &[TypicalPod], cpu_free: u64, model: Option<GpuModelId>, free: &[u32]) -> f64 {
+pub fn node_fragmentation(
+    typical: &[TypicalPod],
+    cpu_free: u64,
+    model: Option<GpuModelId>,
+    free: &[u32],
+) -> f64 {
     let gpu_free: u32 = free.iter().sum();
     if gpu_free == 0 {
         return 0.0;
@@ -22,7 +27,13 @@ pub fn node_fragmentation(typical: &[TypicalPod], cpu_free: u64, model: Option<G
 }
 
 /// φ_t(n): idle milli on the node that type `t` cannot use.
-fn fragment_for_type(t: &TypicalPod, cpu_free: u64, model: Option<GpuModelId>, free: &[u32], gpu_free: u32) -> u32 {
+fn fragment_for_type(
+    t: &TypicalPod,
+    cpu_free: u64,
+    model: Option<GpuModelId>,
+    free: &[u32],
+    gpu_free: u32,
+) -> u32 {
     let m = t.shape.gpu.milli_per_gpu();
     if m == 0 {
         return gpu_free;
@@ -56,7 +67,14 @@ mod tests {
     use crate::engine::{GpuDemand, ModelConstraint, PodShape};
 
     fn t(cpu: u64, gpu: GpuDemand, weight: f64) -> TypicalPod {
-        TypicalPod { shape: PodShape { cpu_milli: cpu, gpu, models: ModelConstraint::Any }, weight }
+        TypicalPod {
+            shape: PodShape {
+                cpu_milli: cpu,
+                gpu,
+                models: ModelConstraint::Any,
+            },
+            weight,
+        }
     }
 
     const M: Option<GpuModelId> = Some(GpuModelId(0));
@@ -88,7 +106,10 @@ mod tests {
         let mut typical = [t(0, GpuDemand::Whole { count: 1 }, 1.0)];
         typical[0].shape.models = ModelConstraint::OneOf(0b10);
         assert_eq!(node_fragmentation(&typical, 1000, M, &[1000]), 1000.0);
-        assert_eq!(node_fragmentation(&typical, 1000, Some(GpuModelId(1)), &[1000]), 0.0);
+        assert_eq!(
+            node_fragmentation(&typical, 1000, Some(GpuModelId(1)), &[1000]),
+            0.0
+        );
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub(crate) fn lowest_free_gpus(node: &NodeState, count: u32) -> GpuAssignment {
             break;
         }
         if gpu.healthy && gpu.milli_free == MILLI_PER_GPU {
-            out.push(GpuShare { index: index as u8, milli: MILLI_PER_GPU });
+            out.push(GpuShare {
+                index: index as u8,
+                milli: MILLI_PER_GPU,
+            });
         }
     }
     out
@@ -35,14 +38,19 @@ pub(crate) fn best_fit_gpus(node: &NodeState, demand: GpuDemand) -> GpuAssignmen
                     best = Some((free, index));
                 }
             }
-            best.map(|(_, index)| GpuAssignment::from_indices([index], milli)).unwrap_or_default()
+            best.map(|(_, index)| GpuAssignment::from_indices([index], milli))
+                .unwrap_or_default()
         }
     }
 }
 
 /// `random`: a share goes to a uniformly drawn GPU that holds it (reservoir sampling
 /// in index order), whole GPUs to the lowest-indexed free ones.
-pub(crate) fn random_gpus(node: &NodeState, demand: GpuDemand, rng: &mut impl Rng) -> GpuAssignment {
+pub(crate) fn random_gpus(
+    node: &NodeState,
+    demand: GpuDemand,
+    rng: &mut impl Rng,
+) -> GpuAssignment {
     match demand {
         GpuDemand::Share { milli } => {
             let mut chosen = None;
@@ -55,7 +63,9 @@ pub(crate) fn random_gpus(node: &NodeState, demand: GpuDemand, rng: &mut impl Rn
                     }
                 }
             }
-            chosen.map(|index| GpuAssignment::from_indices([index], milli)).unwrap_or_default()
+            chosen
+                .map(|index| GpuAssignment::from_indices([index], milli))
+                .unwrap_or_default()
         }
         other => best_fit_gpus(node, other),
     }

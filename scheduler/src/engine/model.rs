@@ -24,7 +24,9 @@ impl GpuModelRegistry {
             return Ok(*id);
         }
         if self.names.len() >= Self::MAX_MODELS {
-            return Err(EngineError::TooManyModels { max: Self::MAX_MODELS });
+            return Err(EngineError::TooManyModels {
+                max: Self::MAX_MODELS,
+            });
         }
         let id = GpuModelId(self.names.len() as u8);
         self.names.push(name.to_owned());
@@ -112,7 +114,10 @@ mod tests {
         for i in 0..GpuModelRegistry::MAX_MODELS {
             reg.intern(&format!("m{i}")).unwrap();
         }
-        assert!(matches!(reg.intern("one-too-many"), Err(EngineError::TooManyModels { .. })));
+        assert!(matches!(
+            reg.intern("one-too-many"),
+            Err(EngineError::TooManyModels { .. })
+        ));
         assert!(reg.intern("m3").is_ok(), "known names still resolve");
     }
 }

@@ -115,7 +115,10 @@ impl NodeState {
 
     /// Bound GPU pods carrying `tag`.
     pub fn gpu_pods_tagged(&self, tag: GpuPodTag) -> u32 {
-        self.gpu_pod_tags.iter().find(|(t, _)| *t == tag).map_or(0, |(_, n)| *n)
+        self.gpu_pod_tags
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Distinct tags among bound GPU pods.

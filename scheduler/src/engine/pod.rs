@@ -105,12 +105,25 @@ impl PodDemand {
             }
         }
         if let GpuDemand::Whole { count: 0 } = gpu {
-            return Err(EngineError::InvalidPod { pod: name, reason: "asks for 0 whole GPUs".into() });
+            return Err(EngineError::InvalidPod {
+                pod: name,
+                reason: "asks for 0 whole GPUs".into(),
+            });
         }
-        Ok(PodDemand { name, cpu_milli, memory_mib, gpu, models })
+        Ok(PodDemand {
+            name,
+            cpu_milli,
+            memory_mib,
+            gpu,
+            models,
+        })
     }
 
     pub fn shape(&self) -> PodShape {
-        PodShape { cpu_milli: self.cpu_milli, gpu: self.gpu, models: self.models }
+        PodShape {
+            cpu_milli: self.cpu_milli,
+            gpu: self.gpu,
+            models: self.models,
+        }
     }
 }

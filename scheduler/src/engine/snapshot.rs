@@ -47,7 +47,10 @@ impl GpuAssignment {
     pub fn from_indices(indices: impl IntoIterator<Item = usize>, milli: u32) -> Self {
         let mut out = GpuAssignment::default();
         for index in indices {
-            out.push(GpuShare { index: index as u8, milli });
+            out.push(GpuShare {
+                index: index as u8,
+                milli,
+            });
         }
         out
     }
@@ -108,9 +111,14 @@ impl ClusterSnapshot {
 
     /// Adds a node with nothing allocated. Its rank defaults to its insertion order.
     pub fn add_node(&mut self, spec: NodeSpec) -> Result<NodeId, EngineError> {
-        let invalid = |reason: String| EngineError::InvalidNode { node: spec.name.clone(), reason };
+        let invalid = |reason: String| EngineError::InvalidNode {
+            node: spec.name.clone(),
+            reason,
+        };
         if self.by_name.contains_key(&spec.name) {
-            return Err(invalid("a node of this name is already in the snapshot".into()));
+            return Err(invalid(
+                "a node of this name is already in the snapshot".into(),
+            ));
         }
         if spec.gpus.len() > MAX_GPUS_PER_NODE {
             return Err(invalid(format!(
@@ -152,7 +160,9 @@ impl ClusterSnapshot {
         };
         node.refresh_summaries();
         self.max_node_cpu_milli = self.max_node_cpu_milli.max(spec.cpu_milli);
-        self.max_node_gpu_milli = self.max_node_gpu_milli.max(spec.gpus.len() as u64 * u64::from(MILLI_PER_GPU));
+        self.max_node_gpu_milli = self
+            .max_node_gpu_milli
+            .max(spec.gpus.len() as u64 * u64::from(MILLI_PER_GPU));
         self.by_name.insert(spec.name, id);
         self.nodes.push(node);
         Ok(id)
@@ -170,12 +180,23 @@ impl ClusterSnapshot {
     }
 
     /// Marks one GPU healthy or not (device plugin health, XID events).
-    pub fn set_gpu_health(&mut self, node: NodeId, index: usize, healthy: bool) -> Result<(), EngineError> {
-        let state = self.nodes.get_mut(node.index()).ok_or(EngineError::UnknownNode(node.index()))?;
-        let gpu = state.gpus.get_mut(index).ok_or_else(|| EngineError::InvalidNode {
-            node: state.name.clone(),
-            reason: format!("has no GPU {index}"),
-        })?;
+    pub fn set_gpu_health(
+        &mut self,
+        node: NodeId,
+        index: usize,
+        healthy: bool,
+    ) -> Result<(), EngineError> {
+        let state = self
+            .nodes
+            .get_mut(node.index())
+            .ok_or(EngineError::UnknownNode(node.index()))?;
+        let gpu = state
+            .gpus
+            .get_mut(index)
+            .ok_or_else(|| EngineError::InvalidNode {
+                node: state.name.clone(),
+                reason: format!("has no GPU {index}"),
+            })?;
         gpu.healthy = healthy;
         state.refresh_summaries();
         Ok(())
@@ -221,7 +242,10 @@ impl ClusterSnapshot {
 
     /// Total GPU capacity in milli (healthy or not).
     pub fn gpu_milli_capacity(&self) -> u64 {
-        self.nodes.iter().map(|n| n.gpus.len() as u64 * u64::from(MILLI_PER_GPU)).sum()
+        self.nodes
+            .iter()
+            .map(|n| n.gpus.len() as u64 * u64::from(MILLI_PER_GPU))
+            .sum()
     }
 
     /// Milli-GPU allocated to pods over the whole cluster.
@@ -250,7 +274,10 @@ impl ClusterSnapshot {
             .nodes
             .get_mut(placement.node.index())
             .ok_or(EngineError::UnknownNode(placement.node.index()))?;
-        let refuse = |reason: String| EngineError::DoesNotFit { node: node.name.clone(), reason };
+        let refuse = |reason: String| EngineError::DoesNotFit {
+            node: node.name.clone(),
+            reason,
+        };
         if let Err(reason) = check_fit(node, pod) {
             return Err(refuse(reason.to_string()));
         }
@@ -277,8 +304,14 @@ impl ClusterSnapshot {
             .nodes
             .get_mut(placement.node.index())
             .ok_or(EngineError::UnknownNode(placement.node.index()))?;
-        let underflow = |reason: String| EngineError::ReleaseUnderflow { node: node.name.clone(), reason };
-        if node.cpu_milli_used < pod.cpu_milli || node.memory_mib_used < pod.memory_mib || node.pods == 0 {
+        let underflow = |reason: String| EngineError::ReleaseUnderflow {
+            node: node.name.clone(),
+            reason,
+        };
+        if node.cpu_milli_used < pod.cpu_milli
+            || node.memory_mib_used < pod.memory_mib
+            || node.pods == 0
+        {
             return Err(underflow("CPU, memory or pod count".into()));
         }
         validate_assignment(node, pod.gpu, &placement.gpus, false).map_err(underflow)?;
@@ -321,8 +354,12 @@ fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
                 return Err(UnfitReason::GpuModelMismatch);
             }
             match demand {
-                GpuDemand::Share { milli } if node.max_gpu_free < milli => Err(UnfitReason::InsufficientGpuShare),
-                GpuDemand::Whole { count } if node.fully_free_gpus < count => Err(UnfitReason::InsufficientWholeGpus),
+                GpuDemand::Share { milli } if node.max_gpu_free < milli => {
+                    Err(UnfitReason::InsufficientGpuShare)
+                }
+                GpuDemand::Whole { count } if node.fully_free_gpus < count => {
+                    Err(UnfitReason::InsufficientWholeGpus)
+                }
                 _ => Ok(()),
             }
         }
@@ -331,10 +368,18 @@ fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
 
 /// Checks that `gpus` is exactly what `demand` asks of this node: the right number of
 /// distinct healthy devices, each with the right milli, and (when placing) enough free.
-fn validate_assignment(node: &NodeState, demand: GpuDemand, gpus: &GpuAssignment, placing: bool) -> Result<(), String> {
+fn validate_assignment(
+    node: &NodeState,
+    demand: GpuDemand,
+    gpus: &GpuAssignment,
+    placing: bool,
+) -> Result<(), String> {
     let want = demand.gpu_count() as usize;
     if gpus.len() != want {
-        return Err(format!("demand needs {want} GPU(s), assignment names {}", gpus.len()));
+        return Err(format!(
+            "demand needs {want} GPU(s), assignment names {}",
+            gpus.len()
+        ));
     }
     let mut seen = 0u32;
     for share in gpus.as_slice() {
@@ -347,17 +392,26 @@ fn validate_assignment(node: &NodeState, demand: GpuDemand, gpus: &GpuAssignment
         }
         seen |= 1 << index;
         if share.milli != demand.milli_per_gpu() {
-            return Err(format!("GPU {index}: share {} != demand {}", share.milli, demand.milli_per_gpu()));
+            return Err(format!(
+                "GPU {index}: share {} != demand {}",
+                share.milli,
+                demand.milli_per_gpu()
+            ));
         }
         if placing {
             if !gpu.healthy {
                 return Err(format!("GPU {index} is unhealthy"));
             }
             if gpu.milli_free < share.milli {
-                return Err(format!("GPU {index} has {} milli free, needs {}", gpu.milli_free, share.milli));
+                return Err(format!(
+                    "GPU {index} has {} milli free, needs {}",
+                    gpu.milli_free, share.milli
+                ));
             }
         } else if gpu.milli_free + share.milli > MILLI_PER_GPU {
-            return Err(format!("GPU {index} would have more than {MILLI_PER_GPU} milli free"));
+            return Err(format!(
+                "GPU {index} would have more than {MILLI_PER_GPU} milli free"
+            ));
         }
     }
     Ok(())

@@ -39,12 +39,22 @@ impl WorkloadModel {
     }
 
     pub fn with_coverage(coverage_percent: u64) -> Self {
-        WorkloadModel { counts: HashMap::new(), total: 0, coverage_percent: coverage_percent.clamp(1, 100) }
+        WorkloadModel {
+            counts: HashMap::new(),
+            total: 0,
+            coverage_percent: coverage_percent.clamp(1, 100),
+        }
     }
 
     /// Counts one pod of this shape (`spec` is its allowed-models string, "" for any).
     pub fn observe(&mut self, shape: PodShape, spec: &str) {
-        *self.counts.entry(TypeKey { shape, spec: spec.to_owned() }).or_insert(0) += 1;
+        *self
+            .counts
+            .entry(TypeKey {
+                shape,
+                spec: spec.to_owned(),
+            })
+            .or_insert(0) += 1;
         self.total += 1;
     }
 
@@ -63,7 +73,12 @@ impl WorkloadModel {
         types.sort_by(|(a, na), (b, nb)| {
             nb.cmp(na)
                 .then_with(|| b.shape.cpu_milli.cmp(&a.shape.cpu_milli))
-                .then_with(|| b.shape.gpu.milli_per_gpu().cmp(&a.shape.gpu.milli_per_gpu()))
+                .then_with(|| {
+                    b.shape
+                        .gpu
+                        .milli_per_gpu()
+                        .cmp(&a.shape.gpu.milli_per_gpu())
+                })
                 .then_with(|| b.shape.gpu.gpu_count().cmp(&a.shape.gpu.gpu_count()))
                 .then_with(|| b.spec.as_bytes().cmp(a.spec.as_bytes()))
         });
@@ -80,7 +95,10 @@ impl WorkloadModel {
         let sum: u64 = chosen.iter().map(|(_, n)| n).sum();
         chosen
             .into_iter()
-            .map(|(shape, n)| TypicalPod { shape, weight: n as f64 / sum as f64 })
+            .map(|(shape, n)| TypicalPod {
+                shape,
+                weight: n as f64 / sum as f64,
+            })
             .collect()
     }
 }
@@ -91,7 +109,11 @@ mod tests {
     use crate::engine::{GpuDemand, ModelConstraint};
 
     fn shape(cpu: u64, gpu: GpuDemand) -> PodShape {
-        PodShape { cpu_milli: cpu, gpu, models: ModelConstraint::Any }
+        PodShape {
+            cpu_milli: cpu,
+            gpu,
+            models: ModelConstraint::Any,
+        }
     }
 
     #[test]

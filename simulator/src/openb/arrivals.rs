@@ -24,7 +24,13 @@ fn gpu_milli(pod: &TracePod) -> u64 {
 
 /// Draws the arrival list and node ranks in the spec's order: one discarded draw,
 /// shuffle of the name-sorted pods, tuning to `tune` × capacity, node permutation.
-pub fn seeded_run(pods: &[TracePod], node_names: &[String], capacity_milli: u64, tune: f64, seed: u64) -> SeededRun {
+pub fn seeded_run(
+    pods: &[TracePod],
+    node_names: &[String],
+    capacity_milli: u64,
+    tune: f64,
+    seed: u64,
+) -> SeededRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let _ = rng.next_u64();
 
@@ -62,7 +68,11 @@ pub fn seeded_run(pods: &[TracePod], node_names: &[String], capacity_milli: u64,
         node_ranks[node] = perm[sorted_pos];
     }
 
-    SeededRun { arrivals, node_ranks, policy_seed: rng.next_u64() }
+    SeededRun {
+        arrivals,
+        node_ranks,
+        policy_seed: rng.next_u64(),
+    }
 }
 
 #[cfg(test)]
@@ -71,19 +81,31 @@ mod tests {
     use phalanx_scheduler::engine::GpuDemand;
 
     fn pod(name: &str, gpu: GpuDemand) -> TracePod {
-        TracePod { name: name.into(), cpu_milli: 1, memory_mib: 1, gpu, spec: String::new() }
+        TracePod {
+            name: name.into(),
+            cpu_milli: 1,
+            memory_mib: 1,
+            gpu,
+            spec: String::new(),
+        }
     }
 
     #[test]
     fn tuning_inflates_to_the_target_with_clones_after_the_originals() {
-        let pods: Vec<_> = (0..10).map(|i| pod(&format!("p{i}"), GpuDemand::Whole { count: 1 })).collect();
+        let pods: Vec<_> = (0..10)
+            .map(|i| pod(&format!("p{i}"), GpuDemand::Whole { count: 1 }))
+            .collect();
         let names: Vec<String> = (0..4).map(|i| format!("n{i}")).collect();
         let run = seeded_run(&pods, &names, 10_000, 1.3, 7);
         let total: u64 = run.arrivals.iter().map(|&i| gpu_milli(&pods[i])).sum();
         assert_eq!(total, 13_000);
         let mut originals = run.arrivals[..10].to_vec();
         originals.sort();
-        assert_eq!(originals, (0..10).collect::<Vec<_>>(), "every original once, before clones");
+        assert_eq!(
+            originals,
+            (0..10).collect::<Vec<_>>(),
+            "every original once, before clones"
+        );
         let mut ranks = run.node_ranks.clone();
         ranks.sort();
         assert_eq!(ranks, vec![0, 1, 2, 3]);
@@ -91,7 +113,9 @@ mod tests {
 
     #[test]
     fn tuning_down_removes_pods_until_under_target() {
-        let pods: Vec<_> = (0..10).map(|i| pod(&format!("p{i}"), GpuDemand::Whole { count: 2 })).collect();
+        let pods: Vec<_> = (0..10)
+            .map(|i| pod(&format!("p{i}"), GpuDemand::Whole { count: 2 }))
+            .collect();
         let run = seeded_run(&pods, &["n".into()], 10_000, 1.3, 1);
         let total: u64 = run.arrivals.iter().map(|&i| gpu_milli(&pods[i])).sum();
         assert!(total <= 13_000 && total > 11_000, "{total}");

@@ -52,7 +52,11 @@ impl CurveRecorder {
         b.events += 1;
         b.alloc += round2(used_milli as f64 / self.percent_milli);
         b.frag_amount += frag_milli / self.percent_milli;
-        b.frag_ratio += if idle > 0.0 { 100.0 * frag_milli / idle } else { 0.0 };
+        b.frag_ratio += if idle > 0.0 {
+            100.0 * frag_milli / idle
+        } else {
+            0.0
+        };
     }
 
     /// Bucket means; an empty bucket borrows the events of its neighbours (r ± 1).

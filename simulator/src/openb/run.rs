@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use phalanx_scheduler::engine::policy::PolicyConfig;
 use phalanx_scheduler::engine::{
-    build_policy, node_fragmentation, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, EngineError, NodeId,
-    PodDemand, PolicyName, TypicalPod, WorkloadModel, WorkloadSource,
+    build_policy, node_fragmentation, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch,
+    EngineError, NodeId, PodDemand, PolicyName, TypicalPod, WorkloadModel, WorkloadSource,
 };
 
 use super::arrivals::seeded_run;
@@ -26,13 +26,24 @@ pub struct PreparedTrace {
 }
 
 impl PreparedTrace {
-    pub fn new(workload: String, pods_file: String, pods: Vec<TracePod>, cluster: &ClusterSnapshot) -> Self {
+    pub fn new(
+        workload: String,
+        pods_file: String,
+        pods: Vec<TracePod>,
+        cluster: &ClusterSnapshot,
+    ) -> Self {
         let demands: Vec<PodDemand> = pods.iter().map(|p| p.demand(cluster)).collect();
         let mut model = WorkloadModel::new();
         for (pod, demand) in pods.iter().zip(&demands) {
             model.observe(demand.shape(), &pod.spec);
         }
-        PreparedTrace { workload, pods_file, typical: model.typical_pods(), pods, demands }
+        PreparedTrace {
+            workload,
+            pods_file,
+            typical: model.typical_pods(),
+            pods,
+            demands,
+        }
     }
 }
 
@@ -70,7 +81,12 @@ pub struct RunResult {
 impl RunResult {
     /// Unallocated GPU % when `percent` % of capacity has arrived (`100 − alloc[r]`).
     pub fn unallocated_at(&self, percent: usize) -> Option<f64> {
-        self.curves.allocation.get(percent).copied().flatten().map(|a| 100.0 - a)
+        self.curves
+            .allocation
+            .get(percent)
+            .copied()
+            .flatten()
+            .map(|a| 100.0 - a)
     }
 }
 
@@ -83,7 +99,11 @@ struct FragmentationMeter<'a> {
 
 impl<'a> FragmentationMeter<'a> {
     fn new(typical: &'a [TypicalPod], cluster: &ClusterSnapshot) -> Self {
-        let mut meter = FragmentationMeter { typical, per_node: vec![0.0; cluster.len()], total: 0.0 };
+        let mut meter = FragmentationMeter {
+            typical,
+            per_node: vec![0.0; cluster.len()],
+            total: 0.0,
+        };
         for i in 0..cluster.len() {
             meter.update(cluster, NodeId(i as u32));
         }
@@ -92,14 +112,23 @@ impl<'a> FragmentationMeter<'a> {
 
     fn update(&mut self, cluster: &ClusterSnapshot, node: NodeId) {
         let n = cluster.node(node);
-        let f = node_fragmentation(self.typical, n.cpu_milli_free(), n.model, n.free_list().as_slice());
+        let f = node_fragmentation(
+            self.typical,
+            n.cpu_milli_free(),
+            n.model,
+            n.free_list().as_slice(),
+        );
         self.total += f - self.per_node[node.index()];
         self.per_node[node.index()] = f;
     }
 }
 
 /// Replays the trace through the engine under one policy and seed.
-pub fn run_once(empty: &ClusterSnapshot, trace: &PreparedTrace, spec: RunSpec) -> Result<RunResult, EngineError> {
+pub fn run_once(
+    empty: &ClusterSnapshot,
+    trace: &PreparedTrace,
+    spec: RunSpec,
+) -> Result<RunResult, EngineError> {
     let started = Instant::now();
     let mut cluster = empty.clone();
     let capacity = cluster.gpu_milli_capacity();
@@ -111,7 +140,13 @@ pub fn run_once(empty: &ClusterSnapshot, trace: &PreparedTrace, spec: RunSpec) -
         WorkloadMode::Trace => WorkloadSource::Fixed(trace.typical.clone()),
         WorkloadMode::Online => WorkloadSource::Online,
     };
-    let mut policy = build_policy(spec.policy, &PolicyConfig { seed: seeded.policy_seed, workload });
+    let mut policy = build_policy(
+        spec.policy,
+        &PolicyConfig {
+            seed: seeded.policy_seed,
+            workload,
+        },
+    );
     let mut meter = FragmentationMeter::new(&trace.typical, &cluster);
     let mut recorder = CurveRecorder::new(capacity);
     let mut scratch = CycleScratch::default();

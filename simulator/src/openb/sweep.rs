@@ -54,12 +54,26 @@ pub fn run_sweep(
     for (t, _) in traces.iter().enumerate() {
         for &policy in &config.policies {
             for &seed in &config.seeds {
-                jobs.push((t, RunSpec { policy, seed, tune: config.tune, workload: config.workload }));
+                jobs.push((
+                    t,
+                    RunSpec {
+                        policy,
+                        seed,
+                        tune: config.tune,
+                        workload: config.workload,
+                    },
+                ));
             }
         }
     }
-    let bar = if config.progress { ProgressBar::new(jobs.len() as u64) } else { ProgressBar::hidden() };
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} runs  {elapsed_precise} (eta {eta}) {msg}") {
+    let bar = if config.progress {
+        ProgressBar::new(jobs.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} runs  {elapsed_precise} (eta {eta}) {msg}",
+    ) {
         bar.set_style(style);
     }
     let results: Result<Vec<RunResult>, EngineError> = jobs
@@ -85,14 +99,24 @@ pub fn summarise(runs: &[RunResult], paper: &PaperResults) -> Vec<SummaryRow> {
     }
     keys.into_iter()
         .map(|(workload, pods_file, policy)| {
-            let group: Vec<&RunResult> =
-                runs.iter().filter(|r| r.pods_file == pods_file && r.policy == policy).collect();
-            let values = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<f64> { group.iter().filter_map(|r| f(r)).collect() };
+            let group: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| r.pods_file == pods_file && r.policy == policy)
+                .collect();
+            let values = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<f64> {
+                group.iter().filter_map(|r| f(r)).collect()
+            };
             let at_100 = Stats::of(&values(&|r| r.unallocated_at(100)));
-            let paper = policy.paper_label().and_then(|label| paper.get(&workload, label)).map(|cell| {
-                let p = Stats::of(&cell.at_100);
-                PaperComparison { at_100: p, tolerance: tolerance(&p, &at_100) }
-            });
+            let paper = policy
+                .paper_label()
+                .and_then(|label| paper.get(&workload, label))
+                .map(|cell| {
+                    let p = Stats::of(&cell.at_100);
+                    PaperComparison {
+                        at_100: p,
+                        tolerance: tolerance(&p, &at_100),
+                    }
+                });
             SummaryRow {
                 seeds: group.iter().map(|r| r.seed).collect(),
                 at_130: Stats::of(&values(&|r| r.unallocated_at(130))),

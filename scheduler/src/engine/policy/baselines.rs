@@ -25,7 +25,12 @@ impl PlacementPolicy for DotProdPolicy {
         (100.0 * (1.0 - dot / 2.0)) as i64
     }
 
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment {
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment {
         best_fit_gpus(snapshot.node(node), pod.gpu)
     }
 }
@@ -55,7 +60,12 @@ impl PlacementPolicy for ClusteringPolicy {
         }
     }
 
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment {
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment {
         best_fit_gpus(snapshot.node(node), pod.gpu)
     }
 }
@@ -106,7 +116,12 @@ impl PlacementPolicy for PackingPolicy {
         }
     }
 
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment {
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment {
         best_fit_gpus(snapshot.node(node), pod.gpu)
     }
 }
@@ -129,8 +144,117 @@ impl PlacementPolicy for BestFitPolicy {
         (100.0 * (1.0 - left)) as i64
     }
 
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment {
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment {
         best_fit_gpus(snapshot.node(node), pod.gpu)
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{GpuShare, GpuSpec, ModelConstraint, NodeSpec, Placement};
+
+    /// One node of `gpus` GPUs with `cpu` milli-CPU, plus an 8-GPU, 128-core node
+    /// so the normalisers are the spec's MAX_GPU = 8000 and MAX_CPU = 128000.
+    fn cluster(cpu: u64, gpus: usize) -> ClusterSnapshot {
+        let mut c = ClusterSnapshot::new();
+        for (name, cpu, n) in [("a", cpu, gpus), ("big", 128_000, 8)] {
+            c.add_node(NodeSpec {
+                name: name.into(),
+                cpu_milli: cpu,
+                memory_mib: 1 << 20,
+                max_pods: 100,
+                gpu_model: Some("T4".into()),
+                gpus: vec![GpuSpec::default(); n],
+            })
+            .unwrap();
+        }
+        c
+    }
+
+    fn pod(cpu: u64, gpu: GpuDemand) -> PodDemand {
+        PodDemand::new("p", cpu, 0, gpu, ModelConstraint::Any).unwrap()
+    }
+
+    fn put(c: &mut ClusterSnapshot, cpu: u64, gpu: GpuDemand, gpus: &[(u8, u32)]) {
+        let mut a = GpuAssignment::default();
+        for &(index, milli) in gpus {
+            a.push(GpuShare { index, milli });
+        }
+        c.place(
+            &pod(cpu, gpu),
+            &Placement {
+                node: NodeId(0),
+                gpus: a,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn dotprod_prefers_the_smallest_free_demand_product() {
+        // Node a: 64 cores, 4 GPUs free. Pod: 16 cores, 1 GPU.
+        let c = cluster(64_000, 4);
+        let s = DotProdPolicy.score(&c, NodeId(0), &pod(16_000, GpuDemand::Whole { count: 1 }));
+        // dot = (64/128)(16/128) + (4000/8000)(1000/8000) = 0.0625 + 0.0625 = 0.125; trunc(100·(1 − 0.0625)) = 93
+        assert_eq!(s, 93);
+    }
+
+    #[test]
+    fn bestfit_scores_the_tighter_node_higher() {
+        let c = cluster(64_000, 4);
+        let p = pod(16_000, GpuDemand::Whole { count: 1 });
+        // L = 0.5·(48/128) + 0.5·(3000/8000) = 0.375 -> 62
+        assert_eq!(BestFitPolicy.score(&c, NodeId(0), &p), 62);
+        // big: L = 0.5·(112/128) + 0.5·(7000/8000) = 0.875 -> 12
+        assert_eq!(BestFitPolicy.score(&c, NodeId(1), &p), 12);
+    }
+
+    #[test]
+    fn packing_prefers_partly_used_gpus_then_used_nodes_then_small_idle_nodes() {
+        let mut c = cluster(64_000, 4);
+        let share = pod(1_000, GpuDemand::Share { milli: 300 });
+        // Idle nodes: max(33 − F, F): 4 GPUs -> 29, 8 GPUs -> 25.
+        assert_eq!(PackingPolicy.score(&c, NodeId(0), &share), 29);
+        assert_eq!(PackingPolicy.score(&c, NodeId(1), &share), 25);
+        put(&mut c, 1_000, GpuDemand::Share { milli: 500 }, &[(0, 500)]);
+        // The 500-free GPU is the tightest that fits: 100 − 500·100/1000/10 = 95.
+        assert_eq!(PackingPolicy.score(&c, NodeId(0), &share), 95);
+        // A whole GPU on a used node: one untouched device taken -> max(50 − 1, 33) = 49.
+        assert_eq!(
+            PackingPolicy.score(&c, NodeId(0), &pod(1_000, GpuDemand::Whole { count: 1 })),
+            49
+        );
+        assert_eq!(
+            PackingPolicy.score(&c, NodeId(0), &pod(1_000, GpuDemand::None)),
+            0
+        );
+    }
+
+    #[test]
+    fn clustering_gathers_pods_of_one_kind() {
+        let mut c = cluster(64_000, 4);
+        let share = pod(1_000, GpuDemand::Share { milli: 300 });
+        // Idle 4-GPU node: base = 25·(8000 − 4000)/8000 = 12, no tags yet: +25.
+        assert_eq!(ClusteringPolicy.score(&c, NodeId(0), &share), 37);
+        put(&mut c, 1_000, GpuDemand::Share { milli: 500 }, &[(0, 500)]);
+        // base = 25·(8000 − 3500)/8000 = 14; only share pods there: +75.
+        assert_eq!(ClusteringPolicy.score(&c, NodeId(0), &share), 89);
+        // A whole-GPU pod finds a node of another kind: base only.
+        assert_eq!(
+            ClusteringPolicy.score(&c, NodeId(0), &pod(1_000, GpuDemand::Whole { count: 1 })),
+            14
+        );
+        put(&mut c, 1_000, GpuDemand::Whole { count: 1 }, &[(1, 1000)]);
+        // Two kinds now: +50 for a kind that is present.
+        assert_eq!(
+            ClusteringPolicy.score(&c, NodeId(0), &share),
+            50 + 25 * (8000 - 2500) / 8000
+        );
+    }
+}

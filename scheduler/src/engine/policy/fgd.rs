@@ -14,9 +14,10 @@ pub struct FgdPolicy {
 
 impl FgdPolicy {
     pub fn new(workload: WorkloadSource) -> Self {
-        FgdPolicy { gradient: FragmentationGradient::new(workload) }
+        FgdPolicy {
+            gradient: FragmentationGradient::new(workload),
+        }
     }
-
 }
 
 impl PlacementPolicy for FgdPolicy {
@@ -36,7 +37,12 @@ impl PlacementPolicy for FgdPolicy {
         i64::from(self.gradient.evaluate(snapshot, node, pod).score)
     }
 
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment {
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment {
         match pod.gpu {
             GpuDemand::Share { milli } => {
                 let eval = self.gradient.evaluate(snapshot, node, pod);
@@ -44,6 +50,103 @@ impl PlacementPolicy for FgdPolicy {
             }
             GpuDemand::Whole { count } => lowest_free_gpus(snapshot.node(node), count),
             GpuDemand::None => GpuAssignment::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{
+        schedule_one, CycleOutcome, CycleScratch, GpuSpec, ModelConstraint, NodeSpec, PodShape,
+        TypicalPod,
+    };
+
+    fn node(name: &str, cpu: u64, gpus: usize) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            cpu_milli: cpu,
+            memory_mib: 1 << 20,
+            max_pods: 100,
+            gpu_model: Some("A100".into()),
+            gpus: vec![GpuSpec::default(); gpus],
+        }
+    }
+
+    fn typical(gpu: GpuDemand, weight: f64) -> TypicalPod {
+        TypicalPod {
+            shape: PodShape {
+                cpu_milli: 1_000,
+                gpu,
+                models: ModelConstraint::Any,
+            },
+            weight,
+        }
+    }
+
+    #[test]
+    fn a_share_goes_where_it_closes_a_gap_not_where_it_opens_one() {
+        // Workload: half 500-milli shares, half whole GPUs.
+        let t = vec![
+            typical(GpuDemand::Share { milli: 500 }, 0.5),
+            typical(GpuDemand::Whole { count: 1 }, 0.5),
+        ];
+        let mut c = ClusterSnapshot::new();
+        let a = c.add_node(node("a", 32_000, 2)).unwrap();
+        let b = c.add_node(node("b", 32_000, 2)).unwrap();
+        let half = PodDemand::new(
+            "h",
+            1_000,
+            0,
+            GpuDemand::Share { milli: 500 },
+            ModelConstraint::Any,
+        )
+        .unwrap();
+        c.place(
+            &half,
+            &crate::engine::Placement {
+                node: b,
+                gpus: GpuAssignment::from_indices([1], 500),
+            },
+        )
+        .unwrap();
+        let mut fgd = FgdPolicy::new(WorkloadSource::Fixed(t));
+        fgd.begin_cycle(&c, &half);
+        // On b, GPU 1 has 500 free: filling it removes a 500 fragment for whole-GPU pods,
+        // Δ = +250 -> trunc(100·σ(0.25)) = 56. On idle a, any GPU: Δ = −250 -> 43.
+        assert_eq!(fgd.score(&c, b, &half), 56);
+        assert_eq!(fgd.score(&c, a, &half), 43);
+        let mut scratch = CycleScratch::default();
+        match schedule_one(&c, &mut fgd, &half, &mut scratch) {
+            CycleOutcome::Placed(p) => {
+                assert_eq!(p.node, b);
+                assert_eq!(p.gpus.as_slice()[0].index, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lowest_rank() {
+        let t = vec![typical(GpuDemand::Whole { count: 1 }, 1.0)];
+        let mut c = ClusterSnapshot::new();
+        for name in ["x", "y", "z"] {
+            c.add_node(node(name, 8_000, 1)).unwrap();
+        }
+        c.set_ranks(&[2, 0, 1]).unwrap();
+        let p = PodDemand::new(
+            "p",
+            1_000,
+            0,
+            GpuDemand::Whole { count: 1 },
+            ModelConstraint::Any,
+        )
+        .unwrap();
+        let mut fgd = FgdPolicy::new(WorkloadSource::Fixed(t));
+        let mut scratch = CycleScratch::default();
+        match schedule_one(&c, &mut fgd, &p, &mut scratch) {
+            CycleOutcome::Placed(placement) => assert_eq!(c.node(placement.node).name, "y"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -21,6 +21,11 @@ pub enum WorkloadSource {
     Online,
 }
 
+/// Pods an online workload model must have seen before it is trusted. Until then T
+/// is empty, every node scores alike, and placement is first-fit by node rank; a
+/// distribution guessed from a few dozen pods did measurably worse (see README).
+pub const ONLINE_MIN_SAMPLES: u64 = 256;
+
 /// FGD's quantised score of a fragmentation change Δ (milli): trunc(100·σ(Δ/1000)).
 /// Δ = 0 scores 50, and the truncation makes near-equal nodes tie (spec §5.4).
 pub fn quantised_score(delta: f64) -> i32 {
@@ -36,6 +41,10 @@ pub struct GradientEval {
     pub delta: f64,
     /// For a share: the device FGD would choose (lowest index with the best score).
     pub share_gpu: u8,
+    /// For a share: among devices with the best score, the one left with the
+    /// smallest gap (best fit), and that gap in milli.
+    pub tightest_gpu: u8,
+    pub tightest_gap: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,20 +85,22 @@ impl FragmentationGradient {
         }
     }
 
-    pub fn typical(&self) -> &[TypicalPod] {
-        &self.typical
-    }
-
     /// Learns from an arriving pod when the workload is online. T is rebuilt on a
-    /// geometric schedule (every ~5 % more pods) so caches survive between rebuilds.
+    /// geometric schedule (every 25 % more pods, so a few dozen times over a cluster's
+    /// life) and cached scores are dropped only when T changed materially.
     pub fn observe_arrival(&mut self, pod: &PodDemand) {
-        let Some(model) = self.online.as_mut() else { return };
+        let Some(model) = self.online.as_mut() else {
+            return;
+        };
         model.observe(pod.shape(), "");
         let seen = model.pods_observed();
-        if seen >= self.next_refresh_at {
-            self.typical = model.typical_pods();
-            self.epoch = self.epoch.wrapping_add(1).max(1);
-            self.next_refresh_at = (seen + seen / 20).max(seen + 16);
+        if seen >= self.next_refresh_at && seen >= ONLINE_MIN_SAMPLES {
+            let learned = model.typical_pods();
+            if materially_different(&self.typical, &learned) {
+                self.typical = learned;
+                self.epoch = self.epoch.wrapping_add(1).max(1);
+            }
+            self.next_refresh_at = (seen + seen / 4).max(seen + 16);
         }
     }
 
@@ -112,17 +123,28 @@ impl FragmentationGradient {
         let key = self.key(state);
         let i = node.index();
         if self.before.len() <= i {
-            self.before.resize(snapshot.len().max(i + 1), Cached::default());
+            self.before
+                .resize(snapshot.len().max(i + 1), Cached::default());
         }
         if self.before[i].key != key {
-            let f = node_fragmentation(&self.typical, state.cpu_milli_free(), state.model, state.free_list().as_slice());
+            let f = node_fragmentation(
+                &self.typical,
+                state.cpu_milli_free(),
+                state.model,
+                state.free_list().as_slice(),
+            );
             self.before[i] = Cached { key, value: f };
         }
         self.before[i].value
     }
 
     /// The evaluation of placing the current cycle's pod on `node` (where it fits).
-    pub fn evaluate(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GradientEval {
+    pub fn evaluate(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GradientEval {
         let state = snapshot.node(node);
         let key = self.key(state);
         let i = node.index();
@@ -140,7 +162,25 @@ impl FragmentationGradient {
     }
 }
 
-fn evaluate_uncached(typical: &[TypicalPod], node: &NodeState, pod: &PodDemand, before: f64) -> GradientEval {
+/// True when two typical sets differ in membership or any weight moved by more than
+/// 5 % of itself (weights below 1 % are compared as if they were 1 %).
+fn materially_different(old: &[TypicalPod], new: &[TypicalPod]) -> bool {
+    if old.len() != new.len() {
+        return true;
+    }
+    new.iter().any(|n| {
+        old.iter()
+            .find(|o| o.shape == n.shape)
+            .is_none_or(|o| (o.weight - n.weight).abs() > 0.05 * o.weight.max(0.01))
+    })
+}
+
+fn evaluate_uncached(
+    typical: &[TypicalPod],
+    node: &NodeState,
+    pod: &PodDemand,
+    before: f64,
+) -> GradientEval {
     let cpu_after = node.cpu_milli_free().saturating_sub(pod.cpu_milli);
     let free = node.free_list();
     let m = pod.gpu.milli_per_gpu();
@@ -152,17 +192,38 @@ fn evaluate_uncached(typical: &[TypicalPod], node: &NodeState, pod: &PodDemand, 
             }
             let mut after_free = free;
             after_free.as_mut_slice()[g] -= m;
-            let delta = before - node_fragmentation(typical, cpu_after, node.model, after_free.as_slice());
+            let delta =
+                before - node_fragmentation(typical, cpu_after, node.model, after_free.as_slice());
             let score = quantised_score(delta);
-            if best.is_none_or(|b| score > b.score) {
-                best = Some(GradientEval { score, delta, share_gpu: g as u8 });
+            let gap = f - m;
+            match &mut best {
+                Some(b) if score < b.score => {}
+                Some(b) if score == b.score => {
+                    if gap < b.tightest_gap {
+                        b.tightest_gap = gap;
+                        b.tightest_gpu = g as u8;
+                    }
+                }
+                _ => {
+                    best = Some(GradientEval {
+                        score,
+                        delta,
+                        share_gpu: g as u8,
+                        tightest_gpu: g as u8,
+                        tightest_gap: gap,
+                    })
+                }
             }
         }
         return best.unwrap_or_default();
     }
     let after_free = take_tightest(free, m, pod.gpu.gpu_count());
     let delta = before - node_fragmentation(typical, cpu_after, node.model, after_free.as_slice());
-    GradientEval { score: quantised_score(delta), delta, share_gpu: 0 }
+    GradientEval {
+        score: quantised_score(delta),
+        delta,
+        ..GradientEval::default()
+    }
 }
 
 /// Removes `m` from the first `k` devices, in ascending-free order, that hold `m`.
@@ -170,7 +231,8 @@ fn take_tightest(mut free: FreeList, m: u32, k: u32) -> FreeList {
     if k == 0 || m == 0 {
         return free;
     }
-    let mut order: [u8; crate::engine::node::MAX_GPUS_PER_NODE] = [0; crate::engine::node::MAX_GPUS_PER_NODE];
+    let mut order: [u8; crate::engine::node::MAX_GPUS_PER_NODE] =
+        [0; crate::engine::node::MAX_GPUS_PER_NODE];
     let n = free.as_slice().len();
     for (i, slot) in order.iter_mut().enumerate().take(n) {
         *slot = i as u8;
@@ -195,9 +257,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn small_weight_drift_keeps_the_caches() {
+        use crate::engine::{GpuDemand, ModelConstraint};
+        let shape = |milli| PodShape {
+            cpu_milli: 1,
+            gpu: GpuDemand::Share { milli },
+            models: ModelConstraint::Any,
+        };
+        let a = vec![
+            TypicalPod {
+                shape: shape(500),
+                weight: 0.6,
+            },
+            TypicalPod {
+                shape: shape(200),
+                weight: 0.4,
+            },
+        ];
+        let mut b = a.clone();
+        b[0].weight = 0.61;
+        b[1].weight = 0.39;
+        assert!(!materially_different(&a, &b));
+        b[1].weight = 0.30;
+        assert!(materially_different(&a, &b));
+        assert!(materially_different(&a, &a[..1]));
+    }
+
+    #[test]
     fn quantisation_matches_the_spec_facts() {
         assert_eq!(quantised_score(0.0), 50);
-        assert_eq!(quantised_score(-1.0), 49, "any tiny increase already loses a point");
+        assert_eq!(
+            quantised_score(-1.0),
+            49,
+            "any tiny increase already loses a point"
+        );
         // Near Δ = 0 one step is about 40 milli.
         assert_eq!(quantised_score(39.0), 50);
         assert_eq!(quantised_score(41.0), 51);

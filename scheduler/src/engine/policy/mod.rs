@@ -40,7 +40,12 @@ pub trait PlacementPolicy: Send + fmt::Debug {
 
     /// Picks one of `feasible` (never empty). The default takes the highest score and
     /// breaks ties by the lowest node rank; a single feasible node is taken unscored.
-    fn choose_node(&mut self, snapshot: &ClusterSnapshot, pod: &PodDemand, feasible: &[NodeId]) -> NodeId {
+    fn choose_node(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        pod: &PodDemand,
+        feasible: &[NodeId],
+    ) -> NodeId {
         if feasible.len() == 1 {
             return feasible[0];
         }
@@ -58,7 +63,12 @@ pub trait PlacementPolicy: Send + fmt::Debug {
     }
 
     /// The GPUs `pod` takes on `node` (where it fits).
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment;
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment;
 }
 
 /// The built-in policies by name.
@@ -131,7 +141,9 @@ impl FromStr for PolicyName {
         PolicyName::ALL
             .into_iter()
             .find(|p| p.as_str() == lower)
-            .ok_or_else(|| UnknownPolicy { given: s.to_owned() })
+            .ok_or_else(|| UnknownPolicy {
+                given: s.to_owned(),
+            })
     }
 }
 

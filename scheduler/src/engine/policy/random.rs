@@ -14,7 +14,9 @@ pub struct RandomPolicy {
 
 impl RandomPolicy {
     pub fn new(seed: u64) -> Self {
-        RandomPolicy { rng: ChaCha8Rng::seed_from_u64(seed) }
+        RandomPolicy {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 }
 
@@ -34,7 +36,12 @@ impl PlacementPolicy for RandomPolicy {
         feasible[self.rng.random_range(0..feasible.len())]
     }
 
-    fn select_gpus(&mut self, snapshot: &ClusterSnapshot, node: NodeId, pod: &PodDemand) -> GpuAssignment {
+    fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> GpuAssignment {
         random_gpus(snapshot.node(node), pod.gpu, &mut self.rng)
     }
 }
