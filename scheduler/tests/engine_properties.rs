@@ -3,6 +3,8 @@
 //! memory or any GPU's milli capacity is over-committed, and every GPU a pod gets is
 //! of a model it accepts.
 
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
 use phalanx_scheduler::engine::policy::PolicyConfig;
 use phalanx_scheduler::engine::{
     build_policy, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, GpuAssignment,

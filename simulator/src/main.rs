@@ -47,7 +47,7 @@ struct OpenbArgs {
     #[arg(long, default_value = "42-51")]
     seeds: String,
     /// Inflate the workload to this multiple of cluster GPU capacity.
-    #[arg(long, default_value_t = 1.3)]
+    #[arg(long, default_value_t = 1.3, allow_negative_numbers = true)]
     tune: f64,
     /// Where FGD and phalanx learn the pod-shape distribution from.
     #[arg(long, value_enum, default_value_t = WorkloadMode::Trace)]

@@ -1,0 +1,159 @@
+//! The `phalanx-sim openb` command as a user meets it: its output contract and its
+//! answers to bad input.
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+use std::process::Command;
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_phalanx-sim"))
+}
+
+#[test]
+fn json_and_svg_follow_the_output_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let svg = dir.path().join("out.svg");
+    let out = sim()
+        .args([
+            "openb",
+            "--quiet",
+            "--policies",
+            "fgd,bestfit",
+            "--seeds",
+            "42-43",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("openb_pod_list_default") && stdout.contains("paper"),
+        "{stdout}"
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let summary = v["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 2);
+    for key in [
+        "policy",
+        "pods_file",
+        "seeds",
+        "mean_unallocated_gpu_pct_at_100",
+        "min_unallocated_gpu_pct_at_100",
+        "max_unallocated_gpu_pct_at_100",
+        "mean_wall_seconds_per_run",
+    ] {
+        assert!(!summary[0][key].is_null(), "summary lacks {key}");
+    }
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for key in [
+        "policy",
+        "seed",
+        "unallocated_gpu_pct_at_100",
+        "unallocated_gpu_pct_at_130",
+        "wall_seconds",
+    ] {
+        assert!(!runs[0][key].is_null(), "run lacks {key}");
+    }
+    let curve = runs[0]["allocation_curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 131);
+    assert!(curve.iter().all(|x| x.is_number()));
+    let alloc_100 = curve[100].as_f64().unwrap();
+    let unalloc = runs[0]["unallocated_gpu_pct_at_100"].as_f64().unwrap();
+    assert!((alloc_100 + unalloc - 100.0).abs() < 1e-9);
+
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg_text.starts_with("<svg") && svg_text.contains("fgd") && svg_text.contains("bestfit")
+    );
+}
+
+#[test]
+fn unknown_policy_lists_the_valid_ones() {
+    let out = sim()
+        .args(["openb", "--policies", "fgd,tetris"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tetris")
+            && err.contains("random, dotprod, clustering, packing, bestfit, fgd, phalanx"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn malformed_csv_row_names_file_and_line_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods.csv");
+    std::fs::write(
+        &pods,
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,100,1,500\np1,1000,lots,1,500\n",
+    )
+    .unwrap();
+    let out = sim()
+        .args(["openb", "--quiet", "--seeds", "1", "--pods"])
+        .arg(&pods)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", pods.display())), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_files_and_bad_numbers_are_clear_errors() {
+    let out = sim()
+        .args(["openb", "--nodes", "/nonexistent/nodes.csv"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/nodes.csv") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    for args in [["--tune", "-1"], ["--tune", "NaN"], ["--seeds", "9-1"]] {
+        let out = sim().arg("openb").args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(args[0]) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_node_list_with_a_gpu_node_lacking_a_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.csv");
+    std::fs::write(
+        &nodes,
+        "sn,cpu_milli,memory_mib,gpu,model\nn0,1000,100,2,\n",
+    )
+    .unwrap();
+    let out = sim()
+        .args(["openb", "--quiet", "--seeds", "1", "--nodes"])
+        .arg(&nodes)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("n0") && err.contains("no GPU model"), "{err}");
+}
