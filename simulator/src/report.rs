@@ -164,64 +164,91 @@ pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Er
             traces.push(&r.workload);
         }
     }
-    let cols = traces.len().clamp(1, 3);
-    let rows = traces.len().div_ceil(cols).max(1);
-    let root = SVGBackend::new(path, (560 * cols as u32, 420 * rows as u32)).into_drawing_area();
+    // Two panels per trace: the whole run, and the end where policies differ.
+    let rows = traces.len().max(1);
+    let root = SVGBackend::new(path, (1200, 440 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((rows, cols));
+    let panels = root.split_evenly((rows, 1));
     for (panel, trace) in panels.iter().zip(&traces) {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(
-                format!("{trace}: GPU allocation vs arrived workload"),
-                ("sans-serif", 16),
-            )
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..130f64, 0f64..100f64)?;
-        chart
-            .configure_mesh()
-            .x_desc("arrived workload (% of cluster GPU capacity)")
-            .y_desc("GPU allocation (%)")
-            .draw()?;
+        let group_of = |policy| -> Vec<&RunResult> {
+            runs.iter()
+                .filter(|r| r.workload == *trace && r.policy == policy)
+                .collect()
+        };
         let mut policies: Vec<_> = runs
             .iter()
             .filter(|r| r.workload == *trace)
             .map(|r| r.policy)
             .collect();
-        policies.dedup();
         policies.sort();
         policies.dedup();
-        for (i, policy) in policies.iter().enumerate() {
-            let group: Vec<&RunResult> = runs
-                .iter()
-                .filter(|r| r.workload == *trace && r.policy == *policy)
-                .collect();
-            let color = Palette99::pick(i).to_rgba();
-            let label = match group.first().and_then(|r| r.unallocated_at(100)) {
-                Some(_) => {
-                    let at100: Vec<f64> =
-                        group.iter().filter_map(|r| r.unallocated_at(100)).collect();
+        let curves: Vec<_> = policies
+            .iter()
+            .map(|p| (*p, mean_curve(&group_of(*p))))
+            .collect();
+        let zoom_floor = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().filter(|(x, _)| *x >= 80.0).map(|(_, y)| *y))
+            .fold(100.0f64, f64::min);
+        let zoom_floor = (zoom_floor - 2.0).floor().max(0.0);
+        let (left, right) = panel.split_horizontally(600);
+        for (area, x_range, y_range, title) in [
+            (
+                &left,
+                0f64..130f64,
+                0f64..100f64,
+                format!("{trace}: GPU allocation vs arrived workload"),
+            ),
+            (
+                &right,
+                70f64..130f64,
+                zoom_floor..100f64,
+                "the end of the run, where policies differ".to_string(),
+            ),
+        ] {
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(x_range.clone(), y_range.clone())?;
+            chart
+                .configure_mesh()
+                .x_desc("arrived workload (% of cluster GPU capacity)")
+                .y_desc("GPU allocation (%)")
+                .draw()?;
+            for (i, (policy, curve)) in curves.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                let at100: Vec<f64> = group_of(*policy)
+                    .iter()
+                    .filter_map(|r| r.unallocated_at(100))
+                    .collect();
+                let label = if at100.is_empty() {
+                    policy.to_string()
+                } else {
                     format!(
                         "{policy} ({:.2}% idle at 100%)",
                         at100.iter().sum::<f64>() / at100.len() as f64
                     )
-                }
-                None => policy.to_string(),
-            };
+                };
+                let points = curve
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x_range.contains(x) && *y >= y_range.start);
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                    .label(label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+            }
             chart
-                .draw_series(LineSeries::new(mean_curve(&group), color.stroke_width(2)))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
     }
     root.present()?;
     Ok(())
