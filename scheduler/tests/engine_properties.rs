@@ -39,6 +39,7 @@ fn build(nodes: &[(u64, u64, usize, usize)]) -> ClusterSnapshot {
             max_pods: 6,
             gpu_model: (gpus > 0).then(|| MODELS[model].to_string()),
             gpus: vec![GpuSpec::default(); gpus],
+            ..NodeSpec::default()
         })
         .unwrap();
     }

@@ -109,6 +109,8 @@ impl TracePod {
             memory_mib: self.memory_mib,
             gpu: self.gpu,
             models,
+            rules: Default::default(),
+            priority: 0,
         }
     }
 
@@ -189,6 +191,7 @@ pub fn read_nodes(src: &CsvSource) -> Result<Vec<NodeSpec>, TraceError> {
             cpu_milli: row.cpu_milli,
             memory_mib: row.memory_mib,
             max_pods: OPENB_MAX_PODS,
+            ..NodeSpec::default()
         });
     }
     if nodes.is_empty() {

@@ -33,24 +33,39 @@ pub fn schedule_one(
     pod: &PodDemand,
     scratch: &mut CycleScratch,
 ) -> CycleOutcome {
+    schedule_one_among(snapshot, policy, pod, scratch, |_| true)
+}
+
+/// Runs one cycle considering only the nodes `allowed` accepts (a gang's topology
+/// domain, say); the others are neither scored nor counted in the reasons.
+pub fn schedule_one_among(
+    snapshot: &ClusterSnapshot,
+    policy: &mut dyn PlacementPolicy,
+    pod: &PodDemand,
+    scratch: &mut CycleScratch,
+    allowed: impl Fn(NodeId) -> bool,
+) -> CycleOutcome {
     scratch.feasible.clear();
-    for (i, _) in snapshot.nodes().iter().enumerate() {
+    for i in 0..snapshot.len() {
         let id = NodeId(i as u32);
-        if snapshot.fits(id, pod) {
+        if allowed(id) && snapshot.fits(id, pod) {
             scratch.feasible.push(id);
         }
     }
     if scratch.feasible.is_empty() {
         let mut reasons = BTreeMap::new();
+        let mut nodes = 0;
         for i in 0..snapshot.len() {
-            if let Err(reason) = snapshot.check_fit(NodeId(i as u32), pod) {
+            let id = NodeId(i as u32);
+            if !allowed(id) {
+                continue;
+            }
+            nodes += 1;
+            if let Err(reason) = snapshot.check_fit(id, pod) {
                 *reasons.entry(reason).or_insert(0) += 1;
             }
         }
-        return CycleOutcome::Unschedulable {
-            nodes: snapshot.len(),
-            reasons,
-        };
+        return CycleOutcome::Unschedulable { nodes, reasons };
     }
     policy.begin_cycle(snapshot, pod);
     let node = policy.choose_node(snapshot, pod, &scratch.feasible);

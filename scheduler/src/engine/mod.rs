@@ -15,9 +15,11 @@
 //! policies cache per-(node, pod shape) scores against it, so a placement costs
 //! recomputation on one node only.
 
+mod constraints;
 mod cycle;
 mod error;
 mod fragmentation;
+mod gang;
 mod gpu_select;
 mod model;
 mod node;
@@ -26,9 +28,16 @@ pub mod policy;
 mod snapshot;
 mod workload;
 
-pub use cycle::{schedule_one, unschedulable_message, CycleOutcome, CycleScratch};
+pub use constraints::{
+    NodePlacementRules, NodeSelectorRequirement, SelectorOperator, Taint, TaintEffect, Toleration,
+    TolerationOperator,
+};
+pub use cycle::{
+    schedule_one, schedule_one_among, unschedulable_message, CycleOutcome, CycleScratch,
+};
 pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
+pub use gang::{place_gang, GangError, GangPlan, GangSpec, GangUnschedulable};
 pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
 pub use node::{Gpu, GpuSpec, NodeId, NodeSpec, NodeState};
 pub use pod::{GpuDemand, PodDemand, PodShape};

@@ -1,5 +1,8 @@
 //! Nodes as the engine sees them: capacity, usage, and each GPU as its own record.
 
+use std::collections::BTreeMap;
+
+use super::constraints::Taint;
 use super::model::GpuModelId;
 
 /// Index of a node in its [`super::ClusterSnapshot`].
@@ -13,7 +16,7 @@ impl NodeId {
 }
 
 /// What a node is, as read from the cluster (or a trace) before anything runs on it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeSpec {
     pub name: String,
     pub cpu_milli: u64,
@@ -22,6 +25,10 @@ pub struct NodeSpec {
     /// GPU model name; `None` for a node without GPUs.
     pub gpu_model: Option<String>,
     pub gpus: Vec<GpuSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    /// Cordoned (`spec.unschedulable`).
+    pub unschedulable: bool,
 }
 
 /// One GPU device of a node.
@@ -73,6 +80,9 @@ pub struct NodeState {
     pub pods: u32,
     pub model: Option<GpuModelId>,
     pub gpus: Vec<Gpu>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub unschedulable: bool,
     /// Tie-break rank: among equally scored nodes the lowest rank wins (spec §3.3).
     pub rank: u32,
     /// Changes whenever anything a policy could read changes; policies cache against it.

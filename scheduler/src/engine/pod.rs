@@ -1,5 +1,6 @@
 //! What a pod asks of a node.
 
+use super::constraints::NodePlacementRules;
 use super::model::ModelConstraint;
 use super::node::GpuPodTag;
 use super::{EngineError, MILLI_PER_GPU};
@@ -85,6 +86,10 @@ pub struct PodDemand {
     pub memory_mib: u64,
     pub gpu: GpuDemand,
     pub models: ModelConstraint,
+    /// nodeSelector, required node affinity, tolerations.
+    pub rules: NodePlacementRules,
+    /// Higher goes first in the scheduler's queue.
+    pub priority: i32,
 }
 
 impl PodDemand {
@@ -116,7 +121,14 @@ impl PodDemand {
             memory_mib,
             gpu,
             models,
+            rules: NodePlacementRules::default(),
+            priority: 0,
         })
+    }
+
+    pub fn with_rules(mut self, rules: NodePlacementRules) -> Self {
+        self.rules = rules;
+        self
     }
 
     pub fn shape(&self) -> PodShape {

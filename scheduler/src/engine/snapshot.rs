@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::constraints::{tolerates_all, Taint, TaintEffect, Toleration, TolerationOperator};
 use super::model::{GpuModelId, GpuModelRegistry};
 use super::node::{Gpu, NodeId, NodeSpec, NodeState, MAX_GPUS_PER_NODE};
 use super::pod::{GpuDemand, PodDemand};
@@ -72,6 +73,9 @@ pub struct Placement {
 /// Why a pod does not fit a node, in the words kube-scheduler users know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnfitReason {
+    Unschedulable,
+    UntoleratedTaint,
+    NodeAffinityMismatch,
     InsufficientCpu,
     InsufficientMemory,
     TooManyPods,
@@ -83,6 +87,11 @@ pub enum UnfitReason {
 impl fmt::Display for UnfitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            UnfitReason::Unschedulable => "node(s) were unschedulable",
+            UnfitReason::UntoleratedTaint => "node(s) had untolerated taint",
+            UnfitReason::NodeAffinityMismatch => {
+                "node(s) didn't match Pod's node affinity/selector"
+            }
             UnfitReason::InsufficientCpu => "Insufficient cpu",
             UnfitReason::InsufficientMemory => "Insufficient memory",
             UnfitReason::TooManyPods => "Too many pods",
@@ -151,6 +160,9 @@ impl ClusterSnapshot {
                     healthy: true,
                 })
                 .collect(),
+            labels: spec.labels.clone(),
+            taints: spec.taints.clone(),
+            unschedulable: spec.unschedulable,
             rank: id.0,
             generation: 0,
             gpu_pod_tags: Vec::new(),
@@ -331,7 +343,34 @@ impl ClusterSnapshot {
     }
 }
 
+/// The taint a cordoned node carries, which pods may tolerate (as DaemonSets do).
+fn unschedulable_taint() -> Taint {
+    Taint {
+        key: "node.kubernetes.io/unschedulable".into(),
+        value: String::new(),
+        effect: TaintEffect::NoSchedule,
+    }
+}
+
+fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
+    let taint = unschedulable_taint();
+    tolerations.iter().any(|t| {
+        t.tolerates(&taint)
+            || (t.operator == TolerationOperator::Exists && t.key.is_none() && t.effect.is_none())
+    })
+}
+
 fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
+    // Filters in kube-scheduler's order: cordon, taints, affinity, then resources.
+    if node.unschedulable && !tolerates_unschedulable(&pod.rules.tolerations) {
+        return Err(UnfitReason::Unschedulable);
+    }
+    if !node.taints.is_empty() && !tolerates_all(&node.taints, &pod.rules.tolerations) {
+        return Err(UnfitReason::UntoleratedTaint);
+    }
+    if !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
+        return Err(UnfitReason::NodeAffinityMismatch);
+    }
     if node.cpu_milli_used + pod.cpu_milli > node.cpu_milli_cap {
         return Err(UnfitReason::InsufficientCpu);
     }

@@ -171,6 +171,7 @@ mod tests {
                 max_pods: 100,
                 gpu_model: Some("T4".into()),
                 gpus: vec![GpuSpec::default(); n],
+                ..NodeSpec::default()
             })
             .unwrap();
         }

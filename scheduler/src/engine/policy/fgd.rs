@@ -70,6 +70,7 @@ mod tests {
             max_pods: 100,
             gpu_model: Some("A100".into()),
             gpus: vec![GpuSpec::default(); gpus],
+            ..NodeSpec::default()
         }
     }
 
