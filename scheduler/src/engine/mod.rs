@@ -26,6 +26,8 @@ mod node;
 mod pod;
 pub mod policy;
 mod snapshot;
+#[cfg(test)]
+mod test_support;
 mod workload;
 
 pub use constraints::{

@@ -2,9 +2,8 @@
 //! style integer scores and takes GPUs with the `best` selector.
 
 use super::PlacementPolicy;
-use crate::engine::gpu_select::best_fit_gpus;
 use crate::engine::node::MAX_GPUS_PER_NODE;
-use crate::engine::{ClusterSnapshot, GpuAssignment, GpuDemand, NodeId, PodDemand, MILLI_PER_GPU};
+use crate::engine::{ClusterSnapshot, GpuDemand, NodeId, PodDemand, MILLI_PER_GPU};
 
 /// `dotprod`: the node whose free resources have the smallest dot product with the
 /// pod's demand (CPU and summed GPU, each normalised by the largest node) wins.
@@ -23,15 +22,6 @@ impl PlacementPolicy for DotProdPolicy {
         let dot = (n.cpu_milli_free() as f64 / max_cpu) * (pod.cpu_milli as f64 / max_cpu)
             + (f64::from(n.gpu_milli_free()) / max_gpu) * (pod.gpu.total_milli() as f64 / max_gpu);
         (100.0 * (1.0 - dot / 2.0)) as i64
-    }
-
-    fn select_gpus(
-        &mut self,
-        snapshot: &ClusterSnapshot,
-        node: NodeId,
-        pod: &PodDemand,
-    ) -> GpuAssignment {
-        best_fit_gpus(snapshot.node(node), pod.gpu)
     }
 }
 
@@ -58,15 +48,6 @@ impl PlacementPolicy for ClusteringPolicy {
         } else {
             base
         }
-    }
-
-    fn select_gpus(
-        &mut self,
-        snapshot: &ClusterSnapshot,
-        node: NodeId,
-        pod: &PodDemand,
-    ) -> GpuAssignment {
-        best_fit_gpus(snapshot.node(node), pod.gpu)
     }
 }
 
@@ -115,15 +96,6 @@ impl PlacementPolicy for PackingPolicy {
             (100 - percent_sum / 10).max(50)
         }
     }
-
-    fn select_gpus(
-        &mut self,
-        snapshot: &ClusterSnapshot,
-        node: NodeId,
-        pod: &PodDemand,
-    ) -> GpuAssignment {
-        best_fit_gpus(snapshot.node(node), pod.gpu)
-    }
 }
 
 /// `bestfit`: the node left with the least free CPU and GPU (equal weights) wins.
@@ -143,37 +115,20 @@ impl PlacementPolicy for BestFitPolicy {
             + 0.5 * gpu_left / snapshot.max_node_gpu_milli() as f64;
         (100.0 * (1.0 - left)) as i64
     }
-
-    fn select_gpus(
-        &mut self,
-        snapshot: &ClusterSnapshot,
-        node: NodeId,
-        pod: &PodDemand,
-    ) -> GpuAssignment {
-        best_fit_gpus(snapshot.node(node), pod.gpu)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{GpuShare, GpuSpec, ModelConstraint, NodeSpec, Placement};
+    use crate::engine::test_support::gpu_node;
+    use crate::engine::{GpuAssignment, GpuShare, ModelConstraint, Placement};
 
     /// One node of `gpus` GPUs with `cpu` milli-CPU, plus an 8-GPU, 128-core node
     /// so the normalisers are the spec's MAX_GPU = 8000 and MAX_CPU = 128000.
     fn cluster(cpu: u64, gpus: usize) -> ClusterSnapshot {
         let mut c = ClusterSnapshot::new();
         for (name, cpu, n) in [("a", cpu, gpus), ("big", 128_000, 8)] {
-            c.add_node(NodeSpec {
-                name: name.into(),
-                cpu_milli: cpu,
-                memory_mib: 1 << 20,
-                max_pods: 100,
-                gpu_model: Some("T4".into()),
-                gpus: vec![GpuSpec::default(); n],
-                ..NodeSpec::default()
-            })
-            .unwrap();
+            c.add_node(gpu_node(name, cpu, n, "T4")).unwrap();
         }
         c
     }

@@ -2,10 +2,9 @@
 //! paper's simulator: the node whose expected fragmentation grows least wins, on
 //! the integer-quantised score, ties to the lowest node rank (spec §5).
 
-use super::gradient::{FragmentationGradient, WorkloadSource};
+use super::gradient::{FragmentationGradient, ShareChoice, WorkloadSource};
 use super::PlacementPolicy;
-use crate::engine::gpu_select::lowest_free_gpus;
-use crate::engine::{ClusterSnapshot, GpuAssignment, GpuDemand, NodeId, PodDemand};
+use crate::engine::{ClusterSnapshot, GpuAssignment, NodeId, PodDemand};
 
 #[derive(Debug, Clone)]
 pub struct FgdPolicy {
@@ -43,36 +42,18 @@ impl PlacementPolicy for FgdPolicy {
         node: NodeId,
         pod: &PodDemand,
     ) -> GpuAssignment {
-        match pod.gpu {
-            GpuDemand::Share { milli } => {
-                let eval = self.gradient.evaluate(snapshot, node, pod);
-                GpuAssignment::from_indices([eval.share_gpu as usize], milli)
-            }
-            GpuDemand::Whole { count } => lowest_free_gpus(snapshot.node(node), count),
-            GpuDemand::None => GpuAssignment::default(),
-        }
+        self.gradient
+            .select_gpus(snapshot, node, pod, ShareChoice::LowestIndex)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_support::gpu_node;
     use crate::engine::{
-        schedule_one, CycleOutcome, CycleScratch, GpuSpec, ModelConstraint, NodeSpec, PodShape,
-        TypicalPod,
+        schedule_one, CycleOutcome, CycleScratch, GpuDemand, ModelConstraint, PodShape, TypicalPod,
     };
-
-    fn node(name: &str, cpu: u64, gpus: usize) -> NodeSpec {
-        NodeSpec {
-            name: name.into(),
-            cpu_milli: cpu,
-            memory_mib: 1 << 20,
-            max_pods: 100,
-            gpu_model: Some("A100".into()),
-            gpus: vec![GpuSpec::default(); gpus],
-            ..NodeSpec::default()
-        }
-    }
 
     fn typical(gpu: GpuDemand, weight: f64) -> TypicalPod {
         TypicalPod {
@@ -93,8 +74,8 @@ mod tests {
             typical(GpuDemand::Whole { count: 1 }, 0.5),
         ];
         let mut c = ClusterSnapshot::new();
-        let a = c.add_node(node("a", 32_000, 2)).unwrap();
-        let b = c.add_node(node("b", 32_000, 2)).unwrap();
+        let a = c.add_node(gpu_node("a", 32_000, 2, "A100")).unwrap();
+        let b = c.add_node(gpu_node("b", 32_000, 2, "A100")).unwrap();
         let half = PodDemand::new(
             "h",
             1_000,
@@ -132,7 +113,7 @@ mod tests {
         let t = vec![typical(GpuDemand::Whole { count: 1 }, 1.0)];
         let mut c = ClusterSnapshot::new();
         for name in ["x", "y", "z"] {
-            c.add_node(node(name, 8_000, 1)).unwrap();
+            c.add_node(gpu_node(name, 8_000, 1, "A100")).unwrap();
         }
         c.set_ranks(&[2, 0, 1]).unwrap();
         let p = PodDemand::new(

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 
 use crate::engine::fragmentation::node_fragmentation;
+use crate::engine::gpu_select::lowest_free_gpus;
 use crate::engine::node::{FreeList, NodeState};
 use crate::engine::workload::{TypicalPod, WorkloadModel};
-use crate::engine::{ClusterSnapshot, NodeId, PodDemand, PodShape};
+use crate::engine::{ClusterSnapshot, GpuAssignment, GpuDemand, NodeId, PodDemand, PodShape};
 
 /// Where the typical-pod set T comes from.
 #[derive(Debug, Clone)]
@@ -173,6 +174,40 @@ fn materially_different(old: &[TypicalPod], new: &[TypicalPod]) -> bool {
             .find(|o| o.shape == n.shape)
             .is_none_or(|o| (o.weight - n.weight).abs() > 0.05 * o.weight.max(0.01))
     })
+}
+
+/// Which GPU an FGD-family policy gives a share among the best-scored ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareChoice {
+    /// The lowest index (FGD as published).
+    LowestIndex,
+    /// The one left with the smallest gap (phalanx).
+    Tightest,
+}
+
+impl FragmentationGradient {
+    /// The GPUs for `pod` on `node`: shares as `choice` says, whole GPUs the
+    /// lowest-indexed free ones (which ones does not change F, spec §5.4).
+    pub fn select_gpus(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        node: NodeId,
+        pod: &PodDemand,
+        choice: ShareChoice,
+    ) -> GpuAssignment {
+        match pod.gpu {
+            GpuDemand::Share { milli } => {
+                let eval = self.evaluate(snapshot, node, pod);
+                let gpu = match choice {
+                    ShareChoice::LowestIndex => eval.share_gpu,
+                    ShareChoice::Tightest => eval.tightest_gpu,
+                };
+                GpuAssignment::from_indices([gpu as usize], milli)
+            }
+            GpuDemand::Whole { count } => lowest_free_gpus(snapshot.node(node), count),
+            GpuDemand::None => GpuAssignment::default(),
+        }
+    }
 }
 
 fn evaluate_uncached(

@@ -62,13 +62,17 @@ pub trait PlacementPolicy: Send + fmt::Debug {
         best
     }
 
-    /// The GPUs `pod` takes on `node` (where it fits).
+    /// The GPUs `pod` takes on `node` (where it fits). The default is the FGD paper's
+    /// `best` selector: a share to the tightest GPU that holds it, whole GPUs to the
+    /// lowest-indexed free ones.
     fn select_gpus(
         &mut self,
         snapshot: &ClusterSnapshot,
         node: NodeId,
         pod: &PodDemand,
-    ) -> GpuAssignment;
+    ) -> GpuAssignment {
+        crate::engine::gpu_select::best_fit_gpus(snapshot.node(node), pod.gpu)
+    }
 }
 
 /// The built-in policies by name.

@@ -16,11 +16,10 @@
 //!
 //! Measured in the simulator (`phalanx-sim openb`); see the README for the figures.
 
-use super::gradient::{FragmentationGradient, WorkloadSource};
+use super::gradient::{FragmentationGradient, ShareChoice, WorkloadSource};
 use super::PlacementPolicy;
-use crate::engine::gpu_select::lowest_free_gpus;
 use crate::engine::node::NodeState;
-use crate::engine::{ClusterSnapshot, GpuAssignment, GpuDemand, NodeId, PodDemand, MILLI_PER_GPU};
+use crate::engine::{ClusterSnapshot, GpuAssignment, NodeId, PodDemand, MILLI_PER_GPU};
 
 #[derive(Debug, Clone)]
 pub struct PhalanxPolicy {
@@ -71,13 +70,7 @@ impl PlacementPolicy for PhalanxPolicy {
         node: NodeId,
         pod: &PodDemand,
     ) -> GpuAssignment {
-        match pod.gpu {
-            GpuDemand::Share { milli } => {
-                let eval = self.gradient.evaluate(snapshot, node, pod);
-                GpuAssignment::from_indices([eval.tightest_gpu as usize], milli)
-            }
-            GpuDemand::Whole { count } => lowest_free_gpus(snapshot.node(node), count),
-            GpuDemand::None => GpuAssignment::default(),
-        }
+        self.gradient
+            .select_gpus(snapshot, node, pod, ShareChoice::Tightest)
     }
 }
