@@ -7,14 +7,15 @@ use super::pod::GpuDemand;
 use super::snapshot::{GpuAssignment, GpuShare};
 use super::MILLI_PER_GPU;
 
-/// The `k` lowest-indexed healthy GPUs that are entirely free.
+/// The `k` lowest-indexed GPUs that are healthy and entirely free, by allocation
+/// and by live memory use.
 pub(crate) fn lowest_free_gpus(node: &NodeState, count: u32) -> GpuAssignment {
     let mut out = GpuAssignment::default();
     for (index, gpu) in node.gpus.iter().enumerate() {
         if out.len() as u32 == count {
             break;
         }
-        if gpu.healthy && gpu.milli_free == MILLI_PER_GPU {
+        if gpu.usable_free() == MILLI_PER_GPU {
             out.push(GpuShare {
                 index: index as u8,
                 milli: MILLI_PER_GPU,

@@ -48,15 +48,48 @@ pub struct Gpu {
     pub milli_free: u32,
     /// An unhealthy GPU is never chosen and counts as having nothing free.
     pub healthy: bool,
+    /// The latest live sample from the device plugin, if any.
+    pub telemetry: Option<GpuSample>,
+    /// Milli the live memory use still leaves (1000 without fresh telemetry).
+    pub(crate) telemetry_cap: u32,
+}
+
+/// Live state of one GPU as the device plugin last saw it. Memory use below 2 % of
+/// the GPU's memory counts as idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuSample {
+    pub memory_used_mib: u64,
+    pub utilization_percent: u32,
+    /// When it was observed, in milliseconds on the caller's clock.
+    pub observed_at_ms: u64,
 }
 
 impl Gpu {
-    /// Free milli that a new pod could actually use.
+    /// Free milli that a new pod could actually use: what allocations leave, capped
+    /// by what live memory use leaves when that is known and fresh.
     pub fn usable_free(&self) -> u32 {
         if self.healthy {
-            self.milli_free
+            self.milli_free.min(self.telemetry_cap)
         } else {
             0
+        }
+    }
+
+    /// The cap live memory use puts on new shares, if the sample is fresh.
+    pub(crate) fn cap_from(&self, now_ms: u64, max_age_ms: u64) -> u32 {
+        match self.telemetry {
+            Some(sample)
+                if self.memory_mib > 0
+                    && now_ms.saturating_sub(sample.observed_at_ms) <= max_age_ms =>
+            {
+                // Driver contexts and monitoring hold a little memory on idle GPUs.
+                if sample.memory_used_mib * 50 <= self.memory_mib {
+                    return super::MILLI_PER_GPU;
+                }
+                let free_mib = self.memory_mib.saturating_sub(sample.memory_used_mib);
+                (free_mib * u64::from(super::MILLI_PER_GPU) / self.memory_mib) as u32
+            }
+            _ => super::MILLI_PER_GPU,
         }
     }
 }

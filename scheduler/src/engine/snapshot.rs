@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::constraints::{tolerates_all, Taint, TaintEffect, Toleration, TolerationOperator};
 use super::model::{GpuModelId, GpuModelRegistry};
-use super::node::{Gpu, NodeId, NodeSpec, NodeState, MAX_GPUS_PER_NODE};
+use super::node::{Gpu, GpuSample, NodeId, NodeSpec, NodeState, MAX_GPUS_PER_NODE};
 use super::pod::{GpuDemand, PodDemand};
 use super::{EngineError, MILLI_PER_GPU};
 
@@ -158,6 +158,8 @@ impl ClusterSnapshot {
                     memory_mib: g.memory_mib,
                     milli_free: MILLI_PER_GPU,
                     healthy: true,
+                    telemetry: None,
+                    telemetry_cap: MILLI_PER_GPU,
                 })
                 .collect(),
             labels: spec.labels.clone(),
@@ -222,6 +224,64 @@ impl ClusterSnapshot {
     /// GPU capacity of the largest node, in milli.
     pub fn max_node_gpu_milli(&self) -> u64 {
         self.max_node_gpu_milli.max(1)
+    }
+
+    /// Records a live sample for one GPU. A fresh sample (at most `max_age_ms` old at
+    /// `now_ms`) caps the GPU at what its memory use leaves; a stale one is ignored.
+    pub fn set_gpu_telemetry(
+        &mut self,
+        node: NodeId,
+        index: usize,
+        sample: GpuSample,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<(), EngineError> {
+        let state = self
+            .nodes
+            .get_mut(node.index())
+            .ok_or(EngineError::UnknownNode(node.index()))?;
+        let name = state.name.clone();
+        let gpu = state
+            .gpus
+            .get_mut(index)
+            .ok_or_else(|| EngineError::InvalidNode {
+                node: name,
+                reason: format!("has no GPU {index}"),
+            })?;
+        gpu.telemetry = Some(sample);
+        let cap = gpu.cap_from(now_ms, max_age_ms);
+        if cap != gpu.telemetry_cap {
+            gpu.telemetry_cap = cap;
+            state.refresh_summaries();
+        }
+        Ok(())
+    }
+
+    /// Drops the effect of samples older than `max_age_ms` (the scheduler falls back
+    /// to allocation accounting for those GPUs) and returns how many GPUs have stale
+    /// or no telemetry, for the stale-telemetry metric.
+    pub fn expire_telemetry(&mut self, now_ms: u64, max_age_ms: u64) -> usize {
+        let mut stale = 0;
+        for node in &mut self.nodes {
+            let mut changed = false;
+            for gpu in &mut node.gpus {
+                let cap = gpu.cap_from(now_ms, max_age_ms);
+                let fresh = gpu
+                    .telemetry
+                    .is_some_and(|s| now_ms.saturating_sub(s.observed_at_ms) <= max_age_ms);
+                if !fresh {
+                    stale += 1;
+                }
+                if cap != gpu.telemetry_cap {
+                    gpu.telemetry_cap = cap;
+                    changed = true;
+                }
+            }
+            if changed {
+                node.refresh_summaries();
+            }
+        }
+        stale
     }
 
     pub fn models(&self) -> &GpuModelRegistry {
