@@ -112,14 +112,19 @@ impl Component {
         Fut: Future<Output = std::result::Result<(), String>>,
     {
         let deadline = Instant::now() + timeout;
+        let mut last_probe = String::from("no probe finished");
         loop {
             self.ensure_running()?;
             let left = deadline.saturating_duration_since(Instant::now());
-            let last_probe = match tokio::time::timeout(left.min(PROBE_TIMEOUT), probe()).await {
+            let allowed = left.min(PROBE_TIMEOUT);
+            match tokio::time::timeout(allowed, probe()).await {
                 Ok(Ok(())) => return Ok(()),
-                Ok(Err(why)) => why,
-                Err(_) => "probe timed out".to_owned(),
-            };
+                Ok(Err(why)) => last_probe = why,
+                // A probe cut short by the deadline says nothing new; keep
+                // the previous, more telling answer.
+                Err(_) if allowed < PROBE_TIMEOUT => {}
+                Err(_) => last_probe = format!("no answer within {PROBE_TIMEOUT:?}"),
+            }
             if Instant::now() >= deadline {
                 // A process that died during the last probe explains more
                 // than "not ready" does.
