@@ -74,7 +74,13 @@ impl Binaries {
                 panic!("{test}: {REQUIRE_ENV} is set but {err}")
             }
             Err(err) => {
-                eprintln!("SKIPPED {test}: {err} (set {REQUIRE_ENV}=1 to make this a failure)");
+                // Written to the real stderr, not through eprintln!, which the
+                // test runner captures and hides for passing tests.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: {err} (set {REQUIRE_ENV}=1 to make this a failure)"
+                );
                 None
             }
         }
@@ -114,4 +120,35 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_every_missing_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("etcd"), "").expect("write");
+        // Present but not executable counts as missing.
+        let Err(HarnessError::BinariesMissing { missing, .. }) =
+            Binaries::in_dir(dir.path().to_owned())
+        else {
+            panic!("an empty directory has no binaries");
+        };
+        assert_eq!(missing, NAMES);
+    }
+
+    #[test]
+    fn finds_executables() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in NAMES {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let binaries = Binaries::in_dir(dir.path().to_owned()).expect("all present");
+        assert_eq!(binaries.kwok(), dir.path().join("kwok"));
+    }
 }

@@ -130,3 +130,25 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents)
         .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_pem_files_and_a_kubeconfig() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::generate(dir.path()).expect("generate");
+        for cert in [&pki.ca_cert, &pki.serving_cert, &pki.admin_cert] {
+            let text = std::fs::read_to_string(cert).expect("read");
+            assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{text}");
+        }
+        let key = std::fs::read_to_string(&pki.service_account_key).expect("read");
+        assert!(key.contains("PRIVATE KEY"));
+        let path = pki
+            .write_kubeconfig(&dir.path().join("kubeconfig"), "https://127.0.0.1:6443")
+            .expect("kubeconfig");
+        let config = kube::config::Kubeconfig::read_from(path).expect("parses");
+        assert_eq!(config.current_context.as_deref(), Some("phalanx-e2e"));
+    }
+}

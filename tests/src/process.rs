@@ -237,3 +237,68 @@ pub fn live_children() -> Vec<u32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).expect("write");
+        let tail = tail_of_file(&path, 3);
+        assert_eq!(tail, "line 97\nline 98\nline 99");
+    }
+
+    #[tokio::test]
+    async fn early_exit_is_reported_with_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = vec!["-c".to_owned(), "echo boom-from-child; exit 3".to_owned()];
+        let mut child =
+            Component::spawn("sh", Path::new("/bin/sh"), &args, dir.path().join("sh.log"))
+                .expect("spawn");
+        let err = child
+            .wait_ready(Duration::from_secs(10), || async {
+                Err("not yet".to_owned())
+            })
+            .await
+            .expect_err("the child exits");
+        let message = err.to_string();
+        assert!(matches!(err, HarnessError::Exited { .. }), "{message}");
+        assert!(message.contains("boom-from-child"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn readiness_has_a_deadline_and_drop_kills_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A shell with a child of its own: both must die on drop.
+        let args = vec!["-c".to_owned(), "sleep 300 & echo $!; wait".to_owned()];
+        let mut child =
+            Component::spawn("sh", Path::new("/bin/sh"), &args, dir.path().join("sh.log"))
+                .expect("spawn");
+        let started = Instant::now();
+        let err = child
+            .wait_ready(Duration::from_millis(600), || async {
+                Err("never ready".to_owned())
+            })
+            .await
+            .expect_err("never ready");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(err, HarnessError::NotReady { .. }), "{err}");
+        assert!(err.to_string().contains("never ready"), "{err}");
+        // The grandchild's pid, as the shell printed it.
+        let log = child.log_path().to_owned();
+        let grandchild: u32 = std::fs::read_to_string(&log)
+            .expect("log")
+            .trim()
+            .parse()
+            .expect("the shell printed its child's pid");
+        let pid = child.pid();
+        assert!(is_alive(grandchild));
+        drop(child);
+        assert!(!is_alive(pid), "the shell survived");
+        assert!(!is_alive(grandchild), "the shell's child survived");
+    }
+}
