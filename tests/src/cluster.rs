@@ -13,6 +13,7 @@ use kube::Api;
 
 use crate::binaries::Binaries;
 use crate::error::{HarnessError, Result};
+use crate::janitor;
 use crate::pki::Pki;
 use crate::ports::free_ports;
 use crate::probe;
@@ -98,10 +99,14 @@ impl ControlPlane {
 
     /// Starts the components `options` asks for.
     pub async fn start_with(binaries: Binaries, options: ControlPlaneOptions) -> Result<Self> {
+        // Leftovers of test processes that were killed outright would
+        // otherwise hold ports and CPU for good.
+        janitor::reap_orphans();
         let dir = tempfile::Builder::new()
-            .prefix("phalanx-e2e-")
+            .prefix(janitor::DIR_PREFIX)
             .tempdir()
             .map_err(|e| HarnessError::io("creating the control plane's directory", e))?;
+        janitor::record_owner(dir.path())?;
         let pki = Pki::generate(dir.path())?;
         let mut components = Vec::new();
 
@@ -228,12 +233,7 @@ impl ControlPlane {
     }
 
     fn spawn(&self, name: &str, program: &Path, args: &[String]) -> Result<Component> {
-        Component::spawn(
-            name,
-            program,
-            args,
-            self.dir.path().join(format!("{name}.log")),
-        )
+        spawn_in(self.dir.path(), name, program, args)
     }
 
     async fn start_controller_manager(&mut self, timeout: Duration) -> Result<()> {
@@ -324,6 +324,14 @@ impl Drop for ControlPlane {
     }
 }
 
+/// Spawns a component logging to `dir/<name>.log` and records its process
+/// group for the janitor.
+fn spawn_in(dir: &Path, name: &str, program: &Path, args: &[String]) -> Result<Component> {
+    let component = Component::spawn(name, program, args, dir.join(format!("{name}.log")))?;
+    janitor::record_group(dir, component.pid())?;
+    Ok(component)
+}
+
 fn single_port() -> Result<u16> {
     free_ports(1)?.pop().ok_or_else(|| {
         HarnessError::io(
@@ -357,7 +365,7 @@ async fn start_etcd(
         "--quota-backend-bytes=8589934592".to_owned(),
         "--log-level=warn".to_owned(),
     ];
-    let mut etcd = Component::spawn("etcd", &binaries.etcd(), &args, dir.join("etcd.log"))?;
+    let mut etcd = spawn_in(dir, "etcd", &binaries.etcd(), &args)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, client_port));
     etcd.wait_ready(timeout, || {
         probe::http_ok(addr, "/health", "\"health\":\"true\"")
@@ -405,12 +413,7 @@ fn start_apiserver(
         "--profiling=false".to_owned(),
         "--v=1".to_owned(),
     ];
-    let apiserver = Component::spawn(
-        "kube-apiserver",
-        &binaries.kube_apiserver(),
-        &args,
-        dir.join("kube-apiserver.log"),
-    )?;
+    let apiserver = spawn_in(dir, "kube-apiserver", &binaries.kube_apiserver(), &args)?;
     Ok((apiserver, server))
 }
 
