@@ -70,7 +70,7 @@ impl Binaries {
     pub fn for_test(test: &str) -> Option<Self> {
         match Self::locate() {
             Ok(binaries) => Some(binaries),
-            Err(err) if std::env::var_os(REQUIRE_ENV).is_some() => {
+            Err(err) if required() => {
                 panic!("{test}: {REQUIRE_ENV} is set but {err}")
             }
             Err(err) => {
@@ -104,6 +104,11 @@ impl Binaries {
     pub fn kwok(&self) -> PathBuf {
         self.dir.join("kwok")
     }
+}
+
+/// Whether `PHALANX_E2E` asks for the end-to-end tests to run (set, not empty, not `0`).
+fn required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 fn xdg_cache_home() -> PathBuf {
