@@ -23,6 +23,11 @@ else
     echo "skipped: clippy is not installed in this toolchain"
 fi
 
+echo "== control plane for the end-to-end tests (built once per machine, then cached)"
+# Needs Go and the Go module proxy; about 10 minutes the first time on 2 cores.
+tests/control-plane/ensure.sh
+export PHALANX_E2E=1   # from here on a missing binary fails the e2e tests instead of skipping them
+
 echo "== tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

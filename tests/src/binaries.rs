@@ -1,0 +1,159 @@
+//! Where the control-plane binaries live, and whether tests may run.
+//!
+//! `tests/control-plane/build.sh` builds them once per machine into
+//! `${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}/<k8s-version>/bin`;
+//! this module computes the same path so tests need no configuration.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{HarnessError, Result};
+
+/// The Kubernetes release the binaries are built from; must match
+/// `K8S_VERSION` in `tests/control-plane/versions.env` and the k8s-openapi feature.
+pub const K8S_VERSION: &str = "v1.33.13";
+
+/// Environment variable that makes missing binaries a failure instead of a skip.
+pub const REQUIRE_ENV: &str = "PHALANX_E2E";
+
+/// Overrides the binary directory entirely (for binaries built elsewhere).
+pub const BIN_DIR_ENV: &str = "PHALANX_E2E_BIN_DIR";
+
+const NAMES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// Paths of the five control-plane binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    /// The directory the build script writes to on this machine.
+    pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+            return PathBuf::from(dir);
+        }
+        let cache_root = match std::env::var_os("PHALANX_E2E_CACHE") {
+            Some(root) => PathBuf::from(root),
+            None => xdg_cache_home().join("phalanx-e2e"),
+        };
+        cache_root.join(K8S_VERSION).join("bin")
+    }
+
+    /// Finds all binaries in [`Binaries::default_dir`].
+    pub fn locate() -> Result<Self> {
+        Self::in_dir(Self::default_dir())
+    }
+
+    /// Finds all binaries in `dir`, naming every one that is missing.
+    pub fn in_dir(dir: PathBuf) -> Result<Self> {
+        let missing: Vec<String> = NAMES
+            .iter()
+            .filter(|name| !is_executable(&dir.join(name)))
+            .map(|name| (*name).to_owned())
+            .collect();
+        if missing.is_empty() {
+            Ok(Self { dir })
+        } else {
+            Err(HarnessError::BinariesMissing { dir, missing })
+        }
+    }
+
+    /// For tests: the binaries, or `None` after printing why the test is
+    /// skipped. With `PHALANX_E2E` set, missing binaries panic instead, so CI
+    /// cannot pass by skipping everything.
+    pub fn for_test(test: &str) -> Option<Self> {
+        match Self::locate() {
+            Ok(binaries) => Some(binaries),
+            Err(err) if required() => {
+                panic!("{test}: {REQUIRE_ENV} is set but {err}")
+            }
+            Err(err) => {
+                // Written to the real stderr, not through eprintln!, which the
+                // test runner captures and hides for passing tests.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: {err} (set {REQUIRE_ENV}=1 to make this a failure)"
+                );
+                None
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn etcd(&self) -> PathBuf {
+        self.dir.join("etcd")
+    }
+    pub fn kube_apiserver(&self) -> PathBuf {
+        self.dir.join("kube-apiserver")
+    }
+    pub fn kube_controller_manager(&self) -> PathBuf {
+        self.dir.join("kube-controller-manager")
+    }
+    pub fn kube_scheduler(&self) -> PathBuf {
+        self.dir.join("kube-scheduler")
+    }
+    pub fn kwok(&self) -> PathBuf {
+        self.dir.join("kwok")
+    }
+}
+
+/// Whether `PHALANX_E2E` asks for the end-to-end tests to run (set, not empty, not `0`).
+fn required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn xdg_cache_home() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_every_missing_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("etcd"), "").expect("write");
+        // Present but not executable counts as missing.
+        let Err(HarnessError::BinariesMissing { missing, .. }) =
+            Binaries::in_dir(dir.path().to_owned())
+        else {
+            panic!("an empty directory has no binaries");
+        };
+        assert_eq!(missing, NAMES);
+    }
+
+    #[test]
+    fn finds_executables() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in NAMES {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let binaries = Binaries::in_dir(dir.path().to_owned()).expect("all present");
+        assert_eq!(binaries.kwok(), dir.path().join("kwok"));
+    }
+}

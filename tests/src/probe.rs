@@ -1,0 +1,60 @@
+//! Readiness probes. etcd and KWOK serve plain HTTP health endpoints; the
+//! Kubernetes components serve HTTPS with self-signed certificates and are
+//! probed through a kube client that skips verification (loopback only).
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// GETs `path` over plain HTTP and succeeds when the status is 200 and the
+/// body contains `expect`.
+pub async fn http_ok(addr: SocketAddr, path: &str, expect: &str) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("writing to {addr}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let status_ok = response
+        .lines()
+        .next()
+        .is_some_and(|line| line.split_whitespace().nth(1) == Some("200"));
+    if status_ok && response.contains(expect) {
+        Ok(())
+    } else {
+        let first = response.lines().next().unwrap_or("(empty response)");
+        Err(format!("GET http://{addr}{path}: {first}"))
+    }
+}
+
+/// GETs `path` from an HTTPS endpoint through `client` and succeeds on 2xx.
+pub async fn kube_get_ok(client: &kube::Client, path: &str) -> Result<(), String> {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    client
+        .request_text(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("GET {path}: {e}"))
+}
+
+/// A client for a component's own HTTPS port (healthz), which presents a
+/// self-signed certificate nobody can verify.
+pub fn insecure_client(port: u16) -> Result<kube::Client, String> {
+    let url = format!("https://127.0.0.1:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut config = kube::Config::new(url);
+    config.accept_invalid_certs = true;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
