@@ -7,22 +7,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
-use phalanx_api::RESOURCE_WHOLE_GPU;
 use phalanx_e2e::process::{is_alive, live_children};
 use phalanx_e2e::{
-    create_gpu_nodes, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, SchedulerOptions,
+    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
+    GpuNodeSpec, SchedulerOptions,
 };
 
 const REPLICAS: usize = 4;
 
 fn gpu_deployment(name: &str) -> Deployment {
     let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
-    let gpu = BTreeMap::from([(RESOURCE_WHOLE_GPU.to_owned(), Quantity("1".to_owned()))]);
     Deployment {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -40,16 +38,7 @@ fn gpu_deployment(name: &str) -> Deployment {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "worker".to_owned(),
-                        image: Some("example.invalid/worker:1".to_owned()),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(gpu.clone()),
-                            limits: Some(gpu),
-                            ..ResourceRequirements::default()
-                        }),
-                        ..Container::default()
-                    }],
+                    containers: vec![gpu_worker_container(1)],
                     ..PodSpec::default()
                 }),
             },

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use phalanx_api::{RESOURCE_WHOLE_GPU, SCHEDULER_NAME};
 use phalanx_e2e::{
-    create_gpu_nodes, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, SchedulerOptions,
+    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
+    GpuNodeSpec, SchedulerOptions,
 };
 
 /// Label on the benchmark's pods.
@@ -217,7 +217,6 @@ async fn create_pods(pods: &Api<Pod>, count: usize, scheduler_name: &str) -> any
 }
 
 fn gpu_pod(name: &str, scheduler_name: &str) -> Pod {
-    let gpu = BTreeMap::from([(RESOURCE_WHOLE_GPU.to_owned(), Quantity("1".to_owned()))]);
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -226,16 +225,7 @@ fn gpu_pod(name: &str, scheduler_name: &str) -> Pod {
         },
         spec: Some(PodSpec {
             scheduler_name: Some(scheduler_name.to_owned()),
-            containers: vec![Container {
-                name: "worker".to_owned(),
-                image: Some("example.invalid/worker:1".to_owned()),
-                resources: Some(ResourceRequirements {
-                    requests: Some(gpu.clone()),
-                    limits: Some(gpu),
-                    ..ResourceRequirements::default()
-                }),
-                ..Container::default()
-            }],
+            containers: vec![gpu_worker_container(1)],
             ..PodSpec::default()
         }),
         ..Pod::default()
