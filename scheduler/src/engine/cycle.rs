@@ -45,27 +45,32 @@ pub fn schedule_one_among(
     scratch: &mut CycleScratch,
     allowed: impl Fn(NodeId) -> bool,
 ) -> CycleOutcome {
+    // One pass: feasible nodes are kept, the others counted by their first failing
+    // check, so an unschedulable pod needs no second walk to say why.
     scratch.feasible.clear();
+    let mut unfit = [0usize; UnfitReason::ALL.len()];
+    let mut considered = 0;
     for i in 0..snapshot.len() {
         let id = NodeId(i as u32);
-        if allowed(id) && snapshot.fits(id, pod) {
-            scratch.feasible.push(id);
+        if !allowed(id) {
+            continue;
+        }
+        considered += 1;
+        match snapshot.check_fit(id, pod) {
+            Ok(()) => scratch.feasible.push(id),
+            Err(reason) => unfit[reason as usize] += 1,
         }
     }
     if scratch.feasible.is_empty() {
-        let mut reasons = BTreeMap::new();
-        let mut nodes = 0;
-        for i in 0..snapshot.len() {
-            let id = NodeId(i as u32);
-            if !allowed(id) {
-                continue;
-            }
-            nodes += 1;
-            if let Err(reason) = snapshot.check_fit(id, pod) {
-                *reasons.entry(reason).or_insert(0) += 1;
-            }
-        }
-        return CycleOutcome::Unschedulable { nodes, reasons };
+        let reasons = UnfitReason::ALL
+            .into_iter()
+            .zip(unfit)
+            .filter(|(_, n)| *n > 0)
+            .collect::<BTreeMap<_, _>>();
+        return CycleOutcome::Unschedulable {
+            nodes: considered,
+            reasons,
+        };
     }
     policy.begin_cycle(snapshot, pod);
     let node = policy.choose_node(snapshot, pod, &scratch.feasible);

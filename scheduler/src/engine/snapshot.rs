@@ -84,6 +84,20 @@ pub enum UnfitReason {
     InsufficientGpuShare,
 }
 
+impl UnfitReason {
+    pub const ALL: [UnfitReason; 9] = [
+        UnfitReason::Unschedulable,
+        UnfitReason::UntoleratedTaint,
+        UnfitReason::NodeAffinityMismatch,
+        UnfitReason::InsufficientCpu,
+        UnfitReason::InsufficientMemory,
+        UnfitReason::TooManyPods,
+        UnfitReason::GpuModelMismatch,
+        UnfitReason::InsufficientWholeGpus,
+        UnfitReason::InsufficientGpuShare,
+    ];
+}
+
 impl fmt::Display for UnfitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
