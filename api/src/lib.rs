@@ -1,21 +1,19 @@
 //! `phalanx-api`: the contract between the Phalanx components.
 //!
-//! Types only, no I/O. Today it names the extended resources and annotations
-//! every component agrees on; the `GpuNode` and `InferenceAutoscaler` CRD types
-//! (issue 4 and 6) will live here too, so that the scheduler, the device plugin,
-//! the autoscaler and the Helm chart's generated CRD YAML share one definition.
+//! Types only, no I/O: the extended resources and annotations every component
+//! agrees on, the `GpuNode` CRD the device plugin publishes and the scheduler
+//! reads, the scheduler-plugins `PodGroup` the scheduler honours, and the GPU
+//! assignment annotation. The Helm chart's CRD YAML is generated from these types.
 
-/// Extended resource for whole GPUs, the name NVIDIA's plugin uses so Phalanx can stand in for it.
-pub const RESOURCE_WHOLE_GPU: &str = "nvidia.com/gpu";
-/// Extended resource for shares of one GPU, in milli-GPU units.
-pub const RESOURCE_GPU_MILLI: &str = "phalanx.dev/gpu-milli";
-/// Milli-GPU units in one whole GPU.
-pub const MILLI_PER_GPU: u32 = 1000;
-/// Node label that names the node's GPU model.
-pub const LABEL_GPU_MODEL: &str = "phalanx.dev/gpu-model";
-/// Pod annotation in which the scheduler records the GPUs (and shares) it chose.
-pub const ANNOTATION_GPU_ASSIGNMENT: &str = "phalanx.dev/gpu-assignment";
-/// Pod annotation restricting a pod to some GPU models (`|`-separated).
-pub const ANNOTATION_GPU_MODELS: &str = "phalanx.dev/gpu-models";
-/// The `schedulerName` pods use to opt in.
-pub const SCHEDULER_NAME: &str = "phalanx";
+mod assignment;
+mod gpunode;
+mod podgroup;
+mod resources;
+
+pub use assignment::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
+pub use gpunode::{GpuDeviceSpec, GpuDeviceStatus, GpuHolder, GpuNode, GpuNodeSpec, GpuNodeStatus};
+pub use podgroup::{
+    PodGroup, PodGroupSpec, PodGroupStatus, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
+    ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY, LABEL_POD_GROUP,
+};
+pub use resources::*;

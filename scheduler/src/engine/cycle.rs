@@ -52,7 +52,7 @@ pub fn schedule_one_among(
     let mut considered = 0;
     for i in 0..snapshot.len() {
         let id = NodeId(i as u32);
-        if !allowed(id) {
+        if snapshot.node(id).removed || !allowed(id) {
             continue;
         }
         considered += 1;

@@ -143,6 +143,9 @@ fn domains(
     if let Some(key) = key {
         let mut by_value: BTreeMap<&str, (u64, Vec<NodeId>)> = BTreeMap::new();
         for (i, node) in snapshot.nodes().iter().enumerate() {
+            if node.removed {
+                continue;
+            }
             if let Some(value) = node.labels.get(key) {
                 let entry = by_value.entry(value).or_default();
                 entry.0 += u64::from(node.gpu_milli_free());

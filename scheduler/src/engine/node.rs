@@ -116,6 +116,9 @@ pub struct NodeState {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub unschedulable: bool,
+    /// The node left the cluster; its slot stays (node ids are indices) until a node
+    /// of the same name returns, and cycles skip it without counting it.
+    pub removed: bool,
     /// Tie-break rank: among equally scored nodes the lowest rank wins (spec §3.3).
     pub rank: u32,
     /// Changes whenever anything a policy could read changes; policies cache against it.

@@ -179,6 +179,7 @@ impl ClusterSnapshot {
             labels: spec.labels.clone(),
             taints: spec.taints.clone(),
             unschedulable: spec.unschedulable,
+            removed: false,
             rank: id.0,
             generation: 0,
             gpu_pod_tags: Vec::new(),
@@ -194,6 +195,113 @@ impl ClusterSnapshot {
         self.by_name.insert(spec.name, id);
         self.nodes.push(node);
         Ok(id)
+    }
+
+    /// Adds a node, or brings an existing one up to date with `spec` (labels, taints,
+    /// cordon, capacity, GPU inventory) while keeping what is allocated on it. A
+    /// removed node of the same name comes back empty. A GPU that disappears while
+    /// pods hold part of it is refused: the caller must remove the node and replay
+    /// its pods, since their accounting can no longer be kept.
+    pub fn upsert_node(&mut self, spec: NodeSpec) -> Result<NodeId, EngineError> {
+        let Some(id) = self.node_id(&spec.name) else {
+            return self.add_node(spec);
+        };
+        let invalid = |reason: String| EngineError::InvalidNode {
+            node: spec.name.clone(),
+            reason,
+        };
+        if spec.gpus.len() > MAX_GPUS_PER_NODE {
+            return Err(invalid(format!(
+                "has {} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported",
+                spec.gpus.len()
+            )));
+        }
+        let model = match (&spec.gpu_model, spec.gpus.is_empty()) {
+            (Some(name), false) if !name.is_empty() => Some(self.models.intern(name)?),
+            (_, true) => None,
+            _ => return Err(invalid("has GPUs but no GPU model".into())),
+        };
+        let node = &mut self.nodes[id.index()];
+        if node.removed {
+            node.cpu_milli_used = 0;
+            node.memory_mib_used = 0;
+            node.pods = 0;
+            node.gpus.clear();
+            node.gpu_pod_tags.clear();
+            node.removed = false;
+        }
+        let lost_allocated = node
+            .gpus
+            .iter()
+            .skip(spec.gpus.len())
+            .any(|g| g.milli_free < MILLI_PER_GPU);
+        let model_changed =
+            node.model != model && node.gpus.iter().any(|g| g.milli_free < MILLI_PER_GPU);
+        if lost_allocated || model_changed {
+            return Err(invalid(
+                "GPU inventory changed under allocated pods; remove the node and replay them"
+                    .into(),
+            ));
+        }
+        node.gpus.truncate(spec.gpus.len());
+        for (i, g) in spec.gpus.iter().enumerate() {
+            match node.gpus.get_mut(i) {
+                Some(gpu) => {
+                    if gpu.uuid != g.uuid {
+                        // Another device in this slot: its telemetry is not ours.
+                        gpu.telemetry = None;
+                        gpu.telemetry_cap = MILLI_PER_GPU;
+                    }
+                    gpu.uuid.clone_from(&g.uuid);
+                    gpu.memory_mib = g.memory_mib;
+                }
+                None => node.gpus.push(Gpu {
+                    uuid: g.uuid.clone(),
+                    memory_mib: g.memory_mib,
+                    milli_free: MILLI_PER_GPU,
+                    healthy: true,
+                    telemetry: None,
+                    telemetry_cap: MILLI_PER_GPU,
+                }),
+            }
+        }
+        node.model = model;
+        node.cpu_milli_cap = spec.cpu_milli;
+        node.memory_mib_cap = spec.memory_mib;
+        node.max_pods = spec.max_pods;
+        node.labels = spec.labels;
+        node.taints = spec.taints;
+        node.unschedulable = spec.unschedulable;
+        node.refresh_summaries();
+        self.max_node_cpu_milli = self.max_node_cpu_milli.max(spec.cpu_milli);
+        self.max_node_gpu_milli = self
+            .max_node_gpu_milli
+            .max(spec.gpus.len() as u64 * u64::from(MILLI_PER_GPU));
+        Ok(id)
+    }
+
+    /// Takes a node out of the cluster: nothing is placed on it any more and its
+    /// accounting is dropped (its pods are gone with it). Returns false if unknown.
+    pub fn remove_node(&mut self, name: &str) -> bool {
+        let Some(id) = self.node_id(name) else {
+            return false;
+        };
+        let node = &mut self.nodes[id.index()];
+        node.removed = true;
+        node.cpu_milli_used = 0;
+        node.memory_mib_used = 0;
+        node.pods = 0;
+        for gpu in &mut node.gpus {
+            gpu.milli_free = MILLI_PER_GPU;
+        }
+        node.gpu_pod_tags.clear();
+        node.refresh_summaries();
+        true
+    }
+
+    /// Nodes in the cluster (removed ones excluded).
+    pub fn present_nodes(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.removed).count()
     }
 
     /// Sets the tie-break rank of every node (`ranks[i]` for node i); lower wins ties.
@@ -436,7 +544,8 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
 
 fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
     // Filters in kube-scheduler's order: cordon, taints, affinity, then resources.
-    if node.unschedulable && !tolerates_unschedulable(&pod.rules.tolerations) {
+    // A removed node is reported as cordoned if anyone asks; cycles skip it.
+    if node.removed || node.unschedulable && !tolerates_unschedulable(&pod.rules.tolerations) {
         return Err(UnfitReason::Unschedulable);
     }
     if !node.taints.is_empty() && !tolerates_all(&node.taints, &pod.rules.tolerations) {
