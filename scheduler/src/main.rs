@@ -1,0 +1,2 @@
+//! `phalanx-scheduler` binary (being written).
+fn main() {}
