@@ -161,6 +161,9 @@ pub struct BindingConfig {
     pub burst: u32,
     /// Bindings in flight at once.
     pub concurrency: usize,
+    /// How the GPU assignment annotation is written: `patch` (a pod patch, then the
+    /// Binding) or `withBinding` (on the Binding itself, one write).
+    pub annotation_write: super::binder::AnnotationWrite,
 }
 
 impl Default for BindingConfig {
@@ -169,6 +172,7 @@ impl Default for BindingConfig {
             qps: 5000,
             burst: 10000,
             concurrency: 64,
+            annotation_write: super::binder::AnnotationWrite::default(),
         }
     }
 }
@@ -739,7 +743,8 @@ mod tests {
             BindingConfig {
                 qps: 5000,
                 burst: 10000,
-                concurrency: 64
+                concurrency: 64,
+                annotation_write: crate::controller::binder::AnnotationWrite::Patch,
             }
         );
         assert_eq!(config.backoff.initial(), Duration::from_secs(1));
