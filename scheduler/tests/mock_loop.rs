@@ -1,0 +1,450 @@
+//! The whole scheduling loop against a mock API server that serves the lists
+//! and watches kube's watcher issues: a pod deleted while it waits in the queue
+//! is never bound, and (the control) the same pod left alone is bound.
+//!
+//! The API server here is a router rather than a script, because four watchers
+//! ask concurrently. Each request is logged; the test decides when a held
+//! response (a watch, or a list it wants to delay) is answered, which is how
+//! the order "pod deleted, then caches synced" is made deterministic.
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+mod support;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Method;
+use phalanx_scheduler::controller::binder::{AnnotationWrite, Binder};
+use phalanx_scheduler::controller::config::SchedulerConfig;
+use phalanx_scheduler::controller::events::EventRecorder;
+use phalanx_scheduler::controller::http::Health;
+use phalanx_scheduler::controller::metrics::SchedulerMetrics;
+use phalanx_scheduler::controller::scheduler_loop::{LoopDeps, LoopError, SchedulerLoop};
+use serde_json::{json, Value};
+use support::{json_response, mock_client, status, MockHandle};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+const NODES: &str = "/api/v1/nodes";
+const PODS: &str = "/api/v1/pods";
+const GPU_NODES: &str = "/apis/phalanx.dev/v1alpha1/gpunodes";
+const POD_GROUPS: &str = "/apis/scheduling.x-k8s.io/v1alpha1/podgroups";
+const BINDING: &str = "/api/v1/namespaces/ns/pods/p/binding";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+/// One request as the router saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+impl Seen {
+    fn is_watch(&self) -> bool {
+        self.query.split('&').any(|kv| kv == "watch=true")
+    }
+
+    /// The watcher's paged initial list (as opposed to the loop's own relist).
+    fn is_watcher_list(&self) -> bool {
+        !self.is_watch() && self.query.contains("limit=500")
+    }
+}
+
+/// A response the test sends later: a JSON object, or watch event lines.
+enum Later {
+    Json(u16, Value),
+    WatchEvents(Vec<Value>),
+}
+
+/// Requests the test answers itself, by (path, watch?, n-th such request).
+type Held = HashMap<(&'static str, bool, usize), oneshot::Receiver<Later>>;
+
+/// The API server: answers what it can at once, holds what `held` names, and
+/// holds every other watch forever (an idle watch).
+struct Router {
+    log: Arc<Mutex<Vec<Seen>>>,
+    arrived: mpsc::UnboundedReceiver<Seen>,
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({ "apiVersion": "v1", "kind": kind, "metadata": { "resourceVersion": "10" }, "items": items })
+}
+
+fn node() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": "node-1", "uid": "n1", "resourceVersion": "5" },
+        "status": { "allocatable": { "cpu": "8", "memory": "32Gi", "pods": "110" } }
+    })
+}
+
+fn pending_pod(resource_version: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "p", "namespace": "ns", "uid": "u1", "resourceVersion": resource_version },
+        "spec": {
+            "schedulerName": "phalanx",
+            "containers": [{
+                "name": "c",
+                "image": "busybox",
+                "resources": { "requests": { "cpu": "100m", "memory": "64Mi" } }
+            }]
+        },
+        "status": { "phase": "Pending" }
+    })
+}
+
+fn spawn_router(mut handle: MockHandle, mut held: Held) -> (Router, JoinHandle<()>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    let router_log = log.clone();
+    let task = tokio::spawn(async move {
+        let mut counts: HashMap<(String, bool), usize> = HashMap::new();
+        // Idle watches: their responders are kept so that the watch stays open.
+        let mut idle = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap();
+            let seen = Seen {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or("").to_owned(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            router_log.lock().unwrap().push(seen.clone());
+            let _ = arrived_tx.send(seen.clone());
+            let watch = seen.is_watch();
+            let n = {
+                let c = counts.entry((seen.path.clone(), watch)).or_default();
+                *c += 1;
+                *c
+            };
+            let key = held
+                .keys()
+                .find(|(path, w, i)| *path == seen.path && *w == watch && *i == n)
+                .copied();
+            if let Some(key) = key {
+                let later = held.remove(&key).unwrap();
+                tokio::spawn(async move {
+                    if let Ok(later) = later.await {
+                        send.send_response(match later {
+                            Later::Json(code, body) => json_response(code, &body),
+                            Later::WatchEvents(events) => {
+                                let mut lines = Vec::new();
+                                for event in events {
+                                    serde_json::to_writer(&mut lines, &event).unwrap();
+                                    lines.push(b'\n');
+                                }
+                                http::Response::builder()
+                                    .status(200)
+                                    .body(kube::client::Body::from(lines))
+                                    .unwrap()
+                            }
+                        });
+                    }
+                });
+                continue;
+            }
+            let reply = match (&seen.method, seen.path.as_str()) {
+                _ if watch => {
+                    idle.push(send);
+                    continue;
+                }
+                (&Method::GET, NODES) => list("NodeList", vec![node()]),
+                (&Method::GET, PODS) => list("PodList", vec![pending_pod("7")]),
+                (&Method::GET, GPU_NODES) => list("GpuNodeList", vec![]),
+                (&Method::GET, POD_GROUPS) => {
+                    send.send_response(json_response(
+                        404,
+                        &status(
+                            404,
+                            "NotFound",
+                            "the server could not find the requested resource",
+                        ),
+                    ));
+                    continue;
+                }
+                (&Method::POST, BINDING) => status(201, "", ""),
+                (&Method::POST, EVENTS) => {
+                    let mut created = seen.body.clone();
+                    created["metadata"]["name"] = json!(format!("event-{n}"));
+                    created
+                }
+                (&Method::PATCH, path) if path.starts_with(EVENTS) => seen.body.clone(),
+                _ => {
+                    send.send_response(json_response(
+                        404,
+                        &status(404, "NotFound", "not served by the mock"),
+                    ));
+                    continue;
+                }
+            };
+            let code = if seen.method == Method::POST {
+                201
+            } else {
+                200
+            };
+            send.send_response(json_response(code, &reply));
+        }
+    });
+    (Router { log, arrived }, task)
+}
+
+impl Router {
+    /// Waits until a request matching `pred` arrives (or has arrived).
+    async fn wait_for(&mut self, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
+        if let Some(seen) = self.log.lock().unwrap().iter().find(|s| pred(s)) {
+            return seen.clone();
+        }
+        let wait = async {
+            loop {
+                let seen = self.arrived.recv().await.unwrap();
+                if pred(&seen) {
+                    return seen;
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(20), wait).await {
+            Ok(seen) => seen,
+            Err(_) => panic!(
+                "no request for {what}; requests so far: {:#?}",
+                self.log.lock().unwrap()
+            ),
+        }
+    }
+
+    fn bindings(&self) -> Vec<Seen> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == Method::POST && s.path.ends_with("/binding"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A running loop on a mock client.
+struct Running {
+    leader: watch::Sender<bool>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), LoopError>>,
+}
+
+fn start_loop(client: kube::Client) -> Running {
+    let (leader, is_leader) = watch::channel(false);
+    start_loop_with(client, is_leader, leader)
+}
+
+fn start_loop_with(
+    client: kube::Client,
+    is_leader: watch::Receiver<bool>,
+    leader: watch::Sender<bool>,
+) -> Running {
+    let config = Arc::new(SchedulerConfig::default());
+    let many = NonZeroU32::new(1000).unwrap();
+    let deps = LoopDeps {
+        client: client.clone(),
+        config,
+        metrics: Arc::new(SchedulerMetrics::new()),
+        health: Arc::new(Health::new(Duration::from_secs(30))),
+        events: EventRecorder::spawn(client.clone(), "phalanx".into(), "phalanx-0".into()),
+        binder: Binder::new(client, many, many, AnnotationWrite::Patch),
+        is_leader,
+    };
+    let (shutdown, stop) = oneshot::channel::<()>();
+    // `run`'s future is not Send (it holds `&self` with a `Box<dyn
+    // PlacementPolicy>` across an await), so it runs on a LocalSet.
+    let task = tokio::task::spawn_local(SchedulerLoop::new(deps).run(async {
+        let _ = stop.await;
+    }));
+    Running {
+        leader,
+        shutdown,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the loop did not shut down")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn is(path: &'static str, pred: fn(&Seen) -> bool) -> impl Fn(&Seen) -> bool {
+    move |s: &Seen| s.path == path && pred(s)
+}
+
+/// The exact Binding the loop sends for `p` on node-1 (a pod without GPUs:
+/// no annotation patch before it).
+fn expected_binding() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": { "name": "p", "namespace": "ns", "uid": "u1" },
+        "target": { "apiVersion": "v1", "kind": "Node", "name": "node-1" }
+    })
+}
+
+/// Starts the loop with the pods watch and the GpuNode list held by the test,
+/// makes it leader, and waits until it has relisted pods and the watchers are
+/// waiting. Returns the senders for the held pod watch and GpuNode list.
+async fn started() -> (
+    Router,
+    Running,
+    oneshot::Sender<Later>,
+    oneshot::Sender<Later>,
+) {
+    let (client, handle) = mock_client();
+    let (pod_watch, pod_watch_rx) = oneshot::channel();
+    let (gpu_list, gpu_list_rx) = oneshot::channel();
+    let mut held = Held::new();
+    held.insert((PODS, true, 1), pod_watch_rx);
+    held.insert((GPU_NODES, false, 1), gpu_list_rx);
+    let (mut router, _task) = spawn_router(handle, held);
+    let running = start_loop(client);
+    router
+        .wait_for("the GpuNode list", is(GPU_NODES, |s| s.is_watcher_list()))
+        .await;
+    router
+        .wait_for("the pods watch", is(PODS, Seen::is_watch))
+        .await;
+    router
+        .wait_for("the nodes watch", is(NODES, Seen::is_watch))
+        .await;
+    running.leader.send(true).unwrap();
+    router
+        .wait_for(
+            "the new leader's relist of pods",
+            is(PODS, |s| !s.is_watch() && !s.is_watcher_list()),
+        )
+        .await;
+    (router, running, pod_watch, gpu_list)
+}
+
+/// The pod is listed pending; before the caches sync (so before it can be
+/// scheduled) a watch DELETED arrives; then the caches sync. No Binding is ever
+/// sent, and no event either.
+#[tokio::test]
+async fn pod_deleted_while_queued_is_never_bound() {
+    tokio::task::LocalSet::new()
+        .run_until(deleted_while_queued())
+        .await;
+}
+
+async fn deleted_while_queued() {
+    let (mut router, running, pod_watch, gpu_list) = started().await;
+    let mut deleted = pending_pod("11");
+    deleted["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+    pod_watch
+        .send(Later::WatchEvents(vec![
+            json!({ "type": "DELETED", "object": deleted }),
+        ]))
+        .ok()
+        .unwrap();
+    // The watcher asks again only after it has handed the DELETED to the loop.
+    router
+        .wait_for("the pods watch resumed after the DELETED", |s| {
+            s.path == PODS && s.is_watch() && s.query.contains("resourceVersion=11")
+        })
+        .await;
+    gpu_list
+        .send(Later::Json(200, list("GpuNodeList", vec![])))
+        .ok()
+        .unwrap();
+    router
+        .wait_for(
+            "the GpuNode watch (caches synced)",
+            is(GPU_NODES, Seen::is_watch),
+        )
+        .await;
+    // The control test binds within milliseconds of this point.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(router.bindings(), vec![], "a deleted pod was bound");
+    let writes: Vec<Seen> = router
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method != Method::GET)
+        .cloned()
+        .collect();
+    assert_eq!(writes, vec![], "no writes at all were expected");
+    running.stop().await;
+}
+
+/// The control: the same start without the DELETED binds the pod once the
+/// caches sync, with the exact Binding, and records Scheduled.
+#[tokio::test]
+async fn pending_pod_is_bound_once_caches_sync() {
+    tokio::task::LocalSet::new()
+        .run_until(bound_once_synced())
+        .await;
+}
+
+async fn bound_once_synced() {
+    let (mut router, running, _pod_watch, gpu_list) = started().await;
+    assert_eq!(router.bindings(), vec![], "bound before the caches synced");
+    gpu_list
+        .send(Later::Json(200, list("GpuNodeList", vec![])))
+        .ok()
+        .unwrap();
+    let binding = router
+        .wait_for("the Binding", |s| {
+            s.method == Method::POST && s.path == BINDING
+        })
+        .await;
+    assert_eq!(binding.body, expected_binding());
+    let event = router
+        .wait_for("the Scheduled event", |s| {
+            s.method == Method::POST && s.path == EVENTS
+        })
+        .await;
+    assert_eq!(event.body["reason"], "Scheduled");
+    assert_eq!(event.body["note"], "Successfully assigned ns/p to node-1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(router.bindings().len(), 1, "bound more than once");
+    running.stop().await;
+}
+
+/// Without leader election `main` passes `leader::always_leader()`, whose
+/// receiver is `true` from the start. The loop must schedule then too.
+///
+/// It does not: the loop becomes leader only on `is_leader.changed()`, and a
+/// receiver that starts `true` never changes, so the caches sync but the loop
+/// never relists, never pops the queue and never binds.
+#[tokio::test]
+#[ignore = "bug in scheduler_loop: with leaderElection.enabled=false (leader::always_leader) the loop never schedules"]
+async fn without_leader_election_the_loop_schedules() {
+    tokio::task::LocalSet::new()
+        .run_until(always_leader_binds())
+        .await;
+}
+
+async fn always_leader_binds() {
+    let (client, handle) = mock_client();
+    let (mut router, _task) = spawn_router(handle, Held::new());
+    let leadership = phalanx_scheduler::controller::leader::always_leader();
+    // A sender nobody uses: `always_leader` keeps its own alive forever.
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused);
+    let binding = router
+        .wait_for("the Binding", |s| {
+            s.method == Method::POST && s.path == BINDING
+        })
+        .await;
+    assert_eq!(binding.body, expected_binding());
+    running.stop().await;
+}
