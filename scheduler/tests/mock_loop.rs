@@ -426,7 +426,6 @@ async fn bound_once_synced() {
 /// receiver that starts `true` never changes, so the caches sync but the loop
 /// never relists, never pops the queue and never binds.
 #[tokio::test]
-#[ignore = "bug in scheduler_loop: with leaderElection.enabled=false (leader::always_leader) the loop never schedules"]
 async fn without_leader_election_the_loop_schedules() {
     tokio::task::LocalSet::new()
         .run_until(always_leader_binds())

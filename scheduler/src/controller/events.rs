@@ -169,9 +169,17 @@ impl EventWriter {
             entry.count += 1;
             let api: Api<Event> = Api::namespaced(self.client.clone(), &entry.namespace);
             let patch = series_patch(entry.count, timestamp);
-            api.patch(&entry.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            return Ok(());
+            match api
+                .patch(&entry.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The event expired or was deleted: start a new one, as client-go does.
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    self.series.remove(&key);
+                }
+                Err(error) => return Err(error),
+            }
         }
         let event = new_event(&spec, &self.controller, &self.instance, timestamp);
         let namespace = event
