@@ -160,8 +160,10 @@ async fn main() -> Result<()> {
             let client = Client::try_default()
                 .await
                 .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
-            let _ = (client, Arc::new(config));
-            anyhow::bail!("extender mode is being written")
+            tracing::info!(policy = %config.policy, "starting in extender mode");
+            phalanx_scheduler::extender::serve(Arc::new(config), client, shutdown_signal()).await?;
+            tracing::info!("shut down");
+            Ok(())
         }
         Command::CheckConfig { config } => {
             let loaded = SchedulerConfig::load(&config)?;

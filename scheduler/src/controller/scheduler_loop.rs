@@ -826,8 +826,11 @@ impl SchedulerLoop {
     }
 }
 
-fn spawn_watch<K>(api: Api<K>, tx: mpsc::Sender<Input>, wrap: fn(Event<K>) -> Input)
-where
+pub(crate) fn spawn_watch<K, T: Send + 'static>(
+    api: Api<K>,
+    tx: mpsc::Sender<T>,
+    wrap: fn(Event<K>) -> T,
+) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     tokio::spawn(async move {

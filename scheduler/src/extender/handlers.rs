@@ -1,0 +1,642 @@
+//! The extender's verbs on the cluster as the mirror sees it. Pure: no I/O, no
+//! locks; `routes` calls them under the core's lock.
+//!
+//! * **filter**: each candidate node passes if the engine's `check_fit` says the
+//!   pod fits it now. A node it does not fit goes to `FailedNodes` with the
+//!   kube-scheduler wording of the first failing check when preempting pods could
+//!   make room (CPU, memory, pod count, GPUs), and to `FailedAndUnresolvableNodes`
+//!   otherwise (cordoned, taint, affinity, GPU model), as kube-scheduler's own
+//!   plugins classify them. A node the mirror does not know (not watched yet, or
+//!   a Node it cannot translate) is *unresolvable*: preempting pods there cannot
+//!   make Phalanx accept it, so kube-scheduler should not try.
+//! * **prioritize**: the configured policy's own per-node `score` for the feasible
+//!   candidates, scaled linearly onto `0..=10` (the best node 10, the worst 0;
+//!   all 10 when they tie). Infeasible and unknown nodes get 0.
+//! * **bind**: [`plan_bind`] re-checks the chosen node, lets the policy choose the
+//!   GPUs on it, and assumes the placement so that the next filter already sees
+//!   it; the caller then writes the GPU annotation and the Binding.
+//!
+//! Whole-call failures (the pod cannot be translated, it belongs to a gang, the
+//! caches have not synced) come back as `Error`, which fails the pod's scheduling
+//! attempt in kube-scheduler (the extender is configured `ignorable: false`).
+
+use k8s_openapi::api::core::v1::Pod;
+use phalanx_api::{GpuAssignmentAnnotation, ANNOTATION_GANG_NAME, LABEL_POD_GROUP};
+
+use super::types::{
+    ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriority, HostPriorityList,
+    NodeList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
+};
+use crate::controller::binder::PodRef;
+use crate::controller::cluster_state::ClusterState;
+use crate::controller::gangs;
+use crate::controller::mirror::{pod_uid, ClusterMirror};
+use crate::controller::translate;
+use crate::engine::{GpuDemand, NodeId, Placement, PlacementPolicy, PodDemand, UnfitReason};
+
+/// `FailedAndUnresolvableNodes` message for a node the mirror does not know.
+pub const NODE_NOT_KNOWN: &str = "node(s) not known to phalanx";
+
+/// `Error` while the watches have not delivered their first full lists.
+pub const NOT_SYNCED: &str =
+    "phalanx extender has not synced its view of the cluster yet; retry shortly";
+
+/// Whether kube-scheduler could make room by preempting pods (`FailedNodes`) or
+/// not (`FailedAndUnresolvableNodes`), following its own plugins: resource
+/// shortages are resolvable, node conditions and constraints are not.
+pub fn is_resolvable(reason: UnfitReason) -> bool {
+    match reason {
+        UnfitReason::InsufficientCpu
+        | UnfitReason::InsufficientMemory
+        | UnfitReason::TooManyPods
+        | UnfitReason::InsufficientWholeGpus
+        | UnfitReason::InsufficientGpuShare => true,
+        UnfitReason::Unschedulable
+        | UnfitReason::UntoleratedTaint
+        | UnfitReason::NodeAffinityMismatch
+        | UnfitReason::GpuModelMismatch => false,
+    }
+}
+
+/// The `Error` for a pod that declares a gang (the scheduler-plugins label or
+/// Phalanx's annotation, well-formed or not): an extender sees one pod at a time
+/// and cannot place a gang all-or-nothing.
+pub fn gang_refusal(pod: &Pod) -> Option<String> {
+    let hint = "gangs are placed all-or-nothing only by the full Phalanx scheduler; \
+                set spec.schedulerName: phalanx on its pods (the extender places single pods)";
+    match gangs::gang_of(pod) {
+        Ok(None) => None,
+        Ok(Some(gang)) => Some(format!(
+            "pod {} belongs to gang {}/{} ({LABEL_POD_GROUP} or {ANNOTATION_GANG_NAME}): {hint}",
+            translate::pod_key(pod),
+            gang.key.namespace,
+            gang.key.name
+        )),
+        Err(error) => Some(format!("{error}; {hint}")),
+    }
+}
+
+/// What the pod asks for, or the whole-call `Error`.
+pub fn single_pod_demand(mirror: &ClusterMirror, pod: &Pod) -> Result<PodDemand, String> {
+    if !mirror.synced() {
+        return Err(NOT_SYNCED.to_owned());
+    }
+    if let Some(refusal) = gang_refusal(pod) {
+        return Err(refusal);
+    }
+    translate::pod_demand(pod, mirror.state().snapshot().models()).map_err(|e| e.to_string())
+}
+
+/// One candidate node's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Fits(NodeId),
+    Failed(String),
+    Unresolvable(String),
+}
+
+/// The engine's verdict for `pod` on the node named `name`.
+pub fn verdict(state: &ClusterState, name: &str, demand: &PodDemand) -> Verdict {
+    let Some(id) = known_node(state, name) else {
+        return Verdict::Unresolvable(NODE_NOT_KNOWN.to_owned());
+    };
+    match state.snapshot().check_fit(id, demand) {
+        Ok(()) => Verdict::Fits(id),
+        Err(reason) if is_resolvable(reason) => Verdict::Failed(reason.to_string()),
+        Err(reason) => Verdict::Unresolvable(reason.to_string()),
+    }
+}
+
+fn known_node(state: &ClusterState, name: &str) -> Option<NodeId> {
+    if !state.has_node(name) {
+        return None;
+    }
+    state
+        .snapshot()
+        .node_id(name)
+        .filter(|id| !state.snapshot().node(*id).removed)
+}
+
+/// The candidate node names: `NodeNames` when sent (a `nodeCacheCapable`
+/// extender), else the names of `Nodes`.
+pub fn candidate_names(args: &ExtenderArgs) -> Result<Vec<&str>, String> {
+    if let Some(names) = &args.node_names {
+        return Ok(names.iter().map(String::as_str).collect());
+    }
+    if let Some(nodes) = &args.nodes {
+        return Ok(nodes
+            .items
+            .iter()
+            .map(|n| n.metadata.name.as_deref().unwrap_or_default())
+            .collect());
+    }
+    Err("ExtenderArgs has neither Nodes nor NodeNames: no candidate nodes".to_owned())
+}
+
+/// The filter verb. Passing nodes come back in the form they were sent in.
+pub fn filter(mirror: &ClusterMirror, args: &ExtenderArgs) -> ExtenderFilterResult {
+    let demand = match single_pod_demand(mirror, &args.pod) {
+        Ok(demand) => demand,
+        Err(error) => return ExtenderFilterResult::failure(error),
+    };
+    let names = match candidate_names(args) {
+        Ok(names) => names,
+        Err(error) => return ExtenderFilterResult::failure(error),
+    };
+    let mut result = ExtenderFilterResult::default();
+    let mut passed = vec![false; names.len()];
+    for (i, name) in names.iter().enumerate() {
+        match verdict(mirror.state(), name, &demand) {
+            Verdict::Fits(_) => passed[i] = true,
+            Verdict::Failed(message) => {
+                result.failed_nodes.insert((*name).to_owned(), message);
+            }
+            Verdict::Unresolvable(message) => {
+                result
+                    .failed_and_unresolvable_nodes
+                    .insert((*name).to_owned(), message);
+            }
+        }
+    }
+    if args.node_names.is_some() {
+        result.node_names = Some(
+            names
+                .iter()
+                .zip(&passed)
+                .filter(|(_, ok)| **ok)
+                .map(|(n, _)| (*n).to_owned())
+                .collect(),
+        );
+    } else if let Some(nodes) = &args.nodes {
+        result.nodes = Some(NodeList {
+            metadata: nodes.metadata.clone(),
+            items: nodes
+                .items
+                .iter()
+                .zip(&passed)
+                .filter(|(_, ok)| **ok)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        });
+    }
+    result
+}
+
+/// The prioritize verb: one entry per candidate, in the order sent. A pod the
+/// filter would refuse scores 0 everywhere (kube-scheduler ignores prioritize
+/// errors anyway, and filter has already reported it).
+pub fn prioritize(
+    mirror: &ClusterMirror,
+    policy: &mut dyn PlacementPolicy,
+    args: &ExtenderArgs,
+) -> HostPriorityList {
+    let names = candidate_names(args).unwrap_or_default();
+    let zero = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| HostPriority {
+                host: (*n).to_owned(),
+                score: MIN_EXTENDER_PRIORITY,
+            })
+            .collect()
+    };
+    let Ok(demand) = single_pod_demand(mirror, &args.pod) else {
+        return zero(&names);
+    };
+    let state = mirror.state();
+    let snapshot = state.snapshot();
+    policy.begin_cycle(snapshot, &demand);
+    let raw: Vec<Option<i64>> = names
+        .iter()
+        .map(|name| match verdict(state, name, &demand) {
+            Verdict::Fits(id) => Some(policy.score(snapshot, id, &demand)),
+            Verdict::Failed(_) | Verdict::Unresolvable(_) => None,
+        })
+        .collect();
+    let scores = scale_scores(&raw);
+    names
+        .iter()
+        .zip(scores)
+        .map(|(name, score)| HostPriority {
+            host: (*name).to_owned(),
+            score,
+        })
+        .collect()
+}
+
+/// Maps policy scores linearly onto `0..=MAX_EXTENDER_PRIORITY` (`None`, an
+/// infeasible node, is 0). The best feasible node gets the maximum, the worst 0;
+/// feasible nodes that all tie get the maximum. Rounds down, so only the best
+/// reaches the maximum unless others tie with it.
+pub fn scale_scores(raw: &[Option<i64>]) -> Vec<i64> {
+    let feasible = raw.iter().flatten();
+    let (Some(min), Some(max)) = (feasible.clone().min(), feasible.max()) else {
+        return vec![MIN_EXTENDER_PRIORITY; raw.len()];
+    };
+    let span = i128::from(*max) - i128::from(*min);
+    raw.iter()
+        .map(|score| match score {
+            None => MIN_EXTENDER_PRIORITY,
+            Some(_) if span == 0 => MAX_EXTENDER_PRIORITY,
+            Some(s) => {
+                let scaled = (i128::from(*s) - i128::from(*min))
+                    * i128::from(MAX_EXTENDER_PRIORITY - MIN_EXTENDER_PRIORITY)
+                    / span;
+                MIN_EXTENDER_PRIORITY + i64::try_from(scaled).unwrap_or(MAX_EXTENDER_PRIORITY)
+            }
+        })
+        .collect()
+}
+
+/// What the bind verb writes: the pod, its node, and the GPU annotation when it
+/// asks for GPUs. The placement is already assumed in the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindPlan {
+    pub pod: PodRef,
+    pub node: String,
+    pub annotation: Option<GpuAssignmentAnnotation>,
+}
+
+/// Decides the GPUs for `pod` on the node kube-scheduler chose and assumes the
+/// placement (the caller must [`ClusterState::forget_assumed`] if the write
+/// fails). `Err` is the `ExtenderBindingResult` error.
+pub fn plan_bind(
+    mirror: &mut ClusterMirror,
+    policy: &mut dyn PlacementPolicy,
+    pod: &Pod,
+    args: &ExtenderBindingArgs,
+) -> Result<BindPlan, String> {
+    let key = format!("{}/{}", args.pod_namespace, args.pod_name);
+    let uid = pod_uid(pod);
+    if uid != args.pod_uid {
+        return Err(format!(
+            "pod {key}: UID {} is not the UID {uid:?} phalanx knows; the pod was replaced",
+            args.pod_uid
+        ));
+    }
+    if mirror.is_bound(&uid) {
+        return Err(format!("pod {key} is already bound"));
+    }
+    let demand = single_pod_demand(mirror, pod)?;
+    // A retried bind: release what the earlier attempt assumed.
+    mirror.state_mut().forget_assumed(&uid);
+    let node = args.node.as_str();
+    let id = match verdict(mirror.state(), node, &demand) {
+        Verdict::Fits(id) => id,
+        Verdict::Failed(why) | Verdict::Unresolvable(why) => {
+            return Err(format!("pod {key} cannot be bound to node {node}: {why}"));
+        }
+    };
+    let snapshot = mirror.state().snapshot();
+    policy.begin_cycle(snapshot, &demand);
+    let gpus = policy.select_gpus(snapshot, id, &demand);
+    let placement = Placement { node: id, gpus };
+    let annotation = (demand.gpu != GpuDemand::None)
+        .then(|| translate::assignment_annotation(node, &placement, snapshot.node(id)));
+    mirror
+        .state_mut()
+        .assume(&uid, demand, placement)
+        .map_err(|e| format!("pod {key} cannot be bound to node {node}: {e}"))?;
+    Ok(BindPlan {
+        pod: PodRef {
+            namespace: args.pod_namespace.clone(),
+            name: args.pod_name.clone(),
+            uid,
+        },
+        node: node.to_owned(),
+        annotation,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::runtime::watcher::Event;
+    use phalanx_api::GpuNode;
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{build_policy, PolicyConfig, PolicyName, WorkloadSource};
+
+    fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
+    pub(crate) fn node_json(name: &str, gpus: u32) -> serde_json::Value {
+        json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110",
+                                       "nvidia.com/gpu": gpus.to_string()}}
+        })
+    }
+
+    fn gpu_node(name: &str, gpus: u32) -> GpuNode {
+        let devices: Vec<_> = (0..gpus)
+            .map(|i| {
+                json!({"index": i, "uuid": format!("GPU-{name}-{i}"),
+                            "model": "NVIDIA H100 80GB HBM3", "memoryMib": 81920})
+            })
+            .collect();
+        from(json!({"metadata": {"name": name}, "spec": {"nodeName": name, "gpus": devices}}))
+    }
+
+    pub(crate) fn pod_json(
+        name: &str,
+        uid: &str,
+        requests: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({
+            "metadata": {"name": name, "namespace": "ml", "uid": uid},
+            "spec": {"schedulerName": "default-scheduler",
+                     "containers": [{"name": "main", "image": "cuda",
+                                     "resources": {"requests": requests, "limits": requests}}]}
+        })
+    }
+
+    fn pod(name: &str, uid: &str, requests: serde_json::Value) -> Pod {
+        from(pod_json(name, uid, requests))
+    }
+
+    /// A synced mirror with `nodes` (name, GPUs) and `bound` pods on them.
+    pub(crate) fn mirror(nodes: &[(&str, u32)], bound: &[(Pod, &str)]) -> ClusterMirror {
+        let mut m = ClusterMirror::new(60_000);
+        m.node_event(Event::Init, 0);
+        m.gpu_node_event(Event::Init, 0);
+        for (name, gpus) in nodes {
+            m.node_event(Event::InitApply(from(node_json(name, *gpus))), 0);
+            m.gpu_node_event(Event::InitApply(gpu_node(name, *gpus)), 0);
+        }
+        m.node_event(Event::InitDone, 0);
+        m.gpu_node_event(Event::InitDone, 0);
+        m.pod_event(&Event::Init);
+        for (pod, node) in bound {
+            let mut pod = pod.clone();
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.node_name = Some((*node).to_owned());
+            }
+            let change = m.pod_event(&Event::InitApply(pod));
+            assert!(change.errors.is_empty(), "{:?}", change.errors);
+        }
+        m.pod_event(&Event::InitDone);
+        assert!(m.synced());
+        m
+    }
+
+    fn args_names(pod: Pod, names: &[&str]) -> ExtenderArgs {
+        ExtenderArgs {
+            pod,
+            nodes: None,
+            node_names: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+        }
+    }
+
+    fn policy(name: PolicyName) -> Box<dyn PlacementPolicy> {
+        build_policy(
+            name,
+            &PolicyConfig {
+                seed: 0,
+                workload: WorkloadSource::Online,
+            },
+        )
+    }
+
+    fn cordoned_node(name: &str) -> Node {
+        let mut value = node_json(name, 8);
+        value["spec"] = json!({"unschedulable": true});
+        value["metadata"]["labels"]["nvidia.com/gpu.product"] = json!("NVIDIA-H100-80GB-HBM3");
+        from(value)
+    }
+
+    #[test]
+    fn filter_splits_nodes_with_kube_scheduler_messages() {
+        // full: 8 GPUs, all taken by a bound 8-GPU pod; small: 1 GPU; big: 8 free.
+        let hog = pod("hog", "u-hog", json!({"nvidia.com/gpu": "8"}));
+        let mut m = mirror(&[("full", 8), ("small", 1), ("big", 8)], &[(hog, "full")]);
+        let change = m.node_event(Event::Apply(cordoned_node("cordoned")), 0);
+        assert!(change.errors.is_empty(), "{:?}", change.errors);
+        let four = pod(
+            "train",
+            "u-train",
+            json!({"cpu": "4", "nvidia.com/gpu": "4"}),
+        );
+        let args = args_names(four, &["full", "small", "big", "cordoned", "ghost"]);
+        let result = filter(&m, &args);
+        assert_eq!(result.error, "");
+        assert_eq!(result.node_names.as_deref(), Some(&["big".to_owned()][..]));
+        assert!(result.nodes.is_none());
+        assert_eq!(
+            result.failed_nodes,
+            [
+                ("full".to_owned(), "Insufficient nvidia.com/gpu".to_owned()),
+                ("small".to_owned(), "Insufficient nvidia.com/gpu".to_owned()),
+            ]
+            .into()
+        );
+        assert_eq!(
+            result.failed_and_unresolvable_nodes,
+            [
+                (
+                    "cordoned".to_owned(),
+                    "node(s) were unschedulable".to_owned()
+                ),
+                (
+                    "ghost".to_owned(),
+                    "node(s) not known to phalanx".to_owned()
+                ),
+            ]
+            .into()
+        );
+
+        // A share that no GPU has room for, and too much CPU.
+        let share = pod("s", "u-s", json!({"phalanx.dev/gpu-milli": "500"}));
+        let result = filter(&m, &args_names(share, &["full", "big"]));
+        assert_eq!(
+            result.failed_nodes.get("full").map(String::as_str),
+            Some("Insufficient phalanx.dev/gpu-milli")
+        );
+        let greedy = pod("c", "u-c", json!({"cpu": "64", "nvidia.com/gpu": "1"}));
+        let result = filter(&m, &args_names(greedy, &["big"]));
+        assert_eq!(
+            result.failed_nodes.get("big").map(String::as_str),
+            Some("Insufficient cpu")
+        );
+    }
+
+    #[test]
+    fn filter_answers_in_the_form_it_was_asked() {
+        let m = mirror(&[("a", 8), ("b", 1)], &[]);
+        let args = ExtenderArgs {
+            pod: pod("p", "u-p", json!({"nvidia.com/gpu": "2"})),
+            nodes: Some(NodeList {
+                metadata: None,
+                items: vec![from(node_json("a", 8)), from(node_json("b", 1))],
+            }),
+            node_names: None,
+        };
+        let result = filter(&m, &args);
+        assert!(result.node_names.is_none());
+        let items = result.nodes.unwrap().items;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].metadata.name.as_deref(), Some("a"));
+        assert_eq!(result.failed_nodes.len(), 1);
+    }
+
+    #[test]
+    fn prioritize_ranks_the_best_fit_node_highest() {
+        // BestFit packs: the node with the least room left after placing wins.
+        let two = pod("two", "u-two", json!({"nvidia.com/gpu": "6"}));
+        let m = mirror(&[("empty", 8), ("busy", 8), ("tiny", 1)], &[(two, "busy")]);
+        let share = pod("s", "u-s", json!({"phalanx.dev/gpu-milli": "500"}));
+        for name in PolicyName::ALL {
+            let mut policy = policy(name);
+            let scores = prioritize(
+                &m,
+                policy.as_mut(),
+                &args_names(share.clone(), &["empty", "busy", "tiny", "ghost"]),
+            );
+            assert_eq!(scores.len(), 4);
+            assert!(
+                scores
+                    .iter()
+                    .all(|h| (0..=MAX_EXTENDER_PRIORITY).contains(&h.score)),
+                "{name}: {scores:?}"
+            );
+            assert_eq!(
+                scores[3],
+                HostPriority {
+                    host: "ghost".into(),
+                    score: 0
+                }
+            );
+        }
+        let mut best_fit = policy(PolicyName::BestFit);
+        let scores = prioritize(
+            &m,
+            best_fit.as_mut(),
+            &args_names(share, &["empty", "busy", "tiny"]),
+        );
+        let best = scores.iter().max_by_key(|h| h.score).unwrap();
+        assert_eq!(best.score, MAX_EXTENDER_PRIORITY);
+        assert_ne!(best.host, "empty", "{scores:?}");
+        let empty = scores.iter().find(|h| h.host == "empty").unwrap();
+        assert_eq!(empty.score, MIN_EXTENDER_PRIORITY, "{scores:?}");
+    }
+
+    #[test]
+    fn scores_scale_onto_zero_to_ten() {
+        assert_eq!(scale_scores(&[Some(5), None, Some(5)]), [10, 0, 10]);
+        assert_eq!(scale_scores(&[Some(0), Some(50), Some(100)]), [0, 5, 10]);
+        assert_eq!(scale_scores(&[Some(i64::MIN), Some(i64::MAX)]), [0, 10]);
+        assert_eq!(scale_scores(&[None, None]), [0, 0]);
+        assert!(scale_scores(&[]).is_empty());
+    }
+
+    #[test]
+    fn gang_pods_are_refused_with_an_error() {
+        let m = mirror(&[("a", 8)], &[]);
+        let mut labelled = pod("w0", "u-w0", json!({"nvidia.com/gpu": "1"}));
+        labelled.metadata.labels = Some([(LABEL_POD_GROUP.to_owned(), "job".to_owned())].into());
+        let result = filter(&m, &args_names(labelled.clone(), &["a"]));
+        assert!(
+            result.error.contains("belongs to gang ml/job"),
+            "{}",
+            result.error
+        );
+        assert!(
+            result.error.contains("schedulerName: phalanx"),
+            "{}",
+            result.error
+        );
+        assert!(result.node_names.is_none() && result.failed_nodes.is_empty());
+
+        let mut annotated = pod("w1", "u-w1", json!({"nvidia.com/gpu": "1"}));
+        annotated.metadata.annotations =
+            Some([(ANNOTATION_GANG_NAME.to_owned(), "job".to_owned())].into());
+        // Malformed (no min-member) is refused too, with the reason and the hint.
+        let result = filter(&m, &args_names(annotated, &["a"]));
+        assert!(result.error.contains("gang-min-member"), "{}", result.error);
+        assert!(
+            result.error.contains("schedulerName: phalanx"),
+            "{}",
+            result.error
+        );
+
+        let mut policy = policy(PolicyName::Phalanx);
+        let scores = prioritize(&m, policy.as_mut(), &args_names(labelled, &["a"]));
+        assert_eq!(
+            scores,
+            vec![HostPriority {
+                host: "a".into(),
+                score: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn untranslatable_pods_and_unsynced_caches_are_errors() {
+        let m = mirror(&[("a", 8)], &[]);
+        let bad = pod("bad", "u-bad", json!({"cpu": "lots"}));
+        let result = filter(&m, &args_names(bad, &["a"]));
+        assert!(result.error.starts_with("pod ml/bad: "), "{}", result.error);
+        assert!(result.error.contains("cpu"), "{}", result.error);
+
+        let fresh = ClusterMirror::new(60_000);
+        let ok = pod("ok", "u-ok", json!({"nvidia.com/gpu": "1"}));
+        assert_eq!(filter(&fresh, &args_names(ok, &["a"])).error, NOT_SYNCED);
+    }
+
+    fn bind_args(name: &str, uid: &str, node: &str) -> ExtenderBindingArgs {
+        ExtenderBindingArgs {
+            pod_name: name.into(),
+            pod_namespace: "ml".into(),
+            pod_uid: uid.into(),
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn bind_assumes_the_placement_and_writes_the_gpus() {
+        let mut m = mirror(&[("a", 2)], &[]);
+        let mut policy = policy(PolicyName::Phalanx);
+        let p = pod("p", "u-p", json!({"nvidia.com/gpu": "2"}));
+        let plan = plan_bind(&mut m, policy.as_mut(), &p, &bind_args("p", "u-p", "a")).unwrap();
+        assert_eq!(plan.node, "a");
+        assert_eq!(plan.pod.to_string(), "ml/p");
+        let annotation = plan.annotation.unwrap();
+        assert_eq!(annotation.node, "a");
+        let uuids: Vec<_> = annotation.gpus.iter().map(|g| g.uuid.as_str()).collect();
+        assert_eq!(uuids, ["GPU-a-0", "GPU-a-1"]);
+        assert!(m.state().is_assumed("u-p"));
+        // The next filter sees the assumption.
+        let other = pod("q", "u-q", json!({"nvidia.com/gpu": "1"}));
+        let result = filter(&m, &args_names(other.clone(), &["a"]));
+        assert_eq!(
+            result.failed_nodes.get("a").map(String::as_str),
+            Some("Insufficient nvidia.com/gpu")
+        );
+        // A retried bind of the same pod re-plans instead of counting it twice.
+        assert!(plan_bind(&mut m, policy.as_mut(), &p, &bind_args("p", "u-p", "a")).is_ok());
+        // Another pod does not fit any more; nothing is assumed for it.
+        let error =
+            plan_bind(&mut m, policy.as_mut(), &other, &bind_args("q", "u-q", "a")).unwrap_err();
+        assert_eq!(
+            error,
+            "pod ml/q cannot be bound to node a: Insufficient nvidia.com/gpu"
+        );
+        assert!(!m.state().holds("u-q"));
+        // A stale UID is refused.
+        let error = plan_bind(
+            &mut m,
+            policy.as_mut(),
+            &other,
+            &bind_args("q", "u-old", "a"),
+        )
+        .unwrap_err();
+        assert!(error.contains("replaced"), "{error}");
+        // A CPU-only pod gets no annotation.
+        m.state_mut().forget_assumed("u-p");
+        let cpu = pod("c", "u-c", json!({"cpu": "1"}));
+        let plan = plan_bind(&mut m, policy.as_mut(), &cpu, &bind_args("c", "u-c", "a")).unwrap();
+        assert!(plan.annotation.is_none());
+    }
+}
