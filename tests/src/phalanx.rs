@@ -40,6 +40,10 @@ pub struct LeaderElectionOptions {
     pub lease_name: String,
     pub lease_namespace: String,
     pub lease_duration_seconds: u32,
+    /// `renewGraceSeconds`: renew this long before the Lease expires; must be
+    /// shorter than the duration. `None`: half the duration, at most 5 (the
+    /// scheduler's default), at least 1.
+    pub renew_grace_seconds: Option<u32>,
 }
 
 impl Default for LeaderElectionOptions {
@@ -48,6 +52,7 @@ impl Default for LeaderElectionOptions {
             lease_name: DEFAULT_LEASE_NAME.to_owned(),
             lease_namespace: DEFAULT_LEASE_NAMESPACE.to_owned(),
             lease_duration_seconds: 15,
+            renew_grace_seconds: None,
         }
     }
 }
@@ -230,6 +235,9 @@ pub fn phalanx_config(
             "leaseName": le.lease_name,
             "leaseNamespace": le.lease_namespace,
             "leaseDurationSeconds": le.lease_duration_seconds,
+            "renewGraceSeconds": le
+                .renew_grace_seconds
+                .unwrap_or_else(|| (le.lease_duration_seconds / 2).clamp(1, 5)),
             "identity": identity,
         }),
         None => serde_json::json!({ "enabled": false, "identity": identity }),
@@ -464,6 +472,7 @@ mod tests {
         assert_eq!(config["binding"]["concurrency"], 8);
         assert_eq!(config["policy"], "spread");
         assert_eq!(config["leaderElection"]["leaseDurationSeconds"], 4);
+        assert_eq!(config["leaderElection"]["renewGraceSeconds"], 2);
         assert_eq!(config["leaderElection"]["identity"], "me");
         assert_eq!(config["http"]["bindAddress"], "127.0.0.1:1234");
     }
