@@ -1,2 +1,180 @@
-//! `phalanx-scheduler` binary (being written).
-fn main() {}
+//! `phalanx-scheduler`: the scheduler pods select with `schedulerName: phalanx`,
+//! or (with `extender`) the same engine behind kube-scheduler's HTTP extender API.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kube::{Client, CustomResourceExt};
+use phalanx_api::{GpuNode, PodGroup};
+use phalanx_scheduler::controller::binder::Binder;
+use phalanx_scheduler::controller::config::{LogFormat, SchedulerConfig};
+use phalanx_scheduler::controller::events::EventRecorder;
+use phalanx_scheduler::controller::http::{self, Health};
+use phalanx_scheduler::controller::leader::{self, LeaseSettings};
+use phalanx_scheduler::controller::metrics::SchedulerMetrics;
+use phalanx_scheduler::controller::scheduler_loop::{LoopDeps, SchedulerLoop};
+
+#[derive(Debug, Parser)]
+#[command(name = "phalanx-scheduler", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Schedule pods that name this scheduler (the default mode).
+    Run {
+        /// YAML config file; without one, every setting takes its default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Serve filter, prioritize and bind as a kube-scheduler HTTP extender.
+    Extender {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print it with defaults filled in.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the CustomResourceDefinitions Phalanx reads (GpuNode; PodGroup for
+    /// clusters without scheduler-plugins).
+    Crds {
+        #[arg(long)]
+        with_pod_group: bool,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<SchedulerConfig> {
+    Ok(match path {
+        Some(path) => SchedulerConfig::load(path)?,
+        None => SchedulerConfig::default(),
+    })
+}
+
+fn init_logging(config: &SchedulerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.logging.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// This replica's name: the config's, else the pod name (HOSTNAME in a pod).
+fn identity(config: &SchedulerConfig) -> String {
+    config
+        .leader_election
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("phalanx-scheduler-{}", std::process::id()))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn run(config: SchedulerConfig) -> Result<()> {
+    let config = Arc::new(config);
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(SchedulerMetrics::new());
+    // A loop silent for this long is stuck; the kubelet restarts the pod.
+    let health = Arc::new(Health::new(std::time::Duration::from_secs(30)));
+    let router = http::router(health.clone(), metrics.clone());
+    let address = config.http.bind_address;
+    tokio::spawn(async move {
+        if let Err(error) = http::serve(address, router, shutdown_signal()).await {
+            tracing::error!(%error, %address, "health and metrics server stopped");
+        }
+    });
+    let identity = identity(&config);
+    let leadership = if config.leader_election.enabled {
+        let settings = LeaseSettings {
+            name: config.leader_election.lease_name.clone(),
+            namespace: config.leader_election.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration_seconds: config.leader_election.lease_duration_seconds,
+            grace_seconds: config.leader_election.renew_grace_seconds,
+        };
+        leader::elect(client.clone(), &settings)
+            .await
+            .context("joining leader election")?
+    } else {
+        leader::always_leader()
+    };
+    let events = EventRecorder::spawn(client.clone(), config.scheduler_name.clone(), identity);
+    let binder = Binder::new(
+        client.clone(),
+        NonZeroU32::new(config.binding.qps).unwrap_or(NonZeroU32::MIN),
+        NonZeroU32::new(config.binding.burst).unwrap_or(NonZeroU32::MIN),
+        config.binding.annotation_write,
+    );
+    tracing::info!(scheduler = %config.scheduler_name, policy = %config.policy, "starting");
+    let deps = LoopDeps {
+        client,
+        config,
+        metrics,
+        health,
+        events,
+        binder,
+        is_leader: leadership.is_leader,
+    };
+    SchedulerLoop::new(deps).run(shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = load_config(config.as_ref())?;
+            init_logging(&config);
+            run(config).await
+        }
+        Command::Extender { config } => {
+            let config = load_config(config.as_ref())?;
+            init_logging(&config);
+            let client = Client::try_default()
+                .await
+                .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+            let _ = (client, Arc::new(config));
+            anyhow::bail!("extender mode is being written")
+        }
+        Command::CheckConfig { config } => {
+            let loaded = SchedulerConfig::load(&config)?;
+            println!("{}: valid\n{loaded:#?}", config.display());
+            Ok(())
+        }
+        Command::Crds { with_pod_group } => {
+            print!("{}", serde_yaml_ng::to_string(&GpuNode::crd())?);
+            if with_pod_group {
+                println!("---");
+                print!("{}", serde_yaml_ng::to_string(&PodGroup::crd())?);
+            }
+            Ok(())
+        }
+    }
+}

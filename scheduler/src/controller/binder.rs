@@ -1,1 +1,189 @@
-//! (being written)
+//! Binding a pod to the node the engine chose, with the GPUs it chose.
+//!
+//! Two API writes per pod, in this order: a merge patch that records the GPU
+//! assignment annotation (so that the device plugin, which reads it when kubelet
+//! allocates, never sees a bound pod without it), then a `Binding` through the
+//! pod's `binding` subresource. Both carry the pod's UID, so a pod deleted and
+//! recreated under the same name between the decision and the write is never
+//! bound with another pod's decision. Bindings are rate limited with `governor`.
+//!
+//! With [`AnnotationWrite::WithBinding`] the annotation travels on the Binding's
+//! own metadata instead: the API server copies a Binding's annotations onto the
+//! pod in the same update that sets `spec.nodeName`, so one write does both.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use phalanx_api::{GpuAssignmentAnnotation, ANNOTATION_GPU_ASSIGNMENT};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::metrics::BindingErrorReason;
+
+/// The pod being bound, as the scheduler saw it when it decided.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// How the GPU assignment annotation reaches the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AnnotationWrite {
+    /// A merge patch on the pod, then the Binding (two writes).
+    #[default]
+    Patch,
+    /// On the Binding's metadata (one write).
+    WithBinding,
+}
+
+/// Why a binding did not happen. Only [`BindError::Api`] is worth retrying.
+#[derive(Debug, Error)]
+pub enum BindError {
+    #[error("pod {pod} no longer exists")]
+    Gone { pod: String },
+    #[error("pod {pod} was bound by someone else or replaced: {message}")]
+    Conflict { pod: String, message: String },
+    #[error("binding pod {pod} failed: {source}")]
+    Api {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl BindError {
+    /// The label of the binding-errors metric.
+    pub fn reason(&self) -> BindingErrorReason {
+        match self {
+            BindError::Gone { .. } => BindingErrorReason::NotFound,
+            BindError::Conflict { .. } => BindingErrorReason::Conflict,
+            BindError::Api { .. } => BindingErrorReason::Other,
+        }
+    }
+
+    fn from_kube(pod: &PodRef, source: kube::Error) -> Self {
+        match &source {
+            kube::Error::Api(status) if status.code == 404 => BindError::Gone {
+                pod: pod.to_string(),
+            },
+            // 409: already bound, or UID precondition failed. 422 on the patch: the
+            // UID we sent is not this pod's (it was recreated under the same name).
+            kube::Error::Api(status) if status.code == 409 || status.code == 422 => {
+                BindError::Conflict {
+                    pod: pod.to_string(),
+                    message: status.message.clone(),
+                }
+            }
+            _ => BindError::Api {
+                pod: pod.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+/// Writes annotations and Bindings, at most `qps` pods per second.
+#[derive(Clone)]
+pub struct Binder {
+    client: Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    mode: AnnotationWrite,
+}
+
+impl std::fmt::Debug for Binder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binder").field("mode", &self.mode).finish()
+    }
+}
+
+impl Binder {
+    pub fn new(client: Client, qps: NonZeroU32, burst: NonZeroU32, mode: AnnotationWrite) -> Self {
+        let quota = Quota::per_second(qps).allow_burst(burst);
+        Binder {
+            client,
+            limiter: Arc::new(RateLimiter::direct(quota)),
+            mode,
+        }
+    }
+
+    /// Binds `pod` to `node`, recording `gpus` first when the pod has any.
+    pub async fn bind(
+        &self,
+        pod: &PodRef,
+        node: &str,
+        gpus: Option<&GpuAssignmentAnnotation>,
+    ) -> Result<(), BindError> {
+        self.limiter.until_ready().await;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let mut binding = binding_for(pod, node);
+        if let Some(gpus) = gpus {
+            match self.mode {
+                AnnotationWrite::Patch => {
+                    api.patch(
+                        &pod.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(annotation_patch(pod, gpus)),
+                    )
+                    .await
+                    .map_err(|e| BindError::from_kube(pod, e))?;
+                }
+                AnnotationWrite::WithBinding => {
+                    binding.metadata.annotations = Some(
+                        [(ANNOTATION_GPU_ASSIGNMENT.to_owned(), gpus.to_json())]
+                            .into_iter()
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let _status: serde_json::Value = api
+            .create_subresource("binding", &pod.name, &PostParams::default(), &binding)
+            .await
+            .map_err(|e| BindError::from_kube(pod, e))?;
+        Ok(())
+    }
+}
+
+/// The Binding kube-scheduler would send: the pod's name, namespace and UID (a
+/// precondition the API server checks), targeting the node.
+pub fn binding_for(pod: &PodRef, node: &str) -> Binding {
+    Binding {
+        metadata: ObjectMeta {
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: Some(pod.uid.clone()),
+            ..ObjectMeta::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_owned()),
+            ..ObjectReference::default()
+        },
+    }
+}
+
+/// The merge patch that records the assignment. The UID rides along: the API
+/// server refuses to change a UID, so a recreated pod rejects the patch (422).
+pub fn annotation_patch(pod: &PodRef, gpus: &GpuAssignmentAnnotation) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {
+            "uid": pod.uid,
+            "annotations": { ANNOTATION_GPU_ASSIGNMENT: gpus.to_json() }
+        }
+    })
+}

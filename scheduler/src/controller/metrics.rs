@@ -1,1 +1,536 @@
-//! (being written)
+//! The scheduler's Prometheus metrics.
+//!
+//! One [`SchedulerMetrics`] per process, shared as `Arc<SchedulerMetrics>`:
+//! every metric is atomic inside, so tasks update it through `&self` without a
+//! lock of ours. Names follow Prometheus conventions (prefix
+//! `phalanx_scheduler_`, the unit in the name, `_total` on counters) and mirror
+//! kube-scheduler's where one exists, so existing dashboards translate.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+/// The outcome of one scheduling attempt (kube-scheduler's `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptResult {
+    /// Placed on a node and handed to the binder.
+    Scheduled,
+    /// No node fits now; the pod waits for a cluster change or its backoff.
+    Unschedulable,
+    /// Something other than the pod's demands failed (a bug, an API error).
+    Error,
+}
+
+impl AttemptResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Scheduled => "scheduled",
+            AttemptResult::Unschedulable => "unschedulable",
+            AttemptResult::Error => "error",
+        }
+    }
+}
+
+/// Why a Binding (or the assignment annotation before it) was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BindingErrorReason {
+    /// 409: the pod was bound or changed meanwhile.
+    Conflict,
+    /// 404: the pod or node is gone.
+    NotFound,
+    Other,
+}
+
+impl BindingErrorReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingErrorReason::Conflict => "conflict",
+            BindingErrorReason::NotFound => "not_found",
+            BindingErrorReason::Other => "other",
+        }
+    }
+}
+
+/// The queue a pending pod is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Queue {
+    Active,
+    Backoff,
+    Unschedulable,
+}
+
+impl Queue {
+    fn as_str(self) -> &'static str {
+        match self {
+            Queue::Active => "active",
+            Queue::Backoff => "backoff",
+            Queue::Unschedulable => "unschedulable",
+        }
+    }
+}
+
+/// Label values are the enums' `as_str` names, the snake_case that Prometheus
+/// label values conventionally use (the derive would write `NotFound`).
+macro_rules! label_value_by_name {
+    ($($ty:ty),*) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value_by_name!(AttemptResult, BindingErrorReason, Queue);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: AttemptResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabel {
+    queue: Queue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: BindingErrorReason,
+}
+
+/// A gauge of a count of things (never negative).
+type CountGauge = Gauge<u64, AtomicU64>;
+
+/// Every metric the scheduler exports, and the registry that encodes them.
+#[derive(Debug)]
+pub struct SchedulerMetrics {
+    registry: Registry,
+    schedule_attempts: Family<ResultLabel, Counter>,
+    e2e_scheduling: Histogram,
+    pending_pods: Family<QueueLabel, CountGauge>,
+    gang_wait: Histogram,
+    gang_timeouts: Counter,
+    stale_telemetry_gpus: CountGauge,
+    stale_telemetry_samples_ignored: Counter,
+    binding: Histogram,
+    binding_errors: Family<ReasonLabel, Counter>,
+    leader: CountGauge,
+    cache_nodes: CountGauge,
+}
+
+impl Default for SchedulerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SchedulerMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("phalanx_scheduler");
+
+        let schedule_attempts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "schedule_attempts",
+            "Scheduling attempts by result (scheduled, unschedulable, error)",
+            schedule_attempts.clone(),
+        );
+        // Label values known up front are created now so that every series
+        // exists from the first scrape: rate() over a series that appears
+        // mid-window misses its first increments.
+        for result in [
+            AttemptResult::Scheduled,
+            AttemptResult::Unschedulable,
+            AttemptResult::Error,
+        ] {
+            let _ = schedule_attempts.get_or_create(&ResultLabel { result });
+        }
+
+        // 1 ms doubling to ~65 s: from an idle cluster's immediate placement to
+        // a pod that waited a minute for capacity.
+        let e2e_scheduling = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register_with_unit(
+            "e2e_scheduling_duration",
+            "Time from a pod first being seen pending to its Binding being written",
+            Unit::Seconds,
+            e2e_scheduling.clone(),
+        );
+
+        let pending_pods = Family::<QueueLabel, CountGauge>::default();
+        registry.register(
+            "pending_pods",
+            "Pods waiting to be scheduled, by queue (active, backoff, unschedulable)",
+            pending_pods.clone(),
+        );
+        for queue in [Queue::Active, Queue::Backoff, Queue::Unschedulable] {
+            let _ = pending_pods.get_or_create(&QueueLabel { queue });
+        }
+
+        // 100 ms doubling to ~14 min: beyond the default 10 min gang timeout.
+        let gang_wait = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        registry.register_with_unit(
+            "gang_wait_duration",
+            "Time from a gang's first member being seen to the whole gang being bound",
+            Unit::Seconds,
+            gang_wait.clone(),
+        );
+
+        let gang_timeouts = Counter::default();
+        registry.register(
+            "gang_timeouts",
+            "Gangs that did not get all their members placed within their timeout",
+            gang_timeouts.clone(),
+        );
+
+        let stale_telemetry_gpus = CountGauge::default();
+        registry.register(
+            "stale_telemetry_gpus",
+            "GPUs whose latest telemetry sample is older than telemetry.maxAgeSeconds",
+            stale_telemetry_gpus.clone(),
+        );
+
+        let stale_telemetry_samples_ignored = Counter::default();
+        registry.register(
+            "stale_telemetry_samples_ignored",
+            "Telemetry samples ignored because they were older than telemetry.maxAgeSeconds",
+            stale_telemetry_samples_ignored.clone(),
+        );
+
+        // 1 ms doubling to ~8 s: one API round trip, or a few under throttling.
+        let binding = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register_with_unit(
+            "binding_duration",
+            "Time to write one pod's GPU assignment and Binding",
+            Unit::Seconds,
+            binding.clone(),
+        );
+
+        let binding_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "binding_errors",
+            "Bindings that failed, by reason (conflict, not_found, other)",
+            binding_errors.clone(),
+        );
+        for reason in [
+            BindingErrorReason::Conflict,
+            BindingErrorReason::NotFound,
+            BindingErrorReason::Other,
+        ] {
+            let _ = binding_errors.get_or_create(&ReasonLabel { reason });
+        }
+
+        let leader = CountGauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and schedules, else 0",
+            leader.clone(),
+        );
+
+        let cache_nodes = CountGauge::default();
+        registry.register(
+            "cache_nodes",
+            "Nodes in the scheduler's cluster snapshot",
+            cache_nodes.clone(),
+        );
+
+        Self {
+            registry,
+            schedule_attempts,
+            e2e_scheduling,
+            pending_pods,
+            gang_wait,
+            gang_timeouts,
+            stale_telemetry_gpus,
+            stale_telemetry_samples_ignored,
+            binding,
+            binding_errors,
+            leader,
+            cache_nodes,
+        }
+    }
+
+    pub fn record_attempt(&self, result: AttemptResult) {
+        self.schedule_attempts
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Pod first seen pending -> Binding written.
+    pub fn observe_e2e(&self, latency: Duration) {
+        self.e2e_scheduling.observe(latency.as_secs_f64());
+    }
+
+    /// The queue lengths now (a snapshot, not increments).
+    pub fn set_pending(&self, active: u64, backoff: u64, unschedulable: u64) {
+        for (queue, count) in [
+            (Queue::Active, active),
+            (Queue::Backoff, backoff),
+            (Queue::Unschedulable, unschedulable),
+        ] {
+            self.pending_pods
+                .get_or_create(&QueueLabel { queue })
+                .set(count);
+        }
+    }
+
+    /// First member seen -> whole gang bound.
+    pub fn observe_gang_wait(&self, wait: Duration) {
+        self.gang_wait.observe(wait.as_secs_f64());
+    }
+
+    pub fn gang_timed_out(&self) {
+        self.gang_timeouts.inc();
+    }
+
+    /// GPUs whose telemetry is stale now.
+    pub fn set_stale_gpus(&self, gpus: u64) {
+        self.stale_telemetry_gpus.set(gpus);
+    }
+
+    /// Adds `samples` to the count of stale samples ignored.
+    pub fn stale_samples_ignored(&self, samples: u64) {
+        self.stale_telemetry_samples_ignored.inc_by(samples);
+    }
+
+    pub fn observe_binding(&self, latency: Duration) {
+        self.binding.observe(latency.as_secs_f64());
+    }
+
+    pub fn binding_error(&self, reason: BindingErrorReason) {
+        self.binding_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(u64::from(leading));
+    }
+
+    pub fn set_nodes(&self, nodes: u64) {
+        self.cache_nodes.set(nodes);
+    }
+
+    /// Everything in the OpenMetrics text format (ending in `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail and our label values always encode,
+        // so an error here would be a prometheus-client bug: log it and serve
+        // what was encoded rather than fail the scrape or panic.
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The value of the sample line that starts with `series ` (name and labels).
+    fn sample(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_owned)
+    }
+
+    #[track_caller]
+    fn assert_sample(text: &str, series: &str, value: &str) {
+        assert_eq!(
+            sample(text, series).as_deref(),
+            Some(value),
+            "{series} in:\n{text}"
+        );
+    }
+
+    #[test]
+    fn fresh_metrics_export_every_series_at_zero() {
+        let text = SchedulerMetrics::new().encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for result in ["scheduled", "unschedulable", "error"] {
+            assert_sample(
+                &text,
+                &format!("phalanx_scheduler_schedule_attempts_total{{result=\"{result}\"}}"),
+                "0",
+            );
+        }
+        for queue in ["active", "backoff", "unschedulable"] {
+            assert_sample(
+                &text,
+                &format!("phalanx_scheduler_pending_pods{{queue=\"{queue}\"}}"),
+                "0",
+            );
+        }
+        for reason in ["conflict", "not_found", "other"] {
+            assert_sample(
+                &text,
+                &format!("phalanx_scheduler_binding_errors_total{{reason=\"{reason}\"}}"),
+                "0",
+            );
+        }
+        assert_sample(&text, "phalanx_scheduler_leader", "0");
+        assert_sample(
+            &text,
+            "phalanx_scheduler_e2e_scheduling_duration_seconds_count",
+            "0",
+        );
+    }
+
+    #[test]
+    fn metadata_names_types_and_units() {
+        let text = SchedulerMetrics::new().encode();
+        for line in [
+            "# TYPE phalanx_scheduler_schedule_attempts counter",
+            "# TYPE phalanx_scheduler_e2e_scheduling_duration_seconds histogram",
+            "# UNIT phalanx_scheduler_e2e_scheduling_duration_seconds seconds",
+            "# TYPE phalanx_scheduler_pending_pods gauge",
+            "# TYPE phalanx_scheduler_gang_wait_duration_seconds histogram",
+            "# TYPE phalanx_scheduler_gang_timeouts counter",
+            "# TYPE phalanx_scheduler_stale_telemetry_gpus gauge",
+            "# TYPE phalanx_scheduler_stale_telemetry_samples_ignored counter",
+            "# TYPE phalanx_scheduler_binding_duration_seconds histogram",
+            "# TYPE phalanx_scheduler_binding_errors counter",
+            "# TYPE phalanx_scheduler_leader gauge",
+            "# TYPE phalanx_scheduler_cache_nodes gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn updates_show_in_the_encoding() {
+        let metrics = SchedulerMetrics::new();
+        metrics.record_attempt(AttemptResult::Scheduled);
+        metrics.record_attempt(AttemptResult::Scheduled);
+        metrics.record_attempt(AttemptResult::Unschedulable);
+        metrics.observe_e2e(Duration::from_millis(3));
+        metrics.observe_e2e(Duration::from_secs(120));
+        metrics.set_pending(4, 2, 7);
+        metrics.observe_gang_wait(Duration::from_secs(5));
+        metrics.gang_timed_out();
+        metrics.set_stale_gpus(3);
+        metrics.stale_samples_ignored(5);
+        metrics.stale_samples_ignored(2);
+        metrics.observe_binding(Duration::from_millis(20));
+        metrics.binding_error(BindingErrorReason::Conflict);
+        metrics.binding_error(BindingErrorReason::NotFound);
+        metrics.binding_error(BindingErrorReason::NotFound);
+        metrics.set_leader(true);
+        metrics.set_nodes(1000);
+        let text = metrics.encode();
+
+        let attempts = "phalanx_scheduler_schedule_attempts_total";
+        assert_sample(&text, &format!("{attempts}{{result=\"scheduled\"}}"), "2");
+        assert_sample(
+            &text,
+            &format!("{attempts}{{result=\"unschedulable\"}}"),
+            "1",
+        );
+        assert_sample(&text, &format!("{attempts}{{result=\"error\"}}"), "0");
+
+        let e2e = "phalanx_scheduler_e2e_scheduling_duration_seconds";
+        assert_sample(&text, &format!("{e2e}_count"), "2");
+        assert_sample(&text, &format!("{e2e}_sum"), "120.003");
+        assert_sample(&text, &format!("{e2e}_bucket{{le=\"0.004\"}}"), "1");
+        assert_sample(&text, &format!("{e2e}_bucket{{le=\"65.536\"}}"), "1");
+        assert_sample(&text, &format!("{e2e}_bucket{{le=\"+Inf\"}}"), "2");
+
+        assert_sample(
+            &text,
+            "phalanx_scheduler_pending_pods{queue=\"active\"}",
+            "4",
+        );
+        assert_sample(
+            &text,
+            "phalanx_scheduler_pending_pods{queue=\"backoff\"}",
+            "2",
+        );
+        assert_sample(
+            &text,
+            "phalanx_scheduler_pending_pods{queue=\"unschedulable\"}",
+            "7",
+        );
+
+        assert_sample(
+            &text,
+            "phalanx_scheduler_gang_wait_duration_seconds_count",
+            "1",
+        );
+        assert_sample(
+            &text,
+            "phalanx_scheduler_gang_wait_duration_seconds_sum",
+            "5.0",
+        );
+        assert_sample(&text, "phalanx_scheduler_gang_timeouts_total", "1");
+
+        assert_sample(&text, "phalanx_scheduler_stale_telemetry_gpus", "3");
+        assert_sample(
+            &text,
+            "phalanx_scheduler_stale_telemetry_samples_ignored_total",
+            "7",
+        );
+
+        assert_sample(
+            &text,
+            "phalanx_scheduler_binding_duration_seconds_count",
+            "1",
+        );
+        let errors = "phalanx_scheduler_binding_errors_total";
+        assert_sample(&text, &format!("{errors}{{reason=\"conflict\"}}"), "1");
+        assert_sample(&text, &format!("{errors}{{reason=\"not_found\"}}"), "2");
+        assert_sample(&text, &format!("{errors}{{reason=\"other\"}}"), "0");
+
+        assert_sample(&text, "phalanx_scheduler_leader", "1");
+        assert_sample(&text, "phalanx_scheduler_cache_nodes", "1000");
+
+        metrics.set_leader(false);
+        metrics.set_pending(0, 0, 0);
+        let text = metrics.encode();
+        assert_sample(&text, "phalanx_scheduler_leader", "0");
+        assert_sample(
+            &text,
+            "phalanx_scheduler_pending_pods{queue=\"active\"}",
+            "0",
+        );
+    }
+
+    #[test]
+    fn shared_updates_from_many_threads_all_count() {
+        let metrics = Arc::new(SchedulerMetrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        metrics.record_attempt(AttemptResult::Error);
+                        metrics.observe_binding(Duration::from_millis(1));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread panicked");
+        }
+        let text = metrics.encode();
+        assert_sample(
+            &text,
+            "phalanx_scheduler_schedule_attempts_total{result=\"error\"}",
+            "4000",
+        );
+        assert_sample(
+            &text,
+            "phalanx_scheduler_binding_duration_seconds_count",
+            "4000",
+        );
+    }
+}

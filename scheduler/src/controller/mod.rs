@@ -16,6 +16,7 @@ pub mod gangs;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod mirror;
 pub mod queue;
 pub mod scheduler_loop;
 pub mod translate;

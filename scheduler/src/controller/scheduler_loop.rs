@@ -1,1 +1,851 @@
-//! (being written)
+//! The scheduler proper: one task owns the snapshot and the queue, fed by the
+//! watches and by the outcomes of the bindings it started.
+//!
+//! Each turn it folds in whatever the watches delivered, then (if it holds the
+//! Lease and the caches have synced) takes work from the queue for a few
+//! milliseconds: a pod, or a whole gang. A decision is assumed in the snapshot at
+//! once and bound in the background, so the next decision already sees it; a
+//! failed binding is released and retried with backoff.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use phalanx_api::{GpuNode, PodGroup};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::binder::{BindError, Binder, PodRef};
+use super::config::SchedulerConfig;
+use super::events::{self, EventRecorder};
+use super::gangs::{self, GangKey, GangMembership, GangSource, GangTracker};
+use super::http::Health;
+use super::metrics::{AttemptResult, SchedulerMetrics};
+use super::mirror::{pod_uid, ClusterMirror, MirrorChange};
+use super::queue::{BackoffPolicy, SchedulingQueue};
+use super::translate;
+use crate::engine::{
+    build_policy, place_gang, schedule_one, unschedulable_message, CycleOutcome, CycleScratch,
+    GangSpec, GpuDemand, Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
+};
+
+/// How long one turn may spend scheduling before it looks at the watches again.
+const SCHEDULING_SLICE: Duration = Duration::from_millis(20);
+/// The least time between two FailedScheduling events for the same pod.
+const FAILED_EVENT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often telemetry ages are checked and gauges refreshed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the queue holds: a single pod (by UID) or a gang.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkKey {
+    Pod(String),
+    Gang(GangKey),
+}
+
+/// Why the scheduler stopped.
+#[derive(Debug, Error)]
+pub enum LoopError {
+    #[error("lost the leader Lease; stopping so that two replicas never bind at once")]
+    LostLease,
+    #[error("the watches stopped")]
+    WatchesEnded,
+    #[error("listing pods to rebuild the snapshot after election failed: {0}")]
+    Relist(#[source] kube::Error),
+}
+
+/// Everything the loop needs from outside.
+#[allow(missing_debug_implementations)] // kube::Client has no Debug
+pub struct LoopDeps {
+    pub client: Client,
+    pub config: Arc<SchedulerConfig>,
+    pub metrics: Arc<SchedulerMetrics>,
+    pub health: Arc<Health>,
+    pub events: EventRecorder,
+    pub binder: Binder,
+    pub is_leader: watch::Receiver<bool>,
+}
+
+/// A pod waiting for this scheduler.
+#[derive(Debug)]
+struct PendingPod {
+    pod: Arc<Pod>,
+    first_seen: Instant,
+    gang: Option<GangMembership>,
+    /// A binding is in flight; it is not queued meanwhile.
+    binding: bool,
+    last_failed_event: Option<Instant>,
+}
+
+/// A gang's known members (UIDs), pending or not.
+#[derive(Debug, Default)]
+struct GangEntry {
+    members: BTreeSet<String>,
+    first_seen: Option<Instant>,
+    reported_status: Option<String>,
+}
+
+// Boxed: the channel holds thousands of these during a burst.
+enum Input {
+    Node(Box<Event<Node>>),
+    GpuNode(Box<Event<GpuNode>>),
+    Pod(Box<Event<Pod>>),
+    PodGroup(Box<Event<PodGroup>>),
+}
+
+struct BindOutcome {
+    uid: String,
+    pod: PodRef,
+    node: String,
+    started: Instant,
+    result: Result<(), BindError>,
+}
+
+/// The scheduler's state.
+pub struct SchedulerLoop {
+    deps: LoopDeps,
+    mirror: ClusterMirror,
+    queue: SchedulingQueue<WorkKey>,
+    pending: HashMap<String, PendingPod>,
+    gangs: HashMap<GangKey, GangEntry>,
+    pod_groups: HashMap<GangKey, PodGroup>,
+    tracker: GangTracker,
+    policy: Box<dyn PlacementPolicy>,
+    scratch: CycleScratch,
+    bind_slots: Arc<Semaphore>,
+    bind_tx: mpsc::Sender<BindOutcome>,
+    bind_rx: mpsc::Receiver<BindOutcome>,
+    relisted_pods: Option<HashSet<String>>,
+    leading: bool,
+    last_housekeeping: Instant,
+}
+
+impl std::fmt::Debug for SchedulerLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerLoop")
+            .field("pending", &self.pending.len())
+            .field("leading", &self.leading)
+            .finish()
+    }
+}
+
+impl SchedulerLoop {
+    pub fn new(deps: LoopDeps) -> Self {
+        let config = deps.config.clone();
+        let policy = build_policy(
+            config.policy,
+            &PolicyConfig {
+                seed: 0,
+                workload: WorkloadSource::Online,
+            },
+        );
+        let (bind_tx, bind_rx) = mpsc::channel(4096);
+        SchedulerLoop {
+            mirror: ClusterMirror::new(config.telemetry_max_age().as_millis() as u64),
+            queue: SchedulingQueue::new(BackoffPolicy {
+                initial: config.backoff.initial(),
+                max: config.backoff.max(),
+                max_unschedulable: config.backoff.max_unschedulable(),
+            }),
+            pending: HashMap::new(),
+            gangs: HashMap::new(),
+            pod_groups: HashMap::new(),
+            tracker: GangTracker::new(),
+            policy,
+            scratch: CycleScratch::default(),
+            bind_slots: Arc::new(Semaphore::new(config.binding.concurrency)),
+            bind_tx,
+            bind_rx,
+            relisted_pods: None,
+            leading: false,
+            last_housekeeping: Instant::now(),
+            deps,
+        }
+    }
+
+    /// Runs until `shutdown` resolves (Ok) or leadership is lost (Err).
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), LoopError> {
+        let (input_tx, mut inputs) = mpsc::channel(16_384);
+        self.spawn_watches(input_tx).await;
+        let mut is_leader = self.deps.is_leader.clone();
+        tokio::pin!(shutdown);
+        loop {
+            let wake = self.next_wakeup();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                changed = is_leader.changed() => {
+                    let now_leader = changed.is_ok() && *is_leader.borrow();
+                    self.leadership_changed(now_leader).await?;
+                }
+                input = inputs.recv() => {
+                    let Some(input) = input else { return Err(LoopError::WatchesEnded) };
+                    self.handle_input(input);
+                    // Fold in the backlog before deciding anything.
+                    for _ in 0..4096 {
+                        match inputs.try_recv() {
+                            Ok(input) => self.handle_input(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(outcome) = self.bind_rx.recv() => {
+                    self.handle_bound(outcome);
+                    while let Ok(outcome) = self.bind_rx.try_recv() {
+                        self.handle_bound(outcome);
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+            self.housekeeping();
+            if self.leading && self.mirror.synced() {
+                self.schedule_slice();
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        let now = Instant::now();
+        if self.leading && self.mirror.synced() && self.queue.lengths().active > 0 {
+            return now;
+        }
+        let tick = self.last_housekeeping + HOUSEKEEPING_INTERVAL;
+        self.queue
+            .next_wakeup()
+            .map_or(tick, |t| t.min(tick))
+            .max(now)
+    }
+
+    async fn leadership_changed(&mut self, now_leader: bool) -> Result<(), LoopError> {
+        self.deps.metrics.set_leader(now_leader);
+        match (self.leading, now_leader) {
+            (false, true) => {
+                tracing::info!("became leader; rebuilding the snapshot from a fresh list");
+                self.rebuild_from_list().await?;
+                self.leading = true;
+                Ok(())
+            }
+            (true, false) => Err(LoopError::LostLease),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new leader lists pods once (a consistent read) so that the last bindings
+    /// of the previous leader are accounted even if its watch has not caught up.
+    async fn rebuild_from_list(&mut self) -> Result<(), LoopError> {
+        let api: Api<Pod> = Api::all(self.deps.client.clone());
+        let pods = api
+            .list(&ListParams::default())
+            .await
+            .map_err(LoopError::Relist)?;
+        for pod in pods {
+            self.handle_pod_event(Event::Apply(pod));
+        }
+        Ok(())
+    }
+
+    async fn spawn_watches(&self, tx: mpsc::Sender<Input>) {
+        let client = self.deps.client.clone();
+        spawn_watch(Api::<Node>::all(client.clone()), tx.clone(), |e| {
+            Input::Node(Box::new(e))
+        });
+        spawn_watch(Api::<GpuNode>::all(client.clone()), tx.clone(), |e| {
+            Input::GpuNode(Box::new(e))
+        });
+        spawn_watch(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
+            Input::Pod(Box::new(e))
+        });
+        // PodGroups only where the scheduler-plugins CRD is installed.
+        let pod_groups: Api<PodGroup> = Api::all(client);
+        match pod_groups.list(&ListParams::default().limit(1)).await {
+            Ok(_) => spawn_watch(pod_groups, tx, |e| Input::PodGroup(Box::new(e))),
+            Err(error) => tracing::info!(
+                %error,
+                "scheduling.x-k8s.io PodGroups are not served; gangs use the annotation form"
+            ),
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        let now_ms = wall_clock_ms();
+        let change = match input {
+            Input::Node(event) => self.mirror.node_event(*event, now_ms),
+            Input::GpuNode(event) => self.mirror.gpu_node_event(*event, now_ms),
+            Input::Pod(event) => self.handle_pod_event(*event),
+            Input::PodGroup(event) => self.handle_pod_group_event(*event),
+        };
+        for error in &change.errors {
+            tracing::warn!(%error, "cluster state");
+        }
+        if change.cluster_changed {
+            self.queue.cluster_changed(Instant::now());
+        }
+    }
+
+    fn handle_pod_event(&mut self, event: Event<Pod>) -> MirrorChange {
+        let change = self.mirror.pod_event(&event);
+        match event {
+            Event::Init => self.relisted_pods = Some(HashSet::new()),
+            Event::InitApply(pod) => {
+                if let Some(seen) = self.relisted_pods.as_mut() {
+                    seen.insert(pod_uid(&pod));
+                }
+                self.track(pod);
+            }
+            Event::Apply(pod) => self.track(pod),
+            Event::Delete(pod) => self.untrack(&pod_uid(&pod)),
+            Event::InitDone => {
+                if let Some(seen) = self.relisted_pods.take() {
+                    let gone: Vec<String> = self
+                        .pending
+                        .keys()
+                        .filter(|uid| !seen.contains(*uid))
+                        .cloned()
+                        .collect();
+                    for uid in gone {
+                        self.untrack(&uid);
+                    }
+                }
+            }
+        }
+        change
+    }
+
+    fn handle_pod_group_event(&mut self, event: Event<PodGroup>) -> MirrorChange {
+        match event {
+            Event::Apply(pg) | Event::InitApply(pg) => {
+                let key = GangKey {
+                    namespace: pg.namespace().unwrap_or_default(),
+                    name: pg.name_any(),
+                };
+                let changed = self.pod_groups.get(&key).map(|old| &old.spec) != Some(&pg.spec);
+                self.pod_groups.insert(key, pg);
+                MirrorChange {
+                    cluster_changed: changed,
+                    errors: Vec::new(),
+                }
+            }
+            Event::Delete(pg) => {
+                self.pod_groups.remove(&GangKey {
+                    namespace: pg.namespace().unwrap_or_default(),
+                    name: pg.name_any(),
+                });
+                MirrorChange::default()
+            }
+            Event::Init | Event::InitDone => MirrorChange::default(),
+        }
+    }
+
+    /// Starts or stops tracking a pod as pending for this scheduler, and keeps
+    /// gang membership (bound members count towards minMember).
+    fn track(&mut self, pod: Pod) {
+        let uid = pod_uid(&pod);
+        let for_us = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
+            == Some(self.deps.config.scheduler_name.as_str());
+        let gang = if for_us && !super::mirror::is_finished(&pod) {
+            match gangs::gang_of(&pod) {
+                Ok(gang) => gang,
+                Err(error) => {
+                    // A malformed gang annotation: say so and schedule nothing for it.
+                    if pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_ref())
+                        .is_none()
+                    {
+                        self.fail_event(&pod, error.to_string(), true);
+                    }
+                    self.stop_pending(&uid);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(m) = &gang {
+            self.gangs
+                .entry(m.key.clone())
+                .or_default()
+                .members
+                .insert(uid.clone());
+        }
+        if !translate::is_ours(&pod, &self.deps.config.scheduler_name) {
+            // Bound (by us or anyone), finished or being deleted.
+            self.stop_pending(&uid);
+            return;
+        }
+        let now = Instant::now();
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let is_new = !self.pending.contains_key(&uid);
+        let entry = self
+            .pending
+            .entry(uid.clone())
+            .or_insert_with(|| PendingPod {
+                pod: Arc::new(pod.clone()),
+                first_seen: now,
+                gang: None,
+                binding: false,
+                last_failed_event: None,
+            });
+        entry.pod = Arc::new(pod);
+        entry.gang = gang.clone();
+        let first_seen = entry.first_seen;
+        if entry.binding {
+            return;
+        }
+        match gang {
+            Some(membership) => {
+                let gang = self.gangs.entry(membership.key.clone()).or_default();
+                let gang_seen = *gang.first_seen.get_or_insert(first_seen);
+                let key = WorkKey::Gang(membership.key);
+                if is_new {
+                    // A new member may complete the gang: look again now.
+                    self.queue.remove(&key);
+                }
+                self.queue.add(key, priority, gang_seen, now);
+            }
+            None => self.queue.add(WorkKey::Pod(uid), priority, first_seen, now),
+        }
+    }
+
+    /// The pod is no longer waiting for us (bound, finished, or not ours).
+    fn stop_pending(&mut self, uid: &str) {
+        if let Some(p) = self.pending.remove(uid) {
+            if p.gang.is_none() {
+                self.queue.remove(&WorkKey::Pod(uid.to_owned()));
+            }
+        }
+    }
+
+    /// The pod is gone.
+    fn untrack(&mut self, uid: &str) {
+        self.stop_pending(uid);
+        let mut emptied = Vec::new();
+        for (key, gang) in &mut self.gangs {
+            if gang.members.remove(uid) && gang.members.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            self.gangs.remove(&key);
+            self.tracker.forget(&key);
+            self.queue.remove(&WorkKey::Gang(key));
+        }
+        self.mirror.state_mut().forget_assumed(uid);
+    }
+
+    fn housekeeping(&mut self) {
+        self.deps.health.heartbeat();
+        self.deps.health.set_synced(self.mirror.synced());
+        let now = Instant::now();
+        if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_INTERVAL {
+            return;
+        }
+        self.last_housekeeping = now;
+        let stale = self.mirror.expire_telemetry(wall_clock_ms());
+        self.deps.metrics.set_stale_gpus(stale as u64);
+        let lengths = self.queue.lengths();
+        self.deps.metrics.set_pending(
+            lengths.active as u64,
+            lengths.backoff as u64,
+            lengths.unschedulable as u64,
+        );
+        self.deps
+            .metrics
+            .set_nodes(self.mirror.state().node_count() as u64);
+    }
+
+    fn schedule_slice(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < SCHEDULING_SLICE {
+            let Some(key) = self.queue.pop(Instant::now()) else {
+                break;
+            };
+            match key {
+                WorkKey::Pod(uid) => self.schedule_pod(uid),
+                WorkKey::Gang(gang) => self.schedule_gang(gang),
+            }
+        }
+    }
+
+    fn schedule_pod(&mut self, uid: String) {
+        let key = WorkKey::Pod(uid.clone());
+        let Some(pending) = self.pending.get(&uid) else {
+            self.queue.done(&key);
+            return;
+        };
+        let pod = pending.pod.clone();
+        let demand = match translate::pod_demand(&pod, self.mirror.state().snapshot().models()) {
+            Ok(demand) => demand,
+            Err(error) => {
+                self.deps.metrics.record_attempt(AttemptResult::Error);
+                self.fail_event(&pod, error.to_string(), false);
+                self.queue.unschedulable(key, Instant::now());
+                return;
+            }
+        };
+        let outcome = schedule_one(
+            self.mirror.state().snapshot(),
+            self.policy.as_mut(),
+            &demand,
+            &mut self.scratch,
+        );
+        match outcome {
+            CycleOutcome::Placed(placement) => {
+                if let Err(error) = self
+                    .mirror
+                    .state_mut()
+                    .assume(&uid, demand.clone(), placement)
+                {
+                    tracing::error!(%error, pod = %demand.name, "engine refused its own placement");
+                    self.deps.metrics.record_attempt(AttemptResult::Error);
+                    self.queue.retry_after_error(key, Instant::now());
+                    return;
+                }
+                self.queue.done(&key);
+                self.start_bind(&uid, &demand, placement);
+            }
+            CycleOutcome::Unschedulable { nodes, reasons } => {
+                self.deps
+                    .metrics
+                    .record_attempt(AttemptResult::Unschedulable);
+                let message = if nodes == 0 {
+                    "no nodes available to schedule pods".to_owned()
+                } else {
+                    unschedulable_message(nodes, &reasons)
+                };
+                self.fail_event(&pod, message, false);
+                self.queue.unschedulable(key, Instant::now());
+            }
+        }
+    }
+
+    fn schedule_gang(&mut self, key: GangKey) {
+        let work = WorkKey::Gang(key.clone());
+        let now = Instant::now();
+        let Some(gang) = self.gangs.get(&key) else {
+            self.queue.done(&work);
+            return;
+        };
+        let members: Vec<String> = gang.members.iter().cloned().collect();
+        let held = members
+            .iter()
+            .filter(|uid| self.mirror.state().holds(uid) || self.mirror.is_bound(uid))
+            .count();
+        let waiting: Vec<Arc<Pod>> = members
+            .iter()
+            .filter_map(|uid| self.pending.get(uid))
+            .filter(|p| !p.binding)
+            .map(|p| p.pod.clone())
+            .collect();
+        let Some(membership) = members
+            .iter()
+            .find_map(|uid| self.pending.get(uid).and_then(|p| p.gang.clone()))
+        else {
+            self.queue.done(&work);
+            return;
+        };
+        if waiting.is_empty() {
+            self.queue.done(&work);
+            return;
+        }
+        let defaults = gangs::GangDefaults {
+            timeout: self.deps.config.gangs.default_timeout(),
+            topology_key: self.deps.config.gangs.topology_key.clone(),
+        };
+        let policy = match gangs::gang_policy(&membership, self.pod_groups.get(&key), &defaults) {
+            Ok(policy) => policy,
+            Err(error) => {
+                self.deps.metrics.record_attempt(AttemptResult::Error);
+                self.fail_gang(&waiting, &error.to_string());
+                self.queue.unschedulable(work, now);
+                return;
+            }
+        };
+        let need = policy.min_member.saturating_sub(held);
+        let since = self.tracker.waiting_since(&key, now);
+        if waiting.len() < need {
+            let message = format!(
+                "pod group {}/{}: {} of its minMember {} pods exist; waiting for the rest",
+                key.namespace,
+                key.name,
+                waiting.len() + held,
+                policy.min_member
+            );
+            self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
+            self.fail_gang(&waiting, &message);
+            self.update_pod_group(&key, &membership, "Pending", held);
+            self.queue.unschedulable(work, now);
+            return;
+        }
+        let models = self.mirror.state().snapshot().models();
+        let mut demands: Vec<PodDemand> = Vec::with_capacity(waiting.len());
+        for pod in &waiting {
+            match translate::pod_demand(pod, models) {
+                Ok(d) => demands.push(d),
+                Err(error) => {
+                    let message = format!(
+                        "pod group {}/{} cannot be placed: member {}",
+                        key.namespace, key.name, error
+                    );
+                    self.deps.metrics.record_attempt(AttemptResult::Error);
+                    self.fail_gang(&waiting, &message);
+                    self.queue.unschedulable(work, now);
+                    return;
+                }
+            }
+        }
+        let name = format!("{}/{}", key.namespace, key.name);
+        let spec = GangSpec {
+            name: &name,
+            members: &demands,
+            min_member: need.max(1),
+            topology_key: policy.topology_key.as_deref(),
+        };
+        let result = place_gang(
+            self.mirror.state_mut().snapshot_mut(),
+            self.policy.as_mut(),
+            &spec,
+            &mut self.scratch,
+        );
+        match result {
+            Ok(Ok(plan)) => {
+                for (index, placement) in &plan.placements {
+                    let uid = pod_uid(&waiting[*index]);
+                    let demand = demands[*index].clone();
+                    self.mirror
+                        .state_mut()
+                        .record_assumed(&uid, demand.clone(), *placement);
+                    self.start_bind(&uid, &demand, *placement);
+                }
+                if need > 0 {
+                    self.deps
+                        .metrics
+                        .observe_gang_wait(now.duration_since(since));
+                }
+                self.tracker.forget(&key);
+                self.update_pod_group(&key, &membership, "Scheduled", held + plan.placements.len());
+                if plan.unplaced.is_empty() {
+                    self.queue.done(&work);
+                } else {
+                    self.queue.unschedulable(work, now);
+                }
+            }
+            Ok(Err(unschedulable)) => {
+                self.deps
+                    .metrics
+                    .record_attempt(AttemptResult::Unschedulable);
+                let message = unschedulable.to_string();
+                self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
+                self.fail_gang(&waiting, &message);
+                self.update_pod_group(&key, &membership, "Scheduling", held);
+                self.queue.unschedulable(work, now);
+            }
+            Err(error) => {
+                self.deps.metrics.record_attempt(AttemptResult::Error);
+                self.fail_gang(&waiting, &error.to_string());
+                self.queue.unschedulable(work, now);
+            }
+        }
+    }
+
+    fn check_gang_timeout(
+        &mut self,
+        key: &GangKey,
+        membership: &GangMembership,
+        waiting: &[Arc<Pod>],
+        timeout: Duration,
+        now: Instant,
+        why: &str,
+    ) {
+        if !self.tracker.timed_out(key, now, timeout) || self.tracker.reported(key) {
+            return;
+        }
+        self.tracker.mark_reported(key);
+        self.deps.metrics.gang_timed_out();
+        let message = format!(
+            "pod group {}/{} timed out after {}s without placing its minMember pods; nothing was bound. {why}",
+            key.namespace,
+            key.name,
+            timeout.as_secs()
+        );
+        for pod in waiting {
+            self.fail_event(pod, message.clone(), true);
+        }
+        self.update_pod_group(key, membership, "Failed", 0);
+    }
+
+    fn fail_gang(&mut self, waiting: &[Arc<Pod>], message: &str) {
+        for pod in waiting {
+            self.fail_event(pod, message.to_owned(), false);
+        }
+    }
+
+    /// Records FailedScheduling for a pod, at most once per interval unless forced.
+    fn fail_event(&mut self, pod: &Pod, message: String, force: bool) {
+        let uid = pod_uid(pod);
+        let now = Instant::now();
+        if let Some(p) = self.pending.get_mut(&uid) {
+            if !force
+                && p.last_failed_event
+                    .is_some_and(|t| now.duration_since(t) < FAILED_EVENT_INTERVAL)
+            {
+                return;
+            }
+            p.last_failed_event = Some(now);
+        }
+        let reference =
+            events::pod_reference(&pod.namespace().unwrap_or_default(), &pod.name_any(), &uid);
+        self.deps
+            .events
+            .record(events::failed_scheduling(reference, message));
+    }
+
+    /// Writes the PodGroup's status when its phase changes (PodGroup gangs only).
+    fn update_pod_group(
+        &mut self,
+        key: &GangKey,
+        m: &GangMembership,
+        phase: &str,
+        scheduled: usize,
+    ) {
+        if m.source != GangSource::PodGroup {
+            return;
+        }
+        let Some(gang) = self.gangs.get_mut(key) else {
+            return;
+        };
+        if gang.reported_status.as_deref() == Some(phase) {
+            return;
+        }
+        gang.reported_status = Some(phase.to_owned());
+        let status = serde_json::json!({
+            "status": { "phase": phase, "scheduled": scheduled }
+        });
+        let api: Api<PodGroup> = Api::namespaced(self.deps.client.clone(), &key.namespace);
+        let name = key.name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                tracing::warn!(%error, podgroup = %name, "could not update PodGroup status");
+            }
+        });
+    }
+
+    fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
+        let Some(pending) = self.pending.get_mut(uid) else {
+            return;
+        };
+        pending.binding = true;
+        let pod = PodRef {
+            namespace: pending.pod.namespace().unwrap_or_default(),
+            name: pending.pod.name_any(),
+            uid: uid.to_owned(),
+        };
+        let node_state = self.mirror.state().snapshot().node(placement.node);
+        let node = node_state.name.clone();
+        let annotation = (demand.gpu != GpuDemand::None)
+            .then(|| translate::assignment_annotation(&node, &placement, node_state));
+        let binder = self.deps.binder.clone();
+        let slots = self.bind_slots.clone();
+        let tx = self.bind_tx.clone();
+        let uid = uid.to_owned();
+        tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let started = Instant::now();
+            let result = binder.bind(&pod, &node, annotation.as_ref()).await;
+            let _ = tx
+                .send(BindOutcome {
+                    uid,
+                    pod,
+                    node,
+                    started,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn handle_bound(&mut self, outcome: BindOutcome) {
+        let metrics = &self.deps.metrics;
+        metrics.observe_binding(outcome.started.elapsed());
+        let reference =
+            events::pod_reference(&outcome.pod.namespace, &outcome.pod.name, &outcome.uid);
+        match outcome.result {
+            Ok(()) => {
+                metrics.record_attempt(AttemptResult::Scheduled);
+                self.deps
+                    .events
+                    .record(events::scheduled(reference, &outcome.node));
+                if let Some(p) = self.pending.get(&outcome.uid) {
+                    metrics.observe_e2e(p.first_seen.elapsed());
+                }
+                // It stays a gang member (held, counting towards minMember); the
+                // watch confirms the binding in the snapshot.
+                self.stop_pending(&outcome.uid);
+            }
+            Err(error) => {
+                metrics.binding_error(error.reason());
+                metrics.record_attempt(AttemptResult::Error);
+                self.mirror.state_mut().forget_assumed(&outcome.uid);
+                tracing::warn!(%error, "binding failed");
+                match error {
+                    BindError::Gone { .. } => self.untrack(&outcome.uid),
+                    BindError::Conflict { .. } | BindError::Api { .. } => {
+                        let Some(p) = self.pending.get_mut(&outcome.uid) else {
+                            return;
+                        };
+                        p.binding = false;
+                        let key = match &p.gang {
+                            Some(m) => WorkKey::Gang(m.key.clone()),
+                            None => WorkKey::Pod(outcome.uid.clone()),
+                        };
+                        let pod = p.pod.clone();
+                        if matches!(error, BindError::Api { .. }) {
+                            self.fail_event(&pod, format!("Binding rejected: {error}"), true);
+                        }
+                        self.queue.retry_after_error(key, Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn spawn_watch<K>(api: Api<K>, tx: mpsc::Sender<Input>, wrap: fn(Event<K>) -> Input)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if tx.send(wrap(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "watch error; retrying with backoff"),
+            }
+        }
+    });
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
