@@ -177,6 +177,9 @@ impl SchedulerLoop {
         let (input_tx, mut inputs) = mpsc::channel(16_384);
         self.spawn_watches(input_tx).await;
         let mut is_leader = self.deps.is_leader.clone();
+        // Without election the channel starts (and stays) true: no change to wait for.
+        let leading_now = *is_leader.borrow_and_update();
+        self.leadership_changed(leading_now).await?;
         tokio::pin!(shutdown);
         loop {
             let wake = self.next_wakeup();
