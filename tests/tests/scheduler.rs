@@ -485,23 +485,33 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
         })
         .collect();
     let huge_names = create_all(&pods, huge).await?;
+    // While members are still being created the gang waits for the rest;
+    // once all exist, every member must be told that the gang does not fit.
     let failures = wait_until(
         &plane,
-        "FailedScheduling for every member of huge",
+        "a FailedScheduling event saying why huge does not fit, for every member",
         Duration::from_secs(60),
         || async {
             let events = pod_events(&client, NS).await?;
-            let failed: HashMap<String, String> = events
-                .into_iter()
-                .filter(|e| e.reason == "FailedScheduling" && huge_names.contains(&e.pod))
-                .map(|e| (e.pod, e.note))
+            let mut notes: HashMap<String, Vec<String>> = HashMap::new();
+            for e in events {
+                if e.reason == "FailedScheduling" && huge_names.contains(&e.pod) {
+                    notes.entry(e.pod).or_default().push(e.note);
+                }
+            }
+            let explained: HashMap<String, String> = notes
+                .iter()
+                .filter_map(|(pod, notes)| {
+                    let note = notes.iter().find(|n| n.contains("fit"))?;
+                    Some((pod.clone(), note.clone()))
+                })
                 .collect();
-            Ok(if failed.len() == huge_names.len() {
-                Ok(failed)
+            Ok(if explained.len() == huge_names.len() {
+                Ok(explained)
             } else {
                 Err(format!(
-                    "only {} members have one: {failed:?}",
-                    failed.len()
+                    "only {} members have one; FailedScheduling notes: {notes:?}",
+                    explained.len()
                 ))
             })
         },
