@@ -107,7 +107,7 @@ impl Binaries {
 }
 
 /// Whether `PHALANX_E2E` asks for the end-to-end tests to run (set, not empty, not `0`).
-fn required() -> bool {
+pub(crate) fn required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 

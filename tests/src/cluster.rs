@@ -82,7 +82,7 @@ impl Default for SchedulerOptions {
 pub struct ControlPlane {
     // Declared before `dir` so that, should `Drop` be bypassed by a future
     // refactor, processes still stop before their files disappear.
-    components: Vec<Component>,
+    pub(crate) components: Vec<Component>,
     binaries: Binaries,
     pki: Pki,
     kubeconfig: PathBuf,
@@ -327,12 +327,24 @@ impl Drop for ControlPlane {
 /// Spawns a component logging to `dir/<name>.log` and records its process
 /// group for the janitor.
 fn spawn_in(dir: &Path, name: &str, program: &Path, args: &[String]) -> Result<Component> {
-    let component = Component::spawn(name, program, args, dir.join(format!("{name}.log")))?;
+    spawn_in_with_env(dir, name, program, args, &[])
+}
+
+/// [`spawn_in`] with extra environment variables.
+pub(crate) fn spawn_in_with_env(
+    dir: &Path,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<Component> {
+    let component =
+        Component::spawn_with_env(name, program, args, env, dir.join(format!("{name}.log")))?;
     janitor::record_group(dir, component.pid())?;
     Ok(component)
 }
 
-fn single_port() -> Result<u16> {
+pub(crate) fn single_port() -> Result<u16> {
     free_ports(1)?.pop().ok_or_else(|| {
         HarnessError::io(
             "choosing a port",

@@ -16,6 +16,14 @@ pub enum HarnessError {
     )]
     BinariesMissing { dir: PathBuf, missing: Vec<String> },
 
+    /// The `phalanx-scheduler` binary has not been built.
+    #[error(
+        "phalanx-scheduler binary not found (looked at {}); build it with `cargo build -p phalanx-scheduler` \
+         (add --release for the benchmark) or point PHALANX_SCHEDULER_BIN at it",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    PhalanxSchedulerMissing { searched: Vec<PathBuf> },
+
     /// A component's process could not be started at all.
     #[error("could not start {component} ({}): {source}", program.display())]
     Spawn {

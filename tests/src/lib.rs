@@ -13,14 +13,20 @@
 //!     --scheduler kube-scheduler --nodes 1000 --pods 5000 --json out.json
 //! ```
 //!
+//! Phalanx's scheduler is started by [`ControlPlane::start_phalanx_scheduler`]
+//! from the binary `cargo build -p phalanx-scheduler` leaves in the target
+//! directory (or `$PHALANX_SCHEDULER_BIN`); see [`phalanx`].
+//!
 //! Without the binaries and without `PHALANX_E2E`, the end-to-end tests
 //! print `SKIPPED` and pass, so `cargo test` works on a machine without Go.
 
 pub mod binaries;
 pub mod cluster;
 pub mod error;
+pub mod events;
 pub mod janitor;
 pub mod nodes;
+pub mod phalanx;
 pub mod pki;
 pub mod pods;
 pub mod ports;
@@ -30,5 +36,13 @@ pub mod process;
 pub use binaries::{Binaries, K8S_VERSION};
 pub use cluster::{ControlPlane, ControlPlaneOptions, SchedulerOptions};
 pub use error::{HarnessError, Result};
+pub use events::{pod_events, PodEvent};
 pub use nodes::{create_gpu_nodes, fake_gpu_node, wait_fake_nodes_ready, GpuNodeSpec};
-pub use pods::gpu_worker_container;
+pub use phalanx::{
+    install_phalanx_crds, lease_holder, locate_phalanx_scheduler, phalanx_scheduler_for_test,
+    LeaderElectionOptions, PhalanxHandle, PhalanxOptions,
+};
+pub use pods::{
+    assignment_of, assignment_violations, gpu_request, gpu_share_container, gpu_worker_container,
+    node_of, pod_for,
+};

@@ -36,6 +36,35 @@ pub async fn http_ok(addr: SocketAddr, path: &str, expect: &str) -> Result<(), S
     }
 }
 
+/// GETs `path` over plain HTTP; returns the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("writing to {addr}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| format!("GET http://{addr}{path}: no status line"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 /// GETs `path` from an HTTPS endpoint through `client` and succeeds on 2xx.
 pub async fn kube_get_ok(client: &kube::Client, path: &str) -> Result<(), String> {
     let request = http::Request::get(path)

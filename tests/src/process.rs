@@ -39,6 +39,18 @@ pub struct Component {
 impl Component {
     /// Starts `program` with `args`, stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: PathBuf) -> Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Like [`Component::spawn`], with extra environment variables (for
+    /// example `KUBECONFIG` for a component that takes no flag for it).
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Result<Self> {
         let out = File::create(&log)
             .map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
         let err = out
@@ -46,6 +58,7 @@ impl Component {
             .map_err(|e| HarnessError::io(format!("duplicating {}", log.display()), e))?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -139,6 +152,21 @@ impl Component {
             }
             tokio::time::sleep(PROBE_INTERVAL.min(left)).await;
         }
+    }
+
+    /// Kills the process group outright (SIGKILL, no chance to clean up, as
+    /// when a node dies) and reaps the process.
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        if !self.reaped {
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        self.reaped || matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
     }
 
     /// Asks the process group to stop; [`Component::reap`] finishes the job.

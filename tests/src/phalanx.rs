@@ -1,0 +1,490 @@
+//! Phalanx's own scheduler on the harness's control plane: finding the
+//! `phalanx-scheduler` binary, installing the CRDs it reads, and starting one
+//! or more replicas (leader election) that can be killed outright.
+//!
+//! The binary is not built by `cargo test -p phalanx-e2e` (a test cannot depend
+//! on another package's binary); build it first:
+//!
+//! ```text
+//! cargo build -p phalanx-scheduler            # tests
+//! cargo build --release -p phalanx-scheduler  # the throughput benchmark
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, CustomResourceExt};
+use phalanx_api::{GpuNode, PodGroup, SCHEDULER_NAME};
+
+use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
+use crate::error::{HarnessError, Result};
+use crate::probe;
+
+/// Overrides where the `phalanx-scheduler` binary is taken from.
+pub const BIN_ENV: &str = "PHALANX_SCHEDULER_BIN";
+/// The binary's file name in a cargo target directory.
+pub const BIN_NAME: &str = "phalanx-scheduler";
+/// Default Lease the replicas compete for (the scheduler's own default).
+pub const DEFAULT_LEASE_NAME: &str = "phalanx-scheduler";
+/// Default namespace of that Lease.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "kube-system";
+
+/// Leader-election settings of one replica.
+#[derive(Debug, Clone)]
+pub struct LeaderElectionOptions {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub lease_duration_seconds: u32,
+    /// `renewGraceSeconds`: renew this long before the Lease expires; must be
+    /// shorter than the duration. `None`: half the duration, at most 5 (the
+    /// scheduler's default), at least 1.
+    pub renew_grace_seconds: Option<u32>,
+}
+
+impl Default for LeaderElectionOptions {
+    fn default() -> Self {
+        Self {
+            lease_name: DEFAULT_LEASE_NAME.to_owned(),
+            lease_namespace: DEFAULT_LEASE_NAMESPACE.to_owned(),
+            lease_duration_seconds: 15,
+            renew_grace_seconds: None,
+        }
+    }
+}
+
+/// How to run one `phalanx-scheduler run` replica.
+#[derive(Debug, Clone)]
+pub struct PhalanxOptions {
+    /// `schedulerName`; pods opt in with the same name.
+    pub scheduler_name: String,
+    /// `binding.qps`: the scheduler's API client rate.
+    pub qps: u32,
+    /// `binding.burst`.
+    pub burst: u32,
+    /// `binding.concurrency`, when set.
+    pub concurrency: Option<u32>,
+    /// `leaderElection`; `None` disables it (a single replica).
+    pub leader_election: Option<LeaderElectionOptions>,
+    /// `leaderElection.identity`; defaults to `phalanx-<n>` for the n-th replica.
+    pub identity: Option<String>,
+    /// `gangs.defaultTimeoutSeconds`, when set.
+    pub gang_timeout_seconds: Option<u32>,
+    /// `logging.level` (an EnvFilter directive).
+    pub log_level: String,
+    /// Merged into the generated config last (objects merge key by key), for
+    /// settings this struct does not name.
+    pub extra: serde_json::Value,
+    /// Path probed until it answers 200: `/readyz` (watches synced) by
+    /// default; `/healthz` for a standby replica that may not sync before it
+    /// leads.
+    pub ready_path: String,
+    /// Deadline for the readiness probe.
+    pub timeout: Duration,
+    /// The binary; [`locate_phalanx_scheduler`] when `None`.
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for PhalanxOptions {
+    fn default() -> Self {
+        Self {
+            scheduler_name: SCHEDULER_NAME.to_owned(),
+            qps: 5000,
+            burst: 10000,
+            concurrency: None,
+            leader_election: None,
+            identity: None,
+            gang_timeout_seconds: None,
+            log_level: "info".to_owned(),
+            extra: serde_json::Value::Null,
+            ready_path: "/readyz".to_owned(),
+            timeout: Duration::from_secs(60),
+            binary: None,
+        }
+    }
+}
+
+/// One started replica.
+#[derive(Debug, Clone)]
+pub struct PhalanxHandle {
+    /// Component name (`phalanx-scheduler-<n>`), for [`ControlPlane::log_tail`].
+    pub name: String,
+    /// Its leader-election identity (the Lease's `holderIdentity` while it leads).
+    pub identity: String,
+    pub pid: u32,
+    /// Where it serves /healthz, /readyz and /metrics (plain HTTP).
+    pub http: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl PhalanxHandle {
+    /// Whether /readyz answers 200 right now.
+    pub async fn is_ready(&self) -> bool {
+        probe::http_ok(self.http, "/readyz", "").await.is_ok()
+    }
+
+    /// The Prometheus text of /metrics.
+    pub async fn metrics(&self) -> std::result::Result<String, String> {
+        probe::http_get(self.http, "/metrics")
+            .await
+            .and_then(|(status, body)| {
+                if status == 200 {
+                    Ok(body)
+                } else {
+                    Err(format!("GET /metrics: status {status}"))
+                }
+            })
+    }
+}
+
+/// The `phalanx-scheduler` binary: `$PHALANX_SCHEDULER_BIN`, else the one in
+/// the cargo target directory this executable runs from (same profile
+/// first), else `$CARGO_TARGET_DIR` or the workspace's `target/`.
+pub fn locate_phalanx_scheduler() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(BIN_ENV) {
+        let path = PathBuf::from(path);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(HarnessError::PhalanxSchedulerMissing {
+                searched: vec![path],
+            })
+        };
+    }
+    let searched = candidates();
+    searched
+        .iter()
+        .find(|path| is_executable(path))
+        .cloned()
+        .ok_or(HarnessError::PhalanxSchedulerMissing { searched })
+}
+
+fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    // A test runs from target/<profile>/deps/, a binary from target/<profile>/:
+    // the binary built with the same profile sits in one of those directories.
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            out.push(dir.join(BIN_NAME));
+        }
+    }
+    let mut roots = Vec::new();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        roots.push(PathBuf::from(dir));
+    }
+    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
+        roots.push(PathBuf::from(dir));
+    }
+    // tests/ is one level below the workspace root.
+    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    for root in roots {
+        for profile in ["release", "debug"] {
+            out.push(root.join(profile).join(BIN_NAME));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// For tests: the binary, or `None` after printing why the test is skipped;
+/// with `PHALANX_E2E` set a missing binary panics instead.
+pub fn phalanx_scheduler_for_test(test: &str) -> Option<PathBuf> {
+    match locate_phalanx_scheduler() {
+        Ok(path) => Some(path),
+        Err(err) if crate::binaries::required() => {
+            panic!("{test}: {} is set but {err}", crate::binaries::REQUIRE_ENV)
+        }
+        Err(err) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {err} (set {}=1 to make this a failure)",
+                crate::binaries::REQUIRE_ENV
+            );
+            None
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The config file for `options`, serving HTTP on `http`.
+pub fn phalanx_config(
+    options: &PhalanxOptions,
+    identity: &str,
+    http: SocketAddr,
+) -> serde_json::Value {
+    let mut binding = serde_json::json!({ "qps": options.qps, "burst": options.burst });
+    if let Some(concurrency) = options.concurrency {
+        binding["concurrency"] = concurrency.into();
+    }
+    let leader_election = match &options.leader_election {
+        Some(le) => serde_json::json!({
+            "enabled": true,
+            "leaseName": le.lease_name,
+            "leaseNamespace": le.lease_namespace,
+            "leaseDurationSeconds": le.lease_duration_seconds,
+            "renewGraceSeconds": le
+                .renew_grace_seconds
+                .unwrap_or_else(|| (le.lease_duration_seconds / 2).clamp(1, 5)),
+            "identity": identity,
+        }),
+        None => serde_json::json!({ "enabled": false, "identity": identity }),
+    };
+    let mut config = serde_json::json!({
+        "schedulerName": options.scheduler_name,
+        "binding": binding,
+        "leaderElection": leader_election,
+        "http": { "bindAddress": http.to_string() },
+        "logging": { "format": "text", "level": options.log_level },
+    });
+    if let Some(timeout) = options.gang_timeout_seconds {
+        config["gangs"] = serde_json::json!({ "defaultTimeoutSeconds": timeout });
+    }
+    merge(&mut config, &options.extra);
+    config
+}
+
+/// Merges `extra` into `base`: objects key by key, anything else replaces.
+fn merge(base: &mut serde_json::Value, extra: &serde_json::Value) {
+    match (base, extra) {
+        (_, serde_json::Value::Null) => {}
+        (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(
+                    base.entry(key.clone()).or_insert(serde_json::Value::Null),
+                    value,
+                );
+            }
+        }
+        (base, extra) => *base = extra.clone(),
+    }
+}
+
+impl ControlPlane {
+    /// Starts a `phalanx-scheduler run` replica with the admin kubeconfig and
+    /// waits until `options.ready_path` answers 200. Call it again for more
+    /// replicas (with leader election on). The CRDs must be installed first
+    /// ([`install_phalanx_crds`]).
+    pub async fn start_phalanx_scheduler(
+        &mut self,
+        options: &PhalanxOptions,
+    ) -> Result<PhalanxHandle> {
+        let program = match &options.binary {
+            Some(path) => path.clone(),
+            None => locate_phalanx_scheduler()?,
+        };
+        let n = self
+            .components
+            .iter()
+            .filter(|c| c.name().starts_with("phalanx-scheduler-"))
+            .count();
+        let name = format!("phalanx-scheduler-{n}");
+        let identity = options
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("phalanx-{n}"));
+        if let Some(le) = &options.leader_election {
+            ensure_namespace(&self.client(), &le.lease_namespace).await?;
+        }
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, single_port()?));
+        let config_path = self.dir().join(format!("{name}.yaml"));
+        // JSON is YAML: the scheduler's YAML loader reads it as is.
+        let config = phalanx_config(options, &identity, http);
+        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        std::fs::write(&config_path, text)
+            .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;
+        let args = vec![
+            "run".to_owned(),
+            "--config".to_owned(),
+            config_path.display().to_string(),
+        ];
+        let env = vec![
+            (
+                "KUBECONFIG".to_owned(),
+                self.kubeconfig().display().to_string(),
+            ),
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+        ];
+        let mut scheduler = spawn_in_with_env(self.dir(), &name, &program, &args, &env)?;
+        let path = options.ready_path.clone();
+        scheduler
+            .wait_ready(options.timeout, || {
+                let path = path.clone();
+                async move { probe::http_ok(http, &path, "").await }
+            })
+            .await?;
+        let handle = PhalanxHandle {
+            name,
+            identity,
+            pid: scheduler.pid(),
+            http,
+            config: config_path,
+            log: scheduler.log_path().to_owned(),
+        };
+        self.components.push(scheduler);
+        Ok(handle)
+    }
+
+    /// Kills a component's whole process group with SIGKILL (no graceful
+    /// shutdown, no Lease release: a crashed node) and reaps it. Returns
+    /// whether a running component had that pid.
+    pub fn kill_component(&mut self, pid: u32) -> bool {
+        let Some(component) = self.components.iter_mut().find(|c| c.pid() == pid) else {
+            return false;
+        };
+        if component.has_exited() {
+            return false;
+        }
+        component.kill();
+        true
+    }
+
+    /// Log tails of every phalanx-scheduler replica, headed by name, for
+    /// failure messages.
+    pub fn phalanx_logs(&self) -> String {
+        self.components
+            .iter()
+            .filter(|c| c.name().starts_with("phalanx-scheduler-"))
+            .map(|c| format!("--- {} ({}) ---\n{}\n", c.name(), c.pid(), c.log_tail()))
+            .collect()
+    }
+}
+
+/// Creates a namespace unless it exists.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match api.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Installs the GpuNode and PodGroup CRDs (generated from `phalanx-api`) and
+/// waits until both are Established and served.
+pub async fn install_phalanx_crds(client: &kube::Client) -> Result<()> {
+    let timeout = Duration::from_secs(60);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [GpuNode::crd(), PodGroup::crd()] {
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    for name in [GpuNode::crd_name(), PodGroup::crd_name()] {
+        while !is_established(&crds.get(name).await?) {
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("CRD {name} Established"),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Discovery can lag Established by a moment.
+    let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
+    let pod_groups: Api<PodGroup> = Api::all(client.clone());
+    loop {
+        let params = ListParams::default().limit(1);
+        let served =
+            gpu_nodes.list(&params).await.is_ok() && pod_groups.list(&params).await.is_ok();
+        if served {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: "the GpuNode and PodGroup resources served".to_owned(),
+                timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// The Lease's current holder, if the Lease exists and names one.
+pub async fn lease_holder(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    Ok(leases
+        .get_opt(name)
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_the_documented_keys_and_extra_merges() {
+        let options = PhalanxOptions {
+            leader_election: Some(LeaderElectionOptions {
+                lease_duration_seconds: 4,
+                ..LeaderElectionOptions::default()
+            }),
+            extra: serde_json::json!({ "binding": { "concurrency": 8 }, "policy": "spread" }),
+            ..PhalanxOptions::default()
+        };
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, 1234));
+        let config = phalanx_config(&options, "me", http);
+        assert_eq!(config["schedulerName"], "phalanx");
+        assert_eq!(config["binding"]["qps"], 5000);
+        assert_eq!(config["binding"]["concurrency"], 8);
+        assert_eq!(config["policy"], "spread");
+        assert_eq!(config["leaderElection"]["leaseDurationSeconds"], 4);
+        assert_eq!(config["leaderElection"]["renewGraceSeconds"], 2);
+        assert_eq!(config["leaderElection"]["identity"], "me");
+        assert_eq!(config["http"]["bindAddress"], "127.0.0.1:1234");
+    }
+
+    #[test]
+    fn looks_next_to_the_running_executable_first() {
+        let candidates = candidates();
+        let exe = std::env::current_exe().expect("current exe");
+        let expected = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join(BIN_NAME));
+        assert_eq!(candidates.get(1), expected.as_ref(), "{candidates:?}");
+    }
+}

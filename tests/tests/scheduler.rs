@@ -1,0 +1,735 @@
+//! Phalanx's scheduler against a real control plane with KWOK GPU nodes:
+//! GPU placement and accounting, gangs (all or nothing), and leader election
+//! under a crash.
+//!
+//! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
+//! `cargo build -p phalanx-scheduler`; without them each test prints SKIPPED,
+//! and with `PHALANX_E2E=1` it fails instead.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Api;
+use phalanx_api::{
+    PodGroup, PodGroupSpec, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
+    ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
+};
+use phalanx_e2e::{
+    assignment_of, assignment_violations, create_gpu_nodes, gpu_share_container,
+    gpu_worker_container, install_phalanx_crds, lease_holder, node_of, phalanx_scheduler_for_test,
+    pod_events, pod_for, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec,
+    LeaderElectionOptions, PhalanxOptions,
+};
+
+const NS: &str = "default";
+
+/// A control plane with the Phalanx CRDs, or `None` when the test is skipped.
+async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>> {
+    let Some(binaries) = Binaries::for_test(test) else {
+        return Ok(None);
+    };
+    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
+        return Ok(None);
+    };
+    let plane = ControlPlane::start(binaries).await?;
+    install_phalanx_crds(&plane.client()).await?;
+    Ok(Some((plane, scheduler)))
+}
+
+/// Creates `count` nodes of `gpus` GPUs of `model` named `{prefix}-{i}`.
+async fn nodes(
+    client: &kube::Client,
+    prefix: &str,
+    count: usize,
+    gpus: u32,
+    model: &str,
+) -> anyhow::Result<Vec<String>> {
+    let spec = GpuNodeSpec {
+        gpus,
+        model: model.to_owned(),
+        ..GpuNodeSpec::default()
+    };
+    Ok(create_gpu_nodes(client, prefix, count, &spec).await?)
+}
+
+/// Polls `check` every 250 ms until it yields `Some`, or fails after
+/// `timeout` with `what` and the scheduler logs.
+async fn wait_until<T, F, Fut>(
+    plane: &ControlPlane,
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = check().await?;
+        match state {
+            Ok(value) => return Ok(value),
+            Err(why) if Instant::now() >= deadline => bail!(
+                "timed out after {timeout:?} waiting for {what}: {why}\n{}",
+                plane.phalanx_logs()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+async fn pods_named(api: &Api<Pod>, names: &[String]) -> anyhow::Result<Vec<Pod>> {
+    let wanted: HashSet<&String> = names.iter().collect();
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.name.as_ref().is_some_and(|n| wanted.contains(n)))
+        .collect())
+}
+
+/// Waits until every pod in `names` is bound; returns them all.
+async fn wait_bound(
+    plane: &ControlPlane,
+    api: &Api<Pod>,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Vec<Pod>> {
+    wait_until(plane, "pods bound", timeout, || async {
+        let pods = pods_named(api, names).await?;
+        let unbound: Vec<String> = pods
+            .iter()
+            .filter(|p| node_of(p).is_none())
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        Ok(if unbound.is_empty() && pods.len() == names.len() {
+            Ok(pods)
+        } else {
+            Err(format!(
+                "{} of {} bound; unbound: {unbound:?}",
+                pods.len() - unbound.len(),
+                names.len()
+            ))
+        })
+    })
+    .await
+}
+
+async fn create_all(api: &Api<Pod>, pods: Vec<Pod>) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for pod in pods {
+        names.push(pod.metadata.name.clone().unwrap_or_default());
+        api.create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("creating pod {:?}", pod.metadata.name))?;
+    }
+    Ok(names)
+}
+
+/// GPUs per node and model per node, from the Node objects.
+async fn node_facts(
+    client: &kube::Client,
+) -> anyhow::Result<(HashMap<String, u32>, HashMap<String, String>)> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut gpus = HashMap::new();
+    let mut models = HashMap::new();
+    for node in api.list(&ListParams::default()).await?.items {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let count = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(phalanx_api::RESOURCE_WHOLE_GPU))
+            .and_then(|q| q.0.parse::<u32>().ok())
+            .unwrap_or(0);
+        gpus.insert(name.clone(), count);
+        if let Some(model) = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_GPU_MODEL))
+        {
+            models.insert(name, model.clone());
+        }
+    }
+    Ok((gpus, models))
+}
+
+fn with_annotation(mut pod: Pod, key: &str, value: &str) -> Pod {
+    pod.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.to_owned(), value.to_owned());
+    pod
+}
+
+fn with_label(mut pod: Pod, key: &str, value: &str) -> Pod {
+    pod.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.to_owned(), value.to_owned());
+    pod
+}
+
+fn with_model_selector(mut pod: Pod, model: &str) -> Pod {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_selector = Some(BTreeMap::from([(
+            LABEL_GPU_MODEL.to_owned(),
+            model.to_owned(),
+        )]));
+    }
+    pod
+}
+
+fn with_required_models(mut pod: Pod, models: &[&str]) -> Pod {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: LABEL_GPU_MODEL.to_owned(),
+                            operator: "In".to_owned(),
+                            values: Some(models.iter().map(|m| (*m).to_owned()).collect()),
+                        }]),
+                        ..NodeSelectorTerm::default()
+                    }],
+                }),
+                ..NodeAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+    }
+    pod
+}
+
+fn phalanx_pod(name: &str, container: k8s_openapi::api::core::v1::Container) -> Pod {
+    pod_for(name, SCHEDULER_NAME, container)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
+    let test = "gpu_pods_land_on_free_gpus_of_the_right_model";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    nodes(&client, "a100", 2, 4, "A100").await?;
+    nodes(&client, "h100", 2, 4, "H100").await?;
+    wait_fake_nodes_ready(&client, 4, Duration::from_secs(60)).await?;
+    plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(binary),
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+
+    // Pods that name another scheduler: nobody here schedules them, and
+    // Phalanx must leave them alone.
+    let foreign = create_all(
+        &pods,
+        vec![
+            pod_for(
+                "default-sched",
+                "default-scheduler",
+                gpu_worker_container(1),
+            ),
+            pod_for("other-sched", "someone-else", gpu_share_container(500)),
+        ],
+    )
+    .await?;
+
+    // Restricted pods first, so that unrestricted ones cannot take the
+    // capacity they need (any placement of these fits).
+    let mut expected_model: HashMap<String, &str> = HashMap::new();
+    let mut restricted = Vec::new();
+    for i in 0..2 {
+        let name = format!("ann-h100-{i}");
+        expected_model.insert(name.clone(), "H100");
+        restricted.push(with_annotation(
+            phalanx_pod(&name, gpu_worker_container(1)),
+            ANNOTATION_GPU_MODELS,
+            "H100",
+        ));
+        let name = format!("sel-a100-{i}");
+        expected_model.insert(name.clone(), "A100");
+        restricted.push(with_model_selector(
+            phalanx_pod(&name, gpu_worker_container(2)),
+            "A100",
+        ));
+    }
+    for i in 0..3 {
+        let name = format!("aff-h100-{i}");
+        expected_model.insert(name.clone(), "H100");
+        restricted.push(with_required_models(
+            phalanx_pod(&name, gpu_share_container(500)),
+            &["H100"],
+        ));
+    }
+    let mut names = create_all(&pods, restricted).await?;
+    wait_bound(&plane, &pods, &names, Duration::from_secs(60)).await?;
+
+    let mut unrestricted = vec![
+        with_annotation(
+            phalanx_pod("ann-any-0", gpu_worker_container(1)),
+            ANNOTATION_GPU_MODELS,
+            "H100|A100",
+        ),
+        phalanx_pod("whole-0", gpu_worker_container(1)),
+        phalanx_pod("whole-1", gpu_worker_container(1)),
+    ];
+    for i in 0..4 {
+        unrestricted.push(phalanx_pod(&format!("share-{i}"), gpu_share_container(300)));
+    }
+    names.extend(create_all(&pods, unrestricted).await?);
+    // No node has this model: it must stay Pending with a reason.
+    let impossible = create_all(
+        &pods,
+        vec![with_annotation(
+            phalanx_pod("ann-v100", gpu_worker_container(1)),
+            ANNOTATION_GPU_MODELS,
+            "V100",
+        )],
+    )
+    .await?;
+
+    let bound = wait_bound(&plane, &pods, &names, Duration::from_secs(60)).await?;
+    let (gpus, models) = node_facts(&client).await?;
+    let problems = assignment_violations(&bound, &gpus);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{}",
+        plane.phalanx_logs()
+    );
+    for pod in &bound {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let node = node_of(pod).unwrap_or_default();
+        if let Some(model) = expected_model.get(name) {
+            assert_eq!(
+                models.get(node).map(String::as_str),
+                Some(*model),
+                "{name} asks for {model} but is on {node}"
+            );
+        }
+    }
+
+    // Every binding is announced, by Phalanx.
+    let events = wait_until(
+        &plane,
+        "Scheduled events",
+        Duration::from_secs(30),
+        || async {
+            let events = pod_events(&client, NS).await?;
+            let announced: HashSet<&str> = events
+                .iter()
+                .filter(|e| e.reason == "Scheduled")
+                .map(|e| e.pod.as_str())
+                .collect();
+            let missing: Vec<&String> = names
+                .iter()
+                .filter(|n| !announced.contains(n.as_str()))
+                .collect();
+            Ok(if missing.is_empty() {
+                Ok(events)
+            } else {
+                Err(format!("no Scheduled event for {missing:?}"))
+            })
+        },
+    )
+    .await?;
+    for event in events.iter().filter(|e| e.reason == "Scheduled") {
+        let pod = bound
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(event.pod.as_str()))
+            .with_context(|| format!("Scheduled event for an unknown pod: {event:?}"))?;
+        let node = node_of(pod).unwrap_or_default();
+        assert!(
+            event.note.contains(node),
+            "event {event:?} does not name the node {node}"
+        );
+        assert!(event.reporting_controller.contains("phalanx"), "{event:?}");
+    }
+
+    let failure = wait_until(
+        &plane,
+        "FailedScheduling for ann-v100",
+        Duration::from_secs(30),
+        || async {
+            let events = pod_events(&client, NS).await?;
+            Ok(events
+                .into_iter()
+                .find(|e| e.pod == impossible[0] && e.reason == "FailedScheduling")
+                .ok_or_else(|| "no FailedScheduling event yet".to_owned()))
+        },
+    )
+    .await?;
+    assert!(
+        failure.note.contains("0/4 nodes are available"),
+        "{failure:?}"
+    );
+
+    // By now Phalanx has had many seconds: pods of other schedulers and the
+    // impossible pod are untouched.
+    for pod in pods_named(&pods, &[foreign.clone(), impossible.clone()].concat()).await? {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        assert!(node_of(&pod).is_none(), "{name} was bound");
+        assert!(assignment_of(&pod).is_none(), "{name} was annotated");
+    }
+    let events = pod_events(&client, NS).await?;
+    let about_foreign: Vec<_> = events.iter().filter(|e| foreign.contains(&e.pod)).collect();
+    assert!(
+        about_foreign.is_empty(),
+        "events about pods of other schedulers: {about_foreign:?}"
+    );
+    Ok(())
+}
+
+fn pod_group(name: &str, min_member: i32) -> PodGroup {
+    PodGroup {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(NS.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: PodGroupSpec {
+            min_member,
+            ..PodGroupSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn count_bound(pods: &[Pod]) -> usize {
+    pods.iter().filter(|p| node_of(p).is_some()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
+    let test = "gangs_bind_all_or_nothing";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    nodes(&client, "a100", 4, 8, "A100").await?;
+    let h100 = nodes(&client, "h100", 4, 8, "H100").await?;
+    nodes(&client, "l4", 2, 4, "L4").await?;
+    wait_fake_nodes_ready(&client, 10, Duration::from_secs(60)).await?;
+    plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(binary),
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let groups: Api<PodGroup> = Api::namespaced(client.clone(), NS);
+    let (gpus, _) = node_facts(&client).await?;
+
+    // A PodGroup of 32 one-GPU pods on 4 nodes of 8: nothing binds while a
+    // member is missing, then all 32 do.
+    groups
+        .create(&PostParams::default(), &pod_group("big", 32))
+        .await?;
+    let big: Vec<Pod> = (0..32)
+        .map(|i| {
+            let pod = phalanx_pod(&format!("big-{i}"), gpu_worker_container(1));
+            with_label(with_model_selector(pod, "A100"), LABEL_POD_GROUP, "big")
+        })
+        .collect();
+    let mut big_names = create_all(&pods, big[..31].to_vec()).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let early = pods_named(&pods, &big_names).await?;
+    assert_eq!(
+        count_bound(&early),
+        0,
+        "gang members bound before all 32 existed\n{}",
+        plane.phalanx_logs()
+    );
+    big_names.extend(create_all(&pods, big[31..].to_vec()).await?);
+    let bound = wait_bound(&plane, &pods, &big_names, Duration::from_secs(90)).await?;
+    let problems = assignment_violations(&bound, &gpus);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // A gang that cannot fit: 8 members of 8 GPUs on 4 H100 nodes, one of
+    // them already holding a pod. It must hold nothing.
+    let blocker = create_all(
+        &pods,
+        vec![with_model_selector(
+            phalanx_pod("blocker", gpu_worker_container(1)),
+            "H100",
+        )],
+    )
+    .await?;
+    let blocker_node =
+        node_of(&wait_bound(&plane, &pods, &blocker, Duration::from_secs(60)).await?[0])
+            .unwrap_or_default()
+            .to_owned();
+    groups
+        .create(&PostParams::default(), &pod_group("huge", 8))
+        .await?;
+    let huge: Vec<Pod> = (0..8)
+        .map(|i| {
+            let pod = phalanx_pod(&format!("huge-{i}"), gpu_worker_container(8));
+            with_label(with_model_selector(pod, "H100"), LABEL_POD_GROUP, "huge")
+        })
+        .collect();
+    let huge_names = create_all(&pods, huge).await?;
+    // While members are still being created the gang waits for the rest;
+    // once all exist, every member must be told that the gang does not fit.
+    let failures = wait_until(
+        &plane,
+        "a FailedScheduling event saying why huge does not fit, for every member",
+        Duration::from_secs(60),
+        || async {
+            let events = pod_events(&client, NS).await?;
+            let mut notes: HashMap<String, Vec<String>> = HashMap::new();
+            for e in events {
+                if e.reason == "FailedScheduling" && huge_names.contains(&e.pod) {
+                    notes.entry(e.pod).or_default().push(e.note);
+                }
+            }
+            let explained: HashMap<String, String> = notes
+                .iter()
+                .filter_map(|(pod, notes)| {
+                    let note = notes.iter().find(|n| n.contains("fit"))?;
+                    Some((pod.clone(), note.clone()))
+                })
+                .collect();
+            Ok(if explained.len() == huge_names.len() {
+                Ok(explained)
+            } else {
+                Err(format!(
+                    "only {} members have one; FailedScheduling notes: {notes:?}",
+                    explained.len()
+                ))
+            })
+        },
+    )
+    .await?;
+    for (pod, note) in &failures {
+        assert!(
+            note.contains("gang") && note.contains("huge"),
+            "{pod}: the event does not explain the gang: {note}"
+        );
+    }
+    let members = pods_named(&pods, &huge_names).await?;
+    assert_eq!(
+        count_bound(&members),
+        0,
+        "members of an unfittable gang bound"
+    );
+    assert!(
+        members.iter().all(|p| assignment_of(p).is_none()),
+        "members of an unfittable gang annotated"
+    );
+    let blocker_now = pods_named(&pods, &blocker).await?;
+    assert_eq!(node_of(&blocker_now[0]), Some(blocker_node.as_str()));
+    // The waiting gang holds nothing: the three free H100 nodes take three
+    // whole-node pods at once.
+    let fillers: Vec<Pod> = (0..3)
+        .map(|i| {
+            with_model_selector(
+                phalanx_pod(&format!("filler-{i}"), gpu_worker_container(8)),
+                "H100",
+            )
+        })
+        .collect();
+    let filler_names = create_all(&pods, fillers).await?;
+    let filled = wait_bound(&plane, &pods, &filler_names, Duration::from_secs(60)).await?;
+    for pod in &filled {
+        let node = node_of(pod).unwrap_or_default();
+        assert!(
+            h100.iter().any(|n| n == node) && node != blocker_node,
+            "{:?} on {node}",
+            pod.metadata.name
+        );
+    }
+    let members = pods_named(&pods, &huge_names).await?;
+    assert_eq!(
+        count_bound(&members),
+        0,
+        "members of an unfittable gang bound"
+    );
+
+    // The annotation form: 4 members of 2 GPUs on two 4-GPU L4 nodes.
+    let ann: Vec<Pod> = (0..4)
+        .map(|i| {
+            let pod = with_model_selector(
+                phalanx_pod(&format!("ann-gang-{i}"), gpu_worker_container(2)),
+                "L4",
+            );
+            with_annotation(
+                with_annotation(pod, ANNOTATION_GANG_NAME, "ann-gang"),
+                ANNOTATION_GANG_MIN_MEMBER,
+                "4",
+            )
+        })
+        .collect();
+    let mut ann_names = create_all(&pods, ann[..3].to_vec()).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        count_bound(&pods_named(&pods, &ann_names).await?),
+        0,
+        "annotation-gang members bound before all 4 existed"
+    );
+    ann_names.extend(create_all(&pods, ann[3..].to_vec()).await?);
+    wait_bound(&plane, &pods, &ann_names, Duration::from_secs(60)).await?;
+
+    let all = pods.list(&ListParams::default()).await?.items;
+    let problems = assignment_violations(&all, &gpus);
+    assert!(problems.is_empty(), "{problems:#?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyhow::Result<()> {
+    const PODS: usize = 200;
+    const KILL_AFTER: usize = 80;
+    let test = "a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    nodes(&client, "gpu", 30, 8, "A100").await?;
+    wait_fake_nodes_ready(&client, 30, Duration::from_secs(90)).await?;
+    let election = LeaderElectionOptions {
+        lease_duration_seconds: 4,
+        ..LeaderElectionOptions::default()
+    };
+    let options = PhalanxOptions {
+        binary: Some(binary),
+        leader_election: Some(election.clone()),
+        ..PhalanxOptions::default()
+    };
+    let first = plane.start_phalanx_scheduler(&options).await?;
+    // A standby need not report ready before it leads.
+    let second = plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            ready_path: "/healthz".to_owned(),
+            ..options.clone()
+        })
+        .await?;
+    let replicas = [first, second];
+    let leader_identity = wait_until(
+        &plane,
+        "a Lease holder",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                lease_holder(&client, &election.lease_namespace, &election.lease_name)
+                    .await?
+                    .ok_or_else(|| "no holder".to_owned()),
+            )
+        },
+    )
+    .await?;
+    let leader = replicas
+        .iter()
+        .find(|r| r.identity == leader_identity)
+        .with_context(|| format!("the Lease names {leader_identity}, not a replica"))?
+        .clone();
+    let survivor = replicas
+        .iter()
+        .find(|r| r.identity != leader_identity)
+        .unwrap()
+        .clone();
+
+    // Record every nodeName each pod is ever seen with.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(
+        HashMap::<String, HashSet<String>>::new(),
+    ));
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(pods.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = stream.boxed();
+            while let Ok(Some(pod)) = stream.try_next().await {
+                if let (Some(name), Some(node)) = (pod.metadata.name.clone(), node_of(&pod)) {
+                    seen.lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_default()
+                        .insert(node.to_owned());
+                }
+            }
+        })
+    };
+
+    let names: Vec<String> = (0..PODS).map(|i| format!("ha-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        if i == KILL_AFTER {
+            assert!(plane.kill_component(leader.pid), "the leader was running");
+            eprintln!(
+                "killed leader {} (pid {}) after {i} pods",
+                leader.identity, leader.pid
+            );
+        }
+        pods.create(
+            &PostParams::default(),
+            &phalanx_pod(name, gpu_worker_container(1)),
+        )
+        .await?;
+        // Spread creation over several seconds so the crash is mid-stream.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let bound = wait_bound(&plane, &pods, &names, Duration::from_secs(120)).await?;
+    let holder = lease_holder(&client, &election.lease_namespace, &election.lease_name).await?;
+    assert_eq!(holder.as_deref(), Some(survivor.identity.as_str()));
+    assert!(survivor.is_ready().await, "the new leader is not ready");
+
+    let (gpus, _) = node_facts(&client).await?;
+    let problems = assignment_violations(&bound, &gpus);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{}",
+        plane.phalanx_logs()
+    );
+
+    // Let late events and watch updates arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    for pod in &bound {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let node = node_of(pod).unwrap_or_default();
+        let nodes = seen.get(&name).cloned().unwrap_or_default();
+        assert!(
+            nodes.len() <= 1 && nodes.iter().all(|n| n == node),
+            "{name} was seen on {nodes:?}, now on {node}"
+        );
+    }
+    let events = pod_events(&client, NS).await?;
+    let mut scheduled: HashMap<&str, Vec<&str>> = HashMap::new();
+    for event in events.iter().filter(|e| e.reason == "Scheduled") {
+        // A repeated event is one object with a count: count it as often.
+        for _ in 0..event.count.max(1) {
+            scheduled
+                .entry(event.pod.as_str())
+                .or_default()
+                .push(event.note.as_str());
+        }
+    }
+    for pod in &bound {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let node = node_of(pod).unwrap_or_default();
+        let notes = scheduled.get(name).cloned().unwrap_or_default();
+        assert!(
+            notes.len() <= 1 && notes.iter().all(|n| n.contains(node)),
+            "{name} (on {node}) has Scheduled events {notes:?}"
+        );
+    }
+    Ok(())
+}
