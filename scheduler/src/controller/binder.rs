@@ -1,15 +1,15 @@
 //! Binding a pod to the node the engine chose, with the GPUs it chose.
 //!
-//! Two API writes per pod, in this order: a merge patch that records the GPU
-//! assignment annotation (so that the device plugin, which reads it when kubelet
-//! allocates, never sees a bound pod without it), then a `Binding` through the
-//! pod's `binding` subresource. Both carry the pod's UID, so a pod deleted and
-//! recreated under the same name between the decision and the write is never
-//! bound with another pod's decision. Bindings are rate limited with `governor`.
-//!
-//! With [`AnnotationWrite::WithBinding`] the annotation travels on the Binding's
-//! own metadata instead: the API server copies a Binding's annotations onto the
-//! pod in the same update that sets `spec.nodeName`, so one write does both.
+//! The GPU assignment annotation must be on the pod no later than `spec.nodeName`
+//! (the device plugin reads it when kubelet allocates). By default
+//! ([`AnnotationWrite::WithBinding`]) it travels on the Binding's own metadata:
+//! the API server copies a Binding's annotations onto the pod in the same update
+//! that sets `spec.nodeName`, so one write does both and a Binding the server
+//! refuses (409: already bound) changes nothing. [`AnnotationWrite::Patch`] writes
+//! it with a merge patch first, then the Binding. Both carry the pod's UID, so a
+//! pod deleted and recreated under the same name between the decision and the
+//! write is never bound with another pod's decision. Bindings are rate limited
+//! with `governor`.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -43,10 +43,14 @@ impl std::fmt::Display for PodRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AnnotationWrite {
-    /// A merge patch on the pod, then the Binding (two writes).
-    #[default]
+    /// A merge patch on the pod, then the Binding (two writes). During a leader
+    /// handover a replica that loses the race for the Binding has already
+    /// overwritten the winner's annotation, so this is not the default.
     Patch,
-    /// On the Binding's metadata (one write).
+    /// On the Binding's metadata (one write): only the replica whose Binding the
+    /// API server accepts ever writes the annotation, and it lands in the same
+    /// update as `spec.nodeName`.
+    #[default]
     WithBinding,
 }
 

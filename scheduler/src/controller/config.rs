@@ -744,7 +744,7 @@ mod tests {
                 qps: 5000,
                 burst: 10000,
                 concurrency: 64,
-                annotation_write: crate::controller::binder::AnnotationWrite::Patch,
+                annotation_write: crate::controller::binder::AnnotationWrite::WithBinding,
             }
         );
         assert_eq!(config.backoff.initial(), Duration::from_secs(1));

@@ -80,7 +80,9 @@ struct PendingPod {
     gang: Option<GangMembership>,
     /// A binding is in flight; it is not queued meanwhile.
     binding: bool,
-    last_failed_event: Option<Instant>,
+    /// The last FailedScheduling message and when it was sent: a new message goes
+    /// out at once, a repeat at most once per interval.
+    last_failed_event: Option<(Instant, String)>,
 }
 
 /// A gang's known members (UIDs), pending or not.
@@ -578,10 +580,11 @@ impl SchedulerLoop {
         let since = self.tracker.waiting_since(&key, now);
         if waiting.len() < need {
             let message = format!(
-                "pod group {}/{}: {} of its minMember {} pods exist; waiting for the rest",
+                // No running count in the text: it would make every arrival a new
+                // message, and a new message is sent to every waiting member.
+                "pod group {}/{}: fewer than its minMember {} pods exist; waiting for the rest",
                 key.namespace,
                 key.name,
-                waiting.len() + held,
                 policy.min_member
             );
             self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
@@ -698,13 +701,13 @@ impl SchedulerLoop {
         let uid = pod_uid(pod);
         let now = Instant::now();
         if let Some(p) = self.pending.get_mut(&uid) {
-            if !force
-                && p.last_failed_event
-                    .is_some_and(|t| now.duration_since(t) < FAILED_EVENT_INTERVAL)
-            {
+            let repeat = p.last_failed_event.as_ref().is_some_and(|(t, last)| {
+                *last == message && now.duration_since(*t) < FAILED_EVENT_INTERVAL
+            });
+            if repeat && !force {
                 return;
             }
-            p.last_failed_event = Some(now);
+            p.last_failed_event = Some((now, message.clone()));
         }
         let reference =
             events::pod_reference(&pod.namespace().unwrap_or_default(), &pod.name_any(), &uid);
