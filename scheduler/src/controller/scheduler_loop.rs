@@ -583,9 +583,7 @@ impl SchedulerLoop {
                 // No running count in the text: it would make every arrival a new
                 // message, and a new message is sent to every waiting member.
                 "pod group {}/{}: fewer than its minMember {} pods exist; waiting for the rest",
-                key.namespace,
-                key.name,
-                policy.min_member
+                key.namespace, key.name, policy.min_member
             );
             self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
             self.fail_gang(&waiting, &message);
