@@ -209,20 +209,7 @@ impl ClusterState {
         }
         let key = demand.name.clone();
         let Some(id) = self.live_node_id(node) else {
-            self.pods_by_node
-                .entry(node.to_owned())
-                .or_default()
-                .insert(uid.to_owned());
-            self.pods.insert(
-                uid.to_owned(),
-                PodRecord {
-                    key,
-                    node: node.to_owned(),
-                    demand,
-                    placement: None,
-                    assumed: false,
-                },
-            );
+            self.record_unplaced(uid, node, demand);
             return Ok(());
         };
         let gpus = self.gpus_for(id, &demand, assignment, node);
@@ -236,20 +223,7 @@ impl ClusterState {
                 // Kubelet admitted what our accounting refuses (stale snapshot, or
                 // another scheduler over-committed). Keep the pod known so that its
                 // deletion is handled, but do not count it twice later.
-                self.pods_by_node
-                    .entry(node.to_owned())
-                    .or_default()
-                    .insert(uid.to_owned());
-                self.pods.insert(
-                    uid.to_owned(),
-                    PodRecord {
-                        key: key.clone(),
-                        node: node.to_owned(),
-                        demand,
-                        placement: None,
-                        assumed: false,
-                    },
-                );
+                self.record_unplaced(uid, node, demand);
                 Err(AccountingError::DoesNotFit {
                     pod: key,
                     node: node.to_owned(),
@@ -311,6 +285,25 @@ impl ClusterState {
                 demand,
                 placement: Some(placement),
                 assumed,
+            },
+        );
+    }
+
+    /// Tracks a bound pod that holds nothing in the snapshot (its node is unknown,
+    /// or it did not fit), so that its deletion and its node's arrival are handled.
+    fn record_unplaced(&mut self, uid: &str, node: &str, demand: PodDemand) {
+        self.pods_by_node
+            .entry(node.to_owned())
+            .or_default()
+            .insert(uid.to_owned());
+        self.pods.insert(
+            uid.to_owned(),
+            PodRecord {
+                key: demand.name.clone(),
+                node: node.to_owned(),
+                demand,
+                placement: None,
+                assumed: false,
             },
         );
     }

@@ -65,6 +65,18 @@ pub struct GpuSample {
 }
 
 impl Gpu {
+    /// A GPU with nothing allocated, healthy, and no telemetry yet.
+    pub(crate) fn unallocated(spec: &GpuSpec) -> Self {
+        Gpu {
+            uuid: spec.uuid.clone(),
+            memory_mib: spec.memory_mib,
+            milli_free: super::MILLI_PER_GPU,
+            healthy: true,
+            telemetry: None,
+            telemetry_cap: super::MILLI_PER_GPU,
+        }
+    }
+
     /// Free milli that a new pod could actually use: what allocations leave, capped
     /// by what live memory use leaves when that is known and fresh.
     pub fn usable_free(&self) -> u32 {

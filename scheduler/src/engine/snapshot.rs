@@ -143,17 +143,7 @@ impl ClusterSnapshot {
                 "a node of this name is already in the snapshot".into(),
             ));
         }
-        if spec.gpus.len() > MAX_GPUS_PER_NODE {
-            return Err(invalid(format!(
-                "has {} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported",
-                spec.gpus.len()
-            )));
-        }
-        let model = match (&spec.gpu_model, spec.gpus.is_empty()) {
-            (Some(name), false) if !name.is_empty() => Some(self.models.intern(name)?),
-            (_, true) => None,
-            _ => return Err(invalid("has GPUs but no GPU model".into())),
-        };
+        let model = self.validated_model(&spec)?;
         let id = NodeId(self.nodes.len() as u32);
         let mut node = NodeState {
             name: spec.name.clone(),
@@ -164,18 +154,7 @@ impl ClusterSnapshot {
             max_pods: spec.max_pods,
             pods: 0,
             model,
-            gpus: spec
-                .gpus
-                .iter()
-                .map(|g| Gpu {
-                    uuid: g.uuid.clone(),
-                    memory_mib: g.memory_mib,
-                    milli_free: MILLI_PER_GPU,
-                    healthy: true,
-                    telemetry: None,
-                    telemetry_cap: MILLI_PER_GPU,
-                })
-                .collect(),
+            gpus: spec.gpus.iter().map(Gpu::unallocated).collect(),
             labels: spec.labels.clone(),
             taints: spec.taints.clone(),
             unschedulable: spec.unschedulable,
@@ -188,10 +167,7 @@ impl ClusterSnapshot {
             gpu_free_total: 0,
         };
         node.refresh_summaries();
-        self.max_node_cpu_milli = self.max_node_cpu_milli.max(spec.cpu_milli);
-        self.max_node_gpu_milli = self
-            .max_node_gpu_milli
-            .max(spec.gpus.len() as u64 * u64::from(MILLI_PER_GPU));
+        self.widen_normalisers(spec.cpu_milli, spec.gpus.len());
         self.by_name.insert(spec.name, id);
         self.nodes.push(node);
         Ok(id)
@@ -210,17 +186,7 @@ impl ClusterSnapshot {
             node: spec.name.clone(),
             reason,
         };
-        if spec.gpus.len() > MAX_GPUS_PER_NODE {
-            return Err(invalid(format!(
-                "has {} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported",
-                spec.gpus.len()
-            )));
-        }
-        let model = match (&spec.gpu_model, spec.gpus.is_empty()) {
-            (Some(name), false) if !name.is_empty() => Some(self.models.intern(name)?),
-            (_, true) => None,
-            _ => return Err(invalid("has GPUs but no GPU model".into())),
-        };
+        let model = self.validated_model(&spec)?;
         let node = &mut self.nodes[id.index()];
         if node.removed {
             node.cpu_milli_used = 0;
@@ -255,14 +221,7 @@ impl ClusterSnapshot {
                     gpu.uuid.clone_from(&g.uuid);
                     gpu.memory_mib = g.memory_mib;
                 }
-                None => node.gpus.push(Gpu {
-                    uuid: g.uuid.clone(),
-                    memory_mib: g.memory_mib,
-                    milli_free: MILLI_PER_GPU,
-                    healthy: true,
-                    telemetry: None,
-                    telemetry_cap: MILLI_PER_GPU,
-                }),
+                None => node.gpus.push(Gpu::unallocated(g)),
             }
         }
         node.model = model;
@@ -272,11 +231,9 @@ impl ClusterSnapshot {
         node.labels = spec.labels;
         node.taints = spec.taints;
         node.unschedulable = spec.unschedulable;
+        let (cpu_milli, gpus) = (node.cpu_milli_cap, node.gpus.len());
         node.refresh_summaries();
-        self.max_node_cpu_milli = self.max_node_cpu_milli.max(spec.cpu_milli);
-        self.max_node_gpu_milli = self
-            .max_node_gpu_milli
-            .max(spec.gpus.len() as u64 * u64::from(MILLI_PER_GPU));
+        self.widen_normalisers(cpu_milli, gpus);
         Ok(id)
     }
 
@@ -302,6 +259,34 @@ impl ClusterSnapshot {
     /// Nodes in the cluster (removed ones excluded).
     pub fn present_nodes(&self) -> usize {
         self.nodes.iter().filter(|n| !n.removed).count()
+    }
+
+    /// Checks what `add_node` and `upsert_node` both require of a spec and interns
+    /// its GPU model.
+    fn validated_model(&mut self, spec: &NodeSpec) -> Result<Option<GpuModelId>, EngineError> {
+        let invalid = |reason: String| EngineError::InvalidNode {
+            node: spec.name.clone(),
+            reason,
+        };
+        if spec.gpus.len() > MAX_GPUS_PER_NODE {
+            return Err(invalid(format!(
+                "has {} GPUs; at most {MAX_GPUS_PER_NODE} per node are supported",
+                spec.gpus.len()
+            )));
+        }
+        match (&spec.gpu_model, spec.gpus.is_empty()) {
+            (Some(name), false) if !name.is_empty() => Ok(Some(self.models.intern(name)?)),
+            (_, true) => Ok(None),
+            _ => Err(invalid("has GPUs but no GPU model".into())),
+        }
+    }
+
+    /// The score normalisers follow the largest node ever seen.
+    fn widen_normalisers(&mut self, cpu_milli: u64, gpus: usize) {
+        self.max_node_cpu_milli = self.max_node_cpu_milli.max(cpu_milli);
+        self.max_node_gpu_milli = self
+            .max_node_gpu_milli
+            .max(gpus as u64 * u64::from(MILLI_PER_GPU));
     }
 
     /// Sets the tie-break rank of every node (`ranks[i]` for node i); lower wins ties.
