@@ -17,3 +17,4 @@ pub use podgroup::{
     ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY, LABEL_POD_GROUP,
 };
 pub use resources::*;
+pub mod crds;
