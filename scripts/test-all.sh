@@ -26,6 +26,13 @@ fi
 echo "== control plane for the end-to-end tests (built once per machine, then cached)"
 # Needs Go and the Go module proxy; about 10 minutes the first time on 2 cores.
 tests/control-plane/ensure.sh
+echo "== Helm engine for the chart tests (PyPI helm-python-sdk: Helm v4's Go SDK, no helm binary)"
+# A virtualenv cached per machine, like the control plane; pip does nothing
+# when the pinned version is already there.
+helm_venv=${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-helm/venv
+[[ -x $helm_venv/bin/python ]] || python3 -m venv "$helm_venv"
+"$helm_venv/bin/pip" install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
+export PHALANX_HELM_PYTHON="$helm_venv/bin/python"
 export PHALANX_E2E=1   # from here on a missing binary fails the e2e tests instead of skipping them
 
 echo "== tests"

@@ -24,6 +24,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod error;
 pub mod events;
+pub mod helm;
 pub mod janitor;
 pub mod nodes;
 pub mod phalanx;

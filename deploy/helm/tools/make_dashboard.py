@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Writes the chart's Grafana dashboard (files/grafana/phalanx-dashboard.json).
+
+The panels are listed here, one line each, so that the JSON (which Grafana
+wants verbose) stays consistent: same datasource variable, grid layout, units.
+Run it after changing the panel list:
+
+    python3 deploy/helm/tools/make_dashboard.py
+"""
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "phalanx/files/grafana/phalanx-dashboard.json"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def q(le_expr, quantile):
+    return f"histogram_quantile({quantile}, sum by (le) (rate({le_expr}[5m])))"
+
+
+# (row title, [(panel title, unit, [(expr, legend)], description)])
+ROWS = [
+    ("Scheduler", [
+        ("Scheduling attempts", "ops",
+         [("sum by (result) (rate(phalanx_scheduler_schedule_attempts_total[5m]))", "{{result}}")],
+         "Attempts per second by result: scheduled, unschedulable (no node fits now), error."),
+        ("Pod scheduling latency", "s",
+         [(q("phalanx_scheduler_e2e_scheduling_duration_seconds_bucket", 0.5), "p50"),
+          (q("phalanx_scheduler_e2e_scheduling_duration_seconds_bucket", 0.99), "p99")],
+         "From a pod first seen pending to its Binding being written."),
+        ("Pending pods", "short",
+         [("max by (queue) (phalanx_scheduler_pending_pods * on (pod) group_left phalanx_scheduler_leader)", "{{queue}}")],
+         "Pods waiting, by queue, as the leading replica sees them."),
+        ("Gang wait", "s",
+         [(q("phalanx_scheduler_gang_wait_duration_seconds_bucket", 0.5), "p50"),
+          (q("phalanx_scheduler_gang_wait_duration_seconds_bucket", 0.9), "p90")],
+         "From a gang's first member seen to the whole gang bound."),
+        ("Gang timeouts", "short",
+         [("sum(increase(phalanx_scheduler_gang_timeouts_total[1h]))", "last hour")],
+         "Gangs not placed within their scheduleTimeoutSeconds."),
+        ("Binding latency and errors", "s",
+         [(q("phalanx_scheduler_binding_duration_seconds_bucket", 0.99), "p99 binding"),
+          ("sum by (reason) (rate(phalanx_scheduler_binding_errors_total[5m]))", "errors/s {{reason}}")],
+         "Time to write one Binding; failed Bindings by reason (conflict, not_found, other)."),
+        ("Stale GPU telemetry", "short",
+         [("max(phalanx_scheduler_stale_telemetry_gpus)", "GPUs with stale telemetry"),
+          ("sum(rate(phalanx_scheduler_stale_telemetry_samples_ignored_total[5m]))", "samples ignored/s")],
+         "GPUs placed on allocation accounting alone because the device plugin's reading is too old."),
+        ("Leader and cache", "short",
+         [("phalanx_scheduler_leader", "leader {{pod}}"),
+          ("max(phalanx_scheduler_cache_nodes)", "nodes in snapshot")],
+         "Which replica holds the Lease (1), and the nodes in the scheduler's snapshot."),
+    ]),
+]
+
+
+def panel(pid, title, unit, targets, description, x, y):
+    return {
+        "id": pid,
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+
+
+def main():
+    panels, pid, y = [], 1, 0
+    for row_title, row_panels in ROWS:
+        panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        pid, y = pid + 1, y + 1
+        for i, (title, unit, targets, description) in enumerate(row_panels):
+            panels.append(panel(pid, title, unit, targets, description, 12 * (i % 2), y + 8 * (i // 2)))
+            pid += 1
+        y += 8 * ((len(row_panels) + 1) // 2)
+    dashboard = {
+        "uid": "phalanx-overview",
+        "title": "Phalanx",
+        "description": "GPU scheduling, gangs, inference autoscaling and GPU telemetry.",
+        "tags": ["phalanx", "gpu", "scheduler"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": [{
+            "name": "datasource", "type": "datasource", "query": "prometheus",
+            "label": "Prometheus", "current": {}, "hide": 0,
+        }]},
+        "panels": panels,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(dashboard, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

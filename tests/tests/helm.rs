@@ -1,0 +1,855 @@
+//! The Helm chart through the real Helm engine (Helm v4's Go SDK from PyPI's
+//! `helm-python-sdk`): it renders and lints for the default values and every
+//! documented option (`deploy/helm/phalanx/ci/*.yaml`), bad values are refused
+//! by its schema, every rendered object passes the 1.33 apiserver's own
+//! validation, and once installed the scheduler does its whole job as a local
+//! process holding nothing but its ServiceAccount's token — and stops doing it
+//! when a verb is taken away.
+//!
+//! Needs the virtualenv `scripts/test-all.sh` creates; the cluster tests also
+//! need the control-plane binaries and `cargo build -p phalanx-scheduler`.
+//! Without them each test prints SKIPPED; with `PHALANX_E2E=1` it fails.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::Api;
+use phalanx_api::{PodGroup, ANNOTATION_GPU_ASSIGNMENT};
+use phalanx_e2e::helm::{
+    apply_manifest_file, chart_dir, config_map_yaml, server_apply, service_account_kubeconfig,
+    workspace_root, HelmTool, LocalComponent, RenderedChart, ServerCheck,
+};
+use phalanx_e2e::{
+    assignment_of, create_gpu_nodes, node_of, phalanx_scheduler_for_test, pod_events, Binaries,
+    ControlPlane, ControlPlaneOptions, GpuNodeSpec,
+};
+
+const RELEASE: &str = "phalanx";
+const NAMESPACE: &str = "phalanx-system";
+
+/// The default values plus every file under the chart's ci/ directory.
+fn value_cases() -> Vec<(String, serde_json::Value)> {
+    let mut cases = vec![("defaults".to_owned(), serde_json::json!({}))];
+    let dir = chart_dir().join("ci");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let values: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        cases.push((
+            file.file_name().unwrap().to_string_lossy().into_owned(),
+            values,
+        ));
+    }
+    cases
+}
+
+fn rules_of(chart: &RenderedChart, kind: &str, name: &str) -> Vec<(String, String, String)> {
+    let Some(role) = chart.get(kind, name) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        for group in rule["apiGroups"].as_array().into_iter().flatten() {
+            for resource in rule["resources"].as_array().into_iter().flatten() {
+                for verb in rule["verbs"].as_array().into_iter().flatten() {
+                    out.push((
+                        group.as_str().unwrap_or_default().to_owned(),
+                        resource.as_str().unwrap_or_default().to_owned(),
+                        verb.as_str().unwrap_or_default().to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn grants(rules: &[(String, String, String)], group: &str, resource: &str, verb: &str) -> bool {
+    rules
+        .iter()
+        .any(|(g, r, v)| g == group && r == resource && (v == verb || v == "*"))
+}
+
+/// Checks every chart must pass, whatever the values: names, namespaces,
+/// selectors that select their own pods, references that resolve, and the
+/// security settings each component is documented to have.
+fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut say = |p: String| problems.push(format!("{case}: {p}"));
+    let cluster_scoped = [
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ];
+    let names: BTreeSet<(String, String)> = chart
+        .objects
+        .iter()
+        .map(|o| (o.kind().to_owned(), o.name().to_owned()))
+        .collect();
+    for object in &chart.objects {
+        let meta = &object.object["metadata"];
+        if object.name().is_empty() {
+            say(format!("{} from {} has no name", object.kind(), object.template));
+        }
+        let labels = &meta["labels"];
+        if labels["app.kubernetes.io/instance"] != RELEASE {
+            say(format!("{} lacks the instance label", object.id()));
+        }
+        let namespaced = !cluster_scoped.contains(&object.kind());
+        if namespaced != meta["namespace"].is_string() {
+            say(format!("{} namespace is {}", object.id(), meta["namespace"]));
+        }
+    }
+    for workload in chart
+        .objects
+        .iter()
+        .filter(|o| matches!(o.kind(), "Deployment" | "DaemonSet"))
+    {
+        let spec = &workload.object["spec"];
+        let selector = spec["selector"]["matchLabels"].as_object().unwrap();
+        let labels = &spec["template"]["metadata"]["labels"];
+        for (k, v) in selector {
+            if &labels[k] != v {
+                say(format!("{} selector {k}={v} misses its pods", workload.id()));
+            }
+        }
+        let pod = &spec["template"]["spec"];
+        let sa = pod["serviceAccountName"].as_str().unwrap_or_default();
+        let sa_rendered = names.contains(&("ServiceAccount".to_owned(), sa.to_owned()));
+        let bound = chart
+            .of_kind("ClusterRoleBinding")
+            .iter()
+            .any(|b| b.object["subjects"][0]["name"] == sa);
+        if !bound && chart.of_kind("ClusterRoleBinding").len() > 0 {
+            say(format!("{} runs as {sa}, which no ClusterRoleBinding names", workload.id()));
+        }
+        let _ = sa_rendered;
+        for volume in pod["volumes"].as_array().into_iter().flatten() {
+            if let Some(cm) = volume["configMap"]["name"].as_str() {
+                if !names.contains(&("ConfigMap".to_owned(), cm.to_owned())) {
+                    say(format!("{} mounts missing ConfigMap {cm}", workload.id()));
+                }
+            }
+        }
+        for container in pod["containers"].as_array().into_iter().flatten() {
+            let security = &container["securityContext"];
+            if security["privileged"] == true {
+                say(format!("{} is privileged", workload.id()));
+            }
+            if security["allowPrivilegeEscalation"] != false {
+                say(format!("{} allows privilege escalation", workload.id()));
+            }
+            if security["capabilities"]["drop"] != serde_json::json!(["ALL"]) {
+                say(format!("{} keeps capabilities", workload.id()));
+            }
+            if security["readOnlyRootFilesystem"] != true {
+                say(format!("{} has a writable root", workload.id()));
+            }
+            if workload.kind() == "Deployment" && pod["securityContext"]["runAsNonRoot"] != true {
+                say(format!("{} may run as root", workload.id()));
+            }
+            if container["resources"]["requests"].is_null() {
+                say(format!("{} requests no resources", workload.id()));
+            }
+        }
+    }
+    for binding in chart
+        .objects
+        .iter()
+        .filter(|o| matches!(o.kind(), "ClusterRoleBinding" | "RoleBinding"))
+    {
+        let role_kind = binding.object["roleRef"]["kind"].as_str().unwrap_or_default();
+        let role = binding.object["roleRef"]["name"].as_str().unwrap_or_default();
+        if !names.contains(&(role_kind.to_owned(), role.to_owned())) {
+            say(format!("{} refers to missing {role_kind} {role}", binding.id()));
+        }
+    }
+    problems
+}
+
+#[test]
+fn chart_renders_and_lints_for_the_defaults_and_every_documented_option() {
+    let Some(helm) = HelmTool::for_test("chart_renders_and_lints") else {
+        return;
+    };
+    let cases = value_cases();
+    assert!(cases.len() >= 6, "expected the ci/ value files: {cases:?}");
+    let mut problems = Vec::new();
+    for (case, values) in &cases {
+        if let Err(e) = helm.lint(values) {
+            problems.push(format!("{case}: {e}"));
+        }
+        match helm.render(values, RELEASE, NAMESPACE) {
+            Ok(chart) => problems.extend(structural_problems(case, &chart)),
+            Err(e) => problems.push(format!("{case}: {e}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn default_values_install_every_component_with_least_privilege() {
+    let Some(helm) = HelmTool::for_test("default_values_install_every_component") else {
+        return;
+    };
+    let chart = helm
+        .render(&serde_json::json!({}), RELEASE, NAMESPACE)
+        .unwrap();
+    let crds: BTreeSet<&str> = chart
+        .of_kind("CustomResourceDefinition")
+        .iter()
+        .map(|o| o.name())
+        .collect();
+    assert!(crds.contains("gpunodes.phalanx.dev"), "{crds:?}");
+    // Offline there is no cluster to serve PodGroup, so "auto" installs it.
+    assert!(crds.contains("podgroups.scheduling.x-k8s.io"), "{crds:?}");
+    let scheduler = chart.get("Deployment", "phalanx-scheduler").unwrap();
+    assert_eq!(scheduler["spec"]["replicas"], 2);
+    let container = &scheduler["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["ports"][0]["containerPort"], 10251);
+    assert!(chart
+        .get("PodDisruptionBudget", "phalanx-scheduler")
+        .is_some());
+    let rules = rules_of(&chart, "ClusterRole", "phalanx-scheduler");
+    for (group, resource, verb) in [
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "nodes", "watch"),
+        ("", "pods/binding", "create"),
+        ("phalanx.dev", "gpunodes", "watch"),
+        ("scheduling.x-k8s.io", "podgroups", "watch"),
+        ("scheduling.x-k8s.io", "podgroups/status", "patch"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+    ] {
+        assert!(grants(&rules, group, resource, verb), "{group}/{resource} {verb}: {rules:?}");
+    }
+    // What the scheduler never does, it may not do.
+    for (group, resource, verb) in [
+        ("", "pods", "patch"),
+        ("", "pods", "delete"),
+        ("", "pods", "update"),
+        ("", "nodes", "patch"),
+        ("", "secrets", "get"),
+        ("phalanx.dev", "gpunodes", "patch"),
+    ] {
+        assert!(!grants(&rules, group, resource, verb), "{group}/{resource} {verb}");
+    }
+    assert!(rules.iter().all(|(g, r, v)| g != "*" && r != "*" && v != "*"));
+    let lease = rules_of(&chart, "Role", "phalanx-scheduler-leader-election");
+    assert!(grants(&lease, "coordination.k8s.io", "leases", "create"));
+    let config = chart.get("ConfigMap", "phalanx-scheduler").unwrap();
+    let config: serde_json::Value =
+        serde_yaml_ng::from_str(config["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config["leaderElection"]["leaseNamespace"], NAMESPACE);
+    assert_eq!(config["http"]["bindAddress"], "0.0.0.0:10251");
+    assert_eq!(config["schedulerName"], "phalanx");
+
+    let plugin = chart.get("DaemonSet", "phalanx-device-plugin").unwrap();
+    let pod = &plugin["spec"]["template"]["spec"];
+    let host_paths: BTreeSet<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(
+        host_paths,
+        BTreeSet::from([
+            "/var/lib/kubelet/device-plugins",
+            "/var/lib/kubelet/pod-resources"
+        ])
+    );
+    assert!(pod["nodeSelector"].is_object() && pod["tolerations"].is_array());
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+
+    for needle in ["schedulerName: phalanx", "kind: PodGroup", "kind: InferenceAutoscaler"] {
+        assert!(chart.notes.contains(needle), "NOTES lacks {needle:?}:\n{}", chart.notes);
+    }
+}
+
+#[test]
+fn each_option_changes_what_it_documents() {
+    let Some(helm) = HelmTool::for_test("each_option_changes_what_it_documents") else {
+        return;
+    };
+    let cases: BTreeMap<String, serde_json::Value> = value_cases().into_iter().collect();
+    let render = |case: &str| helm.render(&cases[case], RELEASE, NAMESPACE).unwrap();
+
+    let patch = render("annotation-patch.yaml");
+    let rules = rules_of(&patch, "ClusterRole", "phalanx-scheduler");
+    assert!(grants(&rules, "", "pods", "patch"), "patch mode needs pods patch");
+
+    let fake = render("kwok-fake-gpus.yaml");
+    let plugin = fake.get("DaemonSet", "phalanx-device-plugin").unwrap();
+    let pod = &plugin["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(args.contains("fake"), "{args}");
+    assert!(pod["runtimeClassName"].is_null());
+    assert_eq!(pod["nodeSelector"]["type"], "kwok");
+
+    let single = render("single-replica.yaml");
+    assert!(single.get("Role", "phalanx-scheduler-leader-election").is_none());
+    assert!(single.get("PodDisruptionBudget", "phalanx-scheduler").is_none());
+    assert_eq!(
+        single.get("Deployment", "phalanx-scheduler").unwrap()["spec"]["replicas"],
+        1
+    );
+
+    let monitoring = render("monitoring.yaml");
+    let monitors: BTreeSet<&str> = monitoring
+        .of_kind("ServiceMonitor")
+        .iter()
+        .map(|o| o.name())
+        .collect();
+    assert_eq!(
+        monitors,
+        BTreeSet::from(["phalanx-scheduler", "phalanx-autoscaler", "phalanx-device-plugin"])
+    );
+    for monitor in monitoring.of_kind("ServiceMonitor") {
+        // Each ServiceMonitor must select its component's metrics Service.
+        let selector = monitor.object["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        let service = format!("{}-metrics", monitor.name());
+        let labels = &monitoring.get("Service", &service).unwrap()["metadata"]["labels"];
+        assert!(selector.iter().all(|(k, v)| &labels[k] == v), "{service}");
+    }
+    let dashboard = monitoring
+        .get("ConfigMap", "phalanx-grafana-dashboard")
+        .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["phalanx.json"].as_str().unwrap()).unwrap();
+    assert!(json["panels"].as_array().unwrap().len() > 5);
+
+    let only = render("scheduler-only.yaml");
+    let kinds: BTreeSet<&str> = only.objects.iter().map(|o| o.kind()).collect();
+    assert!(!kinds.contains("DaemonSet"), "{kinds:?}");
+    assert!(only.get("Deployment", "phalanx-autoscaler").is_none());
+    assert!(only
+        .get("CustomResourceDefinition", "podgroups.scheduling.x-k8s.io")
+        .is_none());
+
+    let production = render("production.yaml");
+    assert!(production.get("ServiceAccount", "phalanx-scheduler").is_none());
+    let binding = production
+        .get("ClusterRoleBinding", "phalanx-scheduler")
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "phalanx-scheduler-existing");
+    let image = production.get("Deployment", "phalanx-scheduler").unwrap()["spec"]["template"]
+        ["spec"]["containers"][0]["image"]
+        .clone();
+    assert_eq!(image, "registry.example.com/phalanx/phalanx-scheduler:0.1.0");
+    let crd = production
+        .get("CustomResourceDefinition", "gpunodes.phalanx.dev")
+        .unwrap();
+    assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    let plugin = production.get("DaemonSet", "phalanx-device-plugin").unwrap();
+    assert_eq!(plugin["spec"]["template"]["spec"]["runtimeClassName"], "nvidia");
+}
+
+#[test]
+fn bad_values_are_refused_with_a_message_naming_the_key() {
+    let Some(helm) = HelmTool::for_test("bad_values_are_refused") else {
+        return;
+    };
+    let cases = [
+        (serde_json::json!({"scheduler": {"replicas": -1}}), "/scheduler/replicas"),
+        (serde_json::json!({"autoscaler": {"replicas": 0}}), "/autoscaler/replicas"),
+        (serde_json::json!({"devicePlugin": {"backend": "rocm"}}), "/devicePlugin/backend"),
+        (serde_json::json!({"crds": {"podGroup": "sometimes"}}), "/crds/podGroup"),
+        (serde_json::json!({"scheduler": {"config": {"policy": "spread"}}}), "/scheduler/config/policy"),
+        (serde_json::json!({"scheduler": {"metricsPort": 70000}}), "/scheduler/metricsPort"),
+        (serde_json::json!({"schedular": {"replicas": 2}}), "schedular"),
+        (serde_json::json!({"scheduler": {"config": {"binding": {"annotationWrite": "later"}}}}), "annotationWrite"),
+        (serde_json::json!({"devicePlugin": {"fakeGpus": {"count": 0, "model": "x", "memoryMiB": 1}}}), "/devicePlugin/fakeGpus/count"),
+    ];
+    for (values, key) in cases {
+        let err = helm
+            .validate_values(&values)
+            .expect_err(&format!("{values} must be refused"));
+        assert!(err.message.contains(key), "{values}: message {:?} does not name {key}", err.message);
+        // The same refusal on render (what `helm install` runs first).
+        let err = helm.render(&values, RELEASE, NAMESPACE).expect_err("render refuses");
+        assert!(err.message.contains(key), "{}", err.message);
+    }
+    let unelected = serde_json::json!({
+        "scheduler": {"replicas": 2, "config": {"leaderElection": {"enabled": false}}}
+    });
+    helm.validate_values(&unelected).expect("schema-valid on its own");
+    let err = helm.render(&unelected, RELEASE, NAMESPACE).expect_err("refused");
+    assert!(err.message.contains("needs scheduler.replicas=1"), "{}", err.message);
+    let no_name = serde_json::json!({"scheduler": {"serviceAccount": {"create": false}}});
+    let err = helm.render(&no_name, RELEASE, NAMESPACE).expect_err("refused");
+    assert!(err.message.contains("scheduler.serviceAccount.name must be set"), "{}", err.message);
+}
+
+/// Polls `check` every 250 ms until it yields `Ok`, or fails after `timeout`.
+async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await? {
+            Ok(value) => return Ok(value),
+            Err(why) if Instant::now() >= deadline => {
+                bail!("timed out after {timeout:?} waiting for {what}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Creates namespace `name` and waits for its `default` ServiceAccount, without
+/// which pods are not admitted.
+async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    create_namespace_only(client, name).await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    wait_until(&format!("ServiceAccount {name}/default"), Duration::from_secs(60), || async {
+        Ok(accounts.get_opt("default").await?.map(|_| ()).ok_or_else(|| "absent".to_owned()))
+    })
+    .await
+}
+
+async fn create_namespace_only(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match api.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn wait_crds_served(client: &kube::Client, names: &[&str]) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in names {
+        wait_until(&format!("CRD {name} Established"), Duration::from_secs(60), || async {
+            let crd = crds.get(name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            Ok(if established { Ok(()) } else { Err("not yet".to_owned()) })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Result<()> {
+    let test = "every_rendered_object_passes_the_apiserver_validation";
+    let Some(helm) = HelmTool::for_test(test) else {
+        return Ok(());
+    };
+    let Some(binaries) = Binaries::for_test(test) else {
+        return Ok(());
+    };
+    let options = ControlPlaneOptions {
+        controller_manager: false,
+        kwok: false,
+        ..ControlPlaneOptions::default()
+    };
+    let plane = ControlPlane::start_with(binaries, options).await?;
+    let client = plane.client();
+    // No controller-manager here: dry runs need the namespace, not its account.
+    create_namespace_only(&client, NAMESPACE).await?;
+    // The CRDs first, for real: the rest may only be checked once they exist.
+    let defaults = helm.render(&serde_json::json!({}), RELEASE, NAMESPACE)?;
+    for crd in defaults.of_kind("CustomResourceDefinition") {
+        let outcome = server_apply(&client, &crd.object, NAMESPACE, false).await?;
+        assert_eq!(outcome, ServerCheck::Accepted, "{}", crd.id());
+    }
+    let mut refused = Vec::new();
+    let mut not_served = BTreeSet::new();
+    let mut checked = 0;
+    for (case, values) in value_cases() {
+        let chart = helm.render(&values, RELEASE, NAMESPACE)?;
+        for object in &chart.objects {
+            match server_apply(&client, &object.object, NAMESPACE, true).await? {
+                ServerCheck::Accepted => checked += 1,
+                ServerCheck::Refused(why) => refused.push(format!("{case}: {}: {why}", object.id())),
+                ServerCheck::NotServed => {
+                    not_served.insert(format!("{}/{}", object.api_version(), object.kind()));
+                }
+            }
+        }
+    }
+    assert!(refused.is_empty(), "refused by the apiserver:\n{}", refused.join("\n"));
+    // Only prometheus-operator's kind is unknown to a bare cluster.
+    assert_eq!(
+        not_served,
+        BTreeSet::from(["monitoring.coreos.com/v1/ServiceMonitor".to_owned()])
+    );
+    assert!(checked > 50, "only {checked} objects checked");
+    eprintln!("{checked} rendered objects accepted by a dry-run apply with strict field validation");
+
+    // The check can fail: a mistyped field is refused.
+    let mut broken = defaults.get("Deployment", "phalanx-scheduler").unwrap().clone();
+    broken["spec"]["replicas"] = serde_json::json!("two");
+    let outcome = server_apply(&client, &broken, NAMESPACE, true).await?;
+    assert!(matches!(outcome, ServerCheck::Refused(_)), "{outcome:?}");
+    let mut unknown = defaults.get("Deployment", "phalanx-scheduler").unwrap().clone();
+    unknown["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = serde_json::json!({});
+    let outcome = server_apply(&client, &unknown, NAMESPACE, true).await?;
+    assert!(
+        matches!(&outcome, ServerCheck::Refused(why) if why.contains("livenessProbes")),
+        "{outcome:?}"
+    );
+    Ok(())
+}
+
+/// A cluster with the chart installed through the Helm engine, nodes for the
+/// examples, and the scheduler binary; `None` when the test is skipped.
+struct Installed {
+    plane: ControlPlane,
+    helm: HelmTool,
+    scheduler_bin: PathBuf,
+}
+
+async fn install_for(test: &str, values: serde_json::Value) -> anyhow::Result<Option<Installed>> {
+    let Some(helm) = HelmTool::for_test(test) else {
+        return Ok(None);
+    };
+    let Some(binaries) = Binaries::for_test(test) else {
+        return Ok(None);
+    };
+    let Some(scheduler_bin) = phalanx_scheduler_for_test(test) else {
+        return Ok(None);
+    };
+    let plane = ControlPlane::start(binaries).await?;
+    helm.install(plane.kubeconfig(), RELEASE, NAMESPACE, &values)
+        .context("helm install")?;
+    wait_crds_served(
+        &plane.client(),
+        &["gpunodes.phalanx.dev", "podgroups.scheduling.x-k8s.io"],
+    )
+    .await?;
+    Ok(Some(Installed {
+        plane,
+        helm,
+        scheduler_bin,
+    }))
+}
+
+/// The scheduler's config as the chart's ConfigMap has it, with a local
+/// identity; only the HTTP address is changed (to a loopback port).
+async fn chart_scheduler_config(client: &kube::Client, identity: &str) -> anyhow::Result<serde_json::Value> {
+    let mut config =
+        config_map_yaml(client, NAMESPACE, "phalanx-scheduler", "config.yaml").await?;
+    config["leaderElection"]["identity"] = identity.into();
+    config["logging"]["format"] = "text".into();
+    Ok(config)
+}
+
+/// Starts phalanx-scheduler locally as the chart's ServiceAccount.
+async fn start_scheduler_as_service_account(
+    installed: &mut Installed,
+    name: &str,
+    config: serde_json::Value,
+) -> anyhow::Result<LocalComponent> {
+    let kubeconfig = installed.plane.dir().join(format!("{name}.kubeconfig"));
+    service_account_kubeconfig(&installed.plane, NAMESPACE, "phalanx-scheduler", &kubeconfig)
+        .await?;
+    let bin = installed.scheduler_bin.clone();
+    Ok(installed
+        .plane
+        .start_local_component(name, &bin, config, &kubeconfig, "/readyz")
+        .await?)
+}
+
+async fn pod(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Pod> {
+    Ok(Api::<Pod>::namespaced(client.clone(), namespace).get(name).await?)
+}
+
+fn example(name: &str) -> PathBuf {
+    workspace_root().join("deploy/examples").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> anyhow::Result<()> {
+    let test = "installed_chart_runs_the_scheduler_with_only_its_service_account";
+    let Some(mut installed) = install_for(test, serde_json::json!({})).await? else {
+        return Ok(());
+    };
+    let client = installed.plane.client();
+
+    // What the release created: CRDs served, RBAC in place, workloads defined.
+    Api::<phalanx_api::GpuNode>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("GpuNodes served")?;
+    Api::<PodGroup>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("PodGroups served")?;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    for name in ["phalanx-scheduler", "phalanx-autoscaler", "phalanx-device-plugin"] {
+        roles.get(name).await.with_context(|| format!("ClusterRole {name}"))?;
+    }
+    let listed = installed
+        .helm
+        .upgrade(installed.plane.kubeconfig(), RELEASE, NAMESPACE, &serde_json::json!({}))
+        .context("helm upgrade of the installed release")?;
+    assert_eq!(listed["revision"], 2, "{listed}");
+    // An upgrade must not drop the PodGroup CRD it installed (auto mode sees
+    // the API served now, but by this release).
+    wait_crds_served(&client, &["podgroups.scheduling.x-k8s.io"]).await?;
+
+    // The scheduler, as a local process with the ServiceAccount's token only.
+    let identity = "phalanx-scheduler-local-0";
+    let config = chart_scheduler_config(&client, identity).await?;
+    let scheduler = start_scheduler_as_service_account(&mut installed, "phalanx-scheduler-sa-0", config).await?;
+    let holder = wait_until("the scheduler to hold the Lease", Duration::from_secs(60), || async {
+        let holder = phalanx_e2e::lease_holder(&client, NAMESPACE, "phalanx-scheduler").await?;
+        Ok(match holder {
+            Some(h) if h == identity => Ok(h),
+            other => Err(format!("holder {other:?}")),
+        })
+    })
+    .await?;
+    assert_eq!(holder, identity);
+
+    let spec = GpuNodeSpec {
+        gpus: 8,
+        model: "H100".to_owned(),
+        ..GpuNodeSpec::default()
+    };
+    // 6 nodes: the two single pods may take GPUs on two of them, and the gang
+    // still needs 4 whole 8-GPU nodes.
+    create_gpu_nodes(&client, "gpu", 6, &spec).await?;
+
+    // deploy/examples/gpu-pod.yaml: a whole GPU and a quarter of one.
+    create_namespace(&client, "examples").await?;
+    apply_manifest_file(&client, &example("gpu-pod.yaml"), "examples").await?;
+    for name in ["cuda-whole-gpu", "cuda-quarter-gpu"] {
+        let bound = wait_until(&format!("{name} bound"), Duration::from_secs(60), || async {
+            let p = pod(&client, "examples", name).await?;
+            Ok(if node_of(&p).is_some() { Ok(p) } else { Err("unbound".to_owned()) })
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+        let assignment = assignment_of(&bound)
+            .with_context(|| format!("{name} has no {ANNOTATION_GPU_ASSIGNMENT}"))?
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(Some(assignment.node.as_str()), node_of(&bound), "{name}");
+        let milli: u32 = assignment.gpus.iter().map(|g| g.milli).sum();
+        assert_eq!(milli, if name == "cuda-whole-gpu" { 1000 } else { 250 }, "{name}");
+    }
+    let events = wait_until("Scheduled events", Duration::from_secs(30), || async {
+        let events = pod_events(&client, "examples").await?;
+        let scheduled = events.iter().filter(|e| e.reason == "Scheduled").count();
+        Ok(if scheduled >= 2 { Ok(events) } else { Err(format!("{events:?}")) })
+    })
+    .await?;
+    assert!(events.iter().all(|e| e.reporting_controller.contains("phalanx")), "{events:?}");
+
+    // deploy/examples/pytorch-gang.yaml: the Job controller makes 4 pods of
+    // 8 GPUs; the gang binds whole and its PodGroup says so.
+    apply_manifest_file(&client, &example("pytorch-gang.yaml"), "examples").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "examples");
+    let members = wait_until("the whole gang bound", Duration::from_secs(90), || async {
+        let members: Vec<Pod> = pods
+            .list(&ListParams::default().labels("scheduling.x-k8s.io/pod-group=resnet-ddp"))
+            .await?
+            .items;
+        let bound = members.iter().filter(|p| node_of(p).is_some()).count();
+        Ok(if members.len() == 4 && bound == 4 { Ok(members) } else { Err(format!("{bound} of {} bound", members.len())) })
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+    let nodes: BTreeSet<&str> = members.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 4, "8 GPUs each on 8-GPU nodes: one node per member");
+    for member in &members {
+        let assignment = assignment_of(member).unwrap().unwrap();
+        assert_eq!(assignment.gpus.len(), 8);
+    }
+    let groups: Api<PodGroup> = Api::namespaced(client.clone(), "examples");
+    wait_until("PodGroup status Scheduled", Duration::from_secs(30), || async {
+        let group = groups.get("resnet-ddp").await?;
+        let phase = group.status.and_then(|s| s.phase);
+        Ok(if phase.as_deref() == Some("Scheduled") { Ok(()) } else { Err(format!("{phase:?}")) })
+    })
+    .await?;
+
+    // The dashboard's scheduler panels query metrics this scheduler exports.
+    let exported = scheduler.metrics().await.map_err(anyhow::Error::msg)?;
+    let missing = dashboard_metrics("phalanx_scheduler_")
+        .into_iter()
+        .filter(|m| !exported.contains(m.as_str()))
+        .collect::<Vec<_>>();
+    assert!(missing.is_empty(), "the dashboard queries metrics the scheduler lacks: {missing:?}");
+    Ok(())
+}
+
+/// Metric names with `prefix` that the dashboard's queries use.
+fn dashboard_metrics(prefix: &str) -> BTreeSet<String> {
+    let path = chart_dir().join("files/grafana/phalanx-dashboard.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(prefix) {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The chart's scheduler ClusterRole with one resource/verb removed, written
+/// back as the admin (what a chart missing that verb would have installed).
+async fn remove_verb(client: &kube::Client, resource: &str, verb: &str) -> anyhow::Result<()> {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let mut role = roles.get("phalanx-scheduler").await?;
+    let mut found = false;
+    let mut rules = Vec::new();
+    for rule in role.rules.take().unwrap_or_default() {
+        let has = rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == resource))
+            && rule.verbs.iter().any(|v| v == verb);
+        if !has {
+            rules.push(rule);
+            continue;
+        }
+        found = true;
+        // Split the rule so only this resource loses only this verb.
+        let others: Vec<String> = rule
+            .resources
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r != resource)
+            .collect();
+        if !others.is_empty() {
+            let mut kept = rule.clone();
+            kept.resources = Some(others);
+            rules.push(kept);
+        }
+        let verbs: Vec<String> = rule.verbs.iter().filter(|v| *v != verb).cloned().collect();
+        if !verbs.is_empty() {
+            let mut kept = rule.clone();
+            kept.resources = Some(vec![resource.to_owned()]);
+            kept.verbs = verbs;
+            rules.push(kept);
+        }
+    }
+    assert!(found, "the chart grants no {verb} on {resource}");
+    role.rules = Some(rules);
+    roles.replace("phalanx-scheduler", &PostParams::default(), &role).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result<()> {
+    let test = "the_scheduler_fails_without_each_verb_it_is_granted";
+    // One unelected replica, so that each run starts scheduling at once.
+    let values = serde_json::json!({
+        "scheduler": {"replicas": 1, "config": {"leaderElection": {"enabled": false}}},
+    });
+    let Some(mut installed) = install_for(test, values).await? else {
+        return Ok(());
+    };
+    let client = installed.plane.client();
+    create_gpu_nodes(&client, "gpu", 2, &GpuNodeSpec::default()).await?;
+    create_namespace(&client, "verbs").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "verbs");
+
+    // Each case: the verb taken away, and what the scheduler then cannot do,
+    // as the API server's refusal shows up in an event or in its log.
+    let cases: [(&str, &str, &str); 3] = [
+        ("pods/binding", "create", "event"),
+        ("events", "create", "log:could not write an event"),
+        ("podgroups/status", "patch", "log:could not update PodGroup status"),
+    ];
+    let mut previous: Option<LocalComponent> = None;
+    for (n, (resource, verb, symptom)) in cases.into_iter().enumerate() {
+        if let Some(old) = previous.take() {
+            installed.plane.kill_component(old.pid);
+        }
+        // Back to the chart's role, then without this one verb.
+        installed
+            .helm
+            .upgrade(installed.plane.kubeconfig(), RELEASE, NAMESPACE, &serde_json::json!({
+                "scheduler": {"replicas": 1, "config": {"leaderElection": {"enabled": false}}},
+            }))
+            .context("helm upgrade restores the role")?;
+        remove_verb(&client, resource, verb).await?;
+        let config = chart_scheduler_config(&client, &format!("verbs-{n}")).await?;
+        let scheduler =
+            start_scheduler_as_service_account(&mut installed, &format!("phalanx-scheduler-verbs-{n}"), config)
+                .await?;
+        let name = format!("needs-{}", resource.replace('/', "-"));
+        let mut pod = phalanx_e2e::pod_for(&name, "phalanx", phalanx_e2e::gpu_worker_container(1));
+        if resource == "podgroups/status" {
+            let group: PodGroup = serde_json::from_value(serde_json::json!({
+                "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+                "metadata": {"name": "pair"}, "spec": {"minMember": 1},
+            }))?;
+            Api::<PodGroup>::namespaced(client.clone(), "verbs")
+                .create(&PostParams::default(), &group)
+                .await?;
+            pod.metadata.labels = Some(BTreeMap::from([(
+                "scheduling.x-k8s.io/pod-group".to_owned(),
+                "pair".to_owned(),
+            )]));
+        }
+        pods.create(&PostParams::default(), &pod).await?;
+        match symptom {
+            "event" => {
+                let note = wait_until("a FailedScheduling event that says forbidden", Duration::from_secs(60), || async {
+                    let events = pod_events(&client, "verbs").await?;
+                    Ok(events
+                        .iter()
+                        .find(|e| e.pod == name && e.reason == "FailedScheduling" && e.note.contains("forbidden"))
+                        .map(|e| e.note.clone())
+                        .ok_or_else(|| format!("{events:?}")))
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+                assert!(note.contains("pods/binding") || note.contains("binding"), "{note}");
+                assert_eq!(node_of(&pods.get(&name).await?), None, "bound without the verb");
+            }
+            log => {
+                let needle = log.trim_start_matches("log:");
+                wait_until(&format!("{needle:?} in the log"), Duration::from_secs(60), || async {
+                    let text = scheduler.log_text();
+                    Ok(if text.lines().any(|l| l.contains(needle) && l.contains("forbidden")) {
+                        Ok(())
+                    } else {
+                        Err("not yet".to_owned())
+                    })
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+            }
+        }
+        previous = Some(scheduler);
+    }
+    Ok(())
+}
