@@ -499,6 +499,68 @@ pub async fn config_map_yaml(
     })
 }
 
+/// A workspace binary (`phalanx-autoscaler`, ...): `$env_var`, else next to
+/// the running test executable (same profile), else in `$CARGO_TARGET_DIR` or
+/// the workspace's `target/` (release, then debug).
+pub fn locate_workspace_binary(name: &str, env_var: &str) -> std::result::Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            candidates.push(dir.join(name));
+        }
+    }
+    let mut roots: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
+        roots.push(PathBuf::from(dir));
+    }
+    roots.push(workspace_root().join("target"));
+    for root in roots {
+        for profile in ["release", "debug"] {
+            candidates.push(root.join(profile).join(name));
+        }
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "{name} not found (looked at {}); build it with `cargo build -p {name}` or set {env_var}",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// For tests: [`locate_workspace_binary`], or `None` after printing why the
+/// test is skipped; with `PHALANX_E2E` set a missing binary panics instead.
+pub fn workspace_binary_for_test(test: &str, name: &str, env_var: &str) -> Option<PathBuf> {
+    match locate_workspace_binary(name, env_var) {
+        Ok(path) => Some(path),
+        Err(err) if crate::binaries::required() => {
+            panic!("{test}: {} is set but {err}", crate::binaries::REQUIRE_ENV)
+        }
+        Err(err) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {err} (set {}=1 to make this a failure)",
+                crate::binaries::REQUIRE_ENV
+            );
+            None
+        }
+    }
+}
+
 /// A Phalanx binary started as a local process with its own kubeconfig.
 #[derive(Debug, Clone)]
 pub struct LocalComponent {

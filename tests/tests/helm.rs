@@ -128,15 +128,11 @@ fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
         }
         let pod = &spec["template"]["spec"];
         let sa = pod["serviceAccountName"].as_str().unwrap_or_default();
-        let sa_rendered = names.contains(&("ServiceAccount".to_owned(), sa.to_owned()));
-        let bound = chart
-            .of_kind("ClusterRoleBinding")
-            .iter()
-            .any(|b| b.object["subjects"][0]["name"] == sa);
-        if !bound && chart.of_kind("ClusterRoleBinding").len() > 0 {
+        let bindings = chart.of_kind("ClusterRoleBinding");
+        let bound = bindings.iter().any(|b| b.object["subjects"][0]["name"] == sa);
+        if !bindings.is_empty() && !bound {
             say(format!("{} runs as {sa}, which no ClusterRoleBinding names", workload.id()));
         }
-        let _ = sa_rendered;
         for volume in pod["volumes"].as_array().into_iter().flatten() {
             if let Some(cm) = volume["configMap"]["name"].as_str() {
                 if !names.contains(&("ConfigMap".to_owned(), cm.to_owned())) {
