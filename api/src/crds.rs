@@ -56,7 +56,10 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), crds.len());
         assert!(names.contains(&"gpunodes.phalanx.dev.yaml"), "{names:?}");
-        assert!(names.contains(&"podgroups.scheduling.x-k8s.io.yaml"), "{names:?}");
+        assert!(
+            names.contains(&"podgroups.scheduling.x-k8s.io.yaml"),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -230,8 +230,7 @@ impl HelmTool {
                 .map_or_else(|| stderr.trim().to_owned(), str::to_owned);
             return Err(fail(message));
         }
-        serde_json::from_slice(&output.stdout)
-            .map_err(|e| fail(format!("output is not JSON: {e}")))
+        serde_json::from_slice(&output.stdout).map_err(|e| fail(format!("output is not JSON: {e}")))
     }
 
     /// `helm template`: the schema check, then every template, offline.
@@ -285,7 +284,10 @@ impl HelmTool {
     }
 
     /// The values against `values.schema.json` only.
-    pub fn validate_values(&self, values: &serde_json::Value) -> std::result::Result<(), HelmError> {
+    pub fn validate_values(
+        &self,
+        values: &serde_json::Value,
+    ) -> std::result::Result<(), HelmError> {
         self.run("validate-values", values, &[]).map(|_| ())
     }
 
@@ -414,15 +416,18 @@ pub async fn apply_manifest_file(
 ) -> Result<Vec<RenderedObject>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))?;
-    let objects = parse_manifests(&path.display().to_string(), &text).map_err(|message| {
-        HarnessError::io(message, std::io::ErrorKind::InvalidData.into())
-    })?;
+    let objects = parse_manifests(&path.display().to_string(), &text)
+        .map_err(|message| HarnessError::io(message, std::io::ErrorKind::InvalidData.into()))?;
     for object in &objects {
         match server_apply(client, &object.object, namespace, false).await? {
             ServerCheck::Accepted => {}
             other => {
                 return Err(HarnessError::io(
-                    format!("applying {} from {}: {other:?}", object.id(), path.display()),
+                    format!(
+                        "applying {} from {}: {other:?}",
+                        object.id(),
+                        path.display()
+                    ),
                     std::io::ErrorKind::InvalidData.into(),
                 ))
             }
@@ -455,9 +460,8 @@ pub async fn service_account_kubeconfig(
         .status
         .map(|s| s.token)
         .unwrap_or_default();
-    let admin_text = std::fs::read_to_string(plane.kubeconfig()).map_err(|e| {
-        HarnessError::io(format!("reading {}", plane.kubeconfig().display()), e)
-    })?;
+    let admin_text = std::fs::read_to_string(plane.kubeconfig())
+        .map_err(|e| HarnessError::io(format!("reading {}", plane.kubeconfig().display()), e))?;
     let admin: serde_json::Value = serde_yaml_ng::from_str(&admin_text).map_err(|e| {
         HarnessError::io(
             "parsing the admin kubeconfig",
@@ -656,7 +660,10 @@ mod tests {
         assert_eq!((core.group.as_str(), core.version.as_str()), ("", "v1"));
         let apps = gvk_of(&serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment"}))
             .expect("gvk");
-        assert_eq!((apps.group.as_str(), apps.kind.as_str()), ("apps", "Deployment"));
+        assert_eq!(
+            (apps.group.as_str(), apps.kind.as_str()),
+            ("apps", "Deployment")
+        );
         assert!(gvk_of(&serde_json::json!({"kind": "Pod"})).is_err());
     }
 }

@@ -102,7 +102,11 @@ fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
     for object in &chart.objects {
         let meta = &object.object["metadata"];
         if object.name().is_empty() {
-            say(format!("{} from {} has no name", object.kind(), object.template));
+            say(format!(
+                "{} from {} has no name",
+                object.kind(),
+                object.template
+            ));
         }
         let labels = &meta["labels"];
         if labels["app.kubernetes.io/instance"] != RELEASE {
@@ -110,7 +114,11 @@ fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
         }
         let namespaced = !cluster_scoped.contains(&object.kind());
         if namespaced != meta["namespace"].is_string() {
-            say(format!("{} namespace is {}", object.id(), meta["namespace"]));
+            say(format!(
+                "{} namespace is {}",
+                object.id(),
+                meta["namespace"]
+            ));
         }
     }
     for workload in chart
@@ -123,15 +131,23 @@ fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
         let labels = &spec["template"]["metadata"]["labels"];
         for (k, v) in selector {
             if &labels[k] != v {
-                say(format!("{} selector {k}={v} misses its pods", workload.id()));
+                say(format!(
+                    "{} selector {k}={v} misses its pods",
+                    workload.id()
+                ));
             }
         }
         let pod = &spec["template"]["spec"];
         let sa = pod["serviceAccountName"].as_str().unwrap_or_default();
         let bindings = chart.of_kind("ClusterRoleBinding");
-        let bound = bindings.iter().any(|b| b.object["subjects"][0]["name"] == sa);
+        let bound = bindings
+            .iter()
+            .any(|b| b.object["subjects"][0]["name"] == sa);
         if !bindings.is_empty() && !bound {
-            say(format!("{} runs as {sa}, which no ClusterRoleBinding names", workload.id()));
+            say(format!(
+                "{} runs as {sa}, which no ClusterRoleBinding names",
+                workload.id()
+            ));
         }
         for volume in pod["volumes"].as_array().into_iter().flatten() {
             if let Some(cm) = volume["configMap"]["name"].as_str() {
@@ -167,10 +183,17 @@ fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
         .iter()
         .filter(|o| matches!(o.kind(), "ClusterRoleBinding" | "RoleBinding"))
     {
-        let role_kind = binding.object["roleRef"]["kind"].as_str().unwrap_or_default();
-        let role = binding.object["roleRef"]["name"].as_str().unwrap_or_default();
+        let role_kind = binding.object["roleRef"]["kind"]
+            .as_str()
+            .unwrap_or_default();
+        let role = binding.object["roleRef"]["name"]
+            .as_str()
+            .unwrap_or_default();
         if !names.contains(&(role_kind.to_owned(), role.to_owned())) {
-            say(format!("{} refers to missing {role_kind} {role}", binding.id()));
+            say(format!(
+                "{} refers to missing {role_kind} {role}",
+                binding.id()
+            ));
         }
     }
     problems
@@ -233,7 +256,10 @@ fn default_values_install_every_component_with_least_privilege() {
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
     ] {
-        assert!(grants(&rules, group, resource, verb), "{group}/{resource} {verb}: {rules:?}");
+        assert!(
+            grants(&rules, group, resource, verb),
+            "{group}/{resource} {verb}: {rules:?}"
+        );
     }
     // What the scheduler never does, it may not do.
     for (group, resource, verb) in [
@@ -244,9 +270,14 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
     ] {
-        assert!(!grants(&rules, group, resource, verb), "{group}/{resource} {verb}");
+        assert!(
+            !grants(&rules, group, resource, verb),
+            "{group}/{resource} {verb}"
+        );
     }
-    assert!(rules.iter().all(|(g, r, v)| g != "*" && r != "*" && v != "*"));
+    assert!(rules
+        .iter()
+        .all(|(g, r, v)| g != "*" && r != "*" && v != "*"));
     let lease = rules_of(&chart, "Role", "phalanx-scheduler-leader-election");
     assert!(grants(&lease, "coordination.k8s.io", "leases", "create"));
     let config = chart.get("ConfigMap", "phalanx-scheduler").unwrap();
@@ -274,8 +305,16 @@ fn default_values_install_every_component_with_least_privilege() {
     assert!(pod["nodeSelector"].is_object() && pod["tolerations"].is_array());
     assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
 
-    for needle in ["schedulerName: phalanx", "kind: PodGroup", "kind: InferenceAutoscaler"] {
-        assert!(chart.notes.contains(needle), "NOTES lacks {needle:?}:\n{}", chart.notes);
+    for needle in [
+        "schedulerName: phalanx",
+        "kind: PodGroup",
+        "kind: InferenceAutoscaler",
+    ] {
+        assert!(
+            chart.notes.contains(needle),
+            "NOTES lacks {needle:?}:\n{}",
+            chart.notes
+        );
     }
 }
 
@@ -289,7 +328,10 @@ fn each_option_changes_what_it_documents() {
 
     let patch = render("annotation-patch.yaml");
     let rules = rules_of(&patch, "ClusterRole", "phalanx-scheduler");
-    assert!(grants(&rules, "", "pods", "patch"), "patch mode needs pods patch");
+    assert!(
+        grants(&rules, "", "pods", "patch"),
+        "patch mode needs pods patch"
+    );
 
     let fake = render("kwok-fake-gpus.yaml");
     let plugin = fake.get("DaemonSet", "phalanx-device-plugin").unwrap();
@@ -300,8 +342,12 @@ fn each_option_changes_what_it_documents() {
     assert_eq!(pod["nodeSelector"]["type"], "kwok");
 
     let single = render("single-replica.yaml");
-    assert!(single.get("Role", "phalanx-scheduler-leader-election").is_none());
-    assert!(single.get("PodDisruptionBudget", "phalanx-scheduler").is_none());
+    assert!(single
+        .get("Role", "phalanx-scheduler-leader-election")
+        .is_none());
+    assert!(single
+        .get("PodDisruptionBudget", "phalanx-scheduler")
+        .is_none());
     assert_eq!(
         single.get("Deployment", "phalanx-scheduler").unwrap()["spec"]["replicas"],
         1
@@ -315,7 +361,11 @@ fn each_option_changes_what_it_documents() {
         .collect();
     assert_eq!(
         monitors,
-        BTreeSet::from(["phalanx-scheduler", "phalanx-autoscaler", "phalanx-device-plugin"])
+        BTreeSet::from([
+            "phalanx-scheduler",
+            "phalanx-autoscaler",
+            "phalanx-device-plugin"
+        ])
     );
     for monitor in monitoring.of_kind("ServiceMonitor") {
         // Each ServiceMonitor must select its component's metrics Service.
@@ -342,7 +392,9 @@ fn each_option_changes_what_it_documents() {
         .is_none());
 
     let production = render("production.yaml");
-    assert!(production.get("ServiceAccount", "phalanx-scheduler").is_none());
+    assert!(production
+        .get("ServiceAccount", "phalanx-scheduler")
+        .is_none());
     let binding = production
         .get("ClusterRoleBinding", "phalanx-scheduler")
         .unwrap();
@@ -350,13 +402,21 @@ fn each_option_changes_what_it_documents() {
     let image = production.get("Deployment", "phalanx-scheduler").unwrap()["spec"]["template"]
         ["spec"]["containers"][0]["image"]
         .clone();
-    assert_eq!(image, "registry.example.com/phalanx/phalanx-scheduler:0.1.0");
+    assert_eq!(
+        image,
+        "registry.example.com/phalanx/phalanx-scheduler:0.1.0"
+    );
     let crd = production
         .get("CustomResourceDefinition", "gpunodes.phalanx.dev")
         .unwrap();
     assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
-    let plugin = production.get("DaemonSet", "phalanx-device-plugin").unwrap();
-    assert_eq!(plugin["spec"]["template"]["spec"]["runtimeClassName"], "nvidia");
+    let plugin = production
+        .get("DaemonSet", "phalanx-device-plugin")
+        .unwrap();
+    assert_eq!(
+        plugin["spec"]["template"]["spec"]["runtimeClassName"],
+        "nvidia"
+    );
 }
 
 #[test]
@@ -365,34 +425,81 @@ fn bad_values_are_refused_with_a_message_naming_the_key() {
         return;
     };
     let cases = [
-        (serde_json::json!({"scheduler": {"replicas": -1}}), "/scheduler/replicas"),
-        (serde_json::json!({"autoscaler": {"replicas": 0}}), "/autoscaler/replicas"),
-        (serde_json::json!({"devicePlugin": {"backend": "rocm"}}), "/devicePlugin/backend"),
-        (serde_json::json!({"crds": {"podGroup": "sometimes"}}), "/crds/podGroup"),
-        (serde_json::json!({"scheduler": {"config": {"policy": "spread"}}}), "/scheduler/config/policy"),
-        (serde_json::json!({"scheduler": {"metricsPort": 70000}}), "/scheduler/metricsPort"),
-        (serde_json::json!({"schedular": {"replicas": 2}}), "schedular"),
-        (serde_json::json!({"scheduler": {"config": {"binding": {"annotationWrite": "later"}}}}), "annotationWrite"),
-        (serde_json::json!({"devicePlugin": {"fakeGpus": {"count": 0, "model": "x", "memoryMiB": 1}}}), "/devicePlugin/fakeGpus/count"),
+        (
+            serde_json::json!({"scheduler": {"replicas": -1}}),
+            "/scheduler/replicas",
+        ),
+        (
+            serde_json::json!({"autoscaler": {"replicas": 0}}),
+            "/autoscaler/replicas",
+        ),
+        (
+            serde_json::json!({"devicePlugin": {"backend": "rocm"}}),
+            "/devicePlugin/backend",
+        ),
+        (
+            serde_json::json!({"crds": {"podGroup": "sometimes"}}),
+            "/crds/podGroup",
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {"policy": "spread"}}}),
+            "/scheduler/config/policy",
+        ),
+        (
+            serde_json::json!({"scheduler": {"metricsPort": 70000}}),
+            "/scheduler/metricsPort",
+        ),
+        (
+            serde_json::json!({"schedular": {"replicas": 2}}),
+            "schedular",
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {"binding": {"annotationWrite": "later"}}}}),
+            "annotationWrite",
+        ),
+        (
+            serde_json::json!({"devicePlugin": {"fakeGpus": {"count": 0, "model": "x", "memoryMiB": 1}}}),
+            "/devicePlugin/fakeGpus/count",
+        ),
     ];
     for (values, key) in cases {
         let err = helm
             .validate_values(&values)
             .expect_err(&format!("{values} must be refused"));
-        assert!(err.message.contains(key), "{values}: message {:?} does not name {key}", err.message);
+        assert!(
+            err.message.contains(key),
+            "{values}: message {:?} does not name {key}",
+            err.message
+        );
         // The same refusal on render (what `helm install` runs first).
-        let err = helm.render(&values, RELEASE, NAMESPACE).expect_err("render refuses");
+        let err = helm
+            .render(&values, RELEASE, NAMESPACE)
+            .expect_err("render refuses");
         assert!(err.message.contains(key), "{}", err.message);
     }
     let unelected = serde_json::json!({
         "scheduler": {"replicas": 2, "config": {"leaderElection": {"enabled": false}}}
     });
-    helm.validate_values(&unelected).expect("schema-valid on its own");
-    let err = helm.render(&unelected, RELEASE, NAMESPACE).expect_err("refused");
-    assert!(err.message.contains("needs scheduler.replicas=1"), "{}", err.message);
+    helm.validate_values(&unelected)
+        .expect("schema-valid on its own");
+    let err = helm
+        .render(&unelected, RELEASE, NAMESPACE)
+        .expect_err("refused");
+    assert!(
+        err.message.contains("needs scheduler.replicas=1"),
+        "{}",
+        err.message
+    );
     let no_name = serde_json::json!({"scheduler": {"serviceAccount": {"create": false}}});
-    let err = helm.render(&no_name, RELEASE, NAMESPACE).expect_err("refused");
-    assert!(err.message.contains("scheduler.serviceAccount.name must be set"), "{}", err.message);
+    let err = helm
+        .render(&no_name, RELEASE, NAMESPACE)
+        .expect_err("refused");
+    assert!(
+        err.message
+            .contains("scheduler.serviceAccount.name must be set"),
+        "{}",
+        err.message
+    );
 }
 
 /// Polls `check` every 250 ms until it yields `Ok`, or fails after `timeout`.
@@ -418,9 +525,17 @@ where
 async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     create_namespace_only(client, name).await?;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    wait_until(&format!("ServiceAccount {name}/default"), Duration::from_secs(60), || async {
-        Ok(accounts.get_opt("default").await?.map(|_| ()).ok_or_else(|| "absent".to_owned()))
-    })
+    wait_until(
+        &format!("ServiceAccount {name}/default"),
+        Duration::from_secs(60),
+        || async {
+            Ok(accounts
+                .get_opt("default")
+                .await?
+                .map(|_| ())
+                .ok_or_else(|| "absent".to_owned()))
+        },
+    )
     .await
 }
 
@@ -443,14 +558,22 @@ async fn create_namespace_only(client: &kube::Client, name: &str) -> anyhow::Res
 async fn wait_crds_served(client: &kube::Client, names: &[&str]) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in names {
-        wait_until(&format!("CRD {name} Established"), Duration::from_secs(60), || async {
-            let crd = crds.get(name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-            Ok(if established { Ok(()) } else { Err("not yet".to_owned()) })
-        })
+        wait_until(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(60),
+            || async {
+                let crd = crds.get(name).await?;
+                let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                Ok(if established {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                })
+            },
+        )
         .await?;
     }
     Ok(())
@@ -488,28 +611,42 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
         for object in &chart.objects {
             match server_apply(&client, &object.object, NAMESPACE, true).await? {
                 ServerCheck::Accepted => checked += 1,
-                ServerCheck::Refused(why) => refused.push(format!("{case}: {}: {why}", object.id())),
+                ServerCheck::Refused(why) => {
+                    refused.push(format!("{case}: {}: {why}", object.id()))
+                }
                 ServerCheck::NotServed => {
                     not_served.insert(format!("{}/{}", object.api_version(), object.kind()));
                 }
             }
         }
     }
-    assert!(refused.is_empty(), "refused by the apiserver:\n{}", refused.join("\n"));
+    assert!(
+        refused.is_empty(),
+        "refused by the apiserver:\n{}",
+        refused.join("\n")
+    );
     // Only prometheus-operator's kind is unknown to a bare cluster.
     assert_eq!(
         not_served,
         BTreeSet::from(["monitoring.coreos.com/v1/ServiceMonitor".to_owned()])
     );
     assert!(checked > 50, "only {checked} objects checked");
-    eprintln!("{checked} rendered objects accepted by a dry-run apply with strict field validation");
+    eprintln!(
+        "{checked} rendered objects accepted by a dry-run apply with strict field validation"
+    );
 
     // The check can fail: a mistyped field is refused.
-    let mut broken = defaults.get("Deployment", "phalanx-scheduler").unwrap().clone();
+    let mut broken = defaults
+        .get("Deployment", "phalanx-scheduler")
+        .unwrap()
+        .clone();
     broken["spec"]["replicas"] = serde_json::json!("two");
     let outcome = server_apply(&client, &broken, NAMESPACE, true).await?;
     assert!(matches!(outcome, ServerCheck::Refused(_)), "{outcome:?}");
-    let mut unknown = defaults.get("Deployment", "phalanx-scheduler").unwrap().clone();
+    let mut unknown = defaults
+        .get("Deployment", "phalanx-scheduler")
+        .unwrap()
+        .clone();
     unknown["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = serde_json::json!({});
     let outcome = server_apply(&client, &unknown, NAMESPACE, true).await?;
     assert!(
@@ -554,9 +691,11 @@ async fn install_for(test: &str, values: serde_json::Value) -> anyhow::Result<Op
 
 /// The scheduler's config as the chart's ConfigMap has it, with a local
 /// identity; only the HTTP address is changed (to a loopback port).
-async fn chart_scheduler_config(client: &kube::Client, identity: &str) -> anyhow::Result<serde_json::Value> {
-    let mut config =
-        config_map_yaml(client, NAMESPACE, "phalanx-scheduler", "config.yaml").await?;
+async fn chart_scheduler_config(
+    client: &kube::Client,
+    identity: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let mut config = config_map_yaml(client, NAMESPACE, "phalanx-scheduler", "config.yaml").await?;
     config["leaderElection"]["identity"] = identity.into();
     config["logging"]["format"] = "text".into();
     Ok(config)
@@ -569,8 +708,13 @@ async fn start_scheduler_as_service_account(
     config: serde_json::Value,
 ) -> anyhow::Result<LocalComponent> {
     let kubeconfig = installed.plane.dir().join(format!("{name}.kubeconfig"));
-    service_account_kubeconfig(&installed.plane, NAMESPACE, "phalanx-scheduler", &kubeconfig)
-        .await?;
+    service_account_kubeconfig(
+        &installed.plane,
+        NAMESPACE,
+        "phalanx-scheduler",
+        &kubeconfig,
+    )
+    .await?;
     let bin = installed.scheduler_bin.clone();
     Ok(installed
         .plane
@@ -579,7 +723,9 @@ async fn start_scheduler_as_service_account(
 }
 
 async fn pod(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Pod> {
-    Ok(Api::<Pod>::namespaced(client.clone(), namespace).get(name).await?)
+    Ok(Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await?)
 }
 
 fn example(name: &str) -> PathBuf {
@@ -604,12 +750,24 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
         .await
         .context("PodGroups served")?;
     let roles: Api<ClusterRole> = Api::all(client.clone());
-    for name in ["phalanx-scheduler", "phalanx-autoscaler", "phalanx-device-plugin"] {
-        roles.get(name).await.with_context(|| format!("ClusterRole {name}"))?;
+    for name in [
+        "phalanx-scheduler",
+        "phalanx-autoscaler",
+        "phalanx-device-plugin",
+    ] {
+        roles
+            .get(name)
+            .await
+            .with_context(|| format!("ClusterRole {name}"))?;
     }
     let listed = installed
         .helm
-        .upgrade(installed.plane.kubeconfig(), RELEASE, NAMESPACE, &serde_json::json!({}))
+        .upgrade(
+            installed.plane.kubeconfig(),
+            RELEASE,
+            NAMESPACE,
+            &serde_json::json!({}),
+        )
         .context("helm upgrade of the installed release")?;
     assert_eq!(listed["revision"], 2, "{listed}");
     // An upgrade must not drop the PodGroup CRD it installed (auto mode sees
@@ -619,14 +777,20 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
     // The scheduler, as a local process with the ServiceAccount's token only.
     let identity = "phalanx-scheduler-local-0";
     let config = chart_scheduler_config(&client, identity).await?;
-    let scheduler = start_scheduler_as_service_account(&mut installed, "phalanx-scheduler-sa-0", config).await?;
-    let holder = wait_until("the scheduler to hold the Lease", Duration::from_secs(60), || async {
-        let holder = phalanx_e2e::lease_holder(&client, NAMESPACE, "phalanx-scheduler").await?;
-        Ok(match holder {
-            Some(h) if h == identity => Ok(h),
-            other => Err(format!("holder {other:?}")),
-        })
-    })
+    let scheduler =
+        start_scheduler_as_service_account(&mut installed, "phalanx-scheduler-sa-0", config)
+            .await?;
+    let holder = wait_until(
+        "the scheduler to hold the Lease",
+        Duration::from_secs(60),
+        || async {
+            let holder = phalanx_e2e::lease_holder(&client, NAMESPACE, "phalanx-scheduler").await?;
+            Ok(match holder {
+                Some(h) if h == identity => Ok(h),
+                other => Err(format!("holder {other:?}")),
+            })
+        },
+    )
     .await?;
     assert_eq!(holder, identity);
 
@@ -643,10 +807,18 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
     create_namespace(&client, "examples").await?;
     apply_manifest_file(&client, &example("gpu-pod.yaml"), "examples").await?;
     for name in ["cuda-whole-gpu", "cuda-quarter-gpu"] {
-        let bound = wait_until(&format!("{name} bound"), Duration::from_secs(60), || async {
-            let p = pod(&client, "examples", name).await?;
-            Ok(if node_of(&p).is_some() { Ok(p) } else { Err("unbound".to_owned()) })
-        })
+        let bound = wait_until(
+            &format!("{name} bound"),
+            Duration::from_secs(60),
+            || async {
+                let p = pod(&client, "examples", name).await?;
+                Ok(if node_of(&p).is_some() {
+                    Ok(p)
+                } else {
+                    Err("unbound".to_owned())
+                })
+            },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
         let assignment = assignment_of(&bound)
@@ -654,15 +826,28 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
             .map_err(anyhow::Error::msg)?;
         assert_eq!(Some(assignment.node.as_str()), node_of(&bound), "{name}");
         let milli: u32 = assignment.gpus.iter().map(|g| g.milli).sum();
-        assert_eq!(milli, if name == "cuda-whole-gpu" { 1000 } else { 250 }, "{name}");
+        assert_eq!(
+            milli,
+            if name == "cuda-whole-gpu" { 1000 } else { 250 },
+            "{name}"
+        );
     }
     let events = wait_until("Scheduled events", Duration::from_secs(30), || async {
         let events = pod_events(&client, "examples").await?;
         let scheduled = events.iter().filter(|e| e.reason == "Scheduled").count();
-        Ok(if scheduled >= 2 { Ok(events) } else { Err(format!("{events:?}")) })
+        Ok(if scheduled >= 2 {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        })
     })
     .await?;
-    assert!(events.iter().all(|e| e.reporting_controller.contains("phalanx")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reporting_controller.contains("phalanx")),
+        "{events:?}"
+    );
 
     // deploy/examples/pytorch-gang.yaml: the Job controller makes 4 pods of
     // 8 GPUs; the gang binds whole and its PodGroup says so.
@@ -674,22 +859,38 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
             .await?
             .items;
         let bound = members.iter().filter(|p| node_of(p).is_some()).count();
-        Ok(if members.len() == 4 && bound == 4 { Ok(members) } else { Err(format!("{bound} of {} bound", members.len())) })
+        Ok(if members.len() == 4 && bound == 4 {
+            Ok(members)
+        } else {
+            Err(format!("{bound} of {} bound", members.len()))
+        })
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
     let nodes: BTreeSet<&str> = members.iter().filter_map(node_of).collect();
-    assert_eq!(nodes.len(), 4, "8 GPUs each on 8-GPU nodes: one node per member");
+    assert_eq!(
+        nodes.len(),
+        4,
+        "8 GPUs each on 8-GPU nodes: one node per member"
+    );
     for member in &members {
         let assignment = assignment_of(member).unwrap().unwrap();
         assert_eq!(assignment.gpus.len(), 8);
     }
     let groups: Api<PodGroup> = Api::namespaced(client.clone(), "examples");
-    wait_until("PodGroup status Scheduled", Duration::from_secs(30), || async {
-        let group = groups.get("resnet-ddp").await?;
-        let phase = group.status.and_then(|s| s.phase);
-        Ok(if phase.as_deref() == Some("Scheduled") { Ok(()) } else { Err(format!("{phase:?}")) })
-    })
+    wait_until(
+        "PodGroup status Scheduled",
+        Duration::from_secs(30),
+        || async {
+            let group = groups.get("resnet-ddp").await?;
+            let phase = group.status.and_then(|s| s.phase);
+            Ok(if phase.as_deref() == Some("Scheduled") {
+                Ok(())
+            } else {
+                Err(format!("{phase:?}"))
+            })
+        },
+    )
     .await?;
 
     // The dashboard's scheduler panels query metrics this scheduler exports.
@@ -698,7 +899,10 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
         .into_iter()
         .filter(|m| !exported.contains(m.as_str()))
         .collect::<Vec<_>>();
-    assert!(missing.is_empty(), "the dashboard queries metrics the scheduler lacks: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the scheduler lacks: {missing:?}"
+    );
     Ok(())
 }
 
@@ -727,7 +931,10 @@ async fn remove_verb(client: &kube::Client, resource: &str, verb: &str) -> anyho
     let mut found = false;
     let mut rules = Vec::new();
     for rule in role.rules.take().unwrap_or_default() {
-        let has = rule.resources.as_ref().is_some_and(|r| r.iter().any(|r| r == resource))
+        let has = rule
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|r| r == resource))
             && rule.verbs.iter().any(|v| v == verb);
         if !has {
             rules.push(rule);
@@ -757,7 +964,9 @@ async fn remove_verb(client: &kube::Client, resource: &str, verb: &str) -> anyho
     }
     assert!(found, "the chart grants no {verb} on {resource}");
     role.rules = Some(rules);
-    roles.replace("phalanx-scheduler", &PostParams::default(), &role).await?;
+    roles
+        .replace("phalanx-scheduler", &PostParams::default(), &role)
+        .await?;
     Ok(())
 }
 
@@ -775,13 +984,19 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
     create_gpu_nodes(&client, "gpu", 2, &GpuNodeSpec::default()).await?;
     create_namespace(&client, "verbs").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "verbs");
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let chart_rules = roles.get("phalanx-scheduler").await?.rules;
 
     // Each case: the verb taken away, and what the scheduler then cannot do,
     // as the API server's refusal shows up in an event or in its log.
     let cases: [(&str, &str, &str); 3] = [
         ("pods/binding", "create", "event"),
         ("events", "create", "log:could not write an event"),
-        ("podgroups/status", "patch", "log:could not update PodGroup status"),
+        (
+            "podgroups/status",
+            "patch",
+            "log:could not update PodGroup status",
+        ),
     ];
     let mut previous: Option<LocalComponent> = None;
     for (n, (resource, verb, symptom)) in cases.into_iter().enumerate() {
@@ -789,17 +1004,19 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
             installed.plane.kill_component(old.pid);
         }
         // Back to the chart's role, then without this one verb.
-        installed
-            .helm
-            .upgrade(installed.plane.kubeconfig(), RELEASE, NAMESPACE, &serde_json::json!({
-                "scheduler": {"replicas": 1, "config": {"leaderElection": {"enabled": false}}},
-            }))
-            .context("helm upgrade restores the role")?;
+        let mut role = roles.get("phalanx-scheduler").await?;
+        role.rules = chart_rules.clone();
+        roles
+            .replace("phalanx-scheduler", &PostParams::default(), &role)
+            .await?;
         remove_verb(&client, resource, verb).await?;
         let config = chart_scheduler_config(&client, &format!("verbs-{n}")).await?;
-        let scheduler =
-            start_scheduler_as_service_account(&mut installed, &format!("phalanx-scheduler-verbs-{n}"), config)
-                .await?;
+        let scheduler = start_scheduler_as_service_account(
+            &mut installed,
+            &format!("phalanx-scheduler-verbs-{n}"),
+            config,
+        )
+        .await?;
         let name = format!("needs-{}", resource.replace('/', "-"));
         let mut pod = phalanx_e2e::pod_for(&name, "phalanx", phalanx_e2e::gpu_worker_container(1));
         if resource == "podgroups/status" {
@@ -818,31 +1035,67 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
         pods.create(&PostParams::default(), &pod).await?;
         match symptom {
             "event" => {
-                let note = wait_until("a FailedScheduling event that says forbidden", Duration::from_secs(60), || async {
-                    let events = pod_events(&client, "verbs").await?;
-                    Ok(events
-                        .iter()
-                        .find(|e| e.pod == name && e.reason == "FailedScheduling" && e.note.contains("forbidden"))
-                        .map(|e| e.note.clone())
-                        .ok_or_else(|| format!("{events:?}")))
-                })
+                let note = wait_until(
+                    "a FailedScheduling event that says forbidden",
+                    Duration::from_secs(60),
+                    || async {
+                        let events = pod_events(&client, "verbs").await?;
+                        Ok(events
+                            .iter()
+                            .find(|e| {
+                                e.pod == name
+                                    && e.reason == "FailedScheduling"
+                                    && e.note.contains("forbidden")
+                            })
+                            .map(|e| e.note.clone())
+                            .ok_or_else(|| format!("{events:?}")))
+                    },
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
-                assert!(note.contains("pods/binding") || note.contains("binding"), "{note}");
-                assert_eq!(node_of(&pods.get(&name).await?), None, "bound without the verb");
+                assert!(
+                    note.contains("pods/binding") || note.contains("binding"),
+                    "{note}"
+                );
+                assert_eq!(
+                    node_of(&pods.get(&name).await?),
+                    None,
+                    "bound without the verb"
+                );
+                // The next cases are the control: with pods/binding back, their
+                // pods bind (the events case's symptom follows a Scheduled event).
             }
             log => {
                 let needle = log.trim_start_matches("log:");
-                wait_until(&format!("{needle:?} in the log"), Duration::from_secs(60), || async {
-                    let text = scheduler.log_text();
-                    Ok(if text.lines().any(|l| l.contains(needle) && l.contains("forbidden")) {
-                        Ok(())
-                    } else {
-                        Err("not yet".to_owned())
-                    })
-                })
+                wait_until(
+                    &format!("{needle:?} in the log"),
+                    Duration::from_secs(60),
+                    || async {
+                        let text = scheduler.log_text();
+                        Ok(
+                            if text
+                                .lines()
+                                .any(|l| l.contains(needle) && l.contains("forbidden"))
+                            {
+                                Ok(())
+                            } else {
+                                Err("not yet".to_owned())
+                            },
+                        )
+                    },
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+                // Only that call failed: with pods/binding granted again, the pod bound.
+                wait_until(
+                    &format!("{name} bound"),
+                    Duration::from_secs(60),
+                    || async {
+                        let p = pods.get(&name).await?;
+                        Ok(node_of(&p).map(|_| ()).ok_or_else(|| "unbound".to_owned()))
+                    },
+                )
+                .await?;
             }
         }
         previous = Some(scheduler);

@@ -17,9 +17,8 @@ const USAGE: &str = "usage: phalanx-crds write|check|print [--dir DIR]\n\
 
 fn default_dir() -> PathBuf {
     // api/ is one level below the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(CHART_CRD_DIR)
+    let api = Path::new(env!("CARGO_MANIFEST_DIR"));
+    api.parent().unwrap_or(api).join(CHART_CRD_DIR)
 }
 
 fn run(args: &[String]) -> Result<bool, String> {
@@ -31,10 +30,9 @@ fn run(args: &[String]) -> Result<bool, String> {
     };
     let files = all_crds()
         .into_iter()
-        .map(|g| {
-            crd_file_text(&g.crd)
-                .map(|text| (g.file_name, text))
-                .map_err(|e| format!("serialising {}: {e}", g.file_name))
+        .map(|g| match crd_file_text(&g.crd) {
+            Ok(text) => Ok((g.file_name, text)),
+            Err(e) => Err(format!("serialising {}: {e}", g.file_name)),
         })
         .collect::<Result<Vec<_>, _>>()?;
     match command.as_str() {
@@ -61,7 +59,10 @@ fn run(args: &[String]) -> Result<bool, String> {
                 let path = dir.join(name);
                 let current = std::fs::read_to_string(&path).unwrap_or_default();
                 if current != *text {
-                    eprintln!("{} is out of date; run `{REGENERATE_COMMAND}`", path.display());
+                    eprintln!(
+                        "{} is out of date; run `{REGENERATE_COMMAND}`",
+                        path.display()
+                    );
                     clean = false;
                 }
             }
