@@ -118,8 +118,12 @@ pub fn parse_manifests(
     use serde::Deserialize;
     let mut out = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let value = serde_json::Value::deserialize(document)
+        // Through YAML's own Value, which refuses duplicated keys (a JSON map
+        // would keep the last one silently).
+        let yaml = serde_yaml_ng::Value::deserialize(document)
             .map_err(|e| format!("{template}: not valid YAML: {e}"))?;
+        let value = serde_json::to_value(&yaml)
+            .map_err(|e| format!("{template}: not representable as JSON: {e}"))?;
         if value.is_null() {
             continue;
         }
