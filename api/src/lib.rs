@@ -17,3 +17,5 @@ pub use podgroup::{
     ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY, LABEL_POD_GROUP,
 };
 pub use resources::*;
+pub mod autoscaler;
+pub use autoscaler::{InferenceAutoscaler, InferenceAutoscalerSpec, InferenceAutoscalerStatus};
