@@ -47,6 +47,9 @@ pub enum DecisionReason {
     MetricsStale,
     /// No metric gave a usable reading.
     NoValidMetric,
+    /// Replicas of the last scale-up are still starting and the need has not grown
+    /// to `panic_threshold` times the replicas on the way: they will carry it.
+    ReplicasStarting,
 }
 
 impl DecisionReason {
@@ -64,6 +67,7 @@ impl DecisionReason {
             DecisionReason::AtMax => "AtMax",
             DecisionReason::MetricsStale => "MetricsStale",
             DecisionReason::NoValidMetric => "NoValidMetric",
+            DecisionReason::ReplicasStarting => "ReplicasStarting",
         }
     }
 }
@@ -112,6 +116,7 @@ pub struct ReplicaDecider {
     scale_events: VecDeque<ScaleEvent>,
     panic: Option<Panic>,
     started: bool,
+    last_scale_up: Option<Duration>,
 }
 
 /// Panic mode: since when, the last time the trigger held, and the highest
@@ -137,6 +142,7 @@ impl ReplicaDecider {
             scale_events: VecDeque::new(),
             panic: None,
             started: false,
+            last_scale_up: None,
         })
     }
 
@@ -203,9 +209,8 @@ impl ReplicaDecider {
         }
         self.prune(now, &seen);
 
-        // 2. Each fresh metric's need over both windows; the largest decides.
-        let mut deciding: Option<(u32, &str)> = None;
-        let mut panic_need = 0.0f64;
+        // 2. Each fresh metric's need, averaged over the stable and the short window.
+        let mut needs: Vec<(&str, f64, f64)> = Vec::new();
         for name in &fresh {
             let Some(history) = self.samples.get(*name) else {
                 continue;
@@ -213,40 +218,28 @@ impl ReplicaDecider {
             // A fresh sample older than the windows (a long max_sample_age) still
             // counts: it is the newest there is.
             let latest = history.back().map(|(_, need)| *need);
-            let stable = mean_within(history, now, b.stable_window).or(latest);
-            let short = mean_within(history, now, b.panic_window).or(latest);
-            // Scale up as soon as the short window asks; scale down only when the
-            // stable window agrees.
-            let wanted = [stable, short]
-                .into_iter()
-                .flatten()
-                .map(|need| replicas_for(need, current, b.tolerance))
-                .max();
-            if let Some(short) = short {
-                panic_need = panic_need.max(short);
-            }
-            if let Some(wanted) = wanted {
-                if deciding.is_none_or(|(best, _)| wanted > best) {
-                    deciding = Some((wanted, *name));
-                }
-            }
+            let (Some(stable), Some(short)) = (
+                mean_within(history, now, b.stable_window).or(latest),
+                mean_within(history, now, b.panic_window).or(latest),
+            ) else {
+                continue;
+            };
+            needs.push((name, stable, short));
         }
-
-        let Some((mut recommendation, deciding_name)) = deciding else {
+        if needs.is_empty() {
             return self.hold(
                 observation,
                 stale_metrics,
                 invalid_metrics,
                 DecisionReason::NoValidMetric,
             );
-        };
-        let deciding_metric = Some(deciding_name.to_string());
+        }
 
         // 3. Panic mode (Knative's KPA): entered when the short window needs
         // panic_threshold times the ready replicas; left a stable window after the
-        // last trigger; while in it, never down.
-        let triggered = panic_need >= b.panic_threshold * f64::from(ready.max(1));
-        if triggered {
+        // last trigger. In it the short window counts too, and nothing scales down.
+        let panic_need = needs.iter().map(|n| n.2).fold(0.0, f64::max);
+        if panic_need >= b.panic_threshold * f64::from(ready.max(1)) {
             let highest = self.panic.map_or(0, |p| p.highest);
             self.panic = Some(Panic {
                 last_trigger: now,
@@ -258,18 +251,66 @@ impl ReplicaDecider {
         {
             self.panic = None;
         }
+        let panicking = self.panic.is_some();
+
+        // The HPA formula per metric; the largest decides.
+        let mut deciding: Option<(u32, &str)> = None;
+        for &(name, stable, short) in &needs {
+            let mut wanted = replicas_for(stable, current, b.tolerance);
+            if panicking {
+                wanted = wanted.max(replicas_for(short, current, b.tolerance));
+            }
+            if deciding.is_none_or(|(best, _)| wanted > best) {
+                deciding = Some((wanted, name));
+            }
+        }
+        let Some((mut recommendation, deciding_name)) = deciding else {
+            return self.hold(
+                observation,
+                stale_metrics,
+                invalid_metrics,
+                DecisionReason::NoValidMetric,
+            );
+        };
+        let deciding_metric = Some(deciding_name.to_string());
+        // Beyond the bounds no recommendation means more: a burst that wants 40 of
+        // at most 16 must not keep 16 held longer than one that wants 16.
+        let unclamped = recommendation;
+        recommendation = recommendation.clamp(b.min_replicas, b.max_replicas);
         let wanted = recommendation;
         if let Some(panic) = &mut self.panic {
             panic.highest = panic.highest.max(recommendation);
             recommendation = panic.highest.max(current);
         }
-        let panicking = self.panic.is_some();
+
+        // Capacity on the way: while the replicas of the last scale-up are still
+        // starting, the load they were started for, and the backlog it builds until
+        // they serve, is not new load; only a need of panic_threshold times the
+        // replicas on the way scales up again before they are ready.
+        let largest_need = needs.iter().map(|n| n.1.max(n.2)).fold(0.0, f64::max);
+        let starting = current > ready
+            && self
+                .last_scale_up
+                .is_some_and(|at| within(at, now, b.startup));
+        let on_the_way = starting
+            && recommendation > current
+            && largest_need < b.panic_threshold * f64::from(current);
+        if on_the_way {
+            recommendation = current;
+        }
 
         // 4. Stabilisation (HPA): up to the lowest recommendation of the scale-up
         // window, down to the highest of the scale-down window.
-        self.recommendations.push_back((now, recommendation));
-        let mut up = recommendation;
-        let mut down = recommendation;
+        // Panic's own hold (never down) ends with the panic: the window remembers
+        // what the metrics wanted, unless panic is scaling up now.
+        let remembered = if recommendation > current {
+            recommendation
+        } else {
+            wanted.min(recommendation)
+        };
+        self.recommendations.push_back((now, remembered));
+        let mut up = remembered;
+        let mut down = remembered;
         for &(at, r) in &self.recommendations {
             if within(at, now, b.scale_up_stabilization) {
                 up = up.min(r);
@@ -310,14 +351,18 @@ impl ReplicaDecider {
         let unbounded = desired;
         desired = desired.clamp(b.min_replicas, b.max_replicas);
 
-        let reason = if desired != unbounded {
-            if desired == b.max_replicas {
-                DecisionReason::AtMax
-            } else {
-                DecisionReason::AtMin
-            }
+        let at_max =
+            desired == b.max_replicas && (unclamped > b.max_replicas || unbounded > b.max_replicas);
+        let at_min =
+            desired == b.min_replicas && (unclamped < b.min_replicas || unbounded < b.min_replicas);
+        let reason = if at_max {
+            DecisionReason::AtMax
+        } else if at_min {
+            DecisionReason::AtMin
         } else if let Some(held_by) = held_by {
             held_by
+        } else if on_the_way && desired == current {
+            DecisionReason::ReplicasStarting
         } else if rate_limited {
             DecisionReason::RateLimited
         } else if desired > current {
@@ -328,8 +373,6 @@ impl ReplicaDecider {
             }
         } else if desired < current {
             DecisionReason::ScaleDown
-        } else if desired == b.max_replicas && recommendation > b.max_replicas {
-            DecisionReason::AtMax
         } else if recommendation != current {
             DecisionReason::Stabilized
         } else {
@@ -352,6 +395,9 @@ impl ReplicaDecider {
     pub fn record_scale(&mut self, at: Duration, from: u32, to: u32) {
         if from != to {
             self.scale_events.push_back(ScaleEvent { at, from, to });
+        }
+        if to > from {
+            self.last_scale_up = Some(at);
         }
     }
 

@@ -8,11 +8,13 @@
 //! still starting count as capacity on the way, so a burst is answered once.
 //! Around the core:
 //! - a stable window (normal decisions) and a short panic window (bursts), both
-//!   averaged over the decider's own samples, as Knative's KPA does; scale-up
-//!   follows whichever window needs more, scale-down only the stable one;
+//!   averaged over the decider's own samples, as Knative's KPA does;
 //! - panic mode, entered when the short window needs `panic_threshold` times the
-//!   ready replicas, left a stable window after its last trigger, and never
-//!   scaling down while it lasts;
+//!   ready replicas and left a stable window after its last trigger: while it
+//!   lasts the short window scales up too, and nothing scales down;
+//! - while the replicas of the last scale-up are starting (within `startup`),
+//!   the backlog they will drain is not new load: only a need of
+//!   `panic_threshold` times the replicas on the way scales up again;
 //! - the HPA's stabilisation windows (scale down only to the highest
 //!   recommendation of the window, up only to the lowest) and rate limits (the
 //!   most permissive policy applies);

@@ -10,9 +10,14 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// A behaviour with no rate limits, so each test sees only the rule it is about.
+/// A behaviour with no rate limits and fixed windows (a stable window of 60 s, a
+/// panic window of 10 s, 180 s of scale-down stabilisation), so each test sees
+/// only the rule it is about, whatever the tuned defaults are.
 fn unlimited(min: u32, max: u32) -> Behavior {
     Behavior {
+        stable_window: secs(60),
+        panic_window: secs(10),
+        scale_down_stabilization: secs(180),
         scale_up_limits: vec![],
         scale_down_limits: vec![],
         ..Behavior::with_bounds(min, max)
@@ -162,8 +167,9 @@ fn scale_up_stabilisation_takes_the_lowest_recommendation_of_its_window() {
     let decision = d.decide(&observe(10, 2, 2, vec![queue(35.0, 10)]));
     assert_eq!(decision.desired_replicas, 2);
     assert_eq!(decision.reason, DecisionReason::Stabilized);
+    // Both recommendations of the window (stable means 2.75 and 3) now want 3.
     let decision = d.decide(&observe(30, 2, 2, vec![queue(35.0, 30)]));
-    assert_eq!(decision.desired_replicas, 4, "{decision:?}");
+    assert_eq!(decision.desired_replicas, 3, "{decision:?}");
 }
 
 #[test]
@@ -196,7 +202,18 @@ fn rate_limits_take_the_most_permissive_policy_and_count_applied_changes() {
 
 #[test]
 fn scale_down_limits_keep_the_gentlest_step_that_is_still_the_most_permissive() {
-    let mut b = Behavior::with_bounds(1, 20); // 25 % or 1 pod per minute
+    let mut b = Behavior::with_bounds(1, 20);
+    // 25 % or 1 pod per minute, whichever lets more go.
+    b.scale_down_limits = vec![
+        RateLimit {
+            amount: RateAmount::Percent(25),
+            period: secs(60),
+        },
+        RateLimit {
+            amount: RateAmount::Pods(1),
+            period: secs(60),
+        },
+    ];
     b.scale_down_stabilization = Duration::ZERO;
     let mut d = ReplicaDecider::new(b).unwrap();
     // Settle the stable window at a low need.
@@ -454,4 +471,47 @@ fn behaviours_that_cannot_work_are_refused_by_name() {
 fn reasons_read_as_event_reasons() {
     assert_eq!(DecisionReason::PanicScaleUp.to_string(), "PanicScaleUp");
     assert_eq!(DecisionReason::MetricsStale.as_str(), "MetricsStale");
+}
+
+#[test]
+fn outside_panic_a_single_spike_does_not_scale_up_but_the_stable_window_does() {
+    let mut d = ReplicaDecider::new(unlimited(1, 20)).unwrap();
+    for t in (0..60).step_by(5) {
+        d.decide(&observe(t, 2, 2, vec![queue(20.0, t)]));
+    }
+    // One reading of 35 (3.5 replicas, under twice the ready two): the stable
+    // minute averages 2.1, within the tolerance.
+    let decision = d.decide(&observe(60, 2, 2, vec![queue(35.0, 60)]));
+    assert!(!decision.panicking);
+    assert_eq!(decision.desired_replicas, 2);
+    assert_eq!(decision.reason, DecisionReason::WithinTolerance);
+    // Sustained, it moves the stable mean past the tolerance.
+    let mut decision = decision;
+    for t in (65..=90).step_by(5) {
+        decision = d.decide(&observe(t, 2, 2, vec![queue(35.0, t)]));
+    }
+    assert_eq!(decision.desired_replicas, 3, "{decision:?}");
+    assert_eq!(decision.reason, DecisionReason::ScaleUp);
+}
+
+#[test]
+fn while_replicas_start_only_a_need_of_panic_size_scales_up_again() {
+    let mut d = ReplicaDecider::new(unlimited(1, 40)).unwrap();
+    let decision = d.decide(&observe(0, 2, 2, vec![queue(60.0, 0)]));
+    assert_eq!(decision.desired_replicas, 6);
+    let current = apply(&mut d, 0, 2, &decision);
+    // The backlog grows while four replicas start: 9 replicas' worth is still
+    // under twice the six on the way.
+    let decision = d.decide(&observe(5, current, 2, vec![queue(90.0, 5)]));
+    assert_eq!(decision.desired_replicas, 6, "{decision:?}");
+    assert_eq!(decision.reason, DecisionReason::ReplicasStarting);
+    // Twice the replicas on the way is a burst of its own.
+    let decision = d.decide(&observe(10, current, 2, vec![queue(300.0, 10)]));
+    assert!(decision.desired_replicas > 6, "{decision:?}");
+    // Once the startup time has passed, the replicas count as they are.
+    let mut d = ReplicaDecider::new(unlimited(1, 40)).unwrap();
+    let decision = d.decide(&observe(0, 2, 2, vec![queue(60.0, 0)]));
+    let current = apply(&mut d, 0, 2, &decision);
+    let decision = d.decide(&observe(61, current, 6, vec![queue(90.0, 61)]));
+    assert!(decision.desired_replicas > 6, "{decision:?}");
 }

@@ -15,7 +15,7 @@ pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:>8} {:>9} {:>7} {:>8} {:>14} {:>10} {:>10} {:>9} {:>9} {:>5} {:>7}",
+        "{:<8} {:>8} {:>9} {:>7} {:>8} {:>14} {:>10} {:>10} {:>10} {:>9} {:>9} {:>5} {:>7}",
         "scaler",
         "SLO %",
         "GPU-h",
@@ -24,6 +24,7 @@ pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
         "reversals(own)",
         "rev(300s)",
         "1st up s",
+        "(instant)",
         "mean w s",
         "p99 w s",
         "peak",
@@ -40,9 +41,12 @@ pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
         let first = r
             .first_scale_up_delay_seconds
             .map_or("-".to_string(), |d| format!("{d:.1}"));
+        let first_instant = r
+            .first_scale_up_delay_instant_seconds
+            .map_or("-".to_string(), |d| format!("{d:.1}"));
         let _ = writeln!(
             out,
-            "{:<8} {:>8.2} {:>9.2} {:>7} {:>8} {:>14} {:>10} {:>10} {:>9.2} {:>9.2} {:>5} {:>7}",
+            "{:<8} {:>8.2} {:>9.2} {:>7} {:>8} {:>14} {:>10} {:>10} {:>10} {:>9.2} {:>9.2} {:>5} {:>7}",
             r.autoscaler,
             100.0 * r.slo_attainment,
             r.gpu_hours,
@@ -54,6 +58,7 @@ pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
             ),
             r.reversals_within_common_window,
             first,
+            first_instant,
             r.mean_queue_seconds,
             r.p99_queue_seconds,
             r.peak_replicas,
@@ -93,11 +98,19 @@ pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
             .is_some_and(|d| d <= control_period_seconds);
         let _ = writeln!(
             out,
-            "  first scale-up within one period:     {} ({} s after the load crossed its target at {} s; period {control_period_seconds} s)",
+            "  first scale-up within one period:     {} ({} s after the 1-minute load crossed its target at {} s; period {control_period_seconds} s)",
             verdict(first_ok),
             p.first_scale_up_delay_seconds
                 .map_or("-".into(), |d| format!("{d:.1}")),
             p.load_first_crossed_seconds
+                .map_or("-".into(), |d| format!("{d:.1}")),
+        );
+        let _ = writeln!(
+            out,
+            "    (from the first instant in flight exceeded the target, at {} s: {} s)",
+            p.load_first_crossed_instant_seconds
+                .map_or("-".into(), |d| format!("{d:.1}")),
+            p.first_scale_up_delay_instant_seconds
                 .map_or("-".into(), |d| format!("{d:.1}")),
         );
     }
@@ -120,6 +133,8 @@ struct DetailRow<'a> {
     reversal_window_seconds: f64,
     reversals_within_common_window: u32,
     load_first_crossed_seconds: Option<f64>,
+    first_scale_up_delay_instant_seconds: Option<f64>,
+    load_first_crossed_instant_seconds: Option<f64>,
     capacity_limited_decisions: u32,
     mean_queue_seconds: f64,
     /// `null` when some request never started.
@@ -194,6 +209,8 @@ pub fn json(
                 reversal_window_seconds: r.reversal_window_seconds,
                 reversals_within_common_window: r.reversals_within_common_window,
                 load_first_crossed_seconds: r.load_first_crossed_seconds,
+                first_scale_up_delay_instant_seconds: r.first_scale_up_delay_instant_seconds,
+                load_first_crossed_instant_seconds: r.load_first_crossed_instant_seconds,
                 capacity_limited_decisions: r.capacity_limited_decisions,
                 mean_queue_seconds: r.mean_queue_seconds,
                 p99_queue_seconds: r

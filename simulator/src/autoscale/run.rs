@@ -1,5 +1,6 @@
 //! One replay of a trace under one autoscaler, and what it measured.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::cluster::{micros, Cluster, ServingModel, US};
@@ -41,10 +42,18 @@ pub struct RunResult {
     pub reversal_window_seconds: f64,
     /// The same, within the scenario's common window.
     pub reversals_within_common_window: u32,
-    /// From the load first exceeding the target (in flight > target x replicas) to
-    /// the first scale-up decision after it.
+    /// From the load first exceeding its target to the autoscaler's first
+    /// scale-up decision (0 when it decided before). The load is the mean of
+    /// requests in flight over the trailing minute (sampled every second), and it
+    /// exceeds its target when above target x (1 + the HPA's tolerance 0.1) per
+    /// replica: within the tolerance no autoscaler is meant to act, and a single
+    /// instant of a queue is noise, not load.
     pub first_scale_up_delay_seconds: Option<f64>,
     pub load_first_crossed_seconds: Option<f64>,
+    /// The same from the first instant the requests in flight exceed target x
+    /// replicas (the strictest reading, dominated by noise).
+    pub first_scale_up_delay_instant_seconds: Option<f64>,
+    pub load_first_crossed_instant_seconds: Option<f64>,
     /// Decisions the GPU capacity cut short.
     pub capacity_limited_decisions: u32,
     pub mean_queue_seconds: f64,
@@ -78,6 +87,9 @@ pub fn simulate(
         f64::from(c.in_flight()) > target * f64::from(spec) || (spec == 0 && c.in_flight() > 0)
     };
 
+    // The trailing minute of in flight, one sample a second.
+    let mut minute: VecDeque<f64> = VecDeque::with_capacity(61);
+    let mut crossed_smooth: Option<u64> = None;
     let mut next = 0usize;
     let mut crossed: Option<u64> = None;
     let mut first_up: Option<u64> = None;
@@ -99,6 +111,18 @@ pub fn simulate(
         if crossed.is_none() && over_target(&cluster) {
             crossed = Some(now);
         }
+        if minute.len() == 60 {
+            minute.pop_front();
+        }
+        minute.push_back(f64::from(cluster.in_flight()));
+        let load = minute.iter().sum::<f64>() / minute.len() as f64;
+        let spec_now = f64::from(cluster.spec_replicas());
+        if crossed_smooth.is_none()
+            && (load > target * (1.0 + SMOOTH_TOLERANCE) * spec_now
+                || (spec_now == 0.0 && load > 0.0))
+        {
+            crossed_smooth = Some(now);
+        }
         if now % scrape == 0 {
             prometheus.scrape(now, f64::from(cluster.in_flight()));
         }
@@ -109,7 +133,7 @@ pub fn simulate(
             ready_replicas: cluster.ready_replicas(),
         };
         if let Some(desired) = autoscaler.tick(&view, &prometheus) {
-            if desired > spec && first_up.is_none() && crossed.is_some() {
+            if desired > spec && first_up.is_none() {
                 first_up = Some(now);
             }
             let applied = cluster.scale_to(desired);
@@ -161,16 +185,26 @@ pub fn simulate(
         reversals_within_window: reversals(&changes, own_window),
         reversal_window_seconds: own_window.as_secs_f64(),
         reversals_within_common_window: reversals(&changes, scenario.common_reversal_window),
-        first_scale_up_delay_seconds: match (crossed, first_up) {
-            (Some(c), Some(u)) => Some((u - c) as f64 / US as f64),
-            _ => None,
-        },
-        load_first_crossed_seconds: crossed.map(|c| c as f64 / US as f64),
+        first_scale_up_delay_seconds: delay(crossed_smooth, first_up),
+        load_first_crossed_seconds: crossed_smooth.map(|c| c as f64 / US as f64),
+        first_scale_up_delay_instant_seconds: delay(crossed, first_up),
+        load_first_crossed_instant_seconds: crossed.map(|c| c as f64 / US as f64),
         capacity_limited_decisions: capacity_limited,
         mean_queue_seconds,
         p99_queue_seconds,
         peak_replicas: peak,
         timeline,
+    }
+}
+
+/// The tolerance within which the load counts as at its target (the HPA's default).
+const SMOOTH_TOLERANCE: f64 = 0.1;
+
+/// Seconds from the crossing to the first scale-up decision; 0 if it came first.
+fn delay(crossed: Option<u64>, first_up: Option<u64>) -> Option<f64> {
+    match (crossed, first_up) {
+        (Some(c), Some(u)) => Some(u.saturating_sub(c) as f64 / US as f64),
+        _ => None,
     }
 }
 
