@@ -33,6 +33,29 @@ helm_venv=${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-helm/venv
 [[ -x $helm_venv/bin/python ]] || python3 -m venv "$helm_venv"
 "$helm_venv/bin/pip" install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
 export PHALANX_HELM_PYTHON="$helm_venv/bin/python"
+
+echo "== Prometheus for the autoscaler tests (Debian package; its service is never started)"
+# The tests run the binary themselves with a temporary config and TSDB.
+if [ ! -x /usr/bin/prometheus ] && [ -z "${PHALANX_PROMETHEUS_BIN:-}" ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "no /usr/bin/prometheus and no apt-get: install Prometheus and set PHALANX_PROMETHEUS_BIN" >&2
+        exit 1
+    fi
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    # policy-rc.d answering 101 keeps the package from starting its service.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        added_policy=1
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus
+    if [ -n "$added_policy" ]; then $sudo rm -f "$policy"; fi
+fi
+
 export PHALANX_E2E=1   # from here on a missing binary fails the e2e tests instead of skipping them
 
 echo "== tests"

@@ -8,7 +8,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{GpuNode, PodGroup};
+use crate::{GpuNode, InferenceAutoscaler, PodGroup};
 
 /// The chart directory that holds the generated CRD files, relative to the
 /// workspace root.
@@ -27,7 +27,7 @@ pub struct GeneratedCrd {
 
 /// Every CRD type the project defines or reads, in a stable order.
 pub fn all_crds() -> Vec<GeneratedCrd> {
-    [GpuNode::crd(), PodGroup::crd()]
+    [GpuNode::crd(), InferenceAutoscaler::crd(), PodGroup::crd()]
         .into_iter()
         .map(|crd| GeneratedCrd {
             file_name: format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed")),

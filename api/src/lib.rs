@@ -18,3 +18,5 @@ pub use podgroup::{
 };
 pub use resources::*;
 pub mod crds;
+pub mod autoscaler;
+pub use autoscaler::{InferenceAutoscaler, InferenceAutoscalerSpec, InferenceAutoscalerStatus};

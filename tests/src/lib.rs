@@ -20,6 +20,7 @@
 //! Without the binaries and without `PHALANX_E2E`, the end-to-end tests
 //! print `SKIPPED` and pass, so `cargo test` works on a machine without Go.
 
+pub mod autoscaler;
 pub mod binaries;
 pub mod cluster;
 pub mod device_plugin;

@@ -10,11 +10,14 @@
 //!   and `phalanx`).
 //! * [`schedule_one`] runs one scheduling cycle: filter, score, break ties by the
 //!   snapshot's fixed node ranks, and return a [`Placement`] naming node and GPUs.
+//! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
+//!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
 //! Every node keeps a generation counter that changes whenever its state does;
 //! policies cache per-(node, pod shape) scores against it, so a placement costs
 //! recomputation on one node only.
 
+mod capacity;
 mod constraints;
 mod cycle;
 mod error;
@@ -30,6 +33,7 @@ mod snapshot;
 mod test_support;
 mod workload;
 
+pub use capacity::{replicas_that_fit, ReplicaFit};
 pub use constraints::{
     NodePlacementRules, NodeSelectorRequirement, SelectorOperator, Taint, TaintEffect, Toleration,
     TolerationOperator,

@@ -1,0 +1,317 @@
+//! `InferenceAutoscaler`: scales an inference workload (anything with a `/scale`
+//! subresource) on Prometheus metrics, never beyond what the cluster can place.
+//!
+//! The spec says what to scale, between which bounds, on which metrics and how
+//! eagerly; `phalanx-autoscaler` reads it every control period and writes the
+//! status: the replicas it saw and wants, the metric that decided, and the
+//! conditions `ScalingActive`, `CapacityLimited` and `MetricsStale`.
+//!
+//! ```yaml
+//! apiVersion: phalanx.dev/v1alpha1
+//! kind: InferenceAutoscaler
+//! metadata: { name: llama, namespace: serving }
+//! spec:
+//!   scaleTargetRef: { apiVersion: apps/v1, kind: Deployment, name: llama }
+//!   minReplicas: 1
+//!   maxReplicas: 16
+//!   metrics:
+//!     - name: queue
+//!       preset: vllmQueueDepth
+//!       matchLabels: { namespace: serving, model_name: llama }
+//!       target: { perReplica: 8 }
+//!     - name: kv-cache
+//!       preset: vllmKvCacheUsage
+//!       target: { total: 0.8 }
+//! ```
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition type: the autoscaler can read its metrics and scale the target.
+pub const CONDITION_SCALING_ACTIVE: &str = "ScalingActive";
+/// Condition type: more replicas were wanted than the cluster can place.
+pub const CONDITION_CAPACITY_LIMITED: &str = "CapacityLimited";
+/// Condition type: some metric's samples are absent or older than allowed.
+pub const CONDITION_METRICS_STALE: &str = "MetricsStale";
+
+/// What to scale and how.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "phalanx.dev",
+    version = "v1alpha1",
+    kind = "InferenceAutoscaler",
+    plural = "inferenceautoscalers",
+    shortname = "ias",
+    namespaced,
+    status = "InferenceAutoscalerStatus",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.scaleTargetRef.name"}"#,
+    printcolumn = r#"{"name":"Min","type":"integer","jsonPath":".spec.minReplicas"}"#,
+    printcolumn = r#"{"name":"Max","type":"integer","jsonPath":".spec.maxReplicas"}"#,
+    printcolumn = r#"{"name":"Current","type":"integer","jsonPath":".status.currentReplicas"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceAutoscalerSpec {
+    /// The workload whose `/scale` subresource is patched (a Deployment,
+    /// StatefulSet, or any custom resource that has one), in this namespace.
+    pub scale_target_ref: ScaleTargetRef,
+    /// Fewest replicas; 0 lets the workload scale to zero when idle.
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+    /// Most replicas, whatever the metrics say.
+    pub max_replicas: u32,
+    /// Scaling signals; the one asking for the most replicas wins.
+    pub metrics: Vec<AutoscalerMetric>,
+    /// How eagerly to follow the metrics; every field has a default.
+    #[serde(default)]
+    pub behavior: AutoscalerBehavior,
+}
+
+fn default_min_replicas() -> u32 {
+    1
+}
+
+/// The object to scale, as `kubectl` names it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    /// `apps/v1` for a Deployment.
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// One scaling signal: a PromQL query (or a ready-made one) and its target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerMetric {
+    /// Names the metric in the status, events and the autoscaler's own metrics.
+    pub name: String,
+    /// A PromQL query returning one series (a single number). Exactly one of
+    /// `query` and `preset` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// A ready-made query for a common inference server or exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<MetricPreset>,
+    /// Label matchers (`label = value`) added to a preset's selectors, e.g. the
+    /// namespace and model of this workload; not used with `query`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    pub target: MetricTargetSpec,
+}
+
+/// Ready-made queries. Each aggregates over all matching series, so one number
+/// comes back; an absent series is "no data", never zero.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MetricPreset {
+    /// vLLM requests waiting: `sum(vllm:num_requests_waiting)`; use a
+    /// `perReplica` target.
+    VllmQueueDepth,
+    /// vLLM KV-cache use (0..1), averaged: `vllm:kv_cache_usage_perc`, or the
+    /// older `vllm:gpu_cache_usage_perc` when only that exists; use a `total`
+    /// target such as 0.8.
+    VllmKvCacheUsage,
+    /// Triton requests waiting: `sum(nv_inference_pending_request_count)`.
+    TritonQueueDepth,
+    /// Text Generation Inference queue: `sum(tgi_queue_size)`.
+    TgiQueueSize,
+    /// DCGM GPU framebuffer used over total (used + free), 0..1; use a `total`
+    /// target.
+    DcgmGpuMemory,
+}
+
+impl MetricPreset {
+    pub const ALL: [MetricPreset; 5] = [
+        MetricPreset::VllmQueueDepth,
+        MetricPreset::VllmKvCacheUsage,
+        MetricPreset::TritonQueueDepth,
+        MetricPreset::TgiQueueSize,
+        MetricPreset::DcgmGpuMemory,
+    ];
+
+    /// The name used in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricPreset::VllmQueueDepth => "vllmQueueDepth",
+            MetricPreset::VllmKvCacheUsage => "vllmKvCacheUsage",
+            MetricPreset::TritonQueueDepth => "tritonQueueDepth",
+            MetricPreset::TgiQueueSize => "tgiQueueSize",
+            MetricPreset::DcgmGpuMemory => "dcgmGpuMemory",
+        }
+    }
+}
+
+/// The value the metric should sit at. Exactly one field is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTargetSpec {
+    /// The query returns a total over all replicas (e.g. requests waiting);
+    /// each replica should carry this much: replicas = ceil(value / perReplica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_replica: Option<f64>,
+    /// The query returns a level that should sit at this value (e.g. mean
+    /// KV-cache use 0.8): replicas = ceil(current × value / total).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+}
+
+/// How eagerly to follow the metrics (defaults in brackets).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerBehavior {
+    /// No change while the ratio of metric to target is within 1 ± this [0.1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Averaging window of normal decisions, seconds [60].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_window_seconds: Option<u32>,
+    /// Short window used for bursts, seconds [6].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_window_seconds: Option<u32>,
+    /// Panic (scale up on the short window, never down) when it asks for this
+    /// many times the ready replicas [2.0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScalingRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScalingRules>,
+    /// How long a new replica takes to become ready, seconds [30]; replicas
+    /// starting within it count as capacity on the way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_seconds: Option<u32>,
+    /// Samples older than this are stale and never lead to a scale-down,
+    /// seconds [60].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sample_age_seconds: Option<u32>,
+}
+
+/// Stabilisation and rate limits for one direction (HPA's shape).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRules {
+    /// The most permissive (up) or cautious (down) recommendation within this
+    /// window is used, seconds [up 0, down 300].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window_seconds: Option<u32>,
+    /// Rate limits; the one allowing the largest change applies [up: 100 % or
+    /// 4 pods per 15 s; down: 100 % per 15 s].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<ScalingPolicy>>,
+}
+
+/// At most `value` pods (or percent of the current replicas) per `periodSeconds`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicy {
+    #[serde(rename = "type")]
+    pub type_: ScalingPolicyType,
+    pub value: u32,
+    pub period_seconds: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScalingPolicyType {
+    Pods,
+    Percent,
+}
+
+/// What the autoscaler last saw and did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceAutoscalerStatus {
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The target's replicas when last looked at.
+    #[serde(default)]
+    pub current_replicas: u32,
+    /// What the metrics ask for (before the capacity cap).
+    #[serde(default)]
+    pub desired_replicas: u32,
+    /// The metric that asked for the most replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deciding_metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// `ScalingActive`, `CapacityLimited`, `MetricsStale`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Each metric's last reading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStatus>,
+}
+
+/// One metric's last reading.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    pub name: String,
+    /// The PromQL that was evaluated (for `vllmKvCacheUsage`, with the metric
+    /// name found in use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The value read; absent when there was no usable sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// When Prometheus took the sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<Time>,
+    /// Why the reading was not used (absent, stale, several series, NaN, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn crd_is_namespaced_with_status_subresource() {
+        let crd = InferenceAutoscaler::crd();
+        assert_eq!(crd.spec.group, "phalanx.dev");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "InferenceAutoscaler");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some());
+    }
+
+    #[test]
+    fn minimal_spec_takes_defaults() {
+        let spec: InferenceAutoscalerSpec = serde_json::from_value(serde_json::json!({
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "llm" },
+            "maxReplicas": 4,
+            "metrics": [
+                { "name": "queue", "preset": "vllmQueueDepth", "target": { "perReplica": 8 } },
+                { "name": "raw", "query": "sum(up)", "target": { "total": 0.5 } }
+            ]
+        }))
+        .expect("valid spec");
+        assert_eq!(spec.min_replicas, 1);
+        assert_eq!(spec.behavior, AutoscalerBehavior::default());
+        assert_eq!(spec.metrics[0].preset, Some(MetricPreset::VllmQueueDepth));
+        assert_eq!(spec.metrics[1].target.total, Some(0.5));
+    }
+
+    #[test]
+    fn preset_names_match_their_yaml_spelling() {
+        for preset in MetricPreset::ALL {
+            let json = serde_json::to_value(preset).expect("serialises");
+            assert_eq!(json, serde_json::Value::String(preset.as_str().to_owned()));
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `/healthz`, `/readyz` and `/metrics` on `http.bindAddress`.
+//!
+//! The probes' state is the scheduler's [`Health`]: liveness fails when the
+//! control loop stops beating or leader election fails, readiness waits for
+//! the watches to sync.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use phalanx_scheduler::controller::http::OPENMETRICS_CONTENT_TYPE;
+pub use phalanx_scheduler::controller::http::{serve, serve_listener, Health};
+
+use super::telemetry::AutoscalerMetrics;
+
+#[derive(Debug, Clone)]
+struct AppState {
+    health: Arc<Health>,
+    metrics: Arc<AutoscalerMetrics>,
+}
+
+/// The routes.
+pub fn router(health: Arc<Health>, metrics: Arc<AutoscalerMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { health, metrics })
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    probe(state.health.liveness())
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    probe(state.health.readiness())
+}
+
+fn probe(result: Result<(), String>) -> Response {
+    match result {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get_path(router: Router, path: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = router.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn probes_and_metrics_answer() {
+        let health = Arc::new(Health::new(Duration::from_secs(30)));
+        let metrics = Arc::new(AutoscalerMetrics::new());
+        let app = || router(health.clone(), metrics.clone());
+        assert_eq!(get_path(app(), "/healthz").await.0, StatusCode::OK);
+        let (status, body) = get_path(app(), "/readyz").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        );
+        health.set_synced(true);
+        assert_eq!(get_path(app(), "/readyz").await.0, StatusCode::OK);
+        let (status, body) = get_path(app(), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("phalanx_autoscaler_control_periods_total"),
+            "{body}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+}

@@ -1,0 +1,104 @@
+//! The autoscaler in a cluster (feature `controller`).
+//!
+//! Pure parts: [`status`] builds the status and the events a period deserves,
+//! [`capacity`] turns a pod template and the cluster snapshot into how far a
+//! scale-up may go, [`config`] reads the YAML file. I/O parts: [`prometheus`]
+//! reads the metrics, [`target`] reads and patches `/scale`, [`telemetry`] and
+//! [`http`] serve the autoscaler's own metrics and probes, [`leader`] holds
+//! the Lease, and [`autoscaler_loop`] ties them together. The cluster snapshot,
+//! pod translation and events are the scheduler's own (`phalanx-scheduler`'s
+//! controller), so the capacity check places a replica exactly as the
+//! scheduler would.
+
+pub mod autoscaler_loop;
+pub mod capacity;
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod prometheus;
+pub mod status;
+pub mod target;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use phalanx_scheduler::controller::events::EventRecorder;
+
+use self::autoscaler_loop::{AutoscalerLoop, LoopDeps};
+use self::config::AutoscalerConfig;
+use self::http::Health;
+use self::leader::LeaseSettings;
+use self::prometheus::MetricsReader;
+use self::telemetry::AutoscalerMetrics;
+
+/// Why the autoscaler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("prometheus.url: {0}")]
+    Prometheus(String),
+    #[error("joining leader election: {0}")]
+    Election(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("cannot listen on http.bindAddress: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// Runs the whole autoscaler (probes and metrics server, election, control
+/// loop) until `shutdown` completes.
+pub async fn run(
+    config: AutoscalerConfig,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let reader = MetricsReader::new(&config.prometheus.url, config.prometheus_timeout())
+        .map_err(StartError::Prometheus)?;
+    let metrics = Arc::new(AutoscalerMetrics::new());
+    // A loop silent for several periods is stuck; the kubelet restarts it.
+    let stall_limit = (config.control_period() * 4).max(Duration::from_secs(30));
+    let health = Arc::new(Health::new(stall_limit));
+    let listener = tokio::net::TcpListener::bind(config.http.bind_address).await?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = http::router(health.clone(), metrics.clone());
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = http_stopped.await;
+        };
+        if let Err(error) = http::serve_listener(listener, router, stopped).await {
+            tracing::error!(%error, "health and metrics server stopped");
+        }
+    });
+    let identity = config.leader_election.resolved_identity();
+    let leadership = if config.leader_election.enabled {
+        let settings = LeaseSettings {
+            name: config.leader_election.lease_name.clone(),
+            namespace: config.leader_election.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration_seconds: config.leader_election.lease_duration_seconds,
+            grace_seconds: config.leader_election.renew_grace_seconds,
+        };
+        leader::elect(client.clone(), &settings).await?
+    } else {
+        leader::always_leader()
+    };
+    let events = EventRecorder::spawn(client.clone(), "phalanx-autoscaler".to_owned(), identity);
+    tracing::info!(
+        prometheus = %config.prometheus.url,
+        period_seconds = config.control_period_seconds,
+        "starting"
+    );
+    let deps = LoopDeps {
+        client,
+        config,
+        metrics,
+        health,
+        events,
+        reader,
+        is_leader: leadership.is_leader,
+    };
+    AutoscalerLoop::new(deps).run(shutdown).await;
+    let _ = stop_http.send(());
+    Ok(())
+}

@@ -1,0 +1,567 @@
+//! An `InferenceAutoscaler`'s spec checked and turned into what the decision
+//! module and the metrics reader work with.
+//!
+//! Pure: no client, no clock. Every problem names the field it is about
+//! (`spec.metrics[1].target`), and all of them are reported at once, so the
+//! status condition tells the user everything to fix in one edit. A spec with
+//! any problem is not acted on at all: scaling on half a spec is scaling on
+//! garbage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use phalanx_api::autoscaler::{
+    AutoscalerBehavior, AutoscalerMetric, MetricPreset, ScalingPolicy, ScalingPolicyType,
+    ScalingRules,
+};
+use phalanx_api::InferenceAutoscalerSpec;
+
+use crate::decision::{Behavior, MetricTarget, RateAmount, RateLimit};
+use crate::promql::{label_name_problem, Matchers};
+
+/// Defaults of the behaviour fields (documented on the CRD type).
+pub mod defaults {
+    pub const TOLERANCE: f64 = 0.1;
+    pub const STABLE_WINDOW_SECONDS: u32 = 60;
+    pub const PANIC_WINDOW_SECONDS: u32 = 6;
+    pub const PANIC_THRESHOLD: f64 = 2.0;
+    pub const SCALE_UP_STABILIZATION_SECONDS: u32 = 0;
+    pub const SCALE_DOWN_STABILIZATION_SECONDS: u32 = 300;
+    pub const STARTUP_SECONDS: u32 = 30;
+    pub const MAX_SAMPLE_AGE_SECONDS: u32 = 60;
+    /// HPA's defaults: up by 100 % or 4 pods per 15 s, whichever is more;
+    /// down by 100 % per 15 s.
+    pub const RATE_PERIOD_SECONDS: u32 = 15;
+    pub const SCALE_UP_PERCENT: u32 = 100;
+    pub const SCALE_UP_PODS: u32 = 4;
+    pub const SCALE_DOWN_PERCENT: u32 = 100;
+}
+
+/// One thing wrong with a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// Path of the field, e.g. `spec.metrics[0].target`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems of a spec in one line, for a condition message or an event.
+pub fn describe(problems: &[SpecProblem]) -> String {
+    problems
+        .iter()
+        .map(SpecProblem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Where a metric's number comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricSource {
+    /// The user's PromQL, evaluated as is.
+    Query(String),
+    /// A ready-made query, narrowed by label matchers.
+    Preset {
+        preset: MetricPreset,
+        matchers: Matchers,
+    },
+}
+
+/// A metric ready to be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPlan {
+    pub name: String,
+    pub source: MetricSource,
+    pub target: MetricTarget,
+}
+
+/// A valid spec, in the decision module's terms.
+#[derive(Debug, Clone)]
+pub struct AutoscalerPlan {
+    pub behavior: Behavior,
+    pub metrics: Vec<MetricPlan>,
+}
+
+/// Checks `spec` and builds its plan, or returns every problem found.
+pub fn plan(spec: &InferenceAutoscalerSpec) -> Result<AutoscalerPlan, Vec<SpecProblem>> {
+    let mut problems = Problems::default();
+    let target = &spec.scale_target_ref;
+    for (field, value) in [
+        ("apiVersion", &target.api_version),
+        ("kind", &target.kind),
+        ("name", &target.name),
+    ] {
+        if value.trim().is_empty() {
+            problems.push(format!("spec.scaleTargetRef.{field}"), "must not be empty");
+        }
+    }
+    if spec.max_replicas == 0 {
+        problems.push("spec.maxReplicas", "must be at least 1, got 0");
+    }
+    if spec.min_replicas > spec.max_replicas {
+        problems.push(
+            "spec.minReplicas",
+            format!(
+                "must not be above spec.maxReplicas ({}), got {}",
+                spec.max_replicas, spec.min_replicas
+            ),
+        );
+    }
+    if spec.metrics.is_empty() {
+        problems.push("spec.metrics", "must name at least one metric");
+    }
+    let mut names = BTreeSet::new();
+    let metrics: Vec<MetricPlan> = spec
+        .metrics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, metric)| {
+            let field = format!("spec.metrics[{i}]");
+            if !metric.name.trim().is_empty() && !names.insert(metric.name.as_str()) {
+                problems.push(
+                    format!("{field}.name"),
+                    format!("{:?} is used by an earlier metric", metric.name),
+                );
+            }
+            metric_plan(metric, &field, &mut problems)
+        })
+        .collect();
+    let behavior = behavior(spec, &mut problems);
+    // The decision module checks the same ranges in its own words; ask it only
+    // when ours found nothing, so each problem is reported once.
+    if problems.0.is_empty() {
+        if let Err(invalid) = behavior.validate() {
+            problems.push("spec.behavior", invalid.to_string());
+        }
+    }
+    if problems.0.is_empty() {
+        Ok(AutoscalerPlan { behavior, metrics })
+    } else {
+        Err(problems.0)
+    }
+}
+
+fn metric_plan(
+    metric: &AutoscalerMetric,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<MetricPlan> {
+    let mut ok = true;
+    if metric.name.trim().is_empty() {
+        problems.push(format!("{field}.name"), "must not be empty");
+        ok = false;
+    }
+    let source = match (&metric.query, metric.preset) {
+        (Some(query), None) => {
+            if query.trim().is_empty() {
+                problems.push(format!("{field}.query"), "must not be empty");
+                ok = false;
+            }
+            if !metric.match_labels.is_empty() {
+                problems.push(
+                    format!("{field}.matchLabels"),
+                    "only narrows a preset; write the matchers into the query",
+                );
+                ok = false;
+            }
+            Some(MetricSource::Query(query.trim().to_owned()))
+        }
+        (None, Some(preset)) => matchers(&metric.match_labels, field, problems)
+            .map(|matchers| MetricSource::Preset { preset, matchers }),
+        (Some(_), Some(_)) => {
+            problems.push(field.to_owned(), "sets both query and preset; choose one");
+            None
+        }
+        (None, None) => {
+            problems.push(
+                field.to_owned(),
+                format!(
+                    "needs a query or a preset (one of {})",
+                    MetricPreset::ALL.map(MetricPreset::as_str).join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let target = target(metric, field, problems);
+    match (source, target) {
+        (Some(source), Some(target)) if ok => Some(MetricPlan {
+            name: metric.name.clone(),
+            source,
+            target,
+        }),
+        _ => None,
+    }
+}
+
+fn matchers(
+    labels: &BTreeMap<String, String>,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<Matchers> {
+    let mut ok = true;
+    for name in labels.keys() {
+        if let Some(problem) = label_name_problem(name) {
+            problems.push(format!("{field}.matchLabels[{name:?}]"), problem);
+            ok = false;
+        }
+    }
+    ok.then(|| Matchers::new(labels.clone()))
+}
+
+fn target(metric: &AutoscalerMetric, field: &str, problems: &mut Problems) -> Option<MetricTarget> {
+    let field = format!("{field}.target");
+    let (value, target): (f64, fn(f64) -> MetricTarget) =
+        match (metric.target.per_replica, metric.target.total) {
+            (Some(value), None) => (value, MetricTarget::PerReplica),
+            (None, Some(value)) => (value, MetricTarget::Total),
+            (Some(_), Some(_)) => {
+                problems.push(field, "sets both perReplica and total; choose one");
+                return None;
+            }
+            (None, None) => {
+                problems.push(field, "needs perReplica or total");
+                return None;
+            }
+        };
+    if value.is_finite() && value > 0.0 {
+        Some(target(value))
+    } else {
+        problems.push(
+            field,
+            format!("must be a number above 0 (a target of {value} cannot be divided by)"),
+        );
+        None
+    }
+}
+
+fn behavior(spec: &InferenceAutoscalerSpec, problems: &mut Problems) -> Behavior {
+    let b: &AutoscalerBehavior = &spec.behavior;
+    let tolerance = b.tolerance.unwrap_or(defaults::TOLERANCE);
+    if !(tolerance.is_finite() && (0.0..1.0).contains(&tolerance)) {
+        problems.push(
+            "spec.behavior.tolerance",
+            format!("must be at least 0 and below 1, got {tolerance}"),
+        );
+    }
+    let panic_threshold = b.panic_threshold.unwrap_or(defaults::PANIC_THRESHOLD);
+    if !(panic_threshold.is_finite() && panic_threshold > 1.0) {
+        problems.push(
+            "spec.behavior.panicThreshold",
+            format!("must be a number above 1, got {panic_threshold}"),
+        );
+    }
+    let stable = b
+        .stable_window_seconds
+        .unwrap_or(defaults::STABLE_WINDOW_SECONDS);
+    let panic = b
+        .panic_window_seconds
+        .unwrap_or(defaults::PANIC_WINDOW_SECONDS);
+    if stable == 0 {
+        problems.push("spec.behavior.stableWindowSeconds", "must be at least 1");
+    }
+    if panic == 0 || panic > stable {
+        problems.push(
+            "spec.behavior.panicWindowSeconds",
+            format!("must be at least 1 and at most stableWindowSeconds ({stable}), got {panic}"),
+        );
+    }
+    let max_sample_age = b
+        .max_sample_age_seconds
+        .unwrap_or(defaults::MAX_SAMPLE_AGE_SECONDS);
+    if max_sample_age == 0 {
+        problems.push("spec.behavior.maxSampleAgeSeconds", "must be at least 1");
+    }
+    let up = rules(
+        b.scale_up.as_ref(),
+        "spec.behavior.scaleUp",
+        defaults::SCALE_UP_STABILIZATION_SECONDS,
+        &[
+            (ScalingPolicyType::Percent, defaults::SCALE_UP_PERCENT),
+            (ScalingPolicyType::Pods, defaults::SCALE_UP_PODS),
+        ],
+        problems,
+    );
+    let down = rules(
+        b.scale_down.as_ref(),
+        "spec.behavior.scaleDown",
+        defaults::SCALE_DOWN_STABILIZATION_SECONDS,
+        &[(ScalingPolicyType::Percent, defaults::SCALE_DOWN_PERCENT)],
+        problems,
+    );
+    Behavior {
+        min_replicas: spec.min_replicas,
+        max_replicas: spec.max_replicas,
+        tolerance,
+        stable_window: secs(stable),
+        panic_window: secs(panic),
+        panic_threshold,
+        scale_up_stabilization: up.0,
+        scale_down_stabilization: down.0,
+        scale_up_limits: up.1,
+        scale_down_limits: down.1,
+        startup: secs(b.startup_seconds.unwrap_or(defaults::STARTUP_SECONDS)),
+        max_sample_age: secs(max_sample_age),
+    }
+}
+
+fn rules(
+    rules: Option<&ScalingRules>,
+    field: &str,
+    default_window: u32,
+    default_policies: &[(ScalingPolicyType, u32)],
+    problems: &mut Problems,
+) -> (Duration, Vec<RateLimit>) {
+    let window = rules
+        .and_then(|r| r.stabilization_window_seconds)
+        .unwrap_or(default_window);
+    let defaults: Vec<ScalingPolicy> = default_policies
+        .iter()
+        .map(|&(type_, value)| ScalingPolicy {
+            type_,
+            value,
+            period_seconds: defaults::RATE_PERIOD_SECONDS,
+        })
+        .collect();
+    let policies = rules.and_then(|r| r.policies.as_ref()).unwrap_or(&defaults);
+    if policies.is_empty() {
+        problems.push(
+            format!("{field}.policies"),
+            "must name at least one policy (leave it out for the defaults)",
+        );
+    }
+    let limits = policies
+        .iter()
+        .enumerate()
+        .map(|(i, policy)| {
+            if policy.value == 0 {
+                problems.push(
+                    format!("{field}.policies[{i}].value"),
+                    "must be at least 1, got 0",
+                );
+            }
+            if policy.period_seconds == 0 {
+                problems.push(
+                    format!("{field}.policies[{i}].periodSeconds"),
+                    "must be at least 1, got 0",
+                );
+            }
+            RateLimit {
+                amount: match policy.type_ {
+                    ScalingPolicyType::Pods => RateAmount::Pods(policy.value),
+                    ScalingPolicyType::Percent => RateAmount::Percent(policy.value),
+                },
+                period: secs(policy.period_seconds),
+            }
+        })
+        .collect();
+    (secs(window), limits)
+}
+
+fn secs(seconds: u32) -> Duration {
+    Duration::from_secs(u64::from(seconds))
+}
+
+#[derive(Debug, Default)]
+struct Problems(Vec<SpecProblem>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(SpecProblem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use phalanx_api::autoscaler::{MetricTargetSpec, ScaleTargetRef};
+
+    use super::*;
+
+    fn metric(name: &str, preset: MetricPreset, target: MetricTargetSpec) -> AutoscalerMetric {
+        AutoscalerMetric {
+            name: name.to_owned(),
+            query: None,
+            preset: Some(preset),
+            match_labels: BTreeMap::new(),
+            target,
+        }
+    }
+
+    fn per_replica(value: f64) -> MetricTargetSpec {
+        MetricTargetSpec {
+            per_replica: Some(value),
+            total: None,
+        }
+    }
+
+    fn spec(min: u32, max: u32, metrics: Vec<AutoscalerMetric>) -> InferenceAutoscalerSpec {
+        InferenceAutoscalerSpec {
+            scale_target_ref: ScaleTargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "llm".into(),
+            },
+            min_replicas: min,
+            max_replicas: max,
+            metrics,
+            behavior: AutoscalerBehavior::default(),
+        }
+    }
+
+    fn problems(spec: &InferenceAutoscalerSpec) -> Vec<String> {
+        match plan(spec) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_spec_gets_the_documented_defaults() {
+        let mut queue = metric("queue", MetricPreset::VllmQueueDepth, per_replica(8.0));
+        queue
+            .match_labels
+            .insert("namespace".into(), "serving".into());
+        let plan = plan(&spec(0, 10, vec![queue])).expect("valid");
+        let b = &plan.behavior;
+        assert_eq!((b.min_replicas, b.max_replicas), (0, 10));
+        assert_eq!(b.tolerance, defaults::TOLERANCE);
+        assert_eq!(b.stable_window, Duration::from_secs(60));
+        assert_eq!(b.panic_window, Duration::from_secs(6));
+        assert_eq!(b.scale_down_stabilization, Duration::from_secs(300));
+        assert_eq!(b.scale_up_limits.len(), 2);
+        assert_eq!(b.scale_down_limits.len(), 1);
+        assert_eq!(plan.metrics.len(), 1);
+        assert_eq!(plan.metrics[0].target, MetricTarget::PerReplica(8.0));
+        assert!(matches!(
+            &plan.metrics[0].source,
+            MetricSource::Preset { preset: MetricPreset::VllmQueueDepth, matchers }
+                if matchers.render() == r#"namespace="serving""#
+        ));
+    }
+
+    #[test]
+    fn min_above_max_names_both_numbers() {
+        let spec = spec(
+            5,
+            3,
+            vec![metric("q", MetricPreset::TgiQueueSize, per_replica(1.0))],
+        );
+        let problems = problems(&spec);
+        assert!(
+            problems.contains(
+                &"spec.minReplicas: must not be above spec.maxReplicas (3), got 5".to_owned()
+            ),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_zero_or_nan_target_is_refused() {
+        for value in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let spec = spec(
+                1,
+                3,
+                vec![metric("q", MetricPreset::TgiQueueSize, per_replica(value))],
+            );
+            let problems = problems(&spec);
+            assert_eq!(problems.len(), 1, "{value}: {problems:?}");
+            assert!(
+                problems[0].starts_with("spec.metrics[0].target: must be a number above 0"),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_metric_needs_exactly_one_source_and_one_target() {
+        let mut both = metric("a", MetricPreset::TgiQueueSize, per_replica(1.0));
+        both.query = Some("sum(x)".into());
+        let mut neither = metric("b", MetricPreset::TgiQueueSize, MetricTargetSpec::default());
+        neither.preset = None;
+        let mut empty_query = metric("c", MetricPreset::TgiQueueSize, per_replica(1.0));
+        empty_query.preset = None;
+        empty_query.query = Some("  ".into());
+        let two_targets = metric(
+            "d",
+            MetricPreset::TgiQueueSize,
+            MetricTargetSpec {
+                per_replica: Some(1.0),
+                total: Some(1.0),
+            },
+        );
+        let problems = problems(&spec(1, 3, vec![both, neither, empty_query, two_targets]));
+        let expected = [
+            "spec.metrics[0]: sets both query and preset; choose one",
+            "spec.metrics[1]: needs a query or a preset",
+            "spec.metrics[1].target: needs perReplica or total",
+            "spec.metrics[2].query: must not be empty",
+            "spec.metrics[3].target: sets both perReplica and total; choose one",
+        ];
+        for want in expected {
+            assert!(
+                problems.iter().any(|p| p.starts_with(want)),
+                "{want}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_label_names_and_duplicate_metric_names_are_refused() {
+        let mut bad = metric("q", MetricPreset::VllmQueueDepth, per_replica(1.0));
+        bad.match_labels.insert("model-name".into(), "x".into());
+        let again = metric("q", MetricPreset::TgiQueueSize, per_replica(1.0));
+        let problems = problems(&spec(1, 3, vec![bad, again]));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("spec.metrics[0].matchLabels[\"model-name\"]")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "spec.metrics[1].name: \"q\" is used by an earlier metric"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn no_metrics_zero_max_and_bad_behaviour_are_all_reported_at_once() {
+        let mut spec = spec(0, 0, Vec::new());
+        spec.behavior.tolerance = Some(1.5);
+        spec.behavior.panic_window_seconds = Some(120);
+        spec.behavior.scale_up = Some(ScalingRules {
+            stabilization_window_seconds: None,
+            policies: Some(vec![ScalingPolicy {
+                type_: ScalingPolicyType::Pods,
+                value: 0,
+                period_seconds: 0,
+            }]),
+        });
+        let problems = problems(&spec);
+        for field in [
+            "spec.maxReplicas",
+            "spec.metrics",
+            "spec.behavior.tolerance",
+            "spec.behavior.panicWindowSeconds",
+            "spec.behavior.scaleUp.policies[0].value",
+            "spec.behavior.scaleUp.policies[0].periodSeconds",
+        ] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{field}: "))),
+                "{field}: {problems:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! What the autoscaler's tests need besides the control plane: a real
+//! Prometheus server (Debian's `prometheus` package) scraping a test exporter
+//! served on loopback, and the `InferenceAutoscaler` CRD installed.
+//!
+//! The Prometheus binary is `$PHALANX_PROMETHEUS_BIN`, else
+//! `/usr/bin/prometheus` (`apt-get install -y prometheus`; `scripts/test-all.sh`
+//! installs it). It runs as our own child with a config and a TSDB in a temp
+//! directory, scraping every second; the Debian service is never started.
+//! Without the binary and without `PHALANX_E2E`, tests print `SKIPPED` and pass.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, CustomResourceExt};
+use phalanx_api::InferenceAutoscaler;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::cluster::single_port;
+use crate::error::{HarnessError, Result};
+use crate::janitor;
+use crate::probe;
+use crate::process::Component;
+
+/// Overrides where the Prometheus binary is taken from.
+pub const PROMETHEUS_BIN_ENV: &str = "PHALANX_PROMETHEUS_BIN";
+/// Where Debian's package installs it.
+pub const PROMETHEUS_DEFAULT_BIN: &str = "/usr/bin/prometheus";
+
+/// The Prometheus binary, if present.
+pub fn locate_prometheus() -> std::result::Result<PathBuf, String> {
+    let path = std::env::var_os(PROMETHEUS_BIN_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PROMETHEUS_DEFAULT_BIN));
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no Prometheus binary at {} (apt-get install -y prometheus, or set {PROMETHEUS_BIN_ENV})",
+            path.display()
+        ))
+    }
+}
+
+/// For tests: the binary, or `None` after printing why the test is skipped;
+/// with `PHALANX_E2E` set a missing binary panics instead.
+pub fn prometheus_for_test(test: &str) -> Option<PathBuf> {
+    match locate_prometheus() {
+        Ok(path) => Some(path),
+        Err(why) if crate::binaries::required() => {
+            panic!("{test}: {} is set but {why}", crate::binaries::REQUIRE_ENV)
+        }
+        Err(why) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {why} (set {}=1 to make this a failure)",
+                crate::binaries::REQUIRE_ENV
+            );
+            None
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// A `/metrics` endpoint on loopback whose text the test sets at will.
+#[derive(Debug)]
+pub struct TestExporter {
+    addr: SocketAddr,
+    text: Arc<Mutex<String>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestExporter {
+    /// Serves `text` (Prometheus text exposition format) on 127.0.0.1.
+    pub async fn start(text: &str) -> Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| HarnessError::io("binding the test exporter", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HarnessError::io("the test exporter's address", e))?;
+        let shared = Arc::new(Mutex::new(text.to_owned()));
+        let served = shared.clone();
+        let router = Router::new().route(
+            "/metrics",
+            get(move || {
+                let served = served.clone();
+                async move {
+                    let body = served.lock().map(|t| t.clone()).unwrap_or_default();
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                }
+            }),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            text: shared,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the next scrape returns.
+    pub fn set(&self, text: &str) {
+        if let Ok(mut current) = self.text.lock() {
+            *current = text.to_owned();
+        }
+    }
+}
+
+impl Drop for TestExporter {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A Prometheus server of our own, scraping loopback targets every second.
+#[derive(Debug)]
+pub struct PrometheusServer {
+    // Before `dir`: the process stops before its files disappear.
+    process: Component,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    /// Starts `binary` scraping `targets` and waits until it is ready.
+    pub async fn start(binary: &Path, targets: &[SocketAddr]) -> Result<Self> {
+        janitor::reap_orphans();
+        let dir = tempfile::Builder::new()
+            .prefix(janitor::DIR_PREFIX)
+            .tempdir()
+            .map_err(|e| HarnessError::io("creating Prometheus's directory", e))?;
+        janitor::record_owner(dir.path())?;
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, scrape_config(targets))
+            .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, single_port()?));
+        let args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address={addr}"),
+            "--storage.tsdb.retention.time=1h".to_owned(),
+            "--log.level=warn".to_owned(),
+        ];
+        let mut process = Component::spawn(
+            "prometheus",
+            binary,
+            &args,
+            dir.path().join("prometheus.log"),
+        )?;
+        janitor::record_group(dir.path(), process.pid())?;
+        process
+            .wait_ready(Duration::from_secs(60), || async move {
+                probe::http_ok(addr, "/-/ready", "").await
+            })
+            .await?;
+        Ok(Self { process, addr, dir })
+    }
+
+    /// The base URL of its HTTP API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
+
+/// A scrape config for `targets`, every second.
+pub fn scrape_config(targets: &[SocketAddr]) -> String {
+    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: test-exporter\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    \
+         static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    )
+}
+
+/// Installs the `InferenceAutoscaler` CRD and waits until it is served.
+pub async fn install_autoscaler_crd(client: &kube::Client) -> Result<()> {
+    let timeout = Duration::from_secs(60);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds
+        .create(&PostParams::default(), &InferenceAutoscaler::crd())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let api: Api<InferenceAutoscaler> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    while api.list(&ListParams::default().limit(1)).await.is_err() {
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Timeout {
+                what: "the InferenceAutoscaler resource served".to_owned(),
+                timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_config_lists_every_target() {
+        let a = SocketAddr::from((Ipv4Addr::LOCALHOST, 9100));
+        let b = SocketAddr::from((Ipv4Addr::LOCALHOST, 9101));
+        let text = scrape_config(&[a, b]);
+        assert!(
+            text.contains("targets: ['127.0.0.1:9100', '127.0.0.1:9101']"),
+            "{text}"
+        );
+        assert!(text.contains("scrape_interval: 1s"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_exporter_serves_what_it_is_given() {
+        let exporter = TestExporter::start("a 1\n").await.expect("exporter");
+        let (status, body) = probe::http_get(exporter.addr(), "/metrics")
+            .await
+            .expect("get");
+        assert_eq!((status, body.as_str()), (200, "a 1\n"));
+        exporter.set("b 2\n");
+        let (_, body) = probe::http_get(exporter.addr(), "/metrics")
+            .await
+            .expect("get");
+        assert_eq!(body, "b 2\n");
+    }
+}

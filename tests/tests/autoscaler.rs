@@ -1,0 +1,688 @@
+//! The autoscaler against real things: a real Prometheus server scraping a
+//! test exporter, and the real control plane with KWOK GPU nodes, a
+//! Deployment and kube-scheduler.
+//!
+//! * Readings are real PromQL results; the vLLM KV-cache metric name in use is
+//!   detected; a vanished series is absent (stale), never zero; several series,
+//!   NaN and a query Prometheus rejects are invalid.
+//! * A Deployment is scaled up and down through `/scale` on the exporter's
+//!   queue depth; with too few free GPUs it stops at what fits and sets
+//!   `CapacityLimited` with the numbers.
+//! * Bad input (target 0, min above max, several series, NaN) gives clear
+//!   conditions and never moves the replicas.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::Api;
+use phalanx_api::autoscaler::{
+    AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset, MetricTargetSpec,
+    ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules, CONDITION_CAPACITY_LIMITED,
+    CONDITION_SCALING_ACTIVE,
+};
+use phalanx_api::InferenceAutoscaler;
+use phalanx_autoscaler::controller::config::AutoscalerConfig;
+use phalanx_autoscaler::controller::prometheus::{MetricRead, MetricsReader, Reading};
+use phalanx_autoscaler::decision::MetricTarget;
+use phalanx_autoscaler::promql::Matchers;
+use phalanx_autoscaler::spec::{MetricPlan, MetricSource};
+use phalanx_e2e::autoscaler::{
+    install_autoscaler_crd, prometheus_for_test, PrometheusServer, TestExporter,
+};
+use phalanx_e2e::{
+    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
+    GpuNodeSpec, SchedulerOptions,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `probe` until it returns `Some`, or fails naming `what`.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn plan(name: &str, source: MetricSource, target: MetricTarget) -> MetricPlan {
+    MetricPlan {
+        name: name.to_owned(),
+        source,
+        target,
+    }
+}
+
+fn preset(preset: MetricPreset) -> MetricSource {
+    MetricSource::Preset {
+        preset,
+        matchers: Matchers::default(),
+    }
+}
+
+fn raw(query: &str) -> MetricSource {
+    MetricSource::Query(query.to_owned())
+}
+
+/// Reads `plan` until `accept` likes the reading; returns it.
+async fn read_until(
+    reader: &MetricsReader,
+    plan: &MetricPlan,
+    what: &str,
+    mut accept: impl FnMut(&MetricRead) -> bool,
+) -> anyhow::Result<MetricRead> {
+    let mut last = None;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let read = reader.read(plan).await;
+        if accept(&read) {
+            return Ok(read);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}: timed out waiting for {what}; last reading {last:?}",
+                plan.name
+            );
+        }
+        last = Some(read);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn value_of(read: &MetricRead) -> Option<f64> {
+    match read.reading {
+        Reading::Value { value, .. } => Some(value),
+        _ => None,
+    }
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+const OLD_VLLM: &str = "\
+vllm:num_requests_waiting{pod=\"a\"} 3
+vllm:num_requests_waiting{pod=\"b\"} 4
+vllm:gpu_cache_usage_perc{pod=\"a\"} 0.5
+vllm:gpu_cache_usage_perc{pod=\"b\"} 0.7
+odd_gauge NaN
+";
+
+const NEW_VLLM: &str = "\
+vllm:num_requests_waiting{pod=\"a\"} 5
+vllm:kv_cache_usage_perc{pod=\"a\"} 0.25
+";
+
+const ONLY_KV: &str = "vllm:kv_cache_usage_perc{pod=\"a\"} 0.25\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_readings_are_real_promql_results() -> anyhow::Result<()> {
+    let Some(binary) = prometheus_for_test("prometheus_readings_are_real_promql_results") else {
+        return Ok(());
+    };
+    let exporter = TestExporter::start(OLD_VLLM).await?;
+    let prometheus = PrometheusServer::start(&binary, &[exporter.addr()]).await?;
+    let reader =
+        MetricsReader::new(&prometheus.url(), Duration::from_secs(5)).map_err(|e| anyhow!(e))?;
+
+    // The vLLM queue preset sums both pods' gauges, as Prometheus computes it.
+    let queue = plan(
+        "queue",
+        preset(MetricPreset::VllmQueueDepth),
+        MetricTarget::PerReplica(10.0),
+    );
+    let read = read_until(&reader, &queue, "the sum 3 + 4", |r| {
+        close(value_of(r), 7.0)
+    })
+    .await?;
+    assert_eq!(read.query, "sum(vllm:num_requests_waiting)");
+    // The sample time is Prometheus's scrape time, not ours and not zero.
+    let Reading::Value { sampled_at, .. } = read.reading else {
+        unreachable!("accepted a value")
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    assert!(
+        sampled_at <= now + Duration::from_secs(2) && now.saturating_sub(sampled_at) < WAIT,
+        "sampled at {sampled_at:?}, now {now:?}"
+    );
+
+    // Only the older KV-cache name is exported: it is detected and averaged.
+    let kv = plan(
+        "kv",
+        preset(MetricPreset::VllmKvCacheUsage),
+        MetricTarget::Total(0.8),
+    );
+    let read = read_until(&reader, &kv, "the old KV-cache metric", |r| {
+        close(value_of(r), 0.6)
+    })
+    .await?;
+    assert_eq!(read.query, "avg(vllm:gpu_cache_usage_perc)");
+
+    // Garbage is refused, whatever a sum of it would have said.
+    let several = reader
+        .read(&plan(
+            "raw",
+            raw("vllm:num_requests_waiting"),
+            MetricTarget::PerReplica(1.0),
+        ))
+        .await;
+    assert!(
+        matches!(&several.reading, Reading::Invalid(why) if why.contains("returned 2 series")),
+        "{several:?}"
+    );
+    let nan = reader
+        .read(&plan(
+            "nan",
+            raw("odd_gauge"),
+            MetricTarget::PerReplica(1.0),
+        ))
+        .await;
+    assert!(
+        matches!(&nan.reading, Reading::Invalid(why) if why.contains("NaN")),
+        "{nan:?}"
+    );
+    let bad = reader
+        .read(&plan(
+            "bad",
+            raw("sum(vllm:num_requests_waiting"),
+            MetricTarget::PerReplica(1.0),
+        ))
+        .await;
+    assert!(
+        matches!(&bad.reading, Reading::Invalid(why) if why.contains("Prometheus rejected the query")),
+        "{bad:?}"
+    );
+
+    // The fleet upgrades vLLM: the new name is found and preferred.
+    exporter.set(NEW_VLLM);
+    let read = read_until(&reader, &kv, "the new KV-cache metric", |r| {
+        r.query == "avg(vllm:kv_cache_usage_perc)" && close(value_of(r), 0.25)
+    })
+    .await?;
+    assert_eq!(read.name, "kv");
+    read_until(&reader, &queue, "pod b's queue gone from the sum", |r| {
+        close(value_of(r), 5.0)
+    })
+    .await?;
+
+    // The queue series vanishes: absent, never a zero that would scale down.
+    exporter.set(ONLY_KV);
+    let mut zero_seen = false;
+    read_until(
+        &reader,
+        &queue,
+        "the vanished series to read as absent",
+        |r| {
+            zero_seen |= close(value_of(r), 0.0);
+            r.reading == Reading::Absent
+        },
+    )
+    .await?;
+    assert!(!zero_seen, "a vanished series read as zero");
+
+    // Prometheus itself unreachable: unavailable, not a number.
+    let nowhere =
+        MetricsReader::new("http://127.0.0.1:1", Duration::from_secs(2)).map_err(|e| anyhow!(e))?;
+    let down = nowhere.read(&queue).await;
+    assert!(matches!(down.reading, Reading::Unavailable(_)), "{down:?}");
+    drop(prometheus);
+    Ok(())
+}
+
+fn gpu_deployment(name: &str, replicas: i32) -> Deployment {
+    let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![gpu_worker_container(1)],
+                    termination_grace_period_seconds: Some(0),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn autoscaler(
+    name: &str,
+    target: &str,
+    min: u32,
+    max: u32,
+    metric: AutoscalerMetric,
+) -> InferenceAutoscaler {
+    let fast = |window: u32, policy: ScalingPolicy| ScalingRules {
+        stabilization_window_seconds: Some(window),
+        policies: Some(vec![policy]),
+    };
+    InferenceAutoscaler::new(
+        name,
+        InferenceAutoscalerSpec {
+            scale_target_ref: ScaleTargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: target.into(),
+            },
+            min_replicas: min,
+            max_replicas: max,
+            metrics: vec![metric],
+            behavior: AutoscalerBehavior {
+                stable_window_seconds: Some(2),
+                panic_window_seconds: Some(1),
+                scale_up: Some(fast(
+                    0,
+                    ScalingPolicy {
+                        type_: ScalingPolicyType::Pods,
+                        value: 8,
+                        period_seconds: 1,
+                    },
+                )),
+                scale_down: Some(fast(
+                    2,
+                    ScalingPolicy {
+                        type_: ScalingPolicyType::Percent,
+                        value: 100,
+                        period_seconds: 1,
+                    },
+                )),
+                startup_seconds: Some(1),
+                max_sample_age_seconds: Some(30),
+                ..AutoscalerBehavior::default()
+            },
+        },
+    )
+}
+
+fn metric(name: &str, query: Option<&str>, per_replica: f64) -> AutoscalerMetric {
+    AutoscalerMetric {
+        name: name.into(),
+        query: query.map(str::to_owned),
+        preset: query.is_none().then_some(MetricPreset::VllmQueueDepth),
+        match_labels: if query.is_none() {
+            BTreeMap::from([("model".to_owned(), "llm".to_owned())])
+        } else {
+            BTreeMap::new()
+        },
+        target: MetricTargetSpec {
+            per_replica: Some(per_replica),
+            total: None,
+        },
+    }
+}
+
+fn exporter_text(queue: u32) -> String {
+    format!(
+        "vllm:num_requests_waiting{{model=\"llm\"}} {queue}\n\
+         garbage_multi{{shard=\"a\"}} 100\n\
+         garbage_multi{{shard=\"b\"}} 200\n\
+         garbage_nan NaN\n"
+    )
+}
+
+async fn replicas(deployments: &Api<Deployment>, name: &str) -> anyhow::Result<i32> {
+    Ok(deployments
+        .get_scale(name)
+        .await?
+        .spec
+        .and_then(|s| s.replicas)
+        .unwrap_or(0))
+}
+
+/// Pods of `app` bound to a node and not terminating.
+async fn bound_pods(pods: &Api<Pod>, app: &str) -> anyhow::Result<usize> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        .count())
+}
+
+fn condition<'a>(
+    object: &'a InferenceAutoscaler,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    object
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Waits until the autoscaler's condition has `status` and `reason`; returns
+/// its message.
+async fn wait_condition(
+    api: &Api<InferenceAutoscaler>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let object = api.get(name).await?;
+        if let Some(c) =
+            condition(&object, type_).filter(|c| c.status == status && c.reason == reason)
+        {
+            return Ok(c.message.clone());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {WAIT:?} waiting for {name}: {type_}={status} ({reason}); last status: {:?}",
+                object.status
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn events_about(client: &kube::Client, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("InferenceAutoscaler") && r.name.as_deref() == Some(name)
+            })
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves_nothing(
+) -> anyhow::Result<()> {
+    const TEST: &str =
+        "a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves_nothing";
+    let Some(binaries) = Binaries::for_test(TEST) else {
+        return Ok(());
+    };
+    let Some(prometheus_bin) = prometheus_for_test(TEST) else {
+        return Ok(());
+    };
+    let exporter = TestExporter::start(&exporter_text(0)).await?;
+    let prometheus = PrometheusServer::start(&prometheus_bin, &[exporter.addr()]).await?;
+    let mut plane = ControlPlane::start(binaries).await?;
+    let client = plane.client();
+
+    // 2 nodes × 2 GPUs: 4 GPUs in all, one of them for the `static` workload.
+    let spec = GpuNodeSpec {
+        gpus: 2,
+        ..GpuNodeSpec::default()
+    };
+    let nodes = create_gpu_nodes(&client, "gpu", 2, &spec).await?;
+    wait_fake_nodes_ready(&client, nodes.len(), Duration::from_secs(60)).await?;
+    plane
+        .start_kube_scheduler(&SchedulerOptions::default())
+        .await?;
+    install_autoscaler_crd(&client).await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["static", "llm"] {
+        deployments
+            .create(&PostParams::default(), &gpu_deployment(name, 1))
+            .await?;
+    }
+    for app in ["static", "llm"] {
+        wait_for(
+            &format!("{app}'s pod bound"),
+            Duration::from_secs(60),
+            || {
+                let pods = pods.clone();
+                async move { Ok((bound_pods(&pods, app).await? == 1).then_some(())) }
+            },
+        )
+        .await?;
+    }
+
+    let autoscalers: Api<InferenceAutoscaler> = Api::namespaced(client.clone(), "default");
+    // Garbage, all aimed at `static`; acted on, each would move its replicas
+    // (÷0 → max, min 3 > max 2, a sum of 300 → up, NaN read as 0 → down to 0).
+    let garbage = [
+        autoscaler("zero-target", "static", 1, 5, metric("queue", None, 0.0)),
+        autoscaler("min-above-max", "static", 3, 2, metric("queue", None, 10.0)),
+        autoscaler(
+            "several-series",
+            "static",
+            0,
+            5,
+            metric("multi", Some("garbage_multi"), 10.0),
+        ),
+        autoscaler(
+            "nan",
+            "static",
+            0,
+            5,
+            metric("nan", Some("garbage_nan"), 1.0),
+        ),
+    ];
+    for object in
+        garbage
+            .iter()
+            .chain([&autoscaler("llm", "llm", 1, 8, metric("queue", None, 10.0))])
+    {
+        autoscalers.create(&PostParams::default(), object).await?;
+    }
+
+    let config = AutoscalerConfig::from_yaml(
+        &serde_json::json!({
+            "controlPeriodSeconds": 1,
+            "prometheus": { "url": prometheus.url(), "timeoutSeconds": 2 },
+            "leaderElection": { "enabled": false },
+            "http": { "bindAddress": "127.0.0.1:0" },
+            "logging": { "format": "text" },
+        })
+        .to_string(),
+        "test config",
+    )?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(phalanx_autoscaler::controller::run(
+        config,
+        client.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Bad input: clear conditions, and `static` keeps its one replica.
+    let message = wait_condition(
+        &autoscalers,
+        "zero-target",
+        CONDITION_SCALING_ACTIVE,
+        "False",
+        "InvalidSpec",
+    )
+    .await?;
+    assert!(
+        message.contains("spec.metrics[0].target: must be a number above 0"),
+        "{message}"
+    );
+    let message = wait_condition(
+        &autoscalers,
+        "min-above-max",
+        CONDITION_SCALING_ACTIVE,
+        "False",
+        "InvalidSpec",
+    )
+    .await?;
+    assert!(
+        message.contains("spec.minReplicas: must not be above spec.maxReplicas (2), got 3"),
+        "{message}"
+    );
+    let message = wait_condition(
+        &autoscalers,
+        "several-series",
+        CONDITION_SCALING_ACTIVE,
+        "False",
+        "InvalidMetric",
+    )
+    .await?;
+    assert!(message.contains("returned 2 series"), "{message}");
+    let message = wait_condition(
+        &autoscalers,
+        "nan",
+        CONDITION_SCALING_ACTIVE,
+        "False",
+        "InvalidMetric",
+    )
+    .await?;
+    assert!(message.contains("NaN"), "{message}");
+
+    // Step 1: 20 waiting requests at 10 per replica → 2 replicas.
+    exporter.set(&exporter_text(20));
+    wait_for("llm scaled to 2", WAIT, || {
+        let deployments = deployments.clone();
+        async move { Ok((replicas(&deployments, "llm").await? == 2).then_some(())) }
+    })
+    .await?;
+    wait_for("llm's 2 pods bound", WAIT, || {
+        let pods = pods.clone();
+        async move { Ok((bound_pods(&pods, "llm").await? == 2).then_some(())) }
+    })
+    .await?;
+
+    // Step 2: 80 waiting → 8 wanted, but 4 GPUs hold `static` and 2 llm
+    // replicas: one more fits, and the autoscaler says so.
+    exporter.set(&exporter_text(80));
+    let message = wait_condition(
+        &autoscalers,
+        "llm",
+        CONDITION_CAPACITY_LIMITED,
+        "True",
+        "InsufficientCapacity",
+    )
+    .await?;
+    assert!(
+        message.starts_with("wanted 8 replicas but the cluster can place only 3"),
+        "{message}"
+    );
+    assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
+    wait_for("llm's 3 pods bound", WAIT, || {
+        let pods = pods.clone();
+        async move { Ok((bound_pods(&pods, "llm").await? == 3).then_some(())) }
+    })
+    .await?;
+    assert_eq!(
+        replicas(&deployments, "llm").await?,
+        3,
+        "never beyond what fits"
+    );
+    let status = autoscalers.get("llm").await?.status.unwrap_or_default();
+    assert_eq!(status.desired_replicas, 8, "the metrics' wish is shown");
+    assert_eq!(status.deciding_metric.as_deref(), Some("queue"));
+    // No replica was created without a GPU: none of llm's pods is pending.
+    let llm_pods = pods.list(&ListParams::default().labels("app=llm")).await?;
+    assert_eq!(llm_pods.items.len(), 3, "{:?}", llm_pods.items.len());
+
+    // Step 3: the burst is over → back to 1.
+    exporter.set(&exporter_text(5));
+    wait_for("llm scaled down to 1", WAIT, || {
+        let deployments = deployments.clone();
+        async move { Ok((replicas(&deployments, "llm").await? == 1).then_some(())) }
+    })
+    .await?;
+    wait_condition(
+        &autoscalers,
+        "llm",
+        CONDITION_CAPACITY_LIMITED,
+        "False",
+        "EnoughCapacity",
+    )
+    .await?;
+
+    // The garbage never moved `static`, and the autoscaler is still running.
+    assert_eq!(replicas(&deployments, "static").await?, 1);
+    assert!(!running.is_finished(), "the autoscaler stopped");
+    for name in ["zero-target", "min-above-max", "several-series", "nan"] {
+        let status = autoscalers.get(name).await?.status.unwrap_or_default();
+        assert_eq!(
+            (status.current_replicas, status.desired_replicas),
+            (1, 1),
+            "{name}: {status:?}"
+        );
+    }
+
+    // Every change was announced, with its reason (events are written off the
+    // control loop, so the last one may land a moment later).
+    let events = wait_for("three rescale events", WAIT, || {
+        let client = client.clone();
+        async move {
+            let events = events_about(&client, "llm").await?;
+            let rescales = events
+                .iter()
+                .filter(|(r, _)| r == "SuccessfulRescale")
+                .count();
+            Ok((rescales >= 3).then_some(events))
+        }
+    })
+    .await?;
+    let rescales: Vec<&String> = events
+        .iter()
+        .filter(|(reason, _)| reason == "SuccessfulRescale")
+        .map(|(_, note)| note)
+        .collect();
+    assert!(
+        rescales
+            .iter()
+            .any(|n| n.starts_with("New size: 2; reason: queue=20")),
+        "{rescales:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(reason, _)| reason == "InsufficientCapacity"),
+        "{events:?}"
+    );
+    let garbage_events = events_about(&client, "nan").await?;
+    assert!(
+        garbage_events
+            .iter()
+            .any(|(reason, _)| reason == "InvalidMetric"),
+        "{garbage_events:?}"
+    );
+
+    let _ = stop.send(());
+    running.await??;
+    Ok(())
+}
