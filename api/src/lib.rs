@@ -17,6 +17,6 @@ pub use podgroup::{
     ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY, LABEL_POD_GROUP,
 };
 pub use resources::*;
-pub mod crds;
 pub mod autoscaler;
+pub mod crds;
 pub use autoscaler::{InferenceAutoscaler, InferenceAutoscalerSpec, InferenceAutoscalerStatus};
