@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::Api;
 use phalanx_api::{
     ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL,
     RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU,
 };
 use phalanx_e2e::{
-    assignment_of, assignment_violations, create_gpu_nodes, gpu_share_container,
+    assignment_of, assignment_violations, create_gpu_nodes, create_pods, gpu_share_container,
     gpu_worker_container, install_phalanx_crds, node_of, phalanx_scheduler_for_test, pod_events,
     pod_for, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, SchedulerOptions,
 };
@@ -56,17 +56,6 @@ fn with_annotations(mut pod: Pod, annotations: &[(&str, &str)]) -> Pod {
             .collect(),
     );
     pod
-}
-
-async fn create(api: &Api<Pod>, pods: Vec<Pod>) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for pod in pods {
-        names.push(pod.metadata.name.clone().unwrap_or_default());
-        api.create(&PostParams::default(), &pod)
-            .await
-            .with_context(|| format!("creating pod {:?}", pod.metadata.name))?;
-    }
-    Ok(names)
 }
 
 /// Waits until every pod in `names` is bound, then returns all pods.
@@ -171,11 +160,11 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
             )
         })
         .collect();
-    let h100_names = create(&pods, h100_pods).await?;
+    let h100_names = create_pods(&pods, h100_pods).await?;
     wait_bound(&plane, &pods, &h100_names).await?;
 
     // A fifth H100 pod does not fit: kube-scheduler reports the extender's reasons.
-    create(
+    create_pods(
         &pods,
         vec![with_annotations(
             pod_for("train-extra", DEFAULT_SCHEDULER, gpu_worker_container(1)),
@@ -191,7 +180,7 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
 
     // Four half-GPU shares with no model constraint: only the A100s are free,
     // and the extender packs two shares per GPU.
-    let share_names = create(
+    let share_names = create_pods(
         &pods,
         (0..4)
             .map(|i| {
@@ -207,7 +196,7 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
     let all = wait_bound(&plane, &pods, &share_names).await?;
 
     // A gang needs the full scheduler; the extender refuses it with a reason.
-    create(
+    create_pods(
         &pods,
         vec![with_annotations(
             pod_for("gang-0", DEFAULT_SCHEDULER, gpu_worker_container(1)),
