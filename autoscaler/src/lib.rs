@@ -6,3 +6,5 @@
 //! reads `InferenceAutoscaler` objects, queries Prometheus and patches the scale
 //! subresource, asking the scheduler's engine how many new replicas can be
 //! placed before it scales up.
+
+pub mod decision;

@@ -2,8 +2,9 @@
 //! (`phalanx_scheduler::engine`) offline, compares policies and draws plots.
 //!
 //! Today it runs the FGD paper's openb experiment ([`openb`]); the autoscaler
-//! simulation on the Azure LLM trace (issue 6) will sit beside it.
+//! simulation on the Azure LLM trace (issue 6) sits beside it ([`autoscale`]).
 
+pub mod autoscale;
 pub mod openb;
 pub mod paper;
 pub mod report;

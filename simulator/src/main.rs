@@ -26,6 +26,31 @@ struct Cli {
 enum Command {
     /// The FGD paper's openb experiment: policies compared on GPU allocation.
     Openb(OpenbArgs),
+    /// The Azure LLM trace against inference replicas: Phalanx vs HPA vs KEDA.
+    Autoscale(AutoscaleArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AutoscaleArgs {
+    /// Trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens` (default: the embedded
+    /// Azure LLM conversation trace, 19,366 requests over one hour).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Write the summary (and details) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw load and replicas over time as SVG.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// A request meets the objective when it waits less than this many seconds.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    slo_seconds: f64,
+    /// GPUs in the cluster (2 per replica).
+    #[arg(long, default_value_t = 32)]
+    gpus: u32,
+    /// Seconds from scale-up to a replica serving.
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
+    cold_start: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -176,10 +201,82 @@ fn openb(args: OpenbArgs) -> Result<()> {
     Ok(())
 }
 
+fn autoscale(args: AutoscaleArgs) -> Result<()> {
+    use phalanx_sim::autoscale::{self, report as autoscale_report, trace::read_requests};
+
+    if !(args.slo_seconds.is_finite() && args.slo_seconds > 0.0) {
+        bail!(
+            "--slo-seconds must be a positive number of seconds, got {}",
+            args.slo_seconds
+        );
+    }
+    if !(args.cold_start.is_finite() && (0.0..=3600.0).contains(&args.cold_start)) {
+        bail!(
+            "--cold-start must be between 0 and 3600 seconds, got {}",
+            args.cold_start
+        );
+    }
+    let mut scenario = autoscale::default_scenario();
+    if args.gpus < scenario.serving.gpus_per_replica {
+        bail!(
+            "--gpus {} cannot hold one replica of {} GPUs",
+            args.gpus,
+            scenario.serving.gpus_per_replica
+        );
+    }
+    scenario.serving.cluster_gpus = args.gpus;
+    scenario.serving.cold_start_seconds = args.cold_start;
+    scenario.slo_queue_seconds = args.slo_seconds;
+
+    let source = match &args.trace {
+        Some(path) => CsvSource::read(path)?,
+        None => CsvSource::embedded(autoscale::EMBEDDED_TRACE_NAME, autoscale::EMBEDDED_TRACE),
+    };
+    let requests = read_requests(&source)?;
+    let s = &scenario.serving;
+    println!(
+        "autoscale: {} ({} requests over {:.0} s); {} GPUs, {} per replica (at most {} replicas); \
+         {} slots, {:.0} prefill + {:.0} decode tokens/s per replica; cold start {:.0} s; \
+         objective: wait < {} s; target {} in flight per replica",
+        source.name,
+        requests.len(),
+        requests.last().map_or(0.0, |r| r.arrival),
+        s.cluster_gpus,
+        s.gpus_per_replica,
+        s.replica_capacity(),
+        s.slots,
+        s.prefill_tokens_per_second,
+        s.decode_tokens_per_second,
+        s.cold_start_seconds,
+        scenario.slo_queue_seconds,
+        scenario.target_in_flight_per_replica,
+    );
+    let results = autoscale::compare(&requests, &scenario)?;
+    println!();
+    print!(
+        "{}",
+        autoscale_report::table(&results, autoscale::PHALANX_CONTROL_PERIOD.as_secs_f64())
+    );
+    if let Some(path) = &args.json {
+        let text = autoscale_report::json(&results, &scenario, &source.name, requests.len())?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        let load = autoscale_report::load_in_replicas(&requests, &scenario);
+        let title = format!("{}: load and replicas over time", source.workload_name());
+        autoscale_report::svg(path, &results, &load, &title)
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Openb(args) => openb(args),
+        Command::Autoscale(args) => autoscale(args),
     }
 }
 
