@@ -22,6 +22,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod device_plugin;
 pub mod error;
 pub mod events;
 pub mod janitor;
