@@ -1,13 +1,22 @@
-//! The `phalanx-device-plugin` command. Today: `probe`, which prints what a GPU
-//! backend sees (inventory, telemetry, events) as JSON. The kubelet plugin server
-//! comes with issue 5.
+//! The `phalanx-device-plugin` command.
+//!
+//! * `run`: the DaemonSet process: kubelet device plugins for whole GPUs and
+//!   milli-GPU shares, the node's `GpuNode` telemetry, `/metrics` and `/healthz`.
+//! * `probe`: prints what a GPU backend sees (inventory, telemetry, events) as JSON.
 
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use phalanx_device_plugin::backend::{FakeBackend, GpuBackend, NvmlBackend};
+use phalanx_device_plugin::daemon::{run_daemon, BackendChoice, DaemonConfig};
+use phalanx_device_plugin::kubelet::{
+    KubeletPaths, DEFAULT_DEVICE_PLUGIN_DIR, DEFAULT_POD_RESOURCES_SOCKET,
+};
+use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve kubelet and publish this node's GpuNode until SIGTERM or Ctrl-C.
+    Run(Box<RunArgs>),
     /// Print the GPUs a backend sees, their live state, and events over a short window.
     Probe {
         #[arg(long, value_enum, default_value_t = Backend::Nvml)]
@@ -41,31 +52,188 @@ enum Backend {
     Fake,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// GPU backend: `nvml` (the driver) or `fake` (a JSON file; KWOK and tests).
+    #[arg(long, env = "PHALANX_BACKEND", value_enum, default_value_t = Backend::Nvml)]
+    backend: Backend,
+    /// The fake node's JSON description (with `--backend fake`).
+    #[arg(long, env = "PHALANX_FAKE_FILE")]
+    fake_file: Option<PathBuf>,
+    /// This node's name (the downward API's `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Kubelet's device-plugin directory.
+    #[arg(long, env = "PHALANX_DEVICE_PLUGIN_DIR", default_value = DEFAULT_DEVICE_PLUGIN_DIR)]
+    device_plugin_dir: PathBuf,
+    /// Kubelet's registration socket; `<device-plugin-dir>/kubelet.sock` by default.
+    #[arg(long, env = "PHALANX_KUBELET_SOCKET")]
+    kubelet_socket: Option<PathBuf>,
+    /// Kubelet's PodResources socket (which pods hold which GPU).
+    #[arg(long, env = "PHALANX_POD_RESOURCES_SOCKET", default_value = DEFAULT_POD_RESOURCES_SOCKET)]
+    pod_resources_socket: PathBuf,
+    /// Serve the kubelet device plugin API (off on KWOK nodes, which have no kubelet).
+    #[arg(long, env = "PHALANX_SERVE_KUBELET", default_value_t = true, action = clap::ArgAction::Set)]
+    serve_kubelet: bool,
+    /// Publish the node's GpuNode (needs API access).
+    #[arg(long, env = "PHALANX_PUBLISH", default_value_t = true, action = clap::ArgAction::Set)]
+    publish: bool,
+    /// Resource name for whole GPUs.
+    #[arg(long, env = "PHALANX_WHOLE_GPU_RESOURCE", default_value = phalanx_api::RESOURCE_WHOLE_GPU)]
+    whole_gpu_resource: String,
+    /// Resource name for GPU shares.
+    #[arg(long, env = "PHALANX_GPU_MILLI_RESOURCE", default_value = phalanx_api::RESOURCE_GPU_MILLI)]
+    gpu_milli_resource: String,
+    /// Share units per GPU; 1000 matches the scheduler's milli-GPU.
+    #[arg(long, env = "PHALANX_UNITS_PER_GPU", default_value_t = phalanx_api::MILLI_PER_GPU)]
+    units_per_gpu: u32,
+    /// Address for /metrics and /healthz.
+    #[arg(long, env = "PHALANX_METRICS_ADDRESS", default_value = "0.0.0.0:9445")]
+    metrics_address: SocketAddr,
+    /// Telemetry sample period, milliseconds.
+    #[arg(long, env = "PHALANX_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
+    sample_interval_ms: u64,
+    /// Write the GpuNode status at least this often, seconds.
+    #[arg(long, env = "PHALANX_HEARTBEAT_SECONDS", default_value_t = 4)]
+    heartbeat_seconds: u64,
+    /// Most GpuNode writes per second.
+    #[arg(long, env = "PHALANX_MAX_WRITES_PER_SECOND", default_value_t = NonZeroU32::MIN.saturating_add(1))]
+    max_writes_per_second: NonZeroU32,
+    #[arg(long, env = "PHALANX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn backend_choice(backend: Backend, fake_file: Option<&PathBuf>) -> Result<BackendChoice> {
+    Ok(match backend {
+        Backend::Nvml => BackendChoice::Nvml,
+        Backend::Fake => {
+            let file =
+                fake_file.context("--backend fake needs --fake-file (or PHALANX_FAKE_FILE)")?;
+            BackendChoice::Fake(FakeBackend::from_file(file)?)
+        }
+    })
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    init_logging(args.log_format);
+    if args.sample_interval_ms == 0 || args.heartbeat_seconds == 0 {
+        bail!("--sample-interval-ms and --heartbeat-seconds must be positive");
+    }
+    let backend = backend_choice(args.backend, args.fake_file.as_ref())?;
+    // Fail before anything else when the GPUs cannot be read (no driver).
+    drop(backend.open()?);
+    let client = match kube::Client::try_default().await {
+        Ok(client) => Some(client),
+        Err(_) if !args.publish && !args.serve_kubelet => None,
+        Err(e) if args.publish => return Err(anyhow::Error::new(e).context(
+            "publishing the GpuNode needs API access (in-cluster service account or KUBECONFIG)",
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "no API access: allocations cannot follow the scheduler's annotation");
+            None
+        }
+    };
+    let kubelet = args.serve_kubelet.then(|| {
+        let mut paths = KubeletPaths::in_dir(&args.device_plugin_dir);
+        if let Some(socket) = &args.kubelet_socket {
+            paths.kubelet_socket = socket.clone();
+        }
+        paths
+    });
+    let config = DaemonConfig {
+        node_name: args.node_name.clone(),
+        whole_gpu_resource: args.whole_gpu_resource.clone(),
+        gpu_milli_resource: args.gpu_milli_resource.clone(),
+        units_per_gpu: args.units_per_gpu,
+        pod_resources_socket: args
+            .serve_kubelet
+            .then(|| args.pod_resources_socket.clone()),
+        kubelet,
+        publish: args.publish,
+        metrics_address: Some(args.metrics_address),
+        sample_interval: Duration::from_millis(args.sample_interval_ms),
+        heartbeat: Duration::from_secs(args.heartbeat_seconds),
+        max_writes_per_second: args.max_writes_per_second,
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+        // Keep the sender alive so the daemon sees `true`, not a closed channel.
+        std::future::pending::<()>().await;
+    });
+    run_daemon(config, backend, client, None, stop, |_| {}).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+fn probe(backend: Backend, fake_file: Option<PathBuf>, events_seconds: u64) -> Result<()> {
+    let mut backend: Box<dyn GpuBackend> = match backend {
+        Backend::Nvml => Box::new(NvmlBackend::new()?),
+        Backend::Fake => {
+            let file = fake_file.context("--backend fake needs --fake-file")?;
+            Box::new(FakeBackend::from_file(&file)?)
+        }
+    };
+    let inventory = backend.inventory()?;
+    let telemetry = backend.telemetry()?;
+    let events = backend.wait_for_events(Duration::from_secs(events_seconds))?;
+    let report = serde_json::json!({
+        "backend": backend.name(),
+        "inventory": inventory,
+        "telemetry": telemetry,
+        "events": events,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(run(*args)),
         Command::Probe {
             backend,
             fake_file,
             events_seconds,
-        } => {
-            let mut backend: Box<dyn GpuBackend> = match backend {
-                Backend::Nvml => Box::new(NvmlBackend::new()?),
-                Backend::Fake => {
-                    let file = fake_file.context("--backend fake needs --fake-file")?;
-                    Box::new(FakeBackend::from_file(&file)?)
-                }
-            };
-            let inventory = backend.inventory()?;
-            let telemetry = backend.telemetry()?;
-            let events = backend.wait_for_events(Duration::from_secs(events_seconds))?;
-            let report = serde_json::json!({
-                "backend": backend.name(),
-                "inventory": inventory,
-                "telemetry": telemetry,
-                "events": events,
-            });
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
+        } => probe(backend, fake_file, events_seconds),
     }
 }

@@ -2,9 +2,9 @@
 //! hardware in tests and on KWOK (simulated) nodes.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,13 @@ impl FakeNode {
 struct State {
     node: Option<FakeNode>,
     events: VecDeque<GpuEvent>,
+    /// The file the node came from and its modification time when last read:
+    /// live values (memory used, utilisation) follow edits to it.
+    file: Option<(PathBuf, Option<SystemTime>)>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// A fake backend; clones share state, so a test keeps one clone to drive the GPUs
@@ -79,12 +86,24 @@ impl FakeBackend {
             state: Arc::new(Mutex::new(State {
                 node: Some(node),
                 events: VecDeque::new(),
+                file: None,
             })),
         }
     }
 
-    /// Reads a node description from a JSON file; errors name the file and the problem.
+    /// Reads a node description from a JSON file; errors name the file and the
+    /// problem. Later edits to the file's live values (memory used,
+    /// utilisation) are picked up on the next telemetry read; its inventory is
+    /// read once.
     pub fn from_file(path: &Path) -> Result<Self, BackendError> {
+        let stamp = modified(path);
+        let node = Self::read_file(path)?;
+        let fake = Self::new(node);
+        fake.lock().file = Some((path.to_owned(), stamp));
+        Ok(fake)
+    }
+
+    fn read_file(path: &Path) -> Result<FakeNode, BackendError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| BackendError::FakeFile {
             file: file.clone(),
@@ -109,7 +128,36 @@ impl FakeBackend {
                 });
             }
         }
-        Ok(Self::new(node))
+        Ok(node)
+    }
+
+    /// Re-reads the live values from the file if it changed since the last read.
+    fn refresh_from_file(&self) {
+        let Some((path, stamp)) = self.lock().file.clone() else {
+            return;
+        };
+        let now = modified(&path);
+        if now == stamp {
+            return;
+        }
+        match Self::read_file(&path) {
+            Ok(fresh) => {
+                let mut state = self.lock();
+                if let Some(node) = state.node.as_mut() {
+                    for gpu in &mut node.gpus {
+                        if let Some(f) =
+                            fresh.gpus.iter().find(|f| f.device.uuid == gpu.device.uuid)
+                        {
+                            gpu.memory_used_mib = f.memory_used_mib;
+                            gpu.utilization_gpu_percent = f.utilization_gpu_percent;
+                        }
+                    }
+                }
+                state.file = Some((path, now));
+            }
+            // A half-written file: keep the old values and try again next time.
+            Err(e) => tracing::warn!(error = %e, "fake GPU file not re-read"),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -173,6 +221,7 @@ impl GpuBackend for FakeBackend {
     }
 
     fn telemetry(&self) -> Result<Vec<GpuTelemetry>, BackendError> {
+        self.refresh_from_file();
         let state = self.lock();
         let node = state
             .node
@@ -234,6 +283,34 @@ mod tests {
             .wait_for_events(Duration::from_millis(20))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn live_values_follow_edits_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.json");
+        let mut node = FakeNode::uniform(2, "T4", 15_360);
+        std::fs::write(&path, serde_json::to_string(&node).unwrap()).unwrap();
+        let fake = FakeBackend::from_file(&path).unwrap();
+        assert_eq!(fake.telemetry().unwrap()[1].memory_used_mib, 0);
+        node.gpus[1].memory_used_mib = 8_000;
+        node.gpus[1].device.model = "ignored: inventory is read once".into();
+        // Make sure the modification time moves even on coarse clocks.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, serde_json::to_string(&node).unwrap()).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(fake.telemetry().unwrap()[1].memory_used_mib, 8_000);
+        assert_eq!(fake.inventory().unwrap().gpus[1].model, "T4");
+        std::fs::write(&path, "{ broken").unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(
+            fake.telemetry().unwrap()[1].memory_used_mib,
+            8_000,
+            "a broken edit keeps the old values"
+        );
     }
 
     #[test]

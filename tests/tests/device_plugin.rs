@@ -1,0 +1,234 @@
+//! The device plugin's telemetry against a real control plane: the plugin
+//! publishes a KWOK node's `GpuNode` from fake GPUs, follows their memory use
+//! and an XID, and Phalanx's scheduler acts on what it published (an
+//! unhealthy GPU is never chosen, live memory use steers whole GPUs and
+//! shares). Then the plugin, asked by a fake kubelet, gives the bound pod the
+//! GPU the scheduler chose, found through the API server.
+//!
+//! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
+//! `cargo build -p phalanx-scheduler`; without them the test prints SKIPPED,
+//! and with `PHALANX_E2E=1` it fails instead.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
+use kube::Api;
+use phalanx_api::{GpuNode, SCHEDULER_NAME};
+use phalanx_device_plugin::backend::{FakeBackend, FakeNode};
+use phalanx_device_plugin::proto::v1beta1::{
+    AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest,
+    PreferredAllocationRequest,
+};
+use phalanx_e2e::device_plugin::{
+    eventually, start_device_plugin, wait_gpu_node, DevicePluginOptions,
+};
+use phalanx_e2e::{
+    assignment_of, create_gpu_nodes, gpu_share_container, gpu_worker_container,
+    install_phalanx_crds, node_of, phalanx_scheduler_for_test, pod_for, wait_fake_nodes_ready,
+    Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions,
+};
+
+const NS: &str = "default";
+const MODEL: &str = "NVIDIA H100 80GB HBM3";
+const MEMORY_MIB: u64 = 81_559;
+
+fn gpu_status(gn: &GpuNode, index: usize) -> Option<&phalanx_api::GpuDeviceStatus> {
+    gn.status.as_ref()?.gpus.get(index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_gpu_state_steers_the_scheduler_and_the_allocation() -> anyhow::Result<()> {
+    let test = "published_gpu_state_steers_the_scheduler_and_the_allocation";
+    let Some(binaries) = Binaries::for_test(test) else {
+        return Ok(());
+    };
+    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
+        return Ok(());
+    };
+    let mut plane = ControlPlane::start(binaries).await?;
+    let client = plane.client();
+    install_phalanx_crds(&client).await?;
+    let spec = GpuNodeSpec {
+        gpus: 3,
+        model: "H100".to_owned(),
+        ..GpuNodeSpec::default()
+    };
+    let node = create_gpu_nodes(&client, "dp", 1, &spec).await?.remove(0);
+    wait_fake_nodes_ready(&client, 1, Duration::from_secs(60)).await?;
+
+    let fake = FakeBackend::new(FakeNode::uniform(3, MODEL, MEMORY_MIB));
+    let uuids: Vec<String> = (0..3).map(|i| format!("GPU-fake-{i:04}")).collect();
+    let plugin = start_device_plugin(
+        &client,
+        &node,
+        fake.clone(),
+        &DevicePluginOptions {
+            with_fake_kubelet: true,
+            ..DevicePluginOptions::default()
+        },
+    )
+    .await?;
+
+    // The GpuNode appears: inventory in the spec, all healthy and idle.
+    let published = wait_gpu_node(&client, &node, Duration::from_secs(20), |gn| {
+        let status = gn.status.as_ref().ok_or("no status yet")?;
+        if status.gpus.len() == 3 && status.observed_at.is_some() {
+            Ok(())
+        } else {
+            Err(format!("status has {} GPUs", status.gpus.len()))
+        }
+    })
+    .await?;
+    assert_eq!(published.spec.node_name, node);
+    let listed: Vec<&str> = published
+        .spec
+        .gpus
+        .iter()
+        .map(|g| g.uuid.as_str())
+        .collect();
+    assert_eq!(listed, uuids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(published
+        .spec
+        .gpus
+        .iter()
+        .all(|g| g.model == MODEL && g.memory_mib == MEMORY_MIB));
+    let owner = published
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|o| o.kind.as_str()),
+        Some("Node"),
+        "owned by its Node"
+    );
+    assert!(published
+        .status
+        .as_ref()
+        .unwrap()
+        .gpus
+        .iter()
+        .all(|g| g.healthy && g.memory_used_mib == 0));
+
+    // A workload fills half of GPU 1, and GPU 0 falls off the bus.
+    fake.set_memory_used(&uuids[1], 40_000)?;
+    fake.inject_xid(&uuids[0], 79)?;
+    let updated = wait_gpu_node(&client, &node, Duration::from_secs(20), |gn| {
+        let g0 = gpu_status(gn, 0).ok_or("no GPU 0")?;
+        let g1 = gpu_status(gn, 1).ok_or("no GPU 1")?;
+        if !g0.healthy && g1.memory_used_mib == 40_000 {
+            Ok(())
+        } else {
+            Err(format!(
+                "GPU 0 healthy={}, GPU 1 memory={}",
+                g0.healthy, g1.memory_used_mib
+            ))
+        }
+    })
+    .await?;
+    assert_eq!(
+        gpu_status(&updated, 0).unwrap().health_reason.as_deref(),
+        Some("XID 79: GPU has fallen off the bus")
+    );
+
+    // The scheduler reads it: the whole GPU cannot be GPU 0 (unhealthy) nor
+    // GPU 1 (half its memory in use), though both are free by allocation and
+    // it would otherwise take the lowest index; the share fits only GPU 1's
+    // remaining memory once GPU 2 is taken.
+    plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(scheduler),
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.create(
+        &PostParams::default(),
+        &pod_for("whole", SCHEDULER_NAME, gpu_worker_container(1)),
+    )
+    .await?;
+    let whole = eventually("pod whole bound", Duration::from_secs(30), || async {
+        let pod = pods.get("whole").await?;
+        Ok(node_of(&pod).is_some().then_some(pod))
+    })
+    .await
+    .with_context(|| plane.phalanx_logs())?;
+    let assignment = assignment_of(&whole)
+        .context("no assignment")?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(assignment.node, node);
+    assert_eq!(assignment.gpus.len(), 1);
+    assert_eq!(
+        (assignment.gpus[0].index, assignment.gpus[0].uuid.as_str()),
+        (2, uuids[2].as_str()),
+        "{assignment:?}"
+    );
+
+    pods.create(
+        &PostParams::default(),
+        &pod_for("share", SCHEDULER_NAME, gpu_share_container(400)),
+    )
+    .await?;
+    let share = eventually("pod share bound", Duration::from_secs(30), || async {
+        let pod = pods.get("share").await?;
+        Ok(node_of(&pod).is_some().then_some(pod))
+    })
+    .await
+    .with_context(|| plane.phalanx_logs())?;
+    let share_assignment = assignment_of(&share)
+        .context("no assignment")?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(share_assignment.gpus.len(), 1);
+    assert_eq!(
+        (
+            share_assignment.gpus[0].index,
+            share_assignment.gpus[0].milli
+        ),
+        (1, 400)
+    );
+
+    // Kubelet admits "whole": the plugin finds it through the API server and
+    // steers kubelet to GPU 2, although topology alone would pick GPU 1.
+    let kubelet = plugin.kubelet.as_ref().unwrap();
+    let endpoint = "phalanx-nvidia.com-gpu.sock";
+    let mut client_plugin = eventually(
+        "the whole-GPU plugin socket",
+        Duration::from_secs(20),
+        || async { Ok(kubelet.dial_plugin(endpoint).await.ok()) },
+    )
+    .await?;
+    let preferred = client_plugin
+        .get_preferred_allocation(PreferredAllocationRequest {
+            container_requests: vec![ContainerPreferredAllocationRequest {
+                available_device_i_ds: vec![uuids[1].clone(), uuids[2].clone()],
+                must_include_device_i_ds: Vec::new(),
+                allocation_size: 1,
+            }],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        preferred.container_responses[0].device_i_ds,
+        vec![uuids[2].clone()]
+    );
+    let allocated = client_plugin
+        .allocate(AllocateRequest {
+            container_requests: vec![ContainerAllocateRequest {
+                devices_ids: vec![uuids[2].clone()],
+            }],
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        allocated.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"],
+        uuids[2]
+    );
+
+    assert!(!plugin.has_ended(), "the plugin stopped early");
+    plugin.stop().await?;
+    Ok(())
+}
