@@ -142,6 +142,7 @@ async fn run(args: RunArgs) -> Result<()> {
     drop(backend.open()?);
     let client = match kube::Client::try_default().await {
         Ok(client) => Some(client),
+        Err(_) if !args.publish && !args.serve_kubelet => None,
         Err(e) if args.publish => return Err(anyhow::Error::new(e).context(
             "publishing the GpuNode needs API access (in-cluster service account or KUBECONFIG)",
         )),

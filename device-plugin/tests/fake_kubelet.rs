@@ -44,6 +44,8 @@ struct Setup {
     uuids: Vec<String>,
     stop: watch::Sender<bool>,
     daemon: tokio::task::JoinHandle<Result<(), DaemonError>>,
+    /// Where `/metrics` and `/healthz` are served.
+    http: tokio::sync::oneshot::Receiver<std::net::SocketAddr>,
 }
 
 /// 4 fake H100s (all NVLinked, GPUs 0-1 on NUMA 0, 2-3 on NUMA 1), a fake
@@ -67,14 +69,18 @@ async fn setup() -> Setup {
     config.kubelet = Some(paths);
     config.pod_resources_socket = Some(kubelet.pod_resources_socket().to_owned());
     config.sample_interval = Duration::from_millis(100);
+    config.metrics_address = Some(([127, 0, 0, 1], 0).into());
     let (stop, stopping) = watch::channel(false);
+    let (http_tx, http) = tokio::sync::oneshot::channel();
     let daemon = tokio::spawn(run_daemon(
         config,
         BackendChoice::Fake(fake.clone()),
         None,
         Some(Arc::new(pods.clone())),
         stopping,
-        |_| {},
+        move |handle| {
+            let _ = http_tx.send(handle.metrics_address.expect("metrics address"));
+        },
     ));
     Setup {
         _dir: dir,
@@ -84,6 +90,7 @@ async fn setup() -> Setup {
         uuids,
         stop,
         daemon,
+        http,
     }
 }
 
@@ -165,6 +172,18 @@ fn assignment(gpus: &[(u32, &str, u32)]) -> String {
             .collect(),
     }
     .to_json()
+}
+
+/// `GET path` over plain HTTP/1.1: the status line and the body.
+async fn http_get(address: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
 async fn stop(setup: Setup) {
@@ -274,6 +293,35 @@ async fn registers_lists_reports_an_xid_and_registers_again_after_a_kubelet_rest
         listed.devices[2].health, "Unhealthy",
         "health survives the restart"
     );
+
+    // The metrics tell the same story: two registrations each, GPU 2 unhealthy
+    // after one XID 79, one refused allocation.
+    let address = (&mut s.http).await.unwrap();
+    let (status, _) = http_get(address, "/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    let expected = [
+        "phalanx_device_plugin_registrations_total{resource=\"nvidia.com/gpu\"} 2",
+        "phalanx_device_plugin_registrations_total{resource=\"phalanx.dev/gpu-milli\"} 2",
+        "phalanx_gpu_healthy{gpu=\"2\",uuid=\"GPU-fake-0002\",model=\"NVIDIA H100 80GB HBM3\"} 0",
+        "phalanx_gpu_healthy{gpu=\"1\",uuid=\"GPU-fake-0001\",model=\"NVIDIA H100 80GB HBM3\"} 1",
+        "phalanx_gpu_xid_errors_total{gpu=\"2\",uuid=\"GPU-fake-0002\",xid=\"79\"} 1",
+        "phalanx_device_plugin_allocation_failures_total{resource=\"nvidia.com/gpu\",reason=\"unhealthy_device\"} 1",
+    ];
+    // The last registration is counted just after kubelet answers it: poll
+    // briefly rather than race it.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = http_get(address, "/metrics").await;
+        let missing: Vec<&&str> = expected.iter().filter(|e| !metrics.contains(**e)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let sockets: Vec<PathBuf> = again
         .values()

@@ -139,6 +139,7 @@ async fn run(config: SchedulerConfig) -> Result<()> {
         events,
         binder,
         is_leader: leadership.is_leader,
+        fence: leadership.fence,
     };
     SchedulerLoop::new(deps).run(shutdown_signal()).await?;
     tracing::info!("shut down");

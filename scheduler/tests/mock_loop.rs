@@ -14,13 +14,14 @@ mod support;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::Method;
 use phalanx_scheduler::controller::binder::{AnnotationWrite, Binder};
 use phalanx_scheduler::controller::config::SchedulerConfig;
 use phalanx_scheduler::controller::events::EventRecorder;
 use phalanx_scheduler::controller::http::Health;
+use phalanx_scheduler::controller::leader::LeaseFence;
 use phalanx_scheduler::controller::metrics::SchedulerMetrics;
 use phalanx_scheduler::controller::scheduler_loop::{LoopDeps, LoopError, SchedulerLoop};
 use serde_json::{json, Value};
@@ -240,13 +241,14 @@ struct Running {
 
 fn start_loop(client: kube::Client) -> Running {
     let (leader, is_leader) = watch::channel(false);
-    start_loop_with(client, is_leader, leader)
+    start_loop_with(client, is_leader, leader, LeaseFence::unfenced())
 }
 
 fn start_loop_with(
     client: kube::Client,
     is_leader: watch::Receiver<bool>,
     leader: watch::Sender<bool>,
+    fence: LeaseFence,
 ) -> Running {
     let config = Arc::new(SchedulerConfig::default());
     let many = NonZeroU32::new(1000).unwrap();
@@ -258,6 +260,7 @@ fn start_loop_with(
         events: EventRecorder::spawn(client.clone(), "phalanx".into(), "phalanx-0".into()),
         binder: Binder::new(client, many, many, AnnotationWrite::Patch),
         is_leader,
+        fence,
     };
     let (shutdown, stop) = oneshot::channel::<()>();
     // `run`'s future is not Send (it holds `&self` with a `Box<dyn
@@ -438,9 +441,46 @@ async fn always_leader_binds() {
     let leadership = phalanx_scheduler::controller::leader::always_leader();
     // A sender nobody uses: `always_leader` keeps its own alive forever.
     let (unused, _) = watch::channel(true);
-    let running = start_loop_with(client, leadership.is_leader, unused);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
     let binding = router
         .wait_for("the Binding", |s| {
+            s.method == Method::POST && s.path == BINDING
+        })
+        .await;
+    assert_eq!(binding.body, expected_binding());
+    running.stop().await;
+}
+
+/// A replica the elector still calls leader, but whose Lease (as the API shows
+/// it) is about to run out or is held by another, sends no Binding; once its
+/// renewal is seen, it binds.
+#[tokio::test]
+async fn a_leader_whose_lease_is_expiring_does_not_bind() {
+    tokio::task::LocalSet::new()
+        .run_until(fenced_leader_waits())
+        .await;
+}
+
+async fn fenced_leader_waits() {
+    let (client, handle) = mock_client();
+    let (mut router, _task) = spawn_router(handle, Held::new());
+    let (leader, is_leader) = watch::channel(true);
+    let (valid_until, fence) = watch::channel(None);
+    let running = start_loop_with(client, is_leader, leader, LeaseFence::from_channel(fence));
+    router
+        .wait_for(
+            "the GpuNode watch (caches synced)",
+            is(GPU_NODES, Seen::is_watch),
+        )
+        .await;
+    // The open-fence control (`always_leader_binds`) binds within milliseconds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(router.bindings(), vec![], "bound without a valid Lease");
+    valid_until
+        .send(Some(SystemTime::now() + Duration::from_secs(60)))
+        .unwrap();
+    let binding = router
+        .wait_for("the Binding after the renewal", |s| {
             s.method == Method::POST && s.path == BINDING
         })
         .await;

@@ -66,6 +66,9 @@ pub struct SchedulerOptions {
     pub burst: u32,
     /// Deadline for the scheduler to report ready.
     pub timeout: Duration,
+    /// `extenders` of the KubeSchedulerConfiguration (kube-scheduler's JSON
+    /// shape), e.g. Phalanx in extender mode.
+    pub extenders: Vec<serde_json::Value>,
 }
 
 impl Default for SchedulerOptions {
@@ -74,6 +77,7 @@ impl Default for SchedulerOptions {
             qps: 5000,
             burst: 10000,
             timeout: Duration::from_secs(60),
+            extenders: Vec::new(),
         }
     }
 }
@@ -207,6 +211,7 @@ impl ControlPlane {
             },
             "leaderElection": { "leaderElect": false },
             "profiles": [{ "schedulerName": "default-scheduler" }],
+            "extenders": options.extenders,
         });
         std::fs::write(&config_path, config.to_string())
             .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;

@@ -46,6 +46,6 @@ pub use phalanx::{
     LeaderElectionOptions, PhalanxHandle, PhalanxOptions,
 };
 pub use pods::{
-    assignment_of, assignment_violations, gpu_request, gpu_share_container, gpu_worker_container,
-    node_of, pod_for,
+    assignment_of, assignment_violations, create_pods, gpu_request, gpu_share_container,
+    gpu_worker_container, node_of, pod_for,
 };

@@ -281,6 +281,29 @@ impl ControlPlane {
         &mut self,
         options: &PhalanxOptions,
     ) -> Result<PhalanxHandle> {
+        self.spawn_phalanx(options, "run", serde_json::Value::Null)
+            .await
+    }
+
+    /// Starts `phalanx-scheduler extender` (kube-scheduler's HTTP extender)
+    /// with the admin kubeconfig, waits until its watches have synced, and
+    /// returns it with the address kube-scheduler should call.
+    pub async fn start_phalanx_extender(
+        &mut self,
+        options: &PhalanxOptions,
+    ) -> Result<(PhalanxHandle, SocketAddr)> {
+        let extender = SocketAddr::from((Ipv4Addr::LOCALHOST, single_port()?));
+        let extra = serde_json::json!({ "extender": { "bindAddress": extender.to_string() } });
+        let handle = self.spawn_phalanx(options, "extender", extra).await?;
+        Ok((handle, extender))
+    }
+
+    async fn spawn_phalanx(
+        &mut self,
+        options: &PhalanxOptions,
+        subcommand: &str,
+        mode_config: serde_json::Value,
+    ) -> Result<PhalanxHandle> {
         let program = match &options.binary {
             Some(path) => path.clone(),
             None => locate_phalanx_scheduler()?,
@@ -301,12 +324,13 @@ impl ControlPlane {
         let http = SocketAddr::from((Ipv4Addr::LOCALHOST, single_port()?));
         let config_path = self.dir().join(format!("{name}.yaml"));
         // JSON is YAML: the scheduler's YAML loader reads it as is.
-        let config = phalanx_config(options, &identity, http);
+        let mut config = phalanx_config(options, &identity, http);
+        merge(&mut config, &mode_config);
         let text = serde_json::to_string_pretty(&config).unwrap_or_default();
         std::fs::write(&config_path, text)
             .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;
         let args = vec![
-            "run".to_owned(),
+            subcommand.to_owned(),
             "--config".to_owned(),
             config_path.display().to_string(),
         ];

@@ -4,11 +4,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::ObjectMeta;
+use kube::api::{ObjectMeta, PostParams};
+use kube::Api;
 use phalanx_api::{
     GpuAssignmentAnnotation, ANNOTATION_GPU_ASSIGNMENT, MILLI_PER_GPU, RESOURCE_GPU_MILLI,
     RESOURCE_WHOLE_GPU,
 };
+
+/// Creates `pods` one by one; returns their names in order.
+pub async fn create_pods(api: &Api<Pod>, pods: Vec<Pod>) -> crate::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for pod in pods {
+        names.push(pod.metadata.name.clone().unwrap_or_default());
+        api.create(&PostParams::default(), &pod).await?;
+    }
+    Ok(names)
+}
 
 /// A container asking for `gpus` whole GPUs (request = limit). Its image never runs:
 /// KWOK nodes only pretend to start it.

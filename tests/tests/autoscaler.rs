@@ -10,6 +10,8 @@
 //!   `CapacityLimited` with the numbers.
 //! * Bad input (target 0, min above max, several series, NaN) gives clear
 //!   conditions and never moves the replicas.
+//! * Two replicas share a Lease: the standby takes over when the leader stops
+//!   and performs the scale-down.
 
 #![allow(clippy::unwrap_used)]
 
@@ -39,8 +41,8 @@ use phalanx_e2e::autoscaler::{
     install_autoscaler_crd, prometheus_for_test, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::{
-    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, SchedulerOptions,
+    create_gpu_nodes, gpu_worker_container, lease_holder, wait_fake_nodes_ready, Binaries,
+    ControlPlane, GpuNodeSpec, SchedulerOptions,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -429,6 +431,46 @@ async fn events_about(client: &kube::Client, name: &str) -> anyhow::Result<Vec<(
         .collect())
 }
 
+const LEASE: &str = "phalanx-autoscaler";
+
+type Running = tokio::task::JoinHandle<Result<(), phalanx_autoscaler::controller::StartError>>;
+
+/// Starts one autoscaler replica in this process (1 s control period, the
+/// Lease in `default`); send on the returned channel to stop it.
+fn start_autoscaler(
+    client: &kube::Client,
+    prometheus: &str,
+    identity: &str,
+) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Running)> {
+    let config = AutoscalerConfig::from_yaml(
+        &serde_json::json!({
+            "controlPeriodSeconds": 1,
+            "prometheus": { "url": prometheus, "timeoutSeconds": 2 },
+            "leaderElection": {
+                "enabled": true,
+                "leaseName": LEASE,
+                "leaseNamespace": "default",
+                "leaseDurationSeconds": 4,
+                "renewGraceSeconds": 2,
+                "identity": identity,
+            },
+            "http": { "bindAddress": "127.0.0.1:0" },
+            "logging": { "format": "text" },
+        })
+        .to_string(),
+        "test config",
+    )?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(phalanx_autoscaler::controller::run(
+        config,
+        client.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok((stop, running))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves_nothing(
 ) -> anyhow::Result<()> {
@@ -505,25 +547,18 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
         autoscalers.create(&PostParams::default(), object).await?;
     }
 
-    let config = AutoscalerConfig::from_yaml(
-        &serde_json::json!({
-            "controlPeriodSeconds": 1,
-            "prometheus": { "url": prometheus.url(), "timeoutSeconds": 2 },
-            "leaderElection": { "enabled": false },
-            "http": { "bindAddress": "127.0.0.1:0" },
-            "logging": { "format": "text" },
-        })
-        .to_string(),
-        "test config",
-    )?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(phalanx_autoscaler::controller::run(
-        config,
-        client.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    // Two replicas with leader election: `a` starts first and leads, `b`
+    // stands by and takes over when `a` stops (before the scale-down).
+    let (stop_a, running_a) = start_autoscaler(&client, &prometheus.url(), "autoscaler-a")?;
+    wait_for("autoscaler-a to hold the Lease", WAIT, || {
+        let client = client.clone();
+        async move {
+            let holder = lease_holder(&client, "default", LEASE).await?;
+            Ok((holder.as_deref() == Some("autoscaler-a")).then_some(()))
+        }
+    })
+    .await?;
+    let (stop_b, running_b) = start_autoscaler(&client, &prometheus.url(), "autoscaler-b")?;
 
     // Bad input: clear conditions, and `static` keeps its one replica.
     let message = wait_condition(
@@ -615,7 +650,25 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     let llm_pods = pods.list(&ListParams::default().labels("app=llm")).await?;
     assert_eq!(llm_pods.items.len(), 3, "{:?}", llm_pods.items.len());
 
-    // Step 3: the burst is over → back to 1.
+    assert_eq!(
+        lease_holder(&client, "default", LEASE).await?.as_deref(),
+        Some("autoscaler-a"),
+        "the standby never took over while the leader ran"
+    );
+
+    // The leader stops; the standby takes the Lease and carries on.
+    let _ = stop_a.send(());
+    running_a.await??;
+    wait_for("autoscaler-b to take the Lease", WAIT, || {
+        let client = client.clone();
+        async move {
+            let holder = lease_holder(&client, "default", LEASE).await?;
+            Ok((holder.as_deref() == Some("autoscaler-b")).then_some(()))
+        }
+    })
+    .await?;
+
+    // Step 3: the burst is over → back to 1, scaled by the new leader.
     exporter.set(&exporter_text(5));
     wait_for("llm scaled down to 1", WAIT, || {
         let deployments = deployments.clone();
@@ -633,7 +686,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
 
     // The garbage never moved `static`, and the autoscaler is still running.
     assert_eq!(replicas(&deployments, "static").await?, 1);
-    assert!(!running.is_finished(), "the autoscaler stopped");
+    assert!(!running_b.is_finished(), "the autoscaler stopped");
     for name in ["zero-target", "min-above-max", "several-series", "nan"] {
         let status = autoscalers.get(name).await?.status.unwrap_or_default();
         assert_eq!(
@@ -682,7 +735,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
         "{garbage_events:?}"
     );
 
-    let _ = stop.send(());
-    running.await??;
+    let _ = stop_b.send(());
+    running_b.await??;
     Ok(())
 }

@@ -25,7 +25,7 @@ use phalanx_api::{
     ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
 };
 use phalanx_e2e::{
-    assignment_of, assignment_violations, create_gpu_nodes, gpu_share_container,
+    assignment_of, assignment_violations, create_gpu_nodes, create_pods, gpu_share_container,
     gpu_worker_container, install_phalanx_crds, lease_holder, node_of, phalanx_scheduler_for_test,
     pod_events, pod_for, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec,
     LeaderElectionOptions, PhalanxOptions,
@@ -124,17 +124,6 @@ async fn wait_bound(
         })
     })
     .await
-}
-
-async fn create_all(api: &Api<Pod>, pods: Vec<Pod>) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for pod in pods {
-        names.push(pod.metadata.name.clone().unwrap_or_default());
-        api.create(&PostParams::default(), &pod)
-            .await
-            .with_context(|| format!("creating pod {:?}", pod.metadata.name))?;
-    }
-    Ok(names)
 }
 
 /// GPUs per node and model per node, from the Node objects.
@@ -238,7 +227,7 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
 
     // Pods that name another scheduler: nobody here schedules them, and
     // Phalanx must leave them alone.
-    let foreign = create_all(
+    let foreign = create_pods(
         &pods,
         vec![
             pod_for(
@@ -278,7 +267,7 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
             &["H100"],
         ));
     }
-    let mut names = create_all(&pods, restricted).await?;
+    let mut names = create_pods(&pods, restricted).await?;
     wait_bound(&plane, &pods, &names, Duration::from_secs(60)).await?;
 
     let mut unrestricted = vec![
@@ -293,9 +282,9 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
     for i in 0..4 {
         unrestricted.push(phalanx_pod(&format!("share-{i}"), gpu_share_container(300)));
     }
-    names.extend(create_all(&pods, unrestricted).await?);
+    names.extend(create_pods(&pods, unrestricted).await?);
     // No node has this model: it must stay Pending with a reason.
-    let impossible = create_all(
+    let impossible = create_pods(
         &pods,
         vec![with_annotation(
             phalanx_pod("ann-v100", gpu_worker_container(1)),
@@ -447,7 +436,7 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
             with_label(with_model_selector(pod, "A100"), LABEL_POD_GROUP, "big")
         })
         .collect();
-    let mut big_names = create_all(&pods, big[..31].to_vec()).await?;
+    let mut big_names = create_pods(&pods, big[..31].to_vec()).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let early = pods_named(&pods, &big_names).await?;
     assert_eq!(
@@ -456,14 +445,14 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
         "gang members bound before all 32 existed\n{}",
         plane.phalanx_logs()
     );
-    big_names.extend(create_all(&pods, big[31..].to_vec()).await?);
+    big_names.extend(create_pods(&pods, big[31..].to_vec()).await?);
     let bound = wait_bound(&plane, &pods, &big_names, Duration::from_secs(90)).await?;
     let problems = assignment_violations(&bound, &gpus);
     assert!(problems.is_empty(), "{problems:#?}");
 
     // A gang that cannot fit: 8 members of 8 GPUs on 4 H100 nodes, one of
     // them already holding a pod. It must hold nothing.
-    let blocker = create_all(
+    let blocker = create_pods(
         &pods,
         vec![with_model_selector(
             phalanx_pod("blocker", gpu_worker_container(1)),
@@ -484,7 +473,7 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
             with_label(with_model_selector(pod, "H100"), LABEL_POD_GROUP, "huge")
         })
         .collect();
-    let huge_names = create_all(&pods, huge).await?;
+    let huge_names = create_pods(&pods, huge).await?;
     // While members are still being created the gang waits for the rest;
     // once all exist, every member must be told that the gang does not fit.
     let failures = wait_until(
@@ -545,7 +534,7 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
             )
         })
         .collect();
-    let filler_names = create_all(&pods, fillers).await?;
+    let filler_names = create_pods(&pods, fillers).await?;
     let filled = wait_bound(&plane, &pods, &filler_names, Duration::from_secs(60)).await?;
     for pod in &filled {
         let node = node_of(pod).unwrap_or_default();
@@ -576,14 +565,14 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
             )
         })
         .collect();
-    let mut ann_names = create_all(&pods, ann[..3].to_vec()).await?;
+    let mut ann_names = create_pods(&pods, ann[..3].to_vec()).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         count_bound(&pods_named(&pods, &ann_names).await?),
         0,
         "annotation-gang members bound before all 4 existed"
     );
-    ann_names.extend(create_all(&pods, ann[3..].to_vec()).await?);
+    ann_names.extend(create_pods(&pods, ann[3..].to_vec()).await?);
     wait_bound(&plane, &pods, &ann_names, Duration::from_secs(60)).await?;
 
     let all = pods.list(&ListParams::default()).await?.items;

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use super::capacity::{check_scale_up, pod_from_template, CapacityCheck};
 use super::config::AutoscalerConfig;
 use super::http::Health;
+use super::leader::LeaseFence;
 use super::prometheus::{MetricRead, MetricsReader, Reading};
 use super::status::{condition_events, next_status, ConditionState, Conditions, PeriodReport};
 use super::target::{Discovery, ScaleTarget};
@@ -58,6 +59,8 @@ pub struct LoopDeps {
     pub events: EventRecorder,
     pub reader: MetricsReader,
     pub is_leader: watch::Receiver<bool>,
+    /// Closes shortly before this replica's hold on the Lease runs out.
+    pub fence: LeaseFence,
 }
 
 // Boxed: the channel holds many of these while a period runs.
@@ -167,7 +170,11 @@ impl AutoscalerLoop {
                 _ = ticker.tick() => {
                     self.deps.health.heartbeat();
                     if leading && self.synced() {
-                        self.run_period().await;
+                        if self.deps.fence.allows(SystemTime::now()) {
+                            self.run_period().await;
+                        } else {
+                            tracing::warn!("the Lease is about to run out; not scaling this period");
+                        }
                     }
                 }
             }

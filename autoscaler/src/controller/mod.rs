@@ -97,6 +97,7 @@ pub async fn run(
         events,
         reader,
         is_leader: leadership.is_leader,
+        fence: leadership.fence,
     };
     AutoscalerLoop::new(deps).run(shutdown).await;
     let _ = stop_http.send(());

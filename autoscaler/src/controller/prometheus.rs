@@ -65,7 +65,7 @@ impl MetricRead {
             name: self.name.clone(),
             value,
             sampled_at,
-            target: plan.target.clone(),
+            target: plan.target,
         })
     }
 }

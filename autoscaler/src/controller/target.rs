@@ -22,7 +22,7 @@ pub enum TargetError {
         api_version: String,
         kind: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("{kind} {namespace}/{name}: {what}: {source}")]
     Api {
@@ -31,7 +31,7 @@ pub enum TargetError {
         name: String,
         what: &'static str,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -76,7 +76,7 @@ impl Discovery {
                         .map_err(|source| TargetError::Discovery {
                             api_version: target.api_version.clone(),
                             kind: target.kind.clone(),
-                            source,
+                            source: Box::new(source),
                         })?;
                 self.resources.insert(key, resource.clone());
                 resource
@@ -154,7 +154,7 @@ impl ScaleTarget {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             what,
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -229,7 +229,7 @@ mod tests {
         Pod {
             metadata: ObjectMeta {
                 deletion_timestamp: deleting
-                    .then(|| Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                    .then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
                 ..ObjectMeta::default()
             },
             spec: Some(PodSpec {

@@ -61,6 +61,8 @@ pub enum BindError {
     Gone { pod: String },
     #[error("pod {pod} was bound by someone else or replaced: {message}")]
     Conflict { pod: String, message: String },
+    #[error("pod {pod} not bound: this replica's Lease is expiring or held by another replica")]
+    Fenced { pod: String },
     #[error("binding pod {pod} failed: {source}")]
     Api {
         pod: String,
@@ -75,6 +77,7 @@ impl BindError {
         match self {
             BindError::Gone { .. } => BindingErrorReason::NotFound,
             BindError::Conflict { .. } => BindingErrorReason::Conflict,
+            BindError::Fenced { .. } => BindingErrorReason::Fenced,
             BindError::Api { .. } => BindingErrorReason::Other,
         }
     }

@@ -45,6 +45,8 @@ pub enum BindingErrorReason {
     Conflict,
     /// 404: the pod or node is gone.
     NotFound,
+    /// Not sent: this replica's Lease was about to expire (see `LeaseFence`).
+    Fenced,
     Other,
 }
 
@@ -53,6 +55,7 @@ impl BindingErrorReason {
         match self {
             BindingErrorReason::Conflict => "conflict",
             BindingErrorReason::NotFound => "not_found",
+            BindingErrorReason::Fenced => "fenced",
             BindingErrorReason::Other => "other",
         }
     }
@@ -219,6 +222,7 @@ impl SchedulerMetrics {
         for reason in [
             BindingErrorReason::Conflict,
             BindingErrorReason::NotFound,
+            BindingErrorReason::Fenced,
             BindingErrorReason::Other,
         ] {
             let _ = binding_errors.get_or_create(&ReasonLabel { reason });

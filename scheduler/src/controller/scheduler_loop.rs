@@ -26,6 +26,7 @@ use super::config::SchedulerConfig;
 use super::events::{self, EventRecorder};
 use super::gangs::{self, GangKey, GangMembership, GangSource, GangTracker};
 use super::http::Health;
+use super::leader::LeaseFence;
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use super::queue::{BackoffPolicy, SchedulingQueue};
@@ -70,6 +71,9 @@ pub struct LoopDeps {
     pub events: EventRecorder,
     pub binder: Binder,
     pub is_leader: watch::Receiver<bool>,
+    /// Closes shortly before this replica's Lease runs out; no Binding is sent
+    /// while it is closed.
+    pub fence: LeaseFence,
 }
 
 /// A pod waiting for this scheduler.
@@ -116,6 +120,9 @@ pub struct SchedulerLoop {
     queue: SchedulingQueue<WorkKey>,
     pending: HashMap<String, PendingPod>,
     gangs: HashMap<GangKey, GangEntry>,
+    /// Which gang each known member belongs to, so that a deletion touches one
+    /// gang instead of scanning them all.
+    gang_of_member: HashMap<String, GangKey>,
     pod_groups: HashMap<GangKey, PodGroup>,
     tracker: GangTracker,
     policy: Box<dyn PlacementPolicy>,
@@ -157,6 +164,7 @@ impl SchedulerLoop {
             }),
             pending: HashMap::new(),
             gangs: HashMap::new(),
+            gang_of_member: HashMap::new(),
             pod_groups: HashMap::new(),
             tracker: GangTracker::new(),
             policy,
@@ -376,13 +384,7 @@ impl SchedulerLoop {
         } else {
             None
         };
-        if let Some(m) = &gang {
-            self.gangs
-                .entry(m.key.clone())
-                .or_default()
-                .members
-                .insert(uid.clone());
-        }
+        self.set_gang_membership(&uid, gang.as_ref().map(|m| &m.key));
         if !translate::is_ours(&pod, &self.deps.config.scheduler_name) {
             // Bound (by us or anyone), finished or being deleted.
             self.stop_pending(&uid);
@@ -434,18 +436,37 @@ impl SchedulerLoop {
     /// The pod is gone.
     fn untrack(&mut self, uid: &str) {
         self.stop_pending(uid);
-        let mut emptied = Vec::new();
-        for (key, gang) in &mut self.gangs {
-            if gang.members.remove(uid) && gang.members.is_empty() {
-                emptied.push(key.clone());
+        self.set_gang_membership(uid, None);
+        self.mirror.state_mut().forget_assumed(uid);
+    }
+
+    /// Records that `uid` is a member of `gang` (or of none), leaving the gang
+    /// it was in before when that changed. A gang left without members is
+    /// forgotten entirely.
+    fn set_gang_membership(&mut self, uid: &str, gang: Option<&GangKey>) {
+        let previous = self.gang_of_member.get(uid);
+        if previous == gang {
+            return;
+        }
+        if let Some(old) = self.gang_of_member.remove(uid) {
+            let emptied = self.gangs.get_mut(&old).is_some_and(|entry| {
+                entry.members.remove(uid);
+                entry.members.is_empty()
+            });
+            if emptied {
+                self.gangs.remove(&old);
+                self.tracker.forget(&old);
+                self.queue.remove(&WorkKey::Gang(old));
             }
         }
-        for key in emptied {
-            self.gangs.remove(&key);
-            self.tracker.forget(&key);
-            self.queue.remove(&WorkKey::Gang(key));
+        if let Some(key) = gang {
+            self.gangs
+                .entry(key.clone())
+                .or_default()
+                .members
+                .insert(uid.to_owned());
+            self.gang_of_member.insert(uid.to_owned(), key.clone());
         }
-        self.mirror.state_mut().forget_assumed(uid);
     }
 
     fn housekeeping(&mut self) {
@@ -470,6 +491,11 @@ impl SchedulerLoop {
     }
 
     fn schedule_slice(&mut self) {
+        if !self.deps.fence.allows(SystemTime::now()) {
+            // Our Lease is about to run out (or is someone else's) although the
+            // elector has not said so yet: place nothing until it is renewed.
+            return;
+        }
         let start = Instant::now();
         while start.elapsed() < SCHEDULING_SLICE {
             let Some(key) = self.queue.pop(Instant::now()) else {
@@ -765,10 +791,19 @@ impl SchedulerLoop {
         let slots = self.bind_slots.clone();
         let tx = self.bind_tx.clone();
         let uid = uid.to_owned();
+        let fence = self.deps.fence.clone();
         tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
             let started = Instant::now();
-            let result = binder.bind(&pod, &node, annotation.as_ref()).await;
+            // Checked again here: the binding may have waited for a slot or the
+            // rate limiter past the Lease's end.
+            let result = if fence.allows(SystemTime::now()) {
+                binder.bind(&pod, &node, annotation.as_ref()).await
+            } else {
+                Err(BindError::Fenced {
+                    pod: pod.to_string(),
+                })
+            };
             let _ = tx
                 .send(BindOutcome {
                     uid,
@@ -806,7 +841,9 @@ impl SchedulerLoop {
                 tracing::warn!(%error, "binding failed");
                 match error {
                     BindError::Gone { .. } => self.untrack(&outcome.uid),
-                    BindError::Conflict { .. } | BindError::Api { .. } => {
+                    BindError::Conflict { .. }
+                    | BindError::Api { .. }
+                    | BindError::Fenced { .. } => {
                         let Some(p) = self.pending.get_mut(&outcome.uid) else {
                             return;
                         };
