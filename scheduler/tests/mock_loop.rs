@@ -487,3 +487,53 @@ async fn fenced_leader_waits() {
     assert_eq!(binding.body, expected_binding());
     running.stop().await;
 }
+
+/// A Binding the API server refuses (403: the scheduler's role lacked the verb
+/// for a moment) is retried after a backoff, not forgotten: the pod does not
+/// change, so no watch event would ever bring it back.
+#[tokio::test]
+async fn a_refused_binding_is_retried() {
+    tokio::task::LocalSet::new()
+        .run_until(refused_binding_retried())
+        .await;
+}
+
+async fn refused_binding_retried() {
+    let (client, handle) = mock_client();
+    let (refusal, refusal_rx) = oneshot::channel();
+    let mut held = Held::new();
+    held.insert((BINDING, false, 1), refusal_rx);
+    let (mut router, _task) = spawn_router(handle, held);
+    let leadership = phalanx_scheduler::controller::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    router
+        .wait_for("the first Binding", |s| {
+            s.method == Method::POST && s.path == BINDING
+        })
+        .await;
+    refusal
+        .send(Later::Json(
+            403,
+            status(
+                403,
+                "Forbidden",
+                "pods \"p\" is forbidden: cannot create pods/binding",
+            ),
+        ))
+        .ok()
+        .unwrap();
+    let retried = async {
+        loop {
+            if router.bindings().len() >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), retried)
+        .await
+        .unwrap_or_else(|_| panic!("the refused Binding was never retried"));
+    assert_eq!(router.bindings()[1].body, expected_binding());
+    running.stop().await;
+}

@@ -223,6 +223,17 @@ where
         self.place(key, Place::Backoff { until });
     }
 
+    /// Work on a key failed after it had left the queue (the API server refused
+    /// its Binding): the key comes back and waits out a backoff, whether or not
+    /// the queue still knew it. Without this a pod whose binding failed would
+    /// wait for an update to itself that may never come.
+    pub fn retry_later(&mut self, key: K, priority: i32, created: Instant, now: Instant) {
+        if !self.entries.contains_key(&key) {
+            self.insert_new(key.clone(), priority, created, now);
+        }
+        self.retry_after_error(key, now);
+    }
+
     /// Something changed that may make unschedulable keys fit: each goes to backoff
     /// if its backoff has not ended yet, else to active. Keys in flight remember it.
     pub fn cluster_changed(&mut self, now: Instant) {
@@ -533,6 +544,21 @@ mod tests {
             ..policy
         };
         assert_eq!(huge.backoff_for(3), huge.max);
+    }
+
+    #[test]
+    fn a_key_done_then_failed_comes_back_after_a_backoff() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.add("p", 0, t0, t0);
+        assert_eq!(q.pop(t0), Some("p"));
+        q.done(&"p");
+        assert_eq!(q.lengths().backoff, 0);
+        // Its Binding was refused after it had left the queue.
+        q.retry_later("p", 0, t0, t0);
+        assert_eq!(q.lengths().backoff, 1);
+        assert_eq!(q.pop(t0), None, "not before its backoff");
+        assert_eq!(q.pop(t0 + secs(1)), Some("p"));
     }
 
     #[test]

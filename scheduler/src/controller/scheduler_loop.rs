@@ -848,15 +848,27 @@ impl SchedulerLoop {
                             return;
                         };
                         p.binding = false;
+                        let mut first_seen = p.first_seen;
                         let key = match &p.gang {
-                            Some(m) => WorkKey::Gang(m.key.clone()),
+                            Some(m) => {
+                                if let Some(seen) =
+                                    self.gangs.get(&m.key).and_then(|g| g.first_seen)
+                                {
+                                    first_seen = seen;
+                                }
+                                WorkKey::Gang(m.key.clone())
+                            }
                             None => WorkKey::Pod(outcome.uid.clone()),
                         };
                         let pod = p.pod.clone();
+                        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
                         if matches!(error, BindError::Api { .. }) {
                             self.fail_event(&pod, format!("Binding rejected: {error}"), true);
                         }
-                        self.queue.retry_after_error(key, Instant::now());
+                        // The key left the queue when the pod was placed: put it
+                        // back, behind a backoff.
+                        self.queue
+                            .retry_later(key, priority, first_seen, Instant::now());
                     }
                 }
             }
