@@ -23,6 +23,21 @@ else
     echo "skipped: clippy is not installed in this toolchain"
 fi
 
+# Installs Debian packages without starting their services (policy-rc.d answering
+# 101), as root or through sudo.
+apt_install() {
+    local sudo="" policy=/usr/sbin/policy-rc.d added_policy=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        added_policy=1
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+    if [ -n "$added_policy" ]; then $sudo rm -f "$policy"; fi
+}
+
 echo "== control plane for the end-to-end tests (built once per machine, then cached)"
 # Needs Go and the Go module proxy; about 10 minutes the first time on 2 cores.
 tests/control-plane/ensure.sh
@@ -30,30 +45,25 @@ echo "== Helm engine for the chart tests (PyPI helm-python-sdk: Helm v4's Go SDK
 # A virtualenv cached per machine, like the control plane; pip does nothing
 # when the pinned version is already there.
 helm_venv=${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-helm/venv
-[[ -x $helm_venv/bin/python ]] || python3 -m venv "$helm_venv"
+if [[ ! -x $helm_venv/bin/python ]]; then
+    # Debian's python3 lacks ensurepip until python3-venv is installed.
+    if ! python3 -m venv "$helm_venv" 2>/dev/null; then
+        rm -rf "$helm_venv"
+        apt_install python3-venv
+        python3 -m venv "$helm_venv"
+    fi
+fi
 "$helm_venv/bin/pip" install --quiet --disable-pip-version-check 'helm-python-sdk==0.2.2'
 export PHALANX_HELM_PYTHON="$helm_venv/bin/python"
 
 echo "== Prometheus for the autoscaler tests (Debian package; its service is never started)"
 # The tests run the binary themselves with a temporary config and TSDB.
 if [ ! -x /usr/bin/prometheus ] && [ -z "${PHALANX_PROMETHEUS_BIN:-}" ]; then
-    if ! command -v apt-get >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 || {
         echo "no /usr/bin/prometheus and no apt-get: install Prometheus and set PHALANX_PROMETHEUS_BIN" >&2
         exit 1
-    fi
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    # policy-rc.d answering 101 keeps the package from starting its service.
-    policy=/usr/sbin/policy-rc.d
-    added_policy=""
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-        $sudo chmod +x "$policy"
-        added_policy=1
-    fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus
-    if [ -n "$added_policy" ]; then $sudo rm -f "$policy"; fi
+    }
+    apt_install prometheus
 fi
 
 export PHALANX_E2E=1   # from here on a missing binary fails the e2e tests instead of skipping them
