@@ -144,7 +144,9 @@ pub struct HelmTool {
     python: PathBuf,
     script: PathBuf,
     chart: PathBuf,
-    scratch: PathBuf,
+    /// Values files; one directory per tool (and its clones), removed with the
+    /// last of them, so that tests running side by side never share it.
+    scratch: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl HelmTool {
@@ -163,14 +165,15 @@ impl HelmTool {
                 String::from_utf8_lossy(&check.stderr).trim()
             ));
         }
-        let scratch = std::env::temp_dir().join(format!("phalanx-helm-{}", std::process::id()));
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("phalanx-helm-")
+            .tempdir()
+            .map_err(|e| format!("creating a scratch directory: {e}"))?;
         Ok(Self {
             python,
             script: workspace_root().join("deploy/helm/tools/helmctl.py"),
             chart: chart_dir(),
-            scratch,
+            scratch: std::sync::Arc::new(scratch),
         })
     }
 
@@ -211,7 +214,7 @@ impl HelmTool {
         let file = tempfile::Builder::new()
             .prefix("values-")
             .suffix(".json")
-            .tempfile_in(&self.scratch)
+            .tempfile_in(self.scratch.path())
             .map_err(|e| fail(format!("values file: {e}")))?;
         std::fs::write(file.path(), values.to_string())
             .map_err(|e| fail(format!("writing values: {e}")))?;
@@ -334,12 +337,6 @@ impl HelmTool {
                 format!("--namespace={namespace}"),
             ],
         )
-    }
-}
-
-impl Drop for HelmTool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
