@@ -15,18 +15,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
 use phalanx_api::autoscaler::MetricStatus;
 use phalanx_api::{GpuNode, InferenceAutoscaler, InferenceAutoscalerStatus};
 use phalanx_scheduler::controller::events::{EventRecorder, EventSpec, EventType};
 use phalanx_scheduler::controller::mirror::ClusterMirror;
+use phalanx_scheduler::controller::scheduler_loop::spawn_watch;
 use phalanx_scheduler::engine::{
     build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource,
 };
@@ -871,27 +870,6 @@ async fn write_status(
     )
     .await
     .map(|_| ())
-}
-
-fn spawn_watch<K, T: Send + 'static>(api: Api<K>, tx: mpsc::Sender<T>, wrap: fn(Event<K>) -> T)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    if tx.send(wrap(event)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "watch error; retrying with backoff"),
-            }
-        }
-    });
 }
 
 fn unix_now() -> Duration {

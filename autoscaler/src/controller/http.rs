@@ -4,61 +4,26 @@
 //! control loop stops beating or leader election fails, readiness waits for
 //! the watches to sync.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use phalanx_scheduler::controller::http::OPENMETRICS_CONTENT_TYPE;
-pub use phalanx_scheduler::controller::http::{serve, serve_listener, Health};
+use phalanx_scheduler::controller::http::MetricsText;
+pub use phalanx_scheduler::controller::http::{router, serve, serve_listener, Health};
 
 use super::telemetry::AutoscalerMetrics;
 
-#[derive(Debug, Clone)]
-struct AppState {
-    health: Arc<Health>,
-    metrics: Arc<AutoscalerMetrics>,
-}
-
-/// The routes.
-pub fn router(health: Arc<Health>, metrics: Arc<AutoscalerMetrics>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics })
-}
-
-async fn healthz(State(state): State<AppState>) -> Response {
-    probe(state.health.liveness())
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    probe(state.health.readiness())
-}
-
-fn probe(result: Result<(), String>) -> Response {
-    match result {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+impl MetricsText for AutoscalerMetrics {
+    fn encode(&self) -> String {
+        AutoscalerMetrics::encode(self)
     }
-}
-
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use std::sync::Arc;
+
     use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::Router;
     use http::Request;
     use tower::ServiceExt;
 

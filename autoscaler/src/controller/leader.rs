@@ -7,7 +7,7 @@
 //! follows the Lease object itself) stops it even before the elector notices.
 
 use kube::Client;
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use kube_lease_manager::LeaseManagerError;
 pub use phalanx_scheduler::controller::leader::{
     always_leader, Leadership, LeaseFence, LeaseSettings,
 };
@@ -17,19 +17,5 @@ pub async fn elect(
     client: Client,
     settings: &LeaseSettings,
 ) -> Result<Leadership, LeaseManagerError> {
-    let client_for_fence = client.clone();
-    let manager = LeaseManagerBuilder::new(client, &settings.name)
-        .with_namespace(&settings.namespace)
-        .with_identity(&settings.identity)
-        .with_duration(settings.duration_seconds)
-        .with_grace(settings.grace_seconds)
-        .with_field_manager("phalanx-autoscaler")
-        .build()
-        .await?;
-    let (is_leader, task) = manager.watch().await;
-    Ok(Leadership {
-        is_leader,
-        task: Some(task),
-        fence: LeaseFence::follow(client_for_fence, settings),
-    })
+    phalanx_scheduler::controller::leader::elect_as(client, settings, "phalanx-autoscaler").await
 }

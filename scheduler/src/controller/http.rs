@@ -6,7 +6,9 @@
 //!   waiting for the Lease.
 //! * `/readyz` (readiness): 200 once the informer caches have synced; before
 //!   that the scheduler's view of the cluster is partial.
-//! * `/metrics`: [`SchedulerMetrics`] in the OpenMetrics text format.
+//! * `/metrics`: the component's metrics ([`SchedulerMetrics`] here; the
+//!   autoscaler serves its own through the same router) in the OpenMetrics
+//!   text format.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,14 +119,25 @@ impl Health {
     }
 }
 
+/// A component's metrics, rendered in the OpenMetrics text format.
+pub trait MetricsText: std::fmt::Debug + Send + Sync + 'static {
+    fn encode(&self) -> String;
+}
+
+impl MetricsText for SchedulerMetrics {
+    fn encode(&self) -> String {
+        SchedulerMetrics::encode(self)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AppState {
     health: Arc<Health>,
-    metrics: Arc<SchedulerMetrics>,
+    metrics: Arc<dyn MetricsText>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
-pub fn router(health: Arc<Health>, metrics: Arc<SchedulerMetrics>) -> Router {
+pub fn router(health: Arc<Health>, metrics: Arc<dyn MetricsText>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -278,7 +291,7 @@ mod tests {
     async fn metrics_serves_openmetrics_text() {
         let metrics = Arc::new(SchedulerMetrics::new());
         metrics.record_attempt(AttemptResult::Scheduled);
-        let router = router(Arc::new(Health::new(LIMIT)), Arc::clone(&metrics));
+        let router = router(Arc::new(Health::new(LIMIT)), metrics.clone());
         let (status, content_type, body) = get_path(router, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(content_type.as_deref(), Some(OPENMETRICS_CONTENT_TYPE));

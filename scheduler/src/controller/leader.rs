@@ -61,13 +61,22 @@ pub async fn elect(
     client: Client,
     settings: &LeaseSettings,
 ) -> Result<Leadership, LeaseManagerError> {
+    elect_as(client, settings, "phalanx-scheduler").await
+}
+
+/// [`elect`] for another component: its Lease writes carry `field_manager`.
+pub async fn elect_as(
+    client: Client,
+    settings: &LeaseSettings,
+    field_manager: &str,
+) -> Result<Leadership, LeaseManagerError> {
     let client_for_fence = client.clone();
     let manager = LeaseManagerBuilder::new(client, &settings.name)
         .with_namespace(&settings.namespace)
         .with_identity(&settings.identity)
         .with_duration(settings.duration_seconds)
         .with_grace(settings.grace_seconds)
-        .with_field_manager("phalanx-scheduler")
+        .with_field_manager(field_manager)
         .build()
         .await?;
     let (is_leader, task) = manager.watch().await;

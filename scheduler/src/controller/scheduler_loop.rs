@@ -876,11 +876,10 @@ impl SchedulerLoop {
     }
 }
 
-pub(crate) fn spawn_watch<K, T: Send + 'static>(
-    api: Api<K>,
-    tx: mpsc::Sender<T>,
-    wrap: fn(Event<K>) -> T,
-) where
+/// Feeds the events of a kube watcher on `api` into `tx`, each wrapped by `wrap`,
+/// retrying watch errors with backoff, until the receiver is dropped.
+pub fn spawn_watch<K, T: Send + 'static>(api: Api<K>, tx: mpsc::Sender<T>, wrap: fn(Event<K>) -> T)
+where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     tokio::spawn(async move {
