@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use phalanx_api::InferenceAutoscaler;
-use phalanx_autoscaler::controller::config::{AutoscalerConfig, LogFormat};
+use phalanx_autoscaler::controller::config::AutoscalerConfig;
+use phalanx_scheduler::controller::process::{init_logging, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(name = "phalanx-autoscaler", version, about)]
@@ -33,31 +34,6 @@ enum Command {
     Crd,
 }
 
-fn init_logging(config: &AutoscalerConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
@@ -66,7 +42,7 @@ async fn main() -> Result<()> {
                 Some(path) => AutoscalerConfig::load(&path)?,
                 None => AutoscalerConfig::default(),
             };
-            init_logging(&config);
+            init_logging(&config.logging);
             let client = Client::try_default()
                 .await
                 .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;

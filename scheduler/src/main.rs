@@ -10,11 +10,12 @@ use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use phalanx_api::{GpuNode, PodGroup};
 use phalanx_scheduler::controller::binder::Binder;
-use phalanx_scheduler::controller::config::{LogFormat, SchedulerConfig};
+use phalanx_scheduler::controller::config::SchedulerConfig;
 use phalanx_scheduler::controller::events::EventRecorder;
 use phalanx_scheduler::controller::http::{self, Health};
 use phalanx_scheduler::controller::leader::{self, LeaseSettings};
 use phalanx_scheduler::controller::metrics::SchedulerMetrics;
+use phalanx_scheduler::controller::process::{init_logging, shutdown_signal};
 use phalanx_scheduler::controller::scheduler_loop::{LoopDeps, SchedulerLoop};
 
 #[derive(Debug, Parser)]
@@ -57,16 +58,6 @@ fn load_config(path: Option<&PathBuf>) -> Result<SchedulerConfig> {
     })
 }
 
-fn init_logging(config: &SchedulerConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 /// This replica's name: the config's, else the pod name (HOSTNAME in a pod).
 fn identity(config: &SchedulerConfig) -> String {
     config
@@ -76,21 +67,6 @@ fn identity(config: &SchedulerConfig) -> String {
         .or_else(|| std::env::var("POD_NAME").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("phalanx-scheduler-{}", std::process::id()))
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 async fn run(config: SchedulerConfig) -> Result<()> {
@@ -152,12 +128,12 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = load_config(config.as_ref())?;
-            init_logging(&config);
+            init_logging(&config.logging);
             run(config).await
         }
         Command::Extender { config } => {
             let config = load_config(config.as_ref())?;
-            init_logging(&config);
+            init_logging(&config.logging);
             let client = Client::try_default()
                 .await
                 .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+// Logging is configured the same way in every Phalanx binary.
+pub use phalanx_scheduler::controller::config::{LogFormat, LoggingConfig};
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -193,31 +196,6 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct LoggingConfig {
-    pub format: LogFormat,
-    /// A level or a `tracing` filter; `RUST_LOG` overrides it.
-    pub level: String,
-}
-
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod mirror;
+pub mod process;
 pub mod queue;
 pub mod scheduler_loop;
 pub mod translate;
