@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 // Logging is configured the same way in every Phalanx binary.
+use phalanx_scheduler::controller::config::{dns_label, log_filter};
 pub use phalanx_scheduler::controller::config::{LogFormat, LoggingConfig};
 
 /// Why a configuration could not be used.
@@ -247,7 +248,7 @@ impl AutoscalerConfig {
             }
         }
         if let Some(namespace) = &self.namespace {
-            if !dns_label(namespace) {
+            if dns_label(namespace).is_err() {
                 push(
                     "namespace",
                     format!("must be a namespace name, got {namespace:?}"),
@@ -277,13 +278,17 @@ impl AutoscalerConfig {
             push("capacity.policy", error.to_string());
         }
         let election = &self.leader_election;
-        if !election.lease_name.split('.').all(dns_label) {
+        if !election
+            .lease_name
+            .split('.')
+            .all(|part| dns_label(part).is_ok())
+        {
             push(
                 "leaderElection.leaseName",
                 format!("must be a DNS subdomain, got {:?}", election.lease_name),
             );
         }
-        if !dns_label(&election.lease_namespace) {
+        if dns_label(&election.lease_namespace).is_err() {
             push(
                 "leaderElection.leaseNamespace",
                 format!(
@@ -323,7 +328,7 @@ impl AutoscalerConfig {
                 "must not be empty; leave it out to use the hostname".to_owned(),
             );
         }
-        if !log_filter_ok(&self.logging.level) {
+        if log_filter(&self.logging.level).is_err() {
             push(
                 "logging.level",
                 format!(
@@ -345,32 +350,6 @@ fn seconds(value: f64) -> Duration {
     } else {
         Duration::ZERO
     }
-}
-
-/// A bare level, or a `tracing` filter with targets. A lone word must be a
-/// level: `tracing` would read `verbose` as a target name and log nothing.
-fn log_filter_ok(value: &str) -> bool {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let trimmed = value.trim();
-    if trimmed.contains(['=', ',', '[']) {
-        tracing_subscriber::EnvFilter::builder()
-            .parse(trimmed)
-            .is_ok()
-    } else {
-        LEVELS.contains(&trimmed.to_ascii_lowercase().as_str())
-    }
-}
-
-/// RFC 1123 label: what Kubernetes requires of namespace names.
-fn dns_label(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    !value.is_empty()
-        && value.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 fn parse(text: &str, origin: &str) -> Result<AutoscalerConfig, ConfigError> {

@@ -578,7 +578,7 @@ fn policy_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PolicyNa
 }
 
 /// RFC 1123 label: what Kubernetes requires of namespace names.
-fn dns_label(value: &str) -> Result<(), String> {
+pub fn dns_label(value: &str) -> Result<(), String> {
     const EXPECTED: &str =
         "a DNS label (at most 63 lowercase letters, digits and '-', starting and ending alphanumeric)";
     let ok = !value.is_empty()
@@ -637,7 +637,7 @@ fn starts_and_ends_alphanumeric(value: &str) -> bool {
 
 /// A bare level, or a `tracing` filter with targets. A lone word must be a
 /// level: `tracing` would read `verbose` as a target name and log nothing.
-fn log_filter(value: &str) -> Result<(), String> {
+pub fn log_filter(value: &str) -> Result<(), String> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     const EXPECTED: &str =
         "one of trace, debug, info, warn, error, off, or a tracing filter such as \"info,kube=warn\"";
