@@ -10,29 +10,11 @@ use tokio::net::TcpStream;
 /// GETs `path` over plain HTTP and succeeds when the status is 200 and the
 /// body contains `expect`.
 pub async fn http_ok(addr: SocketAddr, path: &str, expect: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("writing to {addr}: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| format!("reading from {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let status_ok = response
-        .lines()
-        .next()
-        .is_some_and(|line| line.split_whitespace().nth(1) == Some("200"));
-    if status_ok && response.contains(expect) {
+    let (status, body) = http_get(addr, path).await?;
+    if status == 200 && body.contains(expect) {
         Ok(())
     } else {
-        let first = response.lines().next().unwrap_or("(empty response)");
-        Err(format!("GET http://{addr}{path}: {first}"))
+        Err(format!("GET http://{addr}{path}: status {status}"))
     }
 }
 
