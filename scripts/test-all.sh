@@ -9,6 +9,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# One clean build, not an edit-compile loop: incremental caches would double the
+# size of target/ for nothing (CI once ran out of disk building this workspace).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+echo "== disk: $(df -Ph "$target_dir" | awk 'NR==2 {print $4}') free for $target_dir (a clean build needs about 3 GiB)"
+
 echo "== format and lints"
 # Both ship with rustup's default profile; a toolchain without them cannot fetch
 # them here (only package registries are reachable), so say so instead of failing.
