@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use phalanx_api::InferenceAutoscaler;
-use phalanx_autoscaler::controller::config::AutoscalerConfig;
+use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
 use phalanx_scheduler::controller::process::{init_logging, shutdown_signal};
 
 #[derive(Debug, Parser)]

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use phalanx_api::{GpuNode, PodGroup};
 use phalanx_scheduler::controller::binder::Binder;
-use phalanx_scheduler::controller::config::SchedulerConfig;
+use phalanx_scheduler::controller::config::{ConfigFile, SchedulerConfig};
 use phalanx_scheduler::controller::events::EventRecorder;
 use phalanx_scheduler::controller::http::{self, Health};
 use phalanx_scheduler::controller::leader::{self, LeaseSettings};

@@ -32,7 +32,7 @@ use phalanx_api::autoscaler::{
     CONDITION_SCALING_ACTIVE,
 };
 use phalanx_api::InferenceAutoscaler;
-use phalanx_autoscaler::controller::config::AutoscalerConfig;
+use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
 use phalanx_autoscaler::controller::prometheus::{MetricRead, MetricsReader, Reading};
 use phalanx_autoscaler::decision::MetricTarget;
 use phalanx_autoscaler::promql::Matchers;

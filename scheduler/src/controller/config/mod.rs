@@ -1,95 +1,34 @@
-//! The scheduler's configuration: one YAML file, read and validated at start.
-//!
-//! Every key has a default, so an empty file is a valid configuration and a
-//! file only names what it changes. Mistakes are reported before anything
-//! starts, and every error names the key that is wrong (`binding.qps`), with the
-//! file and line where the parser knows them: an unknown or misspelt key is an
-//! error rather than a silently ignored setting.
+//! The scheduler's configuration: one YAML file, read and validated at start
+//! ([`yaml_file`] says how every controller's file is read).
 //!
 //! `deploy/scheduler-config.example.yaml` lists every key with its default.
 
-use std::fmt;
+pub mod rules;
+pub mod sections;
+pub mod yaml_file;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::engine::policy::PolicyName;
+pub use rules::{dns_label, log_filter, seconds, Rules, MAX_SECONDS};
+use rules::{dns_subdomain, label_key, ports_collide};
+pub use sections::{
+    ControllerDefaults, HttpConfig, LeaderElectionConfig, LogFormat, LoggingConfig,
+};
+pub use yaml_file::{ConfigError, ConfigFile, Violation};
 
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: cannot read the scheduler config: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The YAML is malformed, has an unknown key, or a value of the wrong type.
-    #[error("{origin}{}: {}{message}", location(*line, *column), key_prefix(key))]
-    Parse {
-        /// Where the text came from (a path, or a name for text built in code).
-        origin: String,
-        /// Dotted path of the offending key (`binding.qsp`); empty for the document.
-        key: String,
-        line: Option<usize>,
-        column: Option<usize>,
-        message: String,
-    },
-    /// Well-formed, but some values are out of range or inconsistent. All such
-    /// problems are reported at once so that one edit fixes them.
-    #[error("{}{}", origin_prefix(origin), join(violations))]
-    Invalid {
-        origin: Option<String>,
-        violations: Vec<Violation>,
-    },
-}
+/// The scheduler's defaults in the sections every controller has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerDefaults;
 
-/// One rule a value breaks, e.g. `binding.qps: must be at least 1, got 0`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// Dotted path of the key in the YAML file.
-    pub key: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(line), Some(column)) => format!(":{line}:{column}"),
-        (Some(line), None) => format!(":{line}"),
-        _ => String::new(),
-    }
-}
-
-fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
-        String::new()
-    } else {
-        format!("{key}: ")
-    }
-}
-
-fn origin_prefix(origin: &Option<String>) -> String {
-    origin
-        .as_ref()
-        .map(|origin| format!("{origin}: "))
-        .unwrap_or_default()
-}
-
-fn join(violations: &[Violation]) -> String {
-    violations
-        .iter()
-        .map(Violation::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+impl ControllerDefaults for SchedulerDefaults {
+    const NAME: &'static str = "phalanx-scheduler";
+    // kube-scheduler's historical insecure port, which probes and scrape
+    // configs often already expect.
+    const HTTP_PORT: u16 = 10251;
 }
 
 /// The whole configuration of the `phalanx-scheduler` binary.
@@ -105,8 +44,8 @@ pub struct SchedulerConfig {
     pub binding: BindingConfig,
     pub backoff: BackoffConfig,
     pub gangs: GangConfig,
-    pub leader_election: LeaderElectionConfig,
-    pub http: HttpConfig,
+    pub leader_election: LeaderElectionConfig<SchedulerDefaults>,
+    pub http: HttpConfig<SchedulerDefaults>,
     pub extender: ExtenderConfig,
     pub logging: LoggingConfig,
 }
@@ -241,80 +180,6 @@ impl GangConfig {
     }
 }
 
-/// Leader election on a `coordination.k8s.io` Lease, so that only one replica schedules.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct LeaderElectionConfig {
-    /// Off only for a single replica (development); two unelected replicas
-    /// would place pods on the same GPUs.
-    pub enabled: bool,
-    pub lease_name: String,
-    pub lease_namespace: String,
-    /// The Lease is the holder's for this long after its last renewal.
-    pub lease_duration_seconds: u64,
-    /// The holder renews this long before the Lease would expire; must be
-    /// shorter than the duration (kube-lease-manager's `grace`).
-    pub renew_grace_seconds: u64,
-    /// This replica's name in the Lease; default: the pod's hostname.
-    pub identity: Option<String>,
-}
-
-impl Default for LeaderElectionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            lease_name: "phalanx-scheduler".to_owned(),
-            lease_namespace: "kube-system".to_owned(),
-            lease_duration_seconds: 15,
-            renew_grace_seconds: 5,
-            identity: None,
-        }
-    }
-}
-
-impl LeaderElectionConfig {
-    pub fn lease_duration(&self) -> Duration {
-        Duration::from_secs(self.lease_duration_seconds)
-    }
-
-    pub fn renew_grace(&self) -> Duration {
-        Duration::from_secs(self.renew_grace_seconds)
-    }
-
-    /// The configured identity, else `hostname` (in a pod, the pod's name, which
-    /// is unique among replicas), else a name made unique by the process id.
-    pub fn identity_or(&self, hostname: Option<String>) -> String {
-        self.identity
-            .clone()
-            .or(hostname.filter(|name| !name.trim().is_empty()))
-            .unwrap_or_else(|| format!("phalanx-scheduler-{}", std::process::id()))
-    }
-
-    /// [`Self::identity_or`] with the `HOSTNAME` environment variable, which
-    /// Kubernetes sets to the pod name.
-    pub fn resolved_identity(&self) -> String {
-        self.identity_or(std::env::var("HOSTNAME").ok())
-    }
-}
-
-/// The health and metrics server.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct HttpConfig {
-    /// Serves `/metrics`, `/healthz` and `/readyz`.
-    pub bind_address: SocketAddr,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            // kube-scheduler's historical insecure port, which probes and
-            // scrape configs often already expect.
-            bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10251),
-        }
-    }
-}
-
 /// The kube-scheduler HTTP extender endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -330,74 +195,14 @@ impl Default for ExtenderConfig {
     }
 }
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line, for log collectors.
-    #[default]
-    Json,
-    /// Human-readable lines, for a terminal.
-    Text,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct LoggingConfig {
-    pub format: LogFormat,
-    /// A level (`info`) or a `tracing` filter (`info,kube=warn`); `RUST_LOG`
-    /// overrides it where the binary honours it.
-    pub level: String,
-}
-
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
-        }
-    }
-}
-
 impl SchedulerConfig {
-    /// Parses and validates YAML text; `origin` names it in errors (usually its path).
-    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config = parse(text, origin)?;
-        config.validate().map_err(|error| match error {
-            ConfigError::Invalid { violations, .. } => ConfigError::Invalid {
-                origin: Some(origin.to_owned()),
-                violations,
-            },
-            other => other,
-        })?;
-        Ok(config)
-    }
-
-    /// Reads, parses and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_yaml(&text, &path.display().to_string())
-    }
-
-    /// Checks ranges and consistency; reports every broken rule, not just the first.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let violations = self.violations();
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                origin: None,
-                violations,
-            })
-        }
-    }
-
     pub fn telemetry_max_age(&self) -> Duration {
         self.telemetry.max_age()
     }
+}
+
+impl ConfigFile for SchedulerConfig {
+    const COMPONENT: &'static str = "scheduler";
 
     fn violations(&self) -> Vec<Violation> {
         let mut out = Rules::default();
@@ -456,46 +261,7 @@ impl SchedulerConfig {
             1,
         );
 
-        let election = &self.leader_election;
-        out.check(
-            "leaderElection.leaseName",
-            dns_subdomain(&election.lease_name),
-            &election.lease_name,
-        );
-        out.check(
-            "leaderElection.leaseNamespace",
-            dns_label(&election.lease_namespace),
-            &election.lease_namespace,
-        );
-        // kube-lease-manager panics on a zero duration or grace, or a grace not
-        // shorter than the duration: catch both here, with the key named.
-        out.at_least(
-            "leaderElection.leaseDurationSeconds",
-            election.lease_duration_seconds,
-            2,
-        );
-        out.at_least(
-            "leaderElection.renewGraceSeconds",
-            election.renew_grace_seconds,
-            1,
-        );
-        if election.renew_grace_seconds >= election.lease_duration_seconds {
-            out.push(
-                "leaderElection.renewGraceSeconds",
-                format!(
-                    "must be less than leaderElection.leaseDurationSeconds ({}), got {}",
-                    election.lease_duration_seconds, election.renew_grace_seconds
-                ),
-            );
-        }
-        if let Some(identity) = &election.identity {
-            if identity.trim().is_empty() {
-                out.push(
-                    "leaderElection.identity",
-                    "must not be empty; leave it out to use the hostname".to_owned(),
-                );
-            }
-        }
+        out.leader_election(&self.leader_election);
 
         if ports_collide(self.http.bind_address, self.extender.bind_address) {
             out.push(
@@ -507,69 +273,9 @@ impl SchedulerConfig {
             );
         }
 
-        out.check(
-            "logging.level",
-            log_filter(&self.logging.level),
-            &self.logging.level,
-        );
-        out.0
+        out.logging(&self.logging);
+        out.into_violations()
     }
-}
-
-/// Collects violations with uniform messages.
-#[derive(Default)]
-struct Rules(Vec<Violation>);
-
-impl Rules {
-    fn push(&mut self, key: &'static str, message: String) {
-        self.0.push(Violation { key, message });
-    }
-
-    fn at_least(&mut self, key: &'static str, value: u64, min: u64) {
-        if value < min {
-            self.push(key, format!("must be at least {min}, got {value}"));
-        }
-    }
-
-    fn positive_seconds(&mut self, key: &'static str, value: f64) {
-        // Also bounds the value so that `Duration` conversions stay exact.
-        if !(value > 0.0 && value <= MAX_SECONDS) {
-            self.push(
-                key,
-                format!(
-                    "must be a number of seconds above 0 and at most {MAX_SECONDS}, got {value}"
-                ),
-            );
-        }
-    }
-
-    /// `rule` says what a valid value looks like when `value` is not one.
-    fn check(&mut self, key: &'static str, rule: Result<(), String>, value: &str) {
-        if let Err(expected) = rule {
-            self.push(key, format!("must be {expected}, got {value:?}"));
-        }
-    }
-}
-
-/// A year: far beyond any sensible timeout, far below `Duration`'s limits.
-const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
-
-/// Seconds as a `Duration`; out-of-range values (only possible in a config that
-/// skipped validation) saturate instead of panicking.
-fn seconds(value: f64) -> Duration {
-    if value.is_nan() || value <= 0.0 {
-        Duration::ZERO
-    } else {
-        Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX)
-    }
-}
-
-/// Two listeners conflict on the same non-zero port unless their IPs differ
-/// and neither is the wildcard.
-fn ports_collide(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn policy_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PolicyName, D::Error> {
@@ -577,142 +283,11 @@ fn policy_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PolicyNa
     name.parse().map_err(serde::de::Error::custom)
 }
 
-/// RFC 1123 label: what Kubernetes requires of namespace names.
-pub fn dns_label(value: &str) -> Result<(), String> {
-    const EXPECTED: &str =
-        "a DNS label (at most 63 lowercase letters, digits and '-', starting and ending alphanumeric)";
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && starts_and_ends_alphanumeric(value);
-    if ok {
-        Ok(())
-    } else {
-        Err(EXPECTED.to_owned())
-    }
-}
-
-/// RFC 1123 subdomain: what Kubernetes requires of most object names.
-fn dns_subdomain(value: &str) -> Result<(), String> {
-    const EXPECTED: &str = "a DNS subdomain (at most 253 lowercase letters, digits, '-' and '.', starting and ending alphanumeric)";
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|part| dns_label(part).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(EXPECTED.to_owned())
-    }
-}
-
-/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most
-/// 63 letters, digits, '-', '_' and '.', starting and ending alphanumeric.
-fn label_key(value: &str) -> Result<(), String> {
-    const EXPECTED: &str = "a label key ([prefix/]name, the name at most 63 letters, digits, '-', '_' and '.', starting and ending alphanumeric, the prefix a DNS subdomain)";
-    let (prefix, name) = match value.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, value),
-    };
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && starts_and_ends_alphanumeric(name);
-    let prefix_ok = prefix.is_none_or(|prefix| dns_subdomain(prefix).is_ok());
-    if name_ok && prefix_ok {
-        Ok(())
-    } else {
-        Err(EXPECTED.to_owned())
-    }
-}
-
-fn starts_and_ends_alphanumeric(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    matches!((bytes.first(), bytes.last()), (Some(first), Some(last))
-        if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric())
-}
-
-/// A bare level, or a `tracing` filter with targets. A lone word must be a
-/// level: `tracing` would read `verbose` as a target name and log nothing.
-pub fn log_filter(value: &str) -> Result<(), String> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    const EXPECTED: &str =
-        "one of trace, debug, info, warn, error, off, or a tracing filter such as \"info,kube=warn\"";
-    let trimmed = value.trim();
-    let is_directive_list = trimmed.contains(['=', ',', '[']);
-    let ok = if is_directive_list {
-        tracing_subscriber::EnvFilter::builder()
-            .parse(trimmed)
-            .is_ok()
-    } else {
-        LEVELS.contains(&trimmed.to_ascii_lowercase().as_str())
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(EXPECTED.to_owned())
-    }
-}
-
-/// Deserializes with the path of every key tracked, so errors say which key.
-fn parse(text: &str, origin: &str) -> Result<SchedulerConfig, ConfigError> {
-    // An empty file (or one of comments only) is a YAML null, not a mapping:
-    // read it as the empty mapping so that it means "all defaults".
-    if is_blank_yaml(text) {
-        return Ok(SchedulerConfig::default());
-    }
-    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let key = error.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        let inner = error.inner();
-        let location = inner.location();
-        ConfigError::Parse {
-            origin: origin.to_owned(),
-            message: bare_message(&inner.to_string(), &key),
-            key,
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
-        }
-    })
-}
-
-fn is_blank_yaml(text: &str) -> bool {
-    text.lines().all(|line| {
-        let line = line.trim();
-        line.is_empty() || line.starts_with('#') || line == "---"
-    })
-}
-
-/// serde_yaml_ng's message without the parts our error prints itself: its
-/// own path prefix (that of the enclosing mapping, some ancestor of `key`) and
-/// its ` at line L column C` suffix.
-fn bare_message(message: &str, key: &str) -> String {
-    let mut message = message;
-    if let Some(at) = message.rfind(" at line ") {
-        message = &message[..at];
-    }
-    let mut ancestor = key;
-    while !ancestor.is_empty() {
-        if let Some(rest) = message
-            .strip_prefix(ancestor)
-            .and_then(|m| m.strip_prefix(": "))
-        {
-            return rest.to_owned();
-        }
-        ancestor = ancestor.rsplit_once('.').map_or("", |(parent, _)| parent);
-    }
-    message.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../deploy/scheduler-config.example.yaml");
+    const EXAMPLE: &str = include_str!("../../../../deploy/scheduler-config.example.yaml");
 
     fn parse_err(yaml: &str) -> ConfigError {
         SchedulerConfig::from_yaml(yaml, "test.yaml").expect_err("config should be rejected")
@@ -720,7 +295,8 @@ mod tests {
 
     /// The keys of the violations of `yaml` (which must parse).
     fn violated_keys(yaml: &str) -> Vec<&'static str> {
-        let config = parse(yaml, "test.yaml").expect("config should parse");
+        let config: SchedulerConfig =
+            yaml_file::parse(yaml, "test.yaml").expect("config should parse");
         config.violations().into_iter().map(|v| v.key).collect()
     }
 
@@ -1038,7 +614,7 @@ mod tests {
 
     #[test]
     fn identity_prefers_config_then_hostname() {
-        let mut election = LeaderElectionConfig::default();
+        let mut election = LeaderElectionConfig::<SchedulerDefaults>::default();
         assert_eq!(election.identity_or(Some("phalanx-0".into())), "phalanx-0");
         assert!(election.identity_or(None).starts_with("phalanx-scheduler-"));
         assert!(election
