@@ -23,6 +23,7 @@ use phalanx_api::InferenceAutoscaler;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::binaries::{is_executable, or_skip};
 use crate::cluster::single_port;
 use crate::error::{HarnessError, Result};
 use crate::janitor;
@@ -49,31 +50,9 @@ pub fn locate_prometheus() -> std::result::Result<PathBuf, String> {
     }
 }
 
-/// For tests: the binary, or `None` after printing why the test is skipped;
-/// with `PHALANX_E2E` set a missing binary panics instead.
+/// For tests: the binary, or `None` after printing why the test is skipped.
 pub fn prometheus_for_test(test: &str) -> Option<PathBuf> {
-    match locate_prometheus() {
-        Ok(path) => Some(path),
-        Err(why) if crate::binaries::required() => {
-            panic!("{test}: {} is set but {why}", crate::binaries::REQUIRE_ENV)
-        }
-        Err(why) => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {why} (set {}=1 to make this a failure)",
-                crate::binaries::REQUIRE_ENV
-            );
-            None
-        }
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    or_skip(test, locate_prometheus())
 }
 
 /// A `/metrics` endpoint on loopback whose text the test sets at will.

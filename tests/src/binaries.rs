@@ -65,25 +65,9 @@ impl Binaries {
     }
 
     /// For tests: the binaries, or `None` after printing why the test is
-    /// skipped. With `PHALANX_E2E` set, missing binaries panic instead, so CI
-    /// cannot pass by skipping everything.
+    /// skipped (see [`or_skip`]).
     pub fn for_test(test: &str) -> Option<Self> {
-        match Self::locate() {
-            Ok(binaries) => Some(binaries),
-            Err(err) if required() => {
-                panic!("{test}: {REQUIRE_ENV} is set but {err}")
-            }
-            Err(err) => {
-                // Written to the real stderr, not through eprintln!, which the
-                // test runner captures and hides for passing tests.
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: {err} (set {REQUIRE_ENV}=1 to make this a failure)"
-                );
-                None
-            }
-        }
+        or_skip(test, Self::locate().map_err(|err| err.to_string()))
     }
 
     pub fn dir(&self) -> &Path {
@@ -120,7 +104,58 @@ fn xdg_cache_home() -> PathBuf {
     }
 }
 
-fn is_executable(path: &Path) -> bool {
+/// For tests: what `found` found, or `None` after printing why the test is
+/// skipped. With `PHALANX_E2E` set, a missing tool panics instead, so CI
+/// cannot pass by skipping everything.
+pub fn or_skip<T>(test: &str, found: std::result::Result<T, String>) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
+        Err(why) if required() => panic!("{test}: {REQUIRE_ENV} is set but {why}"),
+        Err(why) => {
+            // Written to the real stderr, not through eprintln!, which the
+            // test runner captures and hides for passing tests.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {why} (set {REQUIRE_ENV}=1 to make this a failure)"
+            );
+            None
+        }
+    }
+}
+
+/// Where a binary of this workspace (`phalanx-scheduler`, ...) may have been
+/// built, most likely first: next to the running test executable (a test runs
+/// from target/<profile>/deps/, a binary sits in target/<profile>/, so the one
+/// built with the same profile), then in `$CARGO_TARGET_DIR` or the
+/// workspace's `target/`, release before debug.
+pub fn workspace_binary_candidates(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            out.push(dir.join(name));
+        }
+    }
+    let mut roots: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
+        roots.push(PathBuf::from(dir));
+    }
+    // tests/ is one level below the workspace root.
+    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    for root in roots {
+        for profile in ["release", "debug"] {
+            out.push(root.join(profile).join(name));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)

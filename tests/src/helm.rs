@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::Api;
 
+use crate::binaries::{is_executable, or_skip, workspace_binary_candidates};
 use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
 use crate::error::{HarnessError, Result};
 use crate::probe;
@@ -177,26 +178,14 @@ impl HelmTool {
         })
     }
 
-    /// For tests: the tool, or `None` after printing why the test is skipped;
-    /// with `PHALANX_E2E` set a missing tool panics instead.
+    /// For tests: the tool, or `None` after printing why the test is skipped.
     pub fn for_test(test: &str) -> Option<Self> {
-        match Self::locate() {
-            Ok(tool) => Some(tool),
-            Err(err) if crate::binaries::required() => panic!(
-                "{test}: {} is set but the Helm engine is missing: {err} \
-                 (scripts/test-all.sh installs it)",
-                crate::binaries::REQUIRE_ENV
-            ),
-            Err(err) => {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: {err} (set {}=1 to make this a failure)",
-                    crate::binaries::REQUIRE_ENV
-                );
-                None
-            }
-        }
+        or_skip(
+            test,
+            Self::locate().map_err(|err| {
+                format!("the Helm engine is missing: {err} (scripts/test-all.sh installs it)")
+            }),
+        )
     }
 
     /// Runs one helmctl command with `values` (written to a file) and returns
@@ -511,28 +500,10 @@ pub fn locate_workspace_binary(name: &str, env_var: &str) -> std::result::Result
     if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));
     }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            candidates.push(dir.join(name));
-        }
-    }
-    let mut roots: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
-        roots.push(PathBuf::from(dir));
-    }
-    roots.push(workspace_root().join("target"));
-    for root in roots {
-        for profile in ["release", "debug"] {
-            candidates.push(root.join(profile).join(name));
-        }
-    }
+    let candidates = workspace_binary_candidates(name);
     candidates
         .iter()
-        .find(|p| p.is_file())
+        .find(|p| is_executable(p))
         .cloned()
         .ok_or_else(|| {
             format!(
@@ -547,23 +518,9 @@ pub fn locate_workspace_binary(name: &str, env_var: &str) -> std::result::Result
 }
 
 /// For tests: [`locate_workspace_binary`], or `None` after printing why the
-/// test is skipped; with `PHALANX_E2E` set a missing binary panics instead.
+/// test is skipped.
 pub fn workspace_binary_for_test(test: &str, name: &str, env_var: &str) -> Option<PathBuf> {
-    match locate_workspace_binary(name, env_var) {
-        Ok(path) => Some(path),
-        Err(err) if crate::binaries::required() => {
-            panic!("{test}: {} is set but {err}", crate::binaries::REQUIRE_ENV)
-        }
-        Err(err) => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {err} (set {}=1 to make this a failure)",
-                crate::binaries::REQUIRE_ENV
-            );
-            None
-        }
-    }
+    or_skip(test, locate_workspace_binary(name, env_var))
 }
 
 /// A Phalanx binary started as a local process with its own kubeconfig.

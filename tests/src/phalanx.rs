@@ -11,7 +11,7 @@
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,6 +21,7 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, CustomResourceExt};
 use phalanx_api::{GpuNode, PodGroup, SCHEDULER_NAME};
 
+use crate::binaries::{is_executable, or_skip, workspace_binary_candidates};
 use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
 use crate::error::{HarnessError, Result};
 use crate::probe;
@@ -156,7 +157,7 @@ pub fn locate_phalanx_scheduler() -> Result<PathBuf> {
             })
         };
     }
-    let searched = candidates();
+    let searched = workspace_binary_candidates(BIN_NAME);
     searched
         .iter()
         .find(|path| is_executable(path))
@@ -164,59 +165,12 @@ pub fn locate_phalanx_scheduler() -> Result<PathBuf> {
         .ok_or(HarnessError::PhalanxSchedulerMissing { searched })
 }
 
-fn candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    // A test runs from target/<profile>/deps/, a binary from target/<profile>/:
-    // the binary built with the same profile sits in one of those directories.
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            out.push(dir.join(BIN_NAME));
-        }
-    }
-    let mut roots = Vec::new();
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        roots.push(PathBuf::from(dir));
-    }
-    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
-        roots.push(PathBuf::from(dir));
-    }
-    // tests/ is one level below the workspace root.
-    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    for root in roots {
-        for profile in ["release", "debug"] {
-            out.push(root.join(profile).join(BIN_NAME));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
-    out
-}
-
-/// For tests: the binary, or `None` after printing why the test is skipped;
-/// with `PHALANX_E2E` set a missing binary panics instead.
+/// For tests: the binary, or `None` after printing why the test is skipped.
 pub fn phalanx_scheduler_for_test(test: &str) -> Option<PathBuf> {
-    match locate_phalanx_scheduler() {
-        Ok(path) => Some(path),
-        Err(err) if crate::binaries::required() => {
-            panic!("{test}: {} is set but {err}", crate::binaries::REQUIRE_ENV)
-        }
-        Err(err) => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {err} (set {}=1 to make this a failure)",
-                crate::binaries::REQUIRE_ENV
-            );
-            None
-        }
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    or_skip(
+        test,
+        locate_phalanx_scheduler().map_err(|err| err.to_string()),
+    )
 }
 
 /// The config file for `options`, serving HTTP on `http`.
@@ -503,11 +457,11 @@ mod tests {
 
     #[test]
     fn looks_next_to_the_running_executable_first() {
-        let candidates = candidates();
+        let candidates = workspace_binary_candidates(BIN_NAME);
         let exe = std::env::current_exe().expect("current exe");
         let expected = exe
             .parent()
-            .and_then(Path::parent)
+            .and_then(std::path::Path::parent)
             .map(|d| d.join(BIN_NAME));
         assert_eq!(candidates.get(1), expected.as_ref(), "{candidates:?}");
     }

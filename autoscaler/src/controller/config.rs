@@ -182,7 +182,9 @@ mod tests {
         let error =
             AutoscalerConfig::load(&dir.path().join("nope.yaml")).expect_err("missing file");
         assert!(
-            error.to_string().contains("cannot read the autoscaler config"),
+            error
+                .to_string()
+                .contains("cannot read the autoscaler config"),
             "{error}"
         );
     }
