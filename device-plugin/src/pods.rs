@@ -6,7 +6,10 @@
 //! asking for exactly the number of devices kubelet asks us to choose and which
 //! does not hold devices of this resource yet according to kubelet's
 //! PodResources API (when that API cannot be read, only `Pending` pods count);
-//! the oldest of them (kubelet admits pods in creation order) is the one.
+//! the one bound first is the one: kubelet learns of pods as they are bound
+//! to its node and admits them in that order. The binding time is the
+//! `PodScheduled` condition's transition (whole seconds); ties, and pods
+//! created with `spec.nodeName` (no such condition), go by creation time.
 //! Its `phalanx.dev/gpu-assignment` annotation then steers the choice; without
 //! one (another scheduler placed it), or with one naming another node (stale),
 //! the topology-best set is used. A malformed annotation is an error.
@@ -116,8 +119,10 @@ pub fn identify_pod<'a>(
         .collect();
     candidates.sort_by(|a, b| {
         let key = |p: &Pod| {
+            let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
             (
-                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                bound_at(p).or(created),
+                created,
                 p.metadata.namespace.clone(),
                 p.metadata.name.clone(),
             )
@@ -125,6 +130,19 @@ pub fn identify_pod<'a>(
         key(a).cmp(&key(b))
     });
     candidates.first().copied()
+}
+
+/// When the pod was bound: its `PodScheduled=True` condition's transition.
+fn bound_at(pod: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "True")?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
 }
 
 /// `namespace/name`.
@@ -280,6 +298,43 @@ mod tests {
         assert!(identify_pod(&pods, None, "n1", "phalanx.dev/gpu-milli", 700).is_none());
         assert_eq!(requested_count("1k"), Some(1000));
         assert_eq!(requested_count("0.5"), None);
+    }
+
+    #[test]
+    fn the_pod_bound_first_is_admitted_first_whatever_its_age() {
+        let scheduled = |mut p: Pod, at: &str| {
+            p.status = Some(
+                serde_json::from_value(json!({"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": at}]}))
+                .unwrap(),
+            );
+            p
+        };
+        // "waited" was created first but bound only after "quick" was.
+        let waited = scheduled(
+            pod("waited", "2026-01-01T00:00:00Z", "300", None, "Pending"),
+            "2026-01-01T00:01:00Z",
+        );
+        let quick = scheduled(
+            pod("quick", "2026-01-01T00:00:30Z", "300", None, "Pending"),
+            "2026-01-01T00:00:31Z",
+        );
+        // Created with spec.nodeName: no condition, bound when created.
+        let direct = pod("direct", "2026-01-01T00:00:40Z", "300", None, "Pending");
+        let pods = vec![waited.clone(), quick.clone(), direct];
+        let got = identify_pod(&pods, None, "n1", "phalanx.dev/gpu-milli", 300).unwrap();
+        assert_eq!(pod_key(got), "ml/quick");
+        let pods = vec![waited, pods[2].clone()];
+        let got = identify_pod(&pods, None, "n1", "phalanx.dev/gpu-milli", 300).unwrap();
+        assert_eq!(pod_key(got), "ml/direct");
+        // Bound in the same second: the older first.
+        let twin = scheduled(
+            pod("twin", "2026-01-01T00:00:20Z", "300", None, "Pending"),
+            "2026-01-01T00:00:31Z",
+        );
+        let pods = [quick, twin];
+        let got = identify_pod(&pods, None, "n1", "phalanx.dev/gpu-milli", 300).unwrap();
+        assert_eq!(pod_key(got), "ml/twin");
     }
 
     #[test]
