@@ -7,7 +7,8 @@
 //!   NaN and a query Prometheus rejects are invalid.
 //! * A Deployment is scaled up and down through `/scale` on the exporter's
 //!   queue depth; with too few free GPUs it stops at what fits and sets
-//!   `CapacityLimited` with the numbers.
+//!   `CapacityLimited` with the numbers; a free GPU that another workload's
+//!   pending pod will get is not counted as room for a replica.
 //! * Bad input (target 0, min above max, several series, NaN) gives clear
 //!   conditions and never moves the replicas.
 //! * Two replicas share a Lease: the standby takes over when the leader stops
@@ -24,7 +25,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::Api;
 use phalanx_api::autoscaler::{
     AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset, MetricTargetSpec,
@@ -279,6 +280,23 @@ fn gpu_deployment(name: &str, replicas: i32) -> Deployment {
     }
 }
 
+/// A one-GPU pod for a scheduler that does not run here: it stays pending.
+fn waiting_gpu_pod(name: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            scheduler_name: Some("held-scheduler".to_owned()),
+            containers: vec![gpu_worker_container(1)],
+            termination_grace_period_seconds: Some(0),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
 fn autoscaler(
     name: &str,
     target: &str,
@@ -397,17 +415,28 @@ async fn wait_condition(
     status: &str,
     reason: &str,
 ) -> anyhow::Result<String> {
+    wait_condition_saying(api, name, type_, (status, reason), "").await
+}
+
+/// [`wait_condition`] for a message that also contains `saying`.
+async fn wait_condition_saying(
+    api: &Api<InferenceAutoscaler>,
+    name: &str,
+    type_: &str,
+    (status, reason): (&str, &str),
+    saying: &str,
+) -> anyhow::Result<String> {
     let deadline = Instant::now() + WAIT;
     loop {
         let object = api.get(name).await?;
-        if let Some(c) =
-            condition(&object, type_).filter(|c| c.status == status && c.reason == reason)
+        if let Some(c) = condition(&object, type_)
+            .filter(|c| c.status == status && c.reason == reason && c.message.contains(saying))
         {
             return Ok(c.message.clone());
         }
         if Instant::now() >= deadline {
             bail!(
-                "timed out after {WAIT:?} waiting for {name}: {type_}={status} ({reason}); last status: {:?}",
+                "timed out after {WAIT:?} waiting for {name}: {type_}={status} ({reason}) saying {saying:?}; last status: {:?}",
                 object.status
             );
         }
@@ -618,14 +647,38 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     .await?;
 
     // Step 2: 80 waiting → 8 wanted, but 4 GPUs hold `static` and 2 llm
-    // replicas: one more fits, and the autoscaler says so.
+    // replicas: one GPU is free. Another workload's pod is waiting for a GPU
+    // (its scheduler does not run here, so it stays pending): it comes before
+    // new replicas, so none is added for that GPU.
+    let batch = waiting_gpu_pod("batch");
+    pods.create(&PostParams::default(), &batch).await?;
     exporter.set(&exporter_text(80));
-    let message = wait_condition(
+    let message = wait_condition_saying(
         &autoscalers,
         "llm",
         CONDITION_CAPACITY_LIMITED,
-        "True",
-        "InsufficientCapacity",
+        ("True", "InsufficientCapacity"),
+        "pending pods of other workloads",
+    )
+    .await?;
+    assert!(
+        message.starts_with(
+            "wanted 8 replicas but the cluster can place only 2: 2 placed now and room for 0 more \
+             after 1 pending pods of other workloads that come first; holding at 2"
+        ),
+        "{message}"
+    );
+    assert_eq!(replicas(&deployments, "llm").await?, 2);
+
+    // Once that pod is gone, its GPU is for a replica, and the autoscaler says so.
+    pods.delete("batch", &DeleteParams::default().grace_period(0))
+        .await?;
+    let message = wait_condition_saying(
+        &autoscalers,
+        "llm",
+        CONDITION_CAPACITY_LIMITED,
+        ("True", "InsufficientCapacity"),
+        "can place only 3",
     )
     .await?;
     assert!(

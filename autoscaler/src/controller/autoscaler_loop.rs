@@ -31,13 +31,16 @@ use phalanx_scheduler::engine::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::capacity::{check_scale_up, pod_from_template, CapacityCheck};
+use super::capacity::{
+    check_scale_up, pod_from_template, pods_ahead, replica_priority, CapacityCheck,
+};
 use super::config::AutoscalerConfig;
 use super::http::Health;
 use super::leader::LeaseFence;
+use super::pending::PendingPods;
 use super::prometheus::{MetricRead, MetricsReader, Reading};
 use super::status::{condition_events, next_status, ConditionState, Conditions, PeriodReport};
-use super::target::{Discovery, ScaleTarget};
+use super::target::{Discovery, PodCounts, ScaleTarget};
 use super::telemetry::{AutoscalerMetrics, PeriodResult};
 use crate::decision::{Decision, Observation, ReplicaDecider};
 use crate::spec::{self, AutoscalerPlan};
@@ -84,6 +87,8 @@ struct Tracked {
 pub struct AutoscalerLoop {
     deps: LoopDeps,
     mirror: ClusterMirror,
+    /// Pods waiting for a node (the mirror keeps only bound ones).
+    pending: PendingPods,
     autoscalers: BTreeMap<ObjectKey, InferenceAutoscaler>,
     relisting: Option<HashSet<ObjectKey>>,
     autoscalers_synced: bool,
@@ -118,6 +123,7 @@ impl AutoscalerLoop {
         AutoscalerLoop {
             deps,
             mirror: ClusterMirror::new(TELEMETRY_MAX_AGE_MS),
+            pending: PendingPods::default(),
             autoscalers: BTreeMap::new(),
             relisting: None,
             autoscalers_synced: false,
@@ -220,7 +226,10 @@ impl AutoscalerLoop {
         let change = match input {
             Input::Node(event) => self.mirror.node_event(*event, now_ms),
             Input::GpuNode(event) => self.mirror.gpu_node_event(*event, now_ms),
-            Input::Pod(event) => self.mirror.pod_event(&event),
+            Input::Pod(event) => {
+                self.pending.event(&event);
+                self.mirror.pod_event(&event)
+            }
             Input::Autoscaler(event) => {
                 self.autoscaler_event(*event);
                 return;
@@ -363,7 +372,9 @@ impl AutoscalerLoop {
                 None
             }
         };
-        let (placed, ready) = pods.map_or((reported, reported), |c| (c.placed, c.ready));
+        let (placed, ready) = pods
+            .as_ref()
+            .map_or((reported, reported), |c| (c.placed, c.ready));
 
         let reads = self.deps.reader.read_all(&plan.metrics).await;
         let now = unix_now();
@@ -432,7 +443,10 @@ impl AutoscalerLoop {
 
         let mut scale_to = wanted;
         if wanted > period.current && self.deps.config.capacity.enabled {
-            match self.capacity(&target, period.current, wanted, placed).await {
+            match self
+                .capacity(&target, period.current, wanted, placed, pods.as_ref())
+                .await
+            {
                 Ok(Some(check)) => {
                     scale_to = check.allowed;
                     period.capacity = Some(check);
@@ -549,17 +563,30 @@ impl AutoscalerLoop {
         current: u32,
         wanted: u32,
         placed: u32,
+        own_pods: Option<&PodCounts>,
     ) -> Result<Option<CapacityCheck>, String> {
         let template = target.pod_template().await.map_err(|e| e.to_string())?;
         let Some(template) = template else {
             return Ok(None);
         };
         let pod = pod_from_template(&template, &target.namespace, &target.name);
+        // Without the target's selector its own pending pods cannot be told
+        // from the others; they are counted as its replicas, so nothing goes
+        // ahead rather than the same pods twice.
+        let ahead = own_pods.map_or_else(Vec::new, |own| {
+            pods_ahead(
+                self.pending.iter(),
+                &own.uids,
+                replica_priority(&pod, own.priority),
+                self.mirror.state().snapshot().models(),
+            )
+        });
         let snapshot = self.mirror.state_mut().snapshot_mut();
         check_scale_up(
             snapshot,
             self.policy.as_mut(),
             &pod,
+            &ahead,
             current,
             wanted,
             placed,

@@ -5,13 +5,18 @@
 //! tolerations) and placed into the current cluster snapshot as many times as
 //! needed, each copy seeing the ones before it. The target's pods already on
 //! nodes are in the snapshot; its pods still pending are not, so they need a
-//! place too. The scale-up goes only as far as the copies that fit.
+//! place too. Other pending pods that the scheduler will take before new
+//! replicas (of higher or equal priority: they are older) are placed first,
+//! so that no replica counts a GPU one of them is about to get. The scale-up
+//! goes only as far as the copies that fit.
+
+use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use phalanx_scheduler::controller::translate;
 use phalanx_scheduler::engine::{
-    replicas_that_fit, ClusterSnapshot, CycleScratch, PlacementPolicy,
+    replicas_that_fit, ClusterSnapshot, CycleScratch, GpuModelRegistry, PlacementPolicy, PodDemand,
 };
 
 /// What the capacity check found.
@@ -23,6 +28,8 @@ pub struct CapacityCheck {
     pub current: u32,
     /// The target's pods on nodes now (already in the snapshot).
     pub placed: u32,
+    /// Other pending pods placed ahead of the new replicas.
+    pub ahead: u32,
     /// Further copies of the template that fit.
     pub fit: u32,
     /// Replicas to scale to: as many as are placed or fit, never fewer than
@@ -46,6 +53,12 @@ impl CapacityCheck {
             self.placed,
             self.fit
         );
+        if self.ahead > 0 {
+            text.push_str(&format!(
+                " after {} pending pods of other workloads that come first",
+                self.ahead
+            ));
+        }
         if self.allowed > self.current {
             text.push_str(&format!("; scaling to {}", self.allowed));
         } else {
@@ -70,13 +83,59 @@ pub fn pod_from_template(template: &PodTemplateSpec, namespace: &str, name: &str
     }
 }
 
+/// The priority new replicas will get: what admission resolved for the
+/// target's pods, else the template's own; `None` when the template names a
+/// PriorityClass whose value is unknown here.
+pub fn replica_priority(template: &Pod, resolved: Option<i32>) -> Option<i32> {
+    let spec = template.spec.as_ref();
+    resolved
+        .or_else(|| spec.and_then(|s| s.priority))
+        .or_else(|| {
+            let named = spec.is_some_and(|s| s.priority_class_name.is_some());
+            (!named).then_some(0)
+        })
+}
+
+/// The pending pods the scheduler takes before new replicas of `priority`, in
+/// the order it takes them (priority, then age): all but the target's own
+/// (`own`, by UID) whose priority is at least `priority` (all of them when it
+/// is unknown: better too few replicas than replicas with nowhere to run).
+/// A pod that cannot be translated is left out; it cannot be placed either.
+pub fn pods_ahead<'a>(
+    pending: impl IntoIterator<Item = &'a Pod>,
+    own: &HashSet<String>,
+    priority: Option<i32>,
+    models: &GpuModelRegistry,
+) -> Vec<PodDemand> {
+    let mut ahead: Vec<(&Pod, PodDemand)> = pending
+        .into_iter()
+        .filter(|pod| {
+            !pod.metadata
+                .uid
+                .as_ref()
+                .is_some_and(|uid| own.contains(uid))
+        })
+        .filter_map(|pod| Some((pod, translate::pod_demand(pod, models).ok()?)))
+        .filter(|(_, demand)| priority.is_none_or(|p| demand.priority >= p))
+        .collect();
+    ahead.sort_by(|(a, da), (b, db)| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        db.priority
+            .cmp(&da.priority)
+            .then_with(|| created(a).cmp(&created(b)))
+    });
+    ahead.into_iter().map(|(_, demand)| demand).collect()
+}
+
 /// How far a scale-up from `current` to `wanted` can go on `snapshot`, with
-/// `placed` of the target's pods already on nodes. `snapshot` is as before on
-/// return. An error names what in the template could not be read.
+/// `placed` of the target's pods already on nodes and `ahead` (see
+/// [`pods_ahead`]) served first. `snapshot` is as before on return. An error
+/// names what in the template could not be read.
 pub fn check_scale_up(
     snapshot: &mut ClusterSnapshot,
     policy: &mut dyn PlacementPolicy,
     template: &Pod,
+    ahead: &[PodDemand],
     current: u32,
     wanted: u32,
     placed: u32,
@@ -85,13 +144,14 @@ pub fn check_scale_up(
     let placed = placed.min(current);
     let needed = wanted.saturating_sub(placed);
     let mut scratch = CycleScratch::default();
-    let answer = replicas_that_fit(snapshot, policy, &demand, needed, &mut scratch)
+    let answer = replicas_that_fit(snapshot, policy, ahead, &demand, needed, &mut scratch)
         .map_err(|e| format!("placing the pod template failed: {e}"))?;
     let placeable = placed + answer.fitted;
     Ok(CapacityCheck {
         wanted,
         current,
         placed,
+        ahead: answer.ahead_placed,
         fit: answer.fitted,
         allowed: wanted.min(placeable).max(current),
         first_failure: answer.first_failure,
@@ -168,7 +228,15 @@ mod tests {
             },
         );
         let pod = pod_from_template(&template(gpus), "serving", "llm");
-        check_scale_up(snapshot, policy.as_mut(), &pod, current, wanted, placed)
+        check_scale_up(
+            snapshot,
+            policy.as_mut(),
+            &pod,
+            &[],
+            current,
+            wanted,
+            placed,
+        )
     }
 
     #[test]
@@ -204,6 +272,78 @@ mod tests {
             "{}",
             answer.message()
         );
+    }
+
+    fn pending(uid: &str, created: i64, priority: Option<i32>, gpus: &str) -> Pod {
+        let mut pod = pod_from_template(&template(gpus), "batch", uid);
+        pod.metadata.uid = Some(uid.to_owned());
+        pod.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(created).expect("time"),
+            ));
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.priority = priority;
+        }
+        pod
+    }
+
+    #[test]
+    fn pending_pods_of_other_workloads_that_come_first_take_their_gpus() {
+        // 2 nodes × 2 GPUs. Pending: a 2-GPU job of equal priority, a 1-GPU pod
+        // of lower priority, and one of the target's own replicas.
+        let pods = [
+            pending("job", 10, Some(100), "2"),
+            pending("low", 5, Some(10), "1"),
+            pending("own", 20, Some(100), "1"),
+        ];
+        let own = HashSet::from(["own".to_owned()]);
+        let models = GpuModelRegistry::default();
+        let ahead = pods_ahead(&pods, &own, Some(100), &models);
+        assert_eq!(ahead.len(), 1, "only the job comes before the replicas");
+
+        let mut snapshot = snapshot(2, 2);
+        let mut policy = build_policy(
+            PolicyName::Phalanx,
+            &PolicyConfig {
+                seed: 0,
+                workload: WorkloadSource::Online,
+            },
+        );
+        let pod = pod_from_template(&template("1"), "serving", "llm");
+        let answer =
+            check_scale_up(&mut snapshot, policy.as_mut(), &pod, &ahead, 1, 6, 0).expect("ok");
+        // The job takes 2 GPUs: the pending replica and one more fit.
+        assert_eq!((answer.ahead, answer.fit, answer.allowed), (1, 2, 2));
+        assert!(
+            answer.message().contains(
+                "0 placed now and room for 2 more after 1 pending pods of other workloads that come first"
+            ),
+            "{}",
+            answer.message()
+        );
+        assert_eq!(snapshot.gpu_milli_allocated(), 0);
+
+        // Unknown replica priority: every other pending pod counts, highest first.
+        let ahead = pods_ahead(&pods, &own, None, &models);
+        assert_eq!(
+            ahead.iter().map(|d| d.priority).collect::<Vec<_>>(),
+            [100, 10]
+        );
+    }
+
+    #[test]
+    fn the_replica_priority_is_the_resolved_one_else_the_templates() {
+        let mut pod = pod_from_template(&template("1"), "serving", "llm");
+        assert_eq!(replica_priority(&pod, Some(7)), Some(7));
+        assert_eq!(replica_priority(&pod, None), Some(0), "no class: 0");
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.priority_class_name = Some("inference".into());
+        }
+        assert_eq!(replica_priority(&pod, None), None, "a class we cannot read");
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.priority = Some(1000);
+        }
+        assert_eq!(replica_priority(&pod, None), Some(1000));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod capacity;
 pub mod config;
 pub mod http;
 pub mod leader;
+pub mod pending;
 pub mod prometheus;
 pub mod status;
 pub mod target;

@@ -2,7 +2,7 @@
 //! `/scale` subresource, so any kind that has one works (Deployments,
 //! StatefulSets, custom inference servers).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
@@ -100,18 +100,35 @@ impl Discovery {
 }
 
 /// The target's pods, as far as the autoscaler cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodCounts {
     /// Not terminating, not finished, bound to a node.
     pub placed: u32,
     /// Of those, Ready.
     pub ready: u32,
+    /// Every pod of the target, by UID: its pending ones are not "ahead" of
+    /// its new replicas, they are counted as replicas themselves.
+    pub uids: HashSet<String>,
+    /// The priority admission resolved for its pods (that of the newest pod
+    /// that has one), which new replicas will get too.
+    pub priority: Option<i32>,
 }
 
 /// Counts pods: terminating and finished ones are on their way out.
 pub fn count_pods(pods: &[Pod]) -> PodCounts {
     let mut counts = PodCounts::default();
+    let mut newest = None;
     for pod in pods {
+        if let Some(uid) = &pod.metadata.uid {
+            counts.uids.insert(uid.clone());
+        }
+        if let Some(priority) = pod.spec.as_ref().and_then(|s| s.priority) {
+            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            if newest.is_none_or(|at| created >= at) {
+                newest = Some(created);
+                counts.priority = Some(priority);
+            }
+        }
         let finished = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
@@ -257,12 +274,30 @@ mod tests {
             pod(Some("n2"), true, "Running", true),
             pod(Some("n2"), false, "Succeeded", false),
         ];
-        assert_eq!(
-            count_pods(&pods),
-            PodCounts {
-                placed: 2,
-                ready: 1
+        let counts = count_pods(&pods);
+        assert_eq!((counts.placed, counts.ready), (2, 1));
+    }
+
+    #[test]
+    fn remembers_every_uid_and_the_newest_resolved_priority() {
+        let with = |uid: &str, created: i64, priority: Option<i32>| {
+            let mut p = pod(None, false, "Pending", false);
+            p.metadata.uid = Some(uid.into());
+            p.metadata.creation_timestamp = Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(created).expect("time"),
+            ));
+            if let Some(spec) = p.spec.as_mut() {
+                spec.priority = priority;
             }
-        );
+            p
+        };
+        let counts = count_pods(&[
+            with("a", 10, Some(100)),
+            with("b", 30, Some(1000)),
+            with("c", 20, None),
+        ]);
+        assert_eq!(counts.uids.len(), 3);
+        assert_eq!(counts.priority, Some(1000));
+        assert_eq!(count_pods(&[]).priority, None);
     }
 }

@@ -12,6 +12,9 @@ use super::EngineError;
 pub struct ReplicaFit {
     /// Copies placed (at most the limit asked for).
     pub fitted: u32,
+    /// Pods ahead in the queue that were placed before the copies (those that
+    /// did not fit are left out: they would stay pending).
+    pub ahead_placed: u32,
     /// Why the next copy did not fit, in kube-scheduler's words; `None` when the
     /// limit was reached.
     pub first_failure: Option<String>,
@@ -21,42 +24,65 @@ pub struct ReplicaFit {
 /// sees the ones before it, so two replicas never count the same free GPU),
 /// up to `limit`, then releases them all: on return the snapshot holds exactly
 /// what it held before, also on error.
+///
+/// `ahead` are pending pods the scheduler will take first (higher priority, or
+/// the same and older), in that order: they are placed before the copies, so
+/// that no copy counts a GPU one of them is about to get.
 pub fn replicas_that_fit(
     snapshot: &mut ClusterSnapshot,
     policy: &mut dyn PlacementPolicy,
+    ahead: &[PodDemand],
     pod: &PodDemand,
     limit: u32,
     scratch: &mut CycleScratch,
 ) -> Result<ReplicaFit, EngineError> {
-    let mut placed: Vec<Placement> = Vec::new();
+    let mut placed: Vec<(&PodDemand, Placement)> = Vec::new();
+    let outcome = place_in_order(snapshot, policy, ahead, pod, limit, scratch, &mut placed);
+    for (demand, placement) in placed.iter().rev() {
+        snapshot.release(demand, placement)?;
+    }
+    outcome
+}
+
+/// The placing half of [`replicas_that_fit`]; everything it placed is in
+/// `placed` for the caller to release, whatever it returns.
+fn place_in_order<'a>(
+    snapshot: &mut ClusterSnapshot,
+    policy: &mut dyn PlacementPolicy,
+    ahead: &'a [PodDemand],
+    pod: &'a PodDemand,
+    limit: u32,
+    scratch: &mut CycleScratch,
+    placed: &mut Vec<(&'a PodDemand, Placement)>,
+) -> Result<ReplicaFit, EngineError> {
+    let mut ahead_placed = 0;
+    for other in ahead {
+        if let CycleOutcome::Placed(placement) = schedule_one(snapshot, policy, other, scratch) {
+            snapshot.place(other, &placement)?;
+            placed.push((other, placement));
+            ahead_placed += 1;
+        }
+    }
+    let mut fitted = 0;
     let mut first_failure = None;
-    let mut place_error = None;
-    while placed.len() < limit as usize {
+    while fitted < limit {
         match schedule_one(snapshot, policy, pod, scratch) {
-            CycleOutcome::Placed(placement) => match snapshot.place(pod, &placement) {
-                Ok(()) => placed.push(placement),
-                Err(error) => {
-                    place_error = Some(error);
-                    break;
-                }
-            },
+            CycleOutcome::Placed(placement) => {
+                snapshot.place(pod, &placement)?;
+                placed.push((pod, placement));
+                fitted += 1;
+            }
             CycleOutcome::Unschedulable { nodes, reasons } => {
                 first_failure = Some(unschedulable_message(nodes, &reasons));
                 break;
             }
         }
     }
-    let fitted = placed.len() as u32;
-    for placement in placed.iter().rev() {
-        snapshot.release(pod, placement)?;
-    }
-    match place_error {
-        Some(error) => Err(error),
-        None => Ok(ReplicaFit {
-            fitted,
-            first_failure,
-        }),
-    }
+    Ok(ReplicaFit {
+        fitted,
+        ahead_placed,
+        first_failure,
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +118,7 @@ mod tests {
 
     fn fit(snapshot: &mut ClusterSnapshot, pod: &PodDemand, limit: u32) -> ReplicaFit {
         let mut scratch = CycleScratch::default();
-        replicas_that_fit(snapshot, policy().as_mut(), pod, limit, &mut scratch).expect("fits")
+        replicas_that_fit(snapshot, policy().as_mut(), &[], pod, limit, &mut scratch).expect("fits")
     }
 
     #[test]
@@ -118,6 +144,7 @@ mod tests {
             answer,
             ReplicaFit {
                 fitted: 3,
+                ahead_placed: 0,
                 first_failure: None
             }
         );
@@ -149,6 +176,32 @@ mod tests {
         assert!(answer.first_failure.is_some());
         let answer = fit(&mut snapshot, &replica(GpuDemand::Whole { count: 2 }), 5);
         assert_eq!(answer.fitted, 2);
+    }
+
+    #[test]
+    fn pods_ahead_in_the_queue_take_their_gpus_first() {
+        // 2 nodes × 2 GPUs; pending ahead: a 2-GPU job, a 1-GPU pod, and a
+        // 3-GPU job that fits nowhere (it stays pending and takes nothing).
+        let mut snapshot = cluster(2, 2);
+        let ahead = [
+            replica(GpuDemand::Whole { count: 2 }),
+            replica(GpuDemand::Whole { count: 3 }),
+            replica(GpuDemand::Whole { count: 1 }),
+        ];
+        let pod = replica(GpuDemand::Whole { count: 1 });
+        let mut scratch = CycleScratch::default();
+        let answer = replicas_that_fit(
+            &mut snapshot,
+            policy().as_mut(),
+            &ahead,
+            &pod,
+            10,
+            &mut scratch,
+        )
+        .expect("fits");
+        assert_eq!((answer.ahead_placed, answer.fitted), (2, 1));
+        assert!(answer.first_failure.is_some());
+        assert_eq!(snapshot.gpu_milli_allocated(), 0, "everything released");
     }
 
     #[test]
