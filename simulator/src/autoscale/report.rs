@@ -65,6 +65,18 @@ pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
             r.capacity_limited_decisions
         );
     }
+    for r in results
+        .iter()
+        .filter(|r| r.timeline.first().is_some_and(|t| t.1 == 0))
+    {
+        // KEDA's default minReplicaCount is 0: its "first scale-up" is the
+        // activation to one replica, not an answer to load above the target.
+        let _ = writeln!(
+            out,
+            "  ({} starts at 0 replicas: any request is above its target, so its 1st up is the activation to 1 at the first poll)",
+            r.autoscaler
+        );
+    }
     if let (Some(p), Some(h)) = (
         results.iter().find(|r| r.autoscaler == "phalanx"),
         results.iter().find(|r| r.autoscaler == "hpa"),
