@@ -2,9 +2,9 @@
 //! `helm-python-sdk`): it renders and lints for the default values and every
 //! documented option (`deploy/helm/phalanx/ci/*.yaml`), bad values are refused
 //! by its schema, every rendered object passes the 1.33 apiserver's own
-//! validation, and once installed the scheduler does its whole job as a local
-//! process holding nothing but its ServiceAccount's token — and stops doing it
-//! when a verb is taken away.
+//! validation, and once installed the scheduler and the autoscaler do their
+//! whole job as local processes holding nothing but their ServiceAccounts'
+//! tokens — and stop doing it when a verb is taken away.
 //!
 //! Needs the virtualenv `scripts/test-all.sh` creates; the cluster tests also
 //! need the control-plane binaries and `cargo build -p phalanx-scheduler`.
@@ -17,8 +17,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
@@ -930,14 +933,22 @@ fn dashboard_metrics(prefix: &str) -> BTreeSet<String> {
     names
 }
 
-/// The chart's scheduler ClusterRole with one resource/verb removed, written
-/// back as the admin (what a chart missing that verb would have installed).
-async fn remove_verb(client: &kube::Client, resource: &str, verb: &str) -> anyhow::Result<()> {
+/// The ClusterRole `role_name` with one resource/verb removed, written back
+/// as the admin (what a chart missing that verb would have installed);
+/// returns once the API server refuses that verb to the role's ServiceAccount.
+async fn remove_verb(
+    client: &kube::Client,
+    role_name: &str,
+    resource: &str,
+    verb: &str,
+) -> anyhow::Result<()> {
     let roles: Api<ClusterRole> = Api::all(client.clone());
-    let mut role = roles.get("phalanx-scheduler").await?;
+    let mut role = roles.get(role_name).await?;
+    let chart_rules = role.rules.take().unwrap_or_default();
+    let group = group_of(&chart_rules, resource);
     let mut found = false;
     let mut rules = Vec::new();
-    for rule in role.rules.take().unwrap_or_default() {
+    for rule in chart_rules {
         let has = rule
             .resources
             .as_ref()
@@ -972,9 +983,86 @@ async fn remove_verb(client: &kube::Client, resource: &str, verb: &str) -> anyho
     assert!(found, "the chart grants no {verb} on {resource}");
     role.rules = Some(rules);
     roles
-        .replace("phalanx-scheduler", &PostParams::default(), &role)
+        .replace(role_name, &PostParams::default(), &role)
         .await?;
-    Ok(())
+    wait_access(client, role_name, (&group, resource, verb), false).await
+}
+
+/// The ClusterRole `role_name` with `rules` again; returns once `verb` on
+/// `resource` is allowed again.
+async fn restore_rules(
+    client: &kube::Client,
+    role_name: &str,
+    rules: &Option<Vec<PolicyRule>>,
+    (resource, verb): (&str, &str),
+) -> anyhow::Result<()> {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let mut role = roles.get(role_name).await?;
+    role.rules = rules.clone();
+    roles
+        .replace(role_name, &PostParams::default(), &role)
+        .await?;
+    let group = group_of(rules.as_deref().unwrap_or_default(), resource);
+    wait_access(client, role_name, (&group, resource, verb), true).await
+}
+
+/// The API group of the rule that names `resource`.
+fn group_of(rules: &[PolicyRule], resource: &str) -> String {
+    rules
+        .iter()
+        .find(|r| {
+            r.resources
+                .as_ref()
+                .is_some_and(|rs| rs.iter().any(|x| x == resource))
+        })
+        .and_then(|r| r.api_groups.as_ref()?.first().cloned())
+        .unwrap_or_default()
+}
+
+/// Waits until the API server's authorizer answers `allowed` for the chart's
+/// ServiceAccount named like `role_name` doing `verb` on `resource`
+/// (`pods/binding`: resource and subresource) in `group`, so that no test
+/// step races the role change.
+async fn wait_access(
+    client: &kube::Client,
+    role_name: &str,
+    (group, resource, verb): (&str, &str, &str),
+    allowed: bool,
+) -> anyhow::Result<()> {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, sub)) => (r, Some(sub.to_owned())),
+        None => (resource, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{NAMESPACE}:{role_name}")),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                subresource,
+                verb: Some(verb.to_owned()),
+                namespace: Some("default".to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    wait_until(
+        &format!("{role_name}: {verb} {resource} allowed={allowed}"),
+        Duration::from_secs(30),
+        || async {
+            let answer = reviews.create(&PostParams::default(), &review).await?;
+            let now = answer.status.is_some_and(|s| s.allowed);
+            Ok(if now == allowed {
+                Ok(())
+            } else {
+                Err(format!("allowed={now}"))
+            })
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1006,17 +1094,15 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
         ),
     ];
     let mut previous: Option<LocalComponent> = None;
-    for (n, (resource, verb, symptom)) in cases.into_iter().enumerate() {
+    for (n, &(resource, verb, symptom)) in cases.iter().enumerate() {
         if let Some(old) = previous.take() {
             installed.plane.kill_component(old.pid);
         }
         // Back to the chart's role, then without this one verb.
-        let mut role = roles.get("phalanx-scheduler").await?;
-        role.rules = chart_rules.clone();
-        roles
-            .replace("phalanx-scheduler", &PostParams::default(), &role)
-            .await?;
-        remove_verb(&client, resource, verb).await?;
+        if let Some(&(resource, verb, _)) = n.checked_sub(1).map(|p| &cases[p]) {
+            restore_rules(&client, "phalanx-scheduler", &chart_rules, (resource, verb)).await?;
+        }
+        remove_verb(&client, "phalanx-scheduler", resource, verb).await?;
         let config = chart_scheduler_config(&client, &format!("verbs-{n}")).await?;
         let scheduler = start_scheduler_as_service_account(
             &mut installed,
@@ -1203,10 +1289,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
 
     // The autoscaler binary, as its ServiceAccount, with the chart's config
     // (Prometheus pointed at a real one that scrapes a vLLM-like exporter).
-    let exporter = phalanx_e2e::autoscaler::TestExporter::start(
-        "vllm:num_requests_waiting{model_name=\"llama-8b\"} 40\nvllm:kv_cache_usage_perc{model_name=\"llama-8b\"} 0.5\n",
-    )
-    .await?;
+    let exporter = phalanx_e2e::autoscaler::TestExporter::start(&vllm_text(40)).await?;
     let prometheus =
         phalanx_e2e::autoscaler::PrometheusServer::start(&prometheus_bin, &[exporter.addr()])
             .await?;
@@ -1306,7 +1389,138 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         missing.is_empty(),
         "the dashboard queries metrics the autoscaler lacks: {missing:?}"
     );
+
+    // Each verb the chart grants is needed. Without `patch` on the target's
+    // scale subresource nothing is scaled, and the status says why.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let chart_rules = roles.get("phalanx-autoscaler").await?.rules;
+    remove_verb(&client, "phalanx-autoscaler", "deployments/scale", "patch").await?;
+    // 100 waiting at 8 per replica: twice the 5 replicas still starting, so
+    // it scales up at once (to its maximum of 8).
+    exporter.set(&vllm_text(100));
+    let message = wait_until(
+        "a FailedRescale status that says forbidden",
+        Duration::from_secs(60),
+        || async {
+            let object = autoscalers.get("llama-8b").await?;
+            let scaling = object.status.as_ref().and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == phalanx_api::autoscaler::CONDITION_SCALING_ACTIVE)
+                    .cloned()
+            });
+            Ok(match scaling {
+                Some(c) if c.reason == "FailedRescale" && c.message.contains("forbidden") => {
+                    Ok(c.message)
+                }
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", autoscaler.log_text()))?;
+    assert!(
+        message.contains("the scale to 8 replicas failed"),
+        "{message}"
+    );
+    let replicas = deployments
+        .get("llama-8b")
+        .await?
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(replicas, Some(5), "scaled without the verb");
+    restore_rules(
+        &client,
+        "phalanx-autoscaler",
+        &chart_rules,
+        ("deployments/scale", "patch"),
+    )
+    .await?;
+    wait_until(
+        "llama-8b scaled to 8 with the verb back",
+        Duration::from_secs(60),
+        || async {
+            let replicas = deployments
+                .get("llama-8b")
+                .await?
+                .spec
+                .and_then(|s| s.replicas);
+            Ok(if replicas == Some(8) {
+                Ok(())
+            } else {
+                Err(format!("replicas {replicas:?}"))
+            })
+        },
+    )
+    .await?;
+
+    // Without `patch` on the status the scaling goes on but the status cannot
+    // be written; once the verb is back, the status catches up by itself.
+    remove_verb(
+        &client,
+        "phalanx-autoscaler",
+        "inferenceautoscalers/status",
+        "patch",
+    )
+    .await?;
+    exporter.set(&vllm_text(120));
+    wait_until(
+        "a refused status write in the log",
+        Duration::from_secs(60),
+        || async {
+            let text = autoscaler.log_text();
+            Ok(
+                if text
+                    .lines()
+                    .any(|l| l.contains("writing the status") && l.contains("forbidden"))
+                {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                },
+            )
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", autoscaler.log_text()))?;
+    let queue_value = |status: Option<phalanx_api::InferenceAutoscalerStatus>| {
+        status.and_then(|s| {
+            s.metrics
+                .iter()
+                .find(|m| m.name == "queue")
+                .and_then(|m| m.value)
+        })
+    };
+    let stale = queue_value(autoscalers.get("llama-8b").await?.status);
+    assert_ne!(stale, Some(120.0), "written without the verb");
+    restore_rules(
+        &client,
+        "phalanx-autoscaler",
+        &chart_rules,
+        ("inferenceautoscalers/status", "patch"),
+    )
+    .await?;
+    wait_until(
+        "the status to show 120 waiting",
+        Duration::from_secs(60),
+        || async {
+            let value = queue_value(autoscalers.get("llama-8b").await?.status);
+            Ok(if value == Some(120.0) {
+                Ok(())
+            } else {
+                Err(format!("queue {value:?}"))
+            })
+        },
+    )
+    .await?;
     Ok(())
+}
+
+/// A vLLM-like exporter's text with `waiting` requests queued.
+fn vllm_text(waiting: u32) -> String {
+    format!(
+        "vllm:num_requests_waiting{{model_name=\"llama-8b\"}} {waiting}\nvllm:kv_cache_usage_perc{{model_name=\"llama-8b\"}} 0.5\n"
+    )
 }
 
 async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {

@@ -672,13 +672,19 @@ impl AutoscalerLoop {
             report.conditions.capacity_limited.status,
         );
         if previous != Some(&status) {
-            if let Err(error) = write_status(&self.deps.client, object, &status).await {
-                tracing::warn!(%error, autoscaler = %object.name_any(), "writing the status");
-            }
-            // Keep our copy current so the next period compares against it,
-            // even before the watch delivers the write.
-            if let Some(stored) = self.autoscalers.get_mut(&key_of(object)) {
-                stored.status = Some(status);
+            match write_status(&self.deps.client, object, &status).await {
+                // Keep our copy current so the next period compares against
+                // it, even before the watch delivers the write.
+                Ok(()) => {
+                    if let Some(stored) = self.autoscalers.get_mut(&key_of(object)) {
+                        stored.status = Some(status);
+                    }
+                }
+                // Our copy keeps the status that is really stored, so the
+                // next period writes again instead of taking it as done.
+                Err(error) => {
+                    tracing::warn!(%error, autoscaler = %object.name_any(), "writing the status");
+                }
             }
         }
     }
