@@ -263,9 +263,7 @@ fn start_loop_with(
         fence,
     };
     let (shutdown, stop) = oneshot::channel::<()>();
-    // `run`'s future is not Send (it holds `&self` with a `Box<dyn
-    // PlacementPolicy>` across an await), so it runs on a LocalSet.
-    let task = tokio::task::spawn_local(SchedulerLoop::new(deps).run(async {
+    let task = tokio::spawn(SchedulerLoop::new(deps).run(async {
         let _ = stop.await;
     }));
     Running {
@@ -342,9 +340,7 @@ async fn started() -> (
 /// sent, and no event either.
 #[tokio::test]
 async fn pod_deleted_while_queued_is_never_bound() {
-    tokio::task::LocalSet::new()
-        .run_until(deleted_while_queued())
-        .await;
+    deleted_while_queued().await;
 }
 
 async fn deleted_while_queued() {
@@ -392,9 +388,7 @@ async fn deleted_while_queued() {
 /// caches sync, with the exact Binding, and records Scheduled.
 #[tokio::test]
 async fn pending_pod_is_bound_once_caches_sync() {
-    tokio::task::LocalSet::new()
-        .run_until(bound_once_synced())
-        .await;
+    bound_once_synced().await;
 }
 
 async fn bound_once_synced() {
@@ -430,9 +424,7 @@ async fn bound_once_synced() {
 /// never relists, never pops the queue and never binds.
 #[tokio::test]
 async fn without_leader_election_the_loop_schedules() {
-    tokio::task::LocalSet::new()
-        .run_until(always_leader_binds())
-        .await;
+    always_leader_binds().await;
 }
 
 async fn always_leader_binds() {
@@ -456,9 +448,7 @@ async fn always_leader_binds() {
 /// renewal is seen, it binds.
 #[tokio::test]
 async fn a_leader_whose_lease_is_expiring_does_not_bind() {
-    tokio::task::LocalSet::new()
-        .run_until(fenced_leader_waits())
-        .await;
+    fenced_leader_waits().await;
 }
 
 async fn fenced_leader_waits() {
@@ -493,9 +483,7 @@ async fn fenced_leader_waits() {
 /// change, so no watch event would ever bring it back.
 #[tokio::test]
 async fn a_refused_binding_is_retried() {
-    tokio::task::LocalSet::new()
-        .run_until(refused_binding_retried())
-        .await;
+    refused_binding_retried().await;
 }
 
 async fn refused_binding_retried() {

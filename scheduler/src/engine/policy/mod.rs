@@ -23,8 +23,9 @@ pub use gradient::WorkloadSource;
 pub use phalanx::PhalanxPolicy;
 pub use random::RandomPolicy;
 
-/// A way of choosing a node and the GPUs on it.
-pub trait PlacementPolicy: Send + fmt::Debug {
+/// A way of choosing a node and the GPUs on it. `Sync` as well as `Send`, so
+/// that a controller loop that owns one is a `Send` future (`tokio::spawn`).
+pub trait PlacementPolicy: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
 
     /// A pod arrived (once per pod, however many cycles it takes): policies that learn
