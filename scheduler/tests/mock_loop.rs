@@ -1,6 +1,8 @@
 //! The whole scheduling loop against a mock API server that serves the lists
 //! and watches kube's watcher issues: a pod deleted while it waits in the queue
-//! is never bound, and (the control) the same pod left alone is bound.
+//! is never bound, and (the control) the same pod left alone is bound; a
+//! refused Binding is retried; a leader whose Lease may have passed on binds
+//! nothing; a gang member whose Binding failed is bound alone later.
 //!
 //! The API server here is a router rather than a script, because four watchers
 //! ask concurrently. Each request is logged; the test decides when a held
@@ -102,7 +104,16 @@ fn pending_pod(resource_version: &str) -> Value {
     })
 }
 
-fn spawn_router(mut handle: MockHandle, mut held: Held) -> (Router, JoinHandle<()>) {
+fn spawn_router(handle: MockHandle, held: Held) -> (Router, JoinHandle<()>) {
+    spawn_router_serving(handle, held, vec![pending_pod("7")])
+}
+
+/// [`spawn_router`] listing `pods` as the cluster's pods.
+fn spawn_router_serving(
+    mut handle: MockHandle,
+    mut held: Held,
+    pods: Vec<Value>,
+) -> (Router, JoinHandle<()>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let (arrived_tx, arrived) = mpsc::unbounded_channel();
     let router_log = log.clone();
@@ -159,7 +170,7 @@ fn spawn_router(mut handle: MockHandle, mut held: Held) -> (Router, JoinHandle<(
                     continue;
                 }
                 (&Method::GET, NODES) => list("NodeList", vec![node()]),
-                (&Method::GET, PODS) => list("PodList", vec![pending_pod("7")]),
+                (&Method::GET, PODS) => list("PodList", pods.clone()),
                 (&Method::GET, GPU_NODES) => list("GpuNodeList", vec![]),
                 (&Method::GET, POD_GROUPS) => {
                     send.send_response(json_response(
@@ -172,7 +183,7 @@ fn spawn_router(mut handle: MockHandle, mut held: Held) -> (Router, JoinHandle<(
                     ));
                     continue;
                 }
-                (&Method::POST, BINDING) => status(201, "", ""),
+                (&Method::POST, path) if path.ends_with("/binding") => status(201, "", ""),
                 (&Method::POST, EVENTS) => {
                     let mut created = seen.body.clone();
                     created["metadata"]["name"] = json!(format!("event-{n}"));
@@ -523,5 +534,103 @@ async fn refused_binding_retried() {
         .await
         .unwrap_or_else(|_| panic!("the refused Binding was never retried"));
     assert_eq!(router.bindings()[1].body, expected_binding());
+    running.stop().await;
+}
+
+/// A member of the two-pod gang `pair` (annotation form), needing one CPU.
+fn gang_member(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": "7",
+            "annotations": { "phalanx.dev/gang": "pair", "phalanx.dev/gang-min-member": "2" }
+        },
+        "spec": {
+            "schedulerName": "phalanx",
+            "containers": [{
+                "name": "c",
+                "image": "busybox",
+                "resources": { "requests": { "cpu": "1", "memory": "64Mi" } }
+            }]
+        },
+        "status": { "phase": "Pending" }
+    })
+}
+
+/// A gang is placed whole, but one member's Binding fails (a 500 from the API
+/// server) after the other's went through. No unbinding exists in Kubernetes,
+/// so the member bound stays; the failed one is retried on its own (bound
+/// members count towards minMember) and lands, instead of the gang waiting
+/// for a member that will never come back to the queue.
+#[tokio::test]
+async fn a_gang_member_whose_binding_failed_is_bound_alone_later() {
+    let (client, handle) = mock_client();
+    let (failure, failure_rx) = oneshot::channel();
+    let (pod_watch, pod_watch_rx) = oneshot::channel();
+    let mut held = Held::new();
+    let second = "/api/v1/namespaces/ns/pods/g-1/binding";
+    held.insert((second, false, 1), failure_rx);
+    held.insert((PODS, true, 1), pod_watch_rx);
+    let (mut router, _task) =
+        spawn_router_serving(handle, held, vec![gang_member("g-0"), gang_member("g-1")]);
+    let leadership = phalanx_scheduler::controller::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    let is_binding_of = |pod: &'static str| {
+        move |s: &Seen| s.method == Method::POST && s.path.ends_with(&format!("/{pod}/binding"))
+    };
+    router
+        .wait_for("the first member's Binding", is_binding_of("g-0"))
+        .await;
+    router
+        .wait_for("the second member's Binding", is_binding_of("g-1"))
+        .await;
+    failure
+        .send(Later::Json(
+            500,
+            status(500, "InternalError", "etcdserver: request timed out"),
+        ))
+        .ok()
+        .unwrap();
+    // The API server reports the first member bound, as it would.
+    let mut bound = gang_member("g-0");
+    bound["metadata"]["resourceVersion"] = json!("11");
+    bound["spec"]["nodeName"] = json!("node-1");
+    pod_watch
+        .send(Later::WatchEvents(vec![
+            json!({ "type": "MODIFIED", "object": bound }),
+        ]))
+        .ok()
+        .unwrap();
+    let retried = async {
+        loop {
+            let again = router
+                .bindings()
+                .iter()
+                .filter(|s| s.path == second)
+                .count();
+            if again >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), retried)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the failed member was never bound: {:#?}",
+                router.bindings()
+            )
+        });
+    let bindings = router.bindings();
+    let last = bindings.iter().rev().find(|s| s.path == second).unwrap();
+    assert_eq!(last.body["target"]["name"], "node-1");
+    assert_eq!(
+        bindings.iter().filter(|s| s.path.contains("/g-0/")).count(),
+        1,
+        "the bound member was bound once"
+    );
     running.stop().await;
 }
