@@ -7,6 +7,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 "$here/build.sh"
+# Other projects' CRDs the chart's optional objects are validated against.
+"$here/fetch-crds.sh" >/dev/null
 bin_dir=${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}/$K8S_VERSION/bin
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
     [[ -x $bin_dir/$b ]] || { echo "phalanx-e2e: $bin_dir/$b missing after build" >&2; exit 1; }

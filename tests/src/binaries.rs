@@ -38,11 +38,7 @@ impl Binaries {
         if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
             return PathBuf::from(dir);
         }
-        let cache_root = match std::env::var_os("PHALANX_E2E_CACHE") {
-            Some(root) => PathBuf::from(root),
-            None => xdg_cache_home().join("phalanx-e2e"),
-        };
-        cache_root.join(K8S_VERSION).join("bin")
+        cache_root().join(K8S_VERSION).join("bin")
     }
 
     /// Finds all binaries in [`Binaries::default_dir`].
@@ -87,6 +83,34 @@ impl Binaries {
     }
     pub fn kwok(&self) -> PathBuf {
         self.dir.join("kwok")
+    }
+}
+
+/// The per-machine cache the scripts in `tests/control-plane/` fill.
+fn cache_root() -> PathBuf {
+    match std::env::var_os("PHALANX_E2E_CACHE") {
+        Some(root) => PathBuf::from(root),
+        None => xdg_cache_home().join("phalanx-e2e"),
+    }
+}
+
+/// The prometheus-operator release whose CRDs `tests/control-plane/fetch-crds.sh`
+/// fetches; must match `PROMETHEUS_OPERATOR_VERSION` there.
+pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.79.2";
+
+/// prometheus-operator's ServiceMonitor CRD as `fetch-crds.sh` stores it.
+pub fn locate_service_monitor_crd() -> std::result::Result<PathBuf, String> {
+    let path = cache_root()
+        .join("crds")
+        .join(format!("prometheus-operator-{PROMETHEUS_OPERATOR_VERSION}"))
+        .join("monitoring.coreos.com_servicemonitors.yaml");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no ServiceMonitor CRD at {} (tests/control-plane/fetch-crds.sh fetches it)",
+            path.display()
+        ))
     }
 }
 
