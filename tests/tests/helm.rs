@@ -2,8 +2,8 @@
 //! `helm-python-sdk`): it renders and lints for the default values and every
 //! documented option (`deploy/helm/phalanx/ci/*.yaml`), bad values are refused
 //! by its schema, every rendered object passes the 1.33 apiserver's own
-//! validation, and once installed the scheduler and the autoscaler do their
-//! whole job as local processes holding nothing but their ServiceAccounts'
+//! validation, and once installed the scheduler, the autoscaler and the device
+//! plugin do their whole job holding nothing but their ServiceAccounts'
 //! tokens — and stop doing it when a verb is taken away.
 //!
 //! Needs the virtualenv `scripts/test-all.sh` creates; the cluster tests also
@@ -1293,11 +1293,40 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     std::fs::write(&fake_file, fake_json)?;
     let fake = phalanx_device_plugin::backend::FakeBackend::from_file(&fake_file)
         .map_err(|e| anyhow::anyhow!("the chart's fake file: {e}"))?;
+    // First without `patch` on gpunodes/status: the GpuNode is created (its
+    // spec), but no telemetry reaches it until the verb is back.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let plugin_rules = roles.get("phalanx-device-plugin").await?.rules;
+    remove_verb(&client, "phalanx-device-plugin", "gpunodes/status", "patch").await?;
     let plugin = phalanx_e2e::device_plugin::start_device_plugin(
         &plugin_client,
         &nodes[0],
         fake,
         &phalanx_e2e::device_plugin::DevicePluginOptions::default(),
+    )
+    .await?;
+    phalanx_e2e::device_plugin::wait_gpu_node(&client, &nodes[0], Duration::from_secs(60), |g| {
+        if g.spec.gpus.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!("{} GPUs", g.spec.gpus.len()))
+        }
+    })
+    .await?;
+    // With the verb the status is written within a second (a 200 ms sample,
+    // then one write): three seconds without one are telling.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gpu_nodes: Api<phalanx_api::GpuNode> = Api::all(client.clone());
+    let status = gpu_nodes.get(&nodes[0]).await?.status;
+    assert!(
+        status.as_ref().is_none_or(|s| s.observed_at.is_none()),
+        "telemetry written without the verb: {status:?}"
+    );
+    restore_rules(
+        &client,
+        "phalanx-device-plugin",
+        &plugin_rules,
+        ("gpunodes/status", "patch"),
     )
     .await?;
     let published = phalanx_e2e::device_plugin::wait_gpu_node(
