@@ -1199,25 +1199,7 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
             }
             log => {
                 let needle = log.trim_start_matches("log:");
-                wait_until(
-                    &format!("{needle:?} in the log"),
-                    Duration::from_secs(60),
-                    || async {
-                        let text = scheduler.log_text();
-                        Ok(
-                            if text
-                                .lines()
-                                .any(|l| l.contains(needle) && l.contains("forbidden"))
-                            {
-                                Ok(())
-                            } else {
-                                Err("not yet".to_owned())
-                            },
-                        )
-                    },
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+                wait_forbidden_in_log(&scheduler, needle).await?;
                 // Only that call failed: with pods/binding granted again, the pod bound.
                 wait_until(
                     &format!("{name} bound"),
@@ -1392,24 +1374,11 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     apply_manifest_file(&client, &example("vllm-autoscaled.yaml"), "examples").await?;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), "examples");
-    wait_until(
-        "llama-8b scaled to 5 through its scale subresource",
-        Duration::from_secs(120),
-        || async {
-            let replicas = deployments
-                .get("llama-8b")
-                .await?
-                .spec
-                .and_then(|s| s.replicas);
-            Ok(if replicas == Some(5) {
-                Ok(())
-            } else {
-                Err(format!("replicas {replicas:?}"))
-            })
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", autoscaler.log_text(), prometheus.log_tail()))?;
+    wait_replicas(&deployments, "llama-8b", 5, Duration::from_secs(120))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("{e}\n{}\n{}", autoscaler.log_text(), prometheus.log_tail())
+        })?;
     let autoscalers: Api<phalanx_api::InferenceAutoscaler> =
         Api::namespaced(client.clone(), "examples");
     let status = wait_until(
@@ -1504,23 +1473,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         ("deployments/scale", "patch"),
     )
     .await?;
-    wait_until(
-        "llama-8b scaled to 8 with the verb back",
-        Duration::from_secs(60),
-        || async {
-            let replicas = deployments
-                .get("llama-8b")
-                .await?
-                .spec
-                .and_then(|s| s.replicas);
-            Ok(if replicas == Some(8) {
-                Ok(())
-            } else {
-                Err(format!("replicas {replicas:?}"))
-            })
-        },
-    )
-    .await?;
+    wait_replicas(&deployments, "llama-8b", 8, Duration::from_secs(60)).await?;
 
     // Without `patch` on the status the scaling goes on but the status cannot
     // be written; once the verb is back, the status catches up by itself.
@@ -1532,25 +1485,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     )
     .await?;
     exporter.set(&vllm_text(120));
-    wait_until(
-        "a refused status write in the log",
-        Duration::from_secs(60),
-        || async {
-            let text = autoscaler.log_text();
-            Ok(
-                if text
-                    .lines()
-                    .any(|l| l.contains("writing the status") && l.contains("forbidden"))
-                {
-                    Ok(())
-                } else {
-                    Err("not yet".to_owned())
-                },
-            )
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", autoscaler.log_text()))?;
+    wait_forbidden_in_log(&autoscaler, "writing the status").await?;
     let queue_value = |status: Option<phalanx_api::InferenceAutoscalerStatus>| {
         status.and_then(|s| {
             s.metrics
@@ -1589,6 +1524,49 @@ fn vllm_text(waiting: u32) -> String {
     format!(
         "vllm:num_requests_waiting{{model_name=\"llama-8b\"}} {waiting}\nvllm:kv_cache_usage_perc{{model_name=\"llama-8b\"}} 0.5\n"
     )
+}
+
+/// Waits until a line of `component`'s log says `needle` and `forbidden`.
+async fn wait_forbidden_in_log(component: &LocalComponent, needle: &str) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{needle:?} refused as forbidden in the log"),
+        Duration::from_secs(60),
+        || async {
+            let text = component.log_text();
+            let found = text
+                .lines()
+                .any(|l| l.contains(needle) && l.contains("forbidden"));
+            Ok(if found {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            })
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", component.log_text()))
+}
+
+/// Waits until the Deployment `name` asks for `want` replicas.
+async fn wait_replicas(
+    deployments: &Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+    want: i32,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{name} scaled to {want} through its scale subresource"),
+        timeout,
+        || async {
+            let replicas = deployments.get(name).await?.spec.and_then(|s| s.replicas);
+            Ok(if replicas == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("replicas {replicas:?}"))
+            })
+        },
+    )
+    .await
 }
 
 async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
