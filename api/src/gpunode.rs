@@ -6,7 +6,7 @@
 //! refreshed every few seconds through the status subresource, so the frequent
 //! writes never touch the inventory.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -60,9 +60,10 @@ pub struct GpuDeviceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GpuNodeStatus {
     /// When the device plugin took these readings; the scheduler ignores telemetry
-    /// older than its configured limit.
+    /// older than its configured limit. Microseconds, not whole seconds: a
+    /// second of rounding is a fifth of a 5 s freshness budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<Time>,
+    pub observed_at: Option<MicroTime>,
     #[serde(default)]
     pub gpus: Vec<GpuDeviceStatus>,
 }

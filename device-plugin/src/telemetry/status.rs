@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use phalanx_api::{GpuDeviceSpec, GpuDeviceStatus, GpuHolder, GpuNodeSpec, GpuNodeStatus};
 
 use crate::backend::{GpuInventory, GpuTelemetry};
@@ -46,7 +46,7 @@ pub fn gpu_node_status(
     samples: &[GpuTelemetry],
     health: &HealthReport,
     holders: &BTreeMap<String, Vec<GpuHolder>>,
-    observed_at: Time,
+    observed_at: MicroTime,
 ) -> GpuNodeStatus {
     let gpus = sorted_by_index(&inventory.gpus)
         .into_iter()
@@ -193,7 +193,7 @@ mod tests {
             ],
             &health,
             &holders,
-            Time(Timestamp::UNIX_EPOCH),
+            MicroTime(Timestamp::UNIX_EPOCH),
         );
         assert!(!status.gpus[0].healthy);
         assert_eq!(
@@ -214,7 +214,7 @@ mod tests {
             &[],
             &HealthReport::default(),
             &BTreeMap::new(),
-            Time(Timestamp::UNIX_EPOCH),
+            MicroTime(Timestamp::UNIX_EPOCH),
         );
         assert!(
             missing.gpus.iter().all(|g| !g.healthy),
@@ -227,7 +227,7 @@ mod tests {
         let inv = inventory();
         let u0 = inv.gpus[0].uuid.clone();
         let u1 = inv.gpus[1].uuid.clone();
-        let at = Time(Timestamp::UNIX_EPOCH);
+        let at = MicroTime(Timestamp::UNIX_EPOCH);
         let status = |m0: u64, util: u32| {
             gpu_node_status(
                 &inv,
