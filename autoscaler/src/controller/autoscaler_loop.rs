@@ -389,15 +389,7 @@ impl AutoscalerLoop {
             .collect();
         period.stale = stale_problems(&reads, now, plan.behavior.max_sample_age);
         if !invalid.is_empty() {
-            let message = format!(
-                "a metric is not usable, replicas held at {}: {}",
-                period.current,
-                invalid.join("; ")
-            );
-            period.event(EventType::Warning, "InvalidMetric", message.clone());
-            period.hold("InvalidMetric", message);
-            self.finish(object, period).await;
-            return PeriodResult::InvalidMetric;
+            return self.hold_on_invalid(object, period, &invalid).await;
         }
 
         let observation = Observation {
@@ -420,15 +412,7 @@ impl AutoscalerLoop {
                 .iter()
                 .map(|p| format!("{}: {}", p.metric, p.problem))
                 .collect();
-            let message = format!(
-                "a metric is not usable, replicas held at {}: {}",
-                period.current,
-                problems.join("; ")
-            );
-            period.event(EventType::Warning, "InvalidMetric", message.clone());
-            period.hold("InvalidMetric", message);
-            self.finish(object, period).await;
-            return PeriodResult::InvalidMetric;
+            return self.hold_on_invalid(object, period, &problems).await;
         }
         for name in &decision.stale_metrics {
             if !period.stale.iter().any(|(metric, _)| metric == name) {
@@ -554,6 +538,25 @@ impl AutoscalerLoop {
             );
         }
         self.tracked.get(&uid)
+    }
+
+    /// A metric cannot be used (`problems`, one per metric): the replicas stay,
+    /// with a Warning event and `ScalingActive=False` that say why.
+    async fn hold_on_invalid(
+        &mut self,
+        object: &InferenceAutoscaler,
+        mut period: Period,
+        problems: &[String],
+    ) -> PeriodResult {
+        let message = format!(
+            "a metric is not usable, replicas held at {}: {}",
+            period.current,
+            problems.join("; ")
+        );
+        period.event(EventType::Warning, "InvalidMetric", message.clone());
+        period.hold("InvalidMetric", message);
+        self.finish(object, period).await;
+        PeriodResult::InvalidMetric
     }
 
     /// The capacity check; `Ok(None)` when the kind has no pod template.
