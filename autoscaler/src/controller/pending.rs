@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
-use phalanx_scheduler::controller::mirror::{is_finished, pod_uid};
+use phalanx_scheduler::controller::mirror::pod_uid;
+use phalanx_scheduler::controller::translate::is_waiting_for_node;
 
 /// Unbound, unfinished, not terminating pods by UID.
 #[derive(Debug, Default)]
@@ -51,21 +52,12 @@ impl PendingPods {
 
     fn apply(&mut self, pod: &Pod) {
         let uid = pod_uid(pod);
-        if is_waiting(pod) {
+        if is_waiting_for_node(pod) {
             self.pods.insert(uid, pod.clone());
         } else {
             self.pods.remove(&uid);
         }
     }
-}
-
-fn is_waiting(pod: &Pod) -> bool {
-    let bound = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    !bound && !is_finished(pod) && pod.metadata.deletion_timestamp.is_none()
 }
 
 #[cfg(test)]

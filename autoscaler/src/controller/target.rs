@@ -10,6 +10,7 @@ use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use phalanx_api::autoscaler::ScaleTargetRef;
+use phalanx_scheduler::controller::translate::{is_bound, is_finished};
 use thiserror::Error;
 
 /// Why the target could not be read or scaled.
@@ -129,16 +130,7 @@ pub fn count_pods(pods: &[Pod]) -> PodCounts {
                 counts.priority = Some(priority);
             }
         }
-        let finished = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
-        let bound = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_some_and(|n| !n.is_empty());
-        if pod.metadata.deletion_timestamp.is_some() || finished || !bound {
+        if pod.metadata.deletion_timestamp.is_some() || is_finished(pod) || !is_bound(pod) {
             continue;
         }
         counts.placed += 1;

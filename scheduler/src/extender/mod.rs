@@ -44,7 +44,7 @@ use crate::controller::http::{self, Health};
 use crate::controller::metrics::SchedulerMetrics;
 use crate::controller::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use crate::controller::scheduler_loop::spawn_watch;
-use crate::controller::translate;
+use crate::controller::translate::{self, is_waiting_for_node};
 use crate::engine::{build_policy, PlacementPolicy, PolicyConfig, WorkloadSource};
 use handlers::BindPlan;
 use types::{ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList};
@@ -135,7 +135,7 @@ impl ExtenderCore {
     /// from the recent-pod cache.
     pub fn pod_event(&mut self, event: &Event<Pod>) -> MirrorChange {
         match event {
-            Event::Apply(pod) | Event::InitApply(pod) if !is_pending(pod) => {
+            Event::Apply(pod) | Event::InitApply(pod) if !is_waiting_for_node(pod) => {
                 self.recent.remove(&pod_uid(pod));
             }
             Event::Delete(pod) => {
@@ -167,17 +167,6 @@ impl ExtenderCore {
         }
         self.recent.insert(uid, (self.seq, pod.clone()));
     }
-}
-
-fn is_pending(pod: &Pod) -> bool {
-    let bound = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    !bound
-        && pod.metadata.deletion_timestamp.is_none()
-        && !crate::controller::mirror::is_finished(pod)
 }
 
 enum Input {

@@ -26,7 +26,9 @@ pub use node::{
     gpu_live_states, model_label_value, node_spec, synthetic_gpu_uuid, GpuLiveState,
     LABEL_GPU_PRODUCT, MAX_GPUS_PER_NODE, NODE_NAME_FIELD_KEY,
 };
-pub use pod::{assignment_of, is_ours, pod_demand, pod_key};
+pub use pod::{
+    assignment_of, is_bound, is_finished, is_ours, is_waiting_for_node, pod_demand, pod_key,
+};
 pub use quantity::{Quantity, QuantityError, Rounding};
 
 /// A field of a Kubernetes object that cannot be translated. The `object` is

@@ -22,21 +22,39 @@ use crate::engine::{
 
 type ResourceList = BTreeMap<String, K8sQuantity>;
 
-/// True for a pod this scheduler should place: it names us, is not bound yet, is
-/// not being deleted and has not finished.
+/// True for a pod this scheduler should place: it names us and is waiting
+/// for a node ([`is_waiting_for_node`]).
 pub fn is_ours(pod: &Pod, scheduler_name: &str) -> bool {
-    let Some(spec) = &pod.spec else {
-        return false;
-    };
-    let names_us = spec.scheduler_name.as_deref() == Some(scheduler_name);
-    let bound = spec.node_name.as_deref().is_some_and(|n| !n.is_empty());
-    let terminating = pod.metadata.deletion_timestamp.is_some();
-    let finished = pod
-        .status
+    let names_us = pod
+        .spec
         .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
-    names_us && !bound && !terminating && !finished
+        .is_some_and(|s| s.scheduler_name.as_deref() == Some(scheduler_name));
+    names_us && is_waiting_for_node(pod)
+}
+
+/// Not bound yet, not being deleted, not finished: a pod some scheduler has
+/// still to place, whichever. A pod without a spec waits for nothing.
+pub fn is_waiting_for_node(pod: &Pod) -> bool {
+    pod.spec.is_some()
+        && !is_bound(pod)
+        && pod.metadata.deletion_timestamp.is_none()
+        && !is_finished(pod)
+}
+
+/// Bound to a node (`spec.nodeName` set).
+pub fn is_bound(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+}
+
+/// Succeeded and Failed pods hold nothing.
+pub fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// `namespace/name`. Objects from the API server always carry a namespace; a pod
