@@ -86,10 +86,10 @@ async fn main() -> anyhow::Result<()> {
     let api: Api<GpuNode> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
     let mut updates = watcher(api, config).applied_objects().boxed();
-    let mut newest: Option<GpuNode> = None;
     let mut staleness: Vec<f64> = Vec::new();
     let mut latencies: Vec<f64> = Vec::new();
-    // Seconds between successive observedAt values the watch delivered.
+    // The newest observedAt the watch delivered (Unix seconds), and the
+    // seconds between successive ones.
     let mut intervals: Vec<f64> = Vec::new();
     let mut last_observed: Option<f64> = None;
     // (the memory value set, when) of the change not yet seen.
@@ -131,17 +131,11 @@ async fn main() -> anyhow::Result<()> {
                         pending = None;
                     }
                 }
-                newest = Some(gpu_node);
             }
             _ = tick.tick() => {
-                let observed = newest
-                    .as_ref()
-                    .and_then(|g| g.status.as_ref())
-                    .and_then(|s| s.observed_at.as_ref());
-                if let Some(observed) = observed {
+                if let Some(observed) = last_observed {
                     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-                    let at = observed.0.as_millisecond() as f64 / 1000.0;
-                    staleness.push((now - at).max(0.0));
+                    staleness.push((now - observed).max(0.0));
                 }
             }
             _ = change.tick() => {
