@@ -30,6 +30,9 @@ else
     echo "skipped: clippy is not installed in this toolchain"
 fi
 
+echo "== purity: the engine, the simulator and the autoscaler's decisions build without Kubernetes"
+scripts/check-purity.sh
+
 # Installs Debian packages without starting their services (policy-rc.d answering
 # 101), as root or through sudo.
 apt_install() {

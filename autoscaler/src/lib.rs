@@ -7,12 +7,15 @@
 //!   queries Prometheus, asks the scheduler's engine how many new replicas can
 //!   be placed, and patches the scale subresource.
 //!
-//! [`spec`] checks an `InferenceAutoscaler` spec and turns it into the decision
-//! module's terms; [`promql`] holds the ready-made queries. Both are pure and
-//! build without the `controller` feature.
+//! `spec` checks an `InferenceAutoscaler` spec and turns it into the decision
+//! module's terms; `promql` holds the ready-made queries. Both are pure and
+//! build with the `spec` feature alone, without the controller; they are left
+//! out of a build with no features, which has no Kubernetes types at all.
 
 pub mod decision;
+#[cfg(feature = "spec")]
 pub mod promql;
+#[cfg(feature = "spec")]
 pub mod spec;
 
 #[cfg(feature = "controller")]

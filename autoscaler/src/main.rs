@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use phalanx_api::InferenceAutoscaler;
 use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
-use phalanx_scheduler::controller::process::{init_logging, shutdown_signal};
+use phalanx_runtime::{logging::init_logging, shutdown::shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(name = "phalanx-autoscaler", version, about)]

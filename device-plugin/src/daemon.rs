@@ -134,7 +134,9 @@ pub async fn run_daemon(
             whole.name
         )));
     }
-    let metrics = PluginMetrics::new();
+    // Ten samples missed in a row (at least 10 s) is a stuck sampler.
+    let stall_limit = (config.sample_interval * 10).max(Duration::from_secs(10));
+    let metrics = PluginMetrics::with_stall_limit(stall_limit);
     let health = HealthBoard::new(inventory.gpus.iter().map(|g| g.uuid.clone()).collect());
 
     let watcher_stop = Arc::new(AtomicBool::new(false));
@@ -159,11 +161,10 @@ pub async fn run_daemon(
 
     let metrics_address = match config.metrics_address {
         Some(address) => {
-            let stall_limit = (config.sample_interval * 10).max(Duration::from_secs(10));
-            let (bound, _task) = serve_http(address, metrics.clone(), stall_limit)
+            let (bound, _task) = serve_http(address, metrics.clone(), stop.clone())
                 .await
                 .map_err(|source| DaemonError::Http { address, source })?;
-            tracing::info!(%bound, "serving /metrics and /healthz");
+            tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
             Some(bound)
         }
         None => None,

@@ -1,7 +1,8 @@
 //! The `phalanx-device-plugin` command.
 //!
 //! * `run`: the DaemonSet process: kubelet device plugins for whole GPUs and
-//!   milli-GPU shares, the node's `GpuNode` telemetry, `/metrics` and `/healthz`.
+//!   milli-GPU shares, the node's `GpuNode` telemetry, `/metrics`, `/healthz`
+//!   and `/readyz`.
 //! * `probe`: prints what a GPU backend sees (inventory, telemetry, events) as JSON.
 
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use phalanx_device_plugin::daemon::{run_daemon, BackendChoice, DaemonConfig};
 use phalanx_device_plugin::kubelet::{
     KubeletPaths, DEFAULT_DEVICE_PLUGIN_DIR, DEFAULT_POD_RESOURCES_SOCKET,
 };
-use tokio::sync::watch;
+use phalanx_runtime::config::LoggingConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,7 +94,7 @@ struct RunArgs {
     /// Share units per GPU; 1000 matches the scheduler's milli-GPU.
     #[arg(long, env = "PHALANX_UNITS_PER_GPU", default_value_t = phalanx_api::MILLI_PER_GPU)]
     units_per_gpu: u32,
-    /// Address for /metrics and /healthz.
+    /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "PHALANX_METRICS_ADDRESS", default_value = "0.0.0.0:9445")]
     metrics_address: SocketAddr,
     /// Telemetry sample period, milliseconds.
@@ -110,15 +111,13 @@ struct RunArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    phalanx_runtime::logging::init_logging(&LoggingConfig {
+        format: match format {
+            LogFormat::Json => phalanx_runtime::config::LogFormat::Json,
+            LogFormat::Text => phalanx_runtime::config::LogFormat::Text,
+        },
+        ..LoggingConfig::default()
+    });
 }
 
 fn backend_choice(backend: Backend, fake_file: Option<&PathBuf>) -> Result<BackendChoice> {
@@ -173,33 +172,9 @@ async fn run(args: RunArgs) -> Result<()> {
         heartbeat: Duration::from_secs(args.heartbeat_seconds),
         max_writes_per_second: args.max_writes_per_second,
     };
-    let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("stopping");
-        let _ = stop_tx.send(true);
-        // Keep the sender alive so the daemon sees `true`, not a closed channel.
-        std::future::pending::<()>().await;
-    });
+    let stop = phalanx_runtime::shutdown::stop_on_signal();
     run_daemon(config, backend, client, None, stop, |_| {}).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }
 
 fn probe(backend: Backend, fake_file: Option<PathBuf>, events_seconds: u64) -> Result<()> {

@@ -1,4 +1,6 @@
-//! Prometheus metrics (`/metrics`) and liveness (`/healthz`).
+//! Prometheus metrics (`/metrics`) and probes (`/healthz`, `/readyz`), on the
+//! runtime's server: liveness fails when no telemetry sample has been taken
+//! for the stall limit (the sampler is stuck), readiness waits for the first.
 //!
 //! Per-GPU gauges follow Prometheus naming (base units, `_bytes`, `_ratio`,
 //! `_celsius`, `_watts`), labelled `gpu` (NVML index), `uuid` and `model`:
@@ -24,11 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use phalanx_runtime::http::Health;
+use phalanx_runtime::metrics::MetricsText;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -90,6 +89,8 @@ struct Inner {
     rate_limited: Counter,
     started: Instant,
     last_sample_ms: AtomicU64,
+    /// Beaten by every sample; serves the probes.
+    health: Arc<Health>,
 }
 
 /// Every metric of the process; clones share them.
@@ -104,8 +105,16 @@ impl Default for PluginMetrics {
     }
 }
 
+/// Without a configured period: ten one-second samples.
+const DEFAULT_STALL_LIMIT: Duration = Duration::from_secs(10);
+
 impl PluginMetrics {
     pub fn new() -> Self {
+        Self::with_stall_limit(DEFAULT_STALL_LIMIT)
+    }
+
+    /// Metrics whose liveness fails after `stall_limit` without a sample.
+    pub fn with_stall_limit(stall_limit: Duration) -> Self {
         let mut registry = Registry::with_prefix("phalanx");
         let inner = Inner {
             memory_used: Family::default(),
@@ -124,6 +133,7 @@ impl PluginMetrics {
             rate_limited: Counter::default(),
             started: Instant::now(),
             last_sample_ms: AtomicU64::new(0),
+            health: Arc::new(Health::new(stall_limit).named("GPU telemetry sampler")),
             registry: Registry::default(),
         };
         registry.register(
@@ -242,6 +252,13 @@ impl PluginMetrics {
         }
         let ms = u64::try_from(i.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         i.last_sample_ms.store(ms.max(1), Ordering::Relaxed);
+        i.health.heartbeat();
+        i.health.set_synced(true);
+    }
+
+    /// The probes' state: alive while samples keep coming, ready after the first.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.inner.health)
     }
 
     pub fn xid(&self, gpu_index: Option<u32>, uuid: &str, xid: Option<u64>) {
@@ -304,10 +321,7 @@ impl PluginMetrics {
 
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
-        out
+        phalanx_runtime::metrics::encode(&self.inner.registry)
     }
 
     /// Time since the last telemetry sample, `None` before the first.
@@ -322,60 +336,28 @@ impl PluginMetrics {
     }
 }
 
-/// The content type of the OpenMetrics text format.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-#[derive(Debug, Clone)]
-struct HttpState {
-    metrics: PluginMetrics,
-    /// Samples older than this make /healthz fail: the sampler is stuck.
-    stall_limit: Duration,
-}
-
-async fn metrics_handler(State(state): State<HttpState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
-    )
-        .into_response()
-}
-
-async fn healthz(State(state): State<HttpState>) -> Response {
-    let started = state.metrics.inner.started.elapsed();
-    match state.metrics.sample_age() {
-        Some(age) if age <= state.stall_limit => (StatusCode::OK, "ok").into_response(),
-        None if started <= state.stall_limit => (StatusCode::OK, "ok: starting").into_response(),
-        Some(age) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no GPU telemetry sample for {age:?}"),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no GPU telemetry sample yet",
-        )
-            .into_response(),
+impl MetricsText for PluginMetrics {
+    fn encode(&self) -> String {
+        PluginMetrics::encode(self)
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `address` until the task is dropped.
-/// Returns the bound address (port 0 picks one).
+/// Serves `/metrics`, `/healthz` and `/readyz` on `address` until `stop` turns
+/// true. Returns the bound address (port 0 picks one).
 pub async fn serve_http(
     address: SocketAddr,
     metrics: PluginMetrics,
-    stall_limit: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(healthz))
-        .with_state(HttpState {
-            metrics,
-            stall_limit,
-        });
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let router = phalanx_runtime::http::router(metrics.health(), Arc::new(metrics));
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let task = tokio::spawn(phalanx_runtime::http::serve_listener(
+        listener, router, stopped,
+    ));
     Ok((bound, task))
 }
 

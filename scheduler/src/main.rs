@@ -9,13 +9,13 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kube::{Client, CustomResourceExt};
 use phalanx_api::{GpuNode, PodGroup};
+use phalanx_runtime::events::EventRecorder;
+use phalanx_runtime::http::{self, Health};
+use phalanx_runtime::leader;
+use phalanx_runtime::{logging::init_logging, shutdown::shutdown_signal};
 use phalanx_scheduler::controller::binder::Binder;
 use phalanx_scheduler::controller::config::{ConfigFile, SchedulerConfig};
-use phalanx_scheduler::controller::events::EventRecorder;
-use phalanx_scheduler::controller::http::{self, Health};
-use phalanx_scheduler::controller::leader::{self, LeaseSettings};
 use phalanx_scheduler::controller::metrics::SchedulerMetrics;
-use phalanx_scheduler::controller::process::{init_logging, shutdown_signal};
 use phalanx_scheduler::controller::scheduler_loop::{LoopDeps, SchedulerLoop};
 
 #[derive(Debug, Parser)]
@@ -58,17 +58,6 @@ fn load_config(path: Option<&PathBuf>) -> Result<SchedulerConfig> {
     })
 }
 
-/// This replica's name: the config's, else the pod name (HOSTNAME in a pod).
-fn identity(config: &SchedulerConfig) -> String {
-    config
-        .leader_election
-        .identity
-        .clone()
-        .or_else(|| std::env::var("POD_NAME").ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("phalanx-scheduler-{}", std::process::id()))
-}
-
 async fn run(config: SchedulerConfig) -> Result<()> {
     let config = Arc::new(config);
     let client = Client::try_default()
@@ -78,27 +67,11 @@ async fn run(config: SchedulerConfig) -> Result<()> {
     // A loop silent for this long is stuck; the kubelet restarts the pod.
     let health = Arc::new(Health::new(std::time::Duration::from_secs(30)));
     let router = http::router(health.clone(), metrics.clone());
-    let address = config.http.bind_address;
-    tokio::spawn(async move {
-        if let Err(error) = http::serve(address, router, shutdown_signal()).await {
-            tracing::error!(%error, %address, "health and metrics server stopped");
-        }
-    });
-    let identity = identity(&config);
-    let leadership = if config.leader_election.enabled {
-        let settings = LeaseSettings {
-            name: config.leader_election.lease_name.clone(),
-            namespace: config.leader_election.lease_namespace.clone(),
-            identity: identity.clone(),
-            duration_seconds: config.leader_election.lease_duration_seconds,
-            grace_seconds: config.leader_election.renew_grace_seconds,
-        };
-        leader::elect(client.clone(), &settings)
-            .await
-            .context("joining leader election")?
-    } else {
-        leader::always_leader()
-    };
+    http::spawn_serve(config.http.bind_address, router, shutdown_signal());
+    let identity = config.leader_election.resolved_identity();
+    let leadership = leader::join(client.clone(), &config.leader_election, &identity)
+        .await
+        .context("joining leader election")?;
     let events = EventRecorder::spawn(client.clone(), config.scheduler_name.clone(), identity);
     let binder = Binder::new(
         client.clone(),

@@ -10,9 +10,10 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use phalanx_api::{AssignedGpu, GpuAssignmentAnnotation};
+use phalanx_runtime::events::{self, EventRecorder};
 use phalanx_scheduler::controller::binder::{AnnotationWrite, BindError, Binder, PodRef};
-use phalanx_scheduler::controller::events::{self, EventRecorder};
 use phalanx_scheduler::controller::metrics::BindingErrorReason;
+use phalanx_scheduler::controller::scheduling_events;
 use serde_json::{json, Value};
 use support::{finish, mock_client, serve, status, Exchange, JSON, MERGE_PATCH};
 
@@ -454,7 +455,7 @@ async fn scheduled_event_is_created_with_kube_schedulers_fields() {
             .body_with(JSON, check)
             .reply_with(created_as("p.1"))],
         |recorder| {
-            assert!(recorder.record(events::scheduled(
+            assert!(recorder.record(scheduling_events::scheduled(
                 events::pod_reference("ns", "p", "u1"),
                 "node-1"
             )));
@@ -492,7 +493,7 @@ async fn repeated_failed_scheduling_patches_the_series() {
         .reply(200, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "p.from-server", "namespace": "ns"}}));
     events_against(vec![first, repeat, third], |recorder| {
         for _ in 0..3 {
-            recorder.record(events::failed_scheduling(
+            recorder.record(scheduling_events::failed_scheduling(
                 events::pod_reference("ns", "p", "u1"),
                 message.into(),
             ));
@@ -522,9 +523,15 @@ async fn a_failed_event_write_does_not_stop_later_events() {
     ];
     events_against(script, |recorder| {
         let reference = events::pod_reference("ns", "p", "u1");
-        recorder.record(events::failed_scheduling(reference.clone(), "first".into()));
-        recorder.record(events::scheduled(reference.clone(), "node-1"));
-        recorder.record(events::failed_scheduling(reference, "first".into()));
+        recorder.record(scheduling_events::failed_scheduling(
+            reference.clone(),
+            "first".into(),
+        ));
+        recorder.record(scheduling_events::scheduled(reference.clone(), "node-1"));
+        recorder.record(scheduling_events::failed_scheduling(
+            reference,
+            "first".into(),
+        ));
     })
     .await;
 }

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::Method;
+use phalanx_runtime::events::EventRecorder;
+use phalanx_runtime::http::Health;
+use phalanx_runtime::leader::LeaseFence;
 use phalanx_scheduler::controller::binder::{AnnotationWrite, Binder};
 use phalanx_scheduler::controller::config::SchedulerConfig;
-use phalanx_scheduler::controller::events::EventRecorder;
-use phalanx_scheduler::controller::http::Health;
-use phalanx_scheduler::controller::leader::LeaseFence;
 use phalanx_scheduler::controller::metrics::SchedulerMetrics;
 use phalanx_scheduler::controller::scheduler_loop::{LoopDeps, LoopError, SchedulerLoop};
 use serde_json::{json, Value};
@@ -441,7 +441,7 @@ async fn without_leader_election_the_loop_schedules() {
 async fn always_leader_binds() {
     let (client, handle) = mock_client();
     let (mut router, _task) = spawn_router(handle, Held::new());
-    let leadership = phalanx_scheduler::controller::leader::always_leader();
+    let leadership = phalanx_runtime::leader::always_leader();
     // A sender nobody uses: `always_leader` keeps its own alive forever.
     let (unused, _) = watch::channel(true);
     let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
@@ -503,7 +503,7 @@ async fn refused_binding_retried() {
     let mut held = Held::new();
     held.insert((BINDING, false, 1), refusal_rx);
     let (mut router, _task) = spawn_router(handle, held);
-    let leadership = phalanx_scheduler::controller::leader::always_leader();
+    let leadership = phalanx_runtime::leader::always_leader();
     let (unused, _) = watch::channel(true);
     let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
     router
@@ -574,7 +574,7 @@ async fn a_gang_member_whose_binding_failed_is_bound_alone_later() {
     held.insert((PODS, true, 1), pod_watch_rx);
     let (mut router, _task) =
         spawn_router_serving(handle, held, vec![gang_member("g-0"), gang_member("g-1")]);
-    let leadership = phalanx_scheduler::controller::leader::always_leader();
+    let leadership = phalanx_runtime::leader::always_leader();
     let (unused, _) = watch::channel(true);
     let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
     let is_binding_of = |pod: &'static str| {

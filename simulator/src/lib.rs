@@ -1,5 +1,5 @@
 //! `phalanx-sim`: replays traces through the production placement engine
-//! (`phalanx_scheduler::engine`) offline, compares policies and draws plots.
+//! (`phalanx_engine`) offline, compares policies and draws plots.
 //!
 //! Today it runs the FGD paper's openb experiment ([`openb`]); the autoscaler
 //! simulation on the Azure LLM trace (issue 6) sits beside it ([`autoscale`]).

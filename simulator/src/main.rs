@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use phalanx_scheduler::engine::PolicyName;
+use phalanx_engine::PolicyName;
 use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;

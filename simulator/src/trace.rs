@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use phalanx_scheduler::engine::{
-    ClusterSnapshot, GpuDemand, GpuSpec, NodeSpec, PodDemand, PodShape,
-};
+use phalanx_engine::{ClusterSnapshot, GpuDemand, GpuSpec, NodeSpec, PodDemand, PodShape};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -243,9 +241,7 @@ pub fn read_pods(src: &CsvSource) -> Result<Vec<TracePod>, TraceError> {
 }
 
 /// Builds an empty cluster from a node list.
-pub fn build_cluster(
-    nodes: &[NodeSpec],
-) -> Result<ClusterSnapshot, phalanx_scheduler::engine::EngineError> {
+pub fn build_cluster(nodes: &[NodeSpec]) -> Result<ClusterSnapshot, phalanx_engine::EngineError> {
     let mut cluster = ClusterSnapshot::new();
     for node in nodes {
         cluster.add_node(node.clone())?;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
-use phalanx_scheduler::engine::PolicyName;
+use phalanx_engine::PolicyName;
 use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,20 +23,16 @@ use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
 use phalanx_api::autoscaler::MetricStatus;
 use phalanx_api::{GpuNode, InferenceAutoscaler, InferenceAutoscalerStatus};
-use phalanx_scheduler::controller::events::{EventRecorder, EventSpec, EventType};
-use phalanx_scheduler::controller::mirror::ClusterMirror;
-use phalanx_scheduler::controller::scheduler_loop::spawn_watch;
-use phalanx_scheduler::engine::{
-    build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource,
-};
+use phalanx_engine::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
+use phalanx_kube::mirror::ClusterMirror;
+use phalanx_runtime::events::{EventRecorder, EventSpec, EventType};
+use phalanx_runtime::watch::spawn_watch;
 use tokio::sync::{mpsc, watch};
 
 use super::capacity::{
     check_scale_up, pod_from_template, pods_ahead, replica_priority, CapacityCheck,
 };
 use super::config::AutoscalerConfig;
-use super::http::Health;
-use super::leader::LeaseFence;
 use super::pending::PendingPods;
 use super::prometheus::{MetricRead, MetricsReader, Reading};
 use super::status::{condition_events, next_status, ConditionState, Conditions, PeriodReport};
@@ -44,6 +40,8 @@ use super::target::{Discovery, PodCounts, ScaleTarget};
 use super::telemetry::{AutoscalerMetrics, PeriodResult};
 use crate::decision::{Decision, Observation, ReplicaDecider};
 use crate::spec::{self, AutoscalerPlan};
+use phalanx_runtime::http::Health;
+use phalanx_runtime::leader::LeaseFence;
 
 /// The field manager of the status writes.
 const FIELD_MANAGER: &str = "phalanx-autoscaler";
@@ -377,7 +375,7 @@ impl AutoscalerLoop {
             .map_or((reported, reported), |c| (c.placed, c.ready));
 
         let reads = self.deps.reader.read_all(&plan.metrics).await;
-        let now = unix_now();
+        let now = phalanx_runtime::clock::unix_now();
         period.metrics = metric_statuses(&reads, now, plan.behavior.max_sample_age);
         self.count_readings(&period, &reads, now, &plan);
         let invalid: Vec<String> = reads
@@ -908,14 +906,8 @@ async fn write_status(
     .map(|_| ())
 }
 
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-}
-
 fn wall_clock_ms() -> u64 {
-    u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(phalanx_runtime::clock::unix_now().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn time_of(unix: Duration) -> Option<Time> {

@@ -14,10 +14,10 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use phalanx_scheduler::controller::translate;
-use phalanx_scheduler::engine::{
+use phalanx_engine::{
     replicas_that_fit, ClusterSnapshot, CycleScratch, GpuModelRegistry, PlacementPolicy, PodDemand,
 };
+use phalanx_kube::translate;
 
 /// What the capacity check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +164,7 @@ mod tests {
 
     use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use phalanx_scheduler::engine::{
+    use phalanx_engine::{
         build_policy, GpuSpec, NodeSpec, PolicyConfig, PolicyName, WorkloadSource,
     };
 

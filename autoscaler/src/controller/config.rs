@@ -1,6 +1,6 @@
 //! The autoscaler's configuration: one YAML file, read and validated at start,
-//! the same way as the scheduler's
-//! ([`phalanx_scheduler::controller::config::yaml_file`]).
+//! the same way as every Phalanx controller's
+//! ([`phalanx_runtime::config::yaml_file`]).
 //!
 //! `deploy/autoscaler-config.example.yaml` lists every key with its default.
 
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use phalanx_scheduler::controller::config::sections;
-use phalanx_scheduler::controller::config::{dns_label, seconds, Rules};
-pub use phalanx_scheduler::controller::config::{
+use phalanx_runtime::config::sections;
+use phalanx_runtime::config::{dns_label, seconds, Rules};
+pub use phalanx_runtime::config::{
     ConfigError, ConfigFile, ControllerDefaults, LogFormat, LoggingConfig, Violation,
 };
 
@@ -127,11 +127,7 @@ impl ConfigFile for AutoscalerConfig {
                 ),
             );
         }
-        if let Err(error) = self
-            .capacity
-            .policy
-            .parse::<phalanx_scheduler::engine::PolicyName>()
-        {
+        if let Err(error) = self.capacity.policy.parse::<phalanx_engine::PolicyName>() {
             out.push("capacity.policy", error.to_string());
         }
         out.leader_election(&self.leader_election);

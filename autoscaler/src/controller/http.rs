@@ -1,11 +1,11 @@
 //! `/healthz`, `/readyz` and `/metrics` on `http.bindAddress`.
 //!
-//! The probes' state is the scheduler's [`Health`]: liveness fails when the
+//! The probes' state is the runtime's [`Health`]: liveness fails when the
 //! control loop stops beating or leader election fails, readiness waits for
 //! the watches to sync.
 
-use phalanx_scheduler::controller::http::MetricsText;
-pub use phalanx_scheduler::controller::http::{router, serve, serve_listener, Health};
+pub use phalanx_runtime::http::{router, serve, serve_listener, Health};
+use phalanx_runtime::metrics::MetricsText;
 
 use super::telemetry::AutoscalerMetrics;
 

@@ -5,10 +5,11 @@
 //! scale-up may go, [`config`] reads the YAML file. I/O parts: [`prometheus`]
 //! reads the metrics, [`target`] reads and patches `/scale`, [`telemetry`] and
 //! [`http`] serve the autoscaler's own metrics and probes, [`leader`] holds
-//! the Lease, and [`autoscaler_loop`] ties them together. The cluster snapshot,
-//! pod translation and events are the scheduler's own (`phalanx-scheduler`'s
-//! controller), so the capacity check places a replica exactly as the
-//! scheduler would.
+//! the Lease, and [`autoscaler_loop`] ties them together. The cluster mirror
+//! and pod translation are `phalanx-kube`'s and the placement is
+//! `phalanx-engine`'s, the scheduler's own, so the capacity check places a
+//! replica exactly as the scheduler would; probes, election and events are
+//! `phalanx-runtime`'s.
 
 pub mod autoscaler_loop;
 pub mod capacity;
@@ -26,12 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use phalanx_scheduler::controller::events::EventRecorder;
+use phalanx_runtime::events::EventRecorder;
 
 use self::autoscaler_loop::{AutoscalerLoop, LoopDeps};
 use self::config::AutoscalerConfig;
 use self::http::Health;
-use self::leader::LeaseSettings;
 use self::prometheus::MetricsReader;
 use self::telemetry::AutoscalerMetrics;
 
@@ -59,7 +59,7 @@ pub async fn run(
     let metrics = Arc::new(AutoscalerMetrics::new());
     // A loop silent for several periods is stuck; the kubelet restarts it.
     let stall_limit = (config.control_period() * 4).max(Duration::from_secs(30));
-    let health = Arc::new(Health::new(stall_limit));
+    let health = Arc::new(Health::new(stall_limit).named("control loop"));
     let listener = tokio::net::TcpListener::bind(config.http.bind_address).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let router = http::router(health.clone(), metrics.clone());
@@ -72,18 +72,7 @@ pub async fn run(
         }
     });
     let identity = config.leader_election.resolved_identity();
-    let leadership = if config.leader_election.enabled {
-        let settings = LeaseSettings {
-            name: config.leader_election.lease_name.clone(),
-            namespace: config.leader_election.lease_namespace.clone(),
-            identity: identity.clone(),
-            duration_seconds: config.leader_election.lease_duration_seconds,
-            grace_seconds: config.leader_election.renew_grace_seconds,
-        };
-        leader::elect(client.clone(), &settings).await?
-    } else {
-        leader::always_leader()
-    };
+    let leadership = leader::join(client.clone(), &config.leader_election, &identity).await?;
     let events = EventRecorder::spawn(client.clone(), "phalanx-autoscaler".to_owned(), identity);
     tracing::info!(
         prometheus = %config.prometheus.url,

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
-use phalanx_scheduler::controller::mirror::pod_uid;
-use phalanx_scheduler::controller::translate::is_waiting_for_node;
+use phalanx_kube::mirror::pod_uid;
+use phalanx_kube::translate::is_waiting_for_node;
 
 /// Unbound, unfinished, not terminating pods by UID.
 #[derive(Debug, Default)]

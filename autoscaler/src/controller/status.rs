@@ -12,7 +12,7 @@ use phalanx_api::autoscaler::{
     InferenceAutoscalerStatus, MetricStatus, CONDITION_CAPACITY_LIMITED, CONDITION_METRICS_STALE,
     CONDITION_SCALING_ACTIVE,
 };
-use phalanx_scheduler::controller::events::{EventSpec, EventType};
+use phalanx_runtime::events::{EventSpec, EventType};
 
 /// One condition as a period sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use phalanx_api::autoscaler::ScaleTargetRef;
-use phalanx_scheduler::controller::translate::{is_bound, is_finished};
+use phalanx_kube::translate::{is_bound, is_finished};
 use thiserror::Error;
 
 /// Why the target could not be read or scaled.

@@ -287,11 +287,7 @@ impl AutoscalerMetrics {
 
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::error!(%error, "encoding metrics failed");
-        }
-        text
+        phalanx_runtime::metrics::encode(&self.registry)
     }
 }
 

@@ -9,6 +9,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+use phalanx_runtime::metrics::MetricsText;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -321,14 +322,13 @@ impl SchedulerMetrics {
 
     /// Everything in the OpenMetrics text format (ending in `# EOF`).
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String cannot fail and our label values always encode,
-        // so an error here would be a prometheus-client bug: log it and serve
-        // what was encoded rather than fail the scrape or panic.
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::error!(%error, "encoding metrics failed");
-        }
-        text
+        phalanx_runtime::metrics::encode(&self.registry)
+    }
+}
+
+impl MetricsText for SchedulerMetrics {
+    fn encode(&self) -> String {
+        SchedulerMetrics::encode(self)
     }
 }
 

@@ -9,13 +9,12 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
+
 use kube::{Api, Client, ResourceExt};
 use phalanx_api::{GpuNode, PodGroup};
 use thiserror::Error;
@@ -23,18 +22,20 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
-use super::events::{self, EventRecorder};
 use super::gangs::{self, GangKey, GangMembership, GangSource, GangTracker};
-use super::http::Health;
-use super::leader::LeaseFence;
 use super::metrics::{AttemptResult, SchedulerMetrics};
-use super::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use super::queue::{BackoffPolicy, SchedulingQueue};
-use super::translate;
-use crate::engine::{
+use super::scheduling_events;
+use phalanx_engine::{
     build_policy, place_gang, schedule_one, unschedulable_message, CycleOutcome, CycleScratch,
     GangSpec, GpuDemand, Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
 };
+use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
+use phalanx_kube::translate;
+use phalanx_runtime::events::{self, EventRecorder};
+use phalanx_runtime::http::Health;
+use phalanx_runtime::leader::LeaseFence;
+use phalanx_runtime::watch::spawn_watch;
 
 /// How long one turn may spend scheduling before it looks at the watches again.
 const SCHEDULING_SLICE: Duration = Duration::from_millis(20);
@@ -289,7 +290,7 @@ impl SchedulerLoop {
     }
 
     fn handle_input(&mut self, input: Input) {
-        let now_ms = wall_clock_ms();
+        let now_ms = phalanx_runtime::clock::unix_millis();
         let change = match input {
             Input::Node(event) => self.mirror.node_event(*event, now_ms),
             Input::GpuNode(event) => self.mirror.gpu_node_event(*event, now_ms),
@@ -364,7 +365,7 @@ impl SchedulerLoop {
         let uid = pod_uid(&pod);
         let for_us = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
             == Some(self.deps.config.scheduler_name.as_str());
-        let gang = if for_us && !super::mirror::is_finished(&pod) {
+        let gang = if for_us && !phalanx_kube::mirror::is_finished(&pod) {
             match gangs::gang_of(&pod) {
                 Ok(gang) => gang,
                 Err(error) => {
@@ -477,7 +478,9 @@ impl SchedulerLoop {
             return;
         }
         self.last_housekeeping = now;
-        let stale = self.mirror.expire_telemetry(wall_clock_ms());
+        let stale = self
+            .mirror
+            .expire_telemetry(phalanx_runtime::clock::unix_millis());
         self.deps.metrics.set_stale_gpus(stale as u64);
         let lengths = self.queue.lengths();
         self.deps.metrics.set_pending(
@@ -737,7 +740,7 @@ impl SchedulerLoop {
             events::pod_reference(&pod.namespace().unwrap_or_default(), &pod.name_any(), &uid);
         self.deps
             .events
-            .record(events::failed_scheduling(reference, message));
+            .record(scheduling_events::failed_scheduling(reference, message));
     }
 
     /// Writes the PodGroup's status when its phase changes (PodGroup gangs only).
@@ -826,7 +829,7 @@ impl SchedulerLoop {
                 metrics.record_attempt(AttemptResult::Scheduled);
                 self.deps
                     .events
-                    .record(events::scheduled(reference, &outcome.node));
+                    .record(scheduling_events::scheduled(reference, &outcome.node));
                 if let Some(p) = self.pending.get(&outcome.uid) {
                     metrics.observe_e2e(p.first_seen.elapsed());
                 }
@@ -874,33 +877,4 @@ impl SchedulerLoop {
             }
         }
     }
-}
-
-/// Feeds the events of a kube watcher on `api` into `tx`, each wrapped by `wrap`,
-/// retrying watch errors with backoff, until the receiver is dropped.
-pub fn spawn_watch<K, T: Send + 'static>(api: Api<K>, tx: mpsc::Sender<T>, wrap: fn(Event<K>) -> T)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(event) => {
-                    if tx.send(wrap(event)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "watch error; retrying with backoff"),
-            }
-        }
-    });
-}
-
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -28,11 +28,11 @@ use super::types::{
     NodeList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
 };
 use crate::controller::binder::PodRef;
-use crate::controller::cluster_state::ClusterState;
 use crate::controller::gangs;
-use crate::controller::mirror::{pod_uid, ClusterMirror};
-use crate::controller::translate;
-use crate::engine::{GpuDemand, NodeId, Placement, PlacementPolicy, PodDemand, UnfitReason};
+use phalanx_engine::{GpuDemand, NodeId, Placement, PlacementPolicy, PodDemand, UnfitReason};
+use phalanx_kube::cluster_state::ClusterState;
+use phalanx_kube::mirror::{pod_uid, ClusterMirror};
+use phalanx_kube::translate;
 
 /// `FailedAndUnresolvableNodes` message for a node the mirror does not know.
 pub const NODE_NOT_KNOWN: &str = "node(s) not known to phalanx";
@@ -316,7 +316,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::engine::{build_policy, PolicyConfig, PolicyName, WorkloadSource};
+    use phalanx_engine::{build_policy, PolicyConfig, PolicyName, WorkloadSource};
 
     fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
         serde_json::from_value(value).unwrap()

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -40,13 +40,13 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::controller::binder::Binder;
 use crate::controller::config::SchedulerConfig;
-use crate::controller::http::{self, Health};
 use crate::controller::metrics::SchedulerMetrics;
-use crate::controller::mirror::{pod_uid, ClusterMirror, MirrorChange};
-use crate::controller::scheduler_loop::spawn_watch;
-use crate::controller::translate::{self, is_waiting_for_node};
-use crate::engine::{build_policy, PlacementPolicy, PolicyConfig, WorkloadSource};
 use handlers::BindPlan;
+use phalanx_engine::{build_policy, PlacementPolicy, PolicyConfig, WorkloadSource};
+use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
+use phalanx_kube::translate::{self, is_waiting_for_node};
+use phalanx_runtime::http::{self, Health};
+use phalanx_runtime::watch::spawn_watch;
 use types::{ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList};
 
 /// Pods remembered from filter calls for the bind that follows; beyond this many
@@ -268,7 +268,7 @@ async fn fold_inputs(
             }
             _ = tick.tick() => {
                 let mut core = core.lock().await;
-                let stale = core.mirror.expire_telemetry(wall_clock_ms());
+                let stale = core.mirror.expire_telemetry(phalanx_runtime::clock::unix_millis());
                 metrics.set_stale_gpus(stale as u64);
                 metrics.set_nodes(core.mirror.state().node_count() as u64);
                 health.set_synced(core.mirror.synced());
@@ -279,7 +279,7 @@ async fn fold_inputs(
 }
 
 fn apply(core: &mut ExtenderCore, input: Input) {
-    let now_ms = wall_clock_ms();
+    let now_ms = phalanx_runtime::clock::unix_millis();
     let change = match input {
         Input::Node(event) => core.mirror.node_event(*event, now_ms),
         Input::GpuNode(event) => core.mirror.gpu_node_event(*event, now_ms),
@@ -288,10 +288,4 @@ fn apply(core: &mut ExtenderCore, input: Input) {
     for error in &change.errors {
         tracing::warn!(%error, "cluster state");
     }
-}
-
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

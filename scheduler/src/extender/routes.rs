@@ -195,8 +195,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::engine::{build_policy, PolicyConfig, PolicyName, WorkloadSource};
     use crate::extender::handlers::tests::{mirror, pod_json};
+    use phalanx_engine::{build_policy, PolicyConfig, PolicyName, WorkloadSource};
 
     #[derive(Default)]
     struct FakeApi {

@@ -78,7 +78,7 @@ pub fn seeded_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phalanx_scheduler::engine::GpuDemand;
+    use phalanx_engine::GpuDemand;
 
     fn pod(name: &str, gpu: GpuDemand) -> TracePod {
         TracePod {

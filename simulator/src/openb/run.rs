@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use phalanx_scheduler::engine::policy::PolicyConfig;
-use phalanx_scheduler::engine::{
+use phalanx_engine::policy::PolicyConfig;
+use phalanx_engine::{
     build_policy, node_fragmentation, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch,
     EngineError, NodeId, PodDemand, PolicyName, TypicalPod, WorkloadModel, WorkloadSource,
 };

@@ -1,7 +1,7 @@
 //! Many runs (traces × policies × seeds) in parallel, and their summary.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use phalanx_scheduler::engine::{ClusterSnapshot, EngineError, PolicyName};
+use phalanx_engine::{ClusterSnapshot, EngineError, PolicyName};
 use rayon::prelude::*;
 
 use super::run::{run_once, PreparedTrace, RunResult, RunSpec, WorkloadMode};

@@ -1,0 +1,576 @@
+//! The engine's snapshot kept in step with the cluster, plus the pods that hold
+//! resources in it.
+//!
+//! Pure: the scheduler loop feeds it translated watch events (node specs, GPU live
+//! state, bound pods, deletions) and its own decisions (assume before binding,
+//! forget when a binding fails). Pods are recorded by UID so that a watch event
+//! for a pod the scheduler already assumed confirms it instead of counting it twice,
+//! and a pod on a node the scheduler has not seen yet is replayed when it appears.
+
+use std::collections::{HashMap, HashSet};
+
+use phalanx_api::GpuAssignmentAnnotation;
+use thiserror::Error;
+
+use phalanx_engine::{
+    ClusterSnapshot, EngineError, GpuAssignment, GpuDemand, GpuShare, NodeSpec, Placement,
+    PodDemand, MILLI_PER_GPU,
+};
+
+/// Live state of one GPU, as `translate::gpu_live_states` reads it from a `GpuNode`.
+pub use crate::translate::GpuLiveState as GpuLive;
+
+/// A pod that holds (or is about to hold) resources on a node.
+#[derive(Debug, Clone)]
+struct PodRecord {
+    key: String,
+    node: String,
+    demand: PodDemand,
+    /// The GPUs it holds; `None` while its node is unknown to the snapshot.
+    placement: Option<Placement>,
+    /// Placed by this scheduler and not yet seen bound in the watch.
+    assumed: bool,
+}
+
+/// Something the state could not account as the cluster reports it; the pod is
+/// still tracked, and the caller logs it (never a panic, never a lost pod).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AccountingError {
+    #[error("pod {pod} on node {node} does not fit the scheduler's accounting: {source}")]
+    DoesNotFit {
+        pod: String,
+        node: String,
+        source: EngineError,
+    },
+    #[error("node {node}: {source}")]
+    Node { node: String, source: EngineError },
+}
+
+/// The snapshot and every pod accounted in it.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    snapshot: ClusterSnapshot,
+    pods: HashMap<String, PodRecord>,
+    pods_by_node: HashMap<String, HashSet<String>>,
+    /// Nodes in the snapshot that the cluster still has.
+    live_nodes: HashSet<String>,
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn snapshot(&self) -> &ClusterSnapshot {
+        &self.snapshot
+    }
+
+    /// For gang placement, which commits straight to the snapshot; the caller must
+    /// then [`Self::record_assumed`] every placement it keeps.
+    pub fn snapshot_mut(&mut self) -> &mut ClusterSnapshot {
+        &mut self.snapshot
+    }
+
+    pub fn has_node(&self, name: &str) -> bool {
+        self.live_nodes.contains(name)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.live_nodes.len()
+    }
+
+    /// Pods accounted (bound or assumed).
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn is_assumed(&self, uid: &str) -> bool {
+        self.pods.get(uid).is_some_and(|r| r.assumed)
+    }
+
+    pub fn holds(&self, uid: &str) -> bool {
+        self.pods.contains_key(uid)
+    }
+
+    /// A node appeared or changed. If its GPU inventory changed under allocated
+    /// pods, the node is rebuilt and its pods replayed onto it.
+    pub fn apply_node(&mut self, spec: NodeSpec) -> Vec<AccountingError> {
+        let name = spec.name.clone();
+        let was_live = self.live_nodes.contains(&name);
+        match self.snapshot.upsert_node(spec.clone()) {
+            Ok(_) => {}
+            Err(EngineError::InvalidNode { reason, .. })
+                if reason.contains("inventory changed") =>
+            {
+                self.snapshot.remove_node(&name);
+                self.unplace_all_on(&name);
+                if let Err(source) = self.snapshot.upsert_node(spec) {
+                    return vec![AccountingError::Node { node: name, source }];
+                }
+            }
+            Err(source) => return vec![AccountingError::Node { node: name, source }],
+        }
+        self.live_nodes.insert(name.clone());
+        if was_live {
+            self.replay_unplaced_on(&name)
+        } else {
+            // A node (re)appearing: pods that reported it before it was known.
+            self.unplace_all_on(&name);
+            self.replay_unplaced_on(&name)
+        }
+    }
+
+    /// A node left the cluster: its pods no longer hold anything (they are gone with
+    /// it, or will be replayed if it comes back).
+    pub fn remove_node(&mut self, name: &str) {
+        if self.live_nodes.remove(name) {
+            self.snapshot.remove_node(name);
+            if let Some(uids) = self.pods_by_node.get(name) {
+                for uid in uids {
+                    if let Some(record) = self.pods.get_mut(uid) {
+                        record.placement = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Health and telemetry of a node's GPUs. Returns false for an unknown node.
+    pub fn apply_gpu_live(
+        &mut self,
+        node: &str,
+        gpus: &[GpuLive],
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> bool {
+        let Some(id) = self.live_node_id(node) else {
+            return false;
+        };
+        for gpu in gpus {
+            // Indices come from the same GpuNode the inventory came from; one that is
+            // out of range means the inventory has not caught up yet.
+            let _ = self.snapshot.set_gpu_health(id, gpu.index, gpu.healthy);
+            if let Some(sample) = gpu.sample {
+                let _ = self
+                    .snapshot
+                    .set_gpu_telemetry(id, gpu.index, sample, now_ms, max_age_ms);
+            }
+        }
+        true
+    }
+
+    /// Drops the effect of telemetry older than the limit; returns the GPUs whose
+    /// telemetry is stale or missing.
+    pub fn expire_telemetry(&mut self, now_ms: u64, max_age_ms: u64) -> usize {
+        self.snapshot.expire_telemetry(now_ms, max_age_ms)
+    }
+
+    /// Places a pod this scheduler decided on, before binding it.
+    pub fn assume(
+        &mut self,
+        uid: &str,
+        demand: PodDemand,
+        placement: Placement,
+    ) -> Result<(), EngineError> {
+        self.snapshot.place(&demand, &placement)?;
+        self.record(uid, demand, placement, true);
+        Ok(())
+    }
+
+    /// Records a placement that is already committed to the snapshot (gangs).
+    pub fn record_assumed(&mut self, uid: &str, demand: PodDemand, placement: Placement) {
+        self.record(uid, demand, placement, true);
+    }
+
+    /// A binding failed or was abandoned: release what was assumed.
+    pub fn forget_assumed(&mut self, uid: &str) {
+        if self.is_assumed(uid) {
+            self.forget_pod(uid);
+        }
+    }
+
+    /// A pod the watch shows bound to `node` and not finished. Idempotent: a pod
+    /// already accounted on that node is only confirmed.
+    pub fn observe_bound(
+        &mut self,
+        uid: &str,
+        node: &str,
+        demand: PodDemand,
+        assignment: Option<&GpuAssignmentAnnotation>,
+    ) -> Result<(), AccountingError> {
+        if let Some(record) = self.pods.get_mut(uid) {
+            if record.node == node && record.placement.is_some() {
+                record.assumed = false;
+                return Ok(());
+            }
+            // Bound elsewhere than assumed (another replica or scheduler won), or
+            // still waiting for its node: account it afresh.
+            self.forget_pod(uid);
+        }
+        let key = demand.name.clone();
+        let Some(id) = self.live_node_id(node) else {
+            self.record_unplaced(uid, node, demand);
+            return Ok(());
+        };
+        let gpus = self.gpus_for(id, &demand, assignment, node);
+        let placement = Placement { node: id, gpus };
+        match self.snapshot.place(&demand, &placement) {
+            Ok(()) => {
+                self.record(uid, demand, placement, false);
+                Ok(())
+            }
+            Err(source) => {
+                // Kubelet admitted what our accounting refuses (stale snapshot, or
+                // another scheduler over-committed). Keep the pod known so that its
+                // deletion is handled, but do not count it twice later.
+                self.record_unplaced(uid, node, demand);
+                Err(AccountingError::DoesNotFit {
+                    pod: key,
+                    node: node.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// A pod was deleted or finished: release what it held.
+    pub fn forget_pod(&mut self, uid: &str) {
+        let Some(record) = self.pods.remove(uid) else {
+            return;
+        };
+        if let Some(set) = self.pods_by_node.get_mut(&record.node) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.pods_by_node.remove(&record.node);
+            }
+        }
+        if let Some(placement) = record.placement {
+            // Cannot underflow: every recorded placement was committed by `place`.
+            let _ = self.snapshot.release(&record.demand, &placement);
+        }
+    }
+
+    /// The pod keys on a node (bound or assumed), for diagnostics and tests.
+    pub fn pods_on(&self, node: &str) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.pods.get(uid).map(|r| r.key.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn live_node_id(&self, node: &str) -> Option<phalanx_engine::NodeId> {
+        if self.live_nodes.contains(node) {
+            self.snapshot.node_id(node)
+        } else {
+            None
+        }
+    }
+
+    fn record(&mut self, uid: &str, demand: PodDemand, placement: Placement, assumed: bool) {
+        let node = self.snapshot.node(placement.node).name.clone();
+        self.pods_by_node
+            .entry(node.clone())
+            .or_default()
+            .insert(uid.to_owned());
+        self.pods.insert(
+            uid.to_owned(),
+            PodRecord {
+                key: demand.name.clone(),
+                node,
+                demand,
+                placement: Some(placement),
+                assumed,
+            },
+        );
+    }
+
+    /// Tracks a bound pod that holds nothing in the snapshot (its node is unknown,
+    /// or it did not fit), so that its deletion and its node's arrival are handled.
+    fn record_unplaced(&mut self, uid: &str, node: &str, demand: PodDemand) {
+        self.pods_by_node
+            .entry(node.to_owned())
+            .or_default()
+            .insert(uid.to_owned());
+        self.pods.insert(
+            uid.to_owned(),
+            PodRecord {
+                key: demand.name.clone(),
+                node: node.to_owned(),
+                demand,
+                placement: None,
+                assumed: false,
+            },
+        );
+    }
+
+    /// Releases every placement on a node (before a rebuild) and marks them unplaced.
+    fn unplace_all_on(&mut self, node: &str) {
+        let Some(uids) = self.pods_by_node.get(node) else {
+            return;
+        };
+        for uid in uids {
+            if let Some(record) = self.pods.get_mut(uid) {
+                if let Some(p) = record.placement.take() {
+                    let _ = self.snapshot.release(&record.demand, &p);
+                }
+            }
+        }
+    }
+
+    /// Places the pods recorded on `node` that hold nothing yet (their node was
+    /// unknown or rebuilt). GPUs come from each pod's assignment if it still fits.
+    fn replay_unplaced_on(&mut self, node: &str) -> Vec<AccountingError> {
+        let Some(id) = self.live_node_id(node) else {
+            return Vec::new();
+        };
+        let uids: Vec<String> = self
+            .pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|uid| self.pods.get(*uid).is_some_and(|r| r.placement.is_none()))
+            .cloned()
+            .collect();
+        let mut errors = Vec::new();
+        for uid in uids {
+            let Some(record) = self.pods.get(&uid) else {
+                continue;
+            };
+            let demand = record.demand.clone();
+            let gpus = self.gpus_for(id, &demand, None, node);
+            let placement = Placement { node: id, gpus };
+            match self.snapshot.place(&demand, &placement) {
+                Ok(()) => {
+                    if let Some(record) = self.pods.get_mut(&uid) {
+                        record.placement = Some(placement);
+                    }
+                }
+                Err(source) => errors.push(AccountingError::DoesNotFit {
+                    pod: demand.name.clone(),
+                    node: node.to_owned(),
+                    source,
+                }),
+            }
+        }
+        errors
+    }
+
+    /// The GPUs a bound pod holds: its assignment annotation when that names this
+    /// node and matches its demand, else the lowest-indexed GPUs with room (the
+    /// pod was placed by someone who did not say, e.g. another scheduler).
+    fn gpus_for(
+        &self,
+        id: phalanx_engine::NodeId,
+        demand: &PodDemand,
+        assignment: Option<&GpuAssignmentAnnotation>,
+        node: &str,
+    ) -> GpuAssignment {
+        if demand.gpu == GpuDemand::None {
+            return GpuAssignment::default();
+        }
+        if let Some(a) = assignment.filter(|a| a.node == node) {
+            let mut gpus = GpuAssignment::default();
+            for g in &a.gpus {
+                // An index beyond any node's GPUs makes the annotation unusable.
+                let Ok(index) = u8::try_from(g.index) else {
+                    break;
+                };
+                gpus.push(GpuShare {
+                    index,
+                    milli: g.milli,
+                });
+            }
+            if gpus.len() == a.gpus.len() && gpus.len() == demand.gpu.gpu_count() as usize {
+                return gpus;
+            }
+        }
+        let want = demand.gpu.milli_per_gpu();
+        let mut gpus = GpuAssignment::default();
+        for (index, gpu) in self.snapshot.node(id).gpus.iter().enumerate() {
+            if gpus.len() == demand.gpu.gpu_count() as usize {
+                break;
+            }
+            let room = if want == MILLI_PER_GPU {
+                gpu.milli_free == MILLI_PER_GPU
+            } else {
+                gpu.milli_free >= want
+            };
+            if room {
+                gpus.push(GpuShare {
+                    index: index as u8,
+                    milli: want,
+                });
+            }
+        }
+        gpus
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phalanx_api::AssignedGpu;
+    use phalanx_engine::{GpuSpec, ModelConstraint};
+
+    fn node(name: &str, gpus: usize) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            cpu_milli: 32_000,
+            memory_mib: 128 << 10,
+            max_pods: 110,
+            gpu_model: Some("H100".into()),
+            gpus: (0..gpus)
+                .map(|i| GpuSpec {
+                    uuid: format!("{name}-{i}"),
+                    memory_mib: 81_559,
+                })
+                .collect(),
+            ..NodeSpec::default()
+        }
+    }
+
+    fn share(name: &str, milli: u32) -> PodDemand {
+        PodDemand::new(
+            name,
+            1000,
+            1024,
+            GpuDemand::Share { milli },
+            ModelConstraint::Any,
+        )
+        .unwrap()
+    }
+
+    fn free(state: &ClusterState, node: &str) -> Vec<u32> {
+        let id = state.snapshot().node_id(node).unwrap();
+        state
+            .snapshot()
+            .node(id)
+            .gpus
+            .iter()
+            .map(|g| g.milli_free)
+            .collect()
+    }
+
+    #[test]
+    fn assumed_pod_is_confirmed_not_counted_twice() {
+        let mut s = ClusterState::new();
+        assert!(s.apply_node(node("a", 2)).is_empty());
+        let id = s.snapshot().node_id("a").unwrap();
+        let placement = Placement {
+            node: id,
+            gpus: GpuAssignment::from_indices([1], 300),
+        };
+        s.assume("u1", share("ns/p", 300), placement).unwrap();
+        assert!(s.is_assumed("u1"));
+        let annotation = GpuAssignmentAnnotation {
+            node: "a".into(),
+            gpus: vec![AssignedGpu {
+                index: 1,
+                uuid: "a-1".into(),
+                milli: 300,
+            }],
+        };
+        s.observe_bound("u1", "a", share("ns/p", 300), Some(&annotation))
+            .unwrap();
+        assert!(!s.is_assumed("u1"));
+        assert_eq!(free(&s, "a"), vec![1000, 700]);
+        s.forget_pod("u1");
+        assert_eq!(free(&s, "a"), vec![1000, 1000]);
+    }
+
+    #[test]
+    fn bound_pod_uses_its_annotation_or_lowest_gpus() {
+        let mut s = ClusterState::new();
+        s.apply_node(node("a", 2));
+        let annotation = GpuAssignmentAnnotation {
+            node: "a".into(),
+            gpus: vec![AssignedGpu {
+                index: 1,
+                uuid: String::new(),
+                milli: 500,
+            }],
+        };
+        s.observe_bound("u1", "a", share("ns/p", 500), Some(&annotation))
+            .unwrap();
+        // An annotation for another node is stale: lowest GPU with room instead.
+        let stale = GpuAssignmentAnnotation {
+            node: "b".into(),
+            ..annotation
+        };
+        s.observe_bound("u2", "a", share("ns/q", 200), Some(&stale))
+            .unwrap();
+        assert_eq!(free(&s, "a"), vec![800, 500]);
+    }
+
+    #[test]
+    fn pods_before_their_node_are_replayed() {
+        let mut s = ClusterState::new();
+        s.observe_bound("u1", "late", share("ns/p", 400), None)
+            .unwrap();
+        assert!(!s.has_node("late"));
+        assert!(s.apply_node(node("late", 1)).is_empty());
+        assert_eq!(free(&s, "late"), vec![600]);
+        assert_eq!(s.pods_on("late"), vec!["ns/p"]);
+    }
+
+    #[test]
+    fn inventory_change_rebuilds_and_replays() {
+        let mut s = ClusterState::new();
+        s.apply_node(node("a", 2));
+        let annotation = GpuAssignmentAnnotation {
+            node: "a".into(),
+            gpus: vec![AssignedGpu {
+                index: 1,
+                uuid: String::new(),
+                milli: 500,
+            }],
+        };
+        s.observe_bound("u1", "a", share("ns/p", 500), Some(&annotation))
+            .unwrap();
+        // GPU 1 vanished (the plugin reports one GPU now): the pod is replayed on GPU 0.
+        assert!(s.apply_node(node("a", 1)).is_empty());
+        assert_eq!(free(&s, "a"), vec![500]);
+        s.forget_pod("u1");
+        assert_eq!(free(&s, "a"), vec![1000]);
+    }
+
+    #[test]
+    fn removed_node_releases_and_over_commit_is_reported() {
+        let mut s = ClusterState::new();
+        s.apply_node(node("a", 1));
+        s.observe_bound("u1", "a", share("ns/p", 800), None)
+            .unwrap();
+        let err = s
+            .observe_bound("u2", "a", share("ns/q", 800), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("ns/q"), "{err}");
+        assert!(s.holds("u2"), "still tracked");
+        s.remove_node("a");
+        assert!(!s.has_node("a"));
+        assert_eq!(s.node_count(), 0);
+        // Deleting pods of a removed node is harmless.
+        s.forget_pod("u1");
+        s.forget_pod("u2");
+        assert_eq!(s.pod_count(), 0);
+    }
+
+    #[test]
+    fn unhealthy_gpu_from_live_state() {
+        let mut s = ClusterState::new();
+        s.apply_node(node("a", 2));
+        let live = [GpuLive {
+            index: 0,
+            healthy: false,
+            sample: None,
+        }];
+        assert!(s.apply_gpu_live("a", &live, 0, 10_000));
+        assert!(!s.apply_gpu_live("nope", &live, 0, 10_000));
+        let id = s.snapshot().node_id("a").unwrap();
+        assert_eq!(s.snapshot().node(id).fully_free_gpus(), 1);
+    }
+}

@@ -1,0 +1,315 @@
+//! The cluster as the watches report it, folded into [`ClusterState`].
+//!
+//! Pure: it is fed `watcher` events (already typed objects) and answers what
+//! changed, so that the scheduler loop and the extender share one way of turning
+//! Nodes, GpuNodes and Pods into engine state. Relists (`Init` … `InitDone`)
+//! delete whatever the new list no longer has.
+
+use std::collections::{HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::Event;
+use kube::ResourceExt;
+use phalanx_api::GpuNode;
+
+use crate::cluster_state::{AccountingError, ClusterState};
+use crate::translate;
+
+/// What an event changed, for the caller to act on.
+#[derive(Debug, Default)]
+pub struct MirrorChange {
+    /// Capacity may have been freed or added: unschedulable work is worth a retry.
+    pub cluster_changed: bool,
+    /// Accounting problems to log (never fatal).
+    pub errors: Vec<String>,
+}
+
+impl MirrorChange {
+    fn merge(&mut self, other: MirrorChange) {
+        self.cluster_changed |= other.cluster_changed;
+        self.errors.extend(other.errors);
+    }
+}
+
+/// The kinds the mirror watches, for sync tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchedKind {
+    Node,
+    GpuNode,
+    Pod,
+}
+
+/// Where each bound pod is and what it holds, plus the objects needed to rebuild a
+/// node when its Node or GpuNode changes.
+#[derive(Debug)]
+pub struct ClusterMirror {
+    state: ClusterState,
+    nodes: HashMap<String, Node>,
+    gpu_nodes: HashMap<String, GpuNode>,
+    /// The spec last applied per node, to skip heartbeats that change nothing.
+    applied: HashMap<String, phalanx_engine::NodeSpec>,
+    /// Bound, unfinished pods by UID (the node they are on).
+    bound: HashMap<String, String>,
+    relisting: HashMap<WatchedKind, HashSet<String>>,
+    synced: HashSet<WatchedKind>,
+    telemetry_max_age_ms: u64,
+}
+
+impl ClusterMirror {
+    pub fn new(telemetry_max_age_ms: u64) -> Self {
+        ClusterMirror {
+            state: ClusterState::new(),
+            nodes: HashMap::new(),
+            gpu_nodes: HashMap::new(),
+            applied: HashMap::new(),
+            bound: HashMap::new(),
+            relisting: HashMap::new(),
+            synced: HashSet::new(),
+            telemetry_max_age_ms,
+        }
+    }
+
+    pub fn state(&self) -> &ClusterState {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut ClusterState {
+        &mut self.state
+    }
+
+    /// True once every watched kind has finished its first list.
+    pub fn synced(&self) -> bool {
+        [WatchedKind::Node, WatchedKind::GpuNode, WatchedKind::Pod]
+            .iter()
+            .all(|k| self.synced.contains(k))
+    }
+
+    /// Whether a pod is known to be bound (by the watch).
+    pub fn is_bound(&self, uid: &str) -> bool {
+        self.bound.contains_key(uid)
+    }
+
+    pub fn node_event(&mut self, event: Event<Node>, now_ms: u64) -> MirrorChange {
+        match event {
+            Event::Init => self.begin_relist(WatchedKind::Node),
+            Event::InitApply(node) => {
+                self.seen(WatchedKind::Node, node.name_any());
+                self.apply_node(node, now_ms)
+            }
+            Event::Apply(node) => self.apply_node(node, now_ms),
+            Event::Delete(node) => self.delete_node(&node.name_any()),
+            Event::InitDone => {
+                let known: Vec<String> = self.nodes.keys().cloned().collect();
+                let gone = self.end_relist(WatchedKind::Node, known.iter());
+                let mut change = MirrorChange::default();
+                for name in gone {
+                    change.merge(self.delete_node(&name));
+                }
+                change
+            }
+        }
+    }
+
+    pub fn gpu_node_event(&mut self, event: Event<GpuNode>, now_ms: u64) -> MirrorChange {
+        match event {
+            Event::Init => self.begin_relist(WatchedKind::GpuNode),
+            Event::InitApply(gpu_node) => {
+                self.seen(WatchedKind::GpuNode, gpu_node.name_any());
+                self.apply_gpu_node(gpu_node, now_ms)
+            }
+            Event::Apply(gpu_node) => self.apply_gpu_node(gpu_node, now_ms),
+            Event::Delete(gpu_node) => {
+                let name = gpu_node.name_any();
+                self.gpu_nodes.remove(&name);
+                self.rebuild_node(&name, now_ms)
+            }
+            Event::InitDone => {
+                let known: Vec<String> = self.gpu_nodes.keys().cloned().collect();
+                let gone = self.end_relist(WatchedKind::GpuNode, known.iter());
+                let mut change = MirrorChange::default();
+                for name in gone {
+                    self.gpu_nodes.remove(&name);
+                    change.merge(self.rebuild_node(&name, now_ms));
+                }
+                change
+            }
+        }
+    }
+
+    /// Accounts bound pods. Pending pods are the caller's business; it gets the
+    /// pod back to decide (see `scheduler_loop`).
+    pub fn pod_event(&mut self, event: &Event<Pod>) -> MirrorChange {
+        match event {
+            Event::Init => self.begin_relist(WatchedKind::Pod),
+            Event::InitApply(pod) => {
+                self.seen(WatchedKind::Pod, pod_uid(pod));
+                self.apply_pod(pod)
+            }
+            Event::Apply(pod) => self.apply_pod(pod),
+            Event::Delete(pod) => self.forget_pod(&pod_uid(pod)),
+            Event::InitDone => {
+                let known: Vec<String> = self.bound.keys().cloned().collect();
+                let gone = self.end_relist(WatchedKind::Pod, known.iter());
+                let mut change = MirrorChange::default();
+                for uid in gone {
+                    change.merge(self.forget_pod(&uid));
+                }
+                change
+            }
+        }
+    }
+
+    /// Drops telemetry older than the limit; returns GPUs with stale or no telemetry.
+    pub fn expire_telemetry(&mut self, now_ms: u64) -> usize {
+        self.state
+            .expire_telemetry(now_ms, self.telemetry_max_age_ms)
+    }
+
+    fn apply_pod(&mut self, pod: &Pod) -> MirrorChange {
+        let uid = pod_uid(pod);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if is_finished(pod) {
+            return self.forget_pod(&uid);
+        }
+        let Some(node) = node else {
+            return MirrorChange::default();
+        };
+        let mut change = MirrorChange::default();
+        let demand = match translate::pod_demand(pod, self.state.snapshot().models()) {
+            Ok(demand) => demand,
+            Err(error) => {
+                change.errors.push(format!(
+                    "bound pod {} is not accounted: {error}",
+                    translate::pod_key(pod)
+                ));
+                return change;
+            }
+        };
+        let assignment = match translate::assignment_of(pod) {
+            Ok(a) => a,
+            Err(error) => {
+                change.errors.push(error.to_string());
+                None
+            }
+        };
+        if let Err(error) = self
+            .state
+            .observe_bound(&uid, &node, demand, assignment.as_ref())
+        {
+            change.errors.push(error.to_string());
+        }
+        self.bound.insert(uid, node);
+        change
+    }
+
+    fn forget_pod(&mut self, uid: &str) -> MirrorChange {
+        let held = self.state.holds(uid);
+        self.state.forget_pod(uid);
+        self.bound.remove(uid);
+        MirrorChange {
+            cluster_changed: held,
+            errors: Vec::new(),
+        }
+    }
+
+    fn apply_node(&mut self, node: Node, now_ms: u64) -> MirrorChange {
+        let name = node.name_any();
+        self.nodes.insert(name.clone(), node);
+        self.rebuild_node(&name, now_ms)
+    }
+
+    fn apply_gpu_node(&mut self, gpu_node: GpuNode, now_ms: u64) -> MirrorChange {
+        let name = gpu_node.name_any();
+        let health_before = self.gpu_nodes.get(&name).map(health_of);
+        let health_after = health_of(&gpu_node);
+        self.gpu_nodes.insert(name.clone(), gpu_node);
+        let mut change = self.rebuild_node(&name, now_ms);
+        change.cluster_changed |= health_before.as_ref() != Some(&health_after);
+        change
+    }
+
+    fn delete_node(&mut self, name: &str) -> MirrorChange {
+        self.nodes.remove(name);
+        self.applied.remove(name);
+        self.state.remove_node(name);
+        MirrorChange {
+            cluster_changed: true,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Re-derives a node from its Node and GpuNode; applies it only if it changed,
+    /// then refreshes GPU health and telemetry.
+    fn rebuild_node(&mut self, name: &str, now_ms: u64) -> MirrorChange {
+        let mut change = MirrorChange::default();
+        let Some(node) = self.nodes.get(name) else {
+            return change;
+        };
+        let gpu_node = self.gpu_nodes.get(name);
+        match translate::node_spec(node, gpu_node) {
+            Ok(spec) => {
+                if self.applied.get(name) != Some(&spec) {
+                    let errors = self.state.apply_node(spec.clone());
+                    change
+                        .errors
+                        .extend(errors.iter().map(AccountingError::to_string));
+                    self.applied.insert(name.to_owned(), spec);
+                    change.cluster_changed = true;
+                }
+            }
+            Err(error) => {
+                // A node we cannot read is not schedulable; say so rather than guess.
+                change.errors.push(error.to_string());
+                if self.state.has_node(name) {
+                    self.state.remove_node(name);
+                    self.applied.remove(name);
+                }
+                return change;
+            }
+        }
+        if let Some(gpu_node) = gpu_node {
+            let live = translate::gpu_live_states(gpu_node);
+            self.state
+                .apply_gpu_live(name, &live, now_ms, self.telemetry_max_age_ms);
+        }
+        change
+    }
+
+    fn begin_relist(&mut self, kind: WatchedKind) -> MirrorChange {
+        self.relisting.insert(kind, HashSet::new());
+        MirrorChange::default()
+    }
+
+    fn seen(&mut self, kind: WatchedKind, key: String) {
+        if let Some(set) = self.relisting.get_mut(&kind) {
+            set.insert(key);
+        }
+    }
+
+    /// Ends a relist; returns the keys known before that the list did not have.
+    fn end_relist<'a>(
+        &mut self,
+        kind: WatchedKind,
+        known: impl Iterator<Item = &'a String>,
+    ) -> Vec<String> {
+        let seen = self.relisting.remove(&kind).unwrap_or_default();
+        self.synced.insert(kind);
+        known.filter(|k| !seen.contains(*k)).cloned().collect()
+    }
+}
+
+/// Health per GPU, to tell a health change (worth a retry) from a telemetry tick.
+fn health_of(gpu_node: &GpuNode) -> Vec<(String, bool)> {
+    gpu_node
+        .status
+        .iter()
+        .flat_map(|s| &s.gpus)
+        .map(|g| (g.uuid.clone(), g.healthy))
+        .collect()
+}
+
+pub fn pod_uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+pub use crate::translate::is_finished;

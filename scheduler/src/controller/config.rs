@@ -1,0 +1,659 @@
+//! The scheduler's configuration: one YAML file, read and validated at start
+//! (`phalanx_runtime::config` says how every controller's file is read).
+//!
+//! `deploy/scheduler-config.example.yaml` lists every key with its default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use phalanx_engine::policy::PolicyName;
+use phalanx_runtime::config::{dns_subdomain, label_key, ports_collide, seconds, Rules};
+pub use phalanx_runtime::config::{
+    ConfigError, ConfigFile, ControllerDefaults, HttpConfig, LeaderElectionConfig, LogFormat,
+    LoggingConfig, Violation,
+};
+
+/// The scheduler's defaults in the sections every controller has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerDefaults;
+
+impl ControllerDefaults for SchedulerDefaults {
+    const NAME: &'static str = "phalanx-scheduler";
+    // kube-scheduler's historical insecure port, which probes and scrape
+    // configs often already expect.
+    const HTTP_PORT: u16 = 10251;
+}
+
+/// The whole configuration of the `phalanx-scheduler` binary.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SchedulerConfig {
+    /// Pods whose `spec.schedulerName` is this are ours.
+    pub scheduler_name: String,
+    /// How nodes are scored and GPUs chosen.
+    #[serde(deserialize_with = "policy_by_name")]
+    pub policy: PolicyName,
+    pub telemetry: TelemetryConfig,
+    pub binding: BindingConfig,
+    pub backoff: BackoffConfig,
+    pub gangs: GangConfig,
+    pub leader_election: LeaderElectionConfig<SchedulerDefaults>,
+    pub http: HttpConfig<SchedulerDefaults>,
+    pub extender: ExtenderConfig,
+    pub logging: LoggingConfig,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            scheduler_name: phalanx_api::SCHEDULER_NAME.to_owned(),
+            policy: PolicyName::Phalanx,
+            telemetry: TelemetryConfig::default(),
+            binding: BindingConfig::default(),
+            backoff: BackoffConfig::default(),
+            gangs: GangConfig::default(),
+            leader_election: LeaderElectionConfig::default(),
+            http: HttpConfig::default(),
+            extender: ExtenderConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+/// GPU telemetry published by the device plugin on `GpuNode` status.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct TelemetryConfig {
+    /// Samples older than this are ignored: the GPU is placed on its
+    /// allocations alone, as if it had no telemetry.
+    pub max_age_seconds: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            max_age_seconds: 10.0,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn max_age(&self) -> Duration {
+        seconds(self.max_age_seconds)
+    }
+}
+
+/// Writing placements to the API server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct BindingConfig {
+    /// Sustained Binding requests per second (token bucket rate).
+    pub qps: u32,
+    /// Requests allowed at once above the sustained rate (token bucket size).
+    pub burst: u32,
+    /// Bindings in flight at once.
+    pub concurrency: usize,
+    /// How the GPU assignment annotation is written: `patch` (a pod patch, then the
+    /// Binding) or `withBinding` (on the Binding itself, one write).
+    pub annotation_write: super::binder::AnnotationWrite,
+}
+
+impl Default for BindingConfig {
+    fn default() -> Self {
+        Self {
+            qps: 5000,
+            burst: 10000,
+            concurrency: 64,
+            annotation_write: super::binder::AnnotationWrite::default(),
+        }
+    }
+}
+
+/// Retrying pods that did not fit, as kube-scheduler's backoff queue does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackoffConfig {
+    /// Backoff after a pod's first failed attempt; doubles on each further one.
+    pub initial_seconds: f64,
+    /// Ceiling of the doubling.
+    pub max_seconds: f64,
+    /// An unschedulable pod is retried after this long even if no cluster event
+    /// suggested it might fit now (kube-scheduler's podMaxInUnschedulablePodsDuration).
+    pub max_unschedulable_seconds: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial_seconds: 1.0,
+            max_seconds: 10.0,
+            max_unschedulable_seconds: 300.0,
+        }
+    }
+}
+
+impl BackoffConfig {
+    pub fn initial(&self) -> Duration {
+        seconds(self.initial_seconds)
+    }
+
+    pub fn max(&self) -> Duration {
+        seconds(self.max_seconds)
+    }
+
+    pub fn max_unschedulable(&self) -> Duration {
+        seconds(self.max_unschedulable_seconds)
+    }
+}
+
+/// Gang (PodGroup) scheduling.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GangConfig {
+    /// Node label whose value must be the same for every member of a gang
+    /// (e.g. a rack or NVLink domain); `None` places gangs anywhere.
+    pub topology_key: Option<String>,
+    /// How long a gang may wait for all its members when its PodGroup sets no
+    /// `scheduleTimeoutSeconds`.
+    pub default_timeout_seconds: u64,
+}
+
+impl Default for GangConfig {
+    fn default() -> Self {
+        Self {
+            topology_key: None,
+            default_timeout_seconds: 600,
+        }
+    }
+}
+
+impl GangConfig {
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_secs(self.default_timeout_seconds)
+    }
+}
+
+/// The kube-scheduler HTTP extender endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtenderConfig {
+    pub bind_address: SocketAddr,
+}
+
+impl Default for ExtenderConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8888),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn telemetry_max_age(&self) -> Duration {
+        self.telemetry.max_age()
+    }
+}
+
+impl ConfigFile for SchedulerConfig {
+    const COMPONENT: &'static str = "scheduler";
+
+    fn violations(&self) -> Vec<Violation> {
+        let mut out = Rules::default();
+        // Pod validation requires spec.schedulerName to be a DNS subdomain, so
+        // any other name could never match a pod.
+        out.check(
+            "schedulerName",
+            dns_subdomain(&self.scheduler_name),
+            &self.scheduler_name,
+        );
+
+        out.positive_seconds("telemetry.maxAgeSeconds", self.telemetry.max_age_seconds);
+
+        let binding = &self.binding;
+        out.at_least("binding.qps", u64::from(binding.qps), 1);
+        out.at_least("binding.burst", u64::from(binding.burst), 1);
+        if binding.burst < binding.qps {
+            out.push(
+                "binding.burst",
+                format!(
+                    "must be at least binding.qps ({}), got {}",
+                    binding.qps, binding.burst
+                ),
+            );
+        }
+        if !(1..=1024).contains(&binding.concurrency) {
+            out.push(
+                "binding.concurrency",
+                format!("must be between 1 and 1024, got {}", binding.concurrency),
+            );
+        }
+
+        let backoff = &self.backoff;
+        out.positive_seconds("backoff.initialSeconds", backoff.initial_seconds);
+        out.positive_seconds("backoff.maxSeconds", backoff.max_seconds);
+        out.positive_seconds(
+            "backoff.maxUnschedulableSeconds",
+            backoff.max_unschedulable_seconds,
+        );
+        if backoff.max_seconds < backoff.initial_seconds {
+            out.push(
+                "backoff.maxSeconds",
+                format!(
+                    "must be at least backoff.initialSeconds ({}), got {}",
+                    backoff.initial_seconds, backoff.max_seconds
+                ),
+            );
+        }
+
+        if let Some(key) = &self.gangs.topology_key {
+            out.check("gangs.topologyKey", label_key(key), key);
+        }
+        out.at_least(
+            "gangs.defaultTimeoutSeconds",
+            self.gangs.default_timeout_seconds,
+            1,
+        );
+
+        out.leader_election(&self.leader_election);
+
+        if ports_collide(self.http.bind_address, self.extender.bind_address) {
+            out.push(
+                "extender.bindAddress",
+                format!(
+                    "must not use the port of http.bindAddress ({}), got {}",
+                    self.http.bind_address, self.extender.bind_address
+                ),
+            );
+        }
+
+        out.logging(&self.logging);
+        out.into_violations()
+    }
+}
+
+fn policy_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PolicyName, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../deploy/scheduler-config.example.yaml");
+
+    fn parse_err(yaml: &str) -> ConfigError {
+        SchedulerConfig::from_yaml(yaml, "test.yaml").expect_err("config should be rejected")
+    }
+
+    /// The keys of the violations of `yaml` (which must parse).
+    fn violated_keys(yaml: &str) -> Vec<&'static str> {
+        let config: SchedulerConfig = phalanx_runtime::config::yaml_file::parse(yaml, "test.yaml")
+            .expect("config should parse");
+        config.violations().into_iter().map(|v| v.key).collect()
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        for text in ["", "\n", "# nothing set\n", "---\n", "{}"] {
+            let config = SchedulerConfig::from_yaml(text, "empty.yaml").expect("empty is valid");
+            assert_eq!(config, SchedulerConfig::default(), "text {text:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let config = SchedulerConfig::default();
+        assert_eq!(config.scheduler_name, "phalanx");
+        assert_eq!(config.policy, PolicyName::Phalanx);
+        assert_eq!(config.telemetry_max_age(), Duration::from_secs(10));
+        assert_eq!(
+            config.binding,
+            BindingConfig {
+                qps: 5000,
+                burst: 10000,
+                concurrency: 64,
+                annotation_write: crate::controller::binder::AnnotationWrite::WithBinding,
+            }
+        );
+        assert_eq!(config.backoff.initial(), Duration::from_secs(1));
+        assert_eq!(config.backoff.max(), Duration::from_secs(10));
+        assert_eq!(config.backoff.max_unschedulable(), Duration::from_secs(300));
+        assert_eq!(config.gangs.topology_key, None);
+        assert_eq!(config.gangs.default_timeout(), Duration::from_secs(600));
+        assert!(config.leader_election.enabled);
+        assert_eq!(config.leader_election.lease_name, "phalanx-scheduler");
+        assert_eq!(config.leader_election.lease_namespace, "kube-system");
+        assert_eq!(
+            config.leader_election.lease_duration(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(config.leader_election.renew_grace(), Duration::from_secs(5));
+        assert_eq!(config.http.bind_address.to_string(), "0.0.0.0:10251");
+        assert_eq!(config.extender.bind_address.to_string(), "0.0.0.0:8888");
+        assert_eq!(config.logging.format, LogFormat::Json);
+        assert_eq!(config.logging.level, "info");
+        config.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn example_file_parses_and_sets_every_section() {
+        let config = SchedulerConfig::from_yaml(EXAMPLE, "scheduler-config.example.yaml")
+            .expect("example is valid");
+        // The example documents the defaults, except where it shows a choice.
+        let expected = SchedulerConfig {
+            gangs: GangConfig {
+                topology_key: Some("topology.kubernetes.io/zone".to_owned()),
+                ..GangConfig::default()
+            },
+            ..SchedulerConfig::default()
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = SchedulerConfig::from_yaml(
+            "policy: FGD\nbinding:\n  qps: 100\n  burst: 200\nlogging:\n  format: text\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        assert_eq!(config.policy, PolicyName::Fgd);
+        assert_eq!(config.binding.qps, 100);
+        assert_eq!(config.binding.burst, 200);
+        assert_eq!(config.binding.concurrency, 64);
+        assert_eq!(config.logging.format, LogFormat::Text);
+        assert_eq!(config.backoff, BackoffConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path_and_line() {
+        let error = parse_err("binding:\n  qsp: 10\n");
+        let ConfigError::Parse { key, line, .. } = &error else {
+            panic!("expected a parse error, got {error:?}");
+        };
+        assert_eq!(key, "binding.qsp");
+        assert_eq!(*line, Some(2));
+        let text = error.to_string();
+        assert!(text.starts_with("test.yaml:2:"), "{text}");
+        assert!(text.contains("binding.qsp: unknown field `qsp`"), "{text}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let error = parse_err("schedulerNmae: x\n");
+        assert!(
+            error.to_string().contains("schedulerNmae: unknown field"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let error = parse_err("leaderElection:\n  leaseDurationSeconds: soon\n");
+        let ConfigError::Parse {
+            key, line, message, ..
+        } = &error
+        else {
+            panic!("expected a parse error, got {error:?}");
+        };
+        assert_eq!(key, "leaderElection.leaseDurationSeconds");
+        assert_eq!(*line, Some(2));
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn negative_count_and_bad_address_name_the_path() {
+        let error = parse_err("binding:\n  concurrency: -1\n");
+        assert!(
+            error.to_string().contains("binding.concurrency: "),
+            "{error}"
+        );
+        let error = parse_err("http:\n  bindAddress: localhost\n");
+        assert!(error.to_string().contains("http.bindAddress: "), "{error}");
+    }
+
+    #[test]
+    fn unknown_policy_lists_the_valid_ones() {
+        let error = parse_err("policy: best\n");
+        let text = error.to_string();
+        assert!(text.contains("policy: unknown policy \"best\""), "{text}");
+        assert!(text.contains("bestfit"), "{text}");
+    }
+
+    #[test]
+    fn unknown_log_format_is_named() {
+        let error = parse_err("logging:\n  format: xml\n");
+        assert!(
+            error
+                .to_string()
+                .contains("logging.format: unknown variant `xml`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_with_a_line() {
+        let error = parse_err("binding:\n  qps: [1\n");
+        let ConfigError::Parse { line, .. } = &error else {
+            panic!("expected a parse error, got {error:?}");
+        };
+        assert!(line.is_some(), "{error}");
+        let error = parse_err("- a\n- b\n");
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn validation_message_names_key_and_value() {
+        let error = parse_err("binding:\n  qps: 0\n");
+        assert_eq!(
+            error.to_string(),
+            "test.yaml: binding.qps: must be at least 1, got 0"
+        );
+        let error = SchedulerConfig {
+            binding: BindingConfig {
+                qps: 0,
+                ..BindingConfig::default()
+            },
+            ..SchedulerConfig::default()
+        }
+        .validate()
+        .expect_err("invalid");
+        assert_eq!(error.to_string(), "binding.qps: must be at least 1, got 0");
+    }
+
+    #[test]
+    fn all_violations_are_reported_together() {
+        let error = parse_err("binding:\n  concurrency: 0\ngangs:\n  defaultTimeoutSeconds: 0\n");
+        let ConfigError::Invalid { violations, .. } = &error else {
+            panic!("expected a validation error, got {error:?}");
+        };
+        let keys: Vec<_> = violations.iter().map(|v| v.key).collect();
+        assert_eq!(keys, ["binding.concurrency", "gangs.defaultTimeoutSeconds"]);
+    }
+
+    #[test]
+    fn each_rule_rejects_its_key() {
+        let cases: &[(&str, &[&str])] = &[
+            ("schedulerName: Phalanx_Scheduler", &["schedulerName"]),
+            ("schedulerName: ''", &["schedulerName"]),
+            (
+                "telemetry: {maxAgeSeconds: 0}",
+                &["telemetry.maxAgeSeconds"],
+            ),
+            (
+                "telemetry: {maxAgeSeconds: -1.5}",
+                &["telemetry.maxAgeSeconds"],
+            ),
+            (
+                "telemetry: {maxAgeSeconds: .nan}",
+                &["telemetry.maxAgeSeconds"],
+            ),
+            (
+                "telemetry: {maxAgeSeconds: .inf}",
+                &["telemetry.maxAgeSeconds"],
+            ),
+            ("binding: {qps: 0, burst: 1}", &["binding.qps"]),
+            (
+                "binding: {qps: 0, burst: 0}",
+                &["binding.qps", "binding.burst"],
+            ),
+            ("binding: {qps: 10, burst: 5}", &["binding.burst"]),
+            ("binding: {concurrency: 0}", &["binding.concurrency"]),
+            ("binding: {concurrency: 1025}", &["binding.concurrency"]),
+            ("backoff: {initialSeconds: 0}", &["backoff.initialSeconds"]),
+            ("backoff: {maxSeconds: 0.5}", &["backoff.maxSeconds"]),
+            (
+                "backoff: {initialSeconds: 20, maxSeconds: 10}",
+                &["backoff.maxSeconds"],
+            ),
+            (
+                "backoff: {maxUnschedulableSeconds: 0}",
+                &["backoff.maxUnschedulableSeconds"],
+            ),
+            ("gangs: {topologyKey: 'not a key'}", &["gangs.topologyKey"]),
+            (
+                "gangs: {topologyKey: 'Bad_Prefix/rack'}",
+                &["gangs.topologyKey"],
+            ),
+            (
+                "gangs: {topologyKey: 'example.com/'}",
+                &["gangs.topologyKey"],
+            ),
+            ("gangs: {topologyKey: ''}", &["gangs.topologyKey"]),
+            (
+                "gangs: {defaultTimeoutSeconds: 0}",
+                &["gangs.defaultTimeoutSeconds"],
+            ),
+            (
+                "leaderElection: {leaseName: 'Phalanx'}",
+                &["leaderElection.leaseName"],
+            ),
+            (
+                "leaderElection: {leaseNamespace: 'kube.system'}",
+                &["leaderElection.leaseNamespace"],
+            ),
+            (
+                "leaderElection: {leaseDurationSeconds: 0, renewGraceSeconds: 0}",
+                &[
+                    "leaderElection.leaseDurationSeconds",
+                    "leaderElection.renewGraceSeconds",
+                    "leaderElection.renewGraceSeconds",
+                ],
+            ),
+            (
+                "leaderElection: {renewGraceSeconds: 15}",
+                &["leaderElection.renewGraceSeconds"],
+            ),
+            (
+                "leaderElection: {identity: ' '}",
+                &["leaderElection.identity"],
+            ),
+            (
+                "extender: {bindAddress: '127.0.0.1:10251'}",
+                &["extender.bindAddress"],
+            ),
+            ("logging: {level: verbose}", &["logging.level"]),
+            ("logging: {level: 'info,kube=loud'}", &["logging.level"]),
+        ];
+        for (yaml, keys) in cases {
+            assert_eq!(violated_keys(yaml), *keys, "config {yaml:?}");
+        }
+    }
+
+    #[test]
+    fn valid_edge_values_pass() {
+        for yaml in [
+            "binding: {qps: 1, burst: 1, concurrency: 1}",
+            "binding: {concurrency: 1024}",
+            "backoff: {initialSeconds: 0.05, maxSeconds: 0.05}",
+            "gangs: {topologyKey: rack}",
+            "gangs: {topologyKey: 'phalanx.example.com/nvlink-domain'}",
+            "leaderElection: {leaseDurationSeconds: 2, renewGraceSeconds: 1}",
+            "extender: {bindAddress: '127.0.0.1:0'}\nhttp: {bindAddress: '127.0.0.1:0'}",
+            "extender: {bindAddress: '10.0.0.1:9000'}\nhttp: {bindAddress: '10.0.0.2:9000'}",
+            "logging: {level: DEBUG}",
+            "logging: {level: 'info,kube=warn,phalanx_scheduler=debug'}",
+        ] {
+            assert_eq!(violated_keys(yaml), Vec::<&str>::new(), "config {yaml:?}");
+        }
+    }
+
+    #[test]
+    fn duration_accessors_never_panic() {
+        let config = SchedulerConfig {
+            telemetry: TelemetryConfig {
+                max_age_seconds: f64::NAN,
+            },
+            backoff: BackoffConfig {
+                initial_seconds: -1.0,
+                max_seconds: f64::INFINITY,
+                max_unschedulable_seconds: 1e300,
+            },
+            ..SchedulerConfig::default()
+        };
+        assert_eq!(config.telemetry_max_age(), Duration::ZERO);
+        assert_eq!(config.backoff.initial(), Duration::ZERO);
+        assert_eq!(config.backoff.max(), Duration::MAX);
+        assert_eq!(config.backoff.max_unschedulable(), Duration::MAX);
+        assert_eq!(
+            SchedulerConfig::from_yaml("backoff: {initialSeconds: 0.25}", "t")
+                .expect("valid")
+                .backoff
+                .initial(),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn identity_prefers_config_then_hostname() {
+        let mut election = LeaderElectionConfig::<SchedulerDefaults>::default();
+        assert_eq!(election.identity_or(Some("phalanx-0".into())), "phalanx-0");
+        assert!(election.identity_or(None).starts_with("phalanx-scheduler-"));
+        assert!(election
+            .identity_or(Some(String::new()))
+            .starts_with("phalanx-scheduler-"));
+        election.identity = Some("me".into());
+        assert_eq!(election.identity_or(Some("phalanx-0".into())), "me");
+    }
+
+    #[test]
+    fn load_reads_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "binding:\n  qps: 7\n  burst: 7\n").expect("write");
+        let config = SchedulerConfig::load(&path).expect("valid");
+        assert_eq!(config.binding.qps, 7);
+
+        std::fs::write(&path, "binding:\n  qsp: 7\n").expect("write");
+        let error = SchedulerConfig::load(&path).expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("{}:2:", path.display())),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_file_error_names_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nope.yaml");
+        let error = SchedulerConfig::load(&path).expect_err("missing");
+        assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn non_utf8_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("binary.yaml");
+        std::fs::write(&path, [0xff, 0xfe, 0x00]).expect("write");
+        assert!(SchedulerConfig::load(&path).is_err());
+    }
+}
