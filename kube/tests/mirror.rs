@@ -1,0 +1,246 @@
+//! The cluster mirror fed watch events directly, as the watches deliver them:
+//! relists (`Init` … `InitApply` … `InitDone`) and live events (`Apply`,
+//! `Delete`), with what each must leave in the engine's snapshot.
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::Event;
+use phalanx_api::GpuNode;
+use phalanx_kube::mirror::ClusterMirror;
+use serde_json::json;
+
+/// Telemetry older than a minute is ignored; the tests' clock stays well inside.
+const MAX_AGE_MS: u64 = 60_000;
+const NOW_MS: u64 = 1_000_000;
+
+fn node(name: &str, gpus: u32) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"phalanx.dev/gpu-model": "H100"}},
+        "status": {"allocatable": {
+            "cpu": "32", "memory": "256Gi", "pods": "110",
+            "nvidia.com/gpu": gpus.to_string(),
+        }}
+    }))
+    .unwrap()
+}
+
+fn gpu_node(name: &str, gpus: u32, memory_mib: u64) -> GpuNode {
+    let devices: Vec<_> = (0..gpus)
+        .map(|i| {
+            json!({"index": i, "uuid": format!("GPU-{name}-{i}"), "model": "H100",
+                   "memoryMib": memory_mib})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": name, "gpus": devices},
+    }))
+    .unwrap()
+}
+
+/// A running pod bound to `node_name` holding `gpus` whole GPUs.
+fn bound_pod(uid: &str, node_name: &str, gpus: u32) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("pod-{uid}"), "namespace": "ml", "uid": uid},
+        "spec": {
+            "schedulerName": "phalanx",
+            "nodeName": node_name,
+            "containers": [{"name": "main", "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": gpus.to_string()},
+                "limits": {"nvidia.com/gpu": gpus.to_string()},
+            }}],
+        },
+        "status": {"phase": "Running"},
+    }))
+    .unwrap()
+}
+
+/// GPU milli still free on `name`, or `None` when the snapshot lacks the node.
+fn free_milli(mirror: &ClusterMirror, name: &str) -> Option<u32> {
+    let snapshot = mirror.state().snapshot();
+    let id = snapshot.node_id(name)?;
+    let node = snapshot.node(id);
+    (!node.removed).then(|| node.gpus.iter().map(|g| g.milli_free).sum())
+}
+
+fn gpus_of(mirror: &ClusterMirror, name: &str) -> Vec<(String, u64)> {
+    let snapshot = mirror.state().snapshot();
+    let node = snapshot.node(snapshot.node_id(name).unwrap());
+    node.gpus
+        .iter()
+        .map(|g| (g.uuid.clone(), g.memory_mib))
+        .collect()
+}
+
+/// A first list of `nodes` (with GpuNodes) and `pods`, as a fresh watch delivers it.
+fn listed(nodes: &[(&str, u32)], pods: &[Pod]) -> ClusterMirror {
+    let mut mirror = ClusterMirror::new(MAX_AGE_MS);
+    mirror.node_event(Event::Init, NOW_MS);
+    mirror.gpu_node_event(Event::Init, NOW_MS);
+    mirror.pod_event(&Event::Init);
+    for (name, gpus) in nodes {
+        mirror.node_event(Event::InitApply(node(name, *gpus)), NOW_MS);
+        mirror.gpu_node_event(Event::InitApply(gpu_node(name, *gpus, 81_920)), NOW_MS);
+    }
+    for pod in pods {
+        mirror.pod_event(&Event::InitApply(pod.clone()));
+    }
+    mirror.node_event(Event::InitDone, NOW_MS);
+    mirror.gpu_node_event(Event::InitDone, NOW_MS);
+    mirror.pod_event(&Event::InitDone);
+    mirror
+}
+
+#[test]
+fn the_first_list_syncs_and_accounts_bound_pods() {
+    let mut mirror = ClusterMirror::new(MAX_AGE_MS);
+    assert!(!mirror.synced());
+    mirror.node_event(Event::Init, NOW_MS);
+    mirror.node_event(Event::InitApply(node("n1", 8)), NOW_MS);
+    mirror.node_event(Event::InitDone, NOW_MS);
+    assert!(!mirror.synced(), "GpuNodes and Pods have not listed yet");
+    mirror.gpu_node_event(Event::Init, NOW_MS);
+    mirror.gpu_node_event(Event::InitDone, NOW_MS);
+    mirror.pod_event(&Event::Init);
+    mirror.pod_event(&Event::InitApply(bound_pod("u1", "n1", 2)));
+    mirror.pod_event(&Event::InitDone);
+    assert!(mirror.synced());
+    assert!(mirror.is_bound("u1"));
+    assert_eq!(free_milli(&mirror, "n1"), Some(6_000));
+}
+
+#[test]
+fn a_relist_drops_nodes_the_new_list_no_longer_has() {
+    let mut mirror = listed(&[("n1", 8), ("n2", 8)], &[]);
+    assert!(mirror.state().has_node("n2"));
+
+    // The watch expired (410 Gone) and relisted while n2 was deleted: no Delete
+    // event ever arrives for it, only a list without it.
+    mirror.node_event(Event::Init, NOW_MS);
+    mirror.node_event(Event::InitApply(node("n1", 8)), NOW_MS);
+    let change = mirror.node_event(Event::InitDone, NOW_MS);
+    assert!(change.cluster_changed);
+    assert!(mirror.state().has_node("n1"));
+    assert!(!mirror.state().has_node("n2"));
+    assert_eq!(free_milli(&mirror, "n2"), None);
+}
+
+#[test]
+fn a_relist_drops_pods_the_new_list_no_longer_has() {
+    let mut mirror = listed(
+        &[("n1", 8)],
+        &[bound_pod("u1", "n1", 2), bound_pod("u2", "n1", 4)],
+    );
+    assert_eq!(free_milli(&mirror, "n1"), Some(2_000));
+
+    // u2 finished and was deleted while the pod watch was down.
+    mirror.pod_event(&Event::Init);
+    mirror.pod_event(&Event::InitApply(bound_pod("u1", "n1", 2)));
+    let change = mirror.pod_event(&Event::InitDone);
+    assert!(change.cluster_changed, "freed GPUs are worth a retry");
+    assert!(mirror.is_bound("u1"));
+    assert!(!mirror.is_bound("u2"));
+    assert!(!mirror.state().holds("u2"));
+    assert_eq!(free_milli(&mirror, "n1"), Some(6_000));
+}
+
+#[test]
+fn a_relist_drops_gpunodes_the_new_list_no_longer_has() {
+    let mut mirror = listed(&[("n1", 2)], &[]);
+    assert_eq!(gpus_of(&mirror, "n1")[0].0, "GPU-n1-0");
+
+    // Without its GpuNode the node falls back to its extended resources: the
+    // same count of GPUs under synthetic UUIDs and no known memory.
+    mirror.gpu_node_event(Event::Init, NOW_MS);
+    mirror.gpu_node_event(Event::InitDone, NOW_MS);
+    assert_eq!(
+        gpus_of(&mirror, "n1"),
+        vec![("n1-gpu-0".to_owned(), 0), ("n1-gpu-1".to_owned(), 0)]
+    );
+}
+
+#[test]
+fn a_pod_seen_before_its_node_is_replayed_when_the_node_appears() {
+    let mut mirror = ClusterMirror::new(MAX_AGE_MS);
+    // Watches are independent: the pod watch may deliver first.
+    mirror.pod_event(&Event::Apply(bound_pod("u1", "late", 3)));
+    assert!(mirror.is_bound("u1"));
+    assert_eq!(free_milli(&mirror, "late"), None);
+
+    mirror.node_event(Event::Apply(node("late", 8)), NOW_MS);
+    assert_eq!(
+        free_milli(&mirror, "late"),
+        Some(5_000),
+        "the pod's GPUs are held once the node exists"
+    );
+    assert!(mirror.state().holds("u1"));
+}
+
+#[test]
+fn a_gpu_inventory_change_rebuilds_the_node() {
+    let mut mirror = listed(&[("n1", 2)], &[bound_pod("u1", "n1", 1)]);
+    assert_eq!(gpus_of(&mirror, "n1").len(), 2);
+
+    // The device plugin found two more GPUs (or a driver upgrade reported new
+    // memory sizes): the node is rebuilt from the new GpuNode.
+    let change = mirror.gpu_node_event(Event::Apply(gpu_node("n1", 4, 97_871)), NOW_MS);
+    assert!(change.cluster_changed);
+    let gpus = gpus_of(&mirror, "n1");
+    assert_eq!(gpus.len(), 4);
+    assert!(gpus.iter().all(|(_, memory)| *memory == 97_871));
+    assert_eq!(
+        free_milli(&mirror, "n1"),
+        Some(3_000),
+        "the bound pod still holds its GPU after the rebuild"
+    );
+
+    // The same GpuNode again (a heartbeat) changes nothing.
+    let change = mirror.gpu_node_event(Event::Apply(gpu_node("n1", 4, 97_871)), NOW_MS);
+    assert!(!change.cluster_changed);
+}
+
+#[test]
+fn deletes_free_what_they_held() {
+    let mut mirror = listed(&[("n1", 8)], &[bound_pod("u1", "n1", 8)]);
+    assert_eq!(free_milli(&mirror, "n1"), Some(0));
+
+    let change = mirror.pod_event(&Event::Delete(bound_pod("u1", "n1", 8)));
+    assert!(change.cluster_changed);
+    assert_eq!(free_milli(&mirror, "n1"), Some(8_000));
+
+    let change = mirror.node_event(Event::Delete(node("n1", 8)), NOW_MS);
+    assert!(change.cluster_changed);
+    assert!(!mirror.state().has_node("n1"));
+}
+
+#[test]
+fn a_finished_pod_releases_its_gpus() {
+    let mut mirror = listed(&[("n1", 8)], &[bound_pod("u1", "n1", 4)]);
+    let mut done = bound_pod("u1", "n1", 4);
+    done.status.as_mut().unwrap().phase = Some("Succeeded".to_owned());
+    mirror.pod_event(&Event::Apply(done));
+    assert!(!mirror.is_bound("u1"));
+    assert_eq!(free_milli(&mirror, "n1"), Some(8_000));
+}
+
+#[test]
+fn a_node_that_cannot_be_read_is_removed_and_the_error_names_it() {
+    let mut mirror = listed(&[("n1", 8)], &[]);
+    let mut broken = node("n1", 8);
+    broken
+        .status
+        .as_mut()
+        .unwrap()
+        .allocatable
+        .as_mut()
+        .unwrap()
+        .insert(
+            "cpu".to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".to_owned()),
+        );
+    let change = mirror.node_event(Event::Apply(broken), NOW_MS);
+    assert!(!mirror.state().has_node("n1"));
+    assert_eq!(change.errors.len(), 1, "{:?}", change.errors);
+    assert!(change.errors[0].contains("node n1"), "{:?}", change.errors);
+}
