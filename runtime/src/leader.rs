@@ -217,6 +217,47 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(ts.as_millisecond()).unwrap())
     }
 
+    #[derive(Debug, Clone, PartialEq)]
+    struct Controller;
+
+    impl ControllerDefaults for Controller {
+        const NAME: &'static str = "phalanx-test";
+        const HTTP_PORT: u16 = 1;
+    }
+
+    #[test]
+    fn settings_come_from_the_config_section_and_the_identity() {
+        let mut config = LeaderElectionConfig::<Controller>::default();
+        config.lease_namespace = "phalanx-system".to_owned();
+        config.lease_duration_seconds = 20;
+        assert_eq!(
+            LeaseSettings::from_config(&config, "replica-0"),
+            LeaseSettings {
+                name: "phalanx-test".to_owned(),
+                namespace: "phalanx-system".to_owned(),
+                identity: "replica-0".to_owned(),
+                duration_seconds: 20,
+                grace_seconds: 5,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_election_this_replica_leads_and_is_never_fenced() {
+        let mut config = LeaderElectionConfig::<Controller>::default();
+        config.enabled = false;
+        // A client that fails every request: joining must not touch the API.
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = Client::new(service, "default");
+        let leadership = join(client, &config, "replica-0").await.unwrap();
+        assert!(*leadership.is_leader.borrow());
+        assert!(leadership.task.is_none());
+        assert!(leadership.fence.allows(SystemTime::now()));
+    }
+
     #[test]
     fn our_lease_is_valid_until_renewal_plus_duration() {
         let l = lease("phalanx-0", "2026-11-23T04:00:00.000000Z", 15);
