@@ -1,0 +1,17 @@
+//! Gangs along the data path: which gang a pod belongs to and its policy
+//! (`membership`), how long each gang has waited (`tracker`), and the
+//! scheduler-plugins PodGroup status that reports it (`status`).
+//!
+//! Pure: fed Kubernetes objects and instants, no client; the scheduler loop
+//! does the I/O.
+
+mod membership;
+mod status;
+mod tracker;
+
+pub use membership::{
+    gang_of, gang_policy, upstream_gang_of, upstream_min_member, upstream_workload_min_member,
+    GangDefaults, GangKey, GangMembership, GangPolicy, GangSource, GangSpecError, UpstreamGroupRef,
+};
+pub use status::{podgroup_phase, podgroup_status, PodGroupPhase};
+pub use tracker::{GangMemberCounts, GangTracker};
