@@ -1,31 +1,35 @@
 //! The control loop: one task owns the cluster snapshot, the autoscalers and
 //! their deciders, fed by watches; once per control period (while it holds the
-//! Lease and its watches have synced) it runs every autoscaler once:
+//! Lease and its watches have synced) it runs every autoscaler once, in three
+//! steps:
 //!
-//! 1. check the spec ([`crate::spec::plan`]); an invalid one is reported, not acted on;
-//! 2. read the target's `/scale` and count its placed and ready pods;
-//! 3. read each metric from Prometheus; garbage (several series, NaN) holds
-//!    the replicas and says why;
-//! 4. decide ([`crate::decision::ReplicaDecider`]);
-//! 5. before a scale-up, place the pod template into the snapshot as many
-//!    times as needed and go only as far as it fits;
-//! 6. patch `/scale`, record an event, write the status.
+//! 1. gather (I/O): check the spec ([`crate::spec::plan`]), read the target's
+//!    `/scale` and count its placed and ready pods, read each metric from
+//!    Prometheus;
+//! 2. decide (pure, [`super::period`]): hold on an invalid spec, an unreadable
+//!    target or garbage (several series, NaN) and say why; otherwise the
+//!    decider's replicas ([`crate::decision::ReplicaDecider`]). A scale-up
+//!    first asks how far the cluster can take it: only then is the pod
+//!    template read and placed into the snapshot as many times as needed, and
+//!    the plan goes only as far as it fits;
+//! 3. apply (I/O): patch `/scale`, record the events, write the status.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
-use phalanx_api::autoscaler::MetricStatus;
 use phalanx_api::{GpuNode, InferenceAutoscaler, InferenceAutoscalerStatus};
 use phalanx_engine::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
 use phalanx_kube::mirror::ClusterMirror;
-use phalanx_runtime::events::{EventRecorder, EventSpec, EventType};
+use phalanx_runtime::events::EventRecorder;
+use phalanx_runtime::http::Health;
+use phalanx_runtime::leader::LeaseFence;
 use phalanx_runtime::watch::spawn_watch;
 use tokio::sync::{mpsc, watch};
 
@@ -34,14 +38,12 @@ use super::capacity::{
 };
 use super::config::AutoscalerConfig;
 use super::pending::PendingPods;
-use super::prometheus::{MetricRead, MetricsReader, Reading};
-use super::status::{condition_events, next_status, ConditionState, Conditions, PeriodReport};
-use super::target::{Discovery, PodCounts, ScaleTarget};
+use super::period::{self, CapacityQuestion, Decided, Observed, Plan, Spec, TargetState, Tracked};
+use super::prometheus::MetricsReader;
+use super::target::{Discovery, PodCounts, ScaleTarget, TargetError};
 use super::telemetry::{AutoscalerMetrics, PeriodResult};
-use crate::decision::{Decision, Observation, ReplicaDecider};
-use crate::spec::{self, AutoscalerPlan};
-use phalanx_runtime::http::Health;
-use phalanx_runtime::leader::LeaseFence;
+use crate::decision::ReplicaDecider;
+use crate::spec::{self, AutoscalerPlan, MetricPlan};
 
 /// The field manager of the status writes.
 const FIELD_MANAGER: &str = "phalanx-autoscaler";
@@ -74,11 +76,32 @@ enum Input {
 /// `namespace/name`.
 type ObjectKey = (String, String);
 
-/// What the loop remembers per autoscaler between periods.
-struct Tracked {
-    generation: Option<i64>,
-    decider: ReplicaDecider,
-    last_scale_time: Option<Time>,
+/// What [`AutoscalerLoop::gather`] found: the observations, and what later
+/// I/O of the period acts through.
+struct Gathered {
+    observed: Observed,
+    reach: Option<Reach>,
+}
+
+impl Gathered {
+    /// Nothing read: the decision module refused the behaviour.
+    fn nothing() -> Self {
+        Gathered {
+            observed: Observed {
+                target: None,
+                reads: Vec::new(),
+                now: phalanx_runtime::clock::unix_now(),
+            },
+            reach: None,
+        }
+    }
+}
+
+/// A target that could be read: scaled through it, and its pods for the
+/// capacity check.
+struct Reach {
+    target: ScaleTarget,
+    pods: Option<PodCounts>,
 }
 
 /// The autoscaler's state.
@@ -292,222 +315,190 @@ impl AutoscalerLoop {
         }
     }
 
+    /// One period of one autoscaler: gather what its decision needs (I/O),
+    /// decide (pure, [`period::decide`]), apply the plan (I/O). A scale-up
+    /// checks capacity in between, so the pod template is read only then.
     async fn reconcile(&mut self, object: &InferenceAutoscaler) -> PeriodResult {
-        let mut period = Period::new(object);
-        let plan = match spec::plan(&object.spec) {
-            Ok(plan) => plan,
-            Err(problems) => {
-                let message = format!(
-                    "the spec is invalid, nothing is scaled: {}",
-                    spec::describe(&problems)
-                );
-                // Show the replicas if the target can be read at all.
-                if let Ok(target) = self
-                    .discovery
-                    .target(
-                        &self.deps.client,
-                        &period.namespace,
-                        &object.spec.scale_target_ref,
-                    )
-                    .await
-                {
-                    if let Ok(scale) = target.scale().await {
-                        period.current = replicas_of(&scale);
-                    }
-                }
-                period.hold("InvalidSpec", message);
-                self.finish(object, period).await;
-                return PeriodResult::InvalidSpec;
+        let checked = spec::plan(&object.spec);
+        let acting = match &checked {
+            Ok(spec) => self.track(object, spec),
+            Err(_) => false,
+        };
+        let gathered = match &checked {
+            Ok(spec) if acting => self.gather(object, Some(&spec.metrics)).await,
+            Ok(_) => Gathered::nothing(),
+            Err(_) => self.gather(object, None).await,
+        };
+        let uid = object.uid().unwrap_or_default();
+        let spec = match (&checked, self.tracked.get_mut(&uid)) {
+            (Err(problems), _) => Spec::Invalid(problems),
+            (Ok(spec), Some(tracked)) if acting => Spec::Valid { spec, tracked },
+            (Ok(_), _) => Spec::Refused,
+        };
+        let decided = period::decide(
+            spec,
+            object.status.as_ref(),
+            &gathered.observed,
+            self.deps.config.capacity.enabled,
+        );
+        let plan = match decided {
+            Decided::Plan(plan) => plan,
+            Decided::NeedsCapacity(question) => {
+                let found = self.capacity(gathered.reach.as_ref(), &question).await;
+                question.answer(found)
             }
         };
-        let tracked = self.tracked_for(object, &plan);
-        let Some(tracked) = tracked else {
-            period.hold(
-                "InvalidSpec",
-                "the decision module refused the behaviour".to_owned(),
-            );
-            self.finish(object, period).await;
-            return PeriodResult::InvalidSpec;
-        };
-        period.last_scale_time = tracked.last_scale_time.clone();
+        self.apply(object, gathered.reach.as_ref(), plan).await
+    }
 
+    /// Reads what a period's decision needs: the target's `/scale` and, with
+    /// `metrics` (a spec that is acted on), its pods and then every metric.
+    async fn gather(
+        &mut self,
+        object: &InferenceAutoscaler,
+        metrics: Option<&[MetricPlan]>,
+    ) -> Gathered {
+        let (target, reach) = match self.read_target(object, metrics.is_some()).await {
+            Ok((state, reach)) => (Ok(state), Some(reach)),
+            Err(error) => (Err(error.to_string()), None),
+        };
+        let reads = match (metrics, &reach) {
+            (Some(metrics), Some(_)) => self.deps.reader.read_all(metrics).await,
+            _ => Vec::new(),
+        };
+        Gathered {
+            observed: Observed {
+                target: Some(target),
+                reads,
+                now: phalanx_runtime::clock::unix_now(),
+            },
+            reach,
+        }
+    }
+
+    /// The target's replicas and, with `count_pods`, its pods on nodes.
+    async fn read_target(
+        &mut self,
+        object: &InferenceAutoscaler,
+        count_pods: bool,
+    ) -> Result<(TargetState, Reach), TargetError> {
+        let namespace = object.namespace().unwrap_or_default();
+        let target_ref = &object.spec.scale_target_ref;
         let target = match self
             .discovery
-            .target(
-                &self.deps.client,
-                &period.namespace,
-                &object.spec.scale_target_ref,
-            )
+            .target(&self.deps.client, &namespace, target_ref)
             .await
         {
             Ok(target) => target,
             Err(error) => {
-                self.discovery.forget(&object.spec.scale_target_ref);
-                period.hold("FailedGetScale", error.to_string());
-                period.event(EventType::Warning, "FailedGetScale", error.to_string());
-                self.finish(object, period).await;
-                return PeriodResult::Error;
+                self.discovery.forget(target_ref);
+                return Err(error);
             }
         };
-        let scale = match target.scale().await {
-            Ok(scale) => scale,
-            Err(error) => {
-                period.hold("FailedGetScale", error.to_string());
-                period.event(EventType::Warning, "FailedGetScale", error.to_string());
-                self.finish(object, period).await;
-                return PeriodResult::Error;
-            }
-        };
-        period.current = replicas_of(&scale);
+        let scale = target.scale().await?;
         let reported = scale
             .status
             .as_ref()
             .map_or(0, |s| u32::try_from(s.replicas).unwrap_or(0));
-        let pods = match target.pods(&scale).await {
-            Ok(counts) => counts,
-            Err(error) => {
-                tracing::warn!(%error, "counting the target's pods");
-                None
+        let pods = if count_pods {
+            match target.pods(&scale).await {
+                Ok(counts) => counts,
+                Err(error) => {
+                    tracing::warn!(%error, "counting the target's pods");
+                    None
+                }
             }
+        } else {
+            None
         };
         let (placed, ready) = pods
             .as_ref()
             .map_or((reported, reported), |c| (c.placed, c.ready));
-
-        let reads = self.deps.reader.read_all(&plan.metrics).await;
-        let now = phalanx_runtime::clock::unix_now();
-        period.metrics = metric_statuses(&reads, now, plan.behavior.max_sample_age);
-        self.count_readings(&period, &reads, now, &plan);
-        let invalid: Vec<String> = reads
-            .iter()
-            .filter_map(|r| match &r.reading {
-                Reading::Invalid(why) => Some(format!("{}: {why}", r.name)),
-                _ => None,
-            })
-            .collect();
-        period.stale = stale_problems(&reads, now, plan.behavior.max_sample_age);
-        if !invalid.is_empty() {
-            return self.hold_on_invalid(object, period, &invalid).await;
-        }
-
-        let observation = Observation {
-            now,
-            current_replicas: period.current,
-            ready_replicas: ready.min(period.current),
-            metrics: reads
-                .iter()
-                .zip(&plan.metrics)
-                .filter_map(|(read, plan)| read.to_decision(plan))
-                .collect(),
+        let state = TargetState {
+            replicas: replicas_of(&scale),
+            placed,
+            ready,
         };
-        let Some(tracked) = self.tracked.get_mut(&period.uid) else {
-            return PeriodResult::Error;
-        };
-        let decision: Decision = tracked.decider.decide(&observation);
-        if !decision.invalid_metrics.is_empty() {
-            let problems: Vec<String> = decision
-                .invalid_metrics
-                .iter()
-                .map(|p| format!("{}: {}", p.metric, p.problem))
-                .collect();
-            return self.hold_on_invalid(object, period, &problems).await;
-        }
-        for name in &decision.stale_metrics {
-            if !period.stale.iter().any(|(metric, _)| metric == name) {
-                period
-                    .stale
-                    .push((name.clone(), "sample too old".to_owned()));
-            }
-        }
-        let wanted = decision.desired_replicas.min(plan.behavior.max_replicas);
-        period.desired = Some(decision.desired_replicas);
-        period.deciding_metric = decision.deciding_metric.clone();
-
-        let mut scale_to = wanted;
-        if wanted > period.current && self.deps.config.capacity.enabled {
-            match self
-                .capacity(&target, period.current, wanted, placed, pods.as_ref())
-                .await
-            {
-                Ok(Some(check)) => {
-                    scale_to = check.allowed;
-                    period.capacity = Some(check);
-                }
-                Ok(None) => {}
-                Err(problem) => {
-                    scale_to = period.current;
-                    period.capacity_problem = Some(problem);
-                }
-            }
-        }
-
-        let all_stale = !plan.metrics.is_empty() && period.stale.len() >= plan.metrics.len();
-        period.scaling = if all_stale {
-            ConditionState::no(
-                "NoFreshMetric",
-                format!(
-                    "no metric has fresh data; replicas held at {} (never scaled down on missing data)",
-                    period.current
-                ),
-            )
-        } else {
-            ConditionState::yes(
-                "ValidMetricFound",
-                format!(
-                    "replicas computed from {} metric(s); last decision: {:?}{}",
-                    plan.metrics.len(),
-                    decision.reason,
-                    if decision.panicking {
-                        " (panic mode)"
-                    } else {
-                        ""
-                    }
-                ),
-            )
-        };
-
-        if scale_to != period.current {
-            match target.set_replicas(scale_to).await {
-                Ok(_) => {
-                    let from = period.current;
-                    let now_time = Time(Timestamp::now());
-                    if let Some(tracked) = self.tracked.get_mut(&period.uid) {
-                        tracked.decider.record_scale(now, from, scale_to);
-                        tracked.last_scale_time = Some(now_time.clone());
-                    }
-                    period.last_scale_time = Some(now_time);
-                    self.deps
-                        .metrics
-                        .record_scale(&period.namespace, &period.name, from, scale_to);
-                    let note = rescale_note(scale_to, &decision, &reads, period.capacity.as_ref());
-                    tracing::info!(
-                        autoscaler = %format!("{}/{}", period.namespace, period.name),
-                        from, to = scale_to, %note, "rescaled"
-                    );
-                    period.event(EventType::Normal, "SuccessfulRescale", note);
-                    period.current = scale_to;
-                }
-                Err(error) => {
-                    period.event(EventType::Warning, "FailedRescale", error.to_string());
-                    period.scaling = ConditionState::no(
-                        "FailedRescale",
-                        format!("the scale to {scale_to} replicas failed: {error}"),
-                    );
-                    self.finish(object, period).await;
-                    return PeriodResult::Error;
-                }
-            }
-        }
-        self.finish(object, period).await;
-        PeriodResult::Decided
+        Ok((state, Reach { target, pods }))
     }
 
-    /// The decider for this object, new when its spec (generation) changed.
-    fn tracked_for(
+    /// Patches `/scale` if the plan says so, then records the events, updates
+    /// the autoscaler's own metrics and writes the status.
+    async fn apply(
         &mut self,
         object: &InferenceAutoscaler,
-        plan: &AutoscalerPlan,
-    ) -> Option<&Tracked> {
+        reach: Option<&Reach>,
+        mut plan: Plan,
+    ) -> PeriodResult {
+        let (namespace, name) = key_of(object);
+        let metrics = self.deps.metrics.clone();
+        for tally in plan.tallies() {
+            if let Some(value) = tally.value {
+                metrics.set_metric_value(&namespace, &name, &tally.metric, value);
+            }
+            if tally.stale {
+                metrics.count_stale(&namespace, &name, &tally.metric);
+            }
+            if tally.invalid {
+                metrics.count_invalid(&namespace, &name, &tally.metric);
+            }
+        }
+        if let Some(rescale) = plan.rescale().cloned() {
+            let patched = match reach {
+                Some(reach) => reach
+                    .target
+                    .set_replicas(rescale.to)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                None => Err("the target was not read".to_owned()),
+            };
+            match patched {
+                Ok(()) => {
+                    let uid = object.uid().unwrap_or_default();
+                    plan.rescaled(&Time(Timestamp::now()), self.tracked.get_mut(&uid));
+                    metrics.record_scale(&namespace, &name, rescale.from, rescale.to);
+                    tracing::info!(
+                        autoscaler = %format!("{namespace}/{name}"),
+                        from = rescale.from, to = rescale.to, note = %rescale.note, "rescaled"
+                    );
+                }
+                Err(error) => plan.rescale_failed(&error),
+            }
+        }
+        let settled = plan.settle(object, &Time(Timestamp::now()));
+        for event in settled.events {
+            self.deps.events.record(event);
+        }
+        metrics.set_replicas(
+            &namespace,
+            &name,
+            settled.status.current_replicas,
+            settled.status.desired_replicas,
+        );
+        metrics.set_capacity_limited(&namespace, &name, settled.capacity_limited);
+        if settled.changed {
+            match write_status(&self.deps.client, object, &settled.status).await {
+                // Keep our copy current so the next period compares against
+                // it, even before the watch delivers the write.
+                Ok(()) => {
+                    if let Some(stored) = self.autoscalers.get_mut(&key_of(object)) {
+                        stored.status = Some(settled.status);
+                    }
+                }
+                // Our copy keeps the status that is really stored, so the
+                // next period writes again instead of taking it as done.
+                Err(error) => {
+                    tracing::warn!(%error, autoscaler = %object.name_any(), "writing the status");
+                }
+            }
+        }
+        settled.result
+    }
+
+    /// Keeps a decider for this object, new when its spec (generation)
+    /// changed; false when the decision module refuses the behaviour.
+    fn track(&mut self, object: &InferenceAutoscaler, spec: &AutoscalerPlan) -> bool {
         let uid = object.uid().unwrap_or_default();
         let generation = object.metadata.generation;
         let fresh = self
@@ -515,11 +506,11 @@ impl AutoscalerLoop {
             .get(&uid)
             .is_none_or(|t| t.generation != generation);
         if fresh {
-            let decider = match ReplicaDecider::new(plan.behavior.clone()) {
+            let decider = match ReplicaDecider::new(spec.behavior.clone()) {
                 Ok(decider) => decider,
                 Err(error) => {
                     tracing::warn!(%error, "behaviour refused by the decision module");
-                    return None;
+                    return false;
                 }
             };
             let last_scale_time = object
@@ -527,7 +518,7 @@ impl AutoscalerLoop {
                 .as_ref()
                 .and_then(|s| s.last_scale_time.clone());
             self.tracked.insert(
-                uid.clone(),
+                uid,
                 Tracked {
                     generation,
                     decider,
@@ -535,37 +526,19 @@ impl AutoscalerLoop {
                 },
             );
         }
-        self.tracked.get(&uid)
-    }
-
-    /// A metric cannot be used (`problems`, one per metric): the replicas stay,
-    /// with a Warning event and `ScalingActive=False` that say why.
-    async fn hold_on_invalid(
-        &mut self,
-        object: &InferenceAutoscaler,
-        mut period: Period,
-        problems: &[String],
-    ) -> PeriodResult {
-        let message = format!(
-            "a metric is not usable, replicas held at {}: {}",
-            period.current,
-            problems.join("; ")
-        );
-        period.event(EventType::Warning, "InvalidMetric", message.clone());
-        period.hold("InvalidMetric", message);
-        self.finish(object, period).await;
-        PeriodResult::InvalidMetric
+        true
     }
 
     /// The capacity check; `Ok(None)` when the kind has no pod template.
     async fn capacity(
         &mut self,
-        target: &ScaleTarget,
-        current: u32,
-        wanted: u32,
-        placed: u32,
-        own_pods: Option<&PodCounts>,
+        reach: Option<&Reach>,
+        question: &CapacityQuestion,
     ) -> Result<Option<CapacityCheck>, String> {
+        let Some(Reach { target, pods }) = reach else {
+            return Err("the target was not read".to_owned());
+        };
+        let own_pods = pods.as_ref();
         let template = target.pod_template().await.map_err(|e| e.to_string())?;
         let Some(template) = template else {
             return Ok(None);
@@ -588,276 +561,12 @@ impl AutoscalerLoop {
             self.policy.as_mut(),
             &pod,
             &ahead,
-            current,
-            wanted,
-            placed,
+            question.current,
+            question.wanted,
+            question.placed,
         )
         .map(Some)
     }
-
-    fn count_readings(
-        &self,
-        period: &Period,
-        reads: &[MetricRead],
-        now: Duration,
-        plan: &AutoscalerPlan,
-    ) {
-        let metrics = &self.deps.metrics;
-        for read in reads {
-            match &read.reading {
-                Reading::Value { value, sampled_at } => {
-                    metrics.set_metric_value(&period.namespace, &period.name, &read.name, *value);
-                    if now.saturating_sub(*sampled_at) > plan.behavior.max_sample_age {
-                        metrics.count_stale(&period.namespace, &period.name, &read.name);
-                    }
-                }
-                Reading::Absent | Reading::Unavailable(_) => {
-                    metrics.count_stale(&period.namespace, &period.name, &read.name);
-                }
-                Reading::Invalid(_) => {
-                    metrics.count_invalid(&period.namespace, &period.name, &read.name);
-                }
-            }
-        }
-    }
-
-    /// Writes the status and the events of a period.
-    async fn finish(&mut self, object: &InferenceAutoscaler, period: Period) {
-        let capacity_limited = period.capacity_condition();
-        let metrics_stale = period.stale_condition();
-        let conditions = Conditions {
-            scaling_active: period.scaling.clone(),
-            capacity_limited,
-            metrics_stale,
-        };
-        let report = PeriodReport {
-            generation: object.metadata.generation,
-            current_replicas: period.current,
-            desired_replicas: period.desired.unwrap_or(period.current),
-            deciding_metric: period.deciding_metric.clone(),
-            last_scale_time: period.last_scale_time.clone(),
-            conditions,
-            metrics: period.metrics.clone(),
-        };
-        let previous = object.status.as_ref();
-        let status = next_status(previous, &report, &Time(Timestamp::now()));
-        let regarding = reference(object);
-        let mut events = condition_events(previous, &report.conditions, &regarding);
-        // Period events (rescale, failures) come first: they are what happened.
-        let mut all: Vec<EventSpec> = period
-            .events
-            .into_iter()
-            .map(|(type_, reason, note)| EventSpec {
-                regarding: regarding.clone(),
-                type_,
-                reason,
-                action: "Autoscaling",
-                note,
-            })
-            .collect();
-        // A condition event repeating a period event's reason says nothing new.
-        events.retain(|e| !all.iter().any(|p| p.reason == e.reason && p.note == e.note));
-        all.extend(events);
-        for event in all {
-            self.deps.events.record(event);
-        }
-        self.deps.metrics.set_replicas(
-            &period.namespace,
-            &period.name,
-            status.current_replicas,
-            status.desired_replicas,
-        );
-        self.deps.metrics.set_capacity_limited(
-            &period.namespace,
-            &period.name,
-            report.conditions.capacity_limited.status,
-        );
-        if previous != Some(&status) {
-            match write_status(&self.deps.client, object, &status).await {
-                // Keep our copy current so the next period compares against
-                // it, even before the watch delivers the write.
-                Ok(()) => {
-                    if let Some(stored) = self.autoscalers.get_mut(&key_of(object)) {
-                        stored.status = Some(status);
-                    }
-                }
-                // Our copy keeps the status that is really stored, so the
-                // next period writes again instead of taking it as done.
-                Err(error) => {
-                    tracing::warn!(%error, autoscaler = %object.name_any(), "writing the status");
-                }
-            }
-        }
-    }
-}
-
-/// What one period of one autoscaler found.
-struct Period {
-    uid: String,
-    namespace: String,
-    name: String,
-    current: u32,
-    desired: Option<u32>,
-    deciding_metric: Option<String>,
-    last_scale_time: Option<Time>,
-    scaling: ConditionState,
-    capacity: Option<CapacityCheck>,
-    capacity_problem: Option<String>,
-    stale: Vec<(String, String)>,
-    metrics: Vec<MetricStatus>,
-    events: Vec<(EventType, &'static str, String)>,
-}
-
-impl Period {
-    fn new(object: &InferenceAutoscaler) -> Self {
-        let previous = object.status.as_ref();
-        Period {
-            uid: object.uid().unwrap_or_default(),
-            namespace: object.namespace().unwrap_or_default(),
-            name: object.name_any(),
-            current: previous.map_or(0, |s| s.current_replicas),
-            desired: None,
-            deciding_metric: None,
-            last_scale_time: None,
-            scaling: ConditionState::yes("ValidMetricFound", ""),
-            capacity: None,
-            capacity_problem: None,
-            stale: Vec::new(),
-            metrics: previous.map(|s| s.metrics.clone()).unwrap_or_default(),
-            events: Vec::new(),
-        }
-    }
-
-    /// Nothing is scaled this period, for `reason`.
-    fn hold(&mut self, reason: &'static str, message: String) {
-        self.desired = Some(self.current);
-        self.scaling = ConditionState::no(reason, message);
-    }
-
-    fn event(&mut self, type_: EventType, reason: &'static str, note: String) {
-        self.events.push((type_, reason, note));
-    }
-
-    fn capacity_condition(&self) -> ConditionState {
-        if let Some(problem) = &self.capacity_problem {
-            return ConditionState::yes(
-                "CapacityUnknown",
-                format!("cannot check where new replicas would go, so none are added: {problem}"),
-            );
-        }
-        match &self.capacity {
-            Some(check) if check.limited() => {
-                ConditionState::yes("InsufficientCapacity", check.message())
-            }
-            Some(check) => ConditionState::no(
-                "EnoughCapacity",
-                format!("all {} wanted replicas can be placed", check.wanted),
-            ),
-            None => ConditionState::no(
-                "EnoughCapacity",
-                "no scale-up beyond capacity was asked for",
-            ),
-        }
-    }
-
-    fn stale_condition(&self) -> ConditionState {
-        if self.stale.is_empty() {
-            ConditionState::no("FreshSamples", "every metric has a fresh sample")
-        } else {
-            let list: Vec<String> = self
-                .stale
-                .iter()
-                .map(|(metric, why)| format!("{metric}: {why}"))
-                .collect();
-            ConditionState::yes(
-                "StaleSamples",
-                format!("never scaled down on these: {}", list.join("; ")),
-            )
-        }
-    }
-}
-
-/// Absent, unavailable and too-old readings, by metric.
-fn stale_problems(reads: &[MetricRead], now: Duration, max_age: Duration) -> Vec<(String, String)> {
-    reads
-        .iter()
-        .filter_map(|read| {
-            let why = match &read.reading {
-                Reading::Absent => "no series (absent, not zero)".to_owned(),
-                Reading::Unavailable(why) => format!("Prometheus unavailable: {why}"),
-                Reading::Value { sampled_at, .. } => {
-                    let age = now.saturating_sub(*sampled_at);
-                    if age <= max_age {
-                        return None;
-                    }
-                    format!(
-                        "sample is {}s old (max {}s)",
-                        age.as_secs(),
-                        max_age.as_secs()
-                    )
-                }
-                Reading::Invalid(_) => return None,
-            };
-            Some((read.name.clone(), why))
-        })
-        .collect()
-}
-
-fn metric_statuses(reads: &[MetricRead], now: Duration, max_age: Duration) -> Vec<MetricStatus> {
-    let stale = stale_problems(reads, now, max_age);
-    reads
-        .iter()
-        .map(|read| {
-            let (value, sampled_at) = match &read.reading {
-                Reading::Value { value, sampled_at } => (Some(*value), Some(*sampled_at)),
-                _ => (None, None),
-            };
-            let problem = match &read.reading {
-                Reading::Value { .. } => stale
-                    .iter()
-                    .find(|(name, _)| *name == read.name)
-                    .map(|(_, why)| why.clone()),
-                other => other.problem(),
-            };
-            MetricStatus {
-                name: read.name.clone(),
-                query: Some(read.query.clone()),
-                value,
-                sampled_at: sampled_at.and_then(time_of),
-                problem,
-            }
-        })
-        .collect()
-}
-
-/// "New size: 4; reason: queue=37 (ScaleUp)", with the capacity cap if any.
-fn rescale_note(
-    to: u32,
-    decision: &Decision,
-    reads: &[MetricRead],
-    capacity: Option<&CapacityCheck>,
-) -> String {
-    let value = decision.deciding_metric.as_ref().and_then(|name| {
-        reads
-            .iter()
-            .find(|r| &r.name == name)
-            .and_then(|r| match r.reading {
-                Reading::Value { value, .. } => Some(format!("{name}={value}")),
-                _ => None,
-            })
-    });
-    let mut note = format!(
-        "New size: {to}; reason: {}{:?}",
-        value.map(|v| format!("{v} ")).unwrap_or_default(),
-        decision.reason
-    );
-    if decision.panicking {
-        note.push_str(" in panic mode");
-    }
-    if let Some(check) = capacity.filter(|c| c.limited()) {
-        note.push_str(&format!("; capped by capacity: {}", check.message()));
-    }
-    note
 }
 
 fn replicas_of(scale: &k8s_openapi::api::autoscaling::v1::Scale) -> u32 {
@@ -870,17 +579,6 @@ fn replicas_of(scale: &k8s_openapi::api::autoscaling::v1::Scale) -> u32 {
 
 fn key_of(object: &InferenceAutoscaler) -> ObjectKey {
     (object.namespace().unwrap_or_default(), object.name_any())
-}
-
-fn reference(object: &InferenceAutoscaler) -> ObjectReference {
-    ObjectReference {
-        api_version: Some(InferenceAutoscaler::api_version(&()).into_owned()),
-        kind: Some(InferenceAutoscaler::kind(&()).into_owned()),
-        namespace: object.namespace(),
-        name: Some(object.name_any()),
-        uid: object.uid(),
-        ..ObjectReference::default()
-    }
 }
 
 /// Server-side apply of the status subresource: fields this manager set
@@ -908,64 +606,4 @@ async fn write_status(
 
 fn wall_clock_ms() -> u64 {
     u64::try_from(phalanx_runtime::clock::unix_now().as_millis()).unwrap_or(u64::MAX)
-}
-
-fn time_of(unix: Duration) -> Option<Time> {
-    let nanos = i128::try_from(unix.as_nanos()).ok()?;
-    Timestamp::from_nanosecond(nanos).ok().map(Time)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(name: &str, reading: Reading) -> MetricRead {
-        MetricRead {
-            name: name.into(),
-            query: format!("sum({name})"),
-            reading,
-        }
-    }
-
-    #[test]
-    fn stale_means_absent_unavailable_or_old_never_invalid() {
-        let now = Duration::from_secs(1000);
-        let max = Duration::from_secs(60);
-        let reads = [
-            read(
-                "fresh",
-                Reading::Value {
-                    value: 1.0,
-                    sampled_at: Duration::from_secs(990),
-                },
-            ),
-            read(
-                "old",
-                Reading::Value {
-                    value: 1.0,
-                    sampled_at: Duration::from_secs(900),
-                },
-            ),
-            read("gone", Reading::Absent),
-            read("down", Reading::Unavailable("connection refused".into())),
-            read("nan", Reading::Invalid("NaN".into())),
-        ];
-        let stale = stale_problems(&reads, now, max);
-        let names: Vec<&str> = stale.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["old", "gone", "down"]);
-        assert_eq!(stale[0].1, "sample is 100s old (max 60s)");
-        let statuses = metric_statuses(&reads, now, max);
-        assert_eq!(statuses[0].problem, None);
-        assert_eq!(statuses[0].value, Some(1.0));
-        assert_eq!(
-            statuses[1].problem.as_deref(),
-            Some("sample is 100s old (max 60s)")
-        );
-        assert_eq!(statuses[2].value, None, "absent is no value, not zero");
-        assert_eq!(statuses[4].problem.as_deref(), Some("NaN"));
-        assert_eq!(
-            statuses[0].sampled_at,
-            Some(Time(Timestamp::from_second(990).expect("time")))
-        );
-    }
 }

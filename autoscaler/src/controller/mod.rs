@@ -1,6 +1,7 @@
 //! The autoscaler in a cluster (feature `controller`).
 //!
-//! Pure parts: [`status`] builds the status and the events a period deserves,
+//! Pure parts: [`period`] decides one period of one autoscaler from what the
+//! loop observed, [`status`] builds the status and the events a period deserves,
 //! [`capacity`] turns a pod template and the cluster snapshot into how far a
 //! scale-up may go, [`config`] reads the YAML file. I/O parts: [`prometheus`]
 //! reads the metrics, [`target`] reads and patches `/scale`, [`telemetry`] and
@@ -17,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod leader;
 pub mod pending;
+pub mod period;
 pub mod prometheus;
 pub mod status;
 pub mod target;
