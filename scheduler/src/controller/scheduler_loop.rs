@@ -6,13 +6,17 @@
 //! milliseconds: a pod, or a whole gang. A decision is assumed in the snapshot at
 //! once and bound in the background, so the next decision already sees it; a
 //! failed binding is released and retried with backoff.
+//!
+//! This file holds the loop and the single-pod path; a gang's path (collecting
+//! its members, placing them together, timeouts, PodGroup status) is in
+//! `scheduler_loop/gang_scheduling.rs`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::watcher::Event;
 
 use kube::{Api, Client, ResourceExt};
@@ -22,13 +26,13 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
-use super::gangs::{self, GangKey, GangMembership, GangSource, GangTracker};
+use super::gangs::{self, GangKey, GangMembership, GangTracker};
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
 use phalanx_engine::{
-    build_policy, place_gang, schedule_one, unschedulable_message, CycleOutcome, CycleScratch,
-    GangSpec, GpuDemand, Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
+    build_policy, schedule_one, unschedulable_message, CycleOutcome, CycleScratch, GpuDemand,
+    Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
 };
 use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use phalanx_kube::translate;
@@ -36,6 +40,9 @@ use phalanx_runtime::events::{self, EventRecorder};
 use phalanx_runtime::http::Health;
 use phalanx_runtime::leader::LeaseFence;
 use phalanx_runtime::watch::spawn_watch;
+
+mod gang_scheduling;
+use gang_scheduling::GangEntry;
 
 /// How long one turn may spend scheduling before it looks at the watches again.
 const SCHEDULING_SLICE: Duration = Duration::from_millis(20);
@@ -88,14 +95,6 @@ struct PendingPod {
     /// The last FailedScheduling message and when it was sent: a new message goes
     /// out at once, a repeat at most once per interval.
     last_failed_event: Option<(Instant, String)>,
-}
-
-/// A gang's known members (UIDs), pending or not.
-#[derive(Debug, Default)]
-struct GangEntry {
-    members: BTreeSet<String>,
-    first_seen: Option<Instant>,
-    reported_status: Option<String>,
 }
 
 // Boxed: the channel holds thousands of these during a burst.
@@ -334,31 +333,6 @@ impl SchedulerLoop {
         change
     }
 
-    fn handle_pod_group_event(&mut self, event: Event<PodGroup>) -> MirrorChange {
-        match event {
-            Event::Apply(pg) | Event::InitApply(pg) => {
-                let key = GangKey {
-                    namespace: pg.namespace().unwrap_or_default(),
-                    name: pg.name_any(),
-                };
-                let changed = self.pod_groups.get(&key).map(|old| &old.spec) != Some(&pg.spec);
-                self.pod_groups.insert(key, pg);
-                MirrorChange {
-                    cluster_changed: changed,
-                    errors: Vec::new(),
-                }
-            }
-            Event::Delete(pg) => {
-                self.pod_groups.remove(&GangKey {
-                    namespace: pg.namespace().unwrap_or_default(),
-                    name: pg.name_any(),
-                });
-                MirrorChange::default()
-            }
-            Event::Init | Event::InitDone => MirrorChange::default(),
-        }
-    }
-
     /// Starts or stops tracking a pod as pending for this scheduler, and keeps
     /// gang membership (bound members count towards minMember).
     fn track(&mut self, pod: Pod) {
@@ -439,35 +413,6 @@ impl SchedulerLoop {
         self.stop_pending(uid);
         self.set_gang_membership(uid, None);
         self.mirror.state_mut().forget_assumed(uid);
-    }
-
-    /// Records that `uid` is a member of `gang` (or of none), leaving the gang
-    /// it was in before when that changed. A gang left without members is
-    /// forgotten entirely.
-    fn set_gang_membership(&mut self, uid: &str, gang: Option<&GangKey>) {
-        let previous = self.gang_of_member.get(uid);
-        if previous == gang {
-            return;
-        }
-        if let Some(old) = self.gang_of_member.remove(uid) {
-            let emptied = self.gangs.get_mut(&old).is_some_and(|entry| {
-                entry.members.remove(uid);
-                entry.members.is_empty()
-            });
-            if emptied {
-                self.gangs.remove(&old);
-                self.tracker.forget(&old);
-                self.queue.remove(&WorkKey::Gang(old));
-            }
-        }
-        if let Some(key) = gang {
-            self.gangs
-                .entry(key.clone())
-                .or_default()
-                .members
-                .insert(uid.to_owned());
-            self.gang_of_member.insert(uid.to_owned(), key.clone());
-        }
     }
 
     fn housekeeping(&mut self) {
@@ -563,166 +508,6 @@ impl SchedulerLoop {
         }
     }
 
-    fn schedule_gang(&mut self, key: GangKey) {
-        let work = WorkKey::Gang(key.clone());
-        let now = Instant::now();
-        let Some(gang) = self.gangs.get(&key) else {
-            self.queue.done(&work);
-            return;
-        };
-        let members: Vec<String> = gang.members.iter().cloned().collect();
-        let held = members
-            .iter()
-            .filter(|uid| self.mirror.state().holds(uid) || self.mirror.is_bound(uid))
-            .count();
-        let waiting: Vec<Arc<Pod>> = members
-            .iter()
-            .filter_map(|uid| self.pending.get(uid))
-            .filter(|p| !p.binding)
-            .map(|p| p.pod.clone())
-            .collect();
-        let Some(membership) = members
-            .iter()
-            .find_map(|uid| self.pending.get(uid).and_then(|p| p.gang.clone()))
-        else {
-            self.queue.done(&work);
-            return;
-        };
-        if waiting.is_empty() {
-            self.queue.done(&work);
-            return;
-        }
-        let defaults = gangs::GangDefaults {
-            timeout: self.deps.config.gangs.default_timeout(),
-            topology_key: self.deps.config.gangs.topology_key.clone(),
-        };
-        let policy = match gangs::gang_policy(&membership, self.pod_groups.get(&key), &defaults) {
-            Ok(policy) => policy,
-            Err(error) => {
-                self.deps.metrics.record_attempt(AttemptResult::Error);
-                self.fail_gang(&waiting, &error.to_string());
-                self.queue.unschedulable(work, now);
-                return;
-            }
-        };
-        let need = policy.min_member.saturating_sub(held);
-        let since = self.tracker.waiting_since(&key, now);
-        if waiting.len() < need {
-            let message = format!(
-                // No running count in the text: it would make every arrival a new
-                // message, and a new message is sent to every waiting member.
-                "pod group {}/{}: fewer than its minMember {} pods exist; waiting for the rest",
-                key.namespace, key.name, policy.min_member
-            );
-            self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
-            self.fail_gang(&waiting, &message);
-            self.update_pod_group(&key, &membership, "Pending", held);
-            self.queue.unschedulable(work, now);
-            return;
-        }
-        let models = self.mirror.state().snapshot().models();
-        let mut demands: Vec<PodDemand> = Vec::with_capacity(waiting.len());
-        for pod in &waiting {
-            match translate::pod_demand(pod, models) {
-                Ok(d) => demands.push(d),
-                Err(error) => {
-                    let message = format!(
-                        "pod group {}/{} cannot be placed: member {}",
-                        key.namespace, key.name, error
-                    );
-                    self.deps.metrics.record_attempt(AttemptResult::Error);
-                    self.fail_gang(&waiting, &message);
-                    self.queue.unschedulable(work, now);
-                    return;
-                }
-            }
-        }
-        let name = format!("{}/{}", key.namespace, key.name);
-        let spec = GangSpec {
-            name: &name,
-            members: &demands,
-            min_member: need.max(1),
-            topology_key: policy.topology_key.as_deref(),
-        };
-        let result = place_gang(
-            self.mirror.state_mut().snapshot_mut(),
-            self.policy.as_mut(),
-            &spec,
-            &mut self.scratch,
-        );
-        match result {
-            Ok(Ok(plan)) => {
-                for (index, placement) in &plan.placements {
-                    let uid = pod_uid(&waiting[*index]);
-                    let demand = demands[*index].clone();
-                    self.mirror
-                        .state_mut()
-                        .record_assumed(&uid, demand.clone(), *placement);
-                    self.start_bind(&uid, &demand, *placement);
-                }
-                if need > 0 {
-                    self.deps
-                        .metrics
-                        .observe_gang_wait(now.duration_since(since));
-                }
-                self.tracker.forget(&key);
-                self.update_pod_group(&key, &membership, "Scheduled", held + plan.placements.len());
-                if plan.unplaced.is_empty() {
-                    self.queue.done(&work);
-                } else {
-                    self.queue.unschedulable(work, now);
-                }
-            }
-            Ok(Err(unschedulable)) => {
-                self.deps
-                    .metrics
-                    .record_attempt(AttemptResult::Unschedulable);
-                let message = unschedulable.to_string();
-                self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
-                self.fail_gang(&waiting, &message);
-                self.update_pod_group(&key, &membership, "Scheduling", held);
-                self.queue.unschedulable(work, now);
-            }
-            Err(error) => {
-                self.deps.metrics.record_attempt(AttemptResult::Error);
-                self.fail_gang(&waiting, &error.to_string());
-                self.queue.unschedulable(work, now);
-            }
-        }
-    }
-
-    fn check_gang_timeout(
-        &mut self,
-        key: &GangKey,
-        membership: &GangMembership,
-        waiting: &[Arc<Pod>],
-        timeout: Duration,
-        now: Instant,
-        why: &str,
-    ) {
-        if !self.tracker.timed_out(key, now, timeout) || self.tracker.reported(key) {
-            return;
-        }
-        self.tracker.mark_reported(key);
-        self.deps.metrics.gang_timed_out();
-        let message = format!(
-            "pod group {}/{} timed out after {}s without placing its minMember pods; nothing was bound. {why}",
-            key.namespace,
-            key.name,
-            timeout.as_secs()
-        );
-        for pod in waiting {
-            self.fail_event(pod, message.clone(), true);
-        }
-        self.update_pod_group(key, membership, "Failed", 0);
-    }
-
-    fn fail_gang(&mut self, waiting: &[Arc<Pod>], message: &str) {
-        for pod in waiting {
-            self.fail_event(pod, message.to_owned(), false);
-        }
-    }
-
     /// Records FailedScheduling for a pod, at most once per interval unless forced.
     fn fail_event(&mut self, pod: &Pod, message: String, force: bool) {
         let uid = pod_uid(pod);
@@ -741,39 +526,6 @@ impl SchedulerLoop {
         self.deps
             .events
             .record(scheduling_events::failed_scheduling(reference, message));
-    }
-
-    /// Writes the PodGroup's status when its phase changes (PodGroup gangs only).
-    fn update_pod_group(
-        &mut self,
-        key: &GangKey,
-        m: &GangMembership,
-        phase: &str,
-        scheduled: usize,
-    ) {
-        if m.source != GangSource::PodGroup {
-            return;
-        }
-        let Some(gang) = self.gangs.get_mut(key) else {
-            return;
-        };
-        if gang.reported_status.as_deref() == Some(phase) {
-            return;
-        }
-        gang.reported_status = Some(phase.to_owned());
-        let status = serde_json::json!({
-            "status": { "phase": phase, "scheduled": scheduled }
-        });
-        let api: Api<PodGroup> = Api::namespaced(self.deps.client.clone(), &key.namespace);
-        let name = key.name.clone();
-        tokio::spawn(async move {
-            if let Err(error) = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                tracing::warn!(%error, podgroup = %name, "could not update PodGroup status");
-            }
-        });
     }
 
     fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
