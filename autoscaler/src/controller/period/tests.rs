@@ -51,3 +51,515 @@ fn stale_means_absent_unavailable_or_old_never_invalid() {
         Some(Time(Timestamp::from_second(990).expect("time")))
     );
 }
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+use phalanx_api::autoscaler::{
+    AutoscalerMetric, MetricTargetSpec, ScaleTargetRef, CONDITION_CAPACITY_LIMITED,
+    CONDITION_METRICS_STALE, CONDITION_SCALING_ACTIVE,
+};
+use phalanx_api::InferenceAutoscalerSpec;
+
+fn at(seconds: u64) -> Time {
+    time_of(Duration::from_secs(seconds)).expect("time")
+}
+
+/// `queue` as Prometheus answered it at `now`: `value` sampled just now.
+fn queue(value: f64, now: u64) -> Reading {
+    Reading::Value {
+        value,
+        sampled_at: Duration::from_secs(now),
+    }
+}
+
+/// What the loop gathered: the target with `replicas`, all placed and
+/// ready, and `queue` read as `reading`, at `now`.
+fn observed(replicas: u32, reading: Reading, now: u64) -> Observed {
+    Observed {
+        target: Some(Ok(TargetState {
+            replicas,
+            placed: replicas,
+            ready: replicas,
+        })),
+        reads: vec![read("queue", reading)],
+        now: Duration::from_secs(now),
+    }
+}
+
+/// One autoscaler on `serving/llm`: 1 to 10 replicas, 10 waiting requests
+/// per replica, the spec's default behaviour, as the loop tracks it.
+struct Autoscaler {
+    object: InferenceAutoscaler,
+    spec: AutoscalerPlan,
+    tracked: Tracked,
+}
+
+impl Autoscaler {
+    fn new() -> Self {
+        let spec = InferenceAutoscalerSpec {
+            scale_target_ref: ScaleTargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "llm".into(),
+            },
+            min_replicas: 1,
+            max_replicas: 10,
+            metrics: vec![AutoscalerMetric {
+                name: "queue".into(),
+                query: Some("sum(queue)".into()),
+                preset: None,
+                match_labels: BTreeMap::new(),
+                target: MetricTargetSpec {
+                    per_replica: Some(10.0),
+                    total: None,
+                },
+            }],
+            behavior: Default::default(),
+        };
+        let plan = spec::plan(&spec).expect("a valid spec");
+        let mut object = InferenceAutoscaler::new("llm", spec);
+        object.metadata = ObjectMeta {
+            name: Some("llm".into()),
+            namespace: Some("serving".into()),
+            uid: Some("uid-1".into()),
+            generation: Some(1),
+            ..ObjectMeta::default()
+        };
+        let tracked = Tracked {
+            generation: Some(1),
+            decider: ReplicaDecider::new(plan.behavior.clone()).expect("a valid behaviour"),
+            last_scale_time: None,
+        };
+        Autoscaler {
+            object,
+            spec: plan,
+            tracked,
+        }
+    }
+
+    /// As if an earlier period had shown `current` replicas.
+    fn showing(mut self, current: u32) -> Self {
+        self.object.status = Some(InferenceAutoscalerStatus {
+            current_replicas: current,
+            desired_replicas: current,
+            ..InferenceAutoscalerStatus::default()
+        });
+        self
+    }
+
+    fn decide(&mut self, observed: &Observed, capacity_enabled: bool) -> Decided {
+        let spec = Spec::Valid {
+            spec: &self.spec,
+            tracked: &mut self.tracked,
+        };
+        decide(
+            spec,
+            self.object.status.as_ref(),
+            observed,
+            capacity_enabled,
+        )
+    }
+
+    /// The plan, where no capacity check is asked for.
+    fn plan(&mut self, observed: &Observed) -> Plan {
+        match self.decide(observed, true) {
+            Decided::Plan(plan) => plan,
+            Decided::NeedsCapacity(question) => {
+                panic!("no capacity check expected: {question:?}")
+            }
+        }
+    }
+
+    /// A scale-up's capacity question.
+    fn question(&mut self, observed: &Observed) -> CapacityQuestion {
+        match self.decide(observed, true) {
+            Decided::NeedsCapacity(question) => question,
+            Decided::Plan(plan) => panic!("a capacity check expected: {plan:?}"),
+        }
+    }
+
+    /// Settles `plan` at `now` and keeps the status, as the loop does once
+    /// the write went through.
+    fn settle(&mut self, plan: Plan, now: u64) -> Settled {
+        let settled = plan.settle(&self.object, &at(now));
+        self.object.status = Some(settled.status.clone());
+        settled
+    }
+}
+
+fn condition<'a>(
+    status: &'a InferenceAutoscalerStatus,
+    type_: &str,
+) -> (&'a str, &'a str, &'a str) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect("every condition is set");
+    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+}
+
+fn events(settled: &Settled) -> Vec<(EventType, &'static str, &str)> {
+    settled
+        .events
+        .iter()
+        .map(|e| (e.type_, e.reason, e.note.as_str()))
+        .collect()
+}
+
+/// 3 replicas' room of 4 wanted: one more than now, one less than asked.
+fn limited_check() -> CapacityCheck {
+    CapacityCheck {
+        wanted: 4,
+        current: 2,
+        placed: 2,
+        ahead: 0,
+        fit: 1,
+        allowed: 3,
+        first_failure: Some("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.".into()),
+    }
+}
+
+#[test]
+fn a_scale_up_within_capacity_goes_as_far_as_the_metrics_ask() {
+    let mut autoscaler = Autoscaler::new().showing(2);
+    // 35 waiting at 10 per replica: 4 replicas.
+    let question = autoscaler.question(&observed(2, queue(35.0, 1000), 1000));
+    assert_eq!(
+        (question.current, question.wanted, question.placed),
+        (2, 4, 2)
+    );
+    let mut plan = question.answer(Ok(Some(CapacityCheck {
+        fit: 2,
+        allowed: 4,
+        first_failure: None,
+        ..limited_check()
+    })));
+    let rescale = plan.rescale().cloned().expect("a rescale");
+    assert_eq!((rescale.from, rescale.to), (2, 4));
+    assert_eq!(rescale.note, "New size: 4; reason: queue=35 ScaleUp");
+    assert_eq!(plan.tallies()[0].value, Some(35.0));
+
+    plan.rescaled(&at(1001), Some(&mut autoscaler.tracked));
+    let settled = autoscaler.settle(plan, 1001);
+    assert_eq!(settled.result, PeriodResult::Decided);
+    assert!(settled.changed);
+    let status = &settled.status;
+    assert_eq!((status.current_replicas, status.desired_replicas), (4, 4));
+    assert_eq!(status.deciding_metric.as_deref(), Some("queue"));
+    assert_eq!(status.last_scale_time, Some(at(1001)));
+    assert_eq!(autoscaler.tracked.last_scale_time, Some(at(1001)));
+    assert_eq!(
+        condition(status, CONDITION_CAPACITY_LIMITED),
+        (
+            "False",
+            "EnoughCapacity",
+            "all 4 wanted replicas can be placed"
+        )
+    );
+    assert!(!settled.capacity_limited);
+    assert_eq!(
+        events(&settled),
+        [(
+            EventType::Normal,
+            "SuccessfulRescale",
+            "New size: 4; reason: queue=35 ScaleUp"
+        )]
+    );
+}
+
+#[test]
+fn a_scale_up_beyond_capacity_stops_where_the_replicas_fit() {
+    let mut autoscaler = Autoscaler::new().showing(2);
+    let question = autoscaler.question(&observed(2, queue(35.0, 1000), 1000));
+    let mut plan = question.answer(Ok(Some(limited_check())));
+    let rescale = plan.rescale().cloned().expect("a rescale");
+    assert_eq!((rescale.from, rescale.to), (2, 3));
+    assert!(
+        rescale.note.starts_with(
+            "New size: 3; reason: queue=35 ScaleUp; capped by capacity: \
+             wanted 4 replicas but the cluster can place only 3"
+        ),
+        "{}",
+        rescale.note
+    );
+
+    plan.rescaled(&at(1001), Some(&mut autoscaler.tracked));
+    let settled = autoscaler.settle(plan, 1001);
+    let status = &settled.status;
+    // The metrics' wish is shown; the target has what fits.
+    assert_eq!((status.current_replicas, status.desired_replicas), (3, 4));
+    assert!(settled.capacity_limited);
+    let (limited, reason, message) = condition(status, CONDITION_CAPACITY_LIMITED);
+    assert_eq!((limited, reason), ("True", "InsufficientCapacity"));
+    assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
+    let events = events(&settled);
+    assert_eq!(
+        events
+            .iter()
+            .map(|(type_, reason, _)| (*type_, *reason))
+            .collect::<Vec<_>>(),
+        [
+            (EventType::Normal, "SuccessfulRescale"),
+            (EventType::Warning, "InsufficientCapacity"),
+        ]
+    );
+}
+
+#[test]
+fn a_scale_up_the_capacity_check_cannot_judge_adds_nothing() {
+    let mut autoscaler = Autoscaler::new().showing(2);
+    let question = autoscaler.question(&observed(2, queue(35.0, 1000), 1000));
+    let plan = question.answer(Err("reading the object: forbidden".into()));
+    assert_eq!(plan.rescale(), None);
+    let settled = autoscaler.settle(plan, 1001);
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (2, 4)
+    );
+    let (limited, reason, message) = condition(&settled.status, CONDITION_CAPACITY_LIMITED);
+    assert_eq!((limited, reason), ("True", "CapacityUnknown"));
+    assert!(
+        message.ends_with("so none are added: reading the object: forbidden"),
+        "{message}"
+    );
+}
+
+#[test]
+fn without_the_capacity_check_or_a_template_a_scale_up_is_not_capped() {
+    let mut autoscaler = Autoscaler::new().showing(2);
+    let seen = observed(2, queue(35.0, 1000), 1000);
+    let Decided::Plan(plan) = autoscaler.decide(&seen, false) else {
+        panic!("the capacity check is off");
+    };
+    assert_eq!(plan.rescale().map(|r| r.to), Some(4));
+
+    // A kind without a pod template: nothing to place, nothing capped.
+    let mut autoscaler = Autoscaler::new().showing(2);
+    let plan = autoscaler.question(&seen).answer(Ok(None));
+    assert_eq!(plan.rescale().map(|r| r.to), Some(4));
+    let settled = autoscaler.settle(plan, 1001);
+    assert_eq!(
+        condition(&settled.status, CONDITION_CAPACITY_LIMITED).1,
+        "EnoughCapacity"
+    );
+}
+
+#[test]
+fn a_metric_prometheus_answers_with_garbage_holds_the_replicas() {
+    let mut autoscaler = Autoscaler::new().showing(2);
+    let garbage = Reading::Invalid("the query returned 2 series".into());
+    let plan = autoscaler.plan(&observed(2, garbage, 1000));
+    assert_eq!(plan.rescale(), None);
+    assert_eq!(plan.tallies()[0].metric, "queue");
+    assert!(plan.tallies()[0].invalid);
+    let settled = autoscaler.settle(plan, 1000);
+    assert_eq!(settled.result, PeriodResult::InvalidMetric);
+    let message = "a metric is not usable, replicas held at 2: queue: the query returned 2 series";
+    assert_eq!(
+        condition(&settled.status, CONDITION_SCALING_ACTIVE),
+        ("False", "InvalidMetric", message)
+    );
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (2, 2)
+    );
+    // One event: the condition's change repeats the period's.
+    assert_eq!(
+        events(&settled),
+        [(EventType::Warning, "InvalidMetric", message)]
+    );
+    assert_eq!(
+        settled.status.metrics[0].problem.as_deref(),
+        Some("the query returned 2 series")
+    );
+}
+
+#[test]
+fn prometheus_unavailable_holds_and_never_scales_down() {
+    let mut autoscaler = Autoscaler::new().showing(4);
+    let down = Reading::Unavailable("connection refused".into());
+    let plan = autoscaler.plan(&observed(4, down, 1000));
+    assert_eq!(plan.rescale(), None);
+    assert!(plan.tallies()[0].stale);
+    let settled = autoscaler.settle(plan, 1000);
+    assert_eq!(settled.result, PeriodResult::Decided);
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (4, 4)
+    );
+    let (active, reason, _) = condition(&settled.status, CONDITION_SCALING_ACTIVE);
+    assert_eq!((active, reason), ("False", "NoFreshMetric"));
+    assert_eq!(
+        condition(&settled.status, CONDITION_METRICS_STALE),
+        (
+            "True",
+            "StaleSamples",
+            "never scaled down on these: queue: Prometheus unavailable: connection refused"
+        )
+    );
+}
+
+#[test]
+fn a_scale_down_waits_out_the_stabilisation_window() {
+    // 4 replicas, load for 1; the spec's scale-down window is 300 s.
+    let mut autoscaler = Autoscaler::new().showing(4);
+    let start = 1000;
+    for now in (start..start + 300).step_by(15) {
+        let plan = autoscaler.plan(&observed(4, queue(10.0, now), now));
+        assert_eq!(plan.rescale(), None, "at {now}s");
+        let settled = autoscaler.settle(plan, now);
+        assert_eq!(settled.status.desired_replicas, 4, "at {now}s");
+        let (_, _, message) = condition(&settled.status, CONDITION_SCALING_ACTIVE);
+        assert!(message.ends_with("last decision: Stabilized"), "{message}");
+    }
+    let now = start + 300;
+    let mut plan = autoscaler.plan(&observed(4, queue(10.0, now), now));
+    let rescale = plan.rescale().cloned().expect("the window is over");
+    assert_eq!((rescale.from, rescale.to), (4, 1));
+    assert_eq!(rescale.note, "New size: 1; reason: queue=10 ScaleDown");
+    plan.rescaled(&at(now), Some(&mut autoscaler.tracked));
+    let settled = autoscaler.settle(plan, now);
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (1, 1)
+    );
+
+    // The next period starts from the new count.
+    let now = now + 15;
+    let plan = autoscaler.plan(&observed(1, queue(10.0, now), now));
+    assert_eq!(plan.rescale(), None);
+}
+
+#[test]
+fn a_target_that_cannot_be_read_holds_and_says_why() {
+    let mut autoscaler = Autoscaler::new().showing(3);
+    autoscaler.tracked.last_scale_time = Some(at(500));
+    let error = "Deployment serving/llm: reading /scale: deployments.apps \"llm\" not found";
+    let unreadable = Observed {
+        target: Some(Err(error.into())),
+        reads: Vec::new(),
+        now: Duration::from_secs(1000),
+    };
+    let plan = autoscaler.plan(&unreadable);
+    assert_eq!(plan.rescale(), None);
+    assert!(plan.tallies().is_empty());
+    let settled = autoscaler.settle(plan, 1000);
+    assert_eq!(settled.result, PeriodResult::Error);
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (3, 3)
+    );
+    assert_eq!(settled.status.last_scale_time, Some(at(500)));
+    assert_eq!(
+        condition(&settled.status, CONDITION_SCALING_ACTIVE),
+        ("False", "FailedGetScale", error)
+    );
+    assert_eq!(
+        events(&settled),
+        [(EventType::Warning, "FailedGetScale", error)]
+    );
+
+    // The same failure again: the status stands, nothing is written.
+    let again = autoscaler
+        .plan(&unreadable)
+        .settle(&autoscaler.object, &at(1015));
+    assert!(!again.changed);
+    assert_eq!(
+        events(&again),
+        [(EventType::Warning, "FailedGetScale", error)]
+    );
+}
+
+#[test]
+fn a_failed_patch_keeps_the_replicas_and_says_so() {
+    let mut autoscaler = Autoscaler::new().showing(2);
+    let Decided::Plan(mut plan) = autoscaler.decide(&observed(2, queue(35.0, 1000), 1000), false)
+    else {
+        panic!("the capacity check is off");
+    };
+    plan.rescale_failed("the object has been modified");
+    let settled = autoscaler.settle(plan, 1001);
+    assert_eq!(settled.result, PeriodResult::Error);
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (2, 4)
+    );
+    assert_eq!(settled.status.last_scale_time, None);
+    assert_eq!(autoscaler.tracked.last_scale_time, None);
+    assert_eq!(
+        events(&settled),
+        [
+            (
+                EventType::Warning,
+                "FailedRescale",
+                "the object has been modified"
+            ),
+            (
+                EventType::Warning,
+                "FailedRescale",
+                "the scale to 4 replicas failed: the object has been modified"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_invalid_spec_is_shown_not_acted_on() {
+    let autoscaler = Autoscaler::new();
+    let problems = [SpecProblem {
+        field: "spec.maxReplicas".into(),
+        message: "must be at least 1".into(),
+    }];
+    let seen = observed(5, queue(35.0, 1000), 1000);
+    let Decided::Plan(plan) = decide(Spec::Invalid(&problems), None, &seen, true) else {
+        panic!("nothing to place");
+    };
+    assert_eq!(plan.rescale(), None);
+    let settled = plan.settle(&autoscaler.object, &at(1000));
+    assert_eq!(settled.result, PeriodResult::InvalidSpec);
+    assert_eq!(
+        (
+            settled.status.current_replicas,
+            settled.status.desired_replicas
+        ),
+        (5, 5)
+    );
+    assert_eq!(
+        condition(&settled.status, CONDITION_SCALING_ACTIVE),
+        (
+            "False",
+            "InvalidSpec",
+            "the spec is invalid, nothing is scaled: spec.maxReplicas: must be at least 1"
+        )
+    );
+
+    let Decided::Plan(plan) = decide(Spec::Refused, None, &seen, true) else {
+        panic!("nothing to place");
+    };
+    let settled = plan.settle(&autoscaler.object, &at(1000));
+    assert_eq!(settled.result, PeriodResult::InvalidSpec);
+    assert_eq!(
+        settled.status.current_replicas, 0,
+        "nothing read, nothing shown"
+    );
+}
