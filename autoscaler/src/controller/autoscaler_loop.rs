@@ -443,29 +443,7 @@ impl AutoscalerLoop {
                 metrics.count_invalid(&namespace, &name, &tally.metric);
             }
         }
-        if let Some(rescale) = plan.rescale().cloned() {
-            let patched = match reach {
-                Some(reach) => reach
-                    .target
-                    .set_replicas(rescale.to)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                None => Err("the target was not read".to_owned()),
-            };
-            match patched {
-                Ok(()) => {
-                    let uid = object.uid().unwrap_or_default();
-                    plan.rescaled(&Time(Timestamp::now()), self.tracked.get_mut(&uid));
-                    metrics.record_scale(&namespace, &name, rescale.from, rescale.to);
-                    tracing::info!(
-                        autoscaler = %format!("{namespace}/{name}"),
-                        from = rescale.from, to = rescale.to, note = %rescale.note, "rescaled"
-                    );
-                }
-                Err(error) => plan.rescale_failed(&error),
-            }
-        }
+        self.rescale(object, reach, &mut plan).await;
         let settled = plan.settle(object, &Time(Timestamp::now()));
         for event in settled.events {
             self.deps.events.record(event);
@@ -494,6 +472,43 @@ impl AutoscalerLoop {
             }
         }
         settled.result
+    }
+
+    /// Patches `/scale` when the plan changes the replicas, and tells the
+    /// plan (and the decider) how it went.
+    async fn rescale(
+        &mut self,
+        object: &InferenceAutoscaler,
+        reach: Option<&Reach>,
+        plan: &mut Plan,
+    ) {
+        let Some(rescale) = plan.rescale().cloned() else {
+            return;
+        };
+        let patched = match reach {
+            Some(reach) => reach
+                .target
+                .set_replicas(rescale.to)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Err("the target was not read".to_owned()),
+        };
+        match patched {
+            Ok(()) => {
+                let uid = object.uid().unwrap_or_default();
+                plan.rescaled(&Time(Timestamp::now()), self.tracked.get_mut(&uid));
+                let (namespace, name) = key_of(object);
+                self.deps
+                    .metrics
+                    .record_scale(&namespace, &name, rescale.from, rescale.to);
+                tracing::info!(
+                    autoscaler = %format!("{namespace}/{name}"),
+                    from = rescale.from, to = rescale.to, note = %rescale.note, "rescaled"
+                );
+            }
+            Err(error) => plan.rescale_failed(&error),
+        }
     }
 
     /// Keeps a decider for this object, new when its spec (generation)

@@ -208,7 +208,17 @@ pub fn decide(
         Spec::Valid { spec, tracked } => (spec, tracked),
     };
     plan.last_scale_time = tracked.last_scale_time.clone();
+    decide_valid(plan, spec, tracked, observed, capacity_enabled)
+}
 
+/// [`decide`] on a spec that is acted on.
+fn decide_valid(
+    mut plan: Plan,
+    spec: &AutoscalerPlan,
+    tracked: &mut Tracked,
+    observed: &Observed,
+    capacity_enabled: bool,
+) -> Decided {
     let target = match &observed.target {
         Some(Ok(target)) => *target,
         Some(Err(error)) => return Decided::Plan(plan.unreadable_target(error)),
