@@ -2,7 +2,8 @@
 //! and watches kube's watcher issues: a pod deleted while it waits in the queue
 //! is never bound, and (the control) the same pod left alone is bound; a
 //! refused Binding is retried; a leader whose Lease may have passed on binds
-//! nothing; a gang member whose Binding failed is bound alone later.
+//! nothing; a gang member whose Binding failed is bound alone later; a
+//! PodGroup whose gang timed out is written `Failed` and nothing after it.
 //!
 //! The API server here is a router rather than a script, because four watchers
 //! ask concurrently. Each request is logged; the test decides when a held
@@ -37,6 +38,8 @@ const GPU_NODES: &str = "/apis/phalanx.dev/v1alpha1/gpunodes";
 const POD_GROUPS: &str = "/apis/scheduling.x-k8s.io/v1alpha1/podgroups";
 const BINDING: &str = "/api/v1/namespaces/ns/pods/p/binding";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+const POD_GROUP_STATUS: &str =
+    "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/ns/podgroups/trio/status";
 
 /// One request as the router saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,9 +113,20 @@ fn spawn_router(handle: MockHandle, held: Held) -> (Router, JoinHandle<()>) {
 
 /// [`spawn_router`] listing `pods` as the cluster's pods.
 fn spawn_router_serving(
+    handle: MockHandle,
+    held: Held,
+    pods: Vec<Value>,
+) -> (Router, JoinHandle<()>) {
+    spawn_router_with_pod_groups(handle, held, pods, None)
+}
+
+/// [`spawn_router_serving`], and the PodGroup CRD served with `pod_groups`
+/// when they are given (else it is not installed).
+fn spawn_router_with_pod_groups(
     mut handle: MockHandle,
     mut held: Held,
     pods: Vec<Value>,
+    pod_groups: Option<Vec<Value>>,
 ) -> (Router, JoinHandle<()>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let (arrived_tx, arrived) = mpsc::unbounded_channel();
@@ -172,6 +186,23 @@ fn spawn_router_serving(
                 (&Method::GET, NODES) => list("NodeList", vec![node()]),
                 (&Method::GET, PODS) => list("PodList", pods.clone()),
                 (&Method::GET, GPU_NODES) => list("GpuNodeList", vec![]),
+                (&Method::GET, POD_GROUPS) if pod_groups.is_some() => {
+                    list("PodGroupList", pod_groups.clone().unwrap_or_default())
+                }
+                (&Method::PATCH, path)
+                    if pod_groups.is_some()
+                        && path.starts_with("/apis/scheduling.x-k8s.io/")
+                        && path.ends_with("/status") =>
+                {
+                    let name = path.trim_end_matches("/status").rsplit('/').next();
+                    json!({
+                        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+                        "kind": "PodGroup",
+                        "metadata": { "name": name, "namespace": "ns" },
+                        "spec": {},
+                        "status": seen.body["status"],
+                    })
+                }
                 (&Method::GET, POD_GROUPS) => {
                     send.send_response(json_response(
                         404,
@@ -631,6 +662,79 @@ async fn a_gang_member_whose_binding_failed_is_bound_alone_later() {
         bindings.iter().filter(|s| s.path.contains("/g-0/")).count(),
         1,
         "the bound member was bound once"
+    );
+    running.stop().await;
+}
+
+/// A member of the scheduler-plugins PodGroup `trio`.
+fn trio_member(name: &str) -> Value {
+    let mut pod = gang_member(name);
+    pod["metadata"]["annotations"] = json!({});
+    pod["metadata"]["labels"] = json!({ "scheduling.x-k8s.io/pod-group": "trio" });
+    pod
+}
+
+/// The phases of the PodGroup status patches sent so far, in order.
+fn status_phases(router: &Router) -> Vec<String> {
+    router
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == Method::PATCH && s.path == POD_GROUP_STATUS)
+        .map(|s| s.body["status"]["phase"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// A PodGroup gang of three with one member waits (`Pending`) and times out;
+/// the attempt after the timeout writes `Failed`, and nothing else. Each
+/// decision used to spawn its own patch, and the timeout's `Failed` was
+/// followed by a `Pending` from the same attempt.
+#[tokio::test]
+async fn a_timed_out_pod_group_is_written_failed_and_nothing_after() {
+    let (client, handle) = mock_client();
+    let (pod_watch, pod_watch_rx) = oneshot::channel();
+    let mut held = Held::new();
+    held.insert((PODS, true, 1), pod_watch_rx);
+    let trio = json!({
+        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+        "kind": "PodGroup",
+        "metadata": { "name": "trio", "namespace": "ns", "uid": "pg-1", "resourceVersion": "3" },
+        "spec": { "minMember": 3, "scheduleTimeoutSeconds": 1 }
+    });
+    let (mut router, _task) =
+        spawn_router_with_pod_groups(handle, held, vec![trio_member("t-0")], Some(vec![trio]));
+    let leadership = phalanx_runtime::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    let patched = |phase: &'static str| {
+        move |s: &Seen| {
+            s.method == Method::PATCH
+                && s.path == POD_GROUP_STATUS
+                && s.body["status"]["phase"] == phase
+        }
+    };
+    let pending = router.wait_for("status Pending", patched("Pending")).await;
+    assert_eq!(pending.body["status"]["scheduled"], 0);
+    assert!(pending.body["status"].get("scheduleStartTime").is_none());
+    // Past the timeout a second member arrives: the gang is looked at again,
+    // still one short.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pod_watch
+        .send(Later::WatchEvents(vec![
+            json!({ "type": "ADDED", "object": trio_member("t-1") }),
+        ]))
+        .ok()
+        .unwrap();
+    let failed = router.wait_for("status Failed", patched("Failed")).await;
+    assert_eq!(failed.body["status"]["scheduled"], 0);
+    assert!(failed.body["status"]["scheduleStartTime"].is_string());
+    // Time for any other write to land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_phases(&router), ["Pending", "Failed"]);
+    assert!(
+        router.bindings().is_empty(),
+        "a member of a short gang was bound"
     );
     running.stop().await;
 }

@@ -6,12 +6,14 @@
 //! runtime (probes, leader election, events, watches) is `phalanx-runtime`'s.
 //! I/O parts: [`binder`] writes annotations and Bindings, [`scheduling_events`]
 //! words the scheduler's Events as kube-scheduler does, [`metrics`] counts what
-//! happens, and [`scheduler_loop`] ties them together.
+//! happens, [`podgroup_status_writer`] is the one writer of PodGroup status,
+//! and [`scheduler_loop`] ties them together.
 
 pub mod binder;
 pub mod config;
 pub mod gangs;
 pub mod metrics;
+pub mod podgroup_status_writer;
 pub mod queue;
 pub mod scheduler_loop;
 pub mod scheduling_events;

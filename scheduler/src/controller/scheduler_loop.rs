@@ -28,6 +28,7 @@ use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
 use super::gangs::{self, GangKey, GangMembership, GangTracker};
 use super::metrics::{AttemptResult, SchedulerMetrics};
+use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
 use phalanx_engine::{
@@ -125,6 +126,10 @@ pub struct SchedulerLoop {
     gang_of_member: HashMap<String, GangKey>,
     pod_groups: HashMap<GangKey, PodGroup>,
     tracker: GangTracker,
+    /// The one writer of PodGroup status, and its inbox until `run` starts
+    /// the writer task.
+    status_writer: PodGroupStatusWriter,
+    status_inbox: Option<PodGroupStatusInbox>,
     policy: Box<dyn PlacementPolicy>,
     scratch: CycleScratch,
     bind_slots: Arc<Semaphore>,
@@ -155,6 +160,7 @@ impl SchedulerLoop {
             },
         );
         let (bind_tx, bind_rx) = mpsc::channel(4096);
+        let (status_writer, status_inbox) = PodGroupStatusWriter::channel();
         SchedulerLoop {
             mirror: ClusterMirror::new(config.telemetry_max_age().as_millis() as u64),
             queue: SchedulingQueue::new(BackoffPolicy {
@@ -167,6 +173,8 @@ impl SchedulerLoop {
             gang_of_member: HashMap::new(),
             pod_groups: HashMap::new(),
             tracker: GangTracker::new(),
+            status_writer,
+            status_inbox: Some(status_inbox),
             policy,
             scratch: CycleScratch::default(),
             bind_slots: Arc::new(Semaphore::new(config.binding.concurrency)),
@@ -184,6 +192,10 @@ impl SchedulerLoop {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), LoopError> {
+        if let Some(inbox) = self.status_inbox.take() {
+            let (client, fence) = (self.deps.client.clone(), self.deps.fence.clone());
+            tokio::spawn(inbox.write_to_api(client, fence));
+        }
         let (input_tx, mut inputs) = mpsc::channel(16_384);
         self.spawn_watches(input_tx).await;
         let mut is_leader = self.deps.is_leader.clone();
@@ -360,6 +372,7 @@ impl SchedulerLoop {
             None
         };
         self.set_gang_membership(&uid, gang.as_ref().map(|m| &m.key));
+        self.set_member_running(&uid, is_running(&pod));
         if !translate::is_ours(&pod, &self.deps.config.scheduler_name) {
             // Bound (by us or anyone), finished or being deleted.
             self.stop_pending(&uid);
@@ -629,4 +642,13 @@ impl SchedulerLoop {
             }
         }
     }
+}
+
+/// Bound and in phase Running.
+fn is_running(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }

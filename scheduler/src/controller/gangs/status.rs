@@ -41,9 +41,13 @@ impl fmt::Display for PodGroupPhase {
 ///
 /// 1. `Finished`: every member succeeded (and at least `min_member` did);
 /// 2. `Failed`: a member failed, or the gang timed out before `min_member` were
-///    scheduled. Our choice: a timeout is reported as `Failed` so that it shows in
-///    `kubectl get pg`; the phase is recomputed each time, so a gang that fits
-///    later (and is no longer reported as timed out) moves on;
+///    scheduled. Our choice, and not scheduler-plugins': there a Permit timeout
+///    only rejects the waiting pods, which go back to the queue, and the phase
+///    stays where it was (`Failed` is the controller's final state for failed
+///    members). Phalanx holds nothing while a gang waits, so its timeout is a
+///    deadline for telling the user, and `Failed` is the phase that shows it in
+///    `kubectl get pg`. It is not final: the phase is recomputed at every
+///    attempt, so a gang placed later (no longer timed out) moves on;
 /// 3. `Running`: at least `min_member` running (or already succeeded);
 /// 4. `Scheduled`: at least `min_member` bound;
 /// 5. `Pending`: fewer than `min_member` members exist yet;

@@ -4,6 +4,13 @@
 //! waits past its timeout is reported once, and a scheduler-plugins PodGroup's
 //! status follows what happened.
 //!
+//! Each decision yields one PodGroup status, computed by
+//! [`gangs::podgroup_status`] from the members' counts and whether the gang's
+//! timeout was reported, and handed to the one
+//! [`PodGroupStatusWriter`](crate::controller::podgroup_status_writer::PodGroupStatusWriter), which
+//! writes them per PodGroup in the order they were decided. A timed-out gang is
+//! therefore `Failed` until it is placed, and stays so.
+//!
 //! Which gang a pod belongs to and the gang's policy come from
 //! [`crate::controller::gangs`]; this module is the loop's side of it (state
 //! and I/O), a child of `scheduler_loop` so that the loop's state stays private.
@@ -13,25 +20,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
-use kube::{Api, ResourceExt};
-use phalanx_api::PodGroup;
+use kube::ResourceExt;
+use phalanx_api::{PodGroup, PodGroupStatus};
 use phalanx_engine::{place_gang, GangSpec, PodDemand};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
 use phalanx_kube::translate;
 
 use super::{SchedulerLoop, WorkKey};
-use crate::controller::gangs::{self, GangKey, GangMembership, GangSource};
+use crate::controller::gangs::{self, GangKey, GangMemberCounts, GangMembership, GangSource};
 use crate::controller::metrics::AttemptResult;
 
-/// A gang's known members (UIDs), pending or bound.
+/// A gang's known members (UIDs), pending or bound, unfinished.
 #[derive(Debug, Default)]
 pub(super) struct GangEntry {
     pub(super) members: BTreeSet<String>,
+    /// Members bound and in phase Running, for the PodGroup's `running` count.
+    running: BTreeSet<String>,
     /// When the first member was seen: the gang's place in the queue.
     pub(super) first_seen: Option<Instant>,
-    reported_status: Option<String>,
+    /// The PodGroup status last handed to the writer.
+    reported: Option<PodGroupStatus>,
 }
 
 impl SchedulerLoop {
@@ -72,6 +83,7 @@ impl SchedulerLoop {
         if let Some(old) = self.gang_of_member.remove(uid) {
             let emptied = self.gangs.get_mut(&old).is_some_and(|entry| {
                 entry.members.remove(uid);
+                entry.running.remove(uid);
                 entry.members.is_empty()
             });
             if emptied {
@@ -87,6 +99,23 @@ impl SchedulerLoop {
                 .members
                 .insert(uid.to_owned());
             self.gang_of_member.insert(uid.to_owned(), key.clone());
+        }
+    }
+
+    /// Records whether a gang member is running (see [`GangEntry::running`]);
+    /// no effect on a pod in no gang.
+    pub(super) fn set_member_running(&mut self, uid: &str, running: bool) {
+        let Some(entry) = self
+            .gang_of_member
+            .get(uid)
+            .and_then(|key| self.gangs.get_mut(key))
+        else {
+            return;
+        };
+        if running {
+            entry.running.insert(uid.to_owned());
+        } else {
+            entry.running.remove(uid);
         }
     }
 
@@ -144,9 +173,9 @@ impl SchedulerLoop {
                 "pod group {}/{}: fewer than its minMember {} pods exist; waiting for the rest",
                 key.namespace, key.name, policy.min_member
             );
-            self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
+            self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
             self.fail_gang(&waiting, &message);
-            self.update_pod_group(&key, &membership, "Pending", held);
+            self.report_pod_group_status(&key, &membership, policy.min_member, held);
             self.queue.unschedulable(work, now);
             return;
         }
@@ -196,7 +225,8 @@ impl SchedulerLoop {
                         .observe_gang_wait(now.duration_since(since));
                 }
                 self.tracker.forget(&key);
-                self.update_pod_group(&key, &membership, "Scheduled", held + plan.placements.len());
+                let scheduled = held + plan.placements.len();
+                self.report_pod_group_status(&key, &membership, policy.min_member, scheduled);
                 if plan.unplaced.is_empty() {
                     self.queue.done(&work);
                 } else {
@@ -208,9 +238,9 @@ impl SchedulerLoop {
                     .metrics
                     .record_attempt(AttemptResult::Unschedulable);
                 let message = unschedulable.to_string();
-                self.check_gang_timeout(&key, &membership, &waiting, policy.timeout, now, &message);
+                self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
                 self.fail_gang(&waiting, &message);
-                self.update_pod_group(&key, &membership, "Scheduling", held);
+                self.report_pod_group_status(&key, &membership, policy.min_member, held);
                 self.queue.unschedulable(work, now);
             }
             Err(error) => {
@@ -221,10 +251,12 @@ impl SchedulerLoop {
         }
     }
 
+    /// Reports a gang that has waited past its timeout, once per wait: an event
+    /// for each waiting member and the metric. Its PodGroup's status follows
+    /// from [`GangTracker::reported`](gangs::GangTracker::reported).
     fn check_gang_timeout(
         &mut self,
         key: &GangKey,
-        membership: &GangMembership,
         waiting: &[Arc<Pod>],
         timeout: Duration,
         now: Instant,
@@ -244,7 +276,6 @@ impl SchedulerLoop {
         for pod in waiting {
             self.fail_event(pod, message.clone(), true);
         }
-        self.update_pod_group(key, membership, "Failed", 0);
     }
 
     fn fail_gang(&mut self, waiting: &[Arc<Pod>], message: &str) {
@@ -253,12 +284,15 @@ impl SchedulerLoop {
         }
     }
 
-    /// Writes the PodGroup's status when its phase changes (PodGroup gangs only).
-    fn update_pod_group(
+    /// Hands the PodGroup's status after this decision to the writer
+    /// (PodGroup gangs only), unless it is what was handed over last.
+    /// `scheduled`: members bound or assumed. Finished members have left the
+    /// gang, so `succeeded` and `failed` stay 0.
+    fn report_pod_group_status(
         &mut self,
         key: &GangKey,
         m: &GangMembership,
-        phase: &str,
+        min_member: usize,
         scheduled: usize,
     ) {
         if m.source != GangSource::PodGroup {
@@ -267,22 +301,30 @@ impl SchedulerLoop {
         let Some(gang) = self.gangs.get_mut(key) else {
             return;
         };
-        if gang.reported_status.as_deref() == Some(phase) {
+        let counts = GangMemberCounts {
+            total: gang.members.len(),
+            scheduled,
+            running: gang.running.len(),
+            succeeded: 0,
+            failed: 0,
+        };
+        // What this replica wrote last, else what the watch last saw (after a
+        // restart): scheduleStartTime and occupiedBy are kept from it.
+        let previous = gang
+            .reported
+            .as_ref()
+            .or_else(|| self.pod_groups.get(key).and_then(|pg| pg.status.as_ref()));
+        let status = gangs::podgroup_status(
+            previous,
+            &counts,
+            min_member,
+            self.tracker.reported(key),
+            &Time(Timestamp::now()),
+        );
+        if gang.reported.as_ref() == Some(&status) {
             return;
         }
-        gang.reported_status = Some(phase.to_owned());
-        let status = serde_json::json!({
-            "status": { "phase": phase, "scheduled": scheduled }
-        });
-        let api: Api<PodGroup> = Api::namespaced(self.deps.client.clone(), &key.namespace);
-        let name = key.name.clone();
-        tokio::spawn(async move {
-            if let Err(error) = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                tracing::warn!(%error, podgroup = %name, "could not update PodGroup status");
-            }
-        });
+        gang.reported = Some(status.clone());
+        self.status_writer.send(key.clone(), status);
     }
 }
