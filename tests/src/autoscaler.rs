@@ -6,7 +6,8 @@
 //! `/usr/bin/prometheus` (`apt-get install -y prometheus`; `scripts/test-all.sh`
 //! installs it). It runs as our own child with a config and a TSDB in a temp
 //! directory, scraping every second; the Debian service is never started.
-//! Without the binary and without `PHALANX_E2E`, tests print `SKIPPED` and pass.
+//! Without the binary and without `PHALANX_E2E`, tests print
+//! `skipped: <test>: <why>` and pass.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

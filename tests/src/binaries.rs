@@ -129,23 +129,73 @@ fn xdg_cache_home() -> PathBuf {
 }
 
 /// For tests: what `found` found, or `None` after printing why the test is
-/// skipped. With `PHALANX_E2E` set, a missing tool panics instead, so CI
-/// cannot pass by skipping everything.
+/// skipped (`skipped: <test>: <why>`, on the real stdout and stderr, shown
+/// even for a passing test; see [`crate::report`]). With `PHALANX_E2E` set, a
+/// missing tool panics instead, so CI cannot pass by skipping everything.
 pub fn or_skip<T>(test: &str, found: std::result::Result<T, String>) -> Option<T> {
     match found {
         Ok(found) => Some(found),
         Err(why) if required() => panic!("{test}: {REQUIRE_ENV} is set but {why}"),
         Err(why) => {
-            // Written to the real stderr, not through eprintln!, which the
-            // test runner captures and hides for passing tests.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {why} (set {REQUIRE_ENV}=1 to make this a failure)"
+            crate::report::skipped(
+                test,
+                &format!("{why} (set {REQUIRE_ENV}=1 to make this a failure)"),
             );
             None
         }
     }
+}
+
+/// For tests: a Phalanx binary `locate` found, or `None` after printing why
+/// the test is skipped (see [`or_skip`]). A binary older than its sources is
+/// a failure whether `PHALANX_E2E` is set or not: the test would otherwise
+/// run yesterday's code.
+pub fn binary_for_test(test: &str, located: Result<PathBuf>) -> Option<PathBuf> {
+    match located {
+        Err(HarnessError::StaleBinary(stale)) => panic!("{test}: {stale}"),
+        other => or_skip(test, other.map_err(|err| err.to_string())),
+    }
+}
+
+/// The workspace root (the harness's crate, tests/, is one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A binary of this workspace (`phalanx-scheduler`, `phalanx-autoscaler`,
+/// ...): `$env_var` when set, else the first of
+/// [`workspace_binary_candidates`] that is executable. One in a target
+/// directory of this workspace must not be older than its sources
+/// ([`crate::freshness`]); one elsewhere is taken as it is.
+pub fn locate_workspace_binary(name: &str, env_var: &str) -> Result<PathBuf> {
+    let path = match std::env::var_os(env_var) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !is_executable(&path) {
+                return Err(HarnessError::BinaryMissing {
+                    name: name.to_owned(),
+                    env_var: env_var.to_owned(),
+                    searched: vec![path],
+                });
+            }
+            path
+        }
+        None => {
+            let searched = workspace_binary_candidates(name);
+            match searched.iter().find(|path| is_executable(path)) {
+                Some(path) => path.clone(),
+                None => {
+                    return Err(HarnessError::BinaryMissing {
+                        name: name.to_owned(),
+                        env_var: env_var.to_owned(),
+                        searched,
+                    })
+                }
+            }
+        }
+    };
+    crate::freshness::ensure_fresh_if_built_here(&path)?;
+    Ok(path)
 }
 
 /// Where a binary of this workspace (`phalanx-scheduler`, ...) may have been
@@ -167,8 +217,7 @@ pub fn workspace_binary_candidates(name: &str) -> Vec<PathBuf> {
     if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
         roots.push(PathBuf::from(dir));
     }
-    // tests/ is one level below the workspace root.
-    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    roots.push(workspace_root().join("target"));
     for root in roots {
         for profile in ["release", "debug"] {
             out.push(root.join(profile).join(name));

@@ -16,13 +16,21 @@ pub enum HarnessError {
     )]
     BinariesMissing { dir: PathBuf, missing: Vec<String> },
 
-    /// The `phalanx-scheduler` binary has not been built.
+    /// A Phalanx binary (`phalanx-scheduler`, ...) has not been built.
     #[error(
-        "phalanx-scheduler binary not found (looked at {}); build it with `cargo build -p phalanx-scheduler` \
-         (add --release for the benchmark) or point PHALANX_SCHEDULER_BIN at it",
+        "{name} binary not found (looked at {}); build it with `cargo build -p {name}` \
+         (add --release for the benchmark) or point {env_var} at it",
         searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
-    PhalanxSchedulerMissing { searched: Vec<PathBuf> },
+    BinaryMissing {
+        name: String,
+        env_var: String,
+        searched: Vec<PathBuf>,
+    },
+
+    /// A Phalanx binary in the target directory is older than its sources.
+    #[error("{0}")]
+    StaleBinary(crate::freshness::Stale),
 
     /// A component's process could not be started at all.
     #[error("could not start {component} ({}): {source}", program.display())]

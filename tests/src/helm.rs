@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::Api;
 
-use crate::binaries::{is_executable, or_skip, workspace_binary_candidates};
+use crate::binaries::{binary_for_test, or_skip};
 use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
 use crate::error::{HarnessError, Result};
 use crate::probe;
@@ -44,10 +44,7 @@ pub fn default_python() -> PathBuf {
     cache.join("phalanx-helm/venv/bin/python")
 }
 
-/// The workspace root (tests/ is one level below it).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub use crate::binaries::{locate_workspace_binary, workspace_root};
 
 /// The chart's directory.
 pub fn chart_dir() -> PathBuf {
@@ -493,34 +490,10 @@ pub async fn config_map_yaml(
     })
 }
 
-/// A workspace binary (`phalanx-autoscaler`, ...): `$env_var`, else next to
-/// the running test executable (same profile), else in `$CARGO_TARGET_DIR` or
-/// the workspace's `target/` (release, then debug).
-pub fn locate_workspace_binary(name: &str, env_var: &str) -> std::result::Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(env_var) {
-        return Ok(PathBuf::from(path));
-    }
-    let candidates = workspace_binary_candidates(name);
-    candidates
-        .iter()
-        .find(|p| is_executable(p))
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "{name} not found (looked at {}); build it with `cargo build -p {name}` or set {env_var}",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-}
-
 /// For tests: [`locate_workspace_binary`], or `None` after printing why the
-/// test is skipped.
+/// test is skipped; a stale binary fails the test (see [`binary_for_test`]).
 pub fn workspace_binary_for_test(test: &str, name: &str, env_var: &str) -> Option<PathBuf> {
-    or_skip(test, locate_workspace_binary(name, env_var))
+    binary_for_test(test, locate_workspace_binary(name, env_var))
 }
 
 /// A Phalanx binary started as a local process with its own kubeconfig.
@@ -574,6 +547,7 @@ impl ControlPlane {
             ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
             ("NO_COLOR".to_owned(), "1".to_owned()),
         ];
+        crate::freshness::ensure_fresh_if_built_here(program)?;
         let mut component = spawn_in_with_env(self.dir(), name, program, &args, &env)?;
         let path = ready_path.to_owned();
         component

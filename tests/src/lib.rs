@@ -15,10 +15,15 @@
 //!
 //! Phalanx's scheduler is started by [`ControlPlane::start_phalanx_scheduler`]
 //! from the binary `cargo build -p phalanx-scheduler` leaves in the target
-//! directory (or `$PHALANX_SCHEDULER_BIN`); see [`phalanx`].
+//! directory (or `$PHALANX_SCHEDULER_BIN`); see [`phalanx`]. A binary in the
+//! target directory that is older than its sources is refused, with the
+//! `cargo build` command that refreshes it ([`freshness`];
+//! `PHALANX_ALLOW_STALE_BINARIES=1` runs it anyway).
 //!
-//! Without the binaries and without `PHALANX_E2E`, the end-to-end tests
-//! print `SKIPPED` and pass, so `cargo test` works on a machine without Go.
+//! Without the binaries and without `PHALANX_E2E`, each end-to-end test
+//! prints `skipped: <test>: <why>` on the real stdout and stderr (shown even
+//! though the test passes; see [`report`]), so `cargo test` works on a
+//! machine without Go.
 
 pub mod autoscaler;
 pub mod binaries;
@@ -26,6 +31,7 @@ pub mod cluster;
 pub mod device_plugin;
 pub mod error;
 pub mod events;
+pub mod freshness;
 pub mod helm;
 pub mod janitor;
 pub mod nodes;
@@ -35,6 +41,7 @@ pub mod pods;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod report;
 
 pub use binaries::{Binaries, K8S_VERSION};
 pub use cluster::{ControlPlane, ControlPlaneOptions, SchedulerOptions};

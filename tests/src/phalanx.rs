@@ -21,7 +21,7 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, CustomResourceExt};
 use phalanx_api::{GpuNode, PodGroup, SCHEDULER_NAME};
 
-use crate::binaries::{is_executable, or_skip, workspace_binary_candidates};
+use crate::binaries::{binary_for_test, locate_workspace_binary};
 use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
 use crate::error::{HarnessError, Result};
 use crate::probe;
@@ -145,32 +145,17 @@ impl PhalanxHandle {
 
 /// The `phalanx-scheduler` binary: `$PHALANX_SCHEDULER_BIN`, else the one in
 /// the cargo target directory this executable runs from (same profile
-/// first), else `$CARGO_TARGET_DIR` or the workspace's `target/`.
+/// first), else `$CARGO_TARGET_DIR` or the workspace's `target/`. One in a
+/// target directory of this workspace that is older than the scheduler's
+/// sources is refused ([`crate::freshness`]).
 pub fn locate_phalanx_scheduler() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os(BIN_ENV) {
-        let path = PathBuf::from(path);
-        return if is_executable(&path) {
-            Ok(path)
-        } else {
-            Err(HarnessError::PhalanxSchedulerMissing {
-                searched: vec![path],
-            })
-        };
-    }
-    let searched = workspace_binary_candidates(BIN_NAME);
-    searched
-        .iter()
-        .find(|path| is_executable(path))
-        .cloned()
-        .ok_or(HarnessError::PhalanxSchedulerMissing { searched })
+    locate_workspace_binary(BIN_NAME, BIN_ENV)
 }
 
-/// For tests: the binary, or `None` after printing why the test is skipped.
+/// For tests: the binary, or `None` after printing why the test is skipped;
+/// a stale binary fails the test (see [`binary_for_test`]).
 pub fn phalanx_scheduler_for_test(test: &str) -> Option<PathBuf> {
-    or_skip(
-        test,
-        locate_phalanx_scheduler().map_err(|err| err.to_string()),
-    )
+    binary_for_test(test, locate_phalanx_scheduler())
 }
 
 /// The config file for `options`, serving HTTP on `http`.
@@ -259,7 +244,10 @@ impl ControlPlane {
         mode_config: serde_json::Value,
     ) -> Result<PhalanxHandle> {
         let program = match &options.binary {
-            Some(path) => path.clone(),
+            Some(path) => {
+                crate::freshness::ensure_fresh_if_built_here(path)?;
+                path.clone()
+            }
             None => locate_phalanx_scheduler()?,
         };
         let n = self
@@ -338,6 +326,16 @@ impl ControlPlane {
             .map(|c| format!("--- {} ({}) ---\n{}\n", c.name(), c.pid(), c.log_tail()))
             .collect()
     }
+
+    /// [`ControlPlane::phalanx_logs`], and kube-scheduler's log tail when it
+    /// runs: what explains a pod that was not scheduled.
+    pub fn scheduler_logs(&self) -> String {
+        let mut logs = self.phalanx_logs();
+        if let Some(tail) = self.log_tail("kube-scheduler") {
+            logs.push_str(&format!("--- kube-scheduler ---\n{tail}\n"));
+        }
+        logs
+    }
 }
 
 /// Creates a namespace unless it exists.
@@ -404,7 +402,7 @@ pub async fn install_phalanx_crds(client: &kube::Client) -> Result<()> {
     }
 }
 
-fn is_established(crd: &CustomResourceDefinition) -> bool {
+pub(crate) fn is_established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -457,7 +455,7 @@ mod tests {
 
     #[test]
     fn looks_next_to_the_running_executable_first() {
-        let candidates = workspace_binary_candidates(BIN_NAME);
+        let candidates = crate::binaries::workspace_binary_candidates(BIN_NAME);
         let exe = std::env::current_exe().expect("current exe");
         let expected = exe
             .parent()
