@@ -20,6 +20,12 @@
 //! `cargo build` command that refreshes it ([`freshness`];
 //! `PHALANX_ALLOW_STALE_BINARIES=1` runs it anyway).
 //!
+//! What a test case builds on: [`PodBuilder`] (names or `generateName`,
+//! labels, selectors, affinity, a PriorityClass, Deployments of it),
+//! [`GpuNodeSpec`] (fake GPU nodes with any labels: zones, racks, models),
+//! [`priority`] (PriorityClasses), [`PodSelector`] (pods by name, name prefix
+//! or label) and [`wait`] (pods bound, pods that stay pending, events, CRDs).
+//!
 //! Without the binaries and without `PHALANX_E2E`, each end-to-end test
 //! prints `skipped: <test>: <why>` on the real stdout and stderr (shown even
 //! though the test passes; see [`report`]), so `cargo test` works on a
@@ -39,20 +45,25 @@ pub mod phalanx;
 pub mod pki;
 pub mod pods;
 pub mod ports;
+pub mod priority;
 pub mod probe;
 pub mod process;
 pub mod report;
+pub mod wait;
 
 pub use binaries::{Binaries, K8S_VERSION};
 pub use cluster::{ControlPlane, ControlPlaneOptions, SchedulerOptions};
 pub use error::{HarnessError, Result};
 pub use events::{pod_events, PodEvent};
-pub use nodes::{create_gpu_nodes, fake_gpu_node, wait_fake_nodes_ready, GpuNodeSpec};
+pub use nodes::{
+    create_gpu_nodes, fake_gpu_node, node_facts, wait_fake_nodes_ready, GpuNodeSpec, NodeFacts,
+};
 pub use phalanx::{
     install_phalanx_crds, lease_holder, locate_phalanx_scheduler, phalanx_scheduler_for_test,
     LeaderElectionOptions, PhalanxHandle, PhalanxOptions,
 };
 pub use pods::{
     assignment_of, assignment_violations, create_pods, gpu_request, gpu_share_container,
-    gpu_worker_container, node_of, pod_for,
+    gpu_worker_container, node_of, pod_for, pods_named, pods_with_prefix, PodBuilder, PodSelector,
 };
+pub use priority::{create_priority_class, PreemptionPolicy};

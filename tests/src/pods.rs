@@ -1,22 +1,30 @@
-//! Pods for the end-to-end tests and the benchmark.
+//! Pods for the end-to-end tests and the benchmark: containers asking for
+//! GPUs, a [`PodBuilder`] for the rest of a pod, [`PodSelector`] to find pods
+//! again, and checks of the GPU assignments the scheduler wrote.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{ObjectMeta, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::Api;
 use phalanx_api::{
     GpuAssignmentAnnotation, ANNOTATION_GPU_ASSIGNMENT, MILLI_PER_GPU, RESOURCE_GPU_MILLI,
     RESOURCE_WHOLE_GPU,
 };
 
-/// Creates `pods` one by one; returns their names in order.
+/// Creates `pods` one by one; returns their names in order, as the API server
+/// gave them (so a pod made with `generateName` is returned with its name).
 pub async fn create_pods(api: &Api<Pod>, pods: Vec<Pod>) -> crate::Result<Vec<String>> {
     let mut names = Vec::new();
     for pod in pods {
-        names.push(pod.metadata.name.clone().unwrap_or_default());
-        api.create(&PostParams::default(), &pod).await?;
+        let created = api.create(&PostParams::default(), &pod).await?;
+        names.push(created.metadata.name.unwrap_or_default());
     }
     Ok(names)
 }
@@ -55,18 +63,256 @@ pub fn gpu_share_container(milli: u32) -> Container {
 
 /// A pod named `name` with one container, for `scheduler_name`.
 pub fn pod_for(name: &str, scheduler_name: &str, container: Container) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            scheduler_name: Some(scheduler_name.to_owned()),
-            containers: vec![container],
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
+    PodBuilder::new(name, scheduler_name, container).build()
+}
+
+/// A pod built option by option, for the shapes real workloads have: a name
+/// or a `generateName` prefix (as Deployments and operators create them),
+/// labels, annotations, node selectors and required node affinity, a
+/// PriorityClass.
+///
+/// ```
+/// # use phalanx_e2e::{gpu_worker_container, PodBuilder};
+/// let pod = PodBuilder::generated("trainer-", "phalanx", gpu_worker_container(1))
+///     .label("app", "trainer")
+///     .node_selector("topology.kubernetes.io/zone", "zone-b")
+///     .priority_class("high")
+///     .build();
+/// assert_eq!(pod.metadata.generate_name.as_deref(), Some("trainer-"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct PodBuilder {
+    pod: Pod,
+}
+
+impl PodBuilder {
+    /// A pod named `name` with one container, for `scheduler_name`.
+    pub fn new(name: &str, scheduler_name: &str, container: Container) -> Self {
+        let mut builder = Self::unnamed(scheduler_name, container);
+        builder.pod.metadata.name = Some(name.to_owned());
+        builder
     }
+
+    /// A pod the API server names: `prefix` followed by a random suffix, as
+    /// a ReplicaSet's or an operator's pods are. [`create_pods`] returns the
+    /// names given; [`PodSelector::name_prefix`] finds them again.
+    pub fn generated(prefix: &str, scheduler_name: &str, container: Container) -> Self {
+        let mut builder = Self::unnamed(scheduler_name, container);
+        builder.pod.metadata.generate_name = Some(prefix.to_owned());
+        builder
+    }
+
+    /// A pod without a name, to be the template of a workload
+    /// ([`PodBuilder::deployment`]).
+    pub fn template(scheduler_name: &str, container: Container) -> Self {
+        Self::unnamed(scheduler_name, container)
+    }
+
+    fn unnamed(scheduler_name: &str, container: Container) -> Self {
+        Self {
+            pod: Pod {
+                metadata: ObjectMeta::default(),
+                spec: Some(PodSpec {
+                    scheduler_name: Some(scheduler_name.to_owned()),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+                ..Pod::default()
+            },
+        }
+    }
+
+    /// In `namespace` (otherwise the namespace of the `Api` it is created with).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.pod.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.pod
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.pod
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds `key: value` to `spec.nodeSelector`.
+    pub fn node_selector(mut self, key: &str, value: &str) -> Self {
+        self.spec()
+            .node_selector
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds a required node-affinity term: the node's label `key` is one of
+    /// `values`. Terms are ORed, as Kubernetes reads them.
+    pub fn required_node_label_in(mut self, key: &str, values: &[&str]) -> Self {
+        let term = NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: key.to_owned(),
+                operator: "In".to_owned(),
+                values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
+            }]),
+            ..NodeSelectorTerm::default()
+        };
+        self.spec()
+            .affinity
+            .get_or_insert_with(Affinity::default)
+            .node_affinity
+            .get_or_insert_with(NodeAffinity::default)
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(NodeSelector::default)
+            .node_selector_terms
+            .push(term);
+        self
+    }
+
+    /// `spec.priorityClassName`. The PriorityClass must exist when the pod is
+    /// created: the API server's Priority admission copies its value into
+    /// `spec.priority` then, and refuses a pod naming an unknown class (see
+    /// [`crate::priority::create_priority_class`]).
+    pub fn priority_class(mut self, name: &str) -> Self {
+        self.spec().priority_class_name = Some(name.to_owned());
+        self
+    }
+
+    /// `spec.terminationGracePeriodSeconds`; 0 makes deletion immediate.
+    pub fn termination_grace_seconds(mut self, seconds: i64) -> Self {
+        self.spec().termination_grace_period_seconds = Some(seconds);
+        self
+    }
+
+    pub fn build(self) -> Pod {
+        self.pod
+    }
+
+    /// A Deployment `name` of `replicas` pods like this one, which become
+    /// its template: labels and annotations, plus `app: name`, which the
+    /// Deployment selects by; its own name and namespace are not used.
+    /// kube-controller-manager creates the pods, named `name-<hash>-<suffix>`.
+    pub fn deployment(self, name: &str, replicas: i32) -> Deployment {
+        let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
+        let pod = self.label("app", name).pod;
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some(labels),
+                    ..LabelSelector::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: pod.metadata.labels,
+                        annotations: pod.metadata.annotations,
+                        ..ObjectMeta::default()
+                    }),
+                    spec: pod.spec,
+                },
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        }
+    }
+
+    fn spec(&mut self) -> &mut PodSpec {
+        self.pod.spec.get_or_insert_with(PodSpec::default)
+    }
+}
+
+/// Which pods a helper looks at: by name, by name prefix (pods made with
+/// `generateName`, or by a controller) or by label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodSelector {
+    Names(Vec<String>),
+    NamePrefix(String),
+    /// A label selector as `kubectl -l` takes it (`app=web,tier!=db`).
+    Labels(String),
+}
+
+impl PodSelector {
+    pub fn names(names: &[String]) -> Self {
+        Self::Names(names.to_vec())
+    }
+
+    pub fn name_prefix(prefix: &str) -> Self {
+        Self::NamePrefix(prefix.to_owned())
+    }
+
+    pub fn labels(selector: &str) -> Self {
+        Self::Labels(selector.to_owned())
+    }
+
+    /// The selected pods that exist, in the order the API server lists them.
+    pub async fn list(&self, api: &Api<Pod>) -> crate::Result<Vec<Pod>> {
+        let params = match self {
+            Self::Labels(selector) => ListParams::default().labels(selector),
+            Self::Names(_) | Self::NamePrefix(_) => ListParams::default(),
+        };
+        let mut pods = api.list(&params).await?.items;
+        pods.retain(|pod| self.matches_name(pod.metadata.name.as_deref().unwrap_or_default()));
+        Ok(pods)
+    }
+
+    /// How many pods the selector names, when it names them.
+    pub fn named_count(&self) -> Option<usize> {
+        match self {
+            Self::Names(names) => Some(names.len()),
+            Self::NamePrefix(_) | Self::Labels(_) => None,
+        }
+    }
+
+    fn matches_name(&self, name: &str) -> bool {
+        match self {
+            Self::Names(names) => names.iter().any(|n| n == name),
+            Self::NamePrefix(prefix) => name.starts_with(prefix.as_str()),
+            Self::Labels(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for PodSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Names(names) => write!(f, "pods {names:?}"),
+            Self::NamePrefix(prefix) => write!(f, "pods named {prefix}*"),
+            Self::Labels(selector) => write!(f, "pods labelled {selector}"),
+        }
+    }
+}
+
+/// The pods among `names` that exist.
+pub async fn pods_named(api: &Api<Pod>, names: &[String]) -> crate::Result<Vec<Pod>> {
+    PodSelector::names(names).list(api).await
+}
+
+/// The pods whose name starts with `prefix`.
+pub async fn pods_with_prefix(api: &Api<Pod>, prefix: &str) -> crate::Result<Vec<Pod>> {
+    PodSelector::name_prefix(prefix).list(api).await
+}
+
+/// Whether the pod is being deleted.
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// The pod's name, or "" for one not yet created.
+pub fn name_of(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or_default()
 }
 
 /// What a pod asks of GPUs: whole GPUs and thousandths of one, summed over
@@ -227,5 +473,92 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("over-committed")));
         assert!(problems.iter().any(|p| p.contains("GPU 2 of n")));
+    }
+
+    #[test]
+    fn the_builder_sets_each_option_where_kubernetes_reads_it() {
+        let pod = PodBuilder::generated("web-", "phalanx", gpu_share_container(250))
+            .namespace("serving")
+            .label("app", "web")
+            .annotation("note", "x")
+            .node_selector("topology.kubernetes.io/zone", "b")
+            .required_node_label_in("example.com/rack", &["r1", "r2"])
+            .required_node_label_in("example.com/rack", &["r9"])
+            .priority_class("high")
+            .termination_grace_seconds(0)
+            .build();
+        let meta = &pod.metadata;
+        assert_eq!(meta.name, None);
+        assert_eq!(meta.generate_name.as_deref(), Some("web-"));
+        assert_eq!(meta.namespace.as_deref(), Some("serving"));
+        assert_eq!(meta.labels.as_ref().unwrap()["app"], "web");
+        assert_eq!(meta.annotations.as_ref().unwrap()["note"], "x");
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.scheduler_name.as_deref(), Some("phalanx"));
+        assert_eq!(
+            spec.node_selector.as_ref().unwrap()["topology.kubernetes.io/zone"],
+            "b"
+        );
+        let terms = &spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(terms.len(), 2, "one term per call, ORed");
+        let first = &terms[0].match_expressions.as_ref().unwrap()[0];
+        assert_eq!(
+            (first.key.as_str(), first.operator.as_str()),
+            ("example.com/rack", "In")
+        );
+        assert_eq!(
+            first.values.as_deref(),
+            Some(&["r1".to_owned(), "r2".to_owned()][..])
+        );
+        assert_eq!(spec.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(0));
+        assert_eq!(gpu_request(&pod), (0, 250));
+        assert_eq!(
+            pod_for("a", "s", gpu_worker_container(1))
+                .metadata
+                .name
+                .as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn a_deployment_selects_its_template_by_app() {
+        let deployment = PodBuilder::template("default-scheduler", gpu_worker_container(1))
+            .label("tier", "gpu")
+            .termination_grace_seconds(0)
+            .deployment("llm", 3);
+        assert_eq!(deployment.metadata.name.as_deref(), Some("llm"));
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let selected = spec.selector.match_labels.unwrap();
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert!(selected.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        assert_eq!(labels["tier"], "gpu");
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.termination_grace_period_seconds, Some(0));
+        assert_eq!(pod.scheduler_name.as_deref(), Some("default-scheduler"));
+    }
+
+    #[test]
+    fn selectors_match_by_name_prefix_or_leave_it_to_labels() {
+        let names = PodSelector::names(&["a-1".to_owned(), "b".to_owned()]);
+        assert!(names.matches_name("a-1") && names.matches_name("b"));
+        assert!(!names.matches_name("a-10"));
+        assert_eq!(names.named_count(), Some(2));
+        let prefix = PodSelector::name_prefix("web-");
+        assert!(prefix.matches_name("web-x7k2p") && !prefix.matches_name("db-1"));
+        assert_eq!(prefix.named_count(), None);
+        assert!(PodSelector::labels("app=web").matches_name("anything"));
+        assert_eq!(prefix.to_string(), "pods named web-*");
     }
 }

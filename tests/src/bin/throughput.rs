@@ -20,21 +20,22 @@
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 1000,5000 --pods 5000 --gang 1000 --json out.json
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use phalanx_api::{PodGroup, PodGroupSpec, LABEL_POD_GROUP, RESOURCE_WHOLE_GPU, SCHEDULER_NAME};
 use phalanx_e2e::{
     create_gpu_nodes, gpu_worker_container, install_phalanx_crds, locate_phalanx_scheduler,
-    wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, SchedulerOptions,
+    wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder,
+    SchedulerOptions,
 };
 
 /// Label on the benchmark's throughput pods.
@@ -525,23 +526,12 @@ async fn create_pods(
 }
 
 fn gpu_pod(name: &str, scheduler_name: &str, label: &str, group: Option<&str>) -> Pod {
-    let mut labels = BTreeMap::from([(label.to_owned(), "true".to_owned())]);
-    if let Some(group) = group {
-        labels.insert(LABEL_POD_GROUP.to_owned(), group.to_owned());
+    let pod = PodBuilder::new(name, scheduler_name, gpu_worker_container(1)).label(label, "true");
+    match group {
+        Some(group) => pod.label(LABEL_POD_GROUP, group),
+        None => pod,
     }
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(labels),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            scheduler_name: Some(scheduler_name.to_owned()),
-            containers: vec![gpu_worker_container(1)],
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
-    }
+    .build()
 }
 
 /// What a binding watch saw.
