@@ -4,7 +4,6 @@
 //! node; optionally with a fake kubelet in a temporary directory, so that the
 //! kubelet device plugin API can be called as kubelet would.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,27 +142,6 @@ where
         }
         if Instant::now() >= deadline {
             anyhow::bail!("GpuNode {node} not as expected after {timeout:?}: {why}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls `probe` every 100 ms until it yields `Some`.
-pub async fn eventually<T, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Fut,
-) -> anyhow::Result<T>
-where
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -17,15 +17,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
+use anyhow::anyhow;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use phalanx_api::autoscaler::{
     AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset, MetricTargetSpec,
@@ -41,30 +39,13 @@ use phalanx_autoscaler::spec::{MetricPlan, MetricSource};
 use phalanx_e2e::autoscaler::{
     install_autoscaler_crd, prometheus_for_test, PrometheusServer, TestExporter,
 };
+use phalanx_e2e::wait::{self, wait_selected_bound};
 use phalanx_e2e::{
     create_gpu_nodes, gpu_worker_container, lease_holder, wait_fake_nodes_ready, Binaries,
-    ControlPlane, GpuNodeSpec, SchedulerOptions,
+    ControlPlane, GpuNodeSpec, PodBuilder, PodSelector, SchedulerOptions,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Polls `probe` until it returns `Some`, or fails naming `what`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn plan(name: &str, source: MetricSource, target: MetricTarget) -> MetricPlan {
     MetricPlan {
@@ -90,24 +71,24 @@ async fn read_until(
     reader: &MetricsReader,
     plan: &MetricPlan,
     what: &str,
-    mut accept: impl FnMut(&MetricRead) -> bool,
+    accept: impl FnMut(&MetricRead) -> bool,
 ) -> anyhow::Result<MetricRead> {
-    let mut last = None;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let read = reader.read(plan).await;
-        if accept(&read) {
-            return Ok(read);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{}: timed out waiting for {what}; last reading {last:?}",
-                plan.name
-            );
-        }
-        last = Some(read);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Each look's future borrows it: one look at a time, so a RefCell.
+    let accept = &std::cell::RefCell::new(accept);
+    wait::until(
+        &format!("{}: {what}", plan.name),
+        WAIT,
+        move || async move {
+            let read = reader.read(plan).await;
+            let accepted = (accept.borrow_mut())(&read);
+            Ok(if accepted {
+                Ok(read)
+            } else {
+                Err(format!("last reading {read:?}"))
+            })
+        },
+    )
+    .await
 }
 
 fn value_of(read: &MetricRead) -> Option<f64> {
@@ -250,51 +231,18 @@ async fn prometheus_readings_are_real_promql_results() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Deployment of one-GPU pods for kube-scheduler, deleted at once.
 fn gpu_deployment(name: &str, replicas: i32) -> Deployment {
-    let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![gpu_worker_container(1)],
-                    termination_grace_period_seconds: Some(0),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    }
+    PodBuilder::template("default-scheduler", gpu_worker_container(1))
+        .termination_grace_seconds(0)
+        .deployment(name, replicas)
 }
 
 /// A one-GPU pod for a scheduler that does not run here: it stays pending.
 fn waiting_gpu_pod(name: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            scheduler_name: Some("held-scheduler".to_owned()),
-            containers: vec![gpu_worker_container(1)],
-            termination_grace_period_seconds: Some(0),
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
-    }
+    PodBuilder::new(name, "held-scheduler", gpu_worker_container(1))
+        .termination_grace_seconds(0)
+        .build()
 }
 
 fn autoscaler(
@@ -381,17 +329,11 @@ async fn replicas(deployments: &Api<Deployment>, name: &str) -> anyhow::Result<i
         .unwrap_or(0))
 }
 
-/// Pods of `app` bound to a node and not terminating.
-async fn bound_pods(pods: &Api<Pod>, app: &str) -> anyhow::Result<usize> {
-    let list = pods
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-        .count())
+/// Waits until `app` has `count` pods, all bound.
+async fn wait_app_bound(pods: &Api<Pod>, app: &str, count: usize) -> anyhow::Result<()> {
+    let selector = PodSelector::labels(&format!("app={app}"));
+    wait_selected_bound(pods, &selector, count, Duration::from_secs(60)).await?;
+    Ok(())
 }
 
 fn condition<'a>(
@@ -426,22 +368,15 @@ async fn wait_condition_saying(
     (status, reason): (&str, &str),
     saying: &str,
 ) -> anyhow::Result<String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let what = format!("{name}: {type_}={status} ({reason}) saying {saying:?}");
+    wait::until(&what, WAIT, || async {
         let object = api.get(name).await?;
-        if let Some(c) = condition(&object, type_)
+        Ok(condition(&object, type_)
             .filter(|c| c.status == status && c.reason == reason && c.message.contains(saying))
-        {
-            return Ok(c.message.clone());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "timed out after {WAIT:?} waiting for {name}: {type_}={status} ({reason}) saying {saying:?}; last status: {:?}",
-                object.status
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            .map(|c| c.message.clone())
+            .ok_or_else(|| format!("last status: {:?}", object.status)))
+    })
+    .await
 }
 
 async fn events_about(client: &kube::Client, name: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -517,10 +452,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     let client = plane.client();
 
     // 2 nodes × 2 GPUs: 4 GPUs in all, one of them for the `static` workload.
-    let spec = GpuNodeSpec {
-        gpus: 2,
-        ..GpuNodeSpec::default()
-    };
+    let spec = GpuNodeSpec::with_gpus(2, "A100");
     let nodes = create_gpu_nodes(&client, "gpu", 2, &spec).await?;
     wait_fake_nodes_ready(&client, nodes.len(), Duration::from_secs(60)).await?;
     plane
@@ -536,15 +468,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
             .await?;
     }
     for app in ["static", "llm"] {
-        wait_for(
-            &format!("{app}'s pod bound"),
-            Duration::from_secs(60),
-            || {
-                let pods = pods.clone();
-                async move { Ok((bound_pods(&pods, app).await? == 1).then_some(())) }
-            },
-        )
-        .await?;
+        wait_app_bound(&pods, app, 1).await?;
     }
 
     let autoscalers: Api<InferenceAutoscaler> = Api::namespaced(client.clone(), "default");
@@ -579,7 +503,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     // Two replicas with leader election: `a` starts first and leads, `b`
     // stands by and takes over when `a` stops (before the scale-down).
     let (stop_a, running_a) = start_autoscaler(&client, &prometheus.url(), "autoscaler-a")?;
-    wait_for("autoscaler-a to hold the Lease", WAIT, || {
+    wait::until_some("autoscaler-a to hold the Lease", WAIT, || {
         let client = client.clone();
         async move {
             let holder = lease_holder(&client, "default", LEASE).await?;
@@ -635,16 +559,12 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
 
     // Step 1: 20 waiting requests at 10 per replica → 2 replicas.
     exporter.set(&exporter_text(20));
-    wait_for("llm scaled to 2", WAIT, || {
+    wait::until_some("llm scaled to 2", WAIT, || {
         let deployments = deployments.clone();
         async move { Ok((replicas(&deployments, "llm").await? == 2).then_some(())) }
     })
     .await?;
-    wait_for("llm's 2 pods bound", WAIT, || {
-        let pods = pods.clone();
-        async move { Ok((bound_pods(&pods, "llm").await? == 2).then_some(())) }
-    })
-    .await?;
+    wait_app_bound(&pods, "llm", 2).await?;
 
     // Step 2: 80 waiting → 8 wanted, but 4 GPUs hold `static` and 2 llm
     // replicas: one GPU is free. Another workload's pod is waiting for a GPU
@@ -686,11 +606,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
         "{message}"
     );
     assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
-    wait_for("llm's 3 pods bound", WAIT, || {
-        let pods = pods.clone();
-        async move { Ok((bound_pods(&pods, "llm").await? == 3).then_some(())) }
-    })
-    .await?;
+    wait_app_bound(&pods, "llm", 3).await?;
     assert_eq!(
         replicas(&deployments, "llm").await?,
         3,
@@ -712,7 +628,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     // The leader stops; the standby takes the Lease and carries on.
     let _ = stop_a.send(());
     running_a.await??;
-    wait_for("autoscaler-b to take the Lease", WAIT, || {
+    wait::until_some("autoscaler-b to take the Lease", WAIT, || {
         let client = client.clone();
         async move {
             let holder = lease_holder(&client, "default", LEASE).await?;
@@ -723,7 +639,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
 
     // Step 3: the burst is over → back to 1, scaled by the new leader.
     exporter.set(&exporter_text(5));
-    wait_for("llm scaled down to 1", WAIT, || {
+    wait::until_some("llm scaled down to 1", WAIT, || {
         let deployments = deployments.clone();
         async move { Ok((replicas(&deployments, "llm").await? == 1).then_some(())) }
     })
@@ -751,7 +667,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
 
     // Every change was announced, with its reason (events are written off the
     // control loop, so the last one may land a moment later).
-    let events = wait_for("three rescale events", WAIT, || {
+    let events = wait::until_some("three rescale events", WAIT, || {
         let client = client.clone();
         async move {
             let events = events_about(&client, "llm").await?;

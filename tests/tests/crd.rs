@@ -1,13 +1,13 @@
 //! A CustomResourceDefinition can be installed on the harness's apiserver,
 //! becomes Established, and objects of it can be created and read back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::Api;
 use phalanx_e2e::process::live_children;
+use phalanx_e2e::wait::{self, wait_crds_established};
 use phalanx_e2e::{Binaries, ControlPlane, ControlPlaneOptions};
 
 fn widget_crd() -> anyhow::Result<CustomResourceDefinition> {
@@ -36,16 +36,6 @@ fn widget_crd() -> anyhow::Result<CustomResourceDefinition> {
     }))?)
 }
 
-fn is_established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crd_is_installed_and_served() -> anyhow::Result<()> {
     let Some(binaries) = Binaries::for_test("crd_is_installed_and_served") else {
@@ -61,13 +51,12 @@ async fn crd_is_installed_and_served() -> anyhow::Result<()> {
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &widget_crd()?).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !is_established(&crds.get("widgets.e2e.phalanx.dev").await?) {
-        if Instant::now() >= deadline {
-            bail!("CRD widgets.e2e.phalanx.dev not Established within 30s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_crds_established(
+        &client,
+        &["widgets.e2e.phalanx.dev"],
+        Duration::from_secs(30),
+    )
+    .await?;
 
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("e2e.phalanx.dev", "v1", "Widget"),
@@ -81,17 +70,14 @@ async fn crd_is_installed_and_served() -> anyhow::Result<()> {
         "spec": { "gpus": 3 },
     }))?;
     // Discovery of a fresh CRD can lag Established by a moment; retry briefly.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match widgets.create(&PostParams::default(), &widget).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("creating widget: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e).context("creating a Widget"),
-        }
-    }
+    wait::until("a Widget created", Duration::from_secs(30), || async {
+        Ok(widgets
+            .create(&PostParams::default(), &widget)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("last error: {e}")))
+    })
+    .await?;
     let read = widgets.get("w1").await?;
     assert_eq!(
         read.data["spec"]["gpus"], 3,

@@ -2,51 +2,20 @@
 //! upstream kube-scheduler onto KWOK's fake GPU nodes and reach Running; and
 //! once the control plane is dropped none of its processes is left.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
 use kube::Api;
 use phalanx_e2e::process::{is_alive, live_children};
+use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
-    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, SchedulerOptions,
+    create_gpu_nodes, gpu_worker_container, node_of, wait_fake_nodes_ready, Binaries, ControlPlane,
+    GpuNodeSpec, PodBuilder, PodSelector, SchedulerOptions,
 };
 
 const REPLICAS: usize = 4;
-
-fn gpu_deployment(name: &str) -> Deployment {
-    let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(i32::try_from(REPLICAS).unwrap_or(i32::MAX)),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![gpu_worker_container(1)],
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_pods_are_scheduled_onto_kwok_nodes_and_run() -> anyhow::Result<()> {
@@ -59,10 +28,7 @@ async fn deployment_pods_are_scheduled_onto_kwok_nodes_and_run() -> anyhow::Resu
     let client = plane.client();
 
     // Two nodes of 2 GPUs for 4 one-GPU pods: the scheduler must spread them.
-    let spec = GpuNodeSpec {
-        gpus: 2,
-        ..GpuNodeSpec::default()
-    };
+    let spec = GpuNodeSpec::with_gpus(2, "A100");
     let nodes = create_gpu_nodes(&client, "gpu", 2, &spec).await?;
     wait_fake_nodes_ready(&client, nodes.len(), Duration::from_secs(60)).await?;
     plane
@@ -70,37 +36,36 @@ async fn deployment_pods_are_scheduled_onto_kwok_nodes_and_run() -> anyhow::Resu
         .await?;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployment = PodBuilder::template("default-scheduler", gpu_worker_container(1))
+        .deployment("gpu-workers", i32::try_from(REPLICAS).unwrap_or(i32::MAX));
     deployments
-        .create(&PostParams::default(), &gpu_deployment("gpu-workers"))
+        .create(&PostParams::default(), &deployment)
         .await?;
 
+    // The ReplicaSet names its pods: they are found by the Deployment's label.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let params = ListParams::default().labels("app=gpu-workers");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let placements = loop {
-        let list = pods.list(&params).await?;
-        let running: Vec<(String, String)> = list
-            .items
-            .iter()
-            .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter_map(|pod| {
-                let node = pod.spec.as_ref()?.node_name.clone()?;
-                Some((pod.metadata.name.clone()?, node))
+    let workers = PodSelector::labels("app=gpu-workers");
+    let placements = wait::until(
+        &format!("{REPLICAS} {workers} Running"),
+        Duration::from_secs(120),
+        || async {
+            let all = workers.list(&pods).await?;
+            let running: Vec<(String, String)> = all
+                .iter()
+                .filter(|pod| {
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .filter_map(|pod| Some((pod.metadata.name.clone()?, node_of(pod)?.to_owned())))
+                .collect();
+            Ok(if running.len() == REPLICAS {
+                Ok(running)
+            } else {
+                Err(format!("{} Running of {} pods", running.len(), all.len()))
             })
-            .collect();
-        if running.len() == REPLICAS {
-            break running;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "only {} of {REPLICAS} pods Running after 120s ({} pods exist)\nkube-scheduler log:\n{}",
-                running.len(),
-                list.items.len(),
-                plane.log_tail("kube-scheduler").unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        },
+    )
+    .await
+    .with_logs(&plane)?;
 
     for node in &nodes {
         let on_node = placements.iter().filter(|(_, n)| n == node).count();

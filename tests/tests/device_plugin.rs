@@ -6,8 +6,8 @@
 //! GPU the scheduler chose, found through the API server.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
-//! `cargo build -p phalanx-scheduler`; without them the test prints SKIPPED,
-//! and with `PHALANX_E2E=1` it fails instead.
+//! `cargo build -p phalanx-scheduler`; without them the test prints
+//! `skipped: <test>: <why>`, and with `PHALANX_E2E=1` it fails instead.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,13 +23,12 @@ use phalanx_device_plugin::proto::v1beta1::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest,
     PreferredAllocationRequest,
 };
-use phalanx_e2e::device_plugin::{
-    eventually, start_device_plugin, wait_gpu_node, DevicePluginOptions,
-};
+use phalanx_e2e::device_plugin::{start_device_plugin, wait_gpu_node, DevicePluginOptions};
+use phalanx_e2e::wait::{self, wait_pod_bound, WithLogs};
 use phalanx_e2e::{
     assignment_of, create_gpu_nodes, gpu_share_container, gpu_worker_container,
-    install_phalanx_crds, node_of, phalanx_scheduler_for_test, pod_for, wait_fake_nodes_ready,
-    Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions,
+    install_phalanx_crds, phalanx_scheduler_for_test, pod_for, wait_fake_nodes_ready, Binaries,
+    ControlPlane, GpuNodeSpec, PhalanxOptions,
 };
 
 const NS: &str = "default";
@@ -52,12 +51,9 @@ async fn published_gpu_state_steers_the_scheduler_and_the_allocation() -> anyhow
     let mut plane = ControlPlane::start(binaries).await?;
     let client = plane.client();
     install_phalanx_crds(&client).await?;
-    let spec = GpuNodeSpec {
-        gpus: 3,
-        model: "H100".to_owned(),
-        ..GpuNodeSpec::default()
-    };
-    let node = create_gpu_nodes(&client, "dp", 1, &spec).await?.remove(0);
+    let node = create_gpu_nodes(&client, "dp", 1, &GpuNodeSpec::with_gpus(3, "H100"))
+        .await?
+        .remove(0);
     wait_fake_nodes_ready(&client, 1, Duration::from_secs(60)).await?;
 
     let fake = FakeBackend::new(FakeNode::uniform(3, MODEL, MEMORY_MIB));
@@ -151,12 +147,9 @@ async fn published_gpu_state_steers_the_scheduler_and_the_allocation() -> anyhow
         &pod_for("whole", SCHEDULER_NAME, gpu_worker_container(1)),
     )
     .await?;
-    let whole = eventually("pod whole bound", Duration::from_secs(30), || async {
-        let pod = pods.get("whole").await?;
-        Ok(node_of(&pod).is_some().then_some(pod))
-    })
-    .await
-    .with_context(|| plane.phalanx_logs())?;
+    let whole = wait_pod_bound(&pods, "whole", Duration::from_secs(30))
+        .await
+        .with_logs(&plane)?;
     let assignment = assignment_of(&whole)
         .context("no assignment")?
         .map_err(anyhow::Error::msg)?;
@@ -173,12 +166,9 @@ async fn published_gpu_state_steers_the_scheduler_and_the_allocation() -> anyhow
         &pod_for("share", SCHEDULER_NAME, gpu_share_container(400)),
     )
     .await?;
-    let share = eventually("pod share bound", Duration::from_secs(30), || async {
-        let pod = pods.get("share").await?;
-        Ok(node_of(&pod).is_some().then_some(pod))
-    })
-    .await
-    .with_context(|| plane.phalanx_logs())?;
+    let share = wait_pod_bound(&pods, "share", Duration::from_secs(30))
+        .await
+        .with_logs(&plane)?;
     let share_assignment = assignment_of(&share)
         .context("no assignment")?
         .map_err(anyhow::Error::msg)?;
@@ -195,7 +185,7 @@ async fn published_gpu_state_steers_the_scheduler_and_the_allocation() -> anyhow
     // steers kubelet to GPU 2, although topology alone would pick GPU 1.
     let kubelet = plugin.kubelet.as_ref().unwrap();
     let endpoint = "phalanx-nvidia.com-gpu.sock";
-    let mut client_plugin = eventually(
+    let mut client_plugin = wait::until_some(
         "the whole-GPU plugin socket",
         Duration::from_secs(20),
         || async { Ok(kubelet.dial_plugin(endpoint).await.ok()) },

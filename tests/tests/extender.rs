@@ -5,28 +5,31 @@
 //! binds them with the GPU assignment annotation.
 //!
 //! Needs the control-plane binaries and `cargo build -p phalanx-scheduler`;
-//! without them the test prints SKIPPED, and with `PHALANX_E2E=1` it fails.
+//! without them the test prints `skipped: <test>: <why>`, and with
+//! `PHALANX_E2E=1` it fails.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::ListParams;
 use kube::Api;
 use phalanx_api::{
-    ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL,
-    RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU,
+    ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GPU_MODELS, RESOURCE_GPU_MILLI,
+    RESOURCE_WHOLE_GPU,
 };
+use phalanx_e2e::wait::{wait_bound, wait_pod_event, WithLogs};
 use phalanx_e2e::{
     assignment_of, assignment_violations, create_gpu_nodes, create_pods, gpu_share_container,
-    gpu_worker_container, install_phalanx_crds, node_of, phalanx_scheduler_for_test, pod_events,
-    pod_for, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, SchedulerOptions,
+    gpu_worker_container, install_phalanx_crds, node_facts, node_of, phalanx_scheduler_for_test,
+    Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder, SchedulerOptions,
 };
 
 const NS: &str = "default";
 const DEFAULT_SCHEDULER: &str = "default-scheduler";
+/// How long any one step may take.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The extender stanza of deploy/extender/kube-scheduler-config.yaml, pointed
 /// at the local extender.
@@ -48,64 +51,9 @@ fn extender_config(address: std::net::SocketAddr) -> serde_json::Value {
     })
 }
 
-fn with_annotations(mut pod: Pod, annotations: &[(&str, &str)]) -> Pod {
-    pod.metadata.annotations = Some(
-        annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    );
-    pod
-}
-
-/// Waits until every pod in `names` is bound, then returns all pods.
-async fn wait_bound(
-    plane: &ControlPlane,
-    api: &Api<Pod>,
-    names: &[String],
-) -> anyhow::Result<Vec<Pod>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pods = api.list(&ListParams::default()).await?.items;
-        let unbound: Vec<&String> = names
-            .iter()
-            .filter(|n| {
-                !pods
-                    .iter()
-                    .any(|p| p.metadata.name.as_ref() == Some(*n) && node_of(p).is_some())
-            })
-            .collect();
-        if unbound.is_empty() {
-            return Ok(pods);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "pods not bound after 60 s: {unbound:?}\n--- kube-scheduler ---\n{}\n{}",
-                plane.log_tail("kube-scheduler").unwrap_or_default(),
-                plane.phalanx_logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Waits for a FailedScheduling event about `pod` whose note contains `needle`.
-async fn wait_failed(plane: &ControlPlane, pod: &str, needle: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let events = pod_events(&plane.client(), NS).await?;
-        if let Some(event) = events
-            .iter()
-            .find(|e| e.pod == pod && e.reason == "FailedScheduling" && e.note.contains(needle))
-        {
-            return Ok(event.note.clone());
-        }
-        if Instant::now() >= deadline {
-            let about: Vec<_> = events.iter().filter(|e| e.pod == pod).collect();
-            bail!("no FailedScheduling for {pod} mentioning {needle:?}; its events: {about:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// A pod for kube-scheduler's default profile, which calls the extender.
+fn default_pod(name: &str, container: Container) -> PodBuilder {
+    PodBuilder::new(name, DEFAULT_SCHEDULER, container)
 }
 
 #[tokio::test]
@@ -127,12 +75,7 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
     let client = plane.client();
     install_phalanx_crds(&client).await?;
     for (prefix, model) in [("h100", "H100"), ("a100", "A100")] {
-        let spec = GpuNodeSpec {
-            gpus: 2,
-            model: model.to_owned(),
-            ..GpuNodeSpec::default()
-        };
-        create_gpu_nodes(&client, prefix, 2, &spec).await?;
+        create_gpu_nodes(&client, prefix, 2, &GpuNodeSpec::with_gpus(2, model)).await?;
     }
     let options = PhalanxOptions {
         binary: Some(binary),
@@ -150,29 +93,35 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
     // Four whole-GPU pods that must run on H100s: exactly the H100 capacity.
     let h100_pods: Vec<Pod> = (0..4)
         .map(|i| {
-            with_annotations(
-                pod_for(
-                    &format!("train-{i}"),
-                    DEFAULT_SCHEDULER,
-                    gpu_worker_container(1),
-                ),
-                &[(ANNOTATION_GPU_MODELS, "H100")],
-            )
+            default_pod(&format!("train-{i}"), gpu_worker_container(1))
+                .annotation(ANNOTATION_GPU_MODELS, "H100")
+                .build()
         })
         .collect();
     let h100_names = create_pods(&pods, h100_pods).await?;
-    wait_bound(&plane, &pods, &h100_names).await?;
+    wait_bound(&pods, &h100_names, WAIT)
+        .await
+        .with_logs(&plane)?;
 
     // A fifth H100 pod does not fit: kube-scheduler reports the extender's reasons.
     create_pods(
         &pods,
-        vec![with_annotations(
-            pod_for("train-extra", DEFAULT_SCHEDULER, gpu_worker_container(1)),
-            &[(ANNOTATION_GPU_MODELS, "H100")],
-        )],
+        vec![default_pod("train-extra", gpu_worker_container(1))
+            .annotation(ANNOTATION_GPU_MODELS, "H100")
+            .build()],
     )
     .await?;
-    let note = wait_failed(&plane, "train-extra", "nodes are available").await?;
+    let note = wait_pod_event(
+        &client,
+        NS,
+        "train-extra",
+        "FailedScheduling",
+        "nodes are available",
+        WAIT,
+    )
+    .await
+    .with_logs(&plane)?
+    .note;
     assert!(
         note.starts_with("0/4 nodes are available"),
         "kube-scheduler's wording with the extender's reasons expected: {note}"
@@ -183,49 +132,39 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
     let share_names = create_pods(
         &pods,
         (0..4)
-            .map(|i| {
-                pod_for(
-                    &format!("infer-{i}"),
-                    DEFAULT_SCHEDULER,
-                    gpu_share_container(500),
-                )
-            })
+            .map(|i| default_pod(&format!("infer-{i}"), gpu_share_container(500)).build())
             .collect(),
     )
     .await?;
-    let all = wait_bound(&plane, &pods, &share_names).await?;
+    wait_bound(&pods, &share_names, WAIT)
+        .await
+        .with_logs(&plane)?;
 
     // A gang needs the full scheduler; the extender refuses it with a reason.
     create_pods(
         &pods,
-        vec![with_annotations(
-            pod_for("gang-0", DEFAULT_SCHEDULER, gpu_worker_container(1)),
-            &[
-                (ANNOTATION_GANG_NAME, "job"),
-                (ANNOTATION_GANG_MIN_MEMBER, "2"),
-            ],
-        )],
+        vec![default_pod("gang-0", gpu_worker_container(1))
+            .annotation(ANNOTATION_GANG_NAME, "job")
+            .annotation(ANNOTATION_GANG_MIN_MEMBER, "2")
+            .build()],
     )
     .await?;
-    let gang_note = wait_failed(&plane, "gang-0", "all-or-nothing").await?;
+    let gang_note = wait_pod_event(
+        &client,
+        NS,
+        "gang-0",
+        "FailedScheduling",
+        "all-or-nothing",
+        WAIT,
+    )
+    .await
+    .with_logs(&plane)?
+    .note;
     assert!(gang_note.contains("belongs to gang"), "{gang_note}");
 
     // Where everything went, from the objects themselves.
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut model_of = HashMap::new();
-    let mut gpus_per_node = HashMap::new();
-    for node in nodes.list(&ListParams::default()).await? {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        if let Some(model) = node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_GPU_MODEL))
-        {
-            model_of.insert(name.clone(), model.clone());
-            gpus_per_node.insert(name, 2);
-        }
-    }
+    let facts = node_facts(&client).await?;
+    let all = pods.list(&ListParams::default()).await?.items;
     let bound: Vec<Pod> = all.into_iter().filter(|p| node_of(p).is_some()).collect();
     assert_eq!(
         bound.len(),
@@ -244,13 +183,9 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
         } else {
             "A100"
         };
-        assert_eq!(
-            model_of.get(node).map(String::as_str),
-            Some(want),
-            "{name} on {node}"
-        );
+        assert_eq!(facts.model(node), Some(want), "{name} on {node}");
     }
-    let violations = assignment_violations(&bound, &gpus_per_node);
+    let violations = assignment_violations(&bound, &facts.gpus);
     assert!(violations.is_empty(), "{violations:#?}");
     // Two shares per GPU: the four shares fill exactly two A100 GPUs.
     let mut share_gpus: Vec<(String, u32)> = bound

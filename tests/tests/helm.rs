@@ -8,22 +8,21 @@
 //!
 //! Needs the virtualenv `scripts/test-all.sh` creates; the cluster tests also
 //! need the control-plane binaries and `cargo build -p phalanx-scheduler`.
-//! Without them each test prints SKIPPED; with `PHALANX_E2E=1` it fails.
+//! Without them each test prints `skipped: <test>: <why>`; with
+//! `PHALANX_E2E=1` it fails.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::Api;
 use phalanx_api::{PodGroup, ANNOTATION_GPU_ASSIGNMENT};
 use phalanx_e2e::binaries::or_skip;
@@ -31,9 +30,14 @@ use phalanx_e2e::helm::{
     apply_manifest_file, chart_dir, config_map_yaml, server_apply, service_account_kubeconfig,
     workspace_root, HelmTool, LocalComponent, RenderedChart, ServerCheck,
 };
+use phalanx_e2e::phalanx::ensure_namespace;
+use phalanx_e2e::wait::{
+    self, namespace_ready_for_pods, wait_crds_established, wait_pod_bound, wait_pod_event,
+    wait_selected_bound,
+};
 use phalanx_e2e::{
-    assignment_of, create_gpu_nodes, node_of, phalanx_scheduler_for_test, pod_events, Binaries,
-    ControlPlane, ControlPlaneOptions, GpuNodeSpec,
+    assignment_of, create_gpu_nodes, gpu_worker_container, node_of, phalanx_scheduler_for_test,
+    pod_events, Binaries, ControlPlane, ControlPlaneOptions, GpuNodeSpec, PodBuilder, PodSelector,
 };
 
 const RELEASE: &str = "phalanx";
@@ -506,82 +510,8 @@ fn bad_values_are_refused_with_a_message_naming_the_key() {
     );
 }
 
-/// Polls `check` every 250 ms until it yields `Ok`, or fails after `timeout`.
-async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await? {
-            Ok(value) => return Ok(value),
-            Err(why) if Instant::now() >= deadline => {
-                bail!("timed out after {timeout:?} waiting for {what}: {why}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-/// Creates namespace `name` and waits for its `default` ServiceAccount, without
-/// which pods are not admitted.
-async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
-    create_namespace_only(client, name).await?;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    wait_until(
-        &format!("ServiceAccount {name}/default"),
-        Duration::from_secs(60),
-        || async {
-            Ok(accounts
-                .get_opt("default")
-                .await?
-                .map(|_| ())
-                .ok_or_else(|| "absent".to_owned()))
-        },
-    )
-    .await
-}
-
-async fn create_namespace_only(client: &kube::Client, name: &str) -> anyhow::Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    match api.create(&PostParams::default(), &namespace).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn wait_crds_served(client: &kube::Client, names: &[&str]) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in names {
-        wait_until(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(60),
-            || async {
-                let crd = crds.get(name).await?;
-                let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-                Ok(if established {
-                    Ok(())
-                } else {
-                    Err("not yet".to_owned())
-                })
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
+/// How long a namespace or a CRD may take to be ready.
+const READY: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Result<()> {
@@ -605,7 +535,7 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
     let plane = ControlPlane::start_with(binaries, options).await?;
     let client = plane.client();
     // No controller-manager here: dry runs need the namespace, not its account.
-    create_namespace_only(&client, NAMESPACE).await?;
+    ensure_namespace(&client, NAMESPACE).await?;
     // The CRDs first, for real: the rest may only be checked once they exist.
     let defaults = helm.render(&serde_json::json!({}), RELEASE, NAMESPACE)?;
     for crd in defaults.of_kind("CustomResourceDefinition") {
@@ -618,7 +548,7 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
         serde_yaml_ng::from_str(&std::fs::read_to_string(&service_monitor_crd)?)?;
     let outcome = server_apply(&client, &crd, NAMESPACE, false).await?;
     assert_eq!(outcome, ServerCheck::Accepted, "the ServiceMonitor CRD");
-    wait_crds_served(&client, &["servicemonitors.monitoring.coreos.com"]).await?;
+    wait_crds_established(&client, &["servicemonitors.monitoring.coreos.com"], READY).await?;
     let mut refused = Vec::new();
     let mut not_served = BTreeSet::new();
     let mut checked = 0;
@@ -719,9 +649,10 @@ async fn install_for(test: &str, values: serde_json::Value) -> anyhow::Result<Op
     let plane = ControlPlane::start(binaries).await?;
     helm.install(plane.kubeconfig(), RELEASE, NAMESPACE, &values)
         .context("helm install")?;
-    wait_crds_served(
+    wait_crds_established(
         &plane.client(),
         &["gpunodes.phalanx.dev", "podgroups.scheduling.x-k8s.io"],
+        READY,
     )
     .await?;
     Ok(Some(Installed {
@@ -761,12 +692,6 @@ async fn start_scheduler_as_service_account(
     Ok(installed
         .plane
         .start_local_component(name, &bin, config, &kubeconfig, "/readyz")
-        .await?)
-}
-
-async fn pod(client: &kube::Client, namespace: &str, name: &str) -> anyhow::Result<Pod> {
-    Ok(Api::<Pod>::namespaced(client.clone(), namespace)
-        .get(name)
         .await?)
 }
 
@@ -814,7 +739,7 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
     assert_eq!(listed["revision"], 2, "{listed}");
     // An upgrade must not drop the PodGroup CRD it installed (auto mode sees
     // the API served now, but by this release).
-    wait_crds_served(&client, &["podgroups.scheduling.x-k8s.io"]).await?;
+    wait_crds_established(&client, &["podgroups.scheduling.x-k8s.io"], READY).await?;
 
     // The scheduler, as a local process with the ServiceAccount's token only.
     let identity = "phalanx-scheduler-local-0";
@@ -822,7 +747,7 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
     let scheduler =
         start_scheduler_as_service_account(&mut installed, "phalanx-scheduler-sa-0", config)
             .await?;
-    let holder = wait_until(
+    let holder = wait::until(
         "the scheduler to hold the Lease",
         Duration::from_secs(60),
         || async {
@@ -846,23 +771,13 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
     create_gpu_nodes(&client, "gpu", 6, &spec).await?;
 
     // deploy/examples/gpu-pod.yaml: a whole GPU and a quarter of one.
-    create_namespace(&client, "examples").await?;
+    namespace_ready_for_pods(&client, "examples", READY).await?;
+    let examples: Api<Pod> = Api::namespaced(client.clone(), "examples");
     apply_manifest_file(&client, &example("gpu-pod.yaml"), "examples").await?;
     for name in ["cuda-whole-gpu", "cuda-quarter-gpu"] {
-        let bound = wait_until(
-            &format!("{name} bound"),
-            Duration::from_secs(60),
-            || async {
-                let p = pod(&client, "examples", name).await?;
-                Ok(if node_of(&p).is_some() {
-                    Ok(p)
-                } else {
-                    Err("unbound".to_owned())
-                })
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+        let bound = wait_pod_bound(&examples, name, Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
         let assignment = assignment_of(&bound)
             .with_context(|| format!("{name} has no {ANNOTATION_GPU_ASSIGNMENT}"))?
             .map_err(anyhow::Error::msg)?;
@@ -874,7 +789,7 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
             "{name}"
         );
     }
-    let events = wait_until("Scheduled events", Duration::from_secs(30), || async {
+    let events = wait::until("Scheduled events", Duration::from_secs(30), || async {
         let events = pod_events(&client, "examples").await?;
         let scheduled = events.iter().filter(|e| e.reason == "Scheduled").count();
         Ok(if scheduled >= 2 {
@@ -894,19 +809,12 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
     // deploy/examples/pytorch-gang.yaml: the Job controller makes 4 pods of
     // 8 GPUs; the gang binds whole and its PodGroup says so.
     apply_manifest_file(&client, &example("pytorch-gang.yaml"), "examples").await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "examples");
-    let members = wait_until("the whole gang bound", Duration::from_secs(90), || async {
-        let members: Vec<Pod> = pods
-            .list(&ListParams::default().labels("scheduling.x-k8s.io/pod-group=resnet-ddp"))
-            .await?
-            .items;
-        let bound = members.iter().filter(|p| node_of(p).is_some()).count();
-        Ok(if members.len() == 4 && bound == 4 {
-            Ok(members)
-        } else {
-            Err(format!("{bound} of {} bound", members.len()))
-        })
-    })
+    let members = wait_selected_bound(
+        &examples,
+        &PodSelector::labels("scheduling.x-k8s.io/pod-group=resnet-ddp"),
+        4,
+        Duration::from_secs(90),
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
     let nodes: BTreeSet<&str> = members.iter().filter_map(node_of).collect();
@@ -920,7 +828,7 @@ async fn installed_chart_runs_the_scheduler_with_only_its_service_account() -> a
         assert_eq!(assignment.gpus.len(), 8);
     }
     let groups: Api<PodGroup> = Api::namespaced(client.clone(), "examples");
-    wait_until(
+    wait::until(
         "PodGroup status Scheduled",
         Duration::from_secs(30),
         || async {
@@ -1088,7 +996,7 @@ async fn wait_access(
         ..SubjectAccessReview::default()
     };
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    wait_until(
+    wait::until(
         &format!("{role_name}: {verb} {resource} allowed={allowed}"),
         Duration::from_secs(30),
         || async {
@@ -1116,7 +1024,7 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
     };
     let client = installed.plane.client();
     create_gpu_nodes(&client, "gpu", 2, &GpuNodeSpec::default()).await?;
-    create_namespace(&client, "verbs").await?;
+    namespace_ready_for_pods(&client, "verbs", READY).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "verbs");
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let chart_rules = roles.get("phalanx-scheduler").await?.rules;
@@ -1150,7 +1058,7 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
         )
         .await?;
         let name = format!("needs-{}", resource.replace('/', "-"));
-        let mut pod = phalanx_e2e::pod_for(&name, "phalanx", phalanx_e2e::gpu_worker_container(1));
+        let mut pod = PodBuilder::new(&name, "phalanx", gpu_worker_container(1));
         if resource == "podgroups/status" {
             let group: PodGroup = serde_json::from_value(serde_json::json!({
                 "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
@@ -1159,32 +1067,22 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
             Api::<PodGroup>::namespaced(client.clone(), "verbs")
                 .create(&PostParams::default(), &group)
                 .await?;
-            pod.metadata.labels = Some(BTreeMap::from([(
-                "scheduling.x-k8s.io/pod-group".to_owned(),
-                "pair".to_owned(),
-            )]));
+            pod = pod.label("scheduling.x-k8s.io/pod-group", "pair");
         }
-        pods.create(&PostParams::default(), &pod).await?;
+        pods.create(&PostParams::default(), &pod.build()).await?;
         match symptom {
             "event" => {
-                let note = wait_until(
-                    "a FailedScheduling event that says forbidden",
+                let note = wait_pod_event(
+                    &client,
+                    "verbs",
+                    &name,
+                    "FailedScheduling",
+                    "forbidden",
                     Duration::from_secs(60),
-                    || async {
-                        let events = pod_events(&client, "verbs").await?;
-                        Ok(events
-                            .iter()
-                            .find(|e| {
-                                e.pod == name
-                                    && e.reason == "FailedScheduling"
-                                    && e.note.contains("forbidden")
-                            })
-                            .map(|e| e.note.clone())
-                            .ok_or_else(|| format!("{events:?}")))
-                    },
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?
+                .note;
                 assert!(
                     note.contains("pods/binding") || note.contains("binding"),
                     "{note}"
@@ -1201,15 +1099,7 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
                 let needle = log.trim_start_matches("log:");
                 wait_forbidden_in_log(&scheduler, needle).await?;
                 // Only that call failed: with pods/binding granted again, the pod bound.
-                wait_until(
-                    &format!("{name} bound"),
-                    Duration::from_secs(60),
-                    || async {
-                        let p = pods.get(&name).await?;
-                        Ok(node_of(&p).map(|_| ()).ok_or_else(|| "unbound".to_owned()))
-                    },
-                )
-                .await?;
+                wait_pod_bound(&pods, &name, Duration::from_secs(60)).await?;
             }
         }
         previous = Some(scheduler);
@@ -1238,7 +1128,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         return Ok(());
     };
     let client = installed.plane.client();
-    wait_crds_served(&client, &["inferenceautoscalers.phalanx.dev"]).await?;
+    wait_crds_established(&client, &["inferenceautoscalers.phalanx.dev"], READY).await?;
     let nodes = create_gpu_nodes(
         &client,
         "gpu",
@@ -1370,7 +1260,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
 
     // deploy/examples/vllm-autoscaled.yaml: 40 requests waiting at 8 per
     // replica asks for 5 replicas, and 16 GPUs leave room for them.
-    create_namespace(&client, "examples").await?;
+    namespace_ready_for_pods(&client, "examples", READY).await?;
     apply_manifest_file(&client, &example("vllm-autoscaled.yaml"), "examples").await?;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), "examples");
@@ -1381,7 +1271,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         })?;
     let autoscalers: Api<phalanx_api::InferenceAutoscaler> =
         Api::namespaced(client.clone(), "examples");
-    let status = wait_until(
+    let status = wait::until(
         "the InferenceAutoscaler's status",
         Duration::from_secs(30),
         || async {
@@ -1394,7 +1284,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     )
     .await?;
     assert!(!status.conditions.is_empty(), "{status:?}");
-    wait_until(
+    wait::until(
         "the autoscaler to hold its Lease",
         Duration::from_secs(30),
         || async {
@@ -1435,7 +1325,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     // 100 waiting at 8 per replica: twice the 5 replicas still starting, so
     // it scales up at once (to its maximum of 8).
     exporter.set(&vllm_text(100));
-    let message = wait_until(
+    let message = wait::until(
         "a FailedRescale status that says forbidden",
         Duration::from_secs(60),
         || async {
@@ -1503,7 +1393,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         ("inferenceautoscalers/status", "patch"),
     )
     .await?;
-    wait_until(
+    wait::until(
         "the status to show 120 waiting",
         Duration::from_secs(60),
         || async {
@@ -1528,7 +1418,7 @@ fn vllm_text(waiting: u32) -> String {
 
 /// Waits until a line of `component`'s log says `needle` and `forbidden`.
 async fn wait_forbidden_in_log(component: &LocalComponent, needle: &str) -> anyhow::Result<()> {
-    wait_until(
+    wait::until(
         &format!("{needle:?} refused as forbidden in the log"),
         Duration::from_secs(60),
         || async {
@@ -1554,7 +1444,7 @@ async fn wait_replicas(
     want: i32,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    wait_until(
+    wait::until(
         &format!("{name} scaled to {want} through its scale subresource"),
         timeout,
         || async {

@@ -3,20 +3,17 @@
 //! under a crash.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
-//! `cargo build -p phalanx-scheduler`; without them each test prints SKIPPED,
-//! and with `PHALANX_E2E=1` it fails instead.
+//! `cargo build -p phalanx-scheduler`; without them each test prints
+//! `skipped: <test>: <why>`, and with `PHALANX_E2E=1` it fails instead.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
@@ -24,11 +21,14 @@ use phalanx_api::{
     PodGroup, PodGroupSpec, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
     ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
 };
+use phalanx_e2e::wait::{
+    self, stays_pending, wait_bound, wait_pod_bound, wait_pod_event, WithLogs,
+};
 use phalanx_e2e::{
     assignment_of, assignment_violations, create_gpu_nodes, create_pods, gpu_share_container,
-    gpu_worker_container, install_phalanx_crds, lease_holder, node_of, phalanx_scheduler_for_test,
-    pod_events, pod_for, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec,
-    LeaderElectionOptions, PhalanxOptions,
+    gpu_worker_container, install_phalanx_crds, lease_holder, node_facts, node_of,
+    phalanx_scheduler_for_test, pod_events, pod_for, pods_named, wait_fake_nodes_ready, Binaries,
+    ControlPlane, GpuNodeSpec, LeaderElectionOptions, PhalanxOptions, PodBuilder, PodSelector,
 };
 
 const NS: &str = "default";
@@ -46,165 +46,9 @@ async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>
     Ok(Some((plane, scheduler)))
 }
 
-/// Creates `count` nodes of `gpus` GPUs of `model` named `{prefix}-{i}`.
-async fn nodes(
-    client: &kube::Client,
-    prefix: &str,
-    count: usize,
-    gpus: u32,
-    model: &str,
-) -> anyhow::Result<Vec<String>> {
-    let spec = GpuNodeSpec {
-        gpus,
-        model: model.to_owned(),
-        ..GpuNodeSpec::default()
-    };
-    Ok(create_gpu_nodes(client, prefix, count, &spec).await?)
-}
-
-/// Polls `check` every 250 ms until it yields `Some`, or fails after
-/// `timeout` with `what` and the scheduler logs.
-async fn wait_until<T, F, Fut>(
-    plane: &ControlPlane,
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = check().await?;
-        match state {
-            Ok(value) => return Ok(value),
-            Err(why) if Instant::now() >= deadline => bail!(
-                "timed out after {timeout:?} waiting for {what}: {why}\n{}",
-                plane.phalanx_logs()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-async fn pods_named(api: &Api<Pod>, names: &[String]) -> anyhow::Result<Vec<Pod>> {
-    let wanted: HashSet<&String> = names.iter().collect();
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.name.as_ref().is_some_and(|n| wanted.contains(n)))
-        .collect())
-}
-
-/// Waits until every pod in `names` is bound; returns them all.
-async fn wait_bound(
-    plane: &ControlPlane,
-    api: &Api<Pod>,
-    names: &[String],
-    timeout: Duration,
-) -> anyhow::Result<Vec<Pod>> {
-    wait_until(plane, "pods bound", timeout, || async {
-        let pods = pods_named(api, names).await?;
-        let unbound: Vec<String> = pods
-            .iter()
-            .filter(|p| node_of(p).is_none())
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        Ok(if unbound.is_empty() && pods.len() == names.len() {
-            Ok(pods)
-        } else {
-            Err(format!(
-                "{} of {} bound; unbound: {unbound:?}",
-                pods.len() - unbound.len(),
-                names.len()
-            ))
-        })
-    })
-    .await
-}
-
-/// GPUs per node and model per node, from the Node objects.
-async fn node_facts(
-    client: &kube::Client,
-) -> anyhow::Result<(HashMap<String, u32>, HashMap<String, String>)> {
-    let api: Api<Node> = Api::all(client.clone());
-    let mut gpus = HashMap::new();
-    let mut models = HashMap::new();
-    for node in api.list(&ListParams::default()).await?.items {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let count = node
-            .status
-            .as_ref()
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|a| a.get(phalanx_api::RESOURCE_WHOLE_GPU))
-            .and_then(|q| q.0.parse::<u32>().ok())
-            .unwrap_or(0);
-        gpus.insert(name.clone(), count);
-        if let Some(model) = node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_GPU_MODEL))
-        {
-            models.insert(name, model.clone());
-        }
-    }
-    Ok((gpus, models))
-}
-
-fn with_annotation(mut pod: Pod, key: &str, value: &str) -> Pod {
-    pod.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(key.to_owned(), value.to_owned());
-    pod
-}
-
-fn with_label(mut pod: Pod, key: &str, value: &str) -> Pod {
-    pod.metadata
-        .labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert(key.to_owned(), value.to_owned());
-    pod
-}
-
-fn with_model_selector(mut pod: Pod, model: &str) -> Pod {
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.node_selector = Some(BTreeMap::from([(
-            LABEL_GPU_MODEL.to_owned(),
-            model.to_owned(),
-        )]));
-    }
-    pod
-}
-
-fn with_required_models(mut pod: Pod, models: &[&str]) -> Pod {
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.affinity = Some(Affinity {
-            node_affinity: Some(NodeAffinity {
-                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                    node_selector_terms: vec![NodeSelectorTerm {
-                        match_expressions: Some(vec![NodeSelectorRequirement {
-                            key: LABEL_GPU_MODEL.to_owned(),
-                            operator: "In".to_owned(),
-                            values: Some(models.iter().map(|m| (*m).to_owned()).collect()),
-                        }]),
-                        ..NodeSelectorTerm::default()
-                    }],
-                }),
-                ..NodeAffinity::default()
-            }),
-            ..Affinity::default()
-        });
-    }
-    pod
-}
-
-fn phalanx_pod(name: &str, container: k8s_openapi::api::core::v1::Container) -> Pod {
-    pod_for(name, SCHEDULER_NAME, container)
+/// A pod for Phalanx's scheduler.
+fn phalanx_pod(name: &str, container: Container) -> PodBuilder {
+    PodBuilder::new(name, SCHEDULER_NAME, container)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,8 +58,8 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
         return Ok(());
     };
     let client = plane.client();
-    nodes(&client, "a100", 2, 4, "A100").await?;
-    nodes(&client, "h100", 2, 4, "H100").await?;
+    create_gpu_nodes(&client, "a100", 2, &GpuNodeSpec::with_gpus(4, "A100")).await?;
+    create_gpu_nodes(&client, "h100", 2, &GpuNodeSpec::with_gpus(4, "H100")).await?;
     wait_fake_nodes_ready(&client, 4, Duration::from_secs(60)).await?;
     plane
         .start_phalanx_scheduler(&PhalanxOptions {
@@ -247,56 +91,58 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
     for i in 0..2 {
         let name = format!("ann-h100-{i}");
         expected_model.insert(name.clone(), "H100");
-        restricted.push(with_annotation(
-            phalanx_pod(&name, gpu_worker_container(1)),
-            ANNOTATION_GPU_MODELS,
-            "H100",
-        ));
+        restricted.push(
+            phalanx_pod(&name, gpu_worker_container(1))
+                .annotation(ANNOTATION_GPU_MODELS, "H100")
+                .build(),
+        );
         let name = format!("sel-a100-{i}");
         expected_model.insert(name.clone(), "A100");
-        restricted.push(with_model_selector(
-            phalanx_pod(&name, gpu_worker_container(2)),
-            "A100",
-        ));
+        restricted.push(
+            phalanx_pod(&name, gpu_worker_container(2))
+                .node_selector(LABEL_GPU_MODEL, "A100")
+                .build(),
+        );
     }
     for i in 0..3 {
         let name = format!("aff-h100-{i}");
         expected_model.insert(name.clone(), "H100");
-        restricted.push(with_required_models(
-            phalanx_pod(&name, gpu_share_container(500)),
-            &["H100"],
-        ));
+        restricted.push(
+            phalanx_pod(&name, gpu_share_container(500))
+                .required_node_label_in(LABEL_GPU_MODEL, &["H100"])
+                .build(),
+        );
     }
     let mut names = create_pods(&pods, restricted).await?;
-    wait_bound(&plane, &pods, &names, Duration::from_secs(60)).await?;
+    wait_bound(&pods, &names, Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
 
     let mut unrestricted = vec![
-        with_annotation(
-            phalanx_pod("ann-any-0", gpu_worker_container(1)),
-            ANNOTATION_GPU_MODELS,
-            "H100|A100",
-        ),
-        phalanx_pod("whole-0", gpu_worker_container(1)),
-        phalanx_pod("whole-1", gpu_worker_container(1)),
+        phalanx_pod("ann-any-0", gpu_worker_container(1))
+            .annotation(ANNOTATION_GPU_MODELS, "H100|A100")
+            .build(),
+        phalanx_pod("whole-0", gpu_worker_container(1)).build(),
+        phalanx_pod("whole-1", gpu_worker_container(1)).build(),
     ];
     for i in 0..4 {
-        unrestricted.push(phalanx_pod(&format!("share-{i}"), gpu_share_container(300)));
+        unrestricted.push(phalanx_pod(&format!("share-{i}"), gpu_share_container(300)).build());
     }
     names.extend(create_pods(&pods, unrestricted).await?);
     // No node has this model: it must stay Pending with a reason.
     let impossible = create_pods(
         &pods,
-        vec![with_annotation(
-            phalanx_pod("ann-v100", gpu_worker_container(1)),
-            ANNOTATION_GPU_MODELS,
-            "V100",
-        )],
+        vec![phalanx_pod("ann-v100", gpu_worker_container(1))
+            .annotation(ANNOTATION_GPU_MODELS, "V100")
+            .build()],
     )
     .await?;
 
-    let bound = wait_bound(&plane, &pods, &names, Duration::from_secs(60)).await?;
-    let (gpus, models) = node_facts(&client).await?;
-    let problems = assignment_violations(&bound, &gpus);
+    let bound = wait_bound(&pods, &names, Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    let facts = node_facts(&client).await?;
+    let problems = assignment_violations(&bound, &facts.gpus);
     assert!(
         problems.is_empty(),
         "{problems:#?}\n{}",
@@ -307,7 +153,7 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
         let node = node_of(pod).unwrap_or_default();
         if let Some(model) = expected_model.get(name) {
             assert_eq!(
-                models.get(node).map(String::as_str),
+                facts.model(node),
                 Some(*model),
                 "{name} asks for {model} but is on {node}"
             );
@@ -315,29 +161,25 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
     }
 
     // Every binding is announced, by Phalanx.
-    let events = wait_until(
-        &plane,
-        "Scheduled events",
-        Duration::from_secs(30),
-        || async {
-            let events = pod_events(&client, NS).await?;
-            let announced: HashSet<&str> = events
-                .iter()
-                .filter(|e| e.reason == "Scheduled")
-                .map(|e| e.pod.as_str())
-                .collect();
-            let missing: Vec<&String> = names
-                .iter()
-                .filter(|n| !announced.contains(n.as_str()))
-                .collect();
-            Ok(if missing.is_empty() {
-                Ok(events)
-            } else {
-                Err(format!("no Scheduled event for {missing:?}"))
-            })
-        },
-    )
-    .await?;
+    let events = wait::until("Scheduled events", Duration::from_secs(30), || async {
+        let events = pod_events(&client, NS).await?;
+        let announced: HashSet<&str> = events
+            .iter()
+            .filter(|e| e.reason == "Scheduled")
+            .map(|e| e.pod.as_str())
+            .collect();
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !announced.contains(n.as_str()))
+            .collect();
+        Ok(if missing.is_empty() {
+            Ok(events)
+        } else {
+            Err(format!("no Scheduled event for {missing:?}"))
+        })
+    })
+    .await
+    .with_logs(&plane)?;
     for event in events.iter().filter(|e| e.reason == "Scheduled") {
         let pod = bound
             .iter()
@@ -351,19 +193,16 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
         assert!(event.reporting_controller.contains("phalanx"), "{event:?}");
     }
 
-    let failure = wait_until(
-        &plane,
-        "FailedScheduling for ann-v100",
+    let failure = wait_pod_event(
+        &client,
+        NS,
+        &impossible[0],
+        "FailedScheduling",
+        "",
         Duration::from_secs(30),
-        || async {
-            let events = pod_events(&client, NS).await?;
-            Ok(events
-                .into_iter()
-                .find(|e| e.pod == impossible[0] && e.reason == "FailedScheduling")
-                .ok_or_else(|| "no FailedScheduling event yet".to_owned()))
-        },
     )
-    .await?;
+    .await
+    .with_logs(&plane)?;
     assert!(
         failure.note.contains("0/4 nodes are available"),
         "{failure:?}"
@@ -411,9 +250,9 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
         return Ok(());
     };
     let client = plane.client();
-    nodes(&client, "a100", 4, 8, "A100").await?;
-    let h100 = nodes(&client, "h100", 4, 8, "H100").await?;
-    nodes(&client, "l4", 2, 4, "L4").await?;
+    create_gpu_nodes(&client, "a100", 4, &GpuNodeSpec::with_gpus(8, "A100")).await?;
+    let h100 = create_gpu_nodes(&client, "h100", 4, &GpuNodeSpec::with_gpus(8, "H100")).await?;
+    create_gpu_nodes(&client, "l4", 2, &GpuNodeSpec::with_gpus(4, "L4")).await?;
     wait_fake_nodes_ready(&client, 10, Duration::from_secs(60)).await?;
     plane
         .start_phalanx_scheduler(&PhalanxOptions {
@@ -423,7 +262,7 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let groups: Api<PodGroup> = Api::namespaced(client.clone(), NS);
-    let (gpus, _) = node_facts(&client).await?;
+    let gpus = node_facts(&client).await?.gpus;
 
     // A PodGroup of 32 one-GPU pods on 4 nodes of 8: nothing binds while a
     // member is missing, then all 32 do.
@@ -432,21 +271,25 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
         .await?;
     let big: Vec<Pod> = (0..32)
         .map(|i| {
-            let pod = phalanx_pod(&format!("big-{i}"), gpu_worker_container(1));
-            with_label(with_model_selector(pod, "A100"), LABEL_POD_GROUP, "big")
+            phalanx_pod(&format!("big-{i}"), gpu_worker_container(1))
+                .node_selector(LABEL_GPU_MODEL, "A100")
+                .label(LABEL_POD_GROUP, "big")
+                .build()
         })
         .collect();
     let mut big_names = create_pods(&pods, big[..31].to_vec()).await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let early = pods_named(&pods, &big_names).await?;
-    assert_eq!(
-        count_bound(&early),
-        0,
-        "gang members bound before all 32 existed\n{}",
-        plane.phalanx_logs()
-    );
+    stays_pending(
+        &pods,
+        &PodSelector::names(&big_names),
+        Duration::from_secs(5),
+    )
+    .await
+    .context("gang members bound before all 32 existed")
+    .with_logs(&plane)?;
     big_names.extend(create_pods(&pods, big[31..].to_vec()).await?);
-    let bound = wait_bound(&plane, &pods, &big_names, Duration::from_secs(90)).await?;
+    let bound = wait_bound(&pods, &big_names, Duration::from_secs(90))
+        .await
+        .with_logs(&plane)?;
     let problems = assignment_violations(&bound, &gpus);
     assert!(problems.is_empty(), "{problems:#?}");
 
@@ -454,30 +297,30 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
     // them already holding a pod. It must hold nothing.
     let blocker = create_pods(
         &pods,
-        vec![with_model_selector(
-            phalanx_pod("blocker", gpu_worker_container(1)),
-            "H100",
-        )],
+        vec![phalanx_pod("blocker", gpu_worker_container(1))
+            .node_selector(LABEL_GPU_MODEL, "H100")
+            .build()],
     )
     .await?;
-    let blocker_node =
-        node_of(&wait_bound(&plane, &pods, &blocker, Duration::from_secs(60)).await?[0])
-            .unwrap_or_default()
-            .to_owned();
+    let blocker_pod = wait_pod_bound(&pods, &blocker[0], Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    let blocker_node = node_of(&blocker_pod).unwrap_or_default().to_owned();
     groups
         .create(&PostParams::default(), &pod_group("huge", 8))
         .await?;
     let huge: Vec<Pod> = (0..8)
         .map(|i| {
-            let pod = phalanx_pod(&format!("huge-{i}"), gpu_worker_container(8));
-            with_label(with_model_selector(pod, "H100"), LABEL_POD_GROUP, "huge")
+            phalanx_pod(&format!("huge-{i}"), gpu_worker_container(8))
+                .node_selector(LABEL_GPU_MODEL, "H100")
+                .label(LABEL_POD_GROUP, "huge")
+                .build()
         })
         .collect();
     let huge_names = create_pods(&pods, huge).await?;
     // While members are still being created the gang waits for the rest;
     // once all exist, every member must be told that the gang does not fit.
-    let failures = wait_until(
-        &plane,
+    let failures = wait::until(
         "a FailedScheduling event saying why huge does not fit, for every member",
         Duration::from_secs(60),
         || async {
@@ -505,7 +348,8 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
             })
         },
     )
-    .await?;
+    .await
+    .with_logs(&plane)?;
     for (pod, note) in &failures {
         assert!(
             note.contains("gang") && note.contains("huge"),
@@ -528,14 +372,15 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
     // whole-node pods at once.
     let fillers: Vec<Pod> = (0..3)
         .map(|i| {
-            with_model_selector(
-                phalanx_pod(&format!("filler-{i}"), gpu_worker_container(8)),
-                "H100",
-            )
+            phalanx_pod(&format!("filler-{i}"), gpu_worker_container(8))
+                .node_selector(LABEL_GPU_MODEL, "H100")
+                .build()
         })
         .collect();
     let filler_names = create_pods(&pods, fillers).await?;
-    let filled = wait_bound(&plane, &pods, &filler_names, Duration::from_secs(60)).await?;
+    let filled = wait_bound(&pods, &filler_names, Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
     for pod in &filled {
         let node = node_of(pod).unwrap_or_default();
         assert!(
@@ -554,26 +399,26 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
     // The annotation form: 4 members of 2 GPUs on two 4-GPU L4 nodes.
     let ann: Vec<Pod> = (0..4)
         .map(|i| {
-            let pod = with_model_selector(
-                phalanx_pod(&format!("ann-gang-{i}"), gpu_worker_container(2)),
-                "L4",
-            );
-            with_annotation(
-                with_annotation(pod, ANNOTATION_GANG_NAME, "ann-gang"),
-                ANNOTATION_GANG_MIN_MEMBER,
-                "4",
-            )
+            phalanx_pod(&format!("ann-gang-{i}"), gpu_worker_container(2))
+                .node_selector(LABEL_GPU_MODEL, "L4")
+                .annotation(ANNOTATION_GANG_NAME, "ann-gang")
+                .annotation(ANNOTATION_GANG_MIN_MEMBER, "4")
+                .build()
         })
         .collect();
     let mut ann_names = create_pods(&pods, ann[..3].to_vec()).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        count_bound(&pods_named(&pods, &ann_names).await?),
-        0,
-        "annotation-gang members bound before all 4 existed"
-    );
+    stays_pending(
+        &pods,
+        &PodSelector::names(&ann_names),
+        Duration::from_secs(3),
+    )
+    .await
+    .context("annotation-gang members bound before all 4 existed")
+    .with_logs(&plane)?;
     ann_names.extend(create_pods(&pods, ann[3..].to_vec()).await?);
-    wait_bound(&plane, &pods, &ann_names, Duration::from_secs(60)).await?;
+    wait_bound(&pods, &ann_names, Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
 
     let all = pods.list(&ListParams::default()).await?.items;
     let problems = assignment_violations(&all, &gpus);
@@ -590,7 +435,7 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
         return Ok(());
     };
     let client = plane.client();
-    nodes(&client, "gpu", 30, 8, "A100").await?;
+    create_gpu_nodes(&client, "gpu", 30, &GpuNodeSpec::with_gpus(8, "A100")).await?;
     wait_fake_nodes_ready(&client, 30, Duration::from_secs(90)).await?;
     let election = LeaderElectionOptions {
         lease_duration_seconds: 4,
@@ -610,19 +455,11 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
         })
         .await?;
     let replicas = [first, second];
-    let leader_identity = wait_until(
-        &plane,
-        "a Lease holder",
-        Duration::from_secs(30),
-        || async {
-            Ok(
-                lease_holder(&client, &election.lease_namespace, &election.lease_name)
-                    .await?
-                    .ok_or_else(|| "no holder".to_owned()),
-            )
-        },
-    )
-    .await?;
+    let leader_identity = wait::until_some("a Lease holder", Duration::from_secs(30), || async {
+        Ok(lease_holder(&client, &election.lease_namespace, &election.lease_name).await?)
+    })
+    .await
+    .with_logs(&plane)?;
     let leader = replicas
         .iter()
         .find(|r| r.identity == leader_identity)
@@ -667,19 +504,21 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
         }
         pods.create(
             &PostParams::default(),
-            &phalanx_pod(name, gpu_worker_container(1)),
+            &phalanx_pod(name, gpu_worker_container(1)).build(),
         )
         .await?;
         // Spread creation over several seconds so the crash is mid-stream.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let bound = wait_bound(&plane, &pods, &names, Duration::from_secs(120)).await?;
+    let bound = wait_bound(&pods, &names, Duration::from_secs(120))
+        .await
+        .with_logs(&plane)?;
     let holder = lease_holder(&client, &election.lease_namespace, &election.lease_name).await?;
     assert_eq!(holder.as_deref(), Some(survivor.identity.as_str()));
     assert!(survivor.is_ready().await, "the new leader is not ready");
 
-    let (gpus, _) = node_facts(&client).await?;
+    let gpus = node_facts(&client).await?.gpus;
     let problems = assignment_violations(&bound, &gpus);
     assert!(
         problems.is_empty(),
