@@ -38,16 +38,20 @@ pub struct Toleration {
 
 impl Toleration {
     pub fn tolerates(&self, taint: &Taint) -> bool {
-        if self.effect.is_some_and(|e| e != taint.effect) {
+        self.tolerates_parts(&taint.key, &taint.value, taint.effect)
+    }
+
+    /// [`Self::tolerates`] for a taint given by its parts, so that a fixed taint
+    /// (the cordon's) is checked without building one on the hot path.
+    pub fn tolerates_parts(&self, key: &str, value: &str, effect: TaintEffect) -> bool {
+        if self.effect.is_some_and(|e| e != effect) {
             return false;
         }
         match (&self.key, self.operator) {
             (None, TolerationOperator::Exists) => true,
             (None, TolerationOperator::Equal) => false,
-            (Some(key), TolerationOperator::Exists) => *key == taint.key,
-            (Some(key), TolerationOperator::Equal) => {
-                *key == taint.key && self.value == taint.value
-            }
+            (Some(own), TolerationOperator::Exists) => own == key,
+            (Some(own), TolerationOperator::Equal) => own == key && self.value == value,
         }
     }
 }

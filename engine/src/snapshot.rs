@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::constraints::{tolerates_all, Taint, TaintEffect, Toleration, TolerationOperator};
+use super::constraints::{tolerates_all, TaintEffect, Toleration, TolerationOperator};
 use super::model::{GpuModelId, GpuModelRegistry};
 use super::node::{Gpu, GpuSample, NodeId, NodeSpec, NodeState, MAX_GPUS_PER_NODE};
 use super::pod::{GpuDemand, PodDemand};
@@ -511,18 +511,14 @@ impl ClusterSnapshot {
 }
 
 /// The taint a cordoned node carries, which pods may tolerate (as DaemonSets do).
-fn unschedulable_taint() -> Taint {
-    Taint {
-        key: "node.kubernetes.io/unschedulable".into(),
-        value: String::new(),
-        effect: TaintEffect::NoSchedule,
-    }
-}
+/// The taint kube-scheduler treats a cordoned node as carrying.
+const UNSCHEDULABLE_TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
 
+/// Checked for every cordoned node in every cycle: compares against the
+/// cordon taint's parts instead of building a `Taint`, so it allocates nothing.
 fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
-    let taint = unschedulable_taint();
     tolerations.iter().any(|t| {
-        t.tolerates(&taint)
+        t.tolerates_parts(UNSCHEDULABLE_TAINT_KEY, "", TaintEffect::NoSchedule)
             || (t.operator == TolerationOperator::Exists && t.key.is_none() && t.effect.is_none())
     })
 }
