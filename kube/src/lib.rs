@@ -8,9 +8,11 @@
 //!   and the pods holding resources in it (assumed or bound).
 //! * [`mirror`]: watch events folded into the cluster state, relists included.
 //!
-//! All of it is pure (fed objects, no client, no async runtime), so the
-//! scheduler, its extender and the autoscaler's capacity check share one view
-//! of the cluster, and tests feed it objects directly.
+//! All of it is pure: fed objects, it makes no API call, spawns nothing and
+//! reads no clock, so the scheduler, its extender and the autoscaler's
+//! capacity check share one view of the cluster, and tests feed it objects
+//! directly. It does link kube-runtime (and so kube-client and tokio), only for
+//! the watcher's `Event` type that the mirror is fed.
 
 pub mod cluster_state;
 pub mod mirror;
