@@ -1,6 +1,7 @@
 //! Phalanx's scheduler against a real control plane with KWOK GPU nodes:
-//! GPU placement and accounting, gangs (all or nothing), and leader election
-//! under a crash.
+//! GPU placement and accounting, gangs (all or nothing), pods as controllers
+//! make them (generated names, a PriorityClass, zone and rack labels), and
+//! leader election under a crash.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
 //! `cargo build -p phalanx-scheduler`; without them each test prints
@@ -21,14 +22,16 @@ use phalanx_api::{
     PodGroup, PodGroupSpec, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
     ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
 };
+use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::wait::{
-    self, stays_pending, wait_bound, wait_pod_bound, wait_pod_event, WithLogs,
+    self, stays_pending, wait_bound, wait_pod_bound, wait_pod_event, wait_selected_bound, WithLogs,
 };
 use phalanx_e2e::{
-    assignment_of, assignment_violations, create_gpu_nodes, create_pods, gpu_share_container,
-    gpu_worker_container, install_phalanx_crds, lease_holder, node_facts, node_of,
-    phalanx_scheduler_for_test, pod_events, pod_for, pods_named, wait_fake_nodes_ready, Binaries,
-    ControlPlane, GpuNodeSpec, LeaderElectionOptions, PhalanxOptions, PodBuilder, PodSelector,
+    assignment_of, assignment_violations, create_gpu_nodes, create_pods, create_priority_class,
+    gpu_share_container, gpu_worker_container, install_phalanx_crds, lease_holder, node_facts,
+    node_of, phalanx_scheduler_for_test, pod_events, pod_for, pods_named, wait_fake_nodes_ready,
+    Binaries, ControlPlane, GpuNodeSpec, LeaderElectionOptions, PhalanxOptions, PodBuilder,
+    PodSelector, PreemptionPolicy,
 };
 
 const NS: &str = "default";
@@ -423,6 +426,125 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
     let all = pods.list(&ListParams::default()).await?.items;
     let problems = assignment_violations(&all, &gpus);
     assert!(problems.is_empty(), "{problems:#?}");
+    Ok(())
+}
+
+/// A rack label of the kind operators put on nodes.
+const LABEL_RACK: &str = "topology.example.com/rack";
+
+/// What Deployments and operators create, on nodes labelled as real clusters
+/// label them: pods named by the API server (`generateName`) with a
+/// PriorityClass, placed by zone and rack labels, found again by name prefix
+/// and by label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_pods_with_a_priority_class_follow_zone_and_rack_labels() -> anyhow::Result<()> {
+    let test = "generated_pods_with_a_priority_class_follow_zone_and_rack_labels";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    for (zone, rack) in [
+        ("zone-a", "r1"),
+        ("zone-a", "r2"),
+        ("zone-b", "r3"),
+        ("zone-b", "r4"),
+    ] {
+        let spec = GpuNodeSpec::with_gpus(2, "H100")
+            .label(LABEL_ZONE, zone)
+            .label(LABEL_RACK, rack);
+        create_gpu_nodes(&client, &format!("{zone}-{rack}"), 1, &spec).await?;
+    }
+    wait_fake_nodes_ready(&client, 4, Duration::from_secs(60)).await?;
+    let class =
+        create_priority_class(&client, "training-high", 100_000, PreemptionPolicy::Never).await?;
+    assert_eq!(class.preemption_policy.as_deref(), Some("Never"));
+    plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(binary),
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let trainer = || {
+        PodBuilder::generated("trainer-", SCHEDULER_NAME, gpu_worker_container(1))
+            .label("app", "trainer")
+            .node_selector(LABEL_ZONE, "zone-b")
+            .priority_class("training-high")
+    };
+
+    // Four trainers fill zone-b's two nodes of two GPUs.
+    let names = create_pods(&pods, (0..4).map(|_| trainer().build()).collect()).await?;
+    let distinct: HashSet<&String> = names.iter().collect();
+    assert!(
+        distinct.len() == 4 && names.iter().all(|n| n.len() > "trainer-".len()),
+        "the API server names each pod: {names:?}"
+    );
+    let trainers = wait_selected_bound(
+        &pods,
+        &PodSelector::name_prefix("trainer-"),
+        4,
+        Duration::from_secs(60),
+    )
+    .await
+    .with_logs(&plane)?;
+    let facts = node_facts(&client).await?;
+    for pod in &trainers {
+        let node = node_of(pod).unwrap_or_default();
+        assert_eq!(facts.label(node, LABEL_ZONE), Some("zone-b"), "{node}");
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.priority, Some(100_000), "admission resolved the class");
+    }
+    let by_label = PodSelector::labels("app=trainer").list(&pods).await?;
+    assert_eq!(by_label.len(), 4);
+
+    // Required node affinity on the rack label: a share lands on rack r1.
+    let pinned = create_pods(
+        &pods,
+        vec![
+            PodBuilder::generated("pinned-", SCHEDULER_NAME, gpu_share_container(500))
+                .required_node_label_in(LABEL_RACK, &["r1"])
+                .build(),
+        ],
+    )
+    .await?;
+    let pinned = wait_pod_bound(&pods, &pinned[0], Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    let node = node_of(&pinned).unwrap_or_default();
+    assert_eq!(facts.label(node, LABEL_RACK), Some("r1"), "{node}");
+
+    // A fifth trainer finds zone-b full: it waits, and is told why.
+    let late = create_pods(
+        &pods,
+        vec![
+            PodBuilder::generated("late-", SCHEDULER_NAME, gpu_worker_container(1))
+                .node_selector(LABEL_ZONE, "zone-b")
+                .priority_class("training-high")
+                .build(),
+        ],
+    )
+    .await?;
+    stays_pending(
+        &pods,
+        &PodSelector::name_prefix("late-"),
+        Duration::from_secs(3),
+    )
+    .await
+    .with_logs(&plane)?;
+    let event = wait_pod_event(
+        &client,
+        NS,
+        &late[0],
+        "FailedScheduling",
+        "nodes are available",
+        Duration::from_secs(30),
+    )
+    .await
+    .with_logs(&plane)?;
+    assert!(
+        event.note.starts_with("0/4 nodes are available"),
+        "{event:?}"
+    );
     Ok(())
 }
 
