@@ -123,7 +123,7 @@ pub fn simulate(
         {
             crossed_smooth = Some(now);
         }
-        if now % scrape == 0 {
+        if now.is_multiple_of(scrape) {
             prometheus.scrape(now, f64::from(cluster.in_flight()));
         }
         let spec = cluster.spec_replicas();
