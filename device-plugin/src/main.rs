@@ -41,8 +41,9 @@ enum Command {
         /// JSON description of the fake node (with `--backend fake`).
         #[arg(long)]
         fake_file: Option<PathBuf>,
-        /// Seconds to listen for critical XID events.
-        #[arg(long, default_value_t = 2)]
+        /// Seconds to listen for critical XID events, 0 to 3600 (a probe is a short
+        /// look; an unbounded window used to panic instead of being refused).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3600))]
         events_seconds: u64,
     },
 }

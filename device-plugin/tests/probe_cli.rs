@@ -78,3 +78,19 @@ fn a_malformed_fake_file_names_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn an_events_window_beyond_an_hour_is_a_usage_error_not_a_panic() {
+    for seconds in ["3601", "18446744073709551615"] {
+        let out = plugin()
+            .args(["probe", "--backend", "fake", "--events-seconds", seconds])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "clap's usage-error status");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--events-seconds") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
