@@ -45,7 +45,10 @@ pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
 pub use gang::{place_gang, GangError, GangPlan, GangSpec, GangUnschedulable};
 pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
-pub use node::{Gpu, GpuSample, GpuSpec, NodeId, NodeSpec, NodeState};
+pub use node::{
+    Gpu, GpuSample, GpuSpec, NodeId, NodeSpec, NodeState, TelemetryRejection, TelemetryVerdict,
+    MAX_TELEMETRY_CLOCK_SKEW_MS, MAX_UNKNOWN_GPU_MEMORY_MIB,
+};
 pub use pod::{GpuDemand, PodDemand, PodShape};
 pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
 pub use snapshot::{ClusterSnapshot, GpuAssignment, GpuShare, Placement, UnfitReason};

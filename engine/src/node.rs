@@ -64,6 +64,100 @@ pub struct GpuSample {
     pub observed_at_ms: u64,
 }
 
+/// How far a sample's `observed_at_ms` may run ahead of the caller's clock (clock
+/// skew between the device plugin's node and the scheduler). A sample further in the
+/// future is rejected: otherwise it would count as fresh until the clock caught up.
+pub const MAX_TELEMETRY_CLOCK_SKEW_MS: u64 = 5_000;
+
+/// Upper bound on the memory used by a GPU whose total memory is unknown (0): 1 TiB,
+/// several times the largest GPU sold today.
+pub const MAX_UNKNOWN_GPU_MEMORY_MIB: u64 = 1 << 20;
+
+/// Why a telemetry sample was rejected. Telemetry comes from the device plugin through
+/// a `GpuNode` status anyone with write access can set, so it is checked, not trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TelemetryRejection {
+    /// More memory used than the GPU has (or than [`MAX_UNKNOWN_GPU_MEMORY_MIB`]).
+    MemoryUsed,
+    /// Utilisation above 100 %.
+    Utilization,
+    /// Observed more than [`MAX_TELEMETRY_CLOCK_SKEW_MS`] in the future.
+    ObservedInFuture,
+}
+
+impl TelemetryRejection {
+    /// The `GpuNode` status field at fault, as users see it.
+    pub fn field(self) -> &'static str {
+        match self {
+            TelemetryRejection::MemoryUsed => "memoryUsedMib",
+            TelemetryRejection::Utilization => "utilizationPercent",
+            TelemetryRejection::ObservedInFuture => "observedAt",
+        }
+    }
+
+    /// A short metric label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TelemetryRejection::MemoryUsed => "memory_used",
+            TelemetryRejection::Utilization => "utilization",
+            TelemetryRejection::ObservedInFuture => "observed_in_future",
+        }
+    }
+}
+
+impl std::fmt::Display for TelemetryRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            TelemetryRejection::MemoryUsed => "exceeds the GPU's memory",
+            TelemetryRejection::Utilization => "exceeds 100 %",
+            TelemetryRejection::ObservedInFuture => {
+                "is in the future beyond the allowed clock skew"
+            }
+        };
+        write!(f, "{} {what}", self.field())
+    }
+}
+
+/// What became of a sample given to `ClusterSnapshot::set_gpu_telemetry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelemetryVerdict {
+    /// Fresh and plausible: it caps the GPU.
+    Fresh,
+    /// Plausible but older than the limit: recorded, with no effect.
+    Stale,
+    /// Implausible: ignored, and the GPU falls back to allocation accounting as if
+    /// its telemetry were stale.
+    Rejected(TelemetryRejection),
+}
+
+impl GpuSample {
+    /// Checks the sample against the GPU's memory (`memory_mib`, 0 when unknown) and
+    /// the caller's clock.
+    pub fn check(&self, memory_mib: u64, now_ms: u64) -> Result<(), TelemetryRejection> {
+        let memory_bound = if memory_mib == 0 {
+            MAX_UNKNOWN_GPU_MEMORY_MIB
+        } else {
+            memory_mib
+        };
+        if self.memory_used_mib > memory_bound {
+            return Err(TelemetryRejection::MemoryUsed);
+        }
+        if self.utilization_percent > 100 {
+            return Err(TelemetryRejection::Utilization);
+        }
+        if self.observed_at_ms > now_ms.saturating_add(MAX_TELEMETRY_CLOCK_SKEW_MS) {
+            return Err(TelemetryRejection::ObservedInFuture);
+        }
+        Ok(())
+    }
+
+    /// At most `max_age_ms` old at `now_ms`, and not too far in the future.
+    pub(crate) fn is_fresh(&self, now_ms: u64, max_age_ms: u64) -> bool {
+        now_ms.saturating_sub(self.observed_at_ms) <= max_age_ms
+            && self.observed_at_ms <= now_ms.saturating_add(MAX_TELEMETRY_CLOCK_SKEW_MS)
+    }
+}
+
 impl Gpu {
     /// A GPU with nothing allocated, healthy, and no telemetry yet.
     pub(crate) fn unallocated(spec: &GpuSpec) -> Self {
@@ -90,16 +184,19 @@ impl Gpu {
     /// The cap live memory use puts on new shares, if the sample is fresh.
     pub(crate) fn cap_from(&self, now_ms: u64, max_age_ms: u64) -> u32 {
         match self.telemetry {
-            Some(sample)
-                if self.memory_mib > 0
-                    && now_ms.saturating_sub(sample.observed_at_ms) <= max_age_ms =>
-            {
+            Some(sample) if self.memory_mib > 0 && sample.is_fresh(now_ms, max_age_ms) => {
                 // Driver contexts and monitoring hold a little memory on idle GPUs.
-                if sample.memory_used_mib * 50 <= self.memory_mib {
+                // used * 50 <= memory, divided rather than multiplied: a hostile
+                // sample must not wrap into "idle".
+                if sample.memory_used_mib <= self.memory_mib / 50 {
                     return super::MILLI_PER_GPU;
                 }
                 let free_mib = self.memory_mib.saturating_sub(sample.memory_used_mib);
-                (free_mib * u64::from(super::MILLI_PER_GPU) / self.memory_mib) as u32
+                // In u128: free_mib * 1000 overflows u64 for a huge (hostile) memory_mib.
+                // free_mib <= memory_mib, so the quotient is at most 1000.
+                let milli = u128::from(free_mib) * u128::from(super::MILLI_PER_GPU)
+                    / u128::from(self.memory_mib);
+                u32::try_from(milli).unwrap_or(super::MILLI_PER_GPU)
             }
             _ => super::MILLI_PER_GPU,
         }

@@ -5,7 +5,9 @@ use std::fmt;
 
 use super::constraints::{tolerates_all, TaintEffect, Toleration, TolerationOperator};
 use super::model::{GpuModelId, GpuModelRegistry};
-use super::node::{Gpu, GpuSample, NodeId, NodeSpec, NodeState, MAX_GPUS_PER_NODE};
+use super::node::{
+    Gpu, GpuSample, NodeId, NodeSpec, NodeState, TelemetryVerdict, MAX_GPUS_PER_NODE,
+};
 use super::pod::{GpuDemand, PodDemand};
 use super::{EngineError, MILLI_PER_GPU};
 
@@ -335,6 +337,8 @@ impl ClusterSnapshot {
 
     /// Records a live sample for one GPU. A fresh sample (at most `max_age_ms` old at
     /// `now_ms`) caps the GPU at what its memory use leaves; a stale one is ignored.
+    /// An implausible one (see [`GpuSample::check`]) is rejected: the GPU's telemetry
+    /// is cleared, so it falls back to allocation accounting and counts as stale.
     pub fn set_gpu_telemetry(
         &mut self,
         node: NodeId,
@@ -342,7 +346,7 @@ impl ClusterSnapshot {
         sample: GpuSample,
         now_ms: u64,
         max_age_ms: u64,
-    ) -> Result<(), EngineError> {
+    ) -> Result<TelemetryVerdict, EngineError> {
         let state = self
             .nodes
             .get_mut(node.index())
@@ -355,13 +359,21 @@ impl ClusterSnapshot {
                 node: name,
                 reason: format!("has no GPU {index}"),
             })?;
-        gpu.telemetry = Some(sample);
+        let verdict = match sample.check(gpu.memory_mib, now_ms) {
+            Ok(()) if sample.is_fresh(now_ms, max_age_ms) => TelemetryVerdict::Fresh,
+            Ok(()) => TelemetryVerdict::Stale,
+            Err(rejection) => TelemetryVerdict::Rejected(rejection),
+        };
+        gpu.telemetry = match verdict {
+            TelemetryVerdict::Rejected(_) => None,
+            _ => Some(sample),
+        };
         let cap = gpu.cap_from(now_ms, max_age_ms);
         if cap != gpu.telemetry_cap {
             gpu.telemetry_cap = cap;
             state.refresh_summaries();
         }
-        Ok(())
+        Ok(verdict)
     }
 
     /// Drops the effect of samples older than `max_age_ms` (the scheduler falls back
@@ -375,7 +387,7 @@ impl ClusterSnapshot {
                 let cap = gpu.cap_from(now_ms, max_age_ms);
                 let fresh = gpu
                     .telemetry
-                    .is_some_and(|s| now_ms.saturating_sub(s.observed_at_ms) <= max_age_ms);
+                    .is_some_and(|s| s.is_fresh(now_ms, max_age_ms));
                 if !fresh {
                     stale += 1;
                 }
@@ -523,6 +535,11 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
     })
 }
 
+/// `used + request > cap`, where a sum past u64::MAX also exceeds.
+fn exceeds(used: u64, request: u64, cap: u64) -> bool {
+    used.checked_add(request).is_none_or(|total| total > cap)
+}
+
 fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
     // Filters in kube-scheduler's order: cordon, taints, affinity, then resources.
     // A removed node is reported as cordoned if anyone asks; cycles skip it.
@@ -535,13 +552,15 @@ fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
     if !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
         return Err(UnfitReason::NodeAffinityMismatch);
     }
-    if node.cpu_milli_used + pod.cpu_milli > node.cpu_milli_cap {
+    // Checked: requests come from pod specs, where a huge quantity saturates to
+    // u64::MAX; the sum must not wrap into "fits". `place` adds only after this.
+    if exceeds(node.cpu_milli_used, pod.cpu_milli, node.cpu_milli_cap) {
         return Err(UnfitReason::InsufficientCpu);
     }
-    if node.memory_mib_used + pod.memory_mib > node.memory_mib_cap {
+    if exceeds(node.memory_mib_used, pod.memory_mib, node.memory_mib_cap) {
         return Err(UnfitReason::InsufficientMemory);
     }
-    if node.pods + 1 > node.max_pods {
+    if node.pods >= node.max_pods {
         return Err(UnfitReason::TooManyPods);
     }
     match pod.gpu {
@@ -619,3 +638,6 @@ fn validate_assignment(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod hostile_input_tests;
