@@ -8,7 +8,7 @@ use phalanx_engine::PolicyName;
 use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;
-use phalanx_sim::trace::{build_cluster, read_nodes, read_pods, CsvSource};
+use phalanx_sim::trace::{build_cluster, read_nodes, read_pods, unknown_models, CsvSource};
 use phalanx_sim::{report, EMBEDDED_NODES, EMBEDDED_PODS};
 
 #[derive(Parser, Debug)]
@@ -153,6 +153,13 @@ fn openb(args: OpenbArgs) -> Result<()> {
     let mut traces = Vec::new();
     for src in &pod_sources {
         let pods = read_pods(src)?;
+        for unknown in unknown_models(&pods, &cluster) {
+            eprintln!(
+                "warning: {}: {} pod(s) ask for GPU model {:?}, which no node of {} has \
+                 (first: {}); they can use only the other models they name, if any",
+                src.name, unknown.pods, unknown.model, node_src.name, unknown.first_pod
+            );
+        }
         traces.push(PreparedTrace::new(
             src.workload_name(),
             src.name.clone(),

@@ -11,6 +11,21 @@ use thiserror::Error;
 /// Pods per node in the paper's node YAML; never binding in these traces.
 pub const OPENB_MAX_PODS: u32 = 1001;
 
+/// GPUs per node the engine supports (its `MAX_GPUS_PER_NODE`, which it does not
+/// export; a test below holds the two together). A node or pod row above it is refused
+/// while reading, before anything is allocated for its GPUs.
+pub const MAX_GPUS_PER_NODE: u32 = 16;
+
+/// Largest CPU a node or pod row may carry: 100,000 cores. The openb traces stay under
+/// 130 cores; the bound keeps sums over a million rows far from overflow.
+pub const MAX_CPU_MILLI: u64 = 100_000_000;
+
+/// Largest memory a node or pod row may carry: 1 PiB (openb's largest node has 1 TiB).
+pub const MAX_MEMORY_MIB: u64 = 1 << 30;
+
+/// A whole GPU in milli; `gpu_milli` is the share of one GPU, at most this.
+const MILLI_PER_GPU: i64 = 1000;
+
 #[derive(Debug, Error)]
 pub enum TraceError {
     #[error("{file}: cannot read: {source}")]
@@ -140,6 +155,110 @@ fn rows<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A row whose field parsed but holds a value the simulator cannot use.
+fn field_error(
+    src: &CsvSource,
+    line: u64,
+    field: &str,
+    value: impl std::fmt::Display,
+    why: &str,
+) -> TraceError {
+    TraceError::Row {
+        file: src.name.clone(),
+        line,
+        message: format!("{field} = {value}: {why}"),
+    }
+}
+
+/// Refuses CPU and memory beyond [`MAX_CPU_MILLI`] and [`MAX_MEMORY_MIB`] (and zero,
+/// where a node without them could hold nothing).
+fn check_cpu_and_memory(
+    src: &CsvSource,
+    line: u64,
+    cpu_milli: u64,
+    memory_mib: u64,
+    allow_zero: bool,
+) -> Result<(), TraceError> {
+    let low = u64::from(!allow_zero);
+    if !(low..=MAX_CPU_MILLI).contains(&cpu_milli) {
+        return Err(field_error(
+            src,
+            line,
+            "cpu_milli",
+            cpu_milli,
+            &format!("must be between {low} and {MAX_CPU_MILLI} (100,000 cores)"),
+        ));
+    }
+    if !(low..=MAX_MEMORY_MIB).contains(&memory_mib) {
+        return Err(field_error(
+            src,
+            line,
+            "memory_mib",
+            memory_mib,
+            &format!("must be between {low} and {MAX_MEMORY_MIB} (1 PiB)"),
+        ));
+    }
+    Ok(())
+}
+
+/// openb's `num_gpu` and `gpu_milli` as a demand, refusing the combinations the
+/// published traces never use instead of guessing: `gpu_milli` is the share of one GPU
+/// (0..=1000), a share is `num_gpu = 1` with `gpu_milli` below 1000, and a CPU-only pod
+/// has both zero.
+fn gpu_demand(
+    src: &CsvSource,
+    line: u64,
+    num_gpu: u32,
+    gpu_milli: i64,
+) -> Result<GpuDemand, TraceError> {
+    if num_gpu > MAX_GPUS_PER_NODE {
+        return Err(field_error(
+            src,
+            line,
+            "num_gpu",
+            num_gpu,
+            &format!("more than the {MAX_GPUS_PER_NODE} GPUs a node can have"),
+        ));
+    }
+    if !(0..=MILLI_PER_GPU).contains(&gpu_milli) {
+        return Err(field_error(
+            src,
+            line,
+            "gpu_milli",
+            gpu_milli,
+            "must be between 0 and 1000 (the share of one GPU; 1000 is a whole GPU, \
+             num_gpu says how many)",
+        ));
+    }
+    if num_gpu == 0 && gpu_milli > 0 {
+        return Err(field_error(
+            src,
+            line,
+            "gpu_milli",
+            gpu_milli,
+            "with num_gpu = 0 the pod asks for no GPU; a share is num_gpu = 1 with \
+             gpu_milli below 1000, a CPU-only pod has gpu_milli = 0",
+        ));
+    }
+    if num_gpu > 0 && gpu_milli == 0 {
+        return Err(field_error(
+            src,
+            line,
+            "gpu_milli",
+            gpu_milli,
+            &format!(
+                "num_gpu = {num_gpu} asks for GPUs but for none of their capacity; \
+                 use gpu_milli = 1000 for whole GPUs or num_gpu = 0 for a CPU-only pod"
+            ),
+        ));
+    }
+    GpuDemand::from_count_and_milli(num_gpu, gpu_milli).map_err(|message| TraceError::Row {
+        file: src.name.clone(),
+        line,
+        message,
+    })
+}
+
 fn row_error_at(src: &CsvSource, line: u64, err: &csv::Error) -> TraceError {
     match row_error(src, err) {
         TraceError::Row {
@@ -175,8 +294,27 @@ fn row_error(src: &CsvSource, err: &csv::Error) -> TraceError {
 pub fn read_nodes(src: &CsvSource) -> Result<Vec<NodeSpec>, TraceError> {
     let mut nodes = Vec::new();
     for row in rows::<NodeRow>(src) {
-        let (_, row) = row?;
+        let (line, row) = row?;
+        if row.gpu > MAX_GPUS_PER_NODE {
+            return Err(field_error(
+                src,
+                line,
+                "gpu",
+                row.gpu,
+                &format!("more than the {MAX_GPUS_PER_NODE} GPUs per node the engine supports"),
+            ));
+        }
+        check_cpu_and_memory(src, line, row.cpu_milli, row.memory_mib, false)?;
         let has_model = !row.model.is_empty() && row.model != "nan";
+        if row.gpu > 0 && !has_model {
+            return Err(field_error(
+                src,
+                line,
+                "model",
+                format!("{:?}", row.model),
+                &format!("node {} has {} GPUs but no GPU model", row.sn, row.gpu),
+            ));
+        }
         nodes.push(NodeSpec {
             gpus: (0..row.gpu)
                 .map(|i| GpuSpec {
@@ -206,14 +344,8 @@ pub fn read_pods(src: &CsvSource) -> Result<Vec<TracePod>, TraceError> {
     let mut pods = Vec::new();
     for row in rows::<PodRow>(src) {
         let (line, row) = row?;
-        let gpu =
-            GpuDemand::from_count_and_milli(row.num_gpu, row.gpu_milli).map_err(|message| {
-                TraceError::Row {
-                    file: src.name.clone(),
-                    line,
-                    message,
-                }
-            })?;
+        check_cpu_and_memory(src, line, row.cpu_milli, row.memory_mib, true)?;
+        let gpu = gpu_demand(src, line, row.num_gpu, row.gpu_milli)?;
         let spec = match (&row.gpu_spec, gpu) {
             (_, GpuDemand::None) | (None, _) => String::new(),
             (Some(s), _) if s == "nan" => String::new(),
@@ -238,6 +370,38 @@ pub fn read_pods(src: &CsvSource) -> Result<Vec<TracePod>, TraceError> {
         });
     }
     Ok(pods)
+}
+
+/// GPU models that pods ask for but no node of `cluster` has, each with how many
+/// pods name it and the first of them, in name order. Such a token can never match
+/// (the spec's `allowed` is exact string equality), so a typo would silently leave
+/// those pods to their other models, or to none.
+pub fn unknown_models(pods: &[TracePod], cluster: &ClusterSnapshot) -> Vec<UnknownModel> {
+    let mut found: std::collections::BTreeMap<&str, UnknownModel> = Default::default();
+    for pod in pods.iter().filter(|p| p.gpu != GpuDemand::None) {
+        for token in pod.spec.split('|').filter(|t| !t.is_empty()) {
+            if cluster.models().get(token).is_none() {
+                found
+                    .entry(token)
+                    .or_insert_with(|| UnknownModel {
+                        model: token.to_owned(),
+                        pods: 0,
+                        first_pod: pod.name.clone(),
+                    })
+                    .pods += 1;
+            }
+        }
+    }
+    found.into_values().collect()
+}
+
+/// One GPU model of [`unknown_models`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownModel {
+    pub model: String,
+    /// Pods naming it (a pod naming it twice counts twice).
+    pub pods: usize,
+    pub first_pod: String,
 }
 
 /// Builds an empty cluster from a node list.
@@ -289,17 +453,174 @@ mod tests {
     fn spec_is_normalised_and_nan_means_any() {
         let src = CsvSource::embedded(
             "pods.csv",
-            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\na,1,1,1,1000,|T4||V100M32|\nb,1,1,1,2000,nan\nc,1,1,0,0,T4\n",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\na,1,1,1,1000,|T4||V100M32|\nb,1,1,1,1000,nan\nc,1,1,0,0,T4\n",
         );
         let pods = read_pods(&src).unwrap();
         assert_eq!(pods[0].spec, "T4|V100M32");
         assert_eq!(pods[1].spec, "");
-        assert_eq!(
-            pods[1].gpu,
-            GpuDemand::Whole { count: 1 },
-            "milli above 1000 is a whole GPU"
-        );
+        assert_eq!(pods[1].gpu, GpuDemand::Whole { count: 1 });
         assert_eq!(pods[2].spec, "", "CPU-only pods carry no spec");
+    }
+
+    const NODE_HEADER: &str = "sn,cpu_milli,memory_mib,gpu,model\n";
+    const POD_HEADER: &str = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n";
+
+    #[test]
+    fn out_of_range_node_rows_name_file_line_and_field() {
+        for (row, expected) in [
+            (
+                "n1,64000,262144,4294967295,T4",
+                "n.csv:3: gpu = 4294967295: more than the 16",
+            ),
+            ("n1,64000,262144,17,T4", "n.csv:3: gpu = 17:"),
+            (
+                "n1,0,262144,2,T4",
+                "n.csv:3: cpu_milli = 0: must be between 1 and",
+            ),
+            (
+                "n1,100000001,262144,2,T4",
+                "n.csv:3: cpu_milli = 100000001:",
+            ),
+            ("n1,64000,0,2,T4", "n.csv:3: memory_mib = 0:"),
+            (
+                "n1,64000,1073741825,2,T4",
+                "n.csv:3: memory_mib = 1073741825:",
+            ),
+            (
+                "n1,64000,262144,2,",
+                "n.csv:3: model = \"\": node n1 has 2 GPUs but no GPU model",
+            ),
+            ("n1,64000,262144,2,nan", "n.csv:3: model = \"nan\":"),
+        ] {
+            let text = format!("{NODE_HEADER}n0,64000,262144,2,T4\n{row}\n");
+            let err = read_nodes(&CsvSource::embedded("n.csv", &text))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{err:?} is not {expected:?}");
+        }
+    }
+
+    #[test]
+    fn the_largest_node_the_engine_takes_is_read() {
+        let text =
+            format!("{NODE_HEADER}n0,{MAX_CPU_MILLI},{MAX_MEMORY_MIB},{MAX_GPUS_PER_NODE},T4\n");
+        let nodes = read_nodes(&CsvSource::embedded("n.csv", &text)).unwrap();
+        build_cluster(&nodes).unwrap();
+    }
+
+    #[test]
+    fn the_gpu_limit_is_the_engines() {
+        let node = |gpus: u32| NodeSpec {
+            name: "n".into(),
+            cpu_milli: 1000,
+            memory_mib: 1000,
+            max_pods: 10,
+            gpus: (0..gpus)
+                .map(|i| GpuSpec {
+                    uuid: format!("g{i}"),
+                    memory_mib: 0,
+                })
+                .collect(),
+            gpu_model: Some("T4".into()),
+            ..NodeSpec::default()
+        };
+        assert!(build_cluster(&[node(MAX_GPUS_PER_NODE)]).is_ok());
+        assert!(build_cluster(&[node(MAX_GPUS_PER_NODE + 1)]).is_err());
+    }
+
+    #[test]
+    fn gpu_requests_outside_openb_semantics_are_refused() {
+        for (row, expected) in [
+            (
+                "p1,1000,10,1,-5,",
+                "p.csv:3: gpu_milli = -5: must be between 0 and 1000",
+            ),
+            (
+                "p1,1000,10,1,1001,",
+                "p.csv:3: gpu_milli = 1001: must be between 0 and 1000",
+            ),
+            (
+                "p1,1000,10,0,500,",
+                "p.csv:3: gpu_milli = 500: with num_gpu = 0",
+            ),
+            (
+                "p1,1000,10,2,0,",
+                "p.csv:3: gpu_milli = 0: num_gpu = 2 asks for GPUs",
+            ),
+            (
+                "p1,1000,10,17,1000,",
+                "p.csv:3: num_gpu = 17: more than the 16",
+            ),
+            (
+                "p1,1000,10,4294967295,1000,",
+                "p.csv:3: num_gpu = 4294967295:",
+            ),
+            ("p1,100000001,10,0,0,", "p.csv:3: cpu_milli = 100000001:"),
+            (
+                "p1,1000,1073741825,0,0,",
+                "p.csv:3: memory_mib = 1073741825:",
+            ),
+        ] {
+            let text = format!("{POD_HEADER}p0,1000,10,1,500,\n{row}\n");
+            let err = read_pods(&CsvSource::embedded("p.csv", &text))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{err:?} is not {expected:?}");
+        }
+    }
+
+    #[test]
+    fn every_openb_pod_class_is_read() {
+        let text = format!(
+            "{POD_HEADER}cpu,1000,0,0,0,\nshare,1000,10,1,1,\nshare999,1000,10,1,999,\n\
+             whole,1000,10,1,1000,\nmulti,1000,10,16,1000,\n"
+        );
+        let pods = read_pods(&CsvSource::embedded("p.csv", &text)).unwrap();
+        let gpus: Vec<_> = pods.iter().map(|p| p.gpu).collect();
+        assert_eq!(
+            gpus,
+            [
+                GpuDemand::None,
+                GpuDemand::Share { milli: 1 },
+                GpuDemand::Share { milli: 999 },
+                GpuDemand::Whole { count: 1 },
+                GpuDemand::Whole { count: 16 },
+            ]
+        );
+    }
+
+    #[test]
+    fn models_no_node_has_are_counted_once_each() {
+        let nodes = read_nodes(&CsvSource::embedded(
+            "n.csv",
+            &format!("{NODE_HEADER}n0,64000,262144,2,T4\nn1,64000,262144,2,V100M32\n"),
+        ))
+        .unwrap();
+        let cluster = build_cluster(&nodes).unwrap();
+        let pods = read_pods(&CsvSource::embedded(
+            "p.csv",
+            &format!(
+                "{POD_HEADER}a,1,1,1,500,T4\nb,1,1,1,500,A100|T4\nc,1,1,1,1000,A100\n\
+                 d,1,1,1,1000,t4\ne,1,1,0,0,H100\n"
+            ),
+        ))
+        .unwrap();
+        assert_eq!(
+            unknown_models(&pods, &cluster),
+            [
+                UnknownModel {
+                    model: "A100".into(),
+                    pods: 2,
+                    first_pod: "b".into()
+                },
+                UnknownModel {
+                    model: "t4".into(),
+                    pods: 1,
+                    first_pod: "d".into()
+                },
+            ],
+            "CPU-only pods carry no spec; model names are case-sensitive"
+        );
     }
 
     #[test]

@@ -157,3 +157,86 @@ fn a_node_list_with_a_gpu_node_lacking_a_model_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("n0") && err.contains("no GPU model"), "{err}");
 }
+
+/// Runs `openb` on one seed and one policy with the given node and pod files.
+fn openb_with(nodes: Option<&std::path::Path>, pods: Option<&std::path::Path>) -> (bool, String) {
+    let mut cmd = sim();
+    cmd.args(["openb", "--quiet", "--seeds", "1", "--policies", "fgd"]);
+    if let Some(nodes) = nodes {
+        cmd.arg("--nodes").arg(nodes);
+    }
+    if let Some(pods) = pods {
+        cmd.arg("--pods").arg(pods);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    (out.status.success(), err)
+}
+
+#[test]
+fn a_node_with_four_billion_gpus_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.csv");
+    std::fs::write(
+        &nodes,
+        "sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,2,T4\nn1,64000,262144,4294967295,T4\n",
+    )
+    .unwrap();
+    let (ok, err) = openb_with(Some(&nodes), None);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{}:3: gpu = 4294967295: more than the 16 GPUs",
+            nodes.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn gpu_requests_outside_openb_semantics_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods.csv");
+    for (row, field) in [
+        ("p1,1000,100,1,-5", "gpu_milli = -5"),
+        ("p1,1000,100,1,1500", "gpu_milli = 1500"),
+        ("p1,1000,100,0,500", "gpu_milli = 500: with num_gpu = 0"),
+        ("p1,1000,100,32,1000", "num_gpu = 32"),
+    ] {
+        std::fs::write(
+            &pods,
+            format!("name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,100,1,500\n{row}\n"),
+        )
+        .unwrap();
+        let (ok, err) = openb_with(None, Some(&pods));
+        assert!(!ok, "{row} accepted");
+        assert!(
+            err.contains(&format!("{}:3: {field}", pods.display())),
+            "{row}: {err}"
+        );
+    }
+}
+
+#[test]
+fn pods_asking_for_a_model_no_node_has_are_warned_about_once_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods.csv");
+    std::fs::write(
+        &pods,
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n\
+         p0,1000,100,1,500,T4\np1,1000,100,1,500,A100\np2,1000,100,1,1000,A100|T4\n\
+         p3,1000,100,2,1000,H100\n",
+    )
+    .unwrap();
+    let (ok, err) = openb_with(None, Some(&pods));
+    assert!(ok, "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains("2 pod(s) ask for GPU model \"A100\"")
+            && warnings[0].contains("(first: p1)")
+            && warnings[1].contains("1 pod(s) ask for GPU model \"H100\""),
+        "{err}"
+    );
+}
