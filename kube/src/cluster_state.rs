@@ -14,8 +14,32 @@ use thiserror::Error;
 
 use phalanx_engine::{
     ClusterSnapshot, EngineError, GpuAssignment, GpuDemand, GpuShare, NodeSpec, Placement,
-    PodDemand, MILLI_PER_GPU,
+    PodDemand, TelemetryRejection, TelemetryVerdict, MILLI_PER_GPU,
 };
+
+/// What became of the telemetry samples of one `GpuNode` status, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryReport {
+    /// Plausible samples already older than the age limit, ignored.
+    pub stale_samples: u64,
+    /// Implausible samples, ignored (their GPUs count as having stale telemetry).
+    pub rejected: Vec<RejectedSample>,
+}
+
+impl TelemetryReport {
+    pub fn merge(&mut self, other: TelemetryReport) {
+        self.stale_samples += other.stale_samples;
+        self.rejected.extend(other.rejected);
+    }
+}
+
+/// One implausible sample: which GPU, and which field gave it away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedSample {
+    pub node: String,
+    pub gpu_index: usize,
+    pub reason: TelemetryRejection,
+}
 
 /// Live state of one GPU, as `translate::gpu_live_states` reads it from a `GpuNode`.
 pub use crate::translate::GpuLiveState as GpuLive;
@@ -135,28 +159,40 @@ impl ClusterState {
         }
     }
 
-    /// Health and telemetry of a node's GPUs. Returns false for an unknown node.
+    /// Health and telemetry of a node's GPUs. Returns None for an unknown node, else
+    /// what became of the samples: the snapshot checks each against its GPU's memory
+    /// (from the GpuNode spec), 0–100 % utilisation and the clock, and ignores the
+    /// implausible ones.
     pub fn apply_gpu_live(
         &mut self,
         node: &str,
         gpus: &[GpuLive],
         now_ms: u64,
         max_age_ms: u64,
-    ) -> bool {
-        let Some(id) = self.live_node_id(node) else {
-            return false;
-        };
+    ) -> Option<TelemetryReport> {
+        let id = self.live_node_id(node)?;
+        let mut report = TelemetryReport::default();
         for gpu in gpus {
             // Indices come from the same GpuNode the inventory came from; one that is
             // out of range means the inventory has not caught up yet.
             let _ = self.snapshot.set_gpu_health(id, gpu.index, gpu.healthy);
-            if let Some(sample) = gpu.sample {
-                let _ = self
-                    .snapshot
-                    .set_gpu_telemetry(id, gpu.index, sample, now_ms, max_age_ms);
+            let Some(sample) = gpu.sample else {
+                continue;
+            };
+            match self
+                .snapshot
+                .set_gpu_telemetry(id, gpu.index, sample, now_ms, max_age_ms)
+            {
+                Ok(TelemetryVerdict::Fresh) | Err(_) => {}
+                Ok(TelemetryVerdict::Stale) => report.stale_samples += 1,
+                Ok(TelemetryVerdict::Rejected(reason)) => report.rejected.push(RejectedSample {
+                    node: node.to_owned(),
+                    gpu_index: gpu.index,
+                    reason,
+                }),
             }
         }
-        true
+        Some(report)
     }
 
     /// Drops the effect of telemetry older than the limit; returns the GPUs whose
@@ -568,8 +604,11 @@ mod tests {
             healthy: false,
             sample: None,
         }];
-        assert!(s.apply_gpu_live("a", &live, 0, 10_000));
-        assert!(!s.apply_gpu_live("nope", &live, 0, 10_000));
+        assert_eq!(
+            s.apply_gpu_live("a", &live, 0, 10_000),
+            Some(TelemetryReport::default())
+        );
+        assert_eq!(s.apply_gpu_live("nope", &live, 0, 10_000), None);
         let id = s.snapshot().node_id("a").unwrap();
         assert_eq!(s.snapshot().node(id).fully_free_gpus(), 1);
     }

@@ -12,7 +12,7 @@ use kube::runtime::watcher::Event;
 use kube::ResourceExt;
 use phalanx_api::GpuNode;
 
-use crate::cluster_state::{AccountingError, ClusterState};
+use crate::cluster_state::{AccountingError, ClusterState, RejectedSample, TelemetryReport};
 use crate::translate;
 
 /// What an event changed, for the caller to act on.
@@ -22,12 +22,20 @@ pub struct MirrorChange {
     pub cluster_changed: bool,
     /// Accounting problems to log (never fatal).
     pub errors: Vec<String>,
+    /// Telemetry samples a new GpuNode status brought that were ignored, for the
+    /// metrics. Only GpuNode events fill it, so a sample is counted once.
+    pub telemetry: TelemetryReport,
+    /// Nodes whose telemetry has just started being rejected (log these once; the
+    /// set clears when a node's samples are all plausible again).
+    pub newly_rejecting: Vec<RejectedSample>,
 }
 
 impl MirrorChange {
     fn merge(&mut self, other: MirrorChange) {
         self.cluster_changed |= other.cluster_changed;
         self.errors.extend(other.errors);
+        self.telemetry.merge(other.telemetry);
+        self.newly_rejecting.extend(other.newly_rejecting);
     }
 }
 
@@ -53,6 +61,8 @@ pub struct ClusterMirror {
     relisting: HashMap<WatchedKind, HashSet<String>>,
     synced: HashSet<WatchedKind>,
     telemetry_max_age_ms: u64,
+    /// Nodes whose latest GpuNode status had an implausible sample (logged once).
+    rejecting: HashSet<String>,
 }
 
 impl ClusterMirror {
@@ -66,6 +76,7 @@ impl ClusterMirror {
             relisting: HashMap::new(),
             synced: HashSet::new(),
             telemetry_max_age_ms,
+            rejecting: HashSet::new(),
         }
     }
 
@@ -208,14 +219,17 @@ impl ClusterMirror {
         self.bound.remove(uid);
         MirrorChange {
             cluster_changed: held,
-            errors: Vec::new(),
+            ..MirrorChange::default()
         }
     }
 
     fn apply_node(&mut self, node: Node, now_ms: u64) -> MirrorChange {
         let name = node.name_any();
         self.nodes.insert(name.clone(), node);
-        self.rebuild_node(&name, now_ms)
+        let mut change = self.rebuild_node(&name, now_ms);
+        // The samples re-applied here were counted when their GpuNode came.
+        change.telemetry = TelemetryReport::default();
+        change
     }
 
     fn apply_gpu_node(&mut self, gpu_node: GpuNode, now_ms: u64) -> MirrorChange {
@@ -231,10 +245,11 @@ impl ClusterMirror {
     fn delete_node(&mut self, name: &str) -> MirrorChange {
         self.nodes.remove(name);
         self.applied.remove(name);
+        self.rejecting.remove(name);
         self.state.remove_node(name);
         MirrorChange {
             cluster_changed: true,
-            errors: Vec::new(),
+            ..MirrorChange::default()
         }
     }
 
@@ -269,8 +284,18 @@ impl ClusterMirror {
         }
         if let Some(gpu_node) = gpu_node {
             let live = translate::gpu_live_states(gpu_node);
-            self.state
-                .apply_gpu_live(name, &live, now_ms, self.telemetry_max_age_ms);
+            let report = self
+                .state
+                .apply_gpu_live(name, &live, now_ms, self.telemetry_max_age_ms)
+                .unwrap_or_default();
+            if report.rejected.is_empty() {
+                self.rejecting.remove(name);
+            } else if self.rejecting.insert(name.to_owned()) {
+                change.newly_rejecting.push(report.rejected[0].clone());
+            }
+            change.telemetry = report;
+        } else {
+            self.rejecting.remove(name);
         }
         change
     }

@@ -7,6 +7,8 @@
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::Event;
 use phalanx_api::GpuNode;
+use phalanx_engine::TelemetryRejection;
+use phalanx_kube::cluster_state::TelemetryReport;
 use phalanx_kube::mirror::ClusterMirror;
 use serde_json::json;
 
@@ -243,4 +245,136 @@ fn a_node_that_cannot_be_read_is_removed_and_the_error_names_it() {
     assert!(!mirror.state().has_node("n1"));
     assert_eq!(change.errors.len(), 1, "{:?}", change.errors);
     assert!(change.errors[0].contains("node n1"), "{:?}", change.errors);
+}
+
+/// `name`'s GpuNode with a status: per GPU (memory used MiB, utilisation %), all
+/// observed at `observed_at` (RFC 3339).
+fn gpu_node_reporting(name: &str, observed_at: &str, gpus: &[(u64, u32)]) -> GpuNode {
+    let mut gn = gpu_node(name, gpus.len() as u32, 81_920);
+    let status: Vec<_> = gpus
+        .iter()
+        .enumerate()
+        .map(|(i, (used, util))| {
+            json!({"uuid": format!("GPU-{name}-{i}"), "healthy": true,
+                   "memoryUsedMib": used, "utilizationPercent": util})
+        })
+        .collect();
+    gn.status =
+        Some(serde_json::from_value(json!({"observedAt": observed_at, "gpus": status})).unwrap());
+    gn
+}
+
+/// What a new pod could use of each of `name`'s GPUs.
+fn usable(mirror: &ClusterMirror, name: &str) -> Vec<u32> {
+    let snapshot = mirror.state().snapshot();
+    let node = snapshot.node(snapshot.node_id(name).unwrap());
+    node.gpus.iter().map(|g| g.usable_free()).collect()
+}
+
+/// NOW_MS as the device plugin writes it.
+const NOW: &str = "1970-01-01T00:16:40Z";
+
+#[test]
+fn plausible_telemetry_still_caps_the_gpu() {
+    let mut mirror = listed(&[("n1", 2)], &[]);
+    let change = mirror.gpu_node_event(
+        Event::Apply(gpu_node_reporting("n1", NOW, &[(40_960, 97), (0, 0)])),
+        NOW_MS,
+    );
+    assert_eq!(change.telemetry, TelemetryReport::default());
+    assert!(change.newly_rejecting.is_empty());
+    assert_eq!(usable(&mirror, "n1"), vec![500, 1000]);
+}
+
+#[test]
+fn hostile_telemetry_is_ignored_counted_and_reported_once_per_node() {
+    let mut mirror = listed(&[("n1", 2)], &[]);
+    // A busy GPU 0 first.
+    mirror.gpu_node_event(
+        Event::Apply(gpu_node_reporting("n1", NOW, &[(81_920, 100), (0, 0)])),
+        NOW_MS,
+    );
+    assert_eq!(usable(&mirror, "n1"), vec![0, 1000]);
+    // 3.7e17 MiB used wrapped `used * 50` and made the busy GPU look idle; now the
+    // sample is ignored and the GPU falls back to allocation accounting.
+    let hostile = gpu_node_reporting("n1", NOW, &[(370_000_000_000_000_000, 50), (10, 1000)]);
+    let change = mirror.gpu_node_event(Event::Apply(hostile.clone()), NOW_MS);
+    let reasons: Vec<_> = change
+        .telemetry
+        .rejected
+        .iter()
+        .map(|r| (r.node.as_str(), r.gpu_index, r.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("n1", 0, TelemetryRejection::MemoryUsed),
+            ("n1", 1, TelemetryRejection::Utilization)
+        ]
+    );
+    assert_eq!(change.newly_rejecting.len(), 1, "one log line for the node");
+    assert_eq!(change.newly_rejecting[0].reason.field(), "memoryUsedMib");
+    assert_eq!(usable(&mirror, "n1"), vec![1000, 1000]);
+    assert_eq!(mirror.expire_telemetry(NOW_MS), 2, "counted as stale");
+
+    // The same bad status again: counted again, not logged again.
+    let change = mirror.gpu_node_event(Event::Apply(hostile), NOW_MS);
+    assert_eq!(change.telemetry.rejected.len(), 2);
+    assert!(change.newly_rejecting.is_empty());
+    // A Node event re-applies the samples without counting them twice.
+    let change = mirror.node_event(Event::Apply(node("n1", 2)), NOW_MS);
+    assert_eq!(change.telemetry, TelemetryReport::default());
+
+    // Plausible again, then bad again: worth a new log line.
+    mirror.gpu_node_event(
+        Event::Apply(gpu_node_reporting("n1", NOW, &[(0, 0), (0, 0)])),
+        NOW_MS,
+    );
+    let change = mirror.gpu_node_event(
+        Event::Apply(gpu_node_reporting("n1", NOW, &[(0, 101), (0, 0)])),
+        NOW_MS,
+    );
+    assert_eq!(change.newly_rejecting.len(), 1);
+}
+
+#[test]
+fn telemetry_from_the_future_is_rejected_and_old_telemetry_is_stale() {
+    let mut mirror = listed(&[("n1", 2)], &[]);
+    // An hour ahead used to count as fresh for an hour (and for millennia for year 9000).
+    for future in ["1970-01-01T01:16:40Z", "9000-01-01T00:00:00Z"] {
+        let change = mirror.gpu_node_event(
+            Event::Apply(gpu_node_reporting("n1", future, &[(81_920, 100), (0, 0)])),
+            NOW_MS,
+        );
+        assert!(change
+            .telemetry
+            .rejected
+            .iter()
+            .all(|r| r.reason == TelemetryRejection::ObservedInFuture));
+        assert_eq!(change.telemetry.rejected.len(), 2, "{future}");
+        assert_eq!(usable(&mirror, "n1"), vec![1000, 1000]);
+    }
+    // Within the clock skew allowance it is fresh.
+    let change = mirror.gpu_node_event(
+        Event::Apply(gpu_node_reporting(
+            "n1",
+            "1970-01-01T00:16:44Z",
+            &[(81_920, 100), (0, 0)],
+        )),
+        NOW_MS,
+    );
+    assert_eq!(change.telemetry, TelemetryReport::default());
+    assert_eq!(usable(&mirror, "n1"), vec![0, 1000]);
+    // Older than the limit: plausible, ignored, counted as stale samples.
+    let change = mirror.gpu_node_event(
+        Event::Apply(gpu_node_reporting(
+            "n1",
+            "1970-01-01T00:00:00Z",
+            &[(81_920, 100), (0, 0)],
+        )),
+        NOW_MS,
+    );
+    assert_eq!(change.telemetry.stale_samples, 2);
+    assert!(change.telemetry.rejected.is_empty());
+    assert_eq!(usable(&mirror, "n1"), vec![1000, 1000]);
 }

@@ -9,6 +9,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+use phalanx_engine::TelemetryRejection;
 use phalanx_runtime::metrics::MetricsText;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -91,7 +92,22 @@ macro_rules! label_value_by_name {
         }
     )*};
 }
-label_value_by_name!(AttemptResult, BindingErrorReason, Queue);
+/// Which field of a GpuNode status sample was implausible (the engine's reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TelemetryReason(TelemetryRejection);
+
+impl TelemetryReason {
+    fn as_str(self) -> &'static str {
+        self.0.reason()
+    }
+}
+
+label_value_by_name!(AttemptResult, BindingErrorReason, Queue, TelemetryReason);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TelemetryReasonLabel {
+    reason: TelemetryReason,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabel {
@@ -122,6 +138,7 @@ pub struct SchedulerMetrics {
     gang_timeouts: Counter,
     stale_telemetry_gpus: CountGauge,
     stale_telemetry_samples_ignored: Counter,
+    telemetry_rejected: Family<TelemetryReasonLabel, Counter>,
     binding: Histogram,
     binding_errors: Family<ReasonLabel, Counter>,
     leader: CountGauge,
@@ -205,6 +222,23 @@ impl SchedulerMetrics {
             stale_telemetry_samples_ignored.clone(),
         );
 
+        let telemetry_rejected = Family::<TelemetryReasonLabel, Counter>::default();
+        registry.register(
+            "telemetry_rejected",
+            "Telemetry samples ignored as implausible, by reason (memory_used beyond the \
+             GPU's memory, utilization over 100 %, observed_in_future beyond the clock skew)",
+            telemetry_rejected.clone(),
+        );
+        for reason in [
+            TelemetryRejection::MemoryUsed,
+            TelemetryRejection::Utilization,
+            TelemetryRejection::ObservedInFuture,
+        ] {
+            let _ = telemetry_rejected.get_or_create(&TelemetryReasonLabel {
+                reason: TelemetryReason(reason),
+            });
+        }
+
         // 1 ms doubling to ~8 s: one API round trip, or a few under throttling.
         let binding = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register_with_unit(
@@ -252,6 +286,7 @@ impl SchedulerMetrics {
             gang_timeouts,
             stale_telemetry_gpus,
             stale_telemetry_samples_ignored,
+            telemetry_rejected,
             binding,
             binding_errors,
             leader,
@@ -300,6 +335,15 @@ impl SchedulerMetrics {
     /// Adds `samples` to the count of stale samples ignored.
     pub fn stale_samples_ignored(&self, samples: u64) {
         self.stale_telemetry_samples_ignored.inc_by(samples);
+    }
+
+    /// Counts one implausible telemetry sample, ignored.
+    pub fn telemetry_rejected(&self, reason: TelemetryRejection) {
+        self.telemetry_rejected
+            .get_or_create(&TelemetryReasonLabel {
+                reason: TelemetryReason(reason),
+            })
+            .inc();
     }
 
     pub fn observe_binding(&self, latency: Duration) {
@@ -399,6 +443,7 @@ mod tests {
             "# TYPE phalanx_scheduler_gang_timeouts counter",
             "# TYPE phalanx_scheduler_stale_telemetry_gpus gauge",
             "# TYPE phalanx_scheduler_stale_telemetry_samples_ignored counter",
+            "# TYPE phalanx_scheduler_telemetry_rejected counter",
             "# TYPE phalanx_scheduler_binding_duration_seconds histogram",
             "# TYPE phalanx_scheduler_binding_errors counter",
             "# TYPE phalanx_scheduler_leader gauge",
@@ -425,6 +470,9 @@ mod tests {
         metrics.set_stale_gpus(3);
         metrics.stale_samples_ignored(5);
         metrics.stale_samples_ignored(2);
+        metrics.telemetry_rejected(TelemetryRejection::ObservedInFuture);
+        metrics.telemetry_rejected(TelemetryRejection::ObservedInFuture);
+        metrics.telemetry_rejected(TelemetryRejection::Utilization);
         metrics.observe_binding(Duration::from_millis(20));
         metrics.binding_error(BindingErrorReason::Conflict);
         metrics.binding_error(BindingErrorReason::NotFound);
@@ -483,6 +531,14 @@ mod tests {
             "phalanx_scheduler_stale_telemetry_samples_ignored_total",
             "7",
         );
+        let rejected = "phalanx_scheduler_telemetry_rejected_total";
+        assert_sample(
+            &text,
+            &format!("{rejected}{{reason=\"observed_in_future\"}}"),
+            "2",
+        );
+        assert_sample(&text, &format!("{rejected}{{reason=\"utilization\"}}"), "1");
+        assert_sample(&text, &format!("{rejected}{{reason=\"memory_used\"}}"), "0");
 
         assert_sample(
             &text,

@@ -58,7 +58,7 @@ impl SchedulerLoop {
                 self.pod_groups.insert(key, pg);
                 MirrorChange {
                     cluster_changed: changed,
-                    errors: Vec::new(),
+                    ..MirrorChange::default()
                 }
             }
             Event::Delete(pg) => {
