@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use phalanx_engine::PolicyName;
+use phalanx_sim::autoscale::trace::DEFAULT_MAX_TRACE_HOURS;
 use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;
@@ -51,6 +52,10 @@ struct AutoscaleArgs {
     /// Seconds from scale-up to a replica serving.
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     cold_start: f64,
+    /// Refuse a trace whose rows span more than this many hours (the replay runs in
+    /// simulated time, so a stray far-future timestamp would otherwise run for hours).
+    #[arg(long, default_value_t = DEFAULT_MAX_TRACE_HOURS, allow_negative_numbers = true)]
+    max_trace_hours: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -223,6 +228,12 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
             args.cold_start
         );
     }
+    if !(args.max_trace_hours.is_finite() && args.max_trace_hours > 0.0) {
+        bail!(
+            "--max-trace-hours must be a positive number of hours, got {}",
+            args.max_trace_hours
+        );
+    }
     let mut scenario = autoscale::default_scenario();
     if args.gpus < scenario.serving.gpus_per_replica {
         bail!(
@@ -239,7 +250,7 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
         Some(path) => CsvSource::read(path)?,
         None => CsvSource::embedded(autoscale::EMBEDDED_TRACE_NAME, autoscale::EMBEDDED_TRACE),
     };
-    let requests = read_requests(&source)?;
+    let requests = read_requests(&source, args.max_trace_hours * 3600.0)?;
     let s = &scenario.serving;
     println!(
         "autoscale: {} ({} requests over {:.0} s); {} GPUs, {} per replica (at most {} replicas); \

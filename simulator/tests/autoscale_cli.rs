@@ -156,3 +156,48 @@ fn bad_traces_and_options_are_clear_errors() {
         );
     }
 }
+
+#[test]
+fn a_row_far_in_the_future_is_refused_not_replayed_for_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("future.csv");
+    std::fs::write(
+        &trace,
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44\n\
+         2023-11-16 18:15:47.00,10,44\n9999-11-16 18:15:47.00,10,44\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = sim()
+        .args(["autoscale", "--trace"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:4: TIMESTAMP 9999-11-16 18:15:47.00 is ",
+            trace.display()
+        )) && err.contains("at most 48 h (--max-trace-hours)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "refused only after replaying"
+    );
+
+    for hours in ["0", "-1", "NaN", "inf"] {
+        let out = sim()
+            .args(["autoscale", "--max-trace-hours", hours])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{hours} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--max-trace-hours") && !err.contains("panicked"),
+            "{hours}: {err}"
+        );
+    }
+}

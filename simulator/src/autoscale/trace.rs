@@ -14,9 +14,14 @@ pub struct Request {
     pub generated_tokens: u32,
 }
 
-/// Reads every row; a malformed row is an error naming its file and line, and
-/// rows must come in time order (as the published trace does).
-pub fn read_requests(src: &CsvSource) -> Result<Vec<Request>, TraceError> {
+/// How long a trace may span by default: the published one spans an hour, and a
+/// replay is simulated second by second, so a stray far-future row must be refused.
+pub const DEFAULT_MAX_TRACE_HOURS: f64 = 48.0;
+
+/// Reads every row; a malformed row is an error naming its file and line, rows must
+/// come in time order (as the published trace does), and no row may come more than
+/// `max_span_seconds` after the first.
+pub fn read_requests(src: &CsvSource, max_span_seconds: f64) -> Result<Vec<Request>, TraceError> {
     let row_error = |line: usize, message: String| TraceError::Row {
         file: src.name.clone(),
         line: line as u64,
@@ -36,7 +41,7 @@ pub fn read_requests(src: &CsvSource) -> Result<Vec<Request>, TraceError> {
         }
     }
     let mut requests = Vec::new();
-    let mut first: Option<f64> = None;
+    let mut first: Option<(f64, String)> = None;
     let mut previous = f64::NEG_INFINITY;
     for (index, line) in lines {
         let line_no = index + 1;
@@ -65,9 +70,21 @@ pub fn read_requests(src: &CsvSource) -> Result<Vec<Request>, TraceError> {
         };
         let context_tokens = tokens(context, "ContextTokens")?;
         let generated_tokens = tokens(generated, "GeneratedTokens")?;
-        let start = *first.get_or_insert(at);
+        let (start, first_stamp) = first.get_or_insert_with(|| (at, stamp.to_owned()));
+        let arrival = at - *start;
+        if arrival > max_span_seconds {
+            return Err(row_error(
+                line_no,
+                format!(
+                    "TIMESTAMP {stamp} is {arrival:.0} s ({:.1} h) after the first row \
+                     ({first_stamp}); a trace may span at most {} h (--max-trace-hours)",
+                    arrival / 3600.0,
+                    max_span_seconds / 3600.0
+                ),
+            ));
+        }
         requests.push(Request {
-            arrival: at - start,
+            arrival,
             context_tokens,
             generated_tokens,
         });
@@ -143,21 +160,54 @@ mod tests {
 
     use super::*;
 
+    const HOURS_48: f64 = DEFAULT_MAX_TRACE_HOURS * 3600.0;
+
     fn src(text: &str) -> CsvSource {
         CsvSource::embedded("t.csv", text)
     }
 
     #[test]
     fn rows_become_requests_timed_from_the_first() {
-        let reqs = read_requests(&src("TIMESTAMP,ContextTokens,GeneratedTokens\n\
+        let reqs = read_requests(
+            &src("TIMESTAMP,ContextTokens,GeneratedTokens\n\
              2023-11-16 23:59:59.5000000,374,44\n\
-             2023-11-17 00:00:01.2500000,10,20\n"))
+             2023-11-17 00:00:01.2500000,10,20\n"),
+            HOURS_48,
+        )
         .unwrap();
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].arrival, 0.0);
         assert!((reqs[1].arrival - 1.75).abs() < 1e-9);
         assert_eq!(reqs[1].context_tokens, 10);
         assert_eq!(reqs[1].generated_tokens, 20);
+    }
+
+    #[test]
+    fn a_row_beyond_the_horizon_is_refused_with_its_timestamp() {
+        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+             2023-11-16 18:15:46.6805900,374,44\n\
+             2023-11-16 18:15:50.9951690,396,109\n\
+             9999-11-16 18:15:51.0000000,1,1\n";
+        let err = read_requests(&src(text), HOURS_48).unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.csv:4: TIMESTAMP 9999-11-16 18:15:51.0000000 is ")
+                && err.contains("after the first row (2023-11-16 18:15:46.6805900)")
+                && err.contains("at most 48 h"),
+            "{err}"
+        );
+        let two_days = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+             2023-11-16 00:00:00,1,1\n2023-11-18 00:00:00,1,1\n2023-11-18 00:00:01,1,1\n";
+        assert_eq!(
+            read_requests(&src(two_days), HOURS_48)
+                .unwrap_err()
+                .to_string(),
+            "t.csv:4: TIMESTAMP 2023-11-18 00:00:01 is 172801 s (48.0 h) after the first row \
+             (2023-11-16 00:00:00); a trace may span at most 48 h (--max-trace-hours)"
+        );
+        assert_eq!(
+            read_requests(&src(two_days), HOURS_48 + 1.0).unwrap().len(),
+            3
+        );
     }
 
     #[test]
@@ -189,7 +239,7 @@ mod tests {
                 "earlier than the row before",
             ),
         ] {
-            let err = read_requests(&src(text)).unwrap_err().to_string();
+            let err = read_requests(&src(text), HOURS_48).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} lacks {expected:?}");
         }
     }
