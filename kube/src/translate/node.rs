@@ -261,7 +261,10 @@ fn taints(object: &str, taints: &[K8sTaint]) -> Result<Vec<Taint>, TranslateErro
 
 /// Health and the latest sample of each GPU, matched to the inventory by UUID.
 /// A GPU the status does not mention yet counts as healthy with no sample; without
-/// `status.observedAt` the samples cannot be dated, so none is given.
+/// `status.observedAt` the samples cannot be dated, so none is given. The numbers
+/// are passed on as written: `ClusterSnapshot::set_gpu_telemetry` checks them
+/// against the GPU's memory (spec `memoryMib`), 0–100 % and the clock, in the one
+/// place every caller goes through.
 pub fn gpu_live_states(gpu_node: &GpuNode) -> Vec<GpuLiveState> {
     let status = gpu_node.status.as_ref();
     let observed_at_ms = status
@@ -584,6 +587,28 @@ mod tests {
                 index: 0,
                 healthy: true,
                 sample: None
+            }]
+        );
+    }
+
+    #[test]
+    fn live_states_pass_hostile_numbers_on_for_the_snapshot_to_reject() {
+        // The snapshot checks samples against the GPU's memory and the clock; the
+        // translation only must not panic or wrap: before 1970 reads as 0 (stale).
+        let gn = gpu_node(json!({"metadata": {"name": "g1"},
+            "spec": {"nodeName": "g1", "gpus": [h100(0, "GPU-a")]},
+            "status": {"observedAt": "1960-01-01T00:00:00Z", "gpus": [{"uuid": "GPU-a",
+                "healthy": true, "memoryUsedMib": u64::MAX, "utilizationPercent": u32::MAX}]}}));
+        assert_eq!(
+            gpu_live_states(&gn),
+            vec![GpuLiveState {
+                index: 0,
+                healthy: true,
+                sample: Some(GpuSample {
+                    memory_used_mib: u64::MAX,
+                    utilization_percent: u32::MAX,
+                    observed_at_ms: 0
+                })
             }]
         );
     }
