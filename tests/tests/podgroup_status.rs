@@ -12,22 +12,22 @@
 //! gang that fits is the control: its PodGroup is written `Scheduled`.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
-//! `cargo build -p phalanx-scheduler`; without them the test prints SKIPPED,
-//! and with `PHALANX_E2E=1` it fails instead.
+//! `cargo build -p phalanx-scheduler`; without them the test prints
+//! `skipped: …`, and with `PHALANX_E2E=1` it fails instead.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
 use phalanx_api::{PodGroup, PodGroupSpec, PodGroupStatus, LABEL_POD_GROUP, SCHEDULER_NAME};
+use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
     assignment_of, create_gpu_nodes, create_pods, gpu_worker_container, install_phalanx_crds,
-    node_of, phalanx_scheduler_for_test, pod_events, pod_for, wait_fake_nodes_ready, Binaries,
-    ControlPlane, GpuNodeSpec, PhalanxOptions,
+    node_of, phalanx_scheduler_for_test, pod_events, pods_named, wait_fake_nodes_ready, Binaries,
+    ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder,
 };
 
 const NS: &str = "default";
@@ -55,16 +55,13 @@ fn pod_group(name: &str, min_member: i32) -> PodGroup {
 fn members(group: &str, count: usize, gpus: u32) -> Vec<Pod> {
     (0..count)
         .map(|i| {
-            let mut pod = pod_for(
+            PodBuilder::new(
                 &format!("{group}-{i}"),
                 SCHEDULER_NAME,
                 gpu_worker_container(gpus),
-            );
-            pod.metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert(LABEL_POD_GROUP.to_owned(), group.to_owned());
-            pod
+            )
+            .label(LABEL_POD_GROUP, group)
+            .build()
         })
         .collect()
 }
@@ -82,17 +79,6 @@ fn phase(status: Option<&PodGroupStatus>) -> Option<&str> {
     status.and_then(|s| s.phase.as_deref())
 }
 
-/// The pods named `names`.
-async fn pods_named(pods: &Api<Pod>, names: &[String]) -> anyhow::Result<Vec<Pod>> {
-    Ok(pods
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
-        .collect())
-}
-
 /// Members of `names` that are bound or carry a GPU assignment.
 async fn touched(pods: &Api<Pod>, names: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(pods_named(pods, names)
@@ -101,31 +87,6 @@ async fn touched(pods: &Api<Pod>, names: &[String]) -> anyhow::Result<Vec<String
         .filter(|p| node_of(p).is_some() || assignment_of(p).is_some())
         .filter_map(|p| p.metadata.name.clone())
         .collect())
-}
-
-/// Polls `check` every 250 ms until it yields `Ok`, or fails after `timeout`
-/// with `what`, the last reason and the scheduler's log.
-async fn wait_until<T, F, Fut>(
-    plane: &ControlPlane,
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Result<T, String>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await? {
-            Ok(value) => return Ok(value),
-            Err(why) if Instant::now() >= deadline => bail!(
-                "timed out after {timeout:?} waiting for {what}: {why}\n{}",
-                plane.phalanx_logs()
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,8 +144,7 @@ async fn a_timed_out_pod_group_is_failed_and_stays_failed() -> anyhow::Result<()
         .await?;
     let huge = create_pods(&pods, members("huge", 3, 8)).await?;
 
-    let placed = wait_until(
-        &plane,
+    let placed = wait::until(
         "PodGroup fits Scheduled with both members bound",
         Duration::from_secs(60),
         || async {
@@ -200,7 +160,8 @@ async fn a_timed_out_pod_group_is_failed_and_stays_failed() -> anyhow::Result<()
             })
         },
     )
-    .await?;
+    .await
+    .with_logs(&plane)?;
     let placed = placed.context("the control's PodGroup has no status")?;
     assert_eq!(placed.scheduled, 2, "{placed:?}");
     assert!(placed.schedule_start_time.is_some(), "{placed:?}");
@@ -208,8 +169,7 @@ async fn a_timed_out_pod_group_is_failed_and_stays_failed() -> anyhow::Result<()
     let timeout = Duration::from_secs(u64::from(GANG_TIMEOUT_SECONDS));
     let mut failed = BTreeMap::new();
     for (name, names) in [("short", &short), ("huge", &huge)] {
-        let seen = wait_until(
-            &plane,
+        let seen = wait::until(
             &format!("PodGroup {name} Failed"),
             timeout + Duration::from_secs(60),
             || async {
@@ -220,7 +180,8 @@ async fn a_timed_out_pod_group_is_failed_and_stays_failed() -> anyhow::Result<()
                 })
             },
         )
-        .await?;
+        .await
+        .with_logs(&plane)?;
         let status = seen.0.as_ref().context("Failed without a status")?;
         assert_eq!(status.scheduled, 0, "{name}: {status:?}");
         assert!(status.schedule_start_time.is_some(), "{name}: {status:?}");
