@@ -296,6 +296,23 @@ impl std::fmt::Display for PodSelector {
 }
 
 /// The pods among `names` that exist.
+/// A scheduler-plugins PodGroup `name` in `namespace` asking for `min_member`
+/// members; pods join it with the `scheduling.x-k8s.io/pod-group` label.
+pub fn pod_group(namespace: &str, name: &str, min_member: i32) -> phalanx_api::PodGroup {
+    phalanx_api::PodGroup {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: phalanx_api::PodGroupSpec {
+            min_member,
+            ..phalanx_api::PodGroupSpec::default()
+        },
+        status: None,
+    }
+}
+
 pub async fn pods_named(api: &Api<Pod>, names: &[String]) -> crate::Result<Vec<Pod>> {
     PodSelector::names(names).list(api).await
 }

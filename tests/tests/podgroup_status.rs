@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::PostParams;
 use kube::Api;
-use phalanx_api::{PodGroup, PodGroupSpec, PodGroupStatus, LABEL_POD_GROUP, SCHEDULER_NAME};
+use phalanx_api::{PodGroup, PodGroupStatus, LABEL_POD_GROUP, SCHEDULER_NAME};
 use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
     assignment_of, create_gpu_nodes, create_pods, gpu_worker_container, install_phalanx_crds,
-    node_of, phalanx_scheduler_for_test, pod_events, pods_named, wait_fake_nodes_ready, Binaries,
-    ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder,
+    node_of, phalanx_scheduler_for_test, pod_events, pod_group, pods_named, wait_fake_nodes_ready,
+    Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder,
 };
 
 const NS: &str = "default";
@@ -35,21 +35,6 @@ const NS: &str = "default";
 const GANG_TIMEOUT_SECONDS: u32 = 3;
 /// How long a `Failed` PodGroup is watched for any change.
 const STEADY_FOR: Duration = Duration::from_secs(8);
-
-fn pod_group(name: &str, min_member: i32) -> PodGroup {
-    PodGroup {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(NS.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: PodGroupSpec {
-            min_member,
-            ..PodGroupSpec::default()
-        },
-        status: None,
-    }
-}
 
 /// `count` members of PodGroup `group`, named `{group}-{i}`, of `gpus` GPUs each.
 fn members(group: &str, count: usize, gpus: u32) -> Vec<Pod> {
@@ -130,17 +115,17 @@ async fn a_timed_out_pod_group_is_failed_and_stays_failed() -> anyhow::Result<()
 
     // The control: two one-GPU members, placed at once.
     groups
-        .create(&PostParams::default(), &pod_group("fits", 2))
+        .create(&PostParams::default(), &pod_group(NS, "fits", 2))
         .await?;
     let fits = create_pods(&pods, members("fits", 2, 1)).await?;
     // Members that never all arrive: two of four.
     groups
-        .create(&PostParams::default(), &pod_group("short", 4))
+        .create(&PostParams::default(), &pod_group(NS, "short", 4))
         .await?;
     let short = create_pods(&pods, members("short", 2, 1)).await?;
     // Members that do not fit: three whole 8-GPU nodes wanted, two exist.
     groups
-        .create(&PostParams::default(), &pod_group("huge", 3))
+        .create(&PostParams::default(), &pod_group(NS, "huge", 3))
         .await?;
     let huge = create_pods(&pods, members("huge", 3, 8)).await?;
 

@@ -15,12 +15,12 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use phalanx_api::{
-    PodGroup, PodGroupSpec, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
-    ANNOTATION_GPU_MODELS, LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
+    PodGroup, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GPU_MODELS,
+    LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
 };
 use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::wait::{
@@ -29,9 +29,9 @@ use phalanx_e2e::wait::{
 use phalanx_e2e::{
     assignment_of, assignment_violations, create_gpu_nodes, create_pods, create_priority_class,
     gpu_share_container, gpu_worker_container, install_phalanx_crds, lease_holder, node_facts,
-    node_of, phalanx_scheduler_for_test, pod_events, pod_for, pods_named, wait_fake_nodes_ready,
-    Binaries, ControlPlane, GpuNodeSpec, LeaderElectionOptions, PhalanxOptions, PodBuilder,
-    PodSelector, PreemptionPolicy,
+    node_of, phalanx_scheduler_for_test, pod_events, pod_for, pod_group, pods_named,
+    wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, LeaderElectionOptions,
+    PhalanxOptions, PodBuilder, PodSelector, PreemptionPolicy,
 };
 
 const NS: &str = "default";
@@ -227,21 +227,6 @@ async fn gpu_pods_land_on_free_gpus_of_the_right_model() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pod_group(name: &str, min_member: i32) -> PodGroup {
-    PodGroup {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(NS.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: PodGroupSpec {
-            min_member,
-            ..PodGroupSpec::default()
-        },
-        status: None,
-    }
-}
-
 fn count_bound(pods: &[Pod]) -> usize {
     pods.iter().filter(|p| node_of(p).is_some()).count()
 }
@@ -270,7 +255,7 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
     // A PodGroup of 32 one-GPU pods on 4 nodes of 8: nothing binds while a
     // member is missing, then all 32 do.
     groups
-        .create(&PostParams::default(), &pod_group("big", 32))
+        .create(&PostParams::default(), &pod_group(NS, "big", 32))
         .await?;
     let big: Vec<Pod> = (0..32)
         .map(|i| {
@@ -310,7 +295,7 @@ async fn gangs_bind_all_or_nothing() -> anyhow::Result<()> {
         .with_logs(&plane)?;
     let blocker_node = node_of(&blocker_pod).unwrap_or_default().to_owned();
     groups
-        .create(&PostParams::default(), &pod_group("huge", 8))
+        .create(&PostParams::default(), &pod_group(NS, "huge", 8))
         .await?;
     let huge: Vec<Pod> = (0..8)
         .map(|i| {
