@@ -108,12 +108,7 @@ fn count(
                 CycleOutcome::Placed(placement) => {
                     tally.placed.add(stats);
                     let region = Region::new(GLOBAL);
-                    snapshot
-                        .place(pod, &placement)
-                        .expect("the engine's own placement commits");
-                    snapshot
-                        .release(pod, &placement)
-                        .expect("what was just placed releases");
+                    support::place_and_undo(snapshot, pod, &placement);
                     tally.commit.add(region.change());
                 }
                 CycleOutcome::Unschedulable { .. } => tally.unschedulable.add(stats),

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use phalanx_engine::{
     build_policy, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, GpuAssignment,
-    GpuDemand, GpuSpec, ModelConstraint, NodeId, NodeSpec, PlacementPolicy, PodDemand,
+    GpuDemand, GpuSpec, ModelConstraint, NodeId, NodeSpec, Placement, PlacementPolicy, PodDemand,
     PolicyConfig, PolicyName, TypicalPod, WorkloadSource, MILLI_PER_GPU,
 };
 use rand::seq::SliceRandom;
@@ -427,16 +427,22 @@ pub fn cycle(
 ) -> bool {
     match schedule_one(snapshot, policy, pod, scratch) {
         CycleOutcome::Placed(placement) => {
-            snapshot
-                .place(pod, &placement)
-                .expect("the engine's own placement commits");
-            snapshot
-                .release(pod, &placement)
-                .expect("what was just placed releases");
+            place_and_undo(snapshot, pod, &placement);
             true
         }
         CycleOutcome::Unschedulable { .. } => false,
     }
+}
+
+/// Commits `placement` and releases it again, leaving the snapshot's pods as
+/// they were (and the node's generation moved on, as after a real placement).
+pub fn place_and_undo(snapshot: &mut ClusterSnapshot, pod: &PodDemand, placement: &Placement) {
+    snapshot
+        .place(pod, placement)
+        .expect("the engine's own placement commits");
+    snapshot
+        .release(pod, placement)
+        .expect("what was just placed releases");
 }
 
 /// `n` gang members, one whole GPU each (data-parallel training workers).
