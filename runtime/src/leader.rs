@@ -151,7 +151,9 @@ impl LeaseFence {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", settings.name));
         let identity = settings.identity.clone();
         tokio::spawn(async move {
-            let mut stream = watcher(api, config).default_backoff().boxed();
+            let mut stream = watcher(api, config)
+                .backoff(crate::watch::recovery_backoff())
+                .boxed();
             while let Some(event) = stream.next().await {
                 let until = match event {
                     Ok(Event::Apply(lease) | Event::InitApply(lease)) => {

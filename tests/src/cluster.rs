@@ -19,6 +19,11 @@ use crate::ports::free_ports;
 use crate::probe;
 use crate::process::Component;
 
+mod outage;
+
+/// The apiserver's component name (and log file stem).
+const APISERVER: &str = "kube-apiserver";
+
 /// Annotation KWOK is told to select the nodes it simulates by.
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Value of [`KWOK_NODE_ANNOTATION`] on simulated nodes.
@@ -92,6 +97,10 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     client: kube::Client,
+    /// etcd's client URL and kube-apiserver's flags, kept so that a fault test
+    /// can compact etcd and start the apiserver again ([`outage`]).
+    etcd_url: String,
+    apiserver_args: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -129,7 +138,8 @@ impl ControlPlane {
             }
         };
 
-        let (mut apiserver, server) = start_apiserver(&binaries, dir.path(), &pki, &etcd_url)?;
+        let (mut apiserver, server, apiserver_args) =
+            start_apiserver(&binaries, dir.path(), &pki, &etcd_url)?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         let client = admin_client(&pki, &kubeconfig, &server).await?;
         // Probing through the admin client proves the certificates work too.
@@ -147,6 +157,8 @@ impl ControlPlane {
             kubeconfig,
             server,
             client,
+            etcd_url,
+            apiserver_args,
             dir,
         };
 
@@ -391,13 +403,14 @@ async fn start_etcd(
     Ok((etcd, client_url))
 }
 
-/// Spawns the apiserver; readiness is awaited by the caller once a client exists.
+/// Spawns the apiserver; readiness is awaited by the caller once a client
+/// exists. Returns it with its URL and its flags.
 fn start_apiserver(
     binaries: &Binaries,
     dir: &Path,
     pki: &Pki,
     etcd_url: &str,
-) -> Result<(Component, String)> {
+) -> Result<(Component, String, Vec<String>)> {
     let port = single_port()?;
     let server = format!("https://127.0.0.1:{port}");
     let args = vec![
@@ -430,8 +443,8 @@ fn start_apiserver(
         "--profiling=false".to_owned(),
         "--v=1".to_owned(),
     ];
-    let apiserver = spawn_in(dir, "kube-apiserver", &binaries.kube_apiserver(), &args)?;
-    Ok((apiserver, server))
+    let apiserver = spawn_in(dir, APISERVER, &binaries.kube_apiserver(), &args)?;
+    Ok((apiserver, server, args))
 }
 
 async fn admin_client(pki: &Pki, path: &Path, server: &str) -> Result<kube::Client> {

@@ -40,6 +40,7 @@ pub mod events;
 pub mod freshness;
 pub mod helm;
 pub mod janitor;
+pub mod ledger;
 pub mod nodes;
 pub mod phalanx;
 pub mod pki;
