@@ -21,17 +21,18 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::DeleteParams;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use phalanx_api::SCHEDULER_NAME;
 use phalanx_e2e::ledger::{invariant_violations, BindingLedger};
 use phalanx_e2e::process::is_alive;
-use phalanx_e2e::wait::{wait_bound, WithLogs};
+use phalanx_e2e::wait::{self, wait_bound, wait_selected_bound, WithLogs};
 use phalanx_e2e::{
     create_gpu_nodes, create_pods, gpu_worker_container, install_phalanx_crds, lease_holder,
-    phalanx_scheduler_for_test, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec,
-    LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder,
+    node_of, phalanx_scheduler_for_test, wait_fake_nodes_ready, Binaries, ControlPlane,
+    GpuNodeSpec, LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder, PodSelector,
 };
 
 const NS: &str = "default";
@@ -229,5 +230,119 @@ async fn a_watch_expired_by_compaction_relists_and_sees_what_it_missed() -> anyh
 
     let expected: Vec<String> = first[4..].iter().chain(&missed).cloned().collect();
     wait_bound(&pods, &expected, Duration::from_secs(10)).await?;
+    assert_no_damage(&plane, &pods, ledger).await
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_under_assumed_pods_loses_no_pod() -> anyhow::Result<()> {
+    const REPLICAS: i32 = 8;
+    let test = "a_node_deleted_under_assumed_pods_loses_no_pod";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    let doomed = create_gpu_nodes(&client, "doomed", 1, &GpuNodeSpec::with_gpus(8, "A100"))
+        .await?
+        .remove(0);
+    wait_fake_nodes_ready(&client, 1, Duration::from_secs(60)).await?;
+    // Two bindings a second: most of the Deployment's pods are still assumed
+    // (placed, their Binding queued) when the node goes.
+    let slow_binding = serde_json::json!({ "binding": { "qps": 2, "burst": 2 } });
+    start_scheduler(
+        &mut plane,
+        binary,
+        &LeaderElectionOptions::default(),
+        slow_binding,
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let ledger = BindingLedger::watch(pods.clone());
+
+    let deployment = PodBuilder::template(SCHEDULER_NAME, gpu_worker_container(1))
+        .deployment("trainer", REPLICAS);
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let selector = PodSelector::labels("app=trainer");
+    // The node goes once the first pod is bound and the rest are queued.
+    wait::until("a first trainer bound", Duration::from_secs(60), || async {
+        let pods = selector.list(&pods).await?;
+        Ok(if pods.iter().any(|p| node_of(p).is_some()) {
+            Ok(())
+        } else {
+            Err(format!("{} trainers, none bound", pods.len()))
+        })
+    })
+    .await
+    .with_logs(&plane)?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.delete(&doomed, &DeleteParams::default()).await?;
+    let deleted = Instant::now();
+    let bound_before = ledger.records().len();
+    create_gpu_nodes(&client, "spare", 2, &GpuNodeSpec::with_gpus(4, "A100")).await?;
+    eprintln!("deleted {doomed} with {bound_before} of {REPLICAS} pods bound; added 2 spare nodes");
+
+    // Pods bound to the deleted node are garbage-collected by the controller
+    // manager and replaced by the ReplicaSet; the others must never be bound
+    // to it and land on the spare nodes.
+    let bound = wait::until(
+        "every trainer bound to a node that exists",
+        RECOVERY_DEADLINE,
+        || async {
+            let live = selector.list(&pods).await?;
+            let live: Vec<Pod> = live
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let on_doomed = live
+                .iter()
+                .filter(|p| node_of(p) == Some(doomed.as_str()))
+                .count();
+            let unbound = live.iter().filter(|p| node_of(p).is_none()).count();
+            Ok(
+                if live.len() == REPLICAS as usize && on_doomed == 0 && unbound == 0 {
+                    Ok(live)
+                } else {
+                    Err(format!(
+                        "{} trainers: {on_doomed} on {doomed}, {unbound} unbound",
+                        live.len()
+                    ))
+                },
+            )
+        },
+    )
+    .await
+    .with_logs(&plane)?;
+    eprintln!(
+        "recovery: all {REPLICAS} trainers on existing nodes {:.1}s after the node was deleted",
+        deleted.elapsed().as_secs_f64()
+    );
+    assert_eq!(bound.len(), REPLICAS as usize);
+    // The pods still assumed when the node went are rebound at once; those
+    // already bound to it wait for the pod GC's quarantine and their ReplicaSet.
+    let mut to_spare: Vec<Duration> = ledger
+        .records()
+        .values()
+        .filter(|r| r.nodes.iter().all(|n| n.starts_with("spare-")))
+        .filter_map(|r| r.first_bound.map(|t| t.saturating_duration_since(deleted)))
+        .collect();
+    to_spare.sort();
+    let assumed = REPLICAS as usize - bound_before;
+    if let Some(rebound) = to_spare.get(assumed.saturating_sub(1)) {
+        eprintln!(
+            "recovery: the {assumed} pods assumed on {doomed} were bound to spare nodes {:.1}s after its deletion",
+            rebound.as_secs_f64()
+        );
+    }
+
+    // A Binding already on the wire when the deletion arrived may still land
+    // (the API server does not check that the node exists); any pod bound to
+    // the node well after the scheduler saw the deletion is a bug.
+    let late = ledger.bound_to_since(&doomed, deleted + Duration::from_secs(2));
+    assert!(
+        late.is_empty(),
+        "bound to the deleted node {doomed} after its deletion: {late:?}\n{}",
+        plane.phalanx_logs()
+    );
+    wait_selected_bound(&pods, &selector, REPLICAS as usize, Duration::from_secs(10)).await?;
     assert_no_damage(&plane, &pods, ledger).await
 }

@@ -63,6 +63,9 @@ pub enum BindError {
     Conflict { pod: String, message: String },
     #[error("pod {pod} not bound: this replica's Lease is expiring or held by another replica")]
     Fenced { pod: String },
+    /// Not sent: the node was deleted after the pod was placed on it.
+    #[error("pod {pod} not bound: node {node} was deleted after the pod was placed on it")]
+    NodeGone { pod: String, node: String },
     #[error("binding pod {pod} failed: {source}")]
     Api {
         pod: String,
@@ -78,6 +81,7 @@ impl BindError {
             BindError::Gone { .. } => BindingErrorReason::NotFound,
             BindError::Conflict { .. } => BindingErrorReason::Conflict,
             BindError::Fenced { .. } => BindingErrorReason::Fenced,
+            BindError::NodeGone { .. } => BindingErrorReason::NodeGone,
             BindError::Api { .. } => BindingErrorReason::Other,
         }
     }
@@ -134,7 +138,25 @@ impl Binder {
         node: &str,
         gpus: Option<&GpuAssignmentAnnotation>,
     ) -> Result<(), BindError> {
+        self.ready().await;
+        self.bind_now(pod, node, gpus).await
+    }
+
+    /// Waits until the rate limiter lets one more binding through. Callers
+    /// that must re-check something after the wait (the Lease, the node) call
+    /// this, check, then [`Binder::bind_now`].
+    pub async fn ready(&self) {
         self.limiter.until_ready().await;
+    }
+
+    /// [`Binder::bind`] without waiting for the rate limiter: only after
+    /// [`Binder::ready`].
+    pub async fn bind_now(
+        &self,
+        pod: &PodRef,
+        node: &str,
+        gpus: Option<&GpuAssignmentAnnotation>,
+    ) -> Result<(), BindError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let mut binding = binding_for(pod, node);
         if let Some(gpus) = gpus {

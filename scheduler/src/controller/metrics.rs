@@ -49,6 +49,8 @@ pub enum BindingErrorReason {
     NotFound,
     /// Not sent: this replica's Lease was about to expire (see `LeaseFence`).
     Fenced,
+    /// Not sent: the node was deleted after the pod was placed on it.
+    NodeGone,
     Other,
 }
 
@@ -58,6 +60,7 @@ impl BindingErrorReason {
             BindingErrorReason::Conflict => "conflict",
             BindingErrorReason::NotFound => "not_found",
             BindingErrorReason::Fenced => "fenced",
+            BindingErrorReason::NodeGone => "node_gone",
             BindingErrorReason::Other => "other",
         }
     }
@@ -251,13 +254,14 @@ impl SchedulerMetrics {
         let binding_errors = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "binding_errors",
-            "Bindings that failed, by reason (conflict, not_found, other)",
+            "Bindings that failed or were not sent, by reason (conflict, not_found, fenced, node_gone, other)",
             binding_errors.clone(),
         );
         for reason in [
             BindingErrorReason::Conflict,
             BindingErrorReason::NotFound,
             BindingErrorReason::Fenced,
+            BindingErrorReason::NodeGone,
             BindingErrorReason::Other,
         ] {
             let _ = binding_errors.get_or_create(&ReasonLabel { reason });

@@ -4,6 +4,7 @@
 //! work, [`gangs`] finds the gang a pod belongs to, [`config`] reads the YAML
 //! file. Translation and the cluster mirror are `phalanx-kube`'s; the process
 //! runtime (probes, leader election, events, watches) is `phalanx-runtime`'s.
+//! [`node_presence`] tells binding tasks whether their node still exists.
 //! I/O parts: [`binder`] writes annotations and Bindings, [`scheduling_events`]
 //! words the scheduler's Events as kube-scheduler does, [`metrics`] counts what
 //! happens, [`podgroup_status_writer`] is the one writer of PodGroup status,
@@ -13,6 +14,7 @@ pub mod binder;
 pub mod config;
 pub mod gangs;
 pub mod metrics;
+pub mod node_presence;
 pub mod podgroup_status_writer;
 pub mod queue;
 pub mod scheduler_loop;

@@ -28,6 +28,7 @@ use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
 use super::gangs::{self, GangKey, GangMembership, GangTracker};
 use super::metrics::{AttemptResult, SchedulerMetrics};
+use super::node_presence::NodePresence;
 use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
@@ -135,6 +136,8 @@ pub struct SchedulerLoop {
     bind_slots: Arc<Semaphore>,
     bind_tx: mpsc::Sender<BindOutcome>,
     bind_rx: mpsc::Receiver<BindOutcome>,
+    /// The nodes that exist, for binding tasks to check right before writing.
+    nodes: NodePresence,
     relisted_pods: Option<HashSet<String>>,
     leading: bool,
     last_housekeeping: Instant,
@@ -179,6 +182,7 @@ impl SchedulerLoop {
             scratch: CycleScratch::default(),
             bind_slots: Arc::new(Semaphore::new(config.binding.concurrency)),
             bind_tx,
+            nodes: NodePresence::default(),
             bind_rx,
             relisted_pods: None,
             leading: false,
@@ -303,7 +307,10 @@ impl SchedulerLoop {
     fn handle_input(&mut self, input: Input) {
         let now_ms = phalanx_runtime::clock::unix_millis();
         let change = match input {
-            Input::Node(event) => self.mirror.node_event(*event, now_ms),
+            Input::Node(event) => {
+                self.nodes.observe(&event);
+                self.mirror.node_event(*event, now_ms)
+            }
             Input::GpuNode(event) => self.mirror.gpu_node_event(*event, now_ms),
             Input::Pod(event) => self.handle_pod_event(*event),
             Input::PodGroup(event) => self.handle_pod_group_event(*event),
@@ -582,17 +589,25 @@ impl SchedulerLoop {
         let tx = self.bind_tx.clone();
         let uid = uid.to_owned();
         let fence = self.deps.fence.clone();
+        let nodes = self.nodes.clone();
         tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
             let started = Instant::now();
-            // Checked again here: the binding may have waited for a slot or the
-            // rate limiter past the Lease's end.
-            let result = if fence.allows(SystemTime::now()) {
-                binder.bind(&pod, &node, annotation.as_ref()).await
-            } else {
+            binder.ready().await;
+            // Checked after the waits for a slot and the rate limiter: the
+            // Lease may have run out meanwhile, or the node been deleted
+            // (the API server would bind to a node that no longer exists).
+            let result = if !fence.allows(SystemTime::now()) {
                 Err(BindError::Fenced {
                     pod: pod.to_string(),
                 })
+            } else if !nodes.contains(&node) {
+                Err(BindError::NodeGone {
+                    pod: pod.to_string(),
+                    node: node.clone(),
+                })
+            } else {
+                binder.bind_now(&pod, &node, annotation.as_ref()).await
             };
             let _ = tx
                 .send(BindOutcome {
@@ -633,7 +648,8 @@ impl SchedulerLoop {
                     BindError::Gone { .. } => self.untrack(&outcome.uid),
                     BindError::Conflict { .. }
                     | BindError::Api { .. }
-                    | BindError::Fenced { .. } => {
+                    | BindError::Fenced { .. }
+                    | BindError::NodeGone { .. } => {
                         let Some(p) = self.pending.get_mut(&outcome.uid) else {
                             return;
                         };
