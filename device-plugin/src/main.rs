@@ -159,6 +159,14 @@ const METRICS_TLS_FLAGS: TlsKeys = TlsKeys {
 /// TLS and authentication of the metrics server from the flags; the files
 /// are read now, so a bad one stops the start naming its flag.
 fn metrics_security(args: &RunArgs, client: Option<&kube::Client>) -> Result<ServerSecurity> {
+    let delegated = args.metrics_authentication == MetricsAuthentication::Delegated;
+    // The flag combinations first, so that they are named before any file is read.
+    if delegated && args.metrics_tls_cert_file.is_none() {
+        bail!("--metrics-authentication delegated needs --metrics-tls-cert-file and --metrics-tls-key-file: bearer tokens must not cross the network in clear text");
+    }
+    if delegated && client.is_none() {
+        bail!("--metrics-authentication delegated needs API access (in-cluster service account or KUBECONFIG)");
+    }
     let mut security = ServerSecurity::plain();
     if let (Some(cert_file), Some(key_file)) =
         (&args.metrics_tls_cert_file, &args.metrics_tls_key_file)
@@ -174,13 +182,7 @@ fn metrics_security(args: &RunArgs, client: Option<&kube::Client>) -> Result<Ser
             ClientCertificates::Optional,
         )?);
     }
-    if args.metrics_authentication == MetricsAuthentication::Delegated {
-        if !security.is_tls() {
-            bail!("--metrics-authentication delegated needs --metrics-tls-cert-file and --metrics-tls-key-file: bearer tokens must not cross the network in clear text");
-        }
-        let client = client.context(
-            "--metrics-authentication delegated needs API access (in-cluster service account or KUBECONFIG)",
-        )?;
+    if let (true, Some(client)) = (delegated, client) {
         let always_allow = ["/healthz", "/readyz", "/livez"]
             .map(str::to_owned)
             .to_vec();
@@ -292,5 +294,74 @@ fn main() -> Result<()> {
             fake_file,
             events_seconds,
         } => probe(backend, fake_file, events_seconds),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(flags: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        let argv = ["phalanx-device-plugin", "run", "--node-name", "gpu-0"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            Command::Probe { .. } => unreachable!("parsed run"),
+        }
+    }
+
+    #[test]
+    fn the_metrics_port_is_plain_http_by_default() {
+        let args = run_args(&[]).expect("parses");
+        let security = metrics_security(&args, None).expect("plain");
+        assert!(!security.is_tls());
+    }
+
+    #[test]
+    fn delegated_authentication_needs_tls_and_api_access() {
+        let args = run_args(&["--metrics-authentication", "delegated"]).expect("parses");
+        let error = metrics_security(&args, None)
+            .expect_err("no TLS")
+            .to_string();
+        assert!(error.contains("needs --metrics-tls-cert-file"), "{error}");
+
+        let args = run_args(&[
+            "--metrics-authentication=delegated",
+            "--metrics-tls-cert-file=/tls/tls.crt",
+            "--metrics-tls-key-file=/tls/tls.key",
+        ])
+        .expect("parses");
+        let error = metrics_security(&args, None)
+            .expect_err("no client")
+            .to_string();
+        assert!(error.contains("needs API access"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_certificate_names_its_flag_and_path() {
+        let args = run_args(&[
+            "--metrics-tls-cert-file=/nonexistent/tls.crt",
+            "--metrics-tls-key-file=/nonexistent/tls.key",
+        ])
+        .expect("parses");
+        let error = metrics_security(&args, None)
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            error.starts_with("--metrics-tls-cert-file: /nonexistent/tls.crt: cannot read"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused_by_the_parser() {
+        let error = run_args(&["--metrics-tls-cert-file=/tls/tls.crt"]).expect_err("no key");
+        assert!(
+            error.to_string().contains("--metrics-tls-key-file"),
+            "{error}"
+        );
+        let error = run_args(&["--metrics-authentication=token"]).expect_err("bad mode");
+        assert!(error.to_string().contains("delegated"), "{error}");
     }
 }

@@ -777,4 +777,35 @@ mod tests {
             ClientCertificates::Optional
         );
     }
+
+    #[test]
+    fn an_unreadable_extender_file_is_named_by_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = ExtenderTlsConfig {
+            cert_file: dir.path().join("tls.crt"),
+            key_file: dir.path().join("tls.key"),
+            client_ca_file: Some(dir.path().join("ca.crt")),
+            allowed_client_names: vec![],
+        };
+        // What extender mode loads at start.
+        let load = || {
+            phalanx_runtime::tls::ReloadingTls::load(
+                tls.files(),
+                ExtenderTlsConfig::KEYS,
+                tls.client_certificates(),
+            )
+        };
+        let error = load().expect_err("no files");
+        assert_eq!(error.key, "extender.tls.certFile");
+        std::fs::write(&tls.cert_file, "not PEM").expect("write");
+        std::fs::write(&tls.key_file, "not PEM").expect("write");
+        let error = load().expect_err("no CA");
+        assert_eq!(error.key, "extender.tls.clientCAFile");
+        std::fs::write(dir.path().join("ca.crt"), "not PEM").expect("write");
+        let error = load().expect_err("bad files");
+        assert!(
+            error.to_string().starts_with("extender.tls.certFile: "),
+            "{error}"
+        );
+    }
 }
