@@ -5,6 +5,8 @@
 //!   bearer token the API server's TokenReview accepts or a client
 //!   certificate of the configured CA, and RBAC (`get` on the non-resource
 //!   URL `/metrics`) through a SubjectAccessReview: 401, 403, then 200.
+//! * The autoscaler and the device plugin (in this process) with the same
+//!   settings: 401 without credentials, 403 without RBAC, 200 with it.
 //! * The upstream kube-scheduler calling the extender over HTTPS with a
 //!   client certificate (`deploy/extender/kube-scheduler-config-tls.yaml`):
 //!   a GPU pod is placed and bound with its assignment; a client without a
@@ -16,6 +18,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,15 +27,22 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
 use phalanx_api::{RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU};
+use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
+use phalanx_device_plugin::backend::{FakeBackend, FakeNode};
+use phalanx_device_plugin::daemon::{run_daemon, BackendChoice, DaemonConfig};
 use phalanx_e2e::endpoints::{
     https_get, service_account_token, wait_status, Credentials, EndpointPki,
 };
+use phalanx_e2e::ports::free_ports;
 use phalanx_e2e::wait::{wait_bound, WithLogs};
 use phalanx_e2e::{
     assignment_of, create_gpu_nodes, create_pods, gpu_worker_container, install_phalanx_crds,
     node_of, phalanx_scheduler_for_test, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions,
     PodBuilder, SchedulerOptions,
 };
+use phalanx_runtime::auth::{DelegatedAuth, KubeReviews};
+use phalanx_runtime::http::ServerSecurity;
+use phalanx_runtime::tls::{ClientCertificates, ReloadingTls, TlsFiles, TlsKeys};
 
 /// How long any one step may take.
 const WAIT: Duration = Duration::from_secs(60);
@@ -266,6 +276,137 @@ async fn bind_metrics_reader(
         subjects: Some(vec![subject]),
     };
     bindings.create(&PostParams::default(), &binding).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaler_and_device_plugin_metrics_need_authorization_too() {
+    if let Err(error) = components_need_authorization().await {
+        panic!("{error:#}");
+    }
+}
+
+async fn components_need_authorization() -> anyhow::Result<()> {
+    let test = "autoscaler_and_device_plugin_metrics_need_authorization_too";
+    let Some(binaries) = Binaries::for_test(test) else {
+        return Ok(());
+    };
+    let plane = ControlPlane::start(binaries).await?;
+    let client = plane.client();
+    install_phalanx_crds(&client).await?;
+    let node = create_gpu_nodes(&client, "dp", 1, &GpuNodeSpec::with_gpus(2, "H100"))
+        .await?
+        .remove(0);
+    let pki = EndpointPki::generate(&plane.dir().join("components"), "components-ca")?;
+    create_metrics_reader(&client).await?;
+    let scraper_token = service_account_token(&client, NS, "prometheus").await?;
+    let stranger_token = service_account_token(&client, NS, "stranger").await?;
+    bind_metrics_reader(
+        &client,
+        "prometheus",
+        Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: "prometheus".to_owned(),
+            namespace: Some(NS.to_owned()),
+            api_group: None,
+        },
+    )
+    .await?;
+    let ports = free_ports(2)?;
+    let autoscaler_addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let plugin_addr = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+
+    // The autoscaler, from its config file's keys.
+    let config = AutoscalerConfig::from_yaml(
+        &serde_json::json!({
+            // Nothing listens there: /metrics is served whatever Prometheus says.
+            "prometheus": { "url": "http://127.0.0.1:9" },
+            "leaderElection": { "enabled": false, "identity": "autoscaler-https" },
+            "http": {
+                "bindAddress": autoscaler_addr.to_string(),
+                "tls": pki.tls_section(),
+                "authentication": "delegated",
+            },
+            "logging": { "format": "text" },
+        })
+        .to_string(),
+        "test config",
+    )?;
+    let (stop_autoscaler, autoscaler_stopped) = tokio::sync::oneshot::channel::<()>();
+    let autoscaler = tokio::spawn(phalanx_autoscaler::controller::run(
+        config,
+        client.clone(),
+        async {
+            let _ = autoscaler_stopped.await;
+        },
+    ));
+
+    // The device plugin's daemon, secured as its --metrics-tls-* and
+    // --metrics-authentication flags make it.
+    let mut daemon = DaemonConfig::for_node(&node);
+    daemon.metrics_address = Some(plugin_addr);
+    let files = TlsFiles {
+        cert_file: pki.server_cert.clone(),
+        key_file: pki.server_key.clone(),
+        client_ca_file: Some(pki.ca.clone()),
+    };
+    let always_allow = ["/healthz", "/readyz", "/livez"]
+        .map(str::to_owned)
+        .to_vec();
+    daemon.metrics_security = ServerSecurity::plain()
+        .with_tls(ReloadingTls::load(
+            files,
+            TlsKeys::HTTP,
+            ClientCertificates::Optional,
+        )?)
+        .with_auth(Arc::new(DelegatedAuth::new(
+            Arc::new(KubeReviews::new(client.clone())),
+            always_allow,
+        )));
+    let (stop_plugin, plugin_stopping) = tokio::sync::watch::channel(false);
+    let fake = FakeBackend::new(FakeNode::uniform(2, "NVIDIA H100 80GB HBM3", 81_559));
+    let plugin = tokio::spawn(run_daemon(
+        daemon,
+        BackendChoice::Fake(fake),
+        Some(client.clone()),
+        None,
+        plugin_stopping,
+        |_| {},
+    ));
+
+    let anonymous = Credentials::default();
+    let stranger = Credentials {
+        bearer_token: Some(&stranger_token),
+        ..anonymous
+    };
+    let scraper = Credentials {
+        bearer_token: Some(&scraper_token),
+        ..anonymous
+    };
+    for (component, addr, metric) in [
+        ("autoscaler", autoscaler_addr, "phalanx_autoscaler_"),
+        ("device plugin", plugin_addr, "phalanx_device_plugin_"),
+    ] {
+        // Up once /healthz answers over TLS without credentials.
+        let (status, body) = wait_status(addr, &pki.ca, "/healthz", anonymous, 200, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{component}: {e}"))?;
+        assert_eq!(status, 200, "{component}: {body}");
+        let (status, body) = get(addr, &pki, "/metrics", anonymous).await?;
+        assert_eq!(status, 401, "{component}: {body}");
+        let (status, body) = get(addr, &pki, "/metrics", stranger).await?;
+        assert_eq!(status, 403, "{component}: {body}");
+        let (status, body) = wait_status(addr, &pki.ca, "/metrics", scraper, 200, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{component}: {e}"))?;
+        assert_eq!(status, 200, "{component}: {body}");
+        assert!(body.contains(metric), "{component}: {body}");
+    }
+
+    let _ = stop_autoscaler.send(());
+    let _ = stop_plugin.send(true);
+    autoscaler.await??;
+    plugin.await??;
     Ok(())
 }
 
