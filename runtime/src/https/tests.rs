@@ -31,14 +31,15 @@ impl MetricsText for NoMetrics {
 /// A server on a loopback port, stopped when dropped.
 struct Served {
     addr: SocketAddr,
+    tls: Arc<ReloadingTls>,
     _stop: oneshot::Sender<()>,
-    _files: Written,
+    files: Written,
 }
 
 async fn start(pki: &Pki, clients: ClientCertificates, delegated: bool) -> Served {
     let written = pki.write_server(true);
     let tls = ReloadingTls::load(written.files.clone(), TlsKeys::HTTP, clients).expect("tls");
-    let mut security = ServerSecurity::plain().with_tls(tls);
+    let mut security = ServerSecurity::plain().with_tls(Arc::clone(&tls));
     if delegated {
         let paths = vec!["/healthz".to_owned(), "/readyz".to_owned()];
         let auth = DelegatedAuth::new(Arc::new(FakeApiServer::default()), paths);
@@ -58,9 +59,26 @@ async fn start(pki: &Pki, clients: ClientCertificates, delegated: bool) -> Serve
     ));
     Served {
         addr,
+        tls,
         _stop: stop,
-        _files: written,
+        files: written,
     }
+}
+
+/// The DER of the certificate the server at `addr` presents.
+async fn served_certificate(addr: SocketAddr, ca_pem: &str) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let stream = TlsConnector::from(Arc::new(client_config(ca_pem, None)))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let chain = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate");
+    chain[0].as_ref().to_vec()
 }
 
 fn client_config(ca_pem: &str, client: Option<&Issued>) -> ClientConfig {
@@ -232,4 +250,21 @@ async fn a_required_client_certificate_is_checked_in_the_handshake() {
     )
     .await;
     assert!(refused.is_err(), "CN not allowed: {refused:?}");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_to_new_connections() {
+    let pki = Pki::new();
+    let server = start(&pki, ClientCertificates::Optional, false).await;
+    let before = served_certificate(server.addr, &pki.ca_pem).await;
+
+    let renewed = pki.server();
+    std::fs::write(&server.files.files.cert_file, renewed.cert.pem()).expect("write");
+    std::fs::write(&server.files.files.key_file, renewed.key.serialize_pem()).expect("write");
+    // What the reloader task does on its next tick.
+    assert!(server.tls.reload().expect("reloaded"));
+
+    let after = served_certificate(server.addr, &pki.ca_pem).await;
+    assert_ne!(before, after);
+    assert_eq!(after, renewed.cert.der().as_ref());
 }
