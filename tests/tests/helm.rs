@@ -702,6 +702,24 @@ fn secure_endpoints_wire_tls_delegated_auth_and_network_policies() {
         "{}",
         err.message
     );
+    // The schema names the key of a bad path, reader or switch.
+    for (values, key) in [
+        (
+            serde_json::json!({"metricsSecurity": {"enabled": true, "alwaysAllowPaths": ["healthz"]}}),
+            "/metricsSecurity/alwaysAllowPaths/0",
+        ),
+        (
+            serde_json::json!({"metricsSecurity": {"enabled": true, "readers": [{"kind": "Robot", "name": "r"}]}}),
+            "/metricsSecurity/readers/0/kind",
+        ),
+        (
+            serde_json::json!({"networkPolicy": {"enabled": true, "from": []}}),
+            "from",
+        ),
+    ] {
+        let err = helm.validate_values(&values).expect_err("refused");
+        assert!(err.message.contains(key), "{values}: {}", err.message);
+    }
 }
 
 /// The config file a component's ConfigMap carries, parsed.
