@@ -26,7 +26,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
-use phalanx_api::{RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU};
 use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
 use phalanx_device_plugin::backend::{FakeBackend, FakeNode};
 use phalanx_device_plugin::daemon::{run_daemon, BackendChoice, DaemonConfig};
@@ -410,33 +409,32 @@ async fn components_need_authorization() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The extender stanza of deploy/extender/kube-scheduler-config-tls.yaml,
-/// pointed at the local extender and the test's certificates.
+/// The shipped HTTPS configuration, so that the test proves the file works.
+const TLS_CONFIG: &str = include_str!("../../deploy/extender/kube-scheduler-config-tls.yaml");
+
+/// The extender stanza of deploy/extender/kube-scheduler-config-tls.yaml as
+/// shipped, pointed at the local extender and the test's certificates.
 fn tls_extender_config(
     address: SocketAddr,
     pki: &EndpointPki,
     client_cert: &phalanx_e2e::endpoints::ClientCertificate,
-) -> serde_json::Value {
-    serde_json::json!({
-        "urlPrefix": format!("https://{address}"),
-        "filterVerb": "filter",
-        "prioritizeVerb": "prioritize",
-        "bindVerb": "bind",
-        "weight": 5,
-        "enableHTTPS": true,
-        "tlsConfig": {
-            "certFile": client_cert.cert,
-            "keyFile": client_cert.key,
-            "caFile": pki.ca,
-        },
-        "httpTimeout": "5s",
-        "nodeCacheCapable": false,
-        "managedResources": [
-            { "name": RESOURCE_WHOLE_GPU, "ignoredByScheduler": true },
-            { "name": RESOURCE_GPU_MILLI, "ignoredByScheduler": true },
-        ],
-        "ignorable": false,
-    })
+) -> anyhow::Result<serde_json::Value> {
+    let config: serde_json::Value = serde_yaml_ng::from_str(TLS_CONFIG)?;
+    let mut extender = config["extenders"][0].clone();
+    anyhow::ensure!(
+        extender["enableHTTPS"] == true
+            && extender["urlPrefix"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://")),
+        "the shipped config must call the extender over HTTPS: {extender}"
+    );
+    extender["urlPrefix"] = format!("https://{address}").into();
+    extender["tlsConfig"] = serde_json::json!({
+        "certFile": client_cert.cert,
+        "keyFile": client_cert.key,
+        "caFile": pki.ca,
+    });
+    Ok(extender)
 }
 
 #[tokio::test]
@@ -470,7 +468,7 @@ async fn extender_over_https() -> anyhow::Result<()> {
     let (_extender, address) = plane.start_phalanx_extender(&options).await?;
     plane
         .start_kube_scheduler(&SchedulerOptions {
-            extenders: vec![tls_extender_config(address, &pki, &kube_scheduler_cert)],
+            extenders: vec![tls_extender_config(address, &pki, &kube_scheduler_cert)?],
             ..SchedulerOptions::default()
         })
         .await?;
