@@ -197,11 +197,7 @@ pub fn spawn_serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(error) = serve(addr, router, shutdown).await {
-            tracing::error!(%error, %addr, "health and metrics server stopped");
-        }
-    })
+    spawn_serve_secured(addr, router, ServerSecurity::plain(), shutdown)
 }
 
 /// [`serve`] on a listener already bound (e.g. to port 0, to learn the port).
