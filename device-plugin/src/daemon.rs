@@ -19,6 +19,7 @@ use crate::metrics::{serve_http, PluginMetrics};
 use crate::pods::{ApiPodSource, PodSource, StaticPodSource};
 use crate::resources::{ResourceError, ResourceSpec};
 use crate::telemetry::{PublisherConfig, TelemetryPublisher};
+use phalanx_runtime::http::ServerSecurity;
 
 /// Which GPUs the plugin reads.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct DaemonConfig {
     /// Write the `GpuNode` (needs a client).
     pub publish: bool,
     pub metrics_address: Option<SocketAddr>,
+    /// TLS and authentication of the metrics server; plain HTTP by default.
+    pub metrics_security: ServerSecurity,
     pub sample_interval: Duration,
     pub heartbeat: Duration,
     pub max_writes_per_second: NonZeroU32,
@@ -70,6 +73,7 @@ impl DaemonConfig {
             pod_resources_socket: None,
             publish: true,
             metrics_address: None,
+            metrics_security: ServerSecurity::plain(),
             sample_interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(4),
             max_writes_per_second: NonZeroU32::MIN.saturating_add(1),
@@ -161,7 +165,8 @@ pub async fn run_daemon(
 
     let metrics_address = match config.metrics_address {
         Some(address) => {
-            let (bound, _task) = serve_http(address, metrics.clone(), stop.clone())
+            let security = config.metrics_security.clone();
+            let (bound, _task) = serve_http(address, metrics.clone(), security, stop.clone())
                 .await
                 .map_err(|source| DaemonError::Http { address, source })?;
             tracing::info!(%bound, "serving /metrics, /healthz and /readyz");

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -17,7 +18,10 @@ use phalanx_device_plugin::daemon::{run_daemon, BackendChoice, DaemonConfig};
 use phalanx_device_plugin::kubelet::{
     KubeletPaths, DEFAULT_DEVICE_PLUGIN_DIR, DEFAULT_POD_RESOURCES_SOCKET,
 };
+use phalanx_runtime::auth::{DelegatedAuth, KubeReviews};
 use phalanx_runtime::config::LoggingConfig;
+use phalanx_runtime::http::ServerSecurity;
+use phalanx_runtime::tls::{ClientCertificates, ReloadingTls, TlsFiles, TlsKeys};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -98,6 +102,31 @@ struct RunArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "PHALANX_METRICS_ADDRESS", default_value = "0.0.0.0:9445")]
     metrics_address: SocketAddr,
+    /// Serve /metrics over HTTPS with this certificate (PEM; with --metrics-tls-key-file).
+    #[arg(
+        long,
+        env = "PHALANX_METRICS_TLS_CERT_FILE",
+        requires = "metrics_tls_key_file"
+    )]
+    metrics_tls_cert_file: Option<PathBuf>,
+    /// The private key of --metrics-tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "PHALANX_METRICS_TLS_KEY_FILE",
+        requires = "metrics_tls_cert_file"
+    )]
+    metrics_tls_key_file: Option<PathBuf>,
+    /// CA of the client certificates accepted as credentials (user = CN, groups = O).
+    #[arg(
+        long,
+        env = "PHALANX_METRICS_CLIENT_CA_FILE",
+        requires = "metrics_tls_cert_file"
+    )]
+    metrics_client_ca_file: Option<PathBuf>,
+    /// `delegated`: /metrics needs a bearer token or client certificate the API
+    /// server accepts and RBAC `get` on the path (needs HTTPS); probes stay open.
+    #[arg(long, env = "PHALANX_METRICS_AUTHENTICATION", value_enum, default_value_t = MetricsAuthentication::None)]
+    metrics_authentication: MetricsAuthentication,
     /// Telemetry sample period, milliseconds.
     #[arg(long, env = "PHALANX_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
     sample_interval_ms: u64,
@@ -109,6 +138,58 @@ struct RunArgs {
     max_writes_per_second: NonZeroU32,
     #[arg(long, env = "PHALANX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+}
+
+/// Who may read /metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MetricsAuthentication {
+    /// Anyone who reaches the port.
+    None,
+    /// TokenReview / client certificate, then SubjectAccessReview, as kube-scheduler.
+    Delegated,
+}
+
+/// The flags' keys, named in errors about the files.
+const METRICS_TLS_FLAGS: TlsKeys = TlsKeys {
+    cert_file: "--metrics-tls-cert-file",
+    key_file: "--metrics-tls-key-file",
+    client_ca_file: "--metrics-client-ca-file",
+};
+
+/// TLS and authentication of the metrics server from the flags; the files
+/// are read now, so a bad one stops the start naming its flag.
+fn metrics_security(args: &RunArgs, client: Option<&kube::Client>) -> Result<ServerSecurity> {
+    let delegated = args.metrics_authentication == MetricsAuthentication::Delegated;
+    // The flag combinations first, so that they are named before any file is read.
+    if delegated && args.metrics_tls_cert_file.is_none() {
+        bail!("--metrics-authentication delegated needs --metrics-tls-cert-file and --metrics-tls-key-file: bearer tokens must not cross the network in clear text");
+    }
+    if delegated && client.is_none() {
+        bail!("--metrics-authentication delegated needs API access (in-cluster service account or KUBECONFIG)");
+    }
+    let mut security = ServerSecurity::plain();
+    if let (Some(cert_file), Some(key_file)) =
+        (&args.metrics_tls_cert_file, &args.metrics_tls_key_file)
+    {
+        let files = TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            client_ca_file: args.metrics_client_ca_file.clone(),
+        };
+        security = security.with_tls(ReloadingTls::load(
+            files,
+            METRICS_TLS_FLAGS,
+            ClientCertificates::Optional,
+        )?);
+    }
+    if let (true, Some(client)) = (delegated, client) {
+        let always_allow = ["/healthz", "/readyz", "/livez"]
+            .map(str::to_owned)
+            .to_vec();
+        let reviews = Arc::new(KubeReviews::new(client.clone()));
+        security = security.with_auth(Arc::new(DelegatedAuth::new(reviews, always_allow)));
+    }
+    Ok(security)
 }
 
 fn init_logging(format: LogFormat) {
@@ -151,6 +232,7 @@ async fn run(args: RunArgs) -> Result<()> {
             None
         }
     };
+    let metrics_security = metrics_security(&args, client.as_ref())?;
     let kubelet = args.serve_kubelet.then(|| {
         let mut paths = KubeletPaths::in_dir(&args.device_plugin_dir);
         if let Some(socket) = &args.kubelet_socket {
@@ -169,6 +251,7 @@ async fn run(args: RunArgs) -> Result<()> {
         kubelet,
         publish: args.publish,
         metrics_address: Some(args.metrics_address),
+        metrics_security,
         sample_interval: Duration::from_millis(args.sample_interval_ms),
         heartbeat: Duration::from_secs(args.heartbeat_seconds),
         max_writes_per_second: args.max_writes_per_second,
@@ -211,5 +294,74 @@ fn main() -> Result<()> {
             fake_file,
             events_seconds,
         } => probe(backend, fake_file, events_seconds),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(flags: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        let argv = ["phalanx-device-plugin", "run", "--node-name", "gpu-0"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            Command::Probe { .. } => unreachable!("parsed run"),
+        }
+    }
+
+    #[test]
+    fn the_metrics_port_is_plain_http_by_default() {
+        let args = run_args(&[]).expect("parses");
+        let security = metrics_security(&args, None).expect("plain");
+        assert!(!security.is_tls());
+    }
+
+    #[test]
+    fn delegated_authentication_needs_tls_and_api_access() {
+        let args = run_args(&["--metrics-authentication", "delegated"]).expect("parses");
+        let error = metrics_security(&args, None)
+            .expect_err("no TLS")
+            .to_string();
+        assert!(error.contains("needs --metrics-tls-cert-file"), "{error}");
+
+        let args = run_args(&[
+            "--metrics-authentication=delegated",
+            "--metrics-tls-cert-file=/tls/tls.crt",
+            "--metrics-tls-key-file=/tls/tls.key",
+        ])
+        .expect("parses");
+        let error = metrics_security(&args, None)
+            .expect_err("no client")
+            .to_string();
+        assert!(error.contains("needs API access"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_certificate_names_its_flag_and_path() {
+        let args = run_args(&[
+            "--metrics-tls-cert-file=/nonexistent/tls.crt",
+            "--metrics-tls-key-file=/nonexistent/tls.key",
+        ])
+        .expect("parses");
+        let error = metrics_security(&args, None)
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            error.starts_with("--metrics-tls-cert-file: /nonexistent/tls.crt: cannot read"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused_by_the_parser() {
+        let error = run_args(&["--metrics-tls-cert-file=/tls/tls.crt"]).expect_err("no key");
+        assert!(
+            error.to_string().contains("--metrics-tls-key-file"),
+            "{error}"
+        );
+        let error = run_args(&["--metrics-authentication=token"]).expect_err("bad mode");
+        assert!(error.to_string().contains("delegated"), "{error}");
     }
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use phalanx_runtime::http::Health;
+use phalanx_runtime::http::{Health, ServerSecurity};
 use phalanx_runtime::metrics::MetricsText;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -343,10 +343,11 @@ impl MetricsText for PluginMetrics {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `address` until `stop` turns
-/// true. Returns the bound address (port 0 picks one).
+/// true, secured as `security` says. Returns the bound address (port 0 picks one).
 pub async fn serve_http(
     address: SocketAddr,
     metrics: PluginMetrics,
+    security: ServerSecurity,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -355,8 +356,8 @@ pub async fn serve_http(
     let stopped = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let task = tokio::spawn(phalanx_runtime::http::serve_listener(
-        listener, router, stopped,
+    let task = tokio::spawn(phalanx_runtime::http::serve_secured(
+        listener, router, security, stopped,
     ));
     Ok((bound, task))
 }

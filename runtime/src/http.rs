@@ -6,8 +6,16 @@
 //!   waiting for the Lease.
 //! * `/readyz` (readiness): 200 once the informer caches have synced; before
 //!   that the scheduler's view of the cluster is partial.
+//! * `/livez`: the same as `/healthz`, under the name kube-scheduler's secure
+//!   port also serves.
 //! * `/metrics`: the component's metrics (any [`MetricsText`]) in the
 //!   OpenMetrics text format.
+//!
+//! Plain HTTP by default; with `http.tls` the server speaks HTTPS
+//! ([`crate::https`]), and with `http.authentication: delegated` every path
+//! but the always-allowed ones (the probes) needs credentials the API server
+//! accepts and RBAC that allows `get` on the path ([`crate::auth`]), as on
+//! kube-scheduler's port 10259. [`ServerSecurity`] is built from the section.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,14 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::auth::{self, Credentials, Decision, DelegatedAuth, KubeReviews};
+use crate::config::{ControllerDefaults, HttpAuthentication, HttpConfig};
 use crate::metrics::MetricsText;
+use crate::tls::{CertificateIdentity, ClientCertificates, ReloadingTls, TlsError, TlsKeys};
 
 /// The content type of the OpenMetrics text format, which Prometheus asks for.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -138,6 +150,7 @@ struct AppState {
 pub fn router(health: Arc<Health>, metrics: Arc<dyn MetricsText>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(AppState { health, metrics })
@@ -173,10 +186,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await.map_err(|error| {
-        // The bare "address in use" does not say which of our listeners failed.
-        std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
-    })?;
+    let listener = bind(addr).await?;
     serve_listener(listener, router, shutdown).await
 }
 
@@ -187,11 +197,7 @@ pub fn spawn_serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(error) = serve(addr, router, shutdown).await {
-            tracing::error!(%error, %addr, "health and metrics server stopped");
-        }
-    })
+    spawn_serve_secured(addr, router, ServerSecurity::plain(), shutdown)
 }
 
 /// [`serve`] on a listener already bound (e.g. to port 0, to learn the port).
@@ -206,6 +212,145 @@ pub async fn serve_listener(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// How a server is reached: over TLS or not, and whether requests need
+/// credentials the API server accepts.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSecurity {
+    tls: Option<Arc<ReloadingTls>>,
+    auth: Option<Arc<DelegatedAuth>>,
+}
+
+impl ServerSecurity {
+    /// Plain HTTP, no authentication.
+    pub fn plain() -> Self {
+        Self::default()
+    }
+
+    /// From the `http` section: reads the TLS files now (an error names the
+    /// key and the file) and, for `authentication: delegated`, asks the API
+    /// server `client` talks to about every request.
+    pub fn from_config<C: ControllerDefaults>(
+        config: &HttpConfig<C>,
+        client: &kube::Client,
+    ) -> Result<Self, TlsError> {
+        let tls = config
+            .tls
+            .clone()
+            .map(|files| ReloadingTls::load(files, TlsKeys::HTTP, ClientCertificates::Optional))
+            .transpose()?;
+        let auth = match config.authentication {
+            HttpAuthentication::None => None,
+            HttpAuthentication::Delegated => Some(Arc::new(DelegatedAuth::new(
+                Arc::new(KubeReviews::new(client.clone())),
+                config.always_allow_paths.clone(),
+            ))),
+        };
+        Ok(Self { tls, auth })
+    }
+
+    /// Serves over `tls`.
+    pub fn with_tls(mut self, tls: Arc<ReloadingTls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Lets only what `auth` allows through.
+    pub fn with_auth(mut self, auth: Arc<DelegatedAuth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `router` behind the authorizer, if there is one.
+    pub fn protect(&self, router: Router) -> Router {
+        match &self.auth {
+            Some(auth) => router.layer(axum::middleware::from_fn_with_state(
+                Arc::clone(auth),
+                authorize,
+            )),
+            None => router,
+        }
+    }
+}
+
+/// The authorizer in front of every route: 401, 403 or 503 with the reason
+/// as the body, or the route's own answer.
+async fn authorize(
+    State(auth): State<Arc<DelegatedAuth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Owned copies: the request body is not `Sync`, so no borrow of the
+    // request may live across the review's await.
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let token = auth::bearer_token(request.headers()).map(str::to_owned);
+    let certificate = request.extensions().get::<CertificateIdentity>().cloned();
+    let credentials = Credentials {
+        certificate: certificate.as_ref(),
+        bearer_token: token.as_deref(),
+    };
+    match auth.decide(&method, &path, credentials).await {
+        Decision::Allow => next.run(request).await,
+        Decision::Unauthenticated(reason) => {
+            (StatusCode::UNAUTHORIZED, format!("unauthorized: {reason}")).into_response()
+        }
+        Decision::Forbidden(reason) => {
+            (StatusCode::FORBIDDEN, format!("forbidden: {reason}")).into_response()
+        }
+        Decision::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+/// [`serve_listener`] secured as `security` says.
+pub async fn serve_secured(
+    listener: TcpListener,
+    router: Router,
+    security: ServerSecurity,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = security.protect(router);
+    match security.tls {
+        Some(tls) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, authenticated = security.auth.is_some(), "serving /healthz, /readyz and /metrics over HTTPS");
+            }
+            crate::https::serve_tls(listener, tls, router, shutdown).await
+        }
+        None => serve_listener(listener, router, shutdown).await,
+    }
+}
+
+/// Binds `addr` and runs [`serve_secured`] in its own task; a server that
+/// stops with an error (the address is taken) is logged, and the component
+/// goes on without its probes.
+pub fn spawn_serve_secured(
+    addr: SocketAddr,
+    router: Router,
+    security: ServerSecurity,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = match bind(addr).await {
+            Ok(listener) => serve_secured(listener, router, security, shutdown).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = served {
+            tracing::error!(%error, %addr, "health and metrics server stopped");
+        }
+    })
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        // The bare "address in use" does not say which of our listeners failed.
+        std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
+    })
 }
 
 #[cfg(test)]

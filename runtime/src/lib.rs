@@ -8,6 +8,9 @@
 //!   stop on SIGTERM or Ctrl-C.
 //! * [`http`] and [`metrics`]: `/healthz`, `/readyz` and `/metrics` on one
 //!   server, the OpenMetrics encoding of a component's registry.
+//! * [`tls`], [`https`] and [`auth`]: the same server over HTTPS (files
+//!   reloaded when they change), with authentication and authorization
+//!   delegated to the API server as on kube-scheduler's secure port.
 //! * [`leader`]: Lease election and the fence that stops writes before a
 //!   lost Lease expires.
 //! * [`events`]: Kubernetes Events, batched into series as client-go does.
@@ -17,12 +20,15 @@
 //! Nothing here knows about GPUs, pods or placements: that is `phalanx-kube`
 //! (translation and the cluster mirror) and `phalanx-engine` (placement).
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod https;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod tls;
 pub mod watch;

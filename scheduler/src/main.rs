@@ -67,7 +67,13 @@ async fn run(config: SchedulerConfig) -> Result<()> {
     // A loop silent for this long is stuck; the kubelet restarts the pod.
     let health = Arc::new(Health::new(std::time::Duration::from_secs(30)));
     let router = http::router(health.clone(), metrics.clone());
-    http::spawn_serve(config.http.bind_address, router, shutdown_signal());
+    let security = http::ServerSecurity::from_config(&config.http, &client)?;
+    http::spawn_serve_secured(
+        config.http.bind_address,
+        router,
+        security,
+        shutdown_signal(),
+    );
     let identity = config.leader_election.resolved_identity();
     let leadership = leader::join(client.clone(), &config.leader_election, &identity)
         .await

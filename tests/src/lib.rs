@@ -35,6 +35,7 @@ pub mod autoscaler;
 pub mod binaries;
 pub mod cluster;
 pub mod device_plugin;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod freshness;

@@ -510,6 +510,272 @@ fn bad_values_are_refused_with_a_message_naming_the_key() {
     );
 }
 
+#[test]
+fn secure_endpoints_wire_tls_delegated_auth_and_network_policies() {
+    let Some(helm) = HelmTool::for_test("secure_endpoints_wire_tls") else {
+        return;
+    };
+    let cases: BTreeMap<String, serde_json::Value> = value_cases().into_iter().collect();
+    let chart = helm
+        .render(&cases["secure-endpoints.yaml"], RELEASE, NAMESPACE)
+        .unwrap();
+    let components = [
+        ("phalanx-scheduler", "Deployment", 10251),
+        ("phalanx-autoscaler", "Deployment", 10252),
+        ("phalanx-device-plugin", "DaemonSet", 9445),
+    ];
+
+    // The config files turn on HTTPS and delegated auth, with the mounted files.
+    for name in ["phalanx-scheduler", "phalanx-autoscaler"] {
+        let config = rendered_config(&chart, name);
+        let http = &config["http"];
+        assert_eq!(
+            http["tls"]["certFile"], "/etc/phalanx-tls/tls.crt",
+            "{name}"
+        );
+        assert_eq!(http["tls"]["keyFile"], "/etc/phalanx-tls/tls.key", "{name}");
+        assert_eq!(
+            http["tls"]["clientCAFile"], "/etc/phalanx-client-ca/ca.crt",
+            "{name}"
+        );
+        assert_eq!(http["authentication"], "delegated", "{name}");
+        assert_eq!(
+            http["alwaysAllowPaths"],
+            serde_json::json!(["/healthz", "/readyz", "/livez"]),
+            "{name}"
+        );
+    }
+    let secret = chart.get("Secret", "phalanx-metrics-tls").unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    for key in ["tls.crt", "tls.key"] {
+        let data = secret["data"][key].as_str().unwrap_or_default();
+        assert!(data.len() > 100, "a generated {key}: {data:?}");
+    }
+
+    for (name, kind, port) in components {
+        let workload = chart.get(kind, name).unwrap();
+        let pod = &workload["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let mounts = container["volumeMounts"].to_string();
+        assert!(mounts.contains("/etc/phalanx-tls"), "{name}: {mounts}");
+        assert!(
+            mounts.contains("/etc/phalanx-client-ca"),
+            "{name}: {mounts}"
+        );
+        let volumes = pod["volumes"].to_string();
+        assert!(
+            volumes.contains("\"secretName\":\"phalanx-metrics-tls\""),
+            "{name}: {volumes}"
+        );
+        assert!(
+            volumes.contains("\"secretName\":\"metrics-client-ca\""),
+            "{name}: {volumes}"
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["scheme"], "HTTPS",
+            "{name}"
+        );
+
+        // Its ServiceAccount may ask the API server about tokens and access.
+        let account = pod["serviceAccountName"].as_str().unwrap();
+        let binding = chart
+            .get("ClusterRoleBinding", &format!("{name}-auth-delegation"))
+            .unwrap();
+        assert_eq!(binding["subjects"][0]["name"], account, "{name}");
+        assert_eq!(binding["roleRef"]["name"], "phalanx-auth-delegation");
+
+        // Ingress only to the metrics port, only from the monitoring namespace,
+        // for exactly this component's pods.
+        let policy = chart.get("NetworkPolicy", name).unwrap();
+        let selector = policy["spec"]["podSelector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        let labels = &workload["spec"]["template"]["metadata"]["labels"];
+        assert!(selector.iter().all(|(k, v)| &labels[k] == v), "{name}");
+        assert_eq!(
+            policy["spec"]["policyTypes"],
+            serde_json::json!(["Ingress"])
+        );
+        let ingress = policy["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(ingress.len(), 1, "{name}");
+        assert_eq!(
+            ingress[0]["ports"],
+            serde_json::json!([{"port": port, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]
+                ["kubernetes.io/metadata.name"],
+            "monitoring"
+        );
+
+        let monitor = chart.get("ServiceMonitor", name).unwrap();
+        let endpoint = &monitor["spec"]["endpoints"][0];
+        assert_eq!(endpoint["scheme"], "https", "{name}");
+        assert_eq!(
+            endpoint["bearerTokenFile"],
+            "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        );
+        assert_eq!(endpoint["tlsConfig"]["insecureSkipVerify"], true);
+    }
+    let plugin_args = chart.get("DaemonSet", "phalanx-device-plugin").unwrap()["spec"]["template"]
+        ["spec"]["containers"][0]["args"]
+        .to_string();
+    for flag in [
+        "--metrics-tls-cert-file=/etc/phalanx-tls/tls.crt",
+        "--metrics-tls-key-file=/etc/phalanx-tls/tls.key",
+        "--metrics-client-ca-file=/etc/phalanx-client-ca/ca.crt",
+        "--metrics-authentication=delegated",
+    ] {
+        assert!(plugin_args.contains(flag), "{flag}: {plugin_args}");
+    }
+
+    let delegation = rules_of(&chart, "ClusterRole", "phalanx-auth-delegation");
+    assert_eq!(
+        delegation,
+        [
+            (
+                "authentication.k8s.io".to_owned(),
+                "tokenreviews".to_owned(),
+                "create".to_owned()
+            ),
+            (
+                "authorization.k8s.io".to_owned(),
+                "subjectaccessreviews".to_owned(),
+                "create".to_owned()
+            ),
+        ]
+    );
+    let reader = chart.get("ClusterRole", "phalanx-metrics-reader").unwrap();
+    assert_eq!(
+        reader["rules"],
+        serde_json::json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    let readers = chart
+        .get("ClusterRoleBinding", "phalanx-metrics-reader")
+        .unwrap();
+    assert_eq!(
+        readers["subjects"],
+        serde_json::json!([
+            {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"},
+            {"kind": "Group", "name": "metrics-scrapers", "apiGroup": "rbac.authorization.k8s.io"},
+        ])
+    );
+
+    // The defaults keep plain HTTP and ship no policy, Secret or reader role.
+    let defaults = helm
+        .render(&serde_json::json!({}), RELEASE, NAMESPACE)
+        .unwrap();
+    assert!(defaults.of_kind("NetworkPolicy").is_empty());
+    assert!(defaults.get("Secret", "phalanx-metrics-tls").is_none());
+    assert!(defaults
+        .get("ClusterRole", "phalanx-metrics-reader")
+        .is_none());
+    assert!(rendered_config(&defaults, "phalanx-scheduler")["http"]["tls"].is_null());
+    // A certificate of one's own replaces the generated one.
+    let own = helm
+        .render(
+            &serde_json::json!({"metricsSecurity": {"enabled": true, "certificateSecret": "mine"}}),
+            RELEASE,
+            NAMESPACE,
+        )
+        .unwrap();
+    assert!(own.get("Secret", "phalanx-metrics-tls").is_none());
+    let volumes = own.get("Deployment", "phalanx-scheduler").unwrap()["spec"]["template"]["spec"]
+        ["volumes"]
+        .to_string();
+    assert!(volumes.contains("\"secretName\":\"mine\""), "{volumes}");
+    assert!(
+        !volumes.contains("client-ca"),
+        "no client CA asked for: {volumes}"
+    );
+    // A reader ServiceAccount without its namespace is refused by the schema's
+    // neighbour, the template.
+    let err = helm
+        .render(
+            &serde_json::json!({"metricsSecurity": {"enabled": true, "readers": [{"kind": "ServiceAccount", "name": "p"}]}}),
+            RELEASE,
+            NAMESPACE,
+        )
+        .expect_err("refused");
+    assert!(
+        err.message.contains("needs its namespace"),
+        "{}",
+        err.message
+    );
+    // The schema names the key of a bad path, reader or switch.
+    for (values, key) in [
+        (
+            serde_json::json!({"metricsSecurity": {"enabled": true, "alwaysAllowPaths": ["healthz"]}}),
+            "/metricsSecurity/alwaysAllowPaths/0",
+        ),
+        (
+            serde_json::json!({"metricsSecurity": {"enabled": true, "readers": [{"kind": "Robot", "name": "r"}]}}),
+            "/metricsSecurity/readers/0/kind",
+        ),
+        (
+            serde_json::json!({"networkPolicy": {"enabled": true, "from": []}}),
+            "from",
+        ),
+    ] {
+        let err = helm.validate_values(&values).expect_err("refused");
+        assert!(err.message.contains(key), "{values}: {}", err.message);
+    }
+}
+
+/// The config file a component's ConfigMap carries, parsed.
+fn rendered_config(chart: &RenderedChart, name: &str) -> serde_json::Value {
+    let map = chart.get("ConfigMap", name).unwrap();
+    serde_yaml_ng::from_str(map["data"]["config.yaml"].as_str().unwrap()).unwrap()
+}
+
+/// The binaries' own parsers accept the configs the chart writes with
+/// metricsSecurity on (`check-config` validates without reading the files).
+#[test]
+fn the_binaries_accept_the_secure_configs_the_chart_writes() {
+    let test = "the_binaries_accept_the_secure_configs_the_chart_writes";
+    let Some(helm) = HelmTool::for_test(test) else {
+        return;
+    };
+    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
+        return;
+    };
+    let Some(autoscaler) = phalanx_e2e::helm::workspace_binary_for_test(
+        test,
+        "phalanx-autoscaler",
+        "PHALANX_AUTOSCALER_BIN",
+    ) else {
+        return;
+    };
+    let cases: BTreeMap<String, serde_json::Value> = value_cases().into_iter().collect();
+    let chart = helm
+        .render(&cases["secure-endpoints.yaml"], RELEASE, NAMESPACE)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, binary) in [
+        ("phalanx-scheduler", scheduler),
+        ("phalanx-autoscaler", autoscaler),
+    ] {
+        let map = chart.get("ConfigMap", name).unwrap();
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        let output = std::process::Command::new(&binary)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{name}: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.to_lowercase().contains("delegated"),
+            "{name} prints the effective config: {stdout}"
+        );
+    }
+}
+
 /// How long a namespace or a CRD may take to be ready.
 const READY: Duration = Duration::from_secs(60);
 

@@ -131,6 +131,7 @@ impl ConfigFile for AutoscalerConfig {
             out.push("capacity.policy", error.to_string());
         }
         out.leader_election(&self.leader_election);
+        out.http(&self.http);
         out.logging(&self.logging);
         out.into_violations()
     }

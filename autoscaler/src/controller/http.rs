@@ -1,10 +1,14 @@
-//! `/healthz`, `/readyz` and `/metrics` on `http.bindAddress`.
+//! `/healthz`, `/readyz` and `/metrics` on `http.bindAddress`, over HTTPS
+//! with delegated authentication when `http.tls` and `http.authentication`
+//! say so (the runtime's [`ServerSecurity`]).
 //!
 //! The probes' state is the runtime's [`Health`]: liveness fails when the
 //! control loop stops beating or leader election fails, readiness waits for
 //! the watches to sync.
 
-pub use phalanx_runtime::http::{router, serve, serve_listener, Health};
+pub use phalanx_runtime::http::{
+    router, serve, serve_listener, serve_secured, Health, ServerSecurity,
+};
 use phalanx_runtime::metrics::MetricsText;
 
 use super::telemetry::AutoscalerMetrics;

@@ -46,6 +46,8 @@ pub enum StartError {
     Election(#[from] kube_lease_manager::LeaseManagerError),
     #[error("cannot listen on http.bindAddress: {0}")]
     Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] phalanx_runtime::tls::TlsError),
 }
 
 /// Runs the whole autoscaler (probes and metrics server, election, control
@@ -62,6 +64,7 @@ pub async fn run(
     // A loop silent for several periods is stuck; the kubelet restarts it.
     let stall_limit = (config.control_period() * 4).max(Duration::from_secs(30));
     let health = Arc::new(Health::new(stall_limit).named("control loop"));
+    let security = http::ServerSecurity::from_config(&config.http, &client)?;
     let listener = tokio::net::TcpListener::bind(config.http.bind_address).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let router = http::router(health.clone(), metrics.clone());
@@ -69,7 +72,7 @@ pub async fn run(
         let stopped = async move {
             let _ = http_stopped.await;
         };
-        if let Err(error) = http::serve_listener(listener, router, stopped).await {
+        if let Err(error) = http::serve_secured(listener, router, security, stopped).await {
             tracing::error!(%error, "health and metrics server stopped");
         }
     });

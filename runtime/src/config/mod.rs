@@ -11,6 +11,7 @@ pub use rules::{
     dns_label, dns_subdomain, label_key, log_filter, ports_collide, seconds, Rules, MAX_SECONDS,
 };
 pub use sections::{
-    ControllerDefaults, HttpConfig, LeaderElectionConfig, LogFormat, LoggingConfig,
+    ControllerDefaults, HttpAuthentication, HttpConfig, LeaderElectionConfig, LogFormat,
+    LoggingConfig, TlsFiles,
 };
 pub use yaml_file::{ConfigError, ConfigFile, Violation};

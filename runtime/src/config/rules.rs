@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::sections::{ControllerDefaults, LeaderElectionConfig, LoggingConfig};
+use super::sections::{
+    ControllerDefaults, HttpAuthentication, HttpConfig, LeaderElectionConfig, LoggingConfig,
+    TlsFiles,
+};
 use super::yaml_file::Violation;
 
 /// A year: far beyond any sensible timeout or period, far below `Duration`'s limits.
@@ -102,6 +105,52 @@ impl Rules {
         }
     }
 
+    /// The `http` section, the same in every controller.
+    pub fn http<C: ControllerDefaults>(&mut self, http: &HttpConfig<C>) {
+        if let Some(tls) = &http.tls {
+            self.tls_files(
+                [
+                    "http.tls.certFile",
+                    "http.tls.keyFile",
+                    "http.tls.clientCAFile",
+                ],
+                tls,
+            );
+        }
+        if http.authentication == HttpAuthentication::Delegated && http.tls.is_none() {
+            self.push(
+                "http.authentication",
+                "delegated needs http.tls: bearer tokens must not cross the network in clear text"
+                    .to_owned(),
+            );
+        }
+        for path in &http.always_allow_paths {
+            let star = path.find('*');
+            if !path.starts_with('/') || star.is_some_and(|at| at + 1 != path.len()) {
+                self.push(
+                    "http.alwaysAllowPaths",
+                    format!("each must be a path starting with '/', with '*' only at the end, got {path:?}"),
+                );
+            }
+        }
+    }
+
+    /// A TLS section's file names, given the keys they are under (cert, key,
+    /// client CA). Whether the files exist and fit is checked when they are
+    /// loaded, at start.
+    pub fn tls_files(&mut self, keys: [&'static str; 3], tls: &TlsFiles) {
+        let files = [
+            Some(&tls.cert_file),
+            Some(&tls.key_file),
+            tls.client_ca_file.as_ref(),
+        ];
+        for (key, file) in keys.into_iter().zip(files) {
+            if file.is_some_and(|file| file.as_os_str().is_empty()) {
+                self.push(key, "must name a file, got \"\"".to_owned());
+            }
+        }
+    }
+
     /// The `logging` section, the same in every controller.
     pub fn logging(&mut self, logging: &LoggingConfig) {
         self.check("logging.level", log_filter(&logging.level), &logging.level);
@@ -193,5 +242,99 @@ pub fn log_filter(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(EXPECTED.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Test;
+
+    impl ControllerDefaults for Test {
+        const NAME: &'static str = "test";
+        const HTTP_PORT: u16 = 8080;
+    }
+
+    fn http_violations(yaml: &str) -> Vec<String> {
+        let http: HttpConfig<Test> = serde_yaml_ng::from_str(yaml).expect("parses");
+        let mut rules = Rules::default();
+        rules.http(&http);
+        rules
+            .into_violations()
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn plain_http_without_authentication_is_the_default() {
+        let http = HttpConfig::<Test>::default();
+        assert_eq!(http.tls, None);
+        assert_eq!(http.authentication, HttpAuthentication::None);
+        assert_eq!(http.always_allow_paths, ["/healthz", "/readyz", "/livez"]);
+        assert!(http_violations("{}").is_empty());
+    }
+
+    #[test]
+    fn tls_with_delegated_authentication_is_accepted() {
+        let yaml = "{tls: {certFile: /t/tls.crt, keyFile: /t/tls.key, clientCAFile: /t/ca.crt}, \
+                    authentication: delegated, alwaysAllowPaths: [/healthz, '/debug/*']}";
+        assert_eq!(http_violations(yaml), Vec::<String>::new());
+        let http: HttpConfig<Test> = serde_yaml_ng::from_str(yaml).expect("parses");
+        let tls = http.tls.expect("tls");
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(std::path::Path::new("/t/ca.crt"))
+        );
+    }
+
+    #[test]
+    fn delegated_authentication_over_plain_http_is_refused() {
+        assert_eq!(
+            http_violations("{authentication: delegated}"),
+            ["http.authentication: delegated needs http.tls: bearer tokens must not cross the network in clear text"]
+        );
+    }
+
+    #[test]
+    fn bad_paths_and_empty_file_names_are_named() {
+        let violations = http_violations(
+            "{tls: {certFile: '', keyFile: k, clientCAFile: ''}, alwaysAllowPaths: [healthz, '/a*b']}",
+        );
+        assert_eq!(
+            violations,
+            [
+                "http.tls.certFile: must name a file, got \"\"",
+                "http.tls.clientCAFile: must name a file, got \"\"",
+                "http.alwaysAllowPaths: each must be a path starting with '/', with '*' only at the end, got \"healthz\"",
+                "http.alwaysAllowPaths: each must be a path starting with '/', with '*' only at the end, got \"/a*b\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_tls_keys_and_modes_do_not_parse() {
+        let error = serde_yaml_ng::from_str::<HttpConfig<Test>>(
+            "{tls: {certFile: a, keyFile: b, caFile: c}}",
+        )
+        .expect_err("unknown key");
+        assert!(
+            error.to_string().contains("unknown field `caFile`"),
+            "{error}"
+        );
+        let error = serde_yaml_ng::from_str::<HttpConfig<Test>>("{authentication: token}")
+            .expect_err("unknown mode");
+        assert!(
+            error.to_string().contains("unknown variant `token`"),
+            "{error}"
+        );
+        let error = serde_yaml_ng::from_str::<HttpConfig<Test>>("{tls: {certFile: a}}")
+            .expect_err("no key file");
+        assert!(
+            error.to_string().contains("missing field `keyFile`"),
+            "{error}"
+        );
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::tls::TlsFiles;
+
 /// What differs between the controllers' shared sections. Implemented by a
 /// unit marker type per controller (which derives Debug, Clone and PartialEq so
 /// that the sections can).
@@ -92,8 +94,15 @@ impl<C: ControllerDefaults> LeaderElectionConfig<C> {
     bound = "C: ControllerDefaults"
 )]
 pub struct HttpConfig<C> {
-    /// Serves `/metrics`, `/healthz` and `/readyz`.
+    /// Serves `/metrics`, `/healthz`, `/livez` and `/readyz`.
     pub bind_address: SocketAddr,
+    /// HTTPS with these files; absent: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Who may read what; `delegated` needs `tls`.
+    pub authentication: HttpAuthentication,
+    /// Paths served without credentials under `delegated` (exact, or a prefix
+    /// ending in `*`), as kube-scheduler's `--authorization-always-allow-paths`.
+    pub always_allow_paths: Vec<String>,
     #[serde(skip)]
     controller: PhantomData<C>,
 }
@@ -102,9 +111,27 @@ impl<C: ControllerDefaults> Default for HttpConfig<C> {
     fn default() -> Self {
         Self {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), C::HTTP_PORT),
+            tls: None,
+            authentication: HttpAuthentication::None,
+            always_allow_paths: ["/healthz", "/readyz", "/livez"]
+                .map(str::to_owned)
+                .to_vec(),
             controller: PhantomData,
         }
     }
+}
+
+/// How the health and metrics server authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuthentication {
+    /// Anyone who reaches the port reads everything (the NetworkPolicy is
+    /// then the only boundary).
+    #[default]
+    None,
+    /// Bearer tokens checked by TokenReview, client certificates by
+    /// `tls.clientCAFile`, then a SubjectAccessReview for `get` on the path.
+    Delegated,
 }
 
 /// How log lines look.

@@ -4,6 +4,7 @@
 //! `deploy/scheduler-config.example.yaml` lists every key with its default.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -14,6 +15,7 @@ pub use phalanx_runtime::config::{
     ConfigError, ConfigFile, ControllerDefaults, HttpConfig, LeaderElectionConfig, LogFormat,
     LoggingConfig, Violation,
 };
+use phalanx_runtime::tls::{ClientCertificates, TlsFiles, TlsKeys};
 
 /// The scheduler's defaults in the sections every controller has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,12 +182,62 @@ impl GangConfig {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExtenderConfig {
     pub bind_address: SocketAddr,
+    /// HTTPS, for kube-scheduler's `enableHTTPS: true`; absent: plain HTTP.
+    pub tls: Option<ExtenderTlsConfig>,
 }
 
 impl Default for ExtenderConfig {
     fn default() -> Self {
         Self {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8888),
+            tls: None,
+        }
+    }
+}
+
+/// The extender's certificate, and who may call it: kube-scheduler's
+/// `tlsConfig` `certFile`/`keyFile` is a client certificate, which
+/// `clientCAFile` must have signed; a client without one is refused during
+/// the TLS handshake, before any request is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtenderTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA of the client certificates accepted; without it any client that
+    /// reaches the port may call `/bind` (encryption only).
+    #[serde(default, rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Subject CNs accepted (the cluster CA signs many certificates); empty:
+    /// any certificate `clientCAFile` signed.
+    #[serde(default)]
+    pub allowed_client_names: Vec<String>,
+}
+
+impl ExtenderTlsConfig {
+    /// Where these keys are, for errors about the files.
+    pub const KEYS: TlsKeys = TlsKeys {
+        cert_file: "extender.tls.certFile",
+        key_file: "extender.tls.keyFile",
+        client_ca_file: "extender.tls.clientCAFile",
+    };
+
+    /// The files, in the shape the runtime loads.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            client_ca_file: self.client_ca_file.clone(),
+        }
+    }
+
+    /// Required with a client CA; otherwise no certificate is asked for.
+    pub fn client_certificates(&self) -> ClientCertificates {
+        match self.client_ca_file {
+            Some(_) => ClientCertificates::Required {
+                allowed_names: self.allowed_client_names.clone(),
+            },
+            None => ClientCertificates::Optional,
         }
     }
 }
@@ -266,6 +318,32 @@ impl ConfigFile for SchedulerConfig {
                     self.http.bind_address, self.extender.bind_address
                 ),
             );
+        }
+
+        out.http(&self.http);
+        if let Some(tls) = &self.extender.tls {
+            let keys = ExtenderTlsConfig::KEYS;
+            out.tls_files(
+                [keys.cert_file, keys.key_file, keys.client_ca_file],
+                &tls.files(),
+            );
+            if !tls.allowed_client_names.is_empty() && tls.client_ca_file.is_none() {
+                out.push(
+                    "extender.tls.allowedClientNames",
+                    "needs extender.tls.clientCAFile: names are read from verified client certificates"
+                        .to_owned(),
+                );
+            }
+            if tls
+                .allowed_client_names
+                .iter()
+                .any(|name| name.trim().is_empty())
+            {
+                out.push(
+                    "extender.tls.allowedClientNames",
+                    "must not contain an empty name".to_owned(),
+                );
+            }
         }
 
         out.logging(&self.logging);
@@ -523,6 +601,19 @@ mod tests {
                 &["gangs.topologyKey"],
             ),
             ("gangs: {topologyKey: ''}", &["gangs.topologyKey"]),
+            ("http: {authentication: delegated}", &["http.authentication"]),
+            (
+                "extender: {tls: {certFile: c, keyFile: k, allowedClientNames: [kube-scheduler]}}",
+                &["extender.tls.allowedClientNames"],
+            ),
+            (
+                "extender: {tls: {certFile: c, keyFile: k, clientCAFile: a, allowedClientNames: ['']}}",
+                &["extender.tls.allowedClientNames"],
+            ),
+            (
+                "extender: {tls: {certFile: '', keyFile: k}}",
+                &["extender.tls.certFile"],
+            ),
             (
                 "gangs: {defaultTimeoutSeconds: 0}",
                 &["gangs.defaultTimeoutSeconds"],
@@ -655,5 +746,66 @@ mod tests {
         let path = dir.path().join("binary.yaml");
         std::fs::write(&path, [0xff, 0xfe, 0x00]).expect("write");
         assert!(SchedulerConfig::load(&path).is_err());
+    }
+
+    #[test]
+    fn the_extender_over_tls_requires_certificates_of_its_ca() {
+        let config = SchedulerConfig::from_yaml(
+            "extender:\n  tls:\n    certFile: /tls/tls.crt\n    keyFile: /tls/tls.key\n    \
+             clientCAFile: /tls/ca.crt\n    allowedClientNames: [kube-scheduler]\n",
+            "test.yaml",
+        )
+        .expect("valid");
+        let tls = config.extender.tls.expect("tls");
+        assert_eq!(
+            tls.client_certificates(),
+            ClientCertificates::Required {
+                allowed_names: vec!["kube-scheduler".to_owned()]
+            }
+        );
+        assert_eq!(
+            tls.files().client_ca_file,
+            Some(PathBuf::from("/tls/ca.crt"))
+        );
+        let without_ca = ExtenderTlsConfig {
+            client_ca_file: None,
+            allowed_client_names: vec![],
+            ..tls
+        };
+        assert_eq!(
+            without_ca.client_certificates(),
+            ClientCertificates::Optional
+        );
+    }
+
+    #[test]
+    fn an_unreadable_extender_file_is_named_by_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = ExtenderTlsConfig {
+            cert_file: dir.path().join("tls.crt"),
+            key_file: dir.path().join("tls.key"),
+            client_ca_file: Some(dir.path().join("ca.crt")),
+            allowed_client_names: vec![],
+        };
+        // What extender mode loads at start.
+        let load = || {
+            phalanx_runtime::tls::ReloadingTls::load(
+                tls.files(),
+                ExtenderTlsConfig::KEYS,
+                tls.client_certificates(),
+            )
+        };
+        let error = load().expect_err("no files");
+        assert_eq!(error.key, "extender.tls.certFile");
+        std::fs::write(&tls.cert_file, "not PEM").expect("write");
+        std::fs::write(&tls.key_file, "not PEM").expect("write");
+        let error = load().expect_err("no CA");
+        assert_eq!(error.key, "extender.tls.clientCAFile");
+        std::fs::write(dir.path().join("ca.crt"), "not PEM").expect("write");
+        let error = load().expect_err("bad files");
+        assert!(
+            error.to_string().starts_with("extender.tls.certFile: "),
+            "{error}"
+        );
     }
 }

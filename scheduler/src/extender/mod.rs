@@ -18,6 +18,11 @@
 //!   0..=10 ([`handlers::scale_scores`]).
 //! * `/healthz`, `/readyz` (ready once the watches have listed everything) and
 //!   `/metrics` are served on `http.bindAddress` as in scheduler mode.
+//! * With `extender.tls` the API is HTTPS (kube-scheduler's `enableHTTPS`),
+//!   and with `extender.tls.clientCAFile` only a client presenting a
+//!   certificate of that CA (kube-scheduler's `tlsConfig.certFile`), with a
+//!   CN in `allowedClientNames` if set, gets past the TLS handshake;
+//!   `deploy/extender/kube-scheduler-config-tls.yaml` has the configuration.
 
 pub mod handlers;
 pub mod routes;
@@ -39,13 +44,15 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::controller::binder::Binder;
-use crate::controller::config::SchedulerConfig;
+use crate::controller::config::{ExtenderTlsConfig, SchedulerConfig};
 use crate::controller::metrics::SchedulerMetrics;
 use handlers::BindPlan;
 use phalanx_engine::{build_policy, PlacementPolicy, PolicyConfig, WorkloadSource};
 use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use phalanx_kube::translate::{self, is_waiting_for_node};
 use phalanx_runtime::http::{self, Health};
+use phalanx_runtime::https;
+use phalanx_runtime::tls::{ReloadingTls, TlsError};
 use phalanx_runtime::watch::spawn_watch;
 use types::{ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList};
 
@@ -66,6 +73,9 @@ pub enum ExtenderError {
     },
     #[error("the watches of Nodes, GpuNodes and Pods stopped")]
     WatchesEnded,
+    /// A TLS file of `http.tls` or `extender.tls` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The mirror, the policy, and the pods seen in filter calls (by UID), shared by
@@ -207,13 +217,13 @@ pub async fn serve(
     ));
 
     let probes = http::router(health, metrics.clone());
-    let probe_address = config.http.bind_address;
-    let probe_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        if let Err(error) = http::serve(probe_address, probes, probe_shutdown).await {
-            tracing::error!(%error, address = %probe_address, "health and metrics server stopped");
-        }
-    });
+    let probe_security = http::ServerSecurity::from_config(&config.http, &client)?;
+    http::spawn_serve_secured(
+        config.http.bind_address,
+        probes,
+        probe_security,
+        shutdown.clone(),
+    );
 
     let binder = Binder::new(
         client.clone(),
@@ -224,11 +234,26 @@ pub async fn serve(
     let api = Arc::new(routes::KubeApi { client, binder });
     let app = routes::router(core, api, metrics);
     let address = config.extender.bind_address;
-    tracing::info!(%address, policy = %config.policy, "serving the kube-scheduler extender API");
+    let tls = extender_tls(&config)?;
+    tracing::info!(
+        %address,
+        policy = %config.policy,
+        https = tls.is_some(),
+        "serving the kube-scheduler extender API"
+    );
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ExtenderError::Serve { address, source })?;
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let server = async move {
+        match tls {
+            Some(tls) => https::serve_tls(listener, tls, app, shutdown).await,
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    };
     tokio::select! {
         served = server => served.map_err(|source| ExtenderError::Serve { address, source }),
         folded = folding => match folded {
@@ -237,6 +262,26 @@ pub async fn serve(
             Err(_) => Err(ExtenderError::WatchesEnded),
         },
     }
+}
+
+/// The extender's TLS configuration, read now so that a bad file stops the
+/// start with its key and path.
+fn extender_tls(config: &SchedulerConfig) -> Result<Option<Arc<ReloadingTls>>, TlsError> {
+    let Some(tls) = &config.extender.tls else {
+        tracing::warn!("the extender API is plain HTTP: anyone who reaches extender.bindAddress can bind pods; set extender.tls");
+        return Ok(None);
+    };
+    if tls.client_ca_file.is_none() {
+        tracing::warn!(
+            "extender.tls has no clientCAFile: any client that reaches the port can bind pods"
+        );
+    }
+    ReloadingTls::load(
+        tls.files(),
+        ExtenderTlsConfig::KEYS,
+        tls.client_certificates(),
+    )
+    .map(Some)
 }
 
 /// Applies watch events to the mirror and keeps the probes current until

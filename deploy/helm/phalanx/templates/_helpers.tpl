@@ -80,7 +80,7 @@ scheduler.config over them.
 {{- define "phalanx.scheduler.config" -}}
 {{- $defaults := dict
   "leaderElection" (dict "leaseName" (include "phalanx.componentName" (list . "scheduler")) "leaseNamespace" .Release.Namespace)
-  "http" (dict "bindAddress" (printf "0.0.0.0:%d" (int .Values.scheduler.metricsPort))) -}}
+  "http" (mustMergeOverwrite (dict "bindAddress" (printf "0.0.0.0:%d" (int .Values.scheduler.metricsPort))) (include "phalanx.httpSecurity" . | fromYaml)) -}}
 {{- $config := mustMergeOverwrite $defaults (deepCopy .Values.scheduler.config) -}}
 {{- if and (gt (int .Values.scheduler.replicas) 1) (not (dig "leaderElection" "enabled" true $config)) -}}
 {{- fail "scheduler.config.leaderElection.enabled=false needs scheduler.replicas=1: unelected replicas would all schedule and place pods on the same GPUs" -}}
@@ -92,12 +92,71 @@ scheduler.config over them.
 {{- define "phalanx.autoscaler.config" -}}
 {{- $defaults := dict
   "leaderElection" (dict "leaseName" (include "phalanx.componentName" (list . "autoscaler")) "leaseNamespace" .Release.Namespace)
-  "http" (dict "bindAddress" (printf "0.0.0.0:%d" (int .Values.autoscaler.metricsPort))) -}}
+  "http" (mustMergeOverwrite (dict "bindAddress" (printf "0.0.0.0:%d" (int .Values.autoscaler.metricsPort))) (include "phalanx.httpSecurity" . | fromYaml)) -}}
 {{- $config := mustMergeOverwrite $defaults (deepCopy .Values.autoscaler.config) -}}
 {{- if and (gt (int .Values.autoscaler.replicas) 1) (not (dig "leaderElection" "enabled" true $config)) -}}
 {{- fail "autoscaler.config.leaderElection.enabled=false needs autoscaler.replicas=1: unelected replicas would all scale the same targets" -}}
 {{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/*
+The `http` section's HTTPS and delegated-auth keys when metricsSecurity is on
+(the files where phalanx.metricsTlsVolumeMounts puts them); nothing otherwise.
+*/}}
+{{- define "phalanx.httpSecurity" -}}
+{{- $ms := .Values.metricsSecurity -}}
+{{- if $ms.enabled -}}
+tls:
+  certFile: /etc/phalanx-tls/tls.crt
+  keyFile: /etc/phalanx-tls/tls.key
+  {{- if $ms.clientCASecret }}
+  clientCAFile: /etc/phalanx-client-ca/ca.crt
+  {{- end }}
+authentication: delegated
+alwaysAllowPaths: {{ toJson $ms.alwaysAllowPaths }}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the serving certificate of every component's metrics port. */}}
+{{- define "phalanx.metricsTlsSecret" -}}
+{{- .Values.metricsSecurity.certificateSecret | default (printf "%s-metrics-tls" (include "phalanx.fullname" .)) -}}
+{{- end -}}
+
+{{/* Where a container finds its serving certificate and client CA. */}}
+{{- define "phalanx.metricsTlsVolumeMounts" -}}
+{{- if .Values.metricsSecurity.enabled }}
+- name: metrics-tls
+  mountPath: /etc/phalanx-tls
+  readOnly: true
+{{- if .Values.metricsSecurity.clientCASecret }}
+- name: metrics-client-ca
+  mountPath: /etc/phalanx-client-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "phalanx.metricsTlsVolumes" -}}
+{{- if .Values.metricsSecurity.enabled }}
+- name: metrics-tls
+  secret:
+    secretName: {{ include "phalanx.metricsTlsSecret" . }}
+{{- if .Values.metricsSecurity.clientCASecret }}
+- name: metrics-client-ca
+  secret:
+    secretName: {{ .Values.metricsSecurity.clientCASecret }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Probes speak HTTPS when the metrics port does (kubelet does not verify the certificate). */}}
+{{- define "phalanx.probeScheme" -}}
+{{- if .Values.metricsSecurity.enabled }}
+scheme: HTTPS
+{{- end }}
 {{- end -}}
 
 {{/* Restricted pod security for the scheduler and autoscaler: non-root, no privileges, read-only root. */}}
