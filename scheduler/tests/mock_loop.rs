@@ -215,6 +215,21 @@ fn spawn_router_with_pod_groups(
                     continue;
                 }
                 (&Method::POST, path) if path.ends_with("/binding") => status(201, "", ""),
+                // A gang's plan, written on each member before its Binding.
+                (&Method::PATCH, path) if path.starts_with("/api/v1/namespaces/ns/pods/") => {
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    let mut pod = gang_member(name);
+                    pod["metadata"]["annotations"]
+                        .as_object_mut()
+                        .unwrap()
+                        .extend(
+                            seen.body["metadata"]["annotations"]
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
+                        );
+                    pod
+                }
                 (&Method::POST, EVENTS) => {
                     let mut created = seen.body.clone();
                     created["metadata"]["name"] = json!(format!("event-{n}"));

@@ -8,8 +8,10 @@
 //! failed binding is released and retried with backoff.
 //!
 //! This file holds the loop and the single-pod path; a gang's path (collecting
-//! its members, placing them together, timeouts, PodGroup status) is in
-//! `scheduler_loop/gang_scheduling.rs`.
+//! its members, placing them together, writing its plan before binding,
+//! timeouts, PodGroup status) is in `scheduler_loop/gang_scheduling.rs`, and
+//! finishing or undoing the gang plans a previous leader left behind in
+//! `scheduler_loop/gang_recovery.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,11 +28,13 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
-use super::gangs::{self, GangKey, GangMembership, GangTracker};
+use super::fault_hook::GangBindFault;
+use super::gangs::{self, GangKey, GangMembership, GangTracker, PlanBook};
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
+use phalanx_api::GpuAssignmentAnnotation;
 use phalanx_engine::{
     build_policy, schedule_one, unschedulable_message, CycleOutcome, CycleScratch, GpuDemand,
     Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
@@ -42,6 +46,7 @@ use phalanx_runtime::http::Health;
 use phalanx_runtime::leader::LeaseFence;
 use phalanx_runtime::watch::spawn_watch;
 
+mod gang_recovery;
 mod gang_scheduling;
 use gang_scheduling::GangEntry;
 
@@ -106,6 +111,63 @@ enum Input {
     PodGroup(Box<Event<PodGroup>>),
 }
 
+/// One Binding to send, prepared on the loop (which has the snapshot).
+struct BindRequest {
+    uid: String,
+    pod: PodRef,
+    node: String,
+    annotation: Option<GpuAssignmentAnnotation>,
+}
+
+/// What a binding task needs, cloned off the loop.
+#[derive(Clone)]
+struct BindWorker {
+    binder: Binder,
+    slots: Arc<Semaphore>,
+    tx: mpsc::Sender<BindOutcome>,
+    fence: LeaseFence,
+    fault: GangBindFault,
+}
+
+impl BindWorker {
+    /// Sends one Binding (unless the fence is closed) and reports the outcome
+    /// to the loop. `in_gang`: a member of a gang whose plan was written.
+    async fn bind(&self, request: BindRequest, in_gang: bool) {
+        let _slot = self.slots.acquire().await;
+        let started = Instant::now();
+        // Checked again here: the binding may have waited for a slot or the
+        // rate limiter past the Lease's end.
+        let result = if self.fence.allows(SystemTime::now()) {
+            self.binder
+                .bind(&request.pod, &request.node, request.annotation.as_ref())
+                .await
+        } else {
+            Err(BindError::Fenced {
+                pod: request.pod.to_string(),
+            })
+        };
+        if in_gang && result.is_ok() {
+            // While holding the slot: with one slot, no other Binding is sent
+            // before the hook has decided.
+            self.fault.member_bound(&request.pod.to_string());
+        }
+        self.report(request, started, result).await;
+    }
+
+    async fn report(&self, request: BindRequest, started: Instant, result: Result<(), BindError>) {
+        let _ = self
+            .tx
+            .send(BindOutcome {
+                uid: request.uid,
+                pod: request.pod,
+                node: request.node,
+                started,
+                result,
+            })
+            .await;
+    }
+}
+
 struct BindOutcome {
     uid: String,
     pod: PodRef,
@@ -136,6 +198,18 @@ pub struct SchedulerLoop {
     bind_tx: mpsc::Sender<BindOutcome>,
     bind_rx: mpsc::Receiver<BindOutcome>,
     relisted_pods: Option<HashSet<String>>,
+    /// Every gang plan the watch shows on a pod.
+    plans: PlanBook,
+    /// Plans of earlier terms this leader has finished or undone.
+    settled_plans: HashSet<String>,
+    /// Bound members of undone gangs being deleted: their gangs are not placed
+    /// again until these are gone, or the new placement would count them.
+    undoing: HashSet<String>,
+    /// `<identity>@<unix ms>` of the current leadership term: the prefix of the
+    /// plans this leader writes.
+    term: String,
+    plan_seq: u64,
+    fault: GangBindFault,
     leading: bool,
     last_housekeeping: Instant,
 }
@@ -181,6 +255,12 @@ impl SchedulerLoop {
             bind_tx,
             bind_rx,
             relisted_pods: None,
+            plans: PlanBook::default(),
+            settled_plans: HashSet::new(),
+            undoing: HashSet::new(),
+            term: String::new(),
+            plan_seq: 0,
+            fault: GangBindFault::from_env(),
             leading: false,
             last_housekeeping: Instant::now(),
             deps,
@@ -255,6 +335,11 @@ impl SchedulerLoop {
         match (self.leading, now_leader) {
             (false, true) => {
                 tracing::info!("became leader; rebuilding the snapshot from a fresh list");
+                self.term = format!(
+                    "{}@{}",
+                    self.deps.config.leader_election.resolved_identity(),
+                    phalanx_runtime::clock::unix_millis()
+                );
                 self.rebuild_from_list().await?;
                 self.leading = true;
                 Ok(())
@@ -340,6 +425,7 @@ impl SchedulerLoop {
 
     fn handle_pod_event(&mut self, event: Event<Pod>) -> MirrorChange {
         let change = self.mirror.pod_event(&event);
+        self.observe_plans(&event);
         match event {
             Event::Init => self.relisted_pods = Some(HashSet::new()),
             Event::InitApply(pod) => {
@@ -355,8 +441,10 @@ impl SchedulerLoop {
                     let gone: Vec<String> = self
                         .pending
                         .keys()
+                        .map(String::as_str)
+                        .chain(self.plans.uids())
                         .filter(|uid| !seen.contains(*uid))
-                        .cloned()
+                        .map(str::to_owned)
                         .collect();
                     for uid in gone {
                         self.untrack(&uid);
@@ -446,6 +534,8 @@ impl SchedulerLoop {
     /// The pod is gone.
     fn untrack(&mut self, uid: &str) {
         self.stop_pending(uid);
+        self.plans.forget(uid);
+        self.undoing.remove(uid);
         self.set_gang_membership(uid, None);
         self.mirror.state_mut().forget_assumed(uid);
     }
@@ -479,6 +569,9 @@ impl SchedulerLoop {
             // elector has not said so yet: place nothing until it is renewed.
             return;
         }
+        // Plans a previous leader left half done come first, so that nothing
+        // else takes their GPUs.
+        self.recover_gang_plans();
         let start = Instant::now();
         while start.elapsed() < SCHEDULING_SLICE {
             let Some(key) = self.queue.pop(Instant::now()) else {
@@ -564,9 +657,22 @@ impl SchedulerLoop {
     }
 
     fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
-        let Some(pending) = self.pending.get_mut(uid) else {
+        let Some(request) = self.bind_request(uid, demand, placement) else {
             return;
         };
+        let worker = self.bind_worker();
+        tokio::spawn(async move { worker.bind(request, false).await });
+    }
+
+    /// The Binding for a pod just placed, marking it in flight (`None`: the
+    /// pod is no longer pending).
+    fn bind_request(
+        &mut self,
+        uid: &str,
+        demand: &PodDemand,
+        placement: Placement,
+    ) -> Option<BindRequest> {
+        let pending = self.pending.get_mut(uid)?;
         pending.binding = true;
         let pod = PodRef {
             namespace: pending.pod.namespace().unwrap_or_default(),
@@ -577,33 +683,22 @@ impl SchedulerLoop {
         let node = node_state.name.clone();
         let annotation = (demand.gpu != GpuDemand::None)
             .then(|| translate::assignment_annotation(&node, &placement, node_state));
-        let binder = self.deps.binder.clone();
-        let slots = self.bind_slots.clone();
-        let tx = self.bind_tx.clone();
-        let uid = uid.to_owned();
-        let fence = self.deps.fence.clone();
-        tokio::spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let started = Instant::now();
-            // Checked again here: the binding may have waited for a slot or the
-            // rate limiter past the Lease's end.
-            let result = if fence.allows(SystemTime::now()) {
-                binder.bind(&pod, &node, annotation.as_ref()).await
-            } else {
-                Err(BindError::Fenced {
-                    pod: pod.to_string(),
-                })
-            };
-            let _ = tx
-                .send(BindOutcome {
-                    uid,
-                    pod,
-                    node,
-                    started,
-                    result,
-                })
-                .await;
-        });
+        Some(BindRequest {
+            uid: uid.to_owned(),
+            pod,
+            node,
+            annotation,
+        })
+    }
+
+    fn bind_worker(&self) -> BindWorker {
+        BindWorker {
+            binder: self.deps.binder.clone(),
+            slots: self.bind_slots.clone(),
+            tx: self.bind_tx.clone(),
+            fence: self.deps.fence.clone(),
+            fault: self.fault.clone(),
+        }
     }
 
     fn handle_bound(&mut self, outcome: BindOutcome) {
@@ -633,7 +728,8 @@ impl SchedulerLoop {
                     BindError::Gone { .. } => self.untrack(&outcome.uid),
                     BindError::Conflict { .. }
                     | BindError::Api { .. }
-                    | BindError::Fenced { .. } => {
+                    | BindError::Fenced { .. }
+                    | BindError::GangPlanNotWritten { .. } => {
                         let Some(p) = self.pending.get_mut(&outcome.uid) else {
                             return;
                         };
