@@ -3,6 +3,8 @@
 //! gang bind (after the plan is written, after each Binding), and once without
 //! any hook, by SIGKILL while the gang binds. The surviving replica must leave
 //! the gang fully bound, no pod bound twice, none lost, no GPU promised twice.
+//! And a gang that lost a member while no replica led is undone (its bound
+//! members deleted, their ReplicaSet recreating them) and placed again whole.
 //!
 //! What makes it able to fail: between the crash and the takeover, pods of a
 //! higher priority arrive that ask for every GPU left free. A new leader that
@@ -23,6 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
@@ -36,7 +39,7 @@ use phalanx_e2e::{
     assignment_violations, create_gpu_nodes, create_priority_class, gpu_request,
     gpu_worker_container, install_phalanx_crds, lease_holder, node_facts, node_of,
     phalanx_scheduler_for_test, pod_events, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder,
+    GpuNodeSpec, LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder, PodSelector,
     PreemptionPolicy,
 };
 
@@ -101,7 +104,7 @@ async fn a_gang_is_never_left_partly_bound_when_its_leader_dies_mid_bind() -> an
             env: vec![(EXIT_HOOK.to_owned(), k.to_string())],
             ..plain.clone()
         };
-        let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, &plain).await?;
+        let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, Some(&plain)).await?;
         let gang = format!("k{k}");
         let members = create_gang(&pods, &gang).await?;
         let exited = wait_exit(&doomed).await.with_logs(&plane)?;
@@ -142,7 +145,7 @@ async fn a_gang_is_never_left_partly_bound_when_its_leader_dies_mid_bind() -> an
         burst: 2,
         ..plain.clone()
     };
-    let doomed = lead_with(&mut plane, &mut replicas, &election, &slow, &plain).await?;
+    let doomed = lead_with(&mut plane, &mut replicas, &election, &slow, Some(&plain)).await?;
     let members = create_gang(&pods, "sigkill").await?;
     let first = poll("the first member bound", || async {
         Ok(count_bound(&pods, &members).await? > 0)
@@ -183,6 +186,145 @@ async fn a_gang_is_never_left_partly_bound_when_its_leader_dies_mid_bind() -> an
     Ok(())
 }
 
+/// A member deleted while no replica leads makes the dead leader's plan
+/// impossible to finish: the new leader deletes the bound members (the
+/// ReplicaSet recreates them), clears the plan from the rest, says so in
+/// Events, and places the gang again whole. No GPU is held by a partial gang,
+/// no pod is seen on two nodes, and the owner brings every replica back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_again_whole(
+) -> anyhow::Result<()> {
+    const KILL_AFTER: usize = 2;
+    let test = "a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_again_whole";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    create_gpu_nodes(
+        &client,
+        "gpu",
+        2,
+        &GpuNodeSpec::with_gpus(GPUS_PER_NODE, "A100"),
+    )
+    .await?;
+    wait_fake_nodes_ready(&client, 2, Duration::from_secs(90)).await?;
+    let gpus = node_facts(&client).await?.gpus;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let history = BindingHistory::watch(pods.clone());
+    let election = LeaderElectionOptions {
+        lease_duration_seconds: LEASE_SECONDS,
+        ..LeaderElectionOptions::default()
+    };
+    let plain = PhalanxOptions {
+        binary: Some(binary),
+        leader_election: Some(election.clone()),
+        concurrency: Some(1),
+        ready_path: "/healthz".to_owned(),
+        ..PhalanxOptions::default()
+    };
+    let hooked = PhalanxOptions {
+        env: vec![(EXIT_HOOK.to_owned(), KILL_AFTER.to_string())],
+        ..plain.clone()
+    };
+    let mut replicas = Vec::new();
+    // No standby yet: the member is deleted before anyone can take over.
+    let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, None).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let template = PodBuilder::template(SCHEDULER_NAME, gpu_worker_container(GPUS_PER_MEMBER))
+        .annotation(ANNOTATION_GANG_NAME, "undo")
+        .annotation(ANNOTATION_GANG_MIN_MEMBER, &MEMBERS.to_string());
+    deployments
+        .create(
+            &PostParams::default(),
+            &template.deployment("undo", MEMBERS as i32),
+        )
+        .await?;
+    let selector = PodSelector::labels("app=undo");
+    let exited = wait_exit(&doomed).await.with_logs(&plane)?;
+    let at_kill = selector.list(&pods).await?;
+    let (bound, unbound): (Vec<&Pod>, Vec<&Pod>) =
+        at_kill.iter().partition(|p| node_of(p).is_some());
+    assert_eq!(bound.len(), KILL_AFTER, "bound when the leader died");
+    let plan_of = |p: &Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_GANG_PLAN))
+            .map(|v| phalanx_api::GangPlanAnnotation::parse(v).unwrap().plan)
+    };
+    let dead_plan = plan_of(bound[0]).context("a bound member carries no plan")?;
+    let victim = unbound[0].metadata.name.clone().unwrap_or_default();
+    pods.delete(
+        &victim,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await?;
+    let bound_uids: Vec<String> = bound
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    replicas.push(plane.start_phalanx_scheduler(&plain).await?);
+
+    let placed = wait::until(
+        "the gang placed again whole, without the undone plan's pods",
+        DEADLINE,
+        || async {
+            let live: Vec<Pod> = selector
+                .list(&pods)
+                .await?
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let fresh = live
+                .iter()
+                .filter(|p| node_of(p).is_some() && plan_of(p) != Some(dead_plan.clone()))
+                .count();
+            Ok(if live.len() == MEMBERS && fresh == MEMBERS {
+                Ok(live)
+            } else {
+                Err(format!(
+                    "{} live, {fresh} bound under a new plan",
+                    live.len()
+                ))
+            })
+        },
+    )
+    .await
+    .with_logs(&plane)?;
+    let recovery = exited.elapsed();
+    for pod in &placed {
+        assert!(
+            !bound_uids.contains(pod.metadata.uid.as_ref().unwrap()),
+            "a member bound under the undone plan was kept"
+        );
+    }
+    let all = pods.list(&ListParams::default()).await?.items;
+    let problems = assignment_violations(&all, &gpus);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let twice = history.bound_twice();
+    assert!(twice.is_empty(), "bound twice: {twice:?}");
+    let events = pod_events(&client, NS).await?;
+    let abandoned: Vec<&str> = events
+        .iter()
+        .filter(|e| e.reason == "GangPlanAbandoned")
+        .map(|e| e.note.as_str())
+        .collect();
+    assert!(
+        abandoned
+            .iter()
+            .any(|n| n.contains(&dead_plan) && n.contains("only 3 still carry it")),
+        "no GangPlanAbandoned event names the plan and the lost member: {abandoned:#?}"
+    );
+    eprintln!(
+        "undone and placed again whole {:.2}s after the leader died (member {victim} deleted meanwhile)",
+        recovery.as_secs_f64()
+    );
+    Ok(())
+}
+
 /// A control plane with the Phalanx CRDs, or `None` when the test is skipped.
 async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>> {
     let Some(binaries) = Binaries::for_test(test) else {
@@ -198,13 +340,13 @@ async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>
 
 /// Makes a replica started with `leader` the Lease holder (killing the
 /// replicas running so far, as a crash would), then starts a standby with
-/// `standby`. Returns the leader.
+/// `standby`, if any. Returns the leader.
 async fn lead_with(
     plane: &mut ControlPlane,
     replicas: &mut Vec<PhalanxHandle>,
     election: &LeaderElectionOptions,
     leader: &PhalanxOptions,
-    standby: &PhalanxOptions,
+    standby: Option<&PhalanxOptions>,
 ) -> anyhow::Result<PhalanxHandle> {
     for old in replicas.drain(..) {
         plane.kill_component(old.pid);
@@ -232,9 +374,10 @@ async fn lead_with(
     })
     .await
     .with_logs(plane)?;
-    let next = plane.start_phalanx_scheduler(standby).await?;
     replicas.push(new.clone());
-    replicas.push(next);
+    if let Some(standby) = standby {
+        replicas.push(plane.start_phalanx_scheduler(standby).await?);
+    }
     Ok(new)
 }
 
