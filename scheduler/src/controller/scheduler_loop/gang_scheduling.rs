@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -294,20 +295,31 @@ impl SchedulerLoop {
         }
         let worker = self.bind_worker();
         let gang = gang.to_owned();
+        // As many plan writes in flight as Bindings may be.
+        let concurrency = self.deps.config.binding.concurrency.max(1);
         tokio::spawn(async move {
             let started = Instant::now();
-            let written = join_all(steps.iter().map(|(request, version, plan)| async {
-                if !worker.fence.allows(std::time::SystemTime::now()) {
-                    return Err(BindError::Fenced {
-                        pod: request.pod.to_string(),
-                    });
-                }
-                worker
-                    .binder
-                    .write_plan(&request.pod, version.as_deref(), plan)
-                    .await
-            }))
-            .await;
+            // Owned futures: a stream of futures borrowing `steps` cannot be
+            // proven Send inside a spawned task.
+            let writes: Vec<_> = steps
+                .iter()
+                .map(|(request, version, plan)| {
+                    let (binder, fence) = (worker.binder.clone(), worker.fence.clone());
+                    let (pod, version, plan) = (request.pod.clone(), version.clone(), plan.clone());
+                    async move {
+                        if !fence.allows(std::time::SystemTime::now()) {
+                            return Err(BindError::Fenced {
+                                pod: pod.to_string(),
+                            });
+                        }
+                        binder.write_plan(&pod, version.as_deref(), &plan).await
+                    }
+                })
+                .collect();
+            let written: Vec<Result<(), BindError>> = futures::stream::iter(writes)
+                .buffered(concurrency)
+                .collect()
+                .await;
             if let Some(failed) = written.iter().find_map(|r| r.as_ref().err()) {
                 let why = failed.to_string();
                 for ((request, _, _), result) in steps.into_iter().zip(written) {
