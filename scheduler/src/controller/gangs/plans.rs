@@ -174,6 +174,12 @@ impl PlanBook {
             .collect()
     }
 
+    /// Whether `plan` still has a member waiting to be bound (and one not
+    /// leaving).
+    pub fn is_open(&self, plan: &str) -> bool {
+        self.open.contains(plan)
+    }
+
     /// What to do with `plan`; `None` when it needs nothing (complete, gone,
     /// or every member leaving anyway).
     pub fn judge(&self, plan: &str) -> Option<PlanVerdict> {
@@ -437,11 +443,13 @@ mod tests {
         let p = plan(9);
         let mut book = book(&[member(&p, 2, 0, true), member(&p, 2, 1, false)]);
         assert_eq!(book.open_plans(NEW).len(), 1);
+        assert!(book.is_open(&p));
         // The unbound member's plan was cleared (an undo).
         let mut cleared = member(&p, 2, 1, false);
         cleared.metadata.annotations = None;
         book.observe(&cleared).unwrap();
         assert!(book.open_plans(NEW).is_empty());
+        assert!(!book.is_open(&p));
         book.forget("u0");
         assert_eq!(book.uids().count(), 0);
         assert_eq!(book.judge(&p), None);

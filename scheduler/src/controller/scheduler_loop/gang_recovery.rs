@@ -48,6 +48,10 @@ impl SchedulerLoop {
 
     /// Finishes or undoes every open plan of an earlier term not handled yet.
     pub(super) fn recover_gang_plans(&mut self) {
+        // A plan handled and no longer open (bound, undone, gone) is done for
+        // good; one still open stays handled, so it is not acted on twice.
+        let plans = &self.plans;
+        self.settled_plans.retain(|plan| plans.is_open(plan));
         for plan in self.plans.open_plans(&self.term) {
             if self.settled_plans.contains(&plan) {
                 continue;
