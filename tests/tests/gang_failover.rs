@@ -3,8 +3,10 @@
 //! gang bind (after the plan is written, after each Binding), and once without
 //! any hook, by SIGKILL while the gang binds. The surviving replica must leave
 //! the gang fully bound, no pod bound twice, none lost, no GPU promised twice.
-//! And a gang that lost a member while no replica led is undone (its bound
-//! members deleted, their ReplicaSet recreating them) and placed again whole.
+//! And a gang whose plan cannot be finished (a member deleted, or its planned
+//! GPUs taken by another scheduler while no replica led) is undone: its bound
+//! members are deleted, their ReplicaSet recreates them, and the gang holds
+//! nothing until it is placed again whole.
 //!
 //! What makes it able to fail: between the crash and the takeover, pods of a
 //! higher priority arrive that ask for every GPU left free. A new leader that
@@ -26,11 +28,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use phalanx_api::{
-    ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GANG_PLAN, SCHEDULER_NAME,
+    GpuAssignmentAnnotation, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
+    ANNOTATION_GANG_PLAN, ANNOTATION_GPU_ASSIGNMENT, SCHEDULER_NAME,
 };
 use phalanx_e2e::bindings::BindingHistory;
 use phalanx_e2e::process::is_alive;
@@ -322,6 +326,160 @@ async fn a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_a
         "undone and placed again whole {:.2}s after the leader died (member {victim} deleted meanwhile)",
         recovery.as_secs_f64()
     );
+    Ok(())
+}
+
+/// While no replica leads, another scheduler binds a pod onto GPUs the dead
+/// leader's plan promised to an unbound member. The new leader cannot finish
+/// the plan, so it undoes it: the gang holds no GPU at all (its bound members
+/// are deleted and recreated, and 4 members of 2 GPUs do not fit in the 6
+/// left) until the intruder leaves, and then it is placed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole(
+) -> anyhow::Result<()> {
+    const KILL_AFTER: usize = 2;
+    let test = "a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    create_gpu_nodes(
+        &client,
+        "gpu",
+        1,
+        &GpuNodeSpec::with_gpus(GPUS_PER_NODE, "A100"),
+    )
+    .await?;
+    wait_fake_nodes_ready(&client, 1, Duration::from_secs(90)).await?;
+    let gpus = node_facts(&client).await?.gpus;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let history = BindingHistory::watch(pods.clone());
+    let election = LeaderElectionOptions {
+        lease_duration_seconds: LEASE_SECONDS,
+        ..LeaderElectionOptions::default()
+    };
+    let plain = PhalanxOptions {
+        binary: Some(binary),
+        leader_election: Some(election.clone()),
+        concurrency: Some(1),
+        ready_path: "/healthz".to_owned(),
+        ..PhalanxOptions::default()
+    };
+    let hooked = PhalanxOptions {
+        env: vec![(EXIT_HOOK.to_owned(), KILL_AFTER.to_string())],
+        ..plain.clone()
+    };
+    let mut replicas = Vec::new();
+    let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, None).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let template = PodBuilder::template(SCHEDULER_NAME, gpu_worker_container(GPUS_PER_MEMBER))
+        .annotation(ANNOTATION_GANG_NAME, "taken")
+        .annotation(ANNOTATION_GANG_MIN_MEMBER, &MEMBERS.to_string());
+    deployments
+        .create(
+            &PostParams::default(),
+            &template.deployment("taken", MEMBERS as i32),
+        )
+        .await?;
+    let selector = PodSelector::labels("app=taken");
+    wait_exit(&doomed).await.with_logs(&plane)?;
+    let at_kill = selector.list(&pods).await?;
+    let unbound = at_kill
+        .iter()
+        .find(|p| node_of(p).is_none())
+        .context("no unbound member when the leader died")?;
+    let plan = unbound
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_GANG_PLAN))
+        .map(|v| phalanx_api::GangPlanAnnotation::parse(v).unwrap())
+        .context("the unbound member carries no plan")?;
+
+    // Another scheduler takes exactly the GPUs planned for that member.
+    let intruder = PodBuilder::new(
+        "intruder",
+        "other-scheduler",
+        gpu_worker_container(GPUS_PER_MEMBER),
+    )
+    .build();
+    pods.create(&PostParams::default(), &intruder).await?;
+    let assignment = GpuAssignmentAnnotation {
+        node: plan.node.clone(),
+        gpus: plan.gpus.clone(),
+    };
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some("intruder".to_owned()),
+            annotations: Some(
+                [(ANNOTATION_GPU_ASSIGNMENT.to_owned(), assignment.to_json())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        target: ObjectReference {
+            kind: Some("Node".to_owned()),
+            name: Some(plan.node.clone()),
+            ..ObjectReference::default()
+        },
+    };
+    let _: serde_json::Value = pods
+        .create_subresource("binding", "intruder", &PostParams::default(), &binding)
+        .await?;
+    replicas.push(plane.start_phalanx_scheduler(&plain).await?);
+
+    let abandoned = wait::until_some("a GangPlanAbandoned event", DEADLINE, || async {
+        let events = pod_events(&client, NS).await?;
+        Ok(events
+            .into_iter()
+            .find(|e| e.reason == "GangPlanAbandoned")
+            .map(|e| e.note))
+    })
+    .await
+    .with_logs(&plane)?;
+    assert!(
+        abandoned.contains(&plan.plan) && abandoned.contains("cannot go where it was planned"),
+        "{abandoned}"
+    );
+    // The owner brings the deleted members back; none of the gang is bound.
+    wait::until("the gang's replicas back, none bound", DEADLINE, || async {
+        let live: Vec<Pod> = selector
+            .list(&pods)
+            .await?
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let all = selector.list(&pods).await?;
+        let bound = all.iter().filter(|p| node_of(p).is_some()).count();
+        Ok(if live.len() == MEMBERS && bound == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} live, {bound} bound", live.len()))
+        })
+    })
+    .await
+    .with_logs(&plane)?;
+    let all = pods.list(&ListParams::default()).await?.items;
+    let problems = assignment_violations(&all, &gpus);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // Room again: the gang is placed whole.
+    pods.delete(
+        "intruder",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await?;
+    let placed = wait::wait_selected_bound(&pods, &selector, MEMBERS, DEADLINE)
+        .await
+        .with_logs(&plane)?;
+    let problems = assignment_violations(&placed, &gpus);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let twice = history.bound_twice();
+    assert!(twice.is_empty(), "bound twice: {twice:?}");
     Ok(())
 }
 
