@@ -24,6 +24,14 @@ use phalanx_runtime::events::{self, EventSpec, EventType};
 use super::{BindError, PodRef, SchedulerLoop};
 use crate::controller::gangs::{PlanCarrier, PlanVerdict, UndoReason};
 
+/// What became of an attempt to finish a plan.
+enum Finishing {
+    /// Every unbound member is assumed and its Binding started.
+    Started,
+    /// A member's own Binding is in flight: judge the plan again later.
+    NotYet,
+}
+
 /// How often a failed deletion or plan removal of an undo is tried again
 /// before it is left to the next leader (and to the Event that names it).
 const UNDO_ATTEMPTS: u32 = 4;
@@ -62,7 +70,10 @@ impl SchedulerLoop {
             self.settled_plans.insert(plan.clone());
             match verdict {
                 PlanVerdict::Finish { bound, unbound } => match self.finish_plan(&unbound) {
-                    Ok(()) => {
+                    Ok(Finishing::NotYet) => {
+                        self.settled_plans.remove(&plan);
+                    }
+                    Ok(Finishing::Started) => {
                         tracing::info!(
                             %plan,
                             members = unbound.len(),
@@ -90,7 +101,7 @@ impl SchedulerLoop {
 
     /// Assumes every unbound member where the plan put it and starts its
     /// Binding; assumes nothing if any member cannot go there.
-    fn finish_plan(&mut self, unbound: &[PlanCarrier]) -> Result<(), UndoReason> {
+    fn finish_plan(&mut self, unbound: &[PlanCarrier]) -> Result<Finishing, UndoReason> {
         let models = self.mirror.state().snapshot().models();
         let mut demands: Vec<PodDemand> = Vec::with_capacity(unbound.len());
         for carrier in unbound {
@@ -101,8 +112,14 @@ impl SchedulerLoop {
             let pending = self
                 .pending
                 .get(&carrier.uid)
-                .filter(|p| !p.binding)
                 .ok_or_else(|| cannot("it is not waiting for this scheduler".to_owned()))?;
+            if pending.binding {
+                // A Binding of ours is in flight for it (a plan written by a
+                // deposed leader after this one placed the pod): look again
+                // once it has landed or failed, rather than undo a gang that
+                // may be fine.
+                return Ok(Finishing::NotYet);
+            }
             demands.push(
                 translate::pod_demand(&pending.pod, models).map_err(|e| cannot(e.to_string()))?,
             );
@@ -134,7 +151,7 @@ impl SchedulerLoop {
         for (uid, demand, placement) in assumed {
             self.start_bind(&uid, &demand, placement);
         }
-        Ok(())
+        Ok(Finishing::Started)
     }
 
     /// Deletes the bound members (so that their owners recreate them), clears
