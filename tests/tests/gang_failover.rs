@@ -299,6 +299,14 @@ async fn a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_a
     .await
     .with_logs(&plane)?;
     let recovery = exited.elapsed();
+    let survivor = replicas.last().unwrap();
+    let metrics = survivor.metrics().await.map_err(anyhow::Error::msg)?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "phalanx_scheduler_gang_plans_undone_total 1"),
+        "the new leader does not count the undone plan:\n{metrics}"
+    );
     for pod in &placed {
         assert!(
             !bound_uids.contains(pod.metadata.uid.as_ref().unwrap()),

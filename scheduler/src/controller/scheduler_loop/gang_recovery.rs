@@ -74,6 +74,7 @@ impl SchedulerLoop {
                         self.settled_plans.remove(&plan);
                     }
                     Ok(Finishing::Started) => {
+                        self.deps.metrics.gang_plan_recovered(true);
                         tracing::info!(
                             %plan,
                             members = unbound.len(),
@@ -170,6 +171,7 @@ impl SchedulerLoop {
             .next()
             .map(|c| c.plan.gang.clone())
             .unwrap_or_default();
+        self.deps.metrics.gang_plan_recovered(false);
         tracing::warn!(
             %plan,
             %gang,
