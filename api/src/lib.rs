@@ -6,11 +6,13 @@
 //! assignment annotation. The Helm chart's CRD YAML is generated from these types.
 
 mod assignment;
+mod gang_plan;
 mod gpunode;
 mod podgroup;
 mod resources;
 
 pub use assignment::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
+pub use gang_plan::{GangPlanAnnotation, GangPlanParseError, ANNOTATION_GANG_PLAN};
 pub use gpunode::{GpuDeviceSpec, GpuDeviceStatus, GpuHolder, GpuNode, GpuNodeSpec, GpuNodeStatus};
 pub use podgroup::{
     PodGroup, PodGroupSpec, PodGroupStatus, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,

@@ -68,6 +68,15 @@ pub enum AccountingError {
     },
     #[error("node {node}: {source}")]
     Node { node: String, source: EngineError },
+    #[error("pod {pod} was planned on node {node}, which the cluster no longer has")]
+    NodeGone { pod: String, node: String },
+    #[error("pod {pod} was planned on node {node} with {planned} GPUs, but it asks for {wanted}")]
+    PlanMismatch {
+        pod: String,
+        node: String,
+        planned: usize,
+        wanted: usize,
+    },
 }
 
 /// The snapshot and every pod accounted in it.
@@ -211,6 +220,54 @@ impl ClusterState {
         self.snapshot.place(&demand, &placement)?;
         self.record(uid, demand, placement, true);
         Ok(())
+    }
+
+    /// Assumes a pod where an earlier decision put it: on `node`, with exactly the
+    /// GPUs `assignment` names (a gang plan a previous leader recorded). Refused,
+    /// holding nothing, when the node is gone, the plan does not match the pod's
+    /// demand, or the pod no longer fits there (its GPUs were taken meanwhile).
+    pub fn assume_recorded(
+        &mut self,
+        uid: &str,
+        node: &str,
+        demand: PodDemand,
+        assignment: &GpuAssignmentAnnotation,
+    ) -> Result<Placement, AccountingError> {
+        let Some(id) = self.live_node_id(node) else {
+            return Err(AccountingError::NodeGone {
+                pod: demand.name.clone(),
+                node: node.to_owned(),
+            });
+        };
+        let mut gpus = GpuAssignment::default();
+        for g in &assignment.gpus {
+            // An index no node can have is a plan that cannot be honoured.
+            let Ok(index) = u8::try_from(g.index) else {
+                break;
+            };
+            gpus.push(GpuShare {
+                index,
+                milli: g.milli,
+            });
+        }
+        let wanted = demand.gpu.gpu_count() as usize;
+        if gpus.len() != assignment.gpus.len() || gpus.len() != wanted {
+            return Err(AccountingError::PlanMismatch {
+                pod: demand.name.clone(),
+                node: node.to_owned(),
+                planned: assignment.gpus.len(),
+                wanted,
+            });
+        }
+        let placement = Placement { node: id, gpus };
+        let pod = demand.name.clone();
+        self.assume(uid, demand, placement)
+            .map_err(|source| AccountingError::DoesNotFit {
+                pod,
+                node: node.to_owned(),
+                source,
+            })?;
+        Ok(placement)
     }
 
     /// Records a placement that is already committed to the snapshot (gangs).
@@ -517,6 +574,69 @@ mod tests {
         assert_eq!(free(&s, "a"), vec![1000, 700]);
         s.forget_pod("u1");
         assert_eq!(free(&s, "a"), vec![1000, 1000]);
+    }
+
+    fn planned(node: &str, gpus: &[(u32, u32)]) -> GpuAssignmentAnnotation {
+        GpuAssignmentAnnotation {
+            node: node.into(),
+            gpus: gpus
+                .iter()
+                .map(|&(index, milli)| AssignedGpu {
+                    index,
+                    uuid: String::new(),
+                    milli,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_recorded_plan_is_assumed_on_its_gpus_or_refused_holding_nothing() {
+        let mut s = ClusterState::new();
+        s.apply_node(node("a", 2));
+        let placement = s
+            .assume_recorded("u1", "a", share("ns/p", 300), &planned("a", &[(1, 300)]))
+            .unwrap();
+        assert!(s.is_assumed("u1"));
+        assert_eq!(placement.gpus, GpuAssignment::from_indices([1], 300));
+        assert_eq!(free(&s, "a"), vec![1000, 700]);
+        // The GPU's room was taken meanwhile.
+        let err = s
+            .assume_recorded("u2", "a", share("ns/q", 800), &planned("a", &[(1, 800)]))
+            .unwrap_err();
+        assert!(matches!(err, AccountingError::DoesNotFit { .. }), "{err}");
+        // The node left the cluster.
+        let err = s
+            .assume_recorded("u3", "b", share("ns/r", 100), &planned("b", &[(0, 100)]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod ns/r was planned on node b, which the cluster no longer has"
+        );
+        // A plan naming no GPU for a pod that wants one.
+        let err = s
+            .assume_recorded("u4", "a", share("ns/s", 100), &planned("a", &[]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AccountingError::PlanMismatch {
+                    planned: 0,
+                    wanted: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // An index no node has.
+        let err = s
+            .assume_recorded("u5", "a", share("ns/t", 100), &planned("a", &[(4096, 100)]))
+            .unwrap_err();
+        assert!(matches!(err, AccountingError::PlanMismatch { .. }), "{err}");
+        for uid in ["u2", "u3", "u4", "u5"] {
+            assert!(!s.holds(uid), "{uid} holds something after a refusal");
+        }
+        assert_eq!(free(&s, "a"), vec![1000, 700]);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! and watches kube's watcher issues: a pod deleted while it waits in the queue
 //! is never bound, and (the control) the same pod left alone is bound; a
 //! refused Binding is retried; a leader whose Lease may have passed on binds
-//! nothing; a gang member whose Binding failed is bound alone later; a
+//! nothing; a gang's plan is written on every member before its first
+//! Binding; a gang member whose Binding failed is bound alone later; a new
+//! leader finishes or undoes a plan an earlier one left partly bound; a
 //! PodGroup whose gang timed out is written `Failed` and nothing after it.
 //!
 //! The API server here is a router rather than a script, because four watchers
@@ -215,6 +217,25 @@ fn spawn_router_with_pod_groups(
                     continue;
                 }
                 (&Method::POST, path) if path.ends_with("/binding") => status(201, "", ""),
+                // A gang's plan, written on each member before its Binding.
+                (&Method::PATCH, path) if path.starts_with("/api/v1/namespaces/ns/pods/") => {
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    let mut pod = gang_member(name);
+                    pod["metadata"]["annotations"]
+                        .as_object_mut()
+                        .unwrap()
+                        .extend(
+                            seen.body["metadata"]["annotations"]
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
+                        );
+                    pod
+                }
+                // An undone gang's bound member.
+                (&Method::DELETE, path) if path.starts_with("/api/v1/namespaces/ns/pods/") => {
+                    gang_member(path.rsplit('/').next().unwrap_or_default())
+                }
                 (&Method::POST, EVENTS) => {
                     let mut created = seen.body.clone();
                     created["metadata"]["name"] = json!(format!("event-{n}"));
@@ -617,6 +638,34 @@ async fn a_gang_member_whose_binding_failed_is_bound_alone_later() {
     router
         .wait_for("the second member's Binding", is_binding_of("g-1"))
         .await;
+    // Phase 1 before phase 2: the plan on both members, each on the version
+    // of the pod the decision was made from, before either Binding.
+    {
+        let log = router.log.lock().unwrap();
+        let first_binding = log
+            .iter()
+            .position(|s| s.method == Method::POST && s.path.ends_with("/binding"))
+            .unwrap();
+        for pod in ["g-0", "g-1"] {
+            let plan = log
+                .iter()
+                .position(|s| {
+                    s.method == Method::PATCH && s.path.ends_with(&format!("/pods/{pod}"))
+                })
+                .unwrap_or_else(|| panic!("no plan written on {pod}: {log:#?}"));
+            assert!(plan < first_binding, "{pod}'s plan came after a Binding");
+            let body = &log[plan].body["metadata"];
+            assert_eq!(body["resourceVersion"], "7");
+            let written: Value = serde_json::from_str(
+                body["annotations"]["phalanx.dev/gang-plan"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(written["members"], 2);
+            assert_eq!(written["node"], "node-1");
+        }
+    }
     failure
         .send(Later::Json(
             500,
@@ -735,6 +784,118 @@ async fn a_timed_out_pod_group_is_written_failed_and_nothing_after() {
     assert!(
         router.bindings().is_empty(),
         "a member of a short gang was bound"
+    );
+    running.stop().await;
+}
+
+/// Member `name` of gang `pair` carrying plan `plan` (of `members`) that put
+/// it on node-1, bound there when `bound`.
+fn planned_member(name: &str, plan: &str, members: u32, bound: bool) -> Value {
+    let mut pod = gang_member(name);
+    pod["metadata"]["annotations"]["phalanx.dev/gang-plan"] = json!(json!({
+        "plan": plan, "gang": "ns/pair", "members": members, "node": "node-1", "gpus": []
+    })
+    .to_string());
+    if bound {
+        pod["spec"]["nodeName"] = json!("node-1");
+        pod["status"]["phase"] = json!("Running");
+    }
+    pod
+}
+
+/// An earlier leader wrote the pair's plan and bound g-0 before it died. The
+/// new leader binds g-1 where the plan says, without placing it afresh or
+/// writing a plan of its own, and g-0 is left alone.
+#[tokio::test]
+async fn a_new_leader_finishes_a_gang_plan_an_earlier_term_left_partly_bound() {
+    let (client, handle) = mock_client();
+    let plan = "phalanx-old@1#1";
+    let (mut router, _task) = spawn_router_serving(
+        handle,
+        Held::new(),
+        vec![
+            planned_member("g-0", plan, 2, true),
+            planned_member("g-1", plan, 2, false),
+        ],
+    );
+    let leadership = phalanx_runtime::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    let binding = router
+        .wait_for("g-1's Binding", |s| {
+            s.method == Method::POST && s.path.ends_with("/g-1/binding")
+        })
+        .await;
+    assert_eq!(binding.body["target"]["name"], "node-1");
+    let resumed = router
+        .wait_for("a GangPlanResumed event", |s| {
+            s.method == Method::POST && s.path == EVENTS && s.body["reason"] == "GangPlanResumed"
+        })
+        .await;
+    assert!(
+        resumed.body["note"].as_str().unwrap().contains(plan),
+        "{}",
+        resumed.body["note"]
+    );
+    let log = router.log.lock().unwrap().clone();
+    let writes: Vec<&Seen> = log
+        .iter()
+        .filter(|s| s.path.contains("/pods/g-") && s.method != Method::GET)
+        .collect();
+    assert_eq!(writes.len(), 1, "only g-1's Binding: {writes:#?}");
+    running.stop().await;
+}
+
+/// The plan placed three members but only two carry it (one was deleted
+/// while no leader was up): the new leader deletes the bound member (UID
+/// precondition), clears the plan from the unbound one, and binds nothing.
+#[tokio::test]
+async fn a_new_leader_undoes_a_gang_plan_that_lost_a_member() {
+    let (client, handle) = mock_client();
+    let plan = "phalanx-old@1#2";
+    let (mut router, _task) = spawn_router_serving(
+        handle,
+        Held::new(),
+        vec![
+            planned_member("g-0", plan, 3, true),
+            planned_member("g-1", plan, 3, false),
+        ],
+    );
+    let leadership = phalanx_runtime::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    let deleted = router
+        .wait_for("g-0 deleted", |s| {
+            s.method == Method::DELETE && s.path.ends_with("/pods/g-0")
+        })
+        .await;
+    assert_eq!(deleted.body["preconditions"]["uid"], "uid-g-0");
+    let cleared = router
+        .wait_for("g-1's plan cleared", |s| {
+            s.method == Method::PATCH && s.path.ends_with("/pods/g-1")
+        })
+        .await;
+    assert_eq!(
+        cleared.body["metadata"]["annotations"]["phalanx.dev/gang-plan"],
+        Value::Null
+    );
+    assert_eq!(cleared.body["metadata"]["uid"], "uid-g-1");
+    let abandoned = router
+        .wait_for("a GangPlanAbandoned event", |s| {
+            s.method == Method::POST && s.path == EVENTS && s.body["reason"] == "GangPlanAbandoned"
+        })
+        .await;
+    let note = abandoned.body["note"].as_str().unwrap();
+    assert!(
+        note.contains("placed 3 members but only 2 still carry it"),
+        "{note}"
+    );
+    // g-1 alone is below minMember 2 while g-0 is being deleted: never bound.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        router.bindings(),
+        vec![],
+        "bound a member of an undone gang"
     );
     running.stop().await;
 }

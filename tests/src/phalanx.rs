@@ -88,6 +88,9 @@ pub struct PhalanxOptions {
     pub timeout: Duration,
     /// The binary; [`locate_phalanx_scheduler`] when `None`.
     pub binary: Option<PathBuf>,
+    /// Extra environment variables (test hooks such as
+    /// `PHALANX_FAULT_EXIT_AFTER_GANG_BINDINGS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for PhalanxOptions {
@@ -105,6 +108,7 @@ impl Default for PhalanxOptions {
             ready_path: "/readyz".to_owned(),
             timeout: Duration::from_secs(60),
             binary: None,
+            env: Vec::new(),
         }
     }
 }
@@ -276,13 +280,14 @@ impl ControlPlane {
             "--config".to_owned(),
             config_path.display().to_string(),
         ];
-        let env = vec![
+        let mut env = vec![
             (
                 "KUBECONFIG".to_owned(),
                 self.kubeconfig().display().to_string(),
             ),
             ("NO_COLOR".to_owned(), "1".to_owned()),
         ];
+        env.extend(options.env.iter().cloned());
         let mut scheduler = spawn_in_with_env(self.dir(), &name, &program, &args, &env)?;
         let path = options.ready_path.clone();
         scheduler

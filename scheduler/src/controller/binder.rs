@@ -10,6 +10,12 @@
 //! pod deleted and recreated under the same name between the decision and the
 //! write is never bound with another pod's decision. Bindings are rate limited
 //! with `governor`.
+//!
+//! A gang is bound in two phases (see ARCHITECTURE.md, "Gangs across a leader
+//! change"): [`Binder::write_plan`] records the whole gang's placement on every
+//! member first, then each member gets its Binding. A new leader finishes such
+//! a plan with Bindings, or undoes it with [`Binder::delete_member`] and
+//! [`Binder::clear_plan`].
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -17,9 +23,11 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
-use phalanx_api::{GpuAssignmentAnnotation, ANNOTATION_GPU_ASSIGNMENT};
+use phalanx_api::{
+    GangPlanAnnotation, GpuAssignmentAnnotation, ANNOTATION_GANG_PLAN, ANNOTATION_GPU_ASSIGNMENT,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -66,6 +74,8 @@ pub enum BindError {
     /// Not sent: the node was deleted after the pod was placed on it.
     #[error("pod {pod} not bound: node {node} was deleted after the pod was placed on it")]
     NodeGone { pod: String, node: String },
+    #[error("pod {pod} not bound: its gang's plan could not be written on every member: {why}")]
+    GangPlanNotWritten { pod: String, why: String },
     #[error("binding pod {pod} failed: {source}")]
     Api {
         pod: String,
@@ -82,7 +92,9 @@ impl BindError {
             BindError::Conflict { .. } => BindingErrorReason::Conflict,
             BindError::Fenced { .. } => BindingErrorReason::Fenced,
             BindError::NodeGone { .. } => BindingErrorReason::NodeGone,
-            BindError::Api { .. } => BindingErrorReason::Other,
+            BindError::Api { .. } | BindError::GangPlanNotWritten { .. } => {
+                BindingErrorReason::Other
+            }
         }
     }
 
@@ -187,6 +199,74 @@ impl Binder {
     }
 }
 
+impl Binder {
+    /// Records the member's part of its gang's plan, only on the version of the
+    /// pod the decision was made from: the patch carries the pod's UID and
+    /// `resourceVersion`, so a pod bound, changed or replaced meanwhile refuses
+    /// it (409 or 422) instead of carrying a plan it was not decided with.
+    pub async fn write_plan(
+        &self,
+        pod: &PodRef,
+        resource_version: Option<&str>,
+        plan: &GangPlanAnnotation,
+    ) -> Result<(), BindError> {
+        self.patch(pod, plan_patch(pod, resource_version, Some(plan)))
+            .await
+    }
+
+    /// Removes a plan that will not be carried out (an undone gang).
+    pub async fn clear_plan(&self, pod: &PodRef) -> Result<(), BindError> {
+        self.patch(pod, plan_patch(pod, None, None)).await
+    }
+
+    /// Deletes a bound member of a gang that cannot be finished, so that its
+    /// owner recreates it and the gang is placed again whole. The UID
+    /// precondition spares a pod recreated under the same name.
+    pub async fn delete_member(&self, pod: &PodRef) -> Result<(), BindError> {
+        self.limiter.until_ready().await;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(pod.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(&pod.name, &params)
+            .await
+            .map(|_| ())
+            .map_err(|e| BindError::from_kube(pod, e))
+    }
+
+    async fn patch(&self, pod: &PodRef, patch: serde_json::Value) -> Result<(), BindError> {
+        self.limiter.until_ready().await;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        api.patch(&pod.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| BindError::from_kube(pod, e))
+    }
+}
+
+/// The merge patch that sets (`Some`) or removes (`None`) the gang plan,
+/// guarded by the pod's UID and, when given, its `resourceVersion`.
+pub fn plan_patch(
+    pod: &PodRef,
+    resource_version: Option<&str>,
+    plan: Option<&GangPlanAnnotation>,
+) -> serde_json::Value {
+    let mut patch = serde_json::json!({
+        "metadata": {
+            "uid": pod.uid,
+            "annotations": { ANNOTATION_GANG_PLAN: plan.map(GangPlanAnnotation::to_json) }
+        }
+    });
+    if let Some(version) = resource_version {
+        patch["metadata"]["resourceVersion"] = version.into();
+    }
+    patch
+}
+
 /// The Binding kube-scheduler would send: the pod's name, namespace and UID (a
 /// precondition the API server checks), targeting the node.
 pub fn binding_for(pod: &PodRef, node: &str) -> Binding {
@@ -215,4 +295,44 @@ pub fn annotation_patch(pod: &PodRef, gpus: &GpuAssignmentAnnotation) -> serde_j
             "annotations": { ANNOTATION_GPU_ASSIGNMENT: gpus.to_json() }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodRef {
+        PodRef {
+            namespace: "ml".into(),
+            name: "train-0".into(),
+            uid: "u0".into(),
+        }
+    }
+
+    #[test]
+    fn a_plan_is_written_only_on_the_version_decided_from_and_cleared_with_null() {
+        let plan = GangPlanAnnotation {
+            plan: "p@1#1".into(),
+            gang: "ml/train".into(),
+            members: 2,
+            node: "gpu-1".into(),
+            gpus: vec![],
+        };
+        assert_eq!(
+            plan_patch(&pod(), Some("42"), Some(&plan)),
+            serde_json::json!({ "metadata": {
+                "uid": "u0",
+                "resourceVersion": "42",
+                "annotations": { ANNOTATION_GANG_PLAN: plan.to_json() }
+            }})
+        );
+        // null removes the key in a merge patch.
+        assert_eq!(
+            plan_patch(&pod(), None, None),
+            serde_json::json!({ "metadata": {
+                "uid": "u0",
+                "annotations": { ANNOTATION_GANG_PLAN: null }
+            }})
+        );
+    }
 }

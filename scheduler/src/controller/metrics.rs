@@ -139,6 +139,8 @@ pub struct SchedulerMetrics {
     pending_pods: Family<QueueLabel, CountGauge>,
     gang_wait: Histogram,
     gang_timeouts: Counter,
+    gang_plans_finished: Counter,
+    gang_plans_undone: Counter,
     stale_telemetry_gpus: CountGauge,
     stale_telemetry_samples_ignored: Counter,
     telemetry_rejected: Family<TelemetryReasonLabel, Counter>,
@@ -209,6 +211,20 @@ impl SchedulerMetrics {
             "gang_timeouts",
             "Gangs that did not get all their members placed within their timeout",
             gang_timeouts.clone(),
+        );
+
+        let gang_plans_finished = Counter::default();
+        registry.register(
+            "gang_plans_finished",
+            "Gang plans an earlier leader left partly bound that this leader bound to the end",
+            gang_plans_finished.clone(),
+        );
+        let gang_plans_undone = Counter::default();
+        registry.register(
+            "gang_plans_undone",
+            "Gang plans an earlier leader left partly bound that could not be finished: \
+             bound members deleted for their owners to recreate, plans cleared",
+            gang_plans_undone.clone(),
         );
 
         let stale_telemetry_gpus = CountGauge::default();
@@ -288,6 +304,8 @@ impl SchedulerMetrics {
             pending_pods,
             gang_wait,
             gang_timeouts,
+            gang_plans_finished,
+            gang_plans_undone,
             stale_telemetry_gpus,
             stale_telemetry_samples_ignored,
             telemetry_rejected,
@@ -325,6 +343,15 @@ impl SchedulerMetrics {
     /// First member seen -> whole gang bound.
     pub fn observe_gang_wait(&self, wait: Duration) {
         self.gang_wait.observe(wait.as_secs_f64());
+    }
+
+    /// A plan of an earlier term was finished (`true`) or undone (`false`).
+    pub fn gang_plan_recovered(&self, finished: bool) {
+        if finished {
+            self.gang_plans_finished.inc();
+        } else {
+            self.gang_plans_undone.inc();
+        }
     }
 
     pub fn gang_timed_out(&self) {
@@ -445,6 +472,8 @@ mod tests {
             "# TYPE phalanx_scheduler_pending_pods gauge",
             "# TYPE phalanx_scheduler_gang_wait_duration_seconds histogram",
             "# TYPE phalanx_scheduler_gang_timeouts counter",
+            "# TYPE phalanx_scheduler_gang_plans_finished counter",
+            "# TYPE phalanx_scheduler_gang_plans_undone counter",
             "# TYPE phalanx_scheduler_stale_telemetry_gpus gauge",
             "# TYPE phalanx_scheduler_stale_telemetry_samples_ignored counter",
             "# TYPE phalanx_scheduler_telemetry_rejected counter",
@@ -471,6 +500,9 @@ mod tests {
         metrics.set_pending(4, 2, 7);
         metrics.observe_gang_wait(Duration::from_secs(5));
         metrics.gang_timed_out();
+        metrics.gang_plan_recovered(true);
+        metrics.gang_plan_recovered(false);
+        metrics.gang_plan_recovered(false);
         metrics.set_stale_gpus(3);
         metrics.stale_samples_ignored(5);
         metrics.stale_samples_ignored(2);
@@ -528,6 +560,8 @@ mod tests {
             "5.0",
         );
         assert_sample(&text, "phalanx_scheduler_gang_timeouts_total", "1");
+        assert_sample(&text, "phalanx_scheduler_gang_plans_finished_total", "1");
+        assert_sample(&text, "phalanx_scheduler_gang_plans_undone_total", "2");
 
         assert_sample(&text, "phalanx_scheduler_stale_telemetry_gpus", "3");
         assert_sample(

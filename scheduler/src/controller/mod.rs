@@ -8,10 +8,12 @@
 //! I/O parts: [`binder`] writes annotations and Bindings, [`scheduling_events`]
 //! words the scheduler's Events as kube-scheduler does, [`metrics`] counts what
 //! happens, [`podgroup_status_writer`] is the one writer of PodGroup status,
-//! and [`scheduler_loop`] ties them together.
+//! and [`scheduler_loop`] ties them together. [`fault_hook`] is a test hook
+//! that crashes the process inside a gang bind.
 
 pub mod binder;
 pub mod config;
+pub mod fault_hook;
 pub mod gangs;
 pub mod metrics;
 pub mod node_presence;

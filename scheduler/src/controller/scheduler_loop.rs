@@ -8,8 +8,10 @@
 //! failed binding is released and retried with backoff.
 //!
 //! This file holds the loop and the single-pod path; a gang's path (collecting
-//! its members, placing them together, timeouts, PodGroup status) is in
-//! `scheduler_loop/gang_scheduling.rs`.
+//! its members, placing them together, writing its plan before binding,
+//! timeouts, PodGroup status) is in `scheduler_loop/gang_scheduling.rs`, and
+//! finishing or undoing the gang plans a previous leader left behind in
+//! `scheduler_loop/gang_recovery.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,12 +28,14 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
-use super::gangs::{self, GangKey, GangMembership, GangTracker};
+use super::fault_hook::GangBindFault;
+use super::gangs::{self, GangKey, GangMembership, GangTracker, PlanBook};
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::node_presence::NodePresence;
 use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
+use phalanx_api::GpuAssignmentAnnotation;
 use phalanx_engine::{
     build_policy, schedule_one, unschedulable_message, CycleOutcome, CycleScratch, GpuDemand,
     Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
@@ -43,6 +47,7 @@ use phalanx_runtime::http::Health;
 use phalanx_runtime::leader::LeaseFence;
 use phalanx_runtime::watch::spawn_watch;
 
+mod gang_recovery;
 mod gang_scheduling;
 use gang_scheduling::GangEntry;
 
@@ -107,6 +112,72 @@ enum Input {
     PodGroup(Box<Event<PodGroup>>),
 }
 
+/// One Binding to send, prepared on the loop (which has the snapshot).
+struct BindRequest {
+    uid: String,
+    pod: PodRef,
+    node: String,
+    annotation: Option<GpuAssignmentAnnotation>,
+}
+
+/// What a binding task needs, cloned off the loop.
+#[derive(Clone)]
+struct BindWorker {
+    binder: Binder,
+    slots: Arc<Semaphore>,
+    tx: mpsc::Sender<BindOutcome>,
+    fence: LeaseFence,
+    /// The nodes that exist, checked right before writing.
+    nodes: NodePresence,
+    fault: GangBindFault,
+}
+
+impl BindWorker {
+    /// Sends one Binding (unless the fence is closed) and reports the outcome
+    /// to the loop. `in_gang`: a member of a gang whose plan was written.
+    async fn bind(&self, request: BindRequest, in_gang: bool) {
+        let _slot = self.slots.acquire().await;
+        let started = Instant::now();
+        self.binder.ready().await;
+        // Checked after the waits for a slot and the rate limiter: the Lease
+        // may have run out meanwhile, or the node been deleted (the API
+        // server would bind to a node that no longer exists).
+        let result = if !self.fence.allows(SystemTime::now()) {
+            Err(BindError::Fenced {
+                pod: request.pod.to_string(),
+            })
+        } else if !self.nodes.contains(&request.node) {
+            Err(BindError::NodeGone {
+                pod: request.pod.to_string(),
+                node: request.node.clone(),
+            })
+        } else {
+            self.binder
+                .bind_now(&request.pod, &request.node, request.annotation.as_ref())
+                .await
+        };
+        if in_gang && result.is_ok() {
+            // While holding the slot: with one slot, no other Binding is sent
+            // before the hook has decided.
+            self.fault.member_bound(&request.pod.to_string());
+        }
+        self.report(request, started, result).await;
+    }
+
+    async fn report(&self, request: BindRequest, started: Instant, result: Result<(), BindError>) {
+        let _ = self
+            .tx
+            .send(BindOutcome {
+                uid: request.uid,
+                pod: request.pod,
+                node: request.node,
+                started,
+                result,
+            })
+            .await;
+    }
+}
+
 struct BindOutcome {
     uid: String,
     pod: PodRef,
@@ -139,6 +210,18 @@ pub struct SchedulerLoop {
     /// The nodes that exist, for binding tasks to check right before writing.
     nodes: NodePresence,
     relisted_pods: Option<HashSet<String>>,
+    /// Every gang plan the watch shows on a pod.
+    plans: PlanBook,
+    /// Plans of earlier terms this leader has finished or undone.
+    settled_plans: HashSet<String>,
+    /// Bound members of undone gangs being deleted: their gangs are not placed
+    /// again until these are gone, or the new placement would count them.
+    undoing: HashSet<String>,
+    /// `<identity>@<unix ms>` of the current leadership term: the prefix of the
+    /// plans this leader writes.
+    term: String,
+    plan_seq: u64,
+    fault: GangBindFault,
     leading: bool,
     last_housekeeping: Instant,
 }
@@ -185,6 +268,12 @@ impl SchedulerLoop {
             nodes: NodePresence::default(),
             bind_rx,
             relisted_pods: None,
+            plans: PlanBook::default(),
+            settled_plans: HashSet::new(),
+            undoing: HashSet::new(),
+            term: String::new(),
+            plan_seq: 0,
+            fault: GangBindFault::from_env(),
             leading: false,
             last_housekeeping: Instant::now(),
             deps,
@@ -259,6 +348,11 @@ impl SchedulerLoop {
         match (self.leading, now_leader) {
             (false, true) => {
                 tracing::info!("became leader; rebuilding the snapshot from a fresh list");
+                self.term = format!(
+                    "{}@{}",
+                    self.deps.config.leader_election.resolved_identity(),
+                    phalanx_runtime::clock::unix_millis()
+                );
                 self.rebuild_from_list().await?;
                 self.leading = true;
                 Ok(())
@@ -347,6 +441,7 @@ impl SchedulerLoop {
 
     fn handle_pod_event(&mut self, event: Event<Pod>) -> MirrorChange {
         let change = self.mirror.pod_event(&event);
+        self.observe_plans(&event);
         match event {
             Event::Init => self.relisted_pods = Some(HashSet::new()),
             Event::InitApply(pod) => {
@@ -362,8 +457,10 @@ impl SchedulerLoop {
                     let gone: Vec<String> = self
                         .pending
                         .keys()
+                        .map(String::as_str)
+                        .chain(self.plans.uids())
                         .filter(|uid| !seen.contains(*uid))
-                        .cloned()
+                        .map(str::to_owned)
                         .collect();
                     for uid in gone {
                         self.untrack(&uid);
@@ -453,6 +550,8 @@ impl SchedulerLoop {
     /// The pod is gone.
     fn untrack(&mut self, uid: &str) {
         self.stop_pending(uid);
+        self.plans.forget(uid);
+        self.undoing.remove(uid);
         self.set_gang_membership(uid, None);
         self.mirror.state_mut().forget_assumed(uid);
     }
@@ -486,6 +585,9 @@ impl SchedulerLoop {
             // elector has not said so yet: place nothing until it is renewed.
             return;
         }
+        // Plans a previous leader left half done come first, so that nothing
+        // else takes their GPUs.
+        self.recover_gang_plans();
         let start = Instant::now();
         while start.elapsed() < SCHEDULING_SLICE {
             let Some(key) = self.queue.pop(Instant::now()) else {
@@ -571,9 +673,22 @@ impl SchedulerLoop {
     }
 
     fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
-        let Some(pending) = self.pending.get_mut(uid) else {
+        let Some(request) = self.bind_request(uid, demand, placement) else {
             return;
         };
+        let worker = self.bind_worker();
+        tokio::spawn(async move { worker.bind(request, false).await });
+    }
+
+    /// The Binding for a pod just placed, marking it in flight (`None`: the
+    /// pod is no longer pending).
+    fn bind_request(
+        &mut self,
+        uid: &str,
+        demand: &PodDemand,
+        placement: Placement,
+    ) -> Option<BindRequest> {
+        let pending = self.pending.get_mut(uid)?;
         pending.binding = true;
         let pod = PodRef {
             namespace: pending.pod.namespace().unwrap_or_default(),
@@ -584,41 +699,23 @@ impl SchedulerLoop {
         let node = node_state.name.clone();
         let annotation = (demand.gpu != GpuDemand::None)
             .then(|| translate::assignment_annotation(&node, &placement, node_state));
-        let binder = self.deps.binder.clone();
-        let slots = self.bind_slots.clone();
-        let tx = self.bind_tx.clone();
-        let uid = uid.to_owned();
-        let fence = self.deps.fence.clone();
-        let nodes = self.nodes.clone();
-        tokio::spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let started = Instant::now();
-            binder.ready().await;
-            // Checked after the waits for a slot and the rate limiter: the
-            // Lease may have run out meanwhile, or the node been deleted
-            // (the API server would bind to a node that no longer exists).
-            let result = if !fence.allows(SystemTime::now()) {
-                Err(BindError::Fenced {
-                    pod: pod.to_string(),
-                })
-            } else if !nodes.contains(&node) {
-                Err(BindError::NodeGone {
-                    pod: pod.to_string(),
-                    node: node.clone(),
-                })
-            } else {
-                binder.bind_now(&pod, &node, annotation.as_ref()).await
-            };
-            let _ = tx
-                .send(BindOutcome {
-                    uid,
-                    pod,
-                    node,
-                    started,
-                    result,
-                })
-                .await;
-        });
+        Some(BindRequest {
+            uid: uid.to_owned(),
+            pod,
+            node,
+            annotation,
+        })
+    }
+
+    fn bind_worker(&self) -> BindWorker {
+        BindWorker {
+            binder: self.deps.binder.clone(),
+            slots: self.bind_slots.clone(),
+            tx: self.bind_tx.clone(),
+            fence: self.deps.fence.clone(),
+            nodes: self.nodes.clone(),
+            fault: self.fault.clone(),
+        }
     }
 
     fn handle_bound(&mut self, outcome: BindOutcome) {
@@ -649,7 +746,8 @@ impl SchedulerLoop {
                     BindError::Conflict { .. }
                     | BindError::Api { .. }
                     | BindError::Fenced { .. }
-                    | BindError::NodeGone { .. } => {
+                    | BindError::NodeGone { .. }
+                    | BindError::GangPlanNotWritten { .. } => {
                         let Some(p) = self.pending.get_mut(&outcome.uid) else {
                             return;
                         };

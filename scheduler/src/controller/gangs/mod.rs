@@ -1,11 +1,13 @@
 //! Gangs along the data path: which gang a pod belongs to and its policy
 //! (`membership`), how long each gang has waited (`tracker`), and the
-//! scheduler-plugins PodGroup status that reports it (`status`).
+//! scheduler-plugins PodGroup status that reports it (`status`), and the gang
+//! plans a new leader finishes or undoes (`plans`).
 //!
 //! Pure: fed Kubernetes objects and instants, no client; the scheduler loop
 //! does the I/O.
 
 mod membership;
+mod plans;
 mod status;
 mod tracker;
 
@@ -13,5 +15,6 @@ pub use membership::{
     gang_of, gang_policy, upstream_gang_of, upstream_min_member, upstream_workload_min_member,
     GangDefaults, GangKey, GangMembership, GangPolicy, GangSource, GangSpecError, UpstreamGroupRef,
 };
+pub use plans::{PlanBook, PlanCarrier, PlanVerdict, UndoReason};
 pub use status::{podgroup_phase, podgroup_status, PodGroupPhase};
 pub use tracker::{GangMemberCounts, GangTracker};

@@ -1,8 +1,10 @@
 //! Gang scheduling: a gang is one unit of work in the queue. Its members are
 //! collected, placed together by the engine's `place_gang` (all of `minMember`
-//! or nothing), assumed in the snapshot and bound like single pods; a gang that
-//! waits past its timeout is reported once, and a scheduler-plugins PodGroup's
-//! status follows what happened.
+//! or nothing) and assumed in the snapshot; then the whole placement is written
+//! on every member (the gang plan) before the first Binding, so that a leader
+//! change between two Bindings is finished or undone by the next leader
+//! (`gang_recovery.rs`). A gang that waits past its timeout is reported once,
+//! and a scheduler-plugins PodGroup's status follows what happened.
 //!
 //! Each decision yields one PodGroup status, computed by
 //! [`gangs::podgroup_status`] from the members' counts and whether the gang's
@@ -19,17 +21,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
-use phalanx_api::{PodGroup, PodGroupStatus};
-use phalanx_engine::{place_gang, GangSpec, PodDemand};
+use phalanx_api::{GangPlanAnnotation, PodGroup, PodGroupStatus};
+use phalanx_engine::{place_gang, GangSpec, Placement, PodDemand};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
 use phalanx_kube::translate;
 
-use super::{SchedulerLoop, WorkKey};
+use super::{BindError, BindRequest, SchedulerLoop, WorkKey};
 use crate::controller::gangs::{self, GangKey, GangMemberCounts, GangMembership, GangSource};
 use crate::controller::metrics::AttemptResult;
 
@@ -130,6 +134,12 @@ impl SchedulerLoop {
             return;
         };
         let members: Vec<String> = gang.members.iter().cloned().collect();
+        if members.iter().any(|uid| self.undoing.contains(uid)) {
+            // Members of an undone plan are being deleted: placing the rest now
+            // would count them and bind a partial gang again.
+            self.queue.unschedulable(work, now);
+            return;
+        }
         let held = members
             .iter()
             .filter(|uid| self.mirror.state().holds(uid) || self.mirror.is_bound(uid))
@@ -211,14 +221,16 @@ impl SchedulerLoop {
         );
         match result {
             Ok(Ok(plan)) => {
+                let mut placed = Vec::with_capacity(plan.placements.len());
                 for (index, placement) in &plan.placements {
                     let uid = pod_uid(&waiting[*index]);
                     let demand = demands[*index].clone();
                     self.mirror
                         .state_mut()
                         .record_assumed(&uid, demand.clone(), *placement);
-                    self.start_bind(&uid, &demand, *placement);
+                    placed.push((uid, demand, *placement));
                 }
+                self.start_gang_bind(&name, &placed);
                 if need > 0 {
                     self.deps
                         .metrics
@@ -249,6 +261,86 @@ impl SchedulerLoop {
                 self.queue.unschedulable(work, now);
             }
         }
+    }
+
+    /// Binds a placed gang in two phases: its plan on every member, then the
+    /// Bindings. If any plan write fails, nothing is bound and every member is
+    /// released and retried (a Binding after a missing plan could leave a
+    /// partial gang that no later leader knows how to finish).
+    fn start_gang_bind(&mut self, gang: &str, placed: &[(String, PodDemand, Placement)]) {
+        self.plan_seq += 1;
+        let plan_id = format!("{}#{}", self.term, self.plan_seq);
+        let members = u32::try_from(placed.len()).unwrap_or(u32::MAX);
+        let mut steps: Vec<(BindRequest, Option<String>, GangPlanAnnotation)> = Vec::new();
+        for (uid, demand, placement) in placed {
+            let version = self
+                .pending
+                .get(uid)
+                .and_then(|p| p.pod.metadata.resource_version.clone());
+            let Some(request) = self.bind_request(uid, demand, *placement) else {
+                continue;
+            };
+            let plan = GangPlanAnnotation {
+                plan: plan_id.clone(),
+                gang: gang.to_owned(),
+                members,
+                node: request.node.clone(),
+                gpus: request
+                    .annotation
+                    .as_ref()
+                    .map(|a| a.gpus.clone())
+                    .unwrap_or_default(),
+            };
+            steps.push((request, version, plan));
+        }
+        let worker = self.bind_worker();
+        let gang = gang.to_owned();
+        // As many plan writes in flight as Bindings may be.
+        let concurrency = self.deps.config.binding.concurrency.max(1);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            // Owned futures: a stream of futures borrowing `steps` cannot be
+            // proven Send inside a spawned task.
+            let writes: Vec<_> = steps
+                .iter()
+                .map(|(request, version, plan)| {
+                    let (binder, fence) = (worker.binder.clone(), worker.fence.clone());
+                    let (pod, version, plan) = (request.pod.clone(), version.clone(), plan.clone());
+                    async move {
+                        if !fence.allows(std::time::SystemTime::now()) {
+                            return Err(BindError::Fenced {
+                                pod: pod.to_string(),
+                            });
+                        }
+                        binder.write_plan(&pod, version.as_deref(), &plan).await
+                    }
+                })
+                .collect();
+            let written: Vec<Result<(), BindError>> = futures::stream::iter(writes)
+                .buffered(concurrency)
+                .collect()
+                .await;
+            if let Some(failed) = written.iter().find_map(|r| r.as_ref().err()) {
+                let why = failed.to_string();
+                for ((request, _, _), result) in steps.into_iter().zip(written) {
+                    let result = result.and_then(|()| {
+                        Err(BindError::GangPlanNotWritten {
+                            pod: request.pod.to_string(),
+                            why: why.clone(),
+                        })
+                    });
+                    worker.report(request, started, result).await;
+                }
+                return;
+            }
+            worker.fault.plan_written(&gang);
+            join_all(
+                steps
+                    .into_iter()
+                    .map(|(request, _, _)| worker.bind(request, true)),
+            )
+            .await;
+        });
     }
 
     /// Reports a gang that has waited past its timeout, once per wait: an event
