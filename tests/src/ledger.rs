@@ -75,6 +75,14 @@ impl BindingLedger {
             .collect()
     }
 
+    /// The nodes the pod with this UID was seen on.
+    pub fn nodes_of(&self, uid: &str) -> BTreeSet<String> {
+        self.records()
+            .get(uid)
+            .map(|r| r.nodes.clone())
+            .unwrap_or_default()
+    }
+
     /// Pods first seen bound to `node` at or after `since`.
     pub fn bound_to_since(&self, node: &str, since: Instant) -> Vec<String> {
         self.records()

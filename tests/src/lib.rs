@@ -33,7 +33,6 @@
 
 pub mod autoscaler;
 pub mod binaries;
-pub mod bindings;
 pub mod cluster;
 pub mod device_plugin;
 pub mod endpoints;

@@ -36,7 +36,7 @@ use phalanx_api::{
     GpuAssignmentAnnotation, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
     ANNOTATION_GANG_PLAN, ANNOTATION_GPU_ASSIGNMENT, SCHEDULER_NAME,
 };
-use phalanx_e2e::bindings::BindingHistory;
+use phalanx_e2e::ledger::BindingLedger;
 use phalanx_e2e::process::is_alive;
 use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
@@ -85,7 +85,7 @@ async fn a_gang_is_never_left_partly_bound_when_its_leader_dies_mid_bind() -> an
     create_priority_class(&client, FILLER_CLASS, 1000, PreemptionPolicy::Never).await?;
     let gpus = node_facts(&client).await?.gpus;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let history = BindingHistory::watch(pods.clone());
+    let history = BindingLedger::watch(pods.clone());
     let election = LeaderElectionOptions {
         lease_duration_seconds: LEASE_SECONDS,
         ..LeaderElectionOptions::default()
@@ -214,7 +214,7 @@ async fn a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_a
     wait_fake_nodes_ready(&client, 2, Duration::from_secs(90)).await?;
     let gpus = node_facts(&client).await?.gpus;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let history = BindingHistory::watch(pods.clone());
+    let history = BindingLedger::watch(pods.clone());
     let election = LeaderElectionOptions {
         lease_duration_seconds: LEASE_SECONDS,
         ..LeaderElectionOptions::default()
@@ -361,7 +361,7 @@ async fn a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole(
     wait_fake_nodes_ready(&client, 1, Duration::from_secs(90)).await?;
     let gpus = node_facts(&client).await?.gpus;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let history = BindingHistory::watch(pods.clone());
+    let history = BindingLedger::watch(pods.clone());
     let election = LeaderElectionOptions {
         lease_duration_seconds: LEASE_SECONDS,
         ..LeaderElectionOptions::default()
@@ -670,7 +670,7 @@ async fn wait_gang_bound(
 async fn check(
     plane: &ControlPlane,
     pods: &Api<Pod>,
-    history: &BindingHistory,
+    history: &BindingLedger,
     gpus: &HashMap<String, u32>,
     members: &HashMap<String, String>,
 ) -> anyhow::Result<()> {

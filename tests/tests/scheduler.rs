@@ -13,15 +13,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{ListParams, PostParams};
-use kube::runtime::{watcher, WatchStreamExt};
+
 use kube::Api;
 use phalanx_api::{
     PodGroup, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GPU_MODELS,
     LABEL_GPU_MODEL, LABEL_POD_GROUP, SCHEDULER_NAME,
 };
+use phalanx_e2e::ledger::BindingLedger;
 use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::wait::{
     self, stays_pending, wait_bound, wait_pod_bound, wait_pod_event, wait_selected_bound, WithLogs,
@@ -580,25 +580,7 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
 
     // Record every nodeName each pod is ever seen with.
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(
-        HashMap::<String, HashSet<String>>::new(),
-    ));
-    let watch = {
-        let seen = seen.clone();
-        let stream = watcher(pods.clone(), watcher::Config::default()).applied_objects();
-        tokio::spawn(async move {
-            let mut stream = stream.boxed();
-            while let Ok(Some(pod)) = stream.try_next().await {
-                if let (Some(name), Some(node)) = (pod.metadata.name.clone(), node_of(&pod)) {
-                    seen.lock()
-                        .unwrap()
-                        .entry(name)
-                        .or_default()
-                        .insert(node.to_owned());
-                }
-            }
-        })
-    };
+    let ledger = BindingLedger::watch(pods.clone());
 
     let names: Vec<String> = (0..PODS).map(|i| format!("ha-{i}")).collect();
     for (i, name) in names.iter().enumerate() {
@@ -634,13 +616,12 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
     );
 
     // Let late events and watch updates arrive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    watch.abort();
-    let seen = seen.lock().unwrap().clone();
+    let seen = ledger.finish(Duration::from_secs(3)).await;
     for pod in &bound {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let node = node_of(pod).unwrap_or_default();
-        let nodes = seen.get(&name).cloned().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let nodes = seen.get(&uid).map(|r| r.nodes.clone()).unwrap_or_default();
         assert!(
             nodes.len() <= 1 && nodes.iter().all(|n| n == node),
             "{name} was seen on {nodes:?}, now on {node}"
