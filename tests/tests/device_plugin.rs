@@ -5,9 +5,11 @@
 //! shares). Then the plugin, asked by a fake kubelet, gives the bound pod the
 //! GPU the scheduler chose, found through the API server. And the plugin
 //! cut off from the API server (a proxy in between, cut): it refuses rather
-//! than allocate against a choice it cannot read, and once the link is back
-//! it follows the scheduler's choice again and the GpuNode agrees with the
-//! scheduler's annotations; the recovery times are printed.
+//! than allocate against a choice it cannot read (a GPU partly shared out,
+//! which kubelet would still hand out whole), the refused pod's GPU is
+//! released and its replacement placed on it, and once the link is back the
+//! plugin follows the scheduler's choice again and the GpuNode agrees with
+//! the scheduler's annotations; the recovery times are printed.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
 //! `cargo build -p phalanx-scheduler`; without them the test prints
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use phalanx_api::{GpuNode, SCHEDULER_NAME};
 use phalanx_device_plugin::backend::{FakeBackend, FakeNode};
@@ -303,11 +305,8 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
         .remove(0);
     wait_fake_nodes_ready(&client, 1, Duration::from_secs(60)).await?;
 
-    // GPU 0 is half full, so the scheduler takes GPUs 1 and 2 for whole-GPU
-    // pods; topology alone (every GPU NVLinked) would take GPU 0 each time.
     let fake = FakeBackend::new(FakeNode::uniform(3, MODEL, MEMORY_MIB));
     let uuids: Vec<String> = (0..3).map(|i| format!("GPU-fake-{i:04}")).collect();
-    fake.set_memory_used(&uuids[0], 40_000)?;
     // Only the plugin goes through the proxy; the scheduler keeps its link.
     let upstream = socket_address_of(plane.server()).context("the API server's address")?;
     let proxy = CuttableProxy::start(upstream).await?;
@@ -325,9 +324,9 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
     )
     .await?;
     wait_gpu_node(&client, &node, Duration::from_secs(20), |gn| {
-        match gn.status.as_ref().and_then(|s| s.gpus.first()) {
-            Some(g) if g.memory_used_mib == 40_000 => Ok(()),
-            other => Err(format!("GPU 0: {other:?}")),
+        match gn.status.as_ref().map(|s| s.gpus.len()) {
+            Some(3) => Ok(()),
+            other => Err(format!("GPUs in status: {other:?}")),
         }
     })
     .await?;
@@ -353,8 +352,24 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
             anyhow::Ok(assignment.gpus[0].index as usize)
         }
     };
+    // Half of GPU 0 is shared out first, so the scheduler gives whole GPUs
+    // 1 and 2. Kubelet, which counts whole GPUs and shares as unrelated
+    // resources, still offers GPU 0 as a whole GPU, and topology alone
+    // (every GPU NVLinked, lowest index) would take it: an over-commit.
+    pods.create(
+        &PostParams::default(),
+        &pod_for("resident", SCHEDULER_NAME, gpu_share_container(500)),
+    )
+    .await?;
+    let resident = wait_pod_bound(&pods, "resident", Duration::from_secs(30))
+        .await
+        .with_logs(&plane)?;
+    let resident = assignment_of(&resident)
+        .context("no assignment")?
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!((resident.gpus[0].index, resident.gpus[0].milli), (0, 500));
     let first = bind("first").await.with_logs(&plane)?;
-    assert_eq!(first, 1, "the scheduler avoids the busy GPU 0");
+    assert_eq!(first, 1, "GPU 0 is partly shared out");
 
     let kubelet = plugin.kubelet.as_ref().unwrap();
     let mut grpc = wait::until_some(
@@ -399,8 +414,38 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
     }
     assert!(refused_after >= budget, "refused after {refused_after:?}");
 
-    // 2. The link is back: the next admission (the pod's replacement, or
-    // kubelet's retry) gets the scheduler's GPU 1 and nothing else.
+    // Kubelet fails the admission: "first" turns Failed with the plugin's
+    // message (written here as kubelet writes it, once KWOK has started
+    // it). The scheduler counts a Failed pod as holding nothing, so the
+    // replacement its controller creates gets GPU 1 again, while the
+    // plugin is still cut off.
+    wait::until("first to be running", Duration::from_secs(30), || async {
+        let phase = pods.get("first").await?.status.and_then(|s| s.phase);
+        Ok(if phase.as_deref() == Some("Running") {
+            Ok(())
+        } else {
+            Err(format!("phase {phase:?}"))
+        })
+    })
+    .await?;
+    let refused_at = Instant::now();
+    pods.patch_status(
+        "first",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {
+            "phase": "Failed",
+            "reason": "UnexpectedAdmissionError",
+            "message": format!("Allocate failed due to {}, which is unexpected", refused.message()),
+        }})),
+    )
+    .await?;
+    let replacement = bind("first-again").await.with_logs(&plane)?;
+    let replaced_after = refused_at.elapsed();
+    assert_eq!(replacement, first, "the failed pod's GPU was released");
+    let first = replacement;
+
+    // 2. The link is back: kubelet admits the replacement, and it gets the
+    // scheduler's GPU 1 and nothing else.
     proxy.set(Link::Open);
     let restored_at = Instant::now();
     let preferred = grpc
@@ -424,7 +469,7 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
         allocated.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"],
         uuids[first]
     );
-    kubelet.set_pod_resources(holding(&[("first", &uuids[first])]));
+    kubelet.set_pod_resources(holding(&[("first-again", &uuids[first])]));
     let agreeing = |expected: Vec<(usize, Vec<String>)>| {
         move |gn: &GpuNode| {
             let holders = holders_of(gn);
@@ -441,7 +486,7 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
         Duration::from_secs(30),
         agreeing(vec![
             (0, vec![]),
-            (1, vec![format!("{NS}/first")]),
+            (1, vec![format!("{NS}/first-again")]),
             (2, vec![]),
         ]),
     )
@@ -452,7 +497,7 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
     // plugin's read hangs, is cut, retried, and answered with the
     // scheduler's choice once the link is back.
     let second = bind("second").await.with_logs(&plane)?;
-    assert_eq!(second, 2, "GPU 1 is held and GPU 0 busy");
+    assert_eq!(second, 2, "GPU 1 is held and GPU 0 partly shared out");
     proxy.set(Link::Silent);
     let request = one_gpu(&[&uuids[0], &uuids[2]]);
     let mut call = grpc.clone();
@@ -467,7 +512,7 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
         vec![uuids[second].clone()]
     );
     kubelet.set_pod_resources(holding(&[
-        ("first", &uuids[first]),
+        ("first-again", &uuids[first]),
         ("second", &uuids[second]),
     ]));
     let published = wait_gpu_node(
@@ -476,7 +521,7 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
         Duration::from_secs(30),
         agreeing(vec![
             (0, vec![]),
-            (1, vec![format!("{NS}/first")]),
+            (1, vec![format!("{NS}/first-again")]),
             (2, vec![format!("{NS}/second")]),
         ]),
     )
@@ -485,7 +530,13 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
     // The scheduler's view and the node's agree: each pod is bound once, to
     // this node, its annotation names the GPU it holds, and no GPU has two
     // holders.
-    for (name, index) in [("first", first), ("second", second)] {
+    let failed = pods.get("first").await?;
+    assert_eq!(
+        failed.status.and_then(|s| s.phase).as_deref(),
+        Some("Failed"),
+        "the refused pod stays Failed, visible"
+    );
+    for (name, index) in [("first-again", first), ("second", second)] {
         let pod = pods.get(name).await?;
         assert_eq!(
             pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
@@ -500,12 +551,13 @@ async fn cut_off_from_the_api_server_the_plugin_refuses_then_follows_the_schedul
         .all(|(_, holders)| holders.len() <= 1));
 
     println!(
-        "device plugin cut off from the API server: refused after {:.2} s (bound {} s); \
-         after the link was restored the next allocation followed the scheduler's choice in \
+        "device plugin cut off from the API server: refused after {:.2} s (bound {} s); the \
+         refused pod's replacement was bound to the same GPU {:.2} s after it failed; after the link was restored the next allocation followed the scheduler's choice in \
          {:.3} s and the GpuNode agreed with it in {:.2} s; a silent partition healed within the \
          bound was answered {:.3} s after the link came back",
         refused_after.as_secs_f64(),
         budget.as_secs(),
+        replaced_after.as_secs_f64(),
         allocation_recovered.as_secs_f64(),
         gpunode_recovered.as_secs_f64(),
         partition_recovered.as_secs_f64(),
