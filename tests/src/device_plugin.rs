@@ -173,13 +173,15 @@ where
 /// from the start (as a DaemonSet's pod is), and returns a token for the
 /// account bound to that pod, as kubelet mounts into it: the API server then
 /// puts `authentication.kubernetes.io/node-name` = `node` into the user info
-/// of every request made with it (Kubernetes 1.30 and later).
+/// of every request made with it (Kubernetes 1.30 and later). With `None`
+/// the pod is on no node (and no scheduler will place it): its token
+/// carries no node claim.
 pub async fn pod_bound_token(
     client: &kube::Client,
     namespace: &str,
     service_account: &str,
     pod: &str,
-    node: &str,
+    node: Option<&str>,
 ) -> anyhow::Result<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let created = pods
@@ -191,7 +193,10 @@ pub async fn pod_bound_token(
                     ..ObjectMeta::default()
                 },
                 spec: Some(PodSpec {
-                    node_name: Some(node.to_owned()),
+                    node_name: node.map(str::to_owned),
+                    scheduler_name: node
+                        .is_none()
+                        .then(|| "no-scheduler-places-this".to_owned()),
                     service_account_name: Some(service_account.to_owned()),
                     automount_service_account_token: Some(false),
                     containers: vec![Container {

@@ -6,8 +6,8 @@
 //! carries the node claim. With it the plugin's own publishing code creates
 //! and updates GpuNode A; GpuNode B, a new GpuNode C, and GpuNode A claiming
 //! node B are denied with the policy's message; a token bound to no pod is
-//! denied for want of a node claim; the plugin's pod lookup returns A's pods
-//! only.
+//! denied for want of a node claim, and so is one bound to a pod on no node;
+//! the plugin's pod lookup returns A's pods only.
 //!
 //! Needs the control-plane binaries and the Helm engine's virtualenv; without
 //! them the test prints `skipped: <test>: <why>`, and with `PHALANX_E2E=1` it
@@ -109,7 +109,7 @@ async fn a_device_plugin_writes_only_its_own_nodes_gpunode() -> anyhow::Result<(
         .await?;
 
     // The plugin's pod on A and the token kubelet would mount into it.
-    let token = pod_bound_token(&admin, NAMESPACE, ACCOUNT, "device-plugin-a", a).await?;
+    let token = pod_bound_token(&admin, NAMESPACE, ACCOUNT, "device-plugin-a", Some(a)).await?;
     let plugin = client_for_plane(&plane, Some(&token), None).await?;
 
     // The policy takes effect once the API server has loaded it: until then
@@ -176,11 +176,22 @@ async fn a_device_plugin_writes_only_its_own_nodes_gpunode() -> anyhow::Result<(
     assert_eq!(code, 403);
     assert!(message.contains("carries no node claim"), "{message}");
 
+    // Nor does one bound to a pod that is on no node yet.
+    let unplaced =
+        pod_bound_token(&admin, NAMESPACE, ACCOUNT, "device-plugin-unplaced", None).await?;
+    let unplaced = client_for_plane(&plane, Some(&unplaced), None).await?;
+    let (code, message) = refusal(
+        "a write with a token bound to a pod on no node",
+        write_status(&unplaced, a, &status()).await,
+    );
+    assert_eq!(code, 403);
+    assert!(message.contains("carries no node claim"), "{message}");
+
     // Reads: the plugin's pod lookup asks for its node's pods only (RBAC
     // alone would let it list them all; see deploy/device-plugin/README.md).
     let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
-    pod_bound_token(&admin, NAMESPACE, ACCOUNT, "device-plugin-b", b).await?;
-    assert_eq!(pods.list(&Default::default()).await?.items.len(), 2);
+    pod_bound_token(&admin, NAMESPACE, ACCOUNT, "device-plugin-b", Some(b)).await?;
+    assert_eq!(pods.list(&Default::default()).await?.items.len(), 3);
     let seen = ApiPodSource::new(plugin.clone())
         .pods_on_node(a)
         .await

@@ -1236,7 +1236,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         NAMESPACE,
         "phalanx-device-plugin",
         "phalanx-device-plugin-local",
-        &nodes[0],
+        Some(&nodes[0]),
     )
     .await?;
     let plugin_client =
