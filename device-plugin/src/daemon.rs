@@ -12,6 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::assignment_lookup::LookupRetry;
 use crate::backend::{BackendError, FakeBackend, GpuBackend, GpuEvent, NvmlBackend};
 use crate::health::{spawn_event_watcher, HealthBoard};
 use crate::kubelet::{run_plugins, GpuDevicePlugin, KubeletError, KubeletPaths};
@@ -58,11 +59,16 @@ pub struct DaemonConfig {
     pub sample_interval: Duration,
     pub heartbeat: Duration,
     pub max_writes_per_second: NonZeroU32,
+    /// How long `GetPreferredAllocation` keeps trying to read the pods on the
+    /// node from an API server that does not answer before it refuses
+    /// ([`crate::assignment_lookup`]).
+    pub assignment_read_timeout: Duration,
 }
 
 impl DaemonConfig {
     /// Defaults for `node_name`: the standard resource names, 1000 units per
-    /// GPU, 1 s samples, 4 s heartbeat, 2 writes per second, no kubelet.
+    /// GPU, 1 s samples, 4 s heartbeat, 2 writes per second, no kubelet, 10 s
+    /// to read a pod's assignment.
     pub fn for_node(node_name: impl Into<String>) -> Self {
         DaemonConfig {
             node_name: node_name.into(),
@@ -77,6 +83,7 @@ impl DaemonConfig {
             sample_interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(4),
             max_writes_per_second: NonZeroU32::MIN.saturating_add(1),
+            assignment_read_timeout: LookupRetry::default().budget,
         }
     }
 }
@@ -218,6 +225,10 @@ pub async fn run_daemon(
                         config.pod_resources_socket.clone(),
                         metrics.clone(),
                     )
+                    .map(|plugin| {
+                        plugin
+                            .with_lookup_retry(LookupRetry::within(config.assignment_read_timeout))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             run_plugins(paths.clone(), plugins, metrics.clone(), stop.clone())

@@ -6,13 +6,16 @@
 //!   code generated from our own `.proto` files by `protox` + tonic): whole GPUs
 //!   and milli-GPU shares, registration, kubelet restarts, health on the stream.
 //! * [`allocation`] (pure): which devices a container gets, following the
-//!   scheduler's annotation ([`pods`] finds the pod), and its environment.
+//!   scheduler's annotation ([`pods`] finds the pod), and its environment;
+//!   [`assignment_lookup`] (pure): how long to wait for an unreachable API
+//!   server before refusing, rather than ignoring the scheduler's choice.
 //! * [`telemetry`]: the node's `GpuNode` object, kept current and rate-limited.
 //! * [`metrics`]: `/metrics` and `/healthz`.
 //! * [`daemon`]: all of it as one process; [`fake_kubelet`]: kubelet's side,
 //!   for tests.
 
 pub mod allocation;
+pub mod assignment_lookup;
 pub mod backend;
 pub mod daemon;
 pub mod fake_kubelet;

@@ -136,6 +136,12 @@ struct RunArgs {
     /// Most GpuNode writes per second.
     #[arg(long, env = "PHALANX_MAX_WRITES_PER_SECOND", default_value_t = NonZeroU32::MIN.saturating_add(1))]
     max_writes_per_second: NonZeroU32,
+    /// Seconds `GetPreferredAllocation` keeps trying to read the pods on this
+    /// node from an API server that does not answer before refusing the
+    /// allocation (kubelet then fails the pod's admission), 0 to 60.
+    #[arg(long, env = "PHALANX_ASSIGNMENT_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
+    assignment_read_timeout_seconds: u64,
     #[arg(long, env = "PHALANX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
 }
@@ -255,6 +261,7 @@ async fn run(args: RunArgs) -> Result<()> {
         sample_interval: Duration::from_millis(args.sample_interval_ms),
         heartbeat: Duration::from_secs(args.heartbeat_seconds),
         max_writes_per_second: args.max_writes_per_second,
+        assignment_read_timeout: Duration::from_secs(args.assignment_read_timeout_seconds),
     };
     let stop = phalanx_runtime::shutdown::stop_on_signal();
     run_daemon(config, backend, client, None, stop, |_| {}).await?;

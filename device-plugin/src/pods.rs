@@ -222,22 +222,47 @@ impl PodSource for ApiPodSource {
 }
 
 /// A list held in memory: for nodes without API access (always topology-best)
-/// and for tests that play the API server's part.
+/// and for tests that play the API server's part, an unreachable one included.
 #[derive(Debug, Clone, Default)]
 pub struct StaticPodSource {
     pods: Arc<Mutex<Vec<Pod>>>,
+    /// While set, every read fails with this error.
+    unreachable: Arc<Mutex<Option<String>>>,
+    /// Reads so far, failed ones included.
+    reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StaticPodSource {
     pub fn set(&self, pods: Vec<Pod>) {
         *self.pods.lock().unwrap_or_else(|p| p.into_inner()) = pods;
     }
+
+    /// Every read fails with `why` until this is called with `None`.
+    pub fn set_unreachable(&self, why: Option<&str>) {
+        *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()) = why.map(str::to_owned);
+    }
+
+    /// How many times the pods were read, failed reads included.
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl PodSource for StaticPodSource {
     fn pods_on_node<'a>(&'a self, _node: &'a str) -> PodsFuture<'a> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let failure = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Box::pin(async move { Ok(pods) })
+        Box::pin(async move {
+            match failure {
+                Some(why) => Err(why),
+                None => Ok(pods),
+            }
+        })
     }
 }
 

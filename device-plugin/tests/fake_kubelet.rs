@@ -51,6 +51,11 @@ struct Setup {
 /// 4 fake H100s (all NVLinked, GPUs 0-1 on NUMA 0, 2-3 on NUMA 1), a fake
 /// kubelet, and the plugin serving it.
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// [`setup`] with `adjust` applied to the daemon's config.
+async fn setup_with(adjust: impl FnOnce(&mut DaemonConfig)) -> Setup {
     // Under /tmp so socket paths stay short.
     let dir = tempfile::Builder::new()
         .prefix("pdp")
@@ -70,6 +75,7 @@ async fn setup() -> Setup {
     config.pod_resources_socket = Some(kubelet.pod_resources_socket().to_owned());
     config.sample_interval = Duration::from_millis(100);
     config.metrics_address = Some(([127, 0, 0, 1], 0).into());
+    adjust(&mut config);
     let (stop, stopping) = watch::channel(false);
     let (http_tx, http) = tokio::sync::oneshot::channel();
     let daemon = tokio::spawn(run_daemon(
@@ -444,6 +450,69 @@ async fn allocation_follows_the_schedulers_annotation_else_topology() {
         got.container_responses[0].device_i_ds,
         vec![u[0].clone(), u[2].clone()]
     );
+    stop(s).await;
+}
+
+/// The API server does not answer: the plugin retries for its bound, then
+/// refuses (kubelet fails the pod's admission with the message) instead of
+/// giving the pod GPUs the scheduler did not choose; an API server back
+/// within the bound is used, and the scheduler's choice followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_assignment_is_refused_after_retries_never_replaced_by_topology() {
+    let mut s = setup_with(|config| config.assignment_read_timeout = Duration::from_secs(3)).await;
+    let regs = registrations(&mut s.kubelet).await;
+    let mut whole = dial(&s.kubelet, &regs[WHOLE]).await;
+    let u = s.uuids.clone();
+    // The scheduler chose GPU 3; topology alone would take GPU 0.
+    s.pods.set(vec![pod(
+        "chosen",
+        "2026-01-01T00:00:01Z",
+        WHOLE,
+        1,
+        Some(&assignment(&[(3, &u[3], 1000)])),
+    )]);
+    s.pods.set_unreachable(Some("connection refused"));
+    let err = whole
+        .get_preferred_allocation(preferred_request(u.clone(), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    for needle in [
+        "cannot read the pods bound to node gpu-node-1",
+        "last error: connection refused",
+        "refusing to allocate",
+    ] {
+        assert!(
+            err.message().contains(needle),
+            "{needle:?}: {}",
+            err.message()
+        );
+    }
+    let (_, metrics) = http_get((&mut s.http).await.unwrap(), "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "phalanx_device_plugin_allocation_failures_total{resource=\"nvidia.com/gpu\",reason=\"assignment_unreadable\"} 1"
+        )),
+        "{metrics}"
+    );
+
+    // Back once the plugin has failed a read and is retrying: the
+    // scheduler's GPU, not GPU 0.
+    let pods = s.pods.clone();
+    let reads_before = pods.reads();
+    let heal = tokio::spawn(async move {
+        while pods.reads() == reads_before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pods.set_unreachable(None);
+    });
+    let got = whole
+        .get_preferred_allocation(preferred_request(u.clone(), 1))
+        .await
+        .unwrap()
+        .into_inner();
+    heal.await.unwrap();
+    assert_eq!(got.container_responses[0].device_i_ds, vec![u[3].clone()]);
     stop(s).await;
 }
 

@@ -61,3 +61,28 @@ fn the_fake_backend_needs_its_file_and_a_node_name() {
         "clap names the missing flag"
     );
 }
+
+#[test]
+fn an_assignment_read_timeout_out_of_range_is_refused_naming_the_flag() {
+    for bad in ["61", "-1", "ten"] {
+        let out = plugin()
+            .args([
+                "run",
+                "--backend",
+                "fake",
+                "--fake-file",
+                "/nonexistent/node.json",
+                "--node-name",
+                "n1",
+                &format!("--assignment-read-timeout-seconds={bad}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--assignment-read-timeout-seconds"),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -2,11 +2,18 @@
 //! runs in this process with a fake GPU backend the test keeps a handle on
 //! (to change memory use or raise an XID), publishing the `GpuNode` of a KWOK
 //! node; optionally with a fake kubelet in a temporary directory, so that the
-//! kubelet device plugin API can be called as kubelet would.
+//! kubelet device plugin API can be called as kubelet would. Also: the
+//! credentials a plugin's pod holds (a token bound to a pod on a node, which
+//! carries the node claim the chart's admission policy checks), and clients
+//! through another address (a cuttable proxy, [`crate::proxy`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ServiceAccount};
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::Api;
 use phalanx_api::GpuNode;
 use phalanx_device_plugin::backend::FakeBackend;
@@ -16,6 +23,8 @@ use phalanx_device_plugin::kubelet::KubeletPaths;
 use phalanx_device_plugin::pods::ApiPodSource;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::ControlPlane;
 
 /// How the plugin is run.
 #[derive(Debug, Clone)]
@@ -84,6 +93,18 @@ pub async fn start_device_plugin(
     fake: FakeBackend,
     options: &DevicePluginOptions,
 ) -> anyhow::Result<DevicePluginHandle> {
+    start_device_plugin_with(client, node, fake, options, |_| {}).await
+}
+
+/// [`start_device_plugin`] with `adjust` applied to the daemon's config last
+/// (e.g. its `assignment_read_timeout`).
+pub async fn start_device_plugin_with(
+    client: &kube::Client,
+    node: &str,
+    fake: FakeBackend,
+    options: &DevicePluginOptions,
+    adjust: impl FnOnce(&mut DaemonConfig),
+) -> anyhow::Result<DevicePluginHandle> {
     let mut config = DaemonConfig::for_node(node);
     config.sample_interval = options.sample_interval;
     config.heartbeat = options.heartbeat;
@@ -101,6 +122,7 @@ pub async fn start_device_plugin(
     } else {
         (None, None)
     };
+    adjust(&mut config);
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(run_daemon(
         config,
@@ -145,4 +167,123 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Creates pod `namespace/pod` running as `service_account`, bound to `node`
+/// from the start (as a DaemonSet's pod is), and returns a token for the
+/// account bound to that pod, as kubelet mounts into it: the API server then
+/// puts `authentication.kubernetes.io/node-name` = `node` into the user info
+/// of every request made with it (Kubernetes 1.30 and later). With `None`
+/// the pod is on no node (and no scheduler will place it): its token
+/// carries no node claim.
+pub async fn pod_bound_token(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+    pod: &str,
+    node: Option<&str>,
+) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &Pod {
+                metadata: ObjectMeta {
+                    name: Some(pod.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PodSpec {
+                    node_name: node.map(str::to_owned),
+                    scheduler_name: node
+                        .is_none()
+                        .then(|| "no-scheduler-places-this".to_owned()),
+                    service_account_name: Some(service_account.to_owned()),
+                    automount_service_account_token: Some(false),
+                    containers: vec![Container {
+                        name: "device-plugin".to_owned(),
+                        image: Some("example.invalid/phalanx-device-plugin:1".to_owned()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+                ..Pod::default()
+            },
+        )
+        .await?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                name: Some(pod.to_owned()),
+                uid: created.metadata.uid.clone(),
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    service_account_token(client, namespace, service_account, &request).await
+}
+
+/// A token for `namespace/service_account` bound to nothing (what
+/// `kubectl create token` hands out): it carries no node claim.
+pub async fn unbound_token(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+) -> anyhow::Result<String> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    service_account_token(client, namespace, service_account, &request).await
+}
+
+async fn service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+    request: &TokenRequest,
+) -> anyhow::Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let token = accounts
+        .create_token_request(service_account, &PostParams::default(), request)
+        .await?
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the TokenRequest for {namespace}/{service_account} returned no token"
+    );
+    Ok(token)
+}
+
+/// A client for `plane` that authenticates with `token` instead of the admin
+/// certificate (when given) and talks to `server` instead of the API server
+/// itself (when given: a proxy in front of it; the API server's certificate
+/// still verifies, for its names do not depend on the port).
+pub async fn client_for_plane(
+    plane: &ControlPlane,
+    token: Option<&str>,
+    server: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let kubeconfig = Kubeconfig::read_from(plane.kubeconfig())?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    if let Some(token) = token {
+        config.auth_info = AuthInfo {
+            token: Some(token.to_owned().into()),
+            ..AuthInfo::default()
+        };
+    }
+    if let Some(server) = server {
+        config.cluster_url = server.parse()?;
+    }
+    Ok(kube::Client::try_from(config)?)
 }

@@ -50,6 +50,7 @@ pub mod ports;
 pub mod priority;
 pub mod probe;
 pub mod process;
+pub mod proxy;
 pub mod report;
 pub mod wait;
 

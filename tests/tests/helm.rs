@@ -101,6 +101,8 @@ fn structural_problems(case: &str, chart: &RenderedChart) -> Vec<String> {
         "CustomResourceDefinition",
         "ClusterRole",
         "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ];
     let names: BTreeSet<(String, String)> = chart
         .objects
@@ -322,6 +324,88 @@ fn default_values_install_every_component_with_least_privilege() {
             chart.notes.contains(needle),
             "NOTES lacks {needle:?}:\n{}",
             chart.notes
+        );
+    }
+}
+
+/// The policy that keeps each device plugin to its own node's GpuNode
+/// (templates/device-plugin/admission-policy.yaml): bound with Deny, matching
+/// every write of gpunodes and their status by the plugin's ServiceAccount
+/// only, comparing the object's name and spec.nodeName with the token's node
+/// claim; gone with the RBAC or the plugin. Its behaviour on a real API server
+/// is tests/tests/device_plugin_trust.rs.
+#[test]
+fn the_device_plugin_admission_policy_confines_it_to_its_own_gpunode() {
+    let Some(helm) = HelmTool::for_test("the_device_plugin_admission_policy") else {
+        return;
+    };
+    let name = "phalanx-device-plugin-own-gpunode";
+    let chart = helm
+        .render(&serde_json::json!({}), RELEASE, NAMESPACE)
+        .unwrap();
+    let policy = chart.get("ValidatingAdmissionPolicy", name).unwrap();
+    let binding = chart.get("ValidatingAdmissionPolicyBinding", name).unwrap();
+    assert_eq!(binding["spec"]["policyName"], name);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
+    assert_eq!(rules["apiGroups"], serde_json::json!(["phalanx.dev"]));
+    assert_eq!(
+        rules["operations"],
+        serde_json::json!(["CREATE", "UPDATE", "DELETE"])
+    );
+    assert_eq!(
+        rules["resources"],
+        serde_json::json!(["gpunodes", "gpunodes/status"])
+    );
+    let who = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        who.contains("'system:serviceaccount:phalanx-system:phalanx-device-plugin'"),
+        "{who}"
+    );
+    let text = serde_json::to_string(&policy["spec"]).unwrap();
+    for needle in [
+        "authentication.kubernetes.io/node-name",
+        "variables.target.metadata.name == variables.claimedNode",
+        "variables.target.spec.nodeName == variables.claimedNode",
+        "no node claim",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from {text}");
+    }
+
+    // A renamed ServiceAccount is the one matched.
+    let chart = helm
+        .render(
+            &serde_json::json!({"devicePlugin": {"serviceAccount": {"name": "gpu-agent"}}}),
+            RELEASE,
+            "gpu",
+        )
+        .unwrap();
+    let who = chart.get("ValidatingAdmissionPolicy", name).unwrap()["spec"]["matchConditions"][0]
+        ["expression"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        who.contains("'system:serviceaccount:gpu:gpu-agent'"),
+        "{who}"
+    );
+
+    // Without the RBAC (managed by hand) or without the plugin: no policy.
+    for values in [
+        serde_json::json!({"rbac": {"create": false}}),
+        serde_json::json!({"devicePlugin": {"enabled": false}}),
+    ] {
+        let chart = helm.render(&values, RELEASE, NAMESPACE).unwrap();
+        assert!(
+            chart.of_kind("ValidatingAdmissionPolicy").is_empty()
+                && chart.of_kind("ValidatingAdmissionPolicyBinding").is_empty(),
+            "{values}"
         );
     }
 }
@@ -1410,15 +1494,19 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     // The device plugin, in this process, as its ServiceAccount, with the
     // fake GPUs the chart's ConfigMap describes: it publishes the node's
     // GpuNode (get/create, nodes get for the owner, status patch).
-    let kubeconfig = installed.plane.dir().join("device-plugin.kubeconfig");
-    service_account_kubeconfig(
-        &installed.plane,
+    // Its token is the one kubelet mounts into the plugin's pod on nodes[0]:
+    // bound to that pod, so it carries the node claim the chart's admission
+    // policy checks (a token bound to no pod may write no GpuNode).
+    let token = phalanx_e2e::device_plugin::pod_bound_token(
+        &client,
         NAMESPACE,
         "phalanx-device-plugin",
-        &kubeconfig,
+        "phalanx-device-plugin-local",
+        Some(&nodes[0]),
     )
     .await?;
-    let plugin_client = client_for(&kubeconfig).await?;
+    let plugin_client =
+        phalanx_e2e::device_plugin::client_for_plane(&installed.plane, Some(&token), None).await?;
     let fake_file = installed.plane.dir().join("fake-gpus.json");
     let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), NAMESPACE);
@@ -1723,13 +1811,4 @@ async fn wait_replicas(
         },
     )
     .await
-}
-
-async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig)?,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    Ok(kube::Client::try_from(config)?)
 }

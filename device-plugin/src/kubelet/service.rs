@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
@@ -11,6 +11,7 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use crate::allocation::{self, AllocationError, PreferredRequest, SchedulerChoice};
+use crate::assignment_lookup::{AssignmentUnreadable, LookupRetry, LookupStep};
 use crate::backend::GpuDevice;
 use crate::health::HealthReport;
 use crate::metrics::PluginMetrics;
@@ -34,6 +35,8 @@ pub struct GpuDevicePlugin {
     pods: Arc<dyn PodSource>,
     pod_resources_socket: Option<PathBuf>,
     metrics: PluginMetrics,
+    /// How long to keep reading the pods on this node before refusing.
+    lookup_retry: LookupRetry,
     /// Turns true when this server is being stopped, so open streams end.
     stopping: Option<watch::Receiver<bool>>,
 }
@@ -58,8 +61,16 @@ impl GpuDevicePlugin {
             pods,
             pod_resources_socket,
             metrics,
+            lookup_retry: LookupRetry::default(),
             stopping: None,
         })
+    }
+
+    /// A copy that reads the pods on its node with `retry` (the default:
+    /// [`LookupRetry::default`]).
+    pub fn with_lookup_retry(mut self, retry: LookupRetry) -> Self {
+        self.lookup_retry = retry;
+        self
     }
 
     /// A copy whose streams end when `stopping` turns true.
@@ -87,21 +98,58 @@ impl GpuDevicePlugin {
         Ok(ListAndWatchResponse { devices })
     }
 
+    /// The pods bound to this node, read again with backoff while the API
+    /// server does not answer; refused once [`LookupRetry`]'s budget is spent
+    /// (see [`crate::assignment_lookup`] for why not fall back to topology).
+    async fn pods_on_node(
+        &self,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, AssignmentUnreadable> {
+        let started = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let timeout = self.lookup_retry.attempt_timeout(started.elapsed());
+            let why = match tokio::time::timeout(timeout, self.pods.pods_on_node(&self.node_name))
+                .await
+            {
+                Ok(Ok(pods)) => {
+                    if failures > 0 {
+                        tracing::info!(resource = %self.spec.name, failures, waited_ms = started.elapsed().as_millis(), "pods on the node readable again; following the scheduler's assignment");
+                    }
+                    return Ok(pods);
+                }
+                Ok(Err(why)) => why,
+                Err(_) => format!("no answer within {} ms", timeout.as_millis()),
+            };
+            failures = failures.saturating_add(1);
+            match self.lookup_retry.after_failure(failures, started.elapsed()) {
+                LookupStep::RetryAfter(pause) => {
+                    tracing::warn!(%why, resource = %self.spec.name, failures, retry_in_ms = pause.as_millis(), "cannot read the pods on this node; retrying before refusing the allocation");
+                    tokio::time::sleep(pause).await;
+                }
+                LookupStep::Refuse => {
+                    return Err(AssignmentUnreadable {
+                        resource: self.spec.name.clone(),
+                        node: self.node_name.clone(),
+                        attempts: failures,
+                        waited_ms: started.elapsed().as_millis(),
+                        last_error: why,
+                    });
+                }
+            }
+        }
+    }
+
     /// The pod being admitted and the scheduler's choice for it, if any.
     async fn scheduler_choice(
         &self,
         size: usize,
     ) -> Result<Option<(String, phalanx_api::GpuAssignmentAnnotation)>, Status> {
-        let pods = match self.pods.pods_on_node(&self.node_name).await {
-            Ok(pods) => pods,
-            Err(why) => {
-                // Without the API server the scheduler's choice is unknown;
-                // topology is the next best thing, and the truth flows back
-                // through the GpuNode.
-                tracing::warn!(%why, resource = %self.spec.name, "pod lookup failed; using topology");
-                return Ok(None);
-            }
-        };
+        let pods = self.pods_on_node().await.map_err(|refusal| {
+            self.metrics
+                .allocation_failed(&self.spec.name, "assignment_unreadable");
+            tracing::error!(error = %refusal, "GetPreferredAllocation refused: the scheduler's assignment cannot be read");
+            Status::unavailable(refusal.to_string())
+        })?;
         let allocated: Option<AllocatedContainers> = match &self.pod_resources_socket {
             Some(socket) => {
                 match super::pod_resources::list(socket, Duration::from_secs(5)).await {
