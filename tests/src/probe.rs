@@ -20,10 +20,30 @@ pub async fn http_ok(addr: SocketAddr, path: &str, expect: &str) -> Result<(), S
 
 /// GETs `path` over plain HTTP; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    exchange(addr, &request, &format!("GET http://{addr}{path}")).await
+}
+
+/// POSTs `body` as JSON to `path` over plain HTTP; returns the status code
+/// and the body.
+pub async fn http_post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, &request, &format!("POST http://{addr}{path}")).await
+}
+
+/// Sends one HTTP/1.0 request and reads the whole response: status and body.
+async fn exchange(addr: SocketAddr, request: &str, what: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
@@ -39,7 +59,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("GET http://{addr}{path}: no status line"))?;
+        .ok_or_else(|| format!("{what}: no status line"))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
