@@ -428,7 +428,7 @@ mod tests {
             .await
             .unwrap();
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
@@ -761,5 +761,131 @@ mod tests {
             StatusCode::OK,
             "an empty pod is JSON kube could send; it is judged, not rejected"
         );
+    }
+
+    /// A Node as kubelet reports it on a GPU node (GPU feature discovery
+    /// labels, managedFields, conditions, the 50 images kubelet lists).
+    const KUBELET_NODE: &str = include_str!("../../tests/data/kubelet-gpu-node.json");
+
+    /// `n` copies of [`KUBELET_NODE`] named `gpu-node-00000`…, each as Go's
+    /// compact JSON, and a synced mirror that knows them.
+    fn realistic_cluster(n: usize) -> (Vec<String>, ClusterMirror) {
+        use kube::runtime::watcher::Event;
+        let template: Value = serde_json::from_str(KUBELET_NODE).unwrap();
+        let mut mirror = ClusterMirror::new(60_000);
+        mirror.node_event(Event::Init, 0);
+        mirror.gpu_node_event(Event::Init, 0);
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("gpu-node-{i:05}");
+            let mut node = template.clone();
+            node["metadata"]["name"] = name.clone().into();
+            node["metadata"]["labels"]["kubernetes.io/hostname"] = name.into();
+            nodes.push(node.to_string());
+            let change =
+                mirror.node_event(Event::InitApply(serde_json::from_value(node).unwrap()), 0);
+            assert!(change.errors.is_empty(), "{:?}", change.errors);
+        }
+        mirror.node_event(Event::InitDone, 0);
+        mirror.gpu_node_event(Event::InitDone, 0);
+        mirror.pod_event(&Event::Init);
+        mirror.pod_event(&Event::InitDone);
+        assert!(mirror.synced());
+        (nodes, mirror)
+    }
+
+    /// ExtenderArgs for a one-GPU pod that tolerates the GPU taint: whole
+    /// Nodes (`nodeCacheCapable: false`) or names only.
+    fn args_body(nodes: &[String], whole_nodes: bool) -> String {
+        let pod = json!({
+            "metadata": {"name": "train-0", "namespace": "ml", "uid": "u-train-0"},
+            "spec": {"schedulerName": "default-scheduler",
+                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                     "containers": [{"name": "main", "image": "cuda",
+                         "resources": {"requests": {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"},
+                                       "limits": {"nvidia.com/gpu": "1"}}}]}
+        });
+        if whole_nodes {
+            format!(
+                r#"{{"Pod":{pod},"Nodes":{{"metadata":{{}},"items":[{}]}},"NodeNames":null}}"#,
+                nodes.join(",")
+            )
+        } else {
+            let names: Vec<String> = (0..nodes.len())
+                .map(|i| format!("gpu-node-{i:05}"))
+                .collect();
+            json!({"Pod": pod, "Nodes": null, "NodeNames": names}).to_string()
+        }
+    }
+
+    /// The size the default `extender.maxRequestBytes` is sized for: 5,000
+    /// kubelet-reported Nodes pass filter and prioritize in both forms.
+    #[tokio::test]
+    async fn five_thousand_kubelet_nodes_are_filtered_and_prioritized() {
+        let (nodes, mirror) = realistic_cluster(5_000);
+        let app = app_with(
+            Arc::new(FakeApi::default()),
+            mirror,
+            ExtenderConfig::default().max_request_bytes(),
+        );
+        for whole_nodes in [true, false] {
+            let body = args_body(&nodes, whole_nodes);
+            let (status, text) = post(&app.router, "/filter", body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{}", &text[..text.len().min(300)]);
+            let result: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(result["Error"], "");
+            let passed = if whole_nodes {
+                result["Nodes"]["items"].as_array().unwrap().len()
+            } else {
+                result["NodeNames"].as_array().unwrap().len()
+            };
+            assert_eq!(passed, 5_000, "whole nodes: {whole_nodes}");
+            let (status, text) = post(&app.router, "/prioritize", body).await;
+            assert_eq!(status, StatusCode::OK);
+            let scores: Vec<Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(scores.len(), 5_000);
+        }
+        assert_eq!(refused(&app.metrics, "filter", "too_large"), "0");
+    }
+
+    /// Filter and prioritize latency through the router for 5,000 Nodes, whole
+    /// and by name. A measurement, not a check; run it optimised:
+    /// `cargo test --release -p phalanx-scheduler --lib -- --ignored --nocapture extender_latency`.
+    #[tokio::test]
+    #[ignore = "a measurement; run with --release --ignored --nocapture"]
+    async fn extender_latency_for_5000_nodes() {
+        const ROUNDS: usize = 10;
+        let (nodes, mirror) = realistic_cluster(5_000);
+        let app = app_with(
+            Arc::new(FakeApi::default()),
+            mirror,
+            ExtenderConfig::default().max_request_bytes(),
+        );
+        println!("| body | bytes | verb | median ms | max ms |");
+        println!("|---|---|---|---|---|");
+        for whole_nodes in [true, false] {
+            let body = args_body(&nodes, whole_nodes);
+            for path in ["/filter", "/prioritize"] {
+                let mut millis = Vec::with_capacity(ROUNDS);
+                for _ in 0..ROUNDS {
+                    let started = std::time::Instant::now();
+                    let (status, _) = post(&app.router, path, body.clone()).await;
+                    millis.push(started.elapsed().as_secs_f64() * 1e3);
+                    assert_eq!(status, StatusCode::OK);
+                }
+                millis.sort_by(f64::total_cmp);
+                println!(
+                    "| {} | {} | {path} | {:.1} | {:.1} |",
+                    if whole_nodes {
+                        "5,000 Nodes"
+                    } else {
+                        "5,000 names"
+                    },
+                    body.len(),
+                    millis[ROUNDS / 2],
+                    millis[ROUNDS - 1]
+                );
+            }
+        }
     }
 }
