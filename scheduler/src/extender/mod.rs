@@ -137,7 +137,7 @@ impl ExtenderCore {
         &mut self.mirror
     }
 
-    pub fn filter(&self, args: &ExtenderArgs) -> ExtenderFilterResult {
+    pub fn filter(&self, args: ExtenderArgs) -> ExtenderFilterResult {
         handlers::filter(&self.mirror, args)
     }
 

@@ -185,7 +185,7 @@ async fn filter(
             Ok(args) => args,
             Err(refused) => return *refused,
         };
-    let result = state.core.lock().await.filter(&args);
+    let result = state.core.lock().await.filter(args);
     if !result.error.is_empty() {
         state.metrics.record_attempt(AttemptResult::Error);
     } else if result.node_names.as_ref().is_some_and(Vec::is_empty)
