@@ -29,8 +29,8 @@ use phalanx_api::{
 };
 
 use super::types::{
-    ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriority, HostPriorityList,
-    NodeList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
+    CandidateNode, ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriority,
+    HostPriorityList, NodeList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
 };
 use crate::controller::binder::PodRef;
 use crate::controller::gangs;
@@ -125,16 +125,12 @@ fn known_node(state: &ClusterState, name: &str) -> Option<NodeId> {
 
 /// The candidate node names: `NodeNames` when sent (a `nodeCacheCapable`
 /// extender), else the names of `Nodes`.
-pub fn candidate_names(args: &ExtenderArgs) -> Result<Vec<&str>, String> {
+pub fn candidate_names<N: CandidateNode>(args: &ExtenderArgs<N>) -> Result<Vec<&str>, String> {
     if let Some(names) = &args.node_names {
         return Ok(names.iter().map(String::as_str).collect());
     }
     if let Some(nodes) = &args.nodes {
-        return Ok(nodes
-            .items
-            .iter()
-            .map(|n| n.metadata.name.as_deref().unwrap_or_default())
-            .collect());
+        return Ok(nodes.items.iter().map(CandidateNode::node_name).collect());
     }
     Err("ExtenderArgs has neither Nodes nor NodeNames: no candidate nodes".to_owned())
 }
@@ -192,7 +188,7 @@ fn passing<T>(items: Vec<T>, passed: &[bool]) -> Vec<T> {
 pub fn prioritize(
     mirror: &ClusterMirror,
     policy: &mut dyn PlacementPolicy,
-    args: &ExtenderArgs,
+    args: &ExtenderArgs<impl CandidateNode>,
 ) -> HostPriorityList {
     let names = candidate_names(args).unwrap_or_default();
     let zero = |names: &[&str]| {

@@ -54,7 +54,9 @@ use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use phalanx_kube::translate::{self, is_waiting_for_node};
 use phalanx_runtime::http::{self, Health};
 use phalanx_runtime::watch::spawn_watch;
-use types::{ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList};
+use types::{
+    CandidateNode, ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList,
+};
 
 /// Pending pods whose arrival the online workload model has been shown (by
 /// UID, so that each is shown once); beyond this many the oldest half is
@@ -141,7 +143,7 @@ impl ExtenderCore {
         handlers::filter(&self.mirror, args)
     }
 
-    pub fn prioritize(&mut self, args: &ExtenderArgs) -> HostPriorityList {
+    pub fn prioritize(&mut self, args: &ExtenderArgs<impl CandidateNode>) -> HostPriorityList {
         handlers::prioritize(&self.mirror, self.policy.as_mut(), args)
     }
 

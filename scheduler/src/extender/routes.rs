@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use super::handlers::BindRefusal;
-use super::types::{ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult};
+use super::types::{ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, NodeName};
 use super::ExtenderCore;
 use crate::controller::binder::{BindError, Binder, PodRef};
 use crate::controller::metrics::{AttemptResult, ExtenderRefusal, ExtenderVerb, SchedulerMetrics};
@@ -202,7 +202,8 @@ async fn prioritize(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let verb = ExtenderVerb::Prioritize;
-    let args: ExtenderArgs = match read(&state, verb, "ExtenderArgs", &headers, body) {
+    // Names are all prioritize reads: whole Nodes are skipped while parsing.
+    let args: ExtenderArgs<NodeName> = match read(&state, verb, "ExtenderArgs", &headers, body) {
         Ok(args) => args,
         Err(refused) => return *refused,
     };
