@@ -39,6 +39,17 @@ impl Matchers {
         Matchers(labels)
     }
 
+    /// The value required of label `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Requires label `name` to equal `value` (replacing what was required).
+    /// `name` must have passed [`label_name_problem`].
+    pub fn insert(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_owned(), value.to_owned());
+    }
+
     /// `a="x",b="y"`, values escaped as PromQL string literals.
     pub fn render(&self) -> String {
         self.0

@@ -20,39 +20,30 @@ pub async fn http_ok(addr: SocketAddr, path: &str, expect: &str) -> Result<(), S
 
 /// GETs `path` over plain HTTP; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_request(addr, "GET", path, "").await
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    exchange(addr, &request, &format!("GET http://{addr}{path}")).await
 }
 
-/// POSTs a JSON `body` to `path` over plain HTTP (etcd's JSON gateway, for
-/// example); returns the status code and the body.
+/// POSTs `body` as JSON to `path` over plain HTTP; returns the status code
+/// and the body.
 pub async fn http_post_json(
     addr: SocketAddr,
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
-    http_request(addr, "POST", path, body).await
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, &request, &format!("POST http://{addr}{path}")).await
 }
 
-/// One HTTP/1.0 request: the server closes the connection after answering,
-/// so the whole response is what the socket yields.
-async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String), String> {
+/// Sends one HTTP/1.0 request and reads the whole response: status and body.
+async fn exchange(addr: SocketAddr, request: &str, what: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let headers = if body.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        )
-    };
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n{body}");
     stream
         .write_all(request.as_bytes())
         .await
@@ -68,7 +59,7 @@ async fn http_request(
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("{method} http://{addr}{path}: no status line"))?;
+        .ok_or_else(|| format!("{what}: no status line"))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())

@@ -4,7 +4,8 @@
 //!
 //! * Readings are real PromQL results; the vLLM KV-cache metric name in use is
 //!   detected; a vanished series is absent (stale), never zero; several series,
-//!   NaN and a query Prometheus rejects are invalid.
+//!   NaN and a query Prometheus rejects are invalid; with the namespace label
+//!   enforced, queries read only their own namespace's series.
 //! * A Deployment is scaled up and down through `/scale` on the exporter's
 //!   queue depth; with too few free GPUs it stops at what fits and sets
 //!   `CapacityLimited` with the numbers; a free GPU that another workload's
@@ -32,10 +33,11 @@ use phalanx_api::autoscaler::{
 };
 use phalanx_api::InferenceAutoscaler;
 use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
+use phalanx_autoscaler::controller::namespace_label::NamespaceBoundary;
 use phalanx_autoscaler::controller::prometheus::{MetricRead, MetricsReader, Reading};
-use phalanx_autoscaler::decision::MetricTarget;
+use phalanx_autoscaler::decision::{Behavior, MetricTarget};
 use phalanx_autoscaler::promql::Matchers;
-use phalanx_autoscaler::spec::{MetricPlan, MetricSource};
+use phalanx_autoscaler::spec::{AutoscalerPlan, MetricPlan, MetricSource};
 use phalanx_e2e::autoscaler::{
     install_autoscaler_crd, prometheus_for_test, PrometheusServer, TestExporter,
 };
@@ -116,6 +118,76 @@ vllm:kv_cache_usage_perc{pod=\"a\"} 0.25
 ";
 
 const ONLY_KV: &str = "vllm:kv_cache_usage_perc{pod=\"a\"} 0.25\n";
+
+/// Two tenants' queues, each labelled with its namespace as Prometheus labels
+/// what it scrapes in a cluster.
+const TWO_TENANTS: &str = "\
+vllm:num_requests_waiting{namespace=\"serving\",pod=\"a\"} 3
+vllm:num_requests_waiting{namespace=\"billing\",pod=\"b\"} 40
+";
+
+/// `prometheus.enforceNamespaceLabel` against a real Prometheus: the rewritten
+/// queries are PromQL Prometheus accepts, and they read only the autoscaler's
+/// own namespace, where the same queries unbounded read the other tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_namespace_label_keeps_queries_in_their_namespace() -> anyhow::Result<()> {
+    let Some(binary) =
+        prometheus_for_test("enforced_namespace_label_keeps_queries_in_their_namespace")
+    else {
+        return Ok(());
+    };
+    let exporter = TestExporter::start(TWO_TENANTS).await?;
+    let prometheus = PrometheusServer::start(&binary, &[exporter.addr()]).await?;
+    let reader =
+        MetricsReader::new(&prometheus.url(), Duration::from_secs(5)).map_err(|e| anyhow!(e))?;
+    let unbounded = AutoscalerPlan {
+        behavior: Behavior::with_bounds(1, 4),
+        metrics: vec![
+            plan(
+                "raw",
+                raw("sum(vllm:num_requests_waiting) + 0 * count(vllm:num_requests_waiting)"),
+                MetricTarget::PerReplica(1.0),
+            ),
+            plan(
+                "preset",
+                preset(MetricPreset::VllmQueueDepth),
+                MetricTarget::PerReplica(1.0),
+            ),
+        ],
+    };
+    // Unbounded, both read the other tenant's queue too: 3 + 40.
+    for metric in &unbounded.metrics {
+        read_until(&reader, metric, "both tenants' queues", |r| {
+            close(value_of(r), 43.0)
+        })
+        .await?;
+    }
+    let boundary = NamespaceBoundary {
+        label: "namespace",
+        namespace: "serving",
+    };
+    let bounded = boundary
+        .enforce(unbounded.clone())
+        .map_err(|problems| anyhow!("{problems:?}"))?;
+    for metric in &bounded.metrics {
+        let read = read_until(&reader, metric, "only its own namespace's queue", |r| {
+            close(value_of(r), 3.0)
+        })
+        .await?;
+        assert!(
+            read.query.contains("namespace=\"serving\""),
+            "{}",
+            read.query
+        );
+    }
+    // Asking for the other namespace is refused before anything is queried.
+    let mut prying = unbounded;
+    prying.metrics.truncate(1);
+    prying.metrics[0].source = raw("sum(vllm:num_requests_waiting{namespace=\"billing\"})");
+    let problems = boundary.enforce(prying).unwrap_err();
+    assert_eq!(problems[0].field, "spec.metrics[0].query");
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_readings_are_real_promql_results() -> anyhow::Result<()> {

@@ -37,6 +37,7 @@ use super::capacity::{
     check_scale_up, pod_from_template, pods_ahead, replica_priority, CapacityCheck,
 };
 use super::config::AutoscalerConfig;
+use super::namespace_label::NamespaceBoundary;
 use super::pending::PendingPods;
 use super::period::{self, CapacityQuestion, Decided, Observed, Plan, Spec, TargetState, Tracked};
 use super::prometheus::MetricsReader;
@@ -319,7 +320,16 @@ impl AutoscalerLoop {
     /// decide (pure, [`period::decide`]), apply the plan (I/O). A scale-up
     /// checks capacity in between, so the pod template is read only then.
     async fn reconcile(&mut self, object: &InferenceAutoscaler) -> PeriodResult {
-        let checked = spec::plan(&object.spec);
+        let checked = spec::plan(&object.spec).and_then(|plan| {
+            match &self.deps.config.prometheus.enforce_namespace_label {
+                Some(label) => NamespaceBoundary {
+                    label,
+                    namespace: object.metadata.namespace.as_deref().unwrap_or_default(),
+                }
+                .enforce(plan),
+                None => Ok(plan),
+            }
+        });
         let acting = match &checked {
             Ok(spec) => self.track(object, spec),
             Err(_) => false,

@@ -62,6 +62,12 @@ pub struct PrometheusConfig {
     pub url: String,
     /// Bound on each query, on the server and on the wire.
     pub timeout_seconds: f64,
+    /// When set (e.g. `namespace`), every selector of every query an
+    /// autoscaler runs must match this label to the autoscaler's own
+    /// namespace: missing matchers are added, other values refused
+    /// ([`super::namespace_label`]). Off by default: queries run as written
+    /// and can read every series Prometheus holds.
+    pub enforce_namespace_label: Option<String>,
 }
 
 impl Default for PrometheusConfig {
@@ -69,6 +75,7 @@ impl Default for PrometheusConfig {
         Self {
             url: "http://prometheus-operated.monitoring.svc:9090".to_owned(),
             timeout_seconds: 5.0,
+            enforce_namespace_label: None,
         }
     }
 }
@@ -111,6 +118,14 @@ impl ConfigFile for AutoscalerConfig {
         out.positive_seconds("prometheus.timeoutSeconds", self.prometheus.timeout_seconds);
         if let Some(namespace) = &self.namespace {
             out.check("namespace", dns_label(namespace), namespace);
+        }
+        if let Some(label) = &self.prometheus.enforce_namespace_label {
+            if let Some(problem) = crate::promql::label_name_problem(label) {
+                out.push(
+                    "prometheus.enforceNamespaceLabel",
+                    format!("{label:?} {problem}"),
+                );
+            }
         }
         if let Err(error) =
             crate::controller::prometheus::MetricsReader::new(&self.prometheus.url, Duration::ZERO)
@@ -174,6 +189,36 @@ mod tests {
     }
 
     #[test]
+    fn the_namespace_label_is_off_by_default_and_must_be_a_label_name() {
+        assert_eq!(
+            AutoscalerConfig::default()
+                .prometheus
+                .enforce_namespace_label,
+            None
+        );
+        let config =
+            AutoscalerConfig::from_yaml("prometheus:\n  enforceNamespaceLabel: namespace\n", "cfg")
+                .expect("valid");
+        assert_eq!(
+            config.prometheus.enforce_namespace_label.as_deref(),
+            Some("namespace")
+        );
+        for bad in ["''", "__name__", "9lives"] {
+            let error = AutoscalerConfig::from_yaml(
+                &format!("prometheus:\n  enforceNamespaceLabel: {bad}\n"),
+                "cfg",
+            )
+            .expect_err("invalid label");
+            assert!(
+                error
+                    .to_string()
+                    .contains("prometheus.enforceNamespaceLabel: "),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_missing_file_names_the_autoscaler_config() {
         let dir = tempfile::tempdir().expect("tempdir");
         let error =
@@ -206,7 +251,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_all_reported() {
-        let text = "controlPeriodSeconds: 0\nprometheus:\n  url: ftp://x\ncapacity:\n  policy: tetris\nleaderElection:\n  leaseDurationSeconds: 5\n  renewGraceSeconds: 5\nlogging:\n  level: verbose\n";
+        let text = "controlPeriodSeconds: 0\nprometheus:\n  url: ftp://x\n  enforceNamespaceLabel: kube-namespace\ncapacity:\n  policy: tetris\nleaderElection:\n  leaseDurationSeconds: 5\n  renewGraceSeconds: 5\nlogging:\n  level: verbose\n";
         let error = AutoscalerConfig::from_yaml(text, "cfg").expect_err("invalid");
         let ConfigError::Invalid { violations, .. } = &error else {
             panic!("expected violations: {error}");
@@ -216,6 +261,7 @@ mod tests {
             keys,
             [
                 "controlPeriodSeconds",
+                "prometheus.enforceNamespaceLabel",
                 "prometheus.url",
                 "capacity.policy",
                 "leaderElection.renewGraceSeconds",

@@ -3,7 +3,8 @@
 //! Pure parts: [`period`] decides one period of one autoscaler from what the
 //! loop observed, [`status`] builds the status and the events a period deserves,
 //! [`capacity`] turns a pod template and the cluster snapshot into how far a
-//! scale-up may go, [`config`] reads the YAML file. I/O parts: [`prometheus`]
+//! scale-up may go, [`namespace_label`] keeps each autoscaler's queries inside
+//! its namespace when configured, [`config`] reads the YAML file. I/O parts: [`prometheus`]
 //! reads the metrics, [`target`] reads and patches `/scale`, [`telemetry`] and
 //! [`http`] serve the autoscaler's own metrics and probes, [`leader`] holds
 //! the Lease, and [`autoscaler_loop`] ties them together. The cluster mirror
@@ -17,6 +18,7 @@ pub mod capacity;
 pub mod config;
 pub mod http;
 pub mod leader;
+pub mod namespace_label;
 pub mod pending;
 pub mod period;
 pub mod prometheus;

@@ -27,6 +27,13 @@ pub enum WorkloadSource {
 /// distribution guessed from a few dozen pods did measurably worse (see README).
 pub const ONLINE_MIN_SAMPLES: u64 = 256;
 
+/// Pod shapes whose per-node evaluations are cached at once. Each shape's cache
+/// is one entry per node, so shapes must not grow without bound: the extender
+/// sees shapes from request bodies anyone can send. Past this many the caches
+/// start afresh (a recomputation, never a wrong score); real clusters run far
+/// fewer distinct shapes.
+pub const MAX_CACHED_SHAPES: usize = 256;
+
 /// FGD's quantised score of a fragmentation change Δ (milli): trunc(100·σ(Δ/1000)).
 /// Δ = 0 scores 50, and the truncation makes near-equal nodes tie (spec §5.4).
 pub fn quantised_score(delta: f64) -> i32 {
@@ -107,6 +114,10 @@ impl FragmentationGradient {
 
     /// Resolves the pod's shape once per cycle.
     pub fn begin(&mut self, pod: &PodDemand) {
+        if self.shape_ids.len() >= MAX_CACHED_SHAPES && !self.shape_ids.contains_key(&pod.shape()) {
+            self.shape_ids.clear();
+            self.evals.clear();
+        }
         let next = self.shape_ids.len();
         self.current_shape = *self.shape_ids.entry(pod.shape()).or_insert(next);
         if self.current_shape == self.evals.len() {
@@ -315,6 +326,26 @@ mod tests {
         b[1].weight = 0.30;
         assert!(materially_different(&a, &b));
         assert!(materially_different(&a, &a[..1]));
+    }
+
+    #[test]
+    fn cached_shapes_stay_bounded() {
+        use crate::ModelConstraint;
+        let mut gradient = FragmentationGradient::new(WorkloadSource::Online);
+        for cpu in 0..(MAX_CACHED_SHAPES as u64 * 3) {
+            let pod = PodDemand::new(
+                "p",
+                cpu,
+                1,
+                GpuDemand::Whole { count: 1 },
+                ModelConstraint::Any,
+            )
+            .expect("valid pod");
+            gradient.begin(&pod);
+            assert!(gradient.shape_ids.len() <= MAX_CACHED_SHAPES);
+            assert_eq!(gradient.evals.len(), gradient.shape_ids.len());
+            assert_eq!(gradient.evals.len(), gradient.current_shape + 1);
+        }
     }
 
     #[test]

@@ -177,6 +177,21 @@ impl GangConfig {
     }
 }
 
+/// The largest extender request body accepted by default: 5,000 Nodes as
+/// kubelet reports them (about 21 KB each in Go's compact JSON: labels from GPU
+/// feature discovery, managedFields, conditions, the 50 images kubelet lists,
+/// `scheduler/tests/data/kubelet-gpu-node.json`), about 105 MB, with half again
+/// as margin. Only an extender with `nodeCacheCapable: false` gets bodies this
+/// large; with names only, 5,000 nodes are about 100 KB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 160 * 1024 * 1024;
+
+/// Below this no ExtenderArgs with a real pod fits; a smaller limit is a typo.
+pub const MIN_MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// At most this (4 GiB): a larger body would not fit the process's memory as
+/// parsed Nodes anyway.
+pub const MAX_MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// The kube-scheduler HTTP extender endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -184,6 +199,12 @@ pub struct ExtenderConfig {
     pub bind_address: SocketAddr,
     /// HTTPS, for kube-scheduler's `enableHTTPS: true`; absent: plain HTTP.
     pub tls: Option<ExtenderTlsConfig>,
+    /// Request bodies larger than this get 413, a WARN log and a count in
+    /// `phalanx_scheduler_extender_requests_refused_total`.
+    pub max_request_bytes: u64,
+    /// The kube-scheduler profiles this extender serves: `/bind` refuses a pod
+    /// whose `spec.schedulerName` is not one of them.
+    pub scheduler_names: Vec<String>,
 }
 
 impl Default for ExtenderConfig {
@@ -191,6 +212,8 @@ impl Default for ExtenderConfig {
         Self {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8888),
             tls: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            scheduler_names: vec!["default-scheduler".to_owned()],
         }
     }
 }
@@ -239,6 +262,13 @@ impl ExtenderTlsConfig {
             },
             None => ClientCertificates::Optional,
         }
+    }
+}
+
+impl ExtenderConfig {
+    /// `max_request_bytes` as a buffer size (saturating on 32-bit targets).
+    pub fn max_request_bytes(&self) -> usize {
+        usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX)
     }
 }
 
@@ -310,6 +340,25 @@ impl ConfigFile for SchedulerConfig {
 
         out.leader_election(&self.leader_election);
 
+        let extender = &self.extender;
+        if !(MIN_MAX_REQUEST_BYTES..=MAX_MAX_REQUEST_BYTES).contains(&extender.max_request_bytes) {
+            out.push(
+                "extender.maxRequestBytes",
+                format!(
+                    "must be between {MIN_MAX_REQUEST_BYTES} and {MAX_MAX_REQUEST_BYTES}, got {}",
+                    extender.max_request_bytes
+                ),
+            );
+        }
+        if extender.scheduler_names.is_empty() {
+            out.push(
+                "extender.schedulerNames",
+                "must name at least one kube-scheduler profile".to_owned(),
+            );
+        }
+        for name in &extender.scheduler_names {
+            out.check("extender.schedulerNames", dns_subdomain(name), name);
+        }
         if ports_collide(self.http.bind_address, self.extender.bind_address) {
             out.push(
                 "extender.bindAddress",
@@ -411,6 +460,8 @@ mod tests {
         assert_eq!(config.leader_election.renew_grace(), Duration::from_secs(5));
         assert_eq!(config.http.bind_address.to_string(), "0.0.0.0:10251");
         assert_eq!(config.extender.bind_address.to_string(), "0.0.0.0:8888");
+        assert_eq!(config.extender.max_request_bytes, 160 * 1024 * 1024);
+        assert_eq!(config.extender.scheduler_names, ["default-scheduler"]);
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.level, "info");
         config.validate().expect("defaults are valid");
@@ -646,6 +697,22 @@ mod tests {
                 "extender: {bindAddress: '127.0.0.1:10251'}",
                 &["extender.bindAddress"],
             ),
+            (
+                "extender: {maxRequestBytes: 1000}",
+                &["extender.maxRequestBytes"],
+            ),
+            (
+                "extender: {maxRequestBytes: 5000000000}",
+                &["extender.maxRequestBytes"],
+            ),
+            (
+                "extender: {schedulerNames: []}",
+                &["extender.schedulerNames"],
+            ),
+            (
+                "extender: {schedulerNames: [default-scheduler, 'GPU Profile']}",
+                &["extender.schedulerNames"],
+            ),
             ("logging: {level: verbose}", &["logging.level"]),
             ("logging: {level: 'info,kube=loud'}", &["logging.level"]),
         ];
@@ -665,6 +732,8 @@ mod tests {
             "leaderElection: {leaseDurationSeconds: 2, renewGraceSeconds: 1}",
             "extender: {bindAddress: '127.0.0.1:0'}\nhttp: {bindAddress: '127.0.0.1:0'}",
             "extender: {bindAddress: '10.0.0.1:9000'}\nhttp: {bindAddress: '10.0.0.2:9000'}",
+            "extender: {maxRequestBytes: 65536, schedulerNames: [default-scheduler, gpu-batch]}",
+            "extender: {maxRequestBytes: 4294967296}",
             "logging: {level: DEBUG}",
             "logging: {level: 'info,kube=warn,phalanx_scheduler=debug'}",
         ] {

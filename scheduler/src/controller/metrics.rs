@@ -66,6 +66,97 @@ impl BindingErrorReason {
     }
 }
 
+/// The extender verb a request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExtenderVerb {
+    Filter,
+    Prioritize,
+    Bind,
+}
+
+impl ExtenderVerb {
+    pub const ALL: [ExtenderVerb; 3] = [
+        ExtenderVerb::Filter,
+        ExtenderVerb::Prioritize,
+        ExtenderVerb::Bind,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtenderVerb::Filter => "filter",
+            ExtenderVerb::Prioritize => "prioritize",
+            ExtenderVerb::Bind => "bind",
+        }
+    }
+}
+
+/// Why the extender refused a request (any verb: the body; `/bind`: the pod
+/// or the node it names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExtenderRefusal {
+    /// The body is larger than `extender.maxRequestBytes` (HTTP 413).
+    TooLarge,
+    /// The body is not the verb's JSON (HTTP 400).
+    Malformed,
+    /// No pod of that namespace and name exists.
+    PodNotFound,
+    /// The pod of that name has another UID (it was replaced).
+    UidMismatch,
+    /// The pod already has a node.
+    AlreadyBound,
+    /// The pod's `spec.schedulerName` is not a profile this extender serves.
+    OtherScheduler,
+    /// The pod requests neither `nvidia.com/gpu` nor `phalanx.dev/gpu-milli`.
+    NoManagedResource,
+    /// The pod belongs to a gang, which only the full scheduler places.
+    Gang,
+    /// The watches have not listed the cluster yet.
+    NotSynced,
+    /// The pod's requests cannot be read.
+    InvalidPod,
+    /// The engine does not accept the pod on the node named.
+    NodeRefused,
+}
+
+impl ExtenderRefusal {
+    pub const ALL: [ExtenderRefusal; 11] = [
+        ExtenderRefusal::TooLarge,
+        ExtenderRefusal::Malformed,
+        ExtenderRefusal::PodNotFound,
+        ExtenderRefusal::UidMismatch,
+        ExtenderRefusal::AlreadyBound,
+        ExtenderRefusal::OtherScheduler,
+        ExtenderRefusal::NoManagedResource,
+        ExtenderRefusal::Gang,
+        ExtenderRefusal::NotSynced,
+        ExtenderRefusal::InvalidPod,
+        ExtenderRefusal::NodeRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtenderRefusal::TooLarge => "too_large",
+            ExtenderRefusal::Malformed => "malformed",
+            ExtenderRefusal::PodNotFound => "pod_not_found",
+            ExtenderRefusal::UidMismatch => "uid_mismatch",
+            ExtenderRefusal::AlreadyBound => "already_bound",
+            ExtenderRefusal::OtherScheduler => "other_scheduler",
+            ExtenderRefusal::NoManagedResource => "no_managed_resource",
+            ExtenderRefusal::Gang => "gang",
+            ExtenderRefusal::NotSynced => "not_synced",
+            ExtenderRefusal::InvalidPod => "invalid_pod",
+            ExtenderRefusal::NodeRefused => "node_refused",
+        }
+    }
+
+    /// Whether a request of `verb` can be refused for this reason: every verb
+    /// for its body, only `/bind` for the pod and node.
+    pub fn applies_to(self, verb: ExtenderVerb) -> bool {
+        matches!(self, ExtenderRefusal::TooLarge | ExtenderRefusal::Malformed)
+            || verb == ExtenderVerb::Bind
+    }
+}
+
 /// The queue a pending pod is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Queue {
@@ -105,7 +196,20 @@ impl TelemetryReason {
     }
 }
 
-label_value_by_name!(AttemptResult, BindingErrorReason, Queue, TelemetryReason);
+label_value_by_name!(
+    AttemptResult,
+    BindingErrorReason,
+    Queue,
+    TelemetryReason,
+    ExtenderVerb,
+    ExtenderRefusal
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabel {
+    verb: ExtenderVerb,
+    reason: ExtenderRefusal,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TelemetryReasonLabel {
@@ -148,6 +252,7 @@ pub struct SchedulerMetrics {
     binding_errors: Family<ReasonLabel, Counter>,
     leader: CountGauge,
     cache_nodes: CountGauge,
+    extender_requests_refused: Family<RefusalLabel, Counter>,
 }
 
 impl Default for SchedulerMetrics {
@@ -297,6 +402,21 @@ impl SchedulerMetrics {
             cache_nodes.clone(),
         );
 
+        let extender_requests_refused = Family::<RefusalLabel, Counter>::default();
+        registry.register(
+            "extender_requests_refused",
+            "Extender requests refused, by verb and reason (too_large: the body is above \
+             extender.maxRequestBytes; malformed; for bind, why the pod or node was refused)",
+            extender_requests_refused.clone(),
+        );
+        for verb in ExtenderVerb::ALL {
+            for reason in ExtenderRefusal::ALL {
+                if reason.applies_to(verb) {
+                    let _ = extender_requests_refused.get_or_create(&RefusalLabel { verb, reason });
+                }
+            }
+        }
+
         Self {
             registry,
             schedule_attempts,
@@ -313,7 +433,15 @@ impl SchedulerMetrics {
             binding_errors,
             leader,
             cache_nodes,
+            extender_requests_refused,
         }
+    }
+
+    /// Counts one extender request refused.
+    pub fn extender_request_refused(&self, verb: ExtenderVerb, reason: ExtenderRefusal) {
+        self.extender_requests_refused
+            .get_or_create(&RefusalLabel { verb, reason })
+            .inc();
     }
 
     pub fn record_attempt(&self, result: AttemptResult) {
@@ -460,6 +588,55 @@ mod tests {
             "phalanx_scheduler_e2e_scheduling_duration_seconds_count",
             "0",
         );
+        let refused = "phalanx_scheduler_extender_requests_refused_total";
+        for verb in ["filter", "prioritize", "bind"] {
+            assert_sample(
+                &text,
+                &format!("{refused}{{verb=\"{verb}\",reason=\"too_large\"}}"),
+                "0",
+            );
+        }
+        assert_sample(
+            &text,
+            &format!("{refused}{{verb=\"bind\",reason=\"other_scheduler\"}}"),
+            "0",
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("{refused}{{verb=\"filter\",reason=\"other_scheduler\"}}")
+            ),
+            None,
+            "only bind refuses pods"
+        );
+    }
+
+    #[test]
+    fn extender_refusals_count_by_verb_and_reason() {
+        let metrics = SchedulerMetrics::new();
+        metrics.extender_request_refused(ExtenderVerb::Filter, ExtenderRefusal::TooLarge);
+        metrics.extender_request_refused(ExtenderVerb::Filter, ExtenderRefusal::TooLarge);
+        metrics.extender_request_refused(ExtenderVerb::Bind, ExtenderRefusal::UidMismatch);
+        let text = metrics.encode();
+        let refused = "phalanx_scheduler_extender_requests_refused_total";
+        assert_sample(
+            &text,
+            &format!("{refused}{{verb=\"filter\",reason=\"too_large\"}}"),
+            "2",
+        );
+        assert_sample(
+            &text,
+            &format!("{refused}{{verb=\"prioritize\",reason=\"too_large\"}}"),
+            "0",
+        );
+        assert_sample(
+            &text,
+            &format!("{refused}{{verb=\"bind\",reason=\"uid_mismatch\"}}"),
+            "1",
+        );
+        assert!(text
+            .lines()
+            .any(|l| l == "# TYPE phalanx_scheduler_extender_requests_refused counter"));
     }
 
     #[test]

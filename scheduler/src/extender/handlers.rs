@@ -12,23 +12,29 @@
 //! * **prioritize**: the configured policy's own per-node `score` for the feasible
 //!   candidates, scaled linearly onto `0..=10` (the best node 10, the worst 0;
 //!   all 10 when they tie). Infeasible and unknown nodes get 0.
-//! * **bind**: [`plan_bind`] re-checks the chosen node, lets the policy choose the
-//!   GPUs on it, and assumes the placement so that the next filter already sees
-//!   it; the caller then writes the GPU annotation and the Binding.
+//! * **bind**: [`plan_bind`] refuses pods not meant for this extender (see
+//!   [`bind_refusal`]: the pod as the API server has it, not as the caller
+//!   describes it), re-checks the chosen node, lets the policy choose the GPUs
+//!   on it, and assumes the placement so that the next filter already sees it;
+//!   the caller then writes the GPU annotation and the Binding.
 //!
 //! Whole-call failures (the pod cannot be translated, it belongs to a gang, the
 //! caches have not synced) come back as `Error`, which fails the pod's scheduling
 //! attempt in kube-scheduler (the extender is configured `ignorable: false`).
 
-use k8s_openapi::api::core::v1::Pod;
-use phalanx_api::{GpuAssignmentAnnotation, ANNOTATION_GANG_NAME, LABEL_POD_GROUP};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use phalanx_api::{
+    GpuAssignmentAnnotation, ANNOTATION_GANG_NAME, LABEL_POD_GROUP, RESOURCE_GPU_MILLI,
+    RESOURCE_WHOLE_GPU,
+};
 
 use super::types::{
-    ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriority, HostPriorityList,
-    NodeList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
+    CandidateNode, ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriority,
+    HostPriorityList, NodeList, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY,
 };
 use crate::controller::binder::PodRef;
 use crate::controller::gangs;
+use crate::controller::metrics::ExtenderRefusal;
 use phalanx_engine::{GpuDemand, NodeId, Placement, PlacementPolicy, PodDemand, UnfitReason};
 use phalanx_kube::cluster_state::ClusterState;
 use phalanx_kube::mirror::{pod_uid, ClusterMirror};
@@ -119,27 +125,24 @@ fn known_node(state: &ClusterState, name: &str) -> Option<NodeId> {
 
 /// The candidate node names: `NodeNames` when sent (a `nodeCacheCapable`
 /// extender), else the names of `Nodes`.
-pub fn candidate_names(args: &ExtenderArgs) -> Result<Vec<&str>, String> {
+pub fn candidate_names<N: CandidateNode>(args: &ExtenderArgs<N>) -> Result<Vec<&str>, String> {
     if let Some(names) = &args.node_names {
         return Ok(names.iter().map(String::as_str).collect());
     }
     if let Some(nodes) = &args.nodes {
-        return Ok(nodes
-            .items
-            .iter()
-            .map(|n| n.metadata.name.as_deref().unwrap_or_default())
-            .collect());
+        return Ok(nodes.items.iter().map(CandidateNode::node_name).collect());
     }
     Err("ExtenderArgs has neither Nodes nor NodeNames: no candidate nodes".to_owned())
 }
 
-/// The filter verb. Passing nodes come back in the form they were sent in.
-pub fn filter(mirror: &ClusterMirror, args: &ExtenderArgs) -> ExtenderFilterResult {
+/// The filter verb. Passing nodes come back in the form they were sent in,
+/// moved out of `args` (5,000 whole Nodes are about 100 MB; no copy).
+pub fn filter(mirror: &ClusterMirror, args: ExtenderArgs) -> ExtenderFilterResult {
     let demand = match single_pod_demand(mirror, &args.pod) {
         Ok(demand) => demand,
         Err(error) => return ExtenderFilterResult::failure(error),
     };
-    let names = match candidate_names(args) {
+    let names = match candidate_names(&args) {
         Ok(names) => names,
         Err(error) => return ExtenderFilterResult::failure(error),
     };
@@ -158,28 +161,25 @@ pub fn filter(mirror: &ClusterMirror, args: &ExtenderArgs) -> ExtenderFilterResu
             }
         }
     }
-    if args.node_names.is_some() {
-        result.node_names = Some(
-            names
-                .iter()
-                .zip(&passed)
-                .filter(|(_, ok)| **ok)
-                .map(|(n, _)| (*n).to_owned())
-                .collect(),
-        );
-    } else if let Some(nodes) = &args.nodes {
+    if let Some(names) = args.node_names {
+        result.node_names = Some(passing(names, &passed));
+    } else if let Some(nodes) = args.nodes {
         result.nodes = Some(NodeList {
-            metadata: nodes.metadata.clone(),
-            items: nodes
-                .items
-                .iter()
-                .zip(&passed)
-                .filter(|(_, ok)| **ok)
-                .map(|(n, _)| n.clone())
-                .collect(),
+            metadata: nodes.metadata,
+            items: passing(nodes.items, &passed),
         });
     }
     result
+}
+
+/// The items whose `passed` entry is true, in order.
+fn passing<T>(items: Vec<T>, passed: &[bool]) -> Vec<T> {
+    items
+        .into_iter()
+        .zip(passed)
+        .filter(|(_, ok)| **ok)
+        .map(|(item, _)| item)
+        .collect()
 }
 
 /// The prioritize verb: one entry per candidate, in the order sent. A pod the
@@ -188,7 +188,7 @@ pub fn filter(mirror: &ClusterMirror, args: &ExtenderArgs) -> ExtenderFilterResu
 pub fn prioritize(
     mirror: &ClusterMirror,
     policy: &mut dyn PlacementPolicy,
-    args: &ExtenderArgs,
+    args: &ExtenderArgs<impl CandidateNode>,
 ) -> HostPriorityList {
     let names = candidate_names(args).unwrap_or_default();
     let zero = |names: &[&str]| {
@@ -257,35 +257,143 @@ pub struct BindPlan {
     pub annotation: Option<GpuAssignmentAnnotation>,
 }
 
-/// Decides the GPUs for `pod` on the node kube-scheduler chose and assumes the
-/// placement (the caller must [`ClusterState::forget_assumed`] if the write
-/// fails). `Err` is the `ExtenderBindingResult` error.
+/// Why a bind was refused: the metric's reason, and the message that goes to
+/// kube-scheduler in `ExtenderBindingResult.error` (and to the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindRefusal {
+    pub reason: ExtenderRefusal,
+    pub message: String,
+}
+
+impl BindRefusal {
+    pub fn new(reason: ExtenderRefusal, message: impl Into<String>) -> Self {
+        BindRefusal {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BindRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Whether any container (init containers included) names `nvidia.com/gpu` or
+/// `phalanx.dev/gpu-milli` in its requests or limits: the test kube-scheduler's
+/// `managedResources` applies to decide which pods reach this extender at all.
+pub fn requests_managed_resource(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let names = |c: &Container| {
+        let resources = c.resources.as_ref();
+        let requests = resources.and_then(|r| r.requests.as_ref());
+        let limits = resources.and_then(|r| r.limits.as_ref());
+        [requests, limits]
+            .into_iter()
+            .flatten()
+            .any(|m| m.contains_key(RESOURCE_WHOLE_GPU) || m.contains_key(RESOURCE_GPU_MILLI))
+    };
+    spec.containers.iter().any(names) || spec.init_containers.iter().flatten().any(names)
+}
+
+/// Why `pod` (as the API server has it) must not be bound by this extender at
+/// the caller's request, or `None`: `/bind` is reachable by anyone who can
+/// reach the extender, and writes a Binding with the scheduler's credentials.
+/// The pod must be the one named (same UID), still unbound, of a profile this
+/// extender serves, and ask for a GPU resource Phalanx manages.
+pub fn bind_refusal(
+    pod: &Pod,
+    args: &ExtenderBindingArgs,
+    scheduler_names: &[String],
+) -> Option<BindRefusal> {
+    let key = format!("{}/{}", args.pod_namespace, args.pod_name);
+    let uid = pod_uid(pod);
+    if uid != args.pod_uid {
+        return Some(BindRefusal::new(
+            ExtenderRefusal::UidMismatch,
+            format!(
+                "pod {key}: UID {} is not the pod's UID {uid:?}; the pod was replaced",
+                args.pod_uid
+            ),
+        ));
+    }
+    let spec = pod.spec.as_ref();
+    if let Some(node) = spec.and_then(|s| s.node_name.as_deref()) {
+        return Some(BindRefusal::new(
+            ExtenderRefusal::AlreadyBound,
+            format!("pod {key} is already bound to node {node}"),
+        ));
+    }
+    let scheduler = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler");
+    if !scheduler_names.iter().any(|n| n == scheduler) {
+        return Some(BindRefusal::new(
+            ExtenderRefusal::OtherScheduler,
+            format!(
+                "pod {key} has spec.schedulerName {scheduler:?}, which this extender does not \
+                 serve (extender.schedulerNames: {})",
+                scheduler_names.join(", ")
+            ),
+        ));
+    }
+    if !requests_managed_resource(pod) {
+        return Some(BindRefusal::new(
+            ExtenderRefusal::NoManagedResource,
+            format!(
+                "pod {key} requests neither {RESOURCE_WHOLE_GPU} nor {RESOURCE_GPU_MILLI}; \
+                 this extender binds only pods whose GPUs it manages"
+            ),
+        ));
+    }
+    None
+}
+
+/// Decides the GPUs for `pod` (read from the API server) on the node
+/// kube-scheduler chose and assumes the placement (the caller must
+/// [`ClusterState::forget_assumed`] if the write fails). `Err` says why the bind
+/// is refused; nothing is assumed then.
 pub fn plan_bind(
     mirror: &mut ClusterMirror,
     policy: &mut dyn PlacementPolicy,
     pod: &Pod,
     args: &ExtenderBindingArgs,
-) -> Result<BindPlan, String> {
+    scheduler_names: &[String],
+) -> Result<BindPlan, BindRefusal> {
+    if let Some(refusal) = bind_refusal(pod, args, scheduler_names) {
+        return Err(refusal);
+    }
     let key = format!("{}/{}", args.pod_namespace, args.pod_name);
     let uid = pod_uid(pod);
-    if uid != args.pod_uid {
-        return Err(format!(
-            "pod {key}: UID {} is not the UID {uid:?} phalanx knows; the pod was replaced",
-            args.pod_uid
+    if mirror.is_bound(&uid) {
+        return Err(BindRefusal::new(
+            ExtenderRefusal::AlreadyBound,
+            format!("pod {key} is already bound"),
         ));
     }
-    if mirror.is_bound(&uid) {
-        return Err(format!("pod {key} is already bound"));
+    if !mirror.synced() {
+        return Err(BindRefusal::new(ExtenderRefusal::NotSynced, NOT_SYNCED));
     }
-    let demand = single_pod_demand(mirror, pod)?;
+    if let Some(refusal) = gang_refusal(pod) {
+        return Err(BindRefusal::new(ExtenderRefusal::Gang, refusal));
+    }
+    let demand = translate::pod_demand(pod, mirror.state().snapshot().models())
+        .map_err(|e| BindRefusal::new(ExtenderRefusal::InvalidPod, e.to_string()))?;
     // A retried bind: release what the earlier attempt assumed.
     mirror.state_mut().forget_assumed(&uid);
     let node = args.node.as_str();
+    let refused = |why: &dyn std::fmt::Display| {
+        BindRefusal::new(
+            ExtenderRefusal::NodeRefused,
+            format!("pod {key} cannot be bound to node {node}: {why}"),
+        )
+    };
     let id = match verdict(mirror.state(), node, &demand) {
         Verdict::Fits(id) => id,
-        Verdict::Failed(why) | Verdict::Unresolvable(why) => {
-            return Err(format!("pod {key} cannot be bound to node {node}: {why}"));
-        }
+        Verdict::Failed(why) | Verdict::Unresolvable(why) => return Err(refused(&why)),
     };
     let snapshot = mirror.state().snapshot();
     policy.begin_cycle(snapshot, &demand);
@@ -296,7 +404,7 @@ pub fn plan_bind(
     mirror
         .state_mut()
         .assume(&uid, demand, placement)
-        .map_err(|e| format!("pod {key} cannot be bound to node {node}: {e}"))?;
+        .map_err(|e| refused(&e))?;
     Ok(BindPlan {
         pod: PodRef {
             namespace: args.pod_namespace.clone(),
@@ -420,7 +528,7 @@ pub(crate) mod tests {
             json!({"cpu": "4", "nvidia.com/gpu": "4"}),
         );
         let args = args_names(four, &["full", "small", "big", "cordoned", "ghost"]);
-        let result = filter(&m, &args);
+        let result = filter(&m, args);
         assert_eq!(result.error, "");
         assert_eq!(result.node_names.as_deref(), Some(&["big".to_owned()][..]));
         assert!(result.nodes.is_none());
@@ -449,13 +557,13 @@ pub(crate) mod tests {
 
         // A share that no GPU has room for, and too much CPU.
         let share = pod("s", "u-s", json!({"phalanx.dev/gpu-milli": "500"}));
-        let result = filter(&m, &args_names(share, &["full", "big"]));
+        let result = filter(&m, args_names(share, &["full", "big"]));
         assert_eq!(
             result.failed_nodes.get("full").map(String::as_str),
             Some("Insufficient phalanx.dev/gpu-milli")
         );
         let greedy = pod("c", "u-c", json!({"cpu": "64", "nvidia.com/gpu": "1"}));
-        let result = filter(&m, &args_names(greedy, &["big"]));
+        let result = filter(&m, args_names(greedy, &["big"]));
         assert_eq!(
             result.failed_nodes.get("big").map(String::as_str),
             Some("Insufficient cpu")
@@ -473,7 +581,7 @@ pub(crate) mod tests {
             }),
             node_names: None,
         };
-        let result = filter(&m, &args);
+        let result = filter(&m, args);
         assert!(result.node_names.is_none());
         let items = result.nodes.unwrap().items;
         assert_eq!(items.len(), 1);
@@ -536,7 +644,7 @@ pub(crate) mod tests {
         let m = mirror(&[("a", 8)], &[]);
         let mut labelled = pod("w0", "u-w0", json!({"nvidia.com/gpu": "1"}));
         labelled.metadata.labels = Some([(LABEL_POD_GROUP.to_owned(), "job".to_owned())].into());
-        let result = filter(&m, &args_names(labelled.clone(), &["a"]));
+        let result = filter(&m, args_names(labelled.clone(), &["a"]));
         assert!(
             result.error.contains("belongs to gang ml/job"),
             "{}",
@@ -553,7 +661,7 @@ pub(crate) mod tests {
         annotated.metadata.annotations =
             Some([(ANNOTATION_GANG_NAME.to_owned(), "job".to_owned())].into());
         // Malformed (no min-member) is refused too, with the reason and the hint.
-        let result = filter(&m, &args_names(annotated, &["a"]));
+        let result = filter(&m, args_names(annotated, &["a"]));
         assert!(result.error.contains("gang-min-member"), "{}", result.error);
         assert!(
             result.error.contains("schedulerName: phalanx"),
@@ -576,13 +684,13 @@ pub(crate) mod tests {
     fn untranslatable_pods_and_unsynced_caches_are_errors() {
         let m = mirror(&[("a", 8)], &[]);
         let bad = pod("bad", "u-bad", json!({"cpu": "lots"}));
-        let result = filter(&m, &args_names(bad, &["a"]));
+        let result = filter(&m, args_names(bad, &["a"]));
         assert!(result.error.starts_with("pod ml/bad: "), "{}", result.error);
         assert!(result.error.contains("cpu"), "{}", result.error);
 
         let fresh = ClusterMirror::new(60_000);
         let ok = pod("ok", "u-ok", json!({"nvidia.com/gpu": "1"}));
-        assert_eq!(filter(&fresh, &args_names(ok, &["a"])).error, NOT_SYNCED);
+        assert_eq!(filter(&fresh, args_names(ok, &["a"])).error, NOT_SYNCED);
     }
 
     fn bind_args(name: &str, uid: &str, node: &str) -> ExtenderBindingArgs {
@@ -594,12 +702,25 @@ pub(crate) mod tests {
         }
     }
 
+    fn served() -> Vec<String> {
+        vec!["default-scheduler".to_owned()]
+    }
+
+    fn bind_plan(
+        m: &mut ClusterMirror,
+        policy: &mut dyn PlacementPolicy,
+        pod: &Pod,
+        args: &ExtenderBindingArgs,
+    ) -> Result<BindPlan, BindRefusal> {
+        plan_bind(m, policy, pod, args, &served())
+    }
+
     #[test]
     fn bind_assumes_the_placement_and_writes_the_gpus() {
         let mut m = mirror(&[("a", 2)], &[]);
         let mut policy = policy(PolicyName::Phalanx);
         let p = pod("p", "u-p", json!({"nvidia.com/gpu": "2"}));
-        let plan = plan_bind(&mut m, policy.as_mut(), &p, &bind_args("p", "u-p", "a")).unwrap();
+        let plan = bind_plan(&mut m, policy.as_mut(), &p, &bind_args("p", "u-p", "a")).unwrap();
         assert_eq!(plan.node, "a");
         assert_eq!(plan.pod.to_string(), "ml/p");
         let annotation = plan.annotation.unwrap();
@@ -609,34 +730,143 @@ pub(crate) mod tests {
         assert!(m.state().is_assumed("u-p"));
         // The next filter sees the assumption.
         let other = pod("q", "u-q", json!({"nvidia.com/gpu": "1"}));
-        let result = filter(&m, &args_names(other.clone(), &["a"]));
+        let result = filter(&m, args_names(other.clone(), &["a"]));
         assert_eq!(
             result.failed_nodes.get("a").map(String::as_str),
             Some("Insufficient nvidia.com/gpu")
         );
         // A retried bind of the same pod re-plans instead of counting it twice.
-        assert!(plan_bind(&mut m, policy.as_mut(), &p, &bind_args("p", "u-p", "a")).is_ok());
+        assert!(bind_plan(&mut m, policy.as_mut(), &p, &bind_args("p", "u-p", "a")).is_ok());
         // Another pod does not fit any more; nothing is assumed for it.
         let error =
-            plan_bind(&mut m, policy.as_mut(), &other, &bind_args("q", "u-q", "a")).unwrap_err();
+            bind_plan(&mut m, policy.as_mut(), &other, &bind_args("q", "u-q", "a")).unwrap_err();
         assert_eq!(
             error,
-            "pod ml/q cannot be bound to node a: Insufficient nvidia.com/gpu"
+            BindRefusal::new(
+                ExtenderRefusal::NodeRefused,
+                "pod ml/q cannot be bound to node a: Insufficient nvidia.com/gpu"
+            )
         );
         assert!(!m.state().holds("u-q"));
-        // A stale UID is refused.
-        let error = plan_bind(
+        // A share gets an annotation naming one GPU.
+        m.state_mut().forget_assumed("u-p");
+        let share = pod("s", "u-s", json!({"phalanx.dev/gpu-milli": "300"}));
+        let plan = bind_plan(&mut m, policy.as_mut(), &share, &bind_args("s", "u-s", "a")).unwrap();
+        assert_eq!(plan.annotation.unwrap().gpus.len(), 1);
+    }
+
+    /// One pod per refusal, each checked against a mirror where the pod would
+    /// otherwise fit, so that only the named reason can refuse it.
+    #[test]
+    fn bind_refuses_pods_not_meant_for_it() {
+        let mut bound_elsewhere = pod("b", "u-b", json!({"nvidia.com/gpu": "1"}));
+        bound_elsewhere.spec.as_mut().unwrap().node_name = Some("a".into());
+        let watched_bound = pod("w", "u-w", json!({"nvidia.com/gpu": "1"}));
+        let mut m = mirror(&[("a", 2), ("b", 2)], &[(watched_bound.clone(), "b")]);
+        let mut other_scheduler = pod("o", "u-o", json!({"nvidia.com/gpu": "1"}));
+        other_scheduler.spec.as_mut().unwrap().scheduler_name = Some("gpu-batch".into());
+        let mut unnamed_scheduler = pod("d", "u-d", json!({"nvidia.com/gpu": "1"}));
+        unnamed_scheduler.spec.as_mut().unwrap().scheduler_name = None;
+        let cpu_only = pod("c", "u-c", json!({"cpu": "1"}));
+        let mut gang = pod("g", "u-g", json!({"nvidia.com/gpu": "1"}));
+        gang.metadata.labels = Some([(LABEL_POD_GROUP.to_owned(), "job".to_owned())].into());
+        let unreadable = pod("x", "u-x", json!({"nvidia.com/gpu": "lots"}));
+        let fits = pod("f", "u-f", json!({"nvidia.com/gpu": "1"}));
+        let cases: Vec<(&Pod, ExtenderBindingArgs, ExtenderRefusal, &str)> = vec![
+            (&fits, bind_args("f", "u-old", "a"), ExtenderRefusal::UidMismatch, "was replaced"),
+            (
+                &bound_elsewhere,
+                bind_args("b", "u-b", "b"),
+                ExtenderRefusal::AlreadyBound,
+                "already bound to node a",
+            ),
+            (
+                &watched_bound,
+                bind_args("w", "u-w", "a"),
+                ExtenderRefusal::AlreadyBound,
+                "already bound",
+            ),
+            (
+                &other_scheduler,
+                bind_args("o", "u-o", "a"),
+                ExtenderRefusal::OtherScheduler,
+                "\"gpu-batch\", which this extender does not serve (extender.schedulerNames: default-scheduler)",
+            ),
+            (
+                &cpu_only,
+                bind_args("c", "u-c", "a"),
+                ExtenderRefusal::NoManagedResource,
+                "requests neither nvidia.com/gpu nor phalanx.dev/gpu-milli",
+            ),
+            (&gang, bind_args("g", "u-g", "a"), ExtenderRefusal::Gang, "belongs to gang ml/job"),
+            (
+                &unreadable,
+                bind_args("x", "u-x", "a"),
+                ExtenderRefusal::InvalidPod,
+                "nvidia.com/gpu",
+            ),
+            (
+                &fits,
+                bind_args("f", "u-f", "ghost"),
+                ExtenderRefusal::NodeRefused,
+                NODE_NOT_KNOWN,
+            ),
+        ];
+        let mut policy = policy(PolicyName::Phalanx);
+        for (pod, args, reason, text) in cases {
+            let refusal = bind_plan(&mut m, policy.as_mut(), pod, &args).unwrap_err();
+            assert_eq!(refusal.reason, reason, "{args:?}: {refusal}");
+            assert!(refusal.message.contains(text), "{args:?}: {refusal}");
+            assert!(!m.state().is_assumed(&args.pod_uid), "{args:?}");
+        }
+        // The pod without a schedulerName is kube-scheduler's default profile.
+        assert!(bind_plan(
             &mut m,
             policy.as_mut(),
-            &other,
-            &bind_args("q", "u-old", "a"),
+            &unnamed_scheduler,
+            &bind_args("d", "u-d", "a")
+        )
+        .is_ok());
+        // Before the watches have listed everything nothing is bound.
+        let mut fresh = ClusterMirror::new(60_000);
+        let refusal = bind_plan(
+            &mut fresh,
+            policy.as_mut(),
+            &fits,
+            &bind_args("f", "u-f", "a"),
         )
         .unwrap_err();
-        assert!(error.contains("replaced"), "{error}");
-        // A CPU-only pod gets no annotation.
-        m.state_mut().forget_assumed("u-p");
-        let cpu = pod("c", "u-c", json!({"cpu": "1"}));
-        let plan = plan_bind(&mut m, policy.as_mut(), &cpu, &bind_args("c", "u-c", "a")).unwrap();
-        assert!(plan.annotation.is_none());
+        assert_eq!(refusal.reason, ExtenderRefusal::NotSynced);
+        // A profile the config names is served.
+        let names = vec!["default-scheduler".to_owned(), "gpu-batch".to_owned()];
+        assert!(plan_bind(
+            &mut m,
+            policy.as_mut(),
+            &other_scheduler,
+            &bind_args("o", "u-o", "a"),
+            &names
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn managed_resources_are_found_in_requests_limits_and_init_containers() {
+        let limits_only: Pod = from(json!({
+            "metadata": {"name": "l", "namespace": "ml", "uid": "u-l"},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+        }));
+        assert!(requests_managed_resource(&limits_only));
+        let init: Pod = from(json!({
+            "metadata": {"name": "i", "namespace": "ml", "uid": "u-i"},
+            "spec": {"containers": [{"name": "c"}],
+                     "initContainers": [{"name": "warm", "resources": {"requests": {"phalanx.dev/gpu-milli": "100"}}}]}
+        }));
+        assert!(requests_managed_resource(&init));
+        assert!(!requests_managed_resource(&pod(
+            "c",
+            "u-c",
+            json!({"cpu": "1", "memory": "1Gi"})
+        )));
+        assert!(!requests_managed_resource(&Pod::default()));
     }
 }

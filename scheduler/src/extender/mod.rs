@@ -23,6 +23,13 @@
 //!   certificate of that CA (kube-scheduler's `tlsConfig.certFile`), with a
 //!   CN in `allowedClientNames` if set, gets past the TLS handshake;
 //!   `deploy/extender/kube-scheduler-config-tls.yaml` has the configuration.
+//! * Nothing a request carries grows state: bodies above
+//!   `extender.maxRequestBytes` are refused (413); `/bind` reads the pod from
+//!   the API server and binds only pods of `extender.schedulerNames` that ask
+//!   for Phalanx's GPU resources ([`handlers::bind_refusal`]); the online
+//!   workload model learns from pending pods seen by the watch, not from
+//!   request bodies; the pods it has seen ([`RECENT_PODS_LIMIT`]) and the
+//!   placements assumed at bind ([`ASSUMED_BIND_TTL`]) are bounded.
 
 pub mod handlers;
 pub mod routes;
@@ -46,7 +53,7 @@ use tokio::sync::{mpsc, Mutex};
 use crate::controller::binder::Binder;
 use crate::controller::config::{ExtenderTlsConfig, SchedulerConfig};
 use crate::controller::metrics::SchedulerMetrics;
-use handlers::BindPlan;
+use handlers::{BindPlan, BindRefusal};
 use phalanx_engine::{build_policy, PlacementPolicy, PolicyConfig, WorkloadSource};
 use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use phalanx_kube::translate::{self, is_waiting_for_node};
@@ -54,11 +61,20 @@ use phalanx_runtime::http::{self, Health};
 use phalanx_runtime::https;
 use phalanx_runtime::tls::{ReloadingTls, TlsError};
 use phalanx_runtime::watch::spawn_watch;
-use types::{ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList};
+use types::{
+    CandidateNode, ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriorityList,
+};
 
-/// Pods remembered from filter calls for the bind that follows; beyond this many
-/// the oldest half is dropped (bind then reads the pod from the API).
-const RECENT_PODS_LIMIT: usize = 10_000;
+/// Pending pods whose arrival the online workload model has been shown (by
+/// UID, so that each is shown once); beyond this many the oldest half is
+/// forgotten (a forgotten pod still pending may be shown again: a small bias,
+/// not a leak).
+pub const RECENT_PODS_LIMIT: usize = 10_000;
+/// A placement assumed at bind that the watch has not confirmed (pod bound) or
+/// cleared (pod deleted) after this long is released: the Binding was written,
+/// so this only happens when the watch missed the pod (it was deleted while the
+/// watch was down). kube-scheduler expires its assumed pods the same way.
+pub const ASSUMED_BIND_TTL: Duration = Duration::from_secs(60);
 /// How often telemetry ages are checked and liveness is reported.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -78,14 +94,19 @@ pub enum ExtenderError {
     Tls(#[from] TlsError),
 }
 
-/// The mirror, the policy, and the pods seen in filter calls (by UID), shared by
-/// the watch task and the HTTP handlers.
+/// The mirror, the policy, the pending pods already shown to the policy, and
+/// the placements assumed at bind, shared by the watch task and the HTTP
+/// handlers.
 #[derive(Debug)]
 pub struct ExtenderCore {
     mirror: ClusterMirror,
     policy: Box<dyn PlacementPolicy>,
-    recent: HashMap<String, (u64, Pod)>,
+    scheduler_names: Vec<String>,
+    /// UID -> sequence number of when it was shown to the policy.
+    recent: HashMap<String, u64>,
     seq: u64,
+    /// UID -> when its Binding was written (unix ms), until the watch confirms it.
+    assumed_at: HashMap<String, u64>,
 }
 
 impl ExtenderCore {
@@ -98,15 +119,25 @@ impl ExtenderCore {
             },
         );
         let max_age = u64::try_from(config.telemetry_max_age().as_millis()).unwrap_or(u64::MAX);
-        Self::with_mirror(ClusterMirror::new(max_age), policy)
+        Self::with_mirror(
+            ClusterMirror::new(max_age),
+            policy,
+            config.extender.scheduler_names.clone(),
+        )
     }
 
-    pub fn with_mirror(mirror: ClusterMirror, policy: Box<dyn PlacementPolicy>) -> Self {
+    pub fn with_mirror(
+        mirror: ClusterMirror,
+        policy: Box<dyn PlacementPolicy>,
+        scheduler_names: Vec<String>,
+    ) -> Self {
         ExtenderCore {
             mirror,
             policy,
+            scheduler_names,
             recent: HashMap::new(),
             seq: 0,
+            assumed_at: HashMap::new(),
         }
     }
 
@@ -118,38 +149,82 @@ impl ExtenderCore {
         &mut self.mirror
     }
 
-    pub fn filter(&mut self, args: &ExtenderArgs) -> ExtenderFilterResult {
-        self.remember(&args.pod);
+    pub fn filter(&self, args: ExtenderArgs) -> ExtenderFilterResult {
         handlers::filter(&self.mirror, args)
     }
 
-    pub fn prioritize(&mut self, args: &ExtenderArgs) -> HostPriorityList {
-        self.remember(&args.pod);
+    pub fn prioritize(&mut self, args: &ExtenderArgs<impl CandidateNode>) -> HostPriorityList {
         handlers::prioritize(&self.mirror, self.policy.as_mut(), args)
     }
 
-    pub fn plan_bind(&mut self, pod: &Pod, args: &ExtenderBindingArgs) -> Result<BindPlan, String> {
-        let plan = handlers::plan_bind(&mut self.mirror, self.policy.as_mut(), pod, args);
-        if plan.is_ok() {
-            self.recent.remove(&args.pod_uid);
+    /// Plans the bind of `pod`, which must have been read from the API server.
+    pub fn plan_bind(
+        &mut self,
+        pod: &Pod,
+        args: &ExtenderBindingArgs,
+    ) -> Result<BindPlan, BindRefusal> {
+        handlers::plan_bind(
+            &mut self.mirror,
+            self.policy.as_mut(),
+            pod,
+            args,
+            &self.scheduler_names,
+        )
+    }
+
+    /// The Binding of an assumed pod was written at `now_ms`: the assumption
+    /// now waits for the watch, at most [`ASSUMED_BIND_TTL`].
+    pub fn bind_written(&mut self, uid: &str, now_ms: u64) {
+        if self.mirror.state().is_assumed(uid) {
+            self.assumed_at.insert(uid.to_owned(), now_ms);
         }
-        plan
     }
 
-    /// The pod a filter or prioritize call showed for this UID.
-    pub fn recent_pod(&self, uid: &str) -> Option<Pod> {
-        self.recent.get(uid).map(|(_, pod)| pod.clone())
+    /// Releases placements assumed at bind that the watch has not confirmed
+    /// within [`ASSUMED_BIND_TTL`]; forgets entries the watch settled. Returns
+    /// the UIDs released.
+    pub fn expire_assumed(&mut self, now_ms: u64) -> Vec<String> {
+        let ttl = u64::try_from(ASSUMED_BIND_TTL.as_millis()).unwrap_or(u64::MAX);
+        let state = self.mirror.state();
+        let mut expired = Vec::new();
+        self.assumed_at.retain(|uid, at| {
+            if !state.is_assumed(uid) {
+                return false;
+            }
+            if now_ms.saturating_sub(*at) >= ttl {
+                expired.push(uid.clone());
+                return false;
+            }
+            true
+        });
+        for uid in &expired {
+            self.mirror.state_mut().forget_assumed(uid);
+        }
+        expired
     }
 
-    /// Folds one watch event into the mirror; bound or deleted pods are forgotten
-    /// from the recent-pod cache.
+    /// Placements assumed at bind still waiting for the watch.
+    pub fn assumed_waiting(&self) -> usize {
+        self.assumed_at.len()
+    }
+
+    /// Pending pods remembered as shown to the policy.
+    pub fn recent_pods(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Folds one watch event into the mirror. A pending pod of a served profile
+    /// that asks for Phalanx's GPUs is shown to the policy once; bound or
+    /// deleted pods are forgotten from the recent-pod set and the assumed set.
     pub fn pod_event(&mut self, event: &Event<Pod>) -> MirrorChange {
         match event {
-            Event::Apply(pod) | Event::InitApply(pod) if !is_waiting_for_node(pod) => {
-                self.recent.remove(&pod_uid(pod));
+            Event::Apply(pod) | Event::InitApply(pod) if is_waiting_for_node(pod) => {
+                self.remember(pod);
             }
-            Event::Delete(pod) => {
-                self.recent.remove(&pod_uid(pod));
+            Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod) => {
+                let uid = pod_uid(pod);
+                self.recent.remove(&uid);
+                self.assumed_at.remove(&uid);
             }
             _ => {}
         }
@@ -157,25 +232,32 @@ impl ExtenderCore {
     }
 
     /// A pod arriving for the first time is shown to policies that learn the
-    /// workload online, as the scheduler does once per pod.
+    /// workload online, as the scheduler does once per pod. Only pods the
+    /// watch shows are shown: a request body is not evidence of a pod.
     fn remember(&mut self, pod: &Pod) {
         let uid = pod_uid(pod);
-        if uid.is_empty() {
+        if uid.is_empty() || self.recent.contains_key(&uid) {
             return;
         }
-        self.seq += 1;
-        if let Some(entry) = self.recent.get_mut(&uid) {
-            *entry = (self.seq, pod.clone());
+        let scheduler = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
+        if !self.scheduler_names.iter().any(|n| n == scheduler)
+            || !handlers::requests_managed_resource(pod)
+        {
             return;
         }
         if let Ok(demand) = translate::pod_demand(pod, self.mirror.state().snapshot().models()) {
             self.policy.observe_arrival(&demand);
         }
+        self.seq += 1;
         if self.recent.len() >= RECENT_PODS_LIMIT {
             let cutoff = self.seq.saturating_sub((RECENT_PODS_LIMIT / 2) as u64);
-            self.recent.retain(|_, (seen, _)| *seen > cutoff);
+            self.recent.retain(|_, seen| *seen > cutoff);
         }
-        self.recent.insert(uid, (self.seq, pod.clone()));
+        self.recent.insert(uid, self.seq);
     }
 }
 
@@ -232,7 +314,7 @@ pub async fn serve(
         config.binding.annotation_write,
     );
     let api = Arc::new(routes::KubeApi { client, binder });
-    let app = routes::router(core, api, metrics);
+    let app = routes::router(core, api, metrics, config.extender.max_request_bytes());
     let address = config.extender.bind_address;
     let tls = extender_tls(&config)?;
     tracing::info!(
@@ -313,7 +395,15 @@ async fn fold_inputs(
             }
             _ = tick.tick() => {
                 let mut core = core.lock().await;
-                let stale = core.mirror.expire_telemetry(phalanx_runtime::clock::unix_millis());
+                let now_ms = phalanx_runtime::clock::unix_millis();
+                for uid in core.expire_assumed(now_ms) {
+                    tracing::warn!(
+                        pod_uid = %uid,
+                        ttl_seconds = ASSUMED_BIND_TTL.as_secs(),
+                        "released a placement assumed at bind that the watch never confirmed"
+                    );
+                }
+                let stale = core.mirror.expire_telemetry(now_ms);
                 metrics.set_stale_gpus(stale as u64);
                 metrics.set_nodes(core.mirror.state().node_count() as u64);
                 health.set_synced(core.mirror.synced());
@@ -332,5 +422,111 @@ fn apply(core: &mut ExtenderCore, input: Input) {
     };
     for error in &change.errors {
         tracing::warn!(%error, "cluster state");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::extender::handlers::tests::{mirror, pod_json};
+    use phalanx_engine::PolicyName;
+
+    fn core() -> ExtenderCore {
+        let policy = build_policy(
+            PolicyName::Phalanx,
+            &PolicyConfig {
+                seed: 0,
+                workload: WorkloadSource::Online,
+            },
+        );
+        ExtenderCore::with_mirror(
+            mirror(&[("a", 8)], &[]),
+            policy,
+            vec!["default-scheduler".to_owned()],
+        )
+    }
+
+    fn pending(name: &str, requests: serde_json::Value) -> Pod {
+        serde_json::from_value(pod_json(name, &format!("u-{name}"), requests)).unwrap()
+    }
+
+    #[test]
+    fn recent_pods_stay_bounded_however_many_pods_arrive() {
+        let mut core = core();
+        for i in 0..RECENT_PODS_LIMIT + 100 {
+            let pod = pending(&format!("p{i}"), json!({"nvidia.com/gpu": "1"}));
+            core.pod_event(&Event::Apply(pod));
+            assert!(core.recent_pods() <= RECENT_PODS_LIMIT, "after {i} pods");
+        }
+        assert!(core.recent_pods() > RECENT_PODS_LIMIT / 2);
+
+        // Pods kube-scheduler never sends us are not remembered.
+        let mut core = self::core();
+        let mut other = pending("other", json!({"nvidia.com/gpu": "1"}));
+        other.spec.as_mut().unwrap().scheduler_name = Some("phalanx".into());
+        core.pod_event(&Event::Apply(other));
+        core.pod_event(&Event::Apply(pending("cpu", json!({"cpu": "1"}))));
+        assert_eq!(core.recent_pods(), 0);
+        // A pod is remembered once, and forgotten when bound or deleted.
+        let gpu = pending("gpu", json!({"nvidia.com/gpu": "1"}));
+        core.pod_event(&Event::Apply(gpu.clone()));
+        core.pod_event(&Event::Apply(gpu.clone()));
+        assert_eq!(core.recent_pods(), 1);
+        core.pod_event(&Event::Delete(gpu));
+        assert_eq!(core.recent_pods(), 0);
+    }
+
+    fn bind(core: &mut ExtenderCore, pod: &Pod) -> String {
+        let uid = pod.metadata.uid.clone().unwrap();
+        let args = ExtenderBindingArgs {
+            pod_name: pod.metadata.name.clone().unwrap(),
+            pod_namespace: "ml".into(),
+            pod_uid: uid.clone(),
+            node: "a".into(),
+        };
+        core.plan_bind(pod, &args).unwrap();
+        uid
+    }
+
+    #[test]
+    fn placements_assumed_at_bind_expire_unless_the_watch_confirms_them() {
+        let mut core = core();
+        let ttl = u64::try_from(ASSUMED_BIND_TTL.as_millis()).unwrap();
+        let lost = pending("lost", json!({"nvidia.com/gpu": "4"}));
+        let seen = pending("seen", json!({"nvidia.com/gpu": "4"}));
+        let lost_uid = bind(&mut core, &lost);
+        let seen_uid = bind(&mut core, &seen);
+        core.bind_written(&lost_uid, 1_000);
+        core.bind_written(&seen_uid, 1_000);
+        assert_eq!(core.assumed_waiting(), 2);
+
+        // The watch shows one bound: confirmed, no longer waiting.
+        let mut bound = seen.clone();
+        bound.spec.as_mut().unwrap().node_name = Some("a".into());
+        core.pod_event(&Event::Apply(bound));
+        assert_eq!(core.assumed_waiting(), 1);
+        assert!(core.mirror().is_bound(&seen_uid));
+
+        assert!(core.expire_assumed(1_000 + ttl - 1).is_empty());
+        assert!(core.mirror().state().is_assumed(&lost_uid));
+        assert_eq!(core.expire_assumed(1_000 + ttl), vec![lost_uid.clone()]);
+        assert!(
+            !core.mirror().state().holds(&lost_uid),
+            "its GPUs are free again"
+        );
+        assert!(
+            core.mirror().state().holds(&seen_uid),
+            "the confirmed pod stays"
+        );
+        assert_eq!(core.assumed_waiting(), 0);
+
+        // A bind that failed (assumption already forgotten) is not tracked.
+        let failed = pending("failed", json!({"nvidia.com/gpu": "1"}));
+        let failed_uid = bind(&mut core, &failed);
+        core.mirror_mut().state_mut().forget_assumed(&failed_uid);
+        core.bind_written(&failed_uid, 2_000);
+        assert_eq!(core.assumed_waiting(), 0);
     }
 }

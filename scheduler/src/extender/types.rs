@@ -21,23 +21,60 @@ pub const MAX_EXTENDER_PRIORITY: i64 = 10;
 
 /// `v1.NodeList` as kube-scheduler sends it (informer objects: no `kind` or
 /// `apiVersion`). Only the items matter; the list metadata is passed through.
+/// Items are whole [`Node`]s where they must be answered back (filter), and
+/// [`NodeName`]s where only the names are read (prioritize).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeList {
+#[serde(bound(deserialize = "N: Deserialize<'de>"))]
+pub struct NodeList<N = Node> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<ListMeta>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub items: Vec<Node>,
+    #[serde(default = "Vec::new", deserialize_with = "null_as_default")]
+    pub items: Vec<N>,
+}
+
+/// A candidate Node read for its name alone: every other field of a whole
+/// Node (about 21 KB as kubelet reports it) is skipped while parsing, never
+/// built into objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeName {
+    #[serde(default)]
+    pub metadata: NodeNameMeta,
+}
+
+/// The one field of a Node's metadata that [`NodeName`] keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeNameMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A candidate node in `ExtenderArgs.Nodes`, whole or by name.
+pub trait CandidateNode {
+    /// `metadata.name`, empty when missing.
+    fn node_name(&self) -> &str;
+}
+
+impl CandidateNode for Node {
+    fn node_name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+impl CandidateNode for NodeName {
+    fn node_name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
 }
 
 /// `ExtenderArgs`: the body of the filter and prioritize calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExtenderArgs {
+pub struct ExtenderArgs<N = Node> {
     /// The pod being scheduled.
     #[serde(rename = "Pod", alias = "pod")]
     pub pod: Pod,
     /// Candidate nodes; sent when the extender is not `nodeCacheCapable`.
-    #[serde(rename = "Nodes", alias = "nodes", default)]
-    pub nodes: Option<NodeList>,
+    #[serde(rename = "Nodes", alias = "nodes", default = "Option::default")]
+    pub nodes: Option<NodeList<N>>,
     /// Candidate node names; sent when the extender is `nodeCacheCapable`.
     #[serde(rename = "NodeNames", alias = "nodeNames", default)]
     pub node_names: Option<Vec<String>>,
@@ -198,5 +235,22 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(bind.pod_uid, "u-1");
+    }
+
+    #[test]
+    fn prioritize_reads_whole_nodes_by_name_alone() {
+        let node = include_str!("../../tests/data/kubelet-gpu-node.json");
+        let args: ExtenderArgs<NodeName> = serde_json::from_str(&format!(
+            r#"{{"Pod": {{"metadata": {{"name": "p"}}}}, "Nodes": {{"metadata": {{}}, "items": [{node}, {{}}]}}}}"#
+        ))
+        .unwrap();
+        let items = args.nodes.unwrap().items;
+        let names: Vec<&str> = items.iter().map(CandidateNode::node_name).collect();
+        assert_eq!(names, ["gpu-node-0000", ""]);
+        let whole: Node = serde_json::from_str(node).unwrap();
+        assert_eq!(whole.node_name(), "gpu-node-0000");
+        let args: ExtenderArgs<NodeName> =
+            serde_json::from_value(json!({"Pod": {}, "Nodes": {"items": null}})).unwrap();
+        assert!(args.nodes.unwrap().items.is_empty());
     }
 }
