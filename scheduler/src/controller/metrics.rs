@@ -10,6 +10,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use phalanx_engine::TelemetryRejection;
+use phalanx_kube::mirror::MirrorChange;
 use phalanx_runtime::metrics::MetricsText;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -262,6 +263,27 @@ impl Default for SchedulerMetrics {
 }
 
 impl SchedulerMetrics {
+    /// Counts the telemetry samples a GpuNode status brought that were ignored
+    /// (stale or implausible), and logs a node once when its samples start
+    /// being implausible. The scheduler and the extender both fold GpuNodes
+    /// into a mirror, and both report what it ignored here.
+    pub fn count_telemetry(&self, change: &MirrorChange) {
+        self.stale_samples_ignored(change.telemetry.stale_samples);
+        for rejected in &change.telemetry.rejected {
+            self.telemetry_rejected(rejected.reason);
+        }
+        for rejected in &change.newly_rejecting {
+            tracing::warn!(
+                node = %rejected.node,
+                gpu = rejected.gpu_index,
+                field = rejected.reason.field(),
+                "ignoring GpuNode telemetry: {}; the GPU falls back to allocation accounting \
+                 (logged once until the node's samples are plausible again)",
+                rejected.reason,
+            );
+        }
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("phalanx_scheduler");
 

@@ -412,30 +412,9 @@ impl SchedulerLoop {
         for error in &change.errors {
             tracing::warn!(%error, "cluster state");
         }
-        self.count_telemetry(&change);
+        self.deps.metrics.count_telemetry(&change);
         if change.cluster_changed {
             self.queue.cluster_changed(Instant::now());
-        }
-    }
-
-    /// Counts the telemetry samples a GpuNode status brought that were ignored, and
-    /// logs a node once when its samples start being implausible.
-    fn count_telemetry(&self, change: &MirrorChange) {
-        self.deps
-            .metrics
-            .stale_samples_ignored(change.telemetry.stale_samples);
-        for rejected in &change.telemetry.rejected {
-            self.deps.metrics.telemetry_rejected(rejected.reason);
-        }
-        for rejected in &change.newly_rejecting {
-            tracing::warn!(
-                node = %rejected.node,
-                gpu = rejected.gpu_index,
-                field = rejected.reason.field(),
-                "ignoring GpuNode telemetry: {}; the GPU falls back to allocation accounting \
-                 (logged once until the node's samples are plausible again)",
-                rejected.reason,
-            );
         }
     }
 

@@ -384,10 +384,10 @@ async fn fold_inputs(
             input = inputs.recv() => {
                 let Some(input) = input else { return Err(ExtenderError::WatchesEnded) };
                 let mut core = core.lock().await;
-                apply(&mut core, input);
+                apply(&mut core, &metrics, input);
                 for _ in 0..4096 {
                     match inputs.try_recv() {
-                        Ok(input) => apply(&mut core, input),
+                        Ok(input) => apply(&mut core, &metrics, input),
                         Err(_) => break,
                     }
                 }
@@ -413,7 +413,7 @@ async fn fold_inputs(
     }
 }
 
-fn apply(core: &mut ExtenderCore, input: Input) {
+fn apply(core: &mut ExtenderCore, metrics: &SchedulerMetrics, input: Input) {
     let now_ms = phalanx_runtime::clock::unix_millis();
     let change = match input {
         Input::Node(event) => core.mirror.node_event(*event, now_ms),
@@ -423,6 +423,7 @@ fn apply(core: &mut ExtenderCore, input: Input) {
     for error in &change.errors {
         tracing::warn!(%error, "cluster state");
     }
+    metrics.count_telemetry(&change);
 }
 
 #[cfg(test)]
@@ -446,6 +447,43 @@ mod tests {
             policy,
             vec!["default-scheduler".to_owned()],
         )
+    }
+
+    #[test]
+    fn implausible_telemetry_is_ignored_and_counted_as_in_the_scheduler() {
+        let mut core = core();
+        let metrics = SchedulerMetrics::new();
+        let devices: Vec<_> = (0..8)
+            .map(|i| {
+                json!({"index": i, "uuid": format!("GPU-a-{i}"),
+                            "model": "NVIDIA H100 80GB HBM3", "memoryMib": 81920})
+            })
+            .collect();
+        // 3.7e17 MiB used on an 80 GiB GPU, and a utilisation above 100 %.
+        let hostile: GpuNode = serde_json::from_value(json!({
+            "metadata": {"name": "a"},
+            "spec": {"nodeName": "a", "gpus": devices},
+            "status": {
+                "observedAt": "2026-01-01T00:00:00Z",
+                "gpus": [
+                    {"uuid": "GPU-a-0", "healthy": true, "memoryUsedMib": 370_000_000_000_000_000u64, "utilizationPercent": 10},
+                    {"uuid": "GPU-a-1", "healthy": true, "memoryUsedMib": 10, "utilizationPercent": 250}
+                ]
+            }
+        }))
+        .unwrap();
+        apply(
+            &mut core,
+            &metrics,
+            Input::GpuNode(Box::new(Event::Apply(hostile))),
+        );
+        let text = metrics.encode();
+        let rejected: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("phalanx_scheduler_telemetry_rejected_total{"))
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
+        assert_eq!(rejected.len(), 2, "{text}");
     }
 
     fn pending(name: &str, requests: serde_json::Value) -> Pod {
