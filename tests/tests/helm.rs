@@ -260,6 +260,10 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "pods", "watch"),
         ("", "nodes", "watch"),
         ("", "pods/binding", "create"),
+        // Gang plans are patched onto members; an undone gang's bound
+        // members are deleted for their owners to recreate.
+        ("", "pods", "patch"),
+        ("", "pods", "delete"),
         ("phalanx.dev", "gpunodes", "watch"),
         ("scheduling.x-k8s.io", "podgroups", "watch"),
         ("scheduling.x-k8s.io", "podgroups/status", "patch"),
@@ -273,8 +277,6 @@ fn default_values_install_every_component_with_least_privilege() {
     }
     // What the scheduler never does, it may not do.
     for (group, resource, verb) in [
-        ("", "pods", "patch"),
-        ("", "pods", "delete"),
         ("", "pods", "update"),
         ("", "nodes", "patch"),
         ("", "secrets", "get"),
@@ -1381,8 +1383,10 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
 
     // Each case: the verb taken away, and what the scheduler then cannot do,
     // as the API server's refusal shows up in an event or in its log.
-    let cases: [(&str, &str, &str); 3] = [
+    let cases: [(&str, &str, &str); 4] = [
         ("pods/binding", "create", "event"),
+        // A gang's plan is patched onto its members before any Binding.
+        ("pods", "patch", "gang-event"),
         ("events", "create", "log:could not write an event"),
         (
             "podgroups/status",
@@ -1409,15 +1413,16 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
         .await?;
         let name = format!("needs-{}", resource.replace('/', "-"));
         let mut pod = PodBuilder::new(&name, "phalanx", gpu_worker_container(1));
-        if resource == "podgroups/status" {
+        if resource == "podgroups/status" || resource == "pods" {
+            let group_name = format!("group-{n}");
             let group: PodGroup = serde_json::from_value(serde_json::json!({
                 "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
-                "metadata": {"name": "pair"}, "spec": {"minMember": 1},
+                "metadata": {"name": group_name}, "spec": {"minMember": 1},
             }))?;
             Api::<PodGroup>::namespaced(client.clone(), "verbs")
                 .create(&PostParams::default(), &group)
                 .await?;
-            pod = pod.label("scheduling.x-k8s.io/pod-group", "pair");
+            pod = pod.label("scheduling.x-k8s.io/pod-group", &group_name);
         }
         pods.create(&PostParams::default(), &pod.build()).await?;
         match symptom {
@@ -1444,6 +1449,27 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
                 );
                 // The next cases are the control: with pods/binding back, their
                 // pods bind (the events case's symptom follows a Scheduled event).
+            }
+            "gang-event" => {
+                let note = wait_pod_event(
+                    &client,
+                    "verbs",
+                    &name,
+                    "FailedScheduling",
+                    "forbidden",
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?
+                .note;
+                // The chart's config writes the GPU annotation with the
+                // Binding; the patch refused is the gang's plan.
+                assert!(note.contains("cannot patch"), "{note}");
+                assert_eq!(
+                    node_of(&pods.get(&name).await?),
+                    None,
+                    "a gang member bound without its plan written"
+                );
             }
             log => {
                 let needle = log.trim_start_matches("log:");

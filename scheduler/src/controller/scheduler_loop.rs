@@ -745,7 +745,12 @@ impl SchedulerLoop {
                         };
                         let pod = p.pod.clone();
                         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-                        if matches!(error, BindError::Api { .. }) {
+                        // Refusals the user must act on (RBAC, admission) become
+                        // FailedScheduling events, for a Binding or a gang plan.
+                        if matches!(
+                            error,
+                            BindError::Api { .. } | BindError::GangPlanNotWritten { .. }
+                        ) {
                             self.fail_event(&pod, format!("Binding rejected: {error}"), true);
                         }
                         // The key left the queue when the pod was placed: put it
