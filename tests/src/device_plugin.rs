@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::authentication::v1::BoundObjectReference;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::Api;
@@ -24,6 +24,7 @@ use phalanx_device_plugin::pods::ApiPodSource;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::tokens::{request_token, token_request};
 use crate::ControlPlane;
 
 /// How the plugin is run.
@@ -210,20 +211,13 @@ pub async fn pod_bound_token(
             },
         )
         .await?;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".to_owned()),
-                kind: Some("Pod".to_owned()),
-                name: Some(pod.to_owned()),
-                uid: created.metadata.uid.clone(),
-            }),
-        },
-        ..TokenRequest::default()
-    };
-    service_account_token(client, namespace, service_account, &request).await
+    let request = token_request(Some(BoundObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: Some(pod.to_owned()),
+        uid: created.metadata.uid.clone(),
+    }));
+    Ok(request_token(client, namespace, service_account, &request).await?)
 }
 
 /// A token for `namespace/service_account` bound to nothing (what
@@ -233,35 +227,7 @@ pub async fn unbound_token(
     namespace: &str,
     service_account: &str,
 ) -> anyhow::Result<String> {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    service_account_token(client, namespace, service_account, &request).await
-}
-
-async fn service_account_token(
-    client: &kube::Client,
-    namespace: &str,
-    service_account: &str,
-    request: &TokenRequest,
-) -> anyhow::Result<String> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let token = accounts
-        .create_token_request(service_account, &PostParams::default(), request)
-        .await?
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the TokenRequest for {namespace}/{service_account} returned no token"
-    );
-    Ok(token)
+    Ok(request_token(client, namespace, service_account, &token_request(None)).await?)
 }
 
 /// A client for `plane` that authenticates with `token` instead of the admin

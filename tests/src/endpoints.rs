@@ -4,12 +4,11 @@
 //! tokens, and `phalanx-scheduler run` with its probe and metrics port on
 //! HTTPS with authentication delegated to the API server.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 use kube::Api;
@@ -20,9 +19,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{single_port, spawn_in_with_env};
 use crate::error::{HarnessError, Result};
-use crate::phalanx::{ensure_namespace, phalanx_config, PhalanxHandle, PhalanxOptions};
+use crate::phalanx::{ensure_namespace, PhalanxHandle, PhalanxOptions};
+use crate::tokens::{request_token, token_request};
 use crate::ControlPlane;
 
 /// A CA, a serving certificate for `localhost` and `127.0.0.1` it signed,
@@ -171,18 +170,7 @@ pub async fn https_get(
         .read_to_end(&mut response)
         .await
         .map_err(|e| format!("reading from {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("GET https://{addr}{path}: no status line in {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    crate::probe::parse_response(&response, &format!("GET https://{addr}{path}"))
 }
 
 fn client_config(
@@ -237,20 +225,7 @@ pub async fn service_account_token(
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(error) => return Err(error.into()),
     }
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    Ok(accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await?
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default())
+    request_token(client, namespace, name, &token_request(None)).await
 }
 
 impl ControlPlane {
@@ -264,62 +239,20 @@ impl ControlPlane {
         options: &PhalanxOptions,
         pki: &EndpointPki,
     ) -> Result<PhalanxHandle> {
-        let program = match &options.binary {
-            Some(path) => {
-                crate::freshness::ensure_fresh_if_built_here(path)?;
-                path.clone()
-            }
-            None => crate::phalanx::locate_phalanx_scheduler()?,
-        };
-        let name = "phalanx-scheduler-https".to_owned();
-        let identity = options
-            .identity
-            .clone()
-            .unwrap_or_else(|| "phalanx-https".to_owned());
-        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, single_port()?));
-        let mut config = phalanx_config(options, &identity, http);
-        config["http"]["tls"] = pki.tls_section();
-        config["http"]["authentication"] = "delegated".into();
-        let config_path = self.dir().join(format!("{name}.yaml"));
-        write(
-            &config_path,
-            &serde_json::to_string_pretty(&config).unwrap_or_default(),
-        )?;
-        let args = vec![
-            "run".to_owned(),
-            "--config".to_owned(),
-            config_path.display().to_string(),
-        ];
-        let env = vec![
-            (
-                "KUBECONFIG".to_owned(),
-                self.kubeconfig().display().to_string(),
-            ),
-            ("NO_COLOR".to_owned(), "1".to_owned()),
-        ];
-        let mut scheduler = spawn_in_with_env(self.dir(), &name, &program, &args, &env)?;
+        let secure = serde_json::json!({
+            "http": { "tls": pki.tls_section(), "authentication": "delegated" },
+        });
         let ca = pki.ca.clone();
-        scheduler
-            .wait_ready(options.timeout, || {
-                let ca = ca.clone();
-                async move {
-                    match https_get(http, &ca, "/readyz", Credentials::default()).await? {
-                        (200, _) => Ok(()),
-                        (status, body) => Err(format!("GET /readyz: {status} {body}")),
-                    }
+        self.spawn_phalanx_probed(options, "run", secure, move |http| {
+            let ca = ca.clone();
+            async move {
+                match https_get(http, &ca, "/readyz", Credentials::default()).await? {
+                    (200, _) => Ok(()),
+                    (status, body) => Err(format!("GET /readyz: {status} {body}")),
                 }
-            })
-            .await?;
-        let handle = PhalanxHandle {
-            name,
-            identity,
-            pid: scheduler.pid(),
-            http,
-            config: config_path,
-            log: scheduler.log_path().to_owned(),
-        };
-        self.components.push(scheduler);
-        Ok(handle)
+            }
+        })
+        .await
     }
 }
 

@@ -20,15 +20,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Api;
 
 use crate::binaries::{binary_for_test, or_skip};
 use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
 use crate::error::{HarnessError, Result};
 use crate::probe;
+use crate::tokens::{request_token, token_request};
 
 /// Names the Python interpreter that has `helm-python-sdk`.
 pub const PYTHON_ENV: &str = "PHALANX_HELM_PYTHON";
@@ -432,21 +432,13 @@ pub async fn service_account_kubeconfig(
     service_account: &str,
     path: &Path,
 ) -> Result<PathBuf> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(plane.client(), namespace);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request(service_account, &PostParams::default(), &request)
-        .await?
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default();
+    let token = request_token(
+        &plane.client(),
+        namespace,
+        service_account,
+        &token_request(None),
+    )
+    .await?;
     let admin_text = std::fs::read_to_string(plane.kubeconfig())
         .map_err(|e| HarnessError::io(format!("reading {}", plane.kubeconfig().display()), e))?;
     let admin: serde_json::Value = serde_yaml_ng::from_str(&admin_text).map_err(|e| {

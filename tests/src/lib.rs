@@ -52,6 +52,7 @@ pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod report;
+pub mod tokens;
 pub mod wait;
 
 pub use binaries::{Binaries, K8S_VERSION};

@@ -162,6 +162,21 @@ pub fn phalanx_scheduler_for_test(test: &str) -> Option<PathBuf> {
     binary_for_test(test, locate_phalanx_scheduler())
 }
 
+/// For a test of the scheduler: a control plane with the Phalanx CRDs and
+/// the `phalanx-scheduler` binary to run on it, or `None` after printing why
+/// the test is skipped (see [`binary_for_test`]).
+pub async fn plane_with_scheduler(test: &str) -> Result<Option<(ControlPlane, PathBuf)>> {
+    let Some(binaries) = crate::Binaries::for_test(test) else {
+        return Ok(None);
+    };
+    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
+        return Ok(None);
+    };
+    let plane = ControlPlane::start(binaries).await?;
+    install_phalanx_crds(&plane.client()).await?;
+    Ok(Some((plane, scheduler)))
+}
+
 /// The config file for `options`, serving HTTP on `http`.
 pub fn phalanx_config(
     options: &PhalanxOptions,
@@ -247,6 +262,28 @@ impl ControlPlane {
         subcommand: &str,
         mode_config: serde_json::Value,
     ) -> Result<PhalanxHandle> {
+        let path = options.ready_path.clone();
+        self.spawn_phalanx_probed(options, subcommand, mode_config, move |http| {
+            let path = path.clone();
+            async move { probe::http_ok(http, &path, "").await }
+        })
+        .await
+    }
+
+    /// Starts a replica with `mode_config` merged into its config and waits
+    /// until `ready` (given its probe and metrics address) succeeds, for
+    /// replicas whose port is not plain HTTP.
+    pub(crate) async fn spawn_phalanx_probed<P, F>(
+        &mut self,
+        options: &PhalanxOptions,
+        subcommand: &str,
+        mode_config: serde_json::Value,
+        ready: P,
+    ) -> Result<PhalanxHandle>
+    where
+        P: Fn(SocketAddr) -> F,
+        F: std::future::Future<Output = std::result::Result<(), String>>,
+    {
         let program = match &options.binary {
             Some(path) => {
                 crate::freshness::ensure_fresh_if_built_here(path)?;
@@ -289,12 +326,8 @@ impl ControlPlane {
         ];
         env.extend(options.env.iter().cloned());
         let mut scheduler = spawn_in_with_env(self.dir(), &name, &program, &args, &env)?;
-        let path = options.ready_path.clone();
         scheduler
-            .wait_ready(options.timeout, || {
-                let path = path.clone();
-                async move { probe::http_ok(http, &path, "").await }
-            })
+            .wait_ready(options.timeout, || ready(http))
             .await?;
         let handle = PhalanxHandle {
             name,

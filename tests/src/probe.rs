@@ -53,13 +53,19 @@ async fn exchange(addr: SocketAddr, request: &str, what: &str) -> Result<(u16, S
         .read_to_end(&mut response)
         .await
         .map_err(|e| format!("reading from {addr}: {e}"))?;
-    let response = String::from_utf8_lossy(&response);
+    parse_response(&response, what)
+}
+
+/// The status code and the body of a whole HTTP/1 response; `what` (the
+/// request) heads the error when there is no status line.
+pub(crate) fn parse_response(raw: &[u8], what: &str) -> Result<(u16, String), String> {
+    let response = String::from_utf8_lossy(raw);
     let status = response
         .lines()
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("{what}: no status line"))?;
+        .ok_or_else(|| format!("{what}: no status line in {response:?}"))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())

@@ -27,12 +27,13 @@ use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use phalanx_api::SCHEDULER_NAME;
 use phalanx_e2e::ledger::{invariant_violations, BindingLedger};
+use phalanx_e2e::phalanx::plane_with_scheduler;
 use phalanx_e2e::process::is_alive;
 use phalanx_e2e::wait::{self, wait_bound, wait_selected_bound, WithLogs};
 use phalanx_e2e::{
-    create_gpu_nodes, create_pods, gpu_worker_container, install_phalanx_crds, lease_holder,
-    node_of, phalanx_scheduler_for_test, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder, PodSelector,
+    create_gpu_nodes, create_pods, gpu_worker_container, lease_holder, node_of,
+    wait_fake_nodes_ready, ControlPlane, GpuNodeSpec, LeaderElectionOptions, PhalanxHandle,
+    PhalanxOptions, PodBuilder, PodSelector,
 };
 
 const NS: &str = "default";
@@ -45,15 +46,7 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A control plane with the Phalanx CRDs, or `None` when the test is skipped.
 async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>> {
-    let Some(binaries) = Binaries::for_test(test) else {
-        return Ok(None);
-    };
-    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
-        return Ok(None);
-    };
-    let plane = ControlPlane::start(binaries).await?;
-    install_phalanx_crds(&plane.client()).await?;
-    Ok(Some((plane, scheduler)))
+    Ok(plane_with_scheduler(test).await?)
 }
 
 fn one_gpu_pods(prefix: &str, range: std::ops::Range<usize>) -> (Vec<String>, Vec<Pod>) {

@@ -37,14 +37,14 @@ use phalanx_api::{
     ANNOTATION_GANG_PLAN, ANNOTATION_GPU_ASSIGNMENT, SCHEDULER_NAME,
 };
 use phalanx_e2e::ledger::BindingLedger;
+use phalanx_e2e::phalanx::plane_with_scheduler;
 use phalanx_e2e::process::is_alive;
 use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
     assignment_violations, create_gpu_nodes, create_priority_class, gpu_request,
-    gpu_worker_container, install_phalanx_crds, lease_holder, node_facts, node_of,
-    phalanx_scheduler_for_test, pod_events, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder, PodSelector,
-    PreemptionPolicy,
+    gpu_worker_container, lease_holder, node_facts, node_of, pod_events, wait_fake_nodes_ready,
+    ControlPlane, GpuNodeSpec, LeaderElectionOptions, PhalanxHandle, PhalanxOptions, PodBuilder,
+    PodSelector, PreemptionPolicy,
 };
 
 const NS: &str = "default";
@@ -493,15 +493,7 @@ async fn a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole(
 
 /// A control plane with the Phalanx CRDs, or `None` when the test is skipped.
 async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>> {
-    let Some(binaries) = Binaries::for_test(test) else {
-        return Ok(None);
-    };
-    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
-        return Ok(None);
-    };
-    let plane = ControlPlane::start(binaries).await?;
-    install_phalanx_crds(&plane.client()).await?;
-    Ok(Some((plane, scheduler)))
+    Ok(plane_with_scheduler(test).await?)
 }
 
 /// Makes a replica started with `leader` the Lease holder (killing the

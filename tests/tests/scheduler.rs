@@ -23,30 +23,22 @@ use phalanx_api::{
 };
 use phalanx_e2e::ledger::BindingLedger;
 use phalanx_e2e::nodes::LABEL_ZONE;
+use phalanx_e2e::phalanx::plane_with_scheduler;
 use phalanx_e2e::wait::{
     self, stays_pending, wait_bound, wait_pod_bound, wait_pod_event, wait_selected_bound, WithLogs,
 };
 use phalanx_e2e::{
     assignment_of, assignment_violations, create_gpu_nodes, create_pods, create_priority_class,
-    gpu_share_container, gpu_worker_container, install_phalanx_crds, lease_holder, node_facts,
-    node_of, phalanx_scheduler_for_test, pod_events, pod_for, pod_group, pods_named,
-    wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, LeaderElectionOptions,
-    PhalanxOptions, PodBuilder, PodSelector, PreemptionPolicy,
+    gpu_share_container, gpu_worker_container, lease_holder, node_facts, node_of, pod_events,
+    pod_for, pod_group, pods_named, wait_fake_nodes_ready, ControlPlane, GpuNodeSpec,
+    LeaderElectionOptions, PhalanxOptions, PodBuilder, PodSelector, PreemptionPolicy,
 };
 
 const NS: &str = "default";
 
 /// A control plane with the Phalanx CRDs, or `None` when the test is skipped.
 async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>> {
-    let Some(binaries) = Binaries::for_test(test) else {
-        return Ok(None);
-    };
-    let Some(scheduler) = phalanx_scheduler_for_test(test) else {
-        return Ok(None);
-    };
-    let plane = ControlPlane::start(binaries).await?;
-    install_phalanx_crds(&plane.client()).await?;
-    Ok(Some((plane, scheduler)))
+    Ok(plane_with_scheduler(test).await?)
 }
 
 /// A pod for Phalanx's scheduler.
