@@ -1,0 +1,236 @@
+//! The preferred rules as scores over the feasible nodes, each normalised to
+//! 0..=100 the way kube-scheduler's plugins normalise theirs:
+//! * InterPodAffinity: the pod's preferred terms (+weight per matching placed pod
+//!   in the node's domain, −weight for anti-affinity) plus existing pods' terms
+//!   that select this pod (symmetry: their preferred terms ±weight, their required
+//!   affinity at hardPodAffinityWeight 1); min-max normalised.
+//! * PodTopologySpread (ScheduleAnyway): fewer matching pods in the node's domain
+//!   score higher; each constraint weighted by ln(domains + 2); nodes without a
+//!   constraint's key score 0.
+//!
+//! How they blend with the GPU policy's score is [`super::blend`]'s business.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::filter::counts_for;
+use super::index::{scan, Matching};
+use super::terms::WhenUnsatisfiable;
+use crate::node::{NodeId, NodeState};
+use crate::pod::PodDemand;
+use crate::snapshot::ClusterSnapshot;
+
+/// kube-scheduler's `MaxNodeScore`.
+pub(crate) const MAX_NODE_SCORE: i64 = 100;
+
+/// A preferred term of the pod, or an existing pod's term selecting it.
+#[derive(Debug)]
+enum Weighted<'a> {
+    Own {
+        topology_key: &'a str,
+        weight: i64,
+        matching: Cow<'a, Matching>,
+    },
+    Existing {
+        topology_key: &'a str,
+        per_domain: &'a HashMap<String, i64>,
+    },
+}
+
+/// One ScheduleAnyway constraint, resolved for this cycle.
+#[derive(Debug)]
+struct SoftSpread<'a> {
+    topology_key: &'a str,
+    max_skew: i64,
+    weight: f64,
+    per_domain: HashMap<&'a str, i64>,
+}
+
+/// The per-cycle state of the preferred inter-pod rules for one pod.
+#[derive(Debug)]
+pub(crate) struct InterPodScorer<'a> {
+    affinity: Vec<Weighted<'a>>,
+    spread: Vec<SoftSpread<'a>>,
+}
+
+impl<'a> InterPodScorer<'a> {
+    /// `None` when no preferred rule concerns the pod: the policy alone decides.
+    pub fn prepare(
+        snapshot: &'a ClusterSnapshot,
+        pod: &'a PodDemand,
+        feasible: &[NodeId],
+    ) -> Option<Self> {
+        let spec = pod.inter_pod.as_deref()?;
+        let index = snapshot.inter_pod_index();
+        let namespaces = snapshot.namespace_labels();
+        let counts = |term| match index.find(term) {
+            Some(entry) => Cow::Borrowed(&entry.matching),
+            None => Cow::Owned(scan(term, snapshot.nodes(), namespaces)),
+        };
+        let rules = spec.affinity();
+        let own = rules
+            .preferred_affinity
+            .iter()
+            .map(|w| (w, 1))
+            .chain(rules.preferred_anti_affinity.iter().map(|w| (w, -1)))
+            .map(|(w, sign)| Weighted::Own {
+                topology_key: &w.term.topology_key,
+                weight: sign * i64::from(w.weight),
+                matching: counts(&w.term),
+            });
+        let existing = index
+            .entries
+            .iter()
+            .filter(|e| {
+                !e.score_carriers.is_empty() && e.term.selects(spec, |ns| namespaces.get(ns))
+            })
+            .map(|e| Weighted::Existing {
+                topology_key: &e.term.topology_key,
+                per_domain: &e.score_carriers,
+            });
+        let affinity: Vec<_> = own.chain(existing).collect();
+        let spread = soft_spread(snapshot, pod, feasible);
+        if affinity.is_empty() && spread.is_empty() {
+            return None;
+        }
+        Some(InterPodScorer { affinity, spread })
+    }
+
+    /// InterPodAffinity's raw score of a node.
+    fn affinity_raw(&self, node: &NodeState) -> i64 {
+        let mut score = 0;
+        for w in &self.affinity {
+            match w {
+                Weighted::Own {
+                    topology_key,
+                    weight,
+                    matching,
+                } => {
+                    if let Some(domain) = node.labels.get(*topology_key) {
+                        score += weight * i64::from(matching.in_domain(domain));
+                    }
+                }
+                Weighted::Existing {
+                    topology_key,
+                    per_domain,
+                } => {
+                    if let Some(domain) = node.labels.get(*topology_key) {
+                        score += per_domain.get(domain).copied().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        score
+    }
+
+    /// PodTopologySpread's raw score, or `None` for a node it ignores (one missing
+    /// a constraint's key).
+    fn spread_raw(&self, node: &NodeState) -> Option<i64> {
+        let mut score = 0.0;
+        for c in &self.spread {
+            let domain = node.labels.get(c.topology_key)?;
+            let count = c.per_domain.get(domain.as_str()).copied().unwrap_or(0);
+            score += count as f64 * c.weight + (c.max_skew - 1) as f64;
+        }
+        Some(score.round() as i64)
+    }
+
+    /// Both plugins' normalised scores (0..=100) for each of `feasible`, added
+    /// with weight `weight` each into `out` (one slot per feasible node).
+    pub fn add_scores(
+        &self,
+        snapshot: &ClusterSnapshot,
+        feasible: &[NodeId],
+        weight: i64,
+        out: &mut [i64],
+    ) {
+        if !self.affinity.is_empty() {
+            let raw: Vec<i64> = feasible
+                .iter()
+                .map(|&id| self.affinity_raw(snapshot.node(id)))
+                .collect();
+            let (min, max) = min_max(raw.iter().copied());
+            for (slot, r) in out.iter_mut().zip(&raw) {
+                if max > min {
+                    *slot += weight * (MAX_NODE_SCORE * (r - min) / (max - min));
+                }
+            }
+        }
+        if !self.spread.is_empty() {
+            let raw: Vec<Option<i64>> = feasible
+                .iter()
+                .map(|&id| self.spread_raw(snapshot.node(id)))
+                .collect();
+            let (min, max) = min_max(raw.iter().flatten().copied());
+            let max = max.max(0);
+            for (slot, r) in out.iter_mut().zip(&raw) {
+                let normalised = match r {
+                    None => 0,
+                    Some(_) if max == 0 => MAX_NODE_SCORE,
+                    Some(s) => MAX_NODE_SCORE * (max + min - s) / max,
+                };
+                *slot += weight * normalised;
+            }
+        }
+    }
+}
+
+fn min_max(values: impl Iterator<Item = i64>) -> (i64, i64) {
+    values.fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+/// kube-scheduler's PodTopologySpread PreScore: domains are those of the feasible
+/// nodes that carry every ScheduleAnyway key; pods are counted on every node that
+/// carries them all and passes the constraint's inclusion policies.
+fn soft_spread<'a>(
+    snapshot: &'a ClusterSnapshot,
+    pod: &'a PodDemand,
+    feasible: &[NodeId],
+) -> Vec<SoftSpread<'a>> {
+    let Some(spec) = pod.inter_pod.as_deref() else {
+        return Vec::new();
+    };
+    let soft: Vec<_> = spec
+        .spread_with_terms()
+        .filter(|(c, _)| c.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway)
+        .collect();
+    if soft.is_empty() {
+        return Vec::new();
+    }
+    let has_all_keys = |n: &NodeState| {
+        soft.iter()
+            .all(|(c, _)| n.labels.contains_key(&c.topology_key))
+    };
+    let index = snapshot.inter_pod_index();
+    let namespaces = snapshot.namespace_labels();
+    let nodes = snapshot.nodes();
+    let mut out = Vec::with_capacity(soft.len());
+    for &(c, term) in &soft {
+        let mut per_domain: HashMap<&'a str, i64> = HashMap::new();
+        for &id in feasible {
+            let node = snapshot.node(id);
+            if has_all_keys(node) {
+                per_domain.insert(node.labels[&c.topology_key].as_str(), 0);
+            }
+        }
+        let matching = match index.find(term) {
+            Some(entry) => Cow::Borrowed(&entry.matching),
+            None => Cow::Owned(scan(term, nodes, namespaces)),
+        };
+        for (i, node) in nodes.iter().enumerate() {
+            if node.removed || !has_all_keys(node) || !counts_for(c, pod, node) {
+                continue;
+            }
+            if let Some(n) = per_domain.get_mut(node.labels[&c.topology_key].as_str()) {
+                *n += i64::from(matching.on_node(i));
+            }
+        }
+        out.push(SoftSpread {
+            topology_key: &c.topology_key,
+            max_skew: i64::from(c.max_skew),
+            weight: ((per_domain.len() + 2) as f64).ln(),
+            per_domain,
+        });
+    }
+    out
+}
