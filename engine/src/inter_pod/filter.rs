@@ -5,8 +5,8 @@
 //! per cycle in [`InterPodFilter::prepare`], from the snapshot's per-domain counts.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
+use super::domain_hash::DomainMap;
 use super::index::{scan, Matching, NamespaceLabels};
 use super::terms::{
     InterPodSpec, NodeInclusionPolicy, TopologySpreadConstraint, WhenUnsatisfiable,
@@ -24,7 +24,7 @@ struct SpreadCheck<'a> {
     /// 1 when the pod itself matches the constraint's selector.
     self_match: i64,
     /// Matching pods per eligible domain (eligible domains with none are present).
-    per_domain: HashMap<&'a str, i64>,
+    per_domain: DomainMap<&'a str, i64>,
     /// The global minimum the skew is measured from.
     min: i64,
 }
@@ -40,7 +40,7 @@ struct TermCheck<'a> {
 #[derive(Debug)]
 struct ExistingAnti<'a> {
     topology_key: &'a str,
-    carriers: &'a HashMap<String, u32>,
+    carriers: &'a DomainMap<String, u32>,
 }
 
 /// The per-cycle state of the required inter-pod rules for one pod.
@@ -213,7 +213,7 @@ fn spread_checks<'a>(
             Some(entry) => Cow::Borrowed(&entry.matching),
             None => Cow::Owned(scan(term, nodes, namespaces)),
         };
-        let mut per_domain: HashMap<&'a str, i64> = HashMap::new();
+        let mut per_domain: DomainMap<&'a str, i64> = DomainMap::default();
         for (i, node) in nodes.iter().enumerate() {
             if node.removed
                 || !hard

@@ -13,6 +13,8 @@
 //! ([`scan`]), the cost kube-scheduler pays for every term in every cycle.
 
 use std::collections::{BTreeMap, HashMap};
+
+use super::domain_hash::DomainMap;
 use std::sync::Arc;
 
 use super::terms::{CarriedRole, InterPodSpec, PodAffinityTerm, HARD_POD_AFFINITY_WEIGHT};
@@ -24,7 +26,7 @@ pub(crate) struct Matching {
     /// By node index (shorter than the node list when the last nodes have none).
     pub per_node: Vec<u32>,
     /// By value of the term's topology key; nodes without the label count nowhere.
-    pub per_domain: HashMap<String, u32>,
+    pub per_domain: DomainMap<String, u32>,
 }
 
 impl Matching {
@@ -48,7 +50,7 @@ impl Matching {
     }
 }
 
-fn bump(map: &mut HashMap<String, u32>, domain: &str, delta: i32) {
+fn bump(map: &mut DomainMap<String, u32>, domain: &str, delta: i32) {
     match map.get_mut(domain) {
         Some(n) => {
             *n = n.saturating_add_signed(delta);
@@ -68,9 +70,9 @@ pub(crate) struct TermEntry {
     pub term: PodAffinityTerm,
     pub matching: Matching,
     /// Placed pods carrying this term as required anti-affinity, per domain.
-    pub anti_carriers: HashMap<String, u32>,
+    pub anti_carriers: DomainMap<String, u32>,
     /// Σ score weights the carriers add to matching pods, per domain.
-    pub score_carriers: HashMap<String, i64>,
+    pub score_carriers: DomainMap<String, i64>,
     /// Placed pods carrying the term in any role (the entry goes at 0).
     carriers: u32,
 }
@@ -123,8 +125,8 @@ impl TermIndex {
                 self.entries.push(TermEntry {
                     term: term.clone(),
                     matching: scan(term, nodes, namespaces),
-                    anti_carriers: HashMap::new(),
-                    score_carriers: HashMap::new(),
+                    anti_carriers: DomainMap::default(),
+                    score_carriers: DomainMap::default(),
                     carriers: 0,
                 });
             }
@@ -170,8 +172,8 @@ impl TermIndex {
                         self.entries.push(TermEntry {
                             term: term.clone(),
                             matching: scan(term, nodes, namespaces),
-                            anti_carriers: HashMap::new(),
-                            score_carriers: HashMap::new(),
+                            anti_carriers: DomainMap::default(),
+                            score_carriers: DomainMap::default(),
                             carriers: 0,
                         });
                     }

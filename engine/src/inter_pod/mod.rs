@@ -12,6 +12,7 @@
 //! A pod without an [`InterPodSpec`] (every trace pod) takes none of these paths:
 //! its cycle is the plain filter and the policy's own choice, allocation-free.
 
+mod domain_hash;
 mod filter;
 mod index;
 mod score;

@@ -11,8 +11,8 @@
 //! How they blend with the GPU policy's score is [`super::blend`]'s business.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
+use super::domain_hash::DomainMap;
 use super::filter::counts_for;
 use super::index::{scan, Matching};
 use super::terms::WhenUnsatisfiable;
@@ -33,7 +33,7 @@ enum Weighted<'a> {
     },
     Existing {
         topology_key: &'a str,
-        per_domain: &'a HashMap<String, i64>,
+        per_domain: &'a DomainMap<String, i64>,
     },
 }
 
@@ -43,7 +43,7 @@ struct SoftSpread<'a> {
     topology_key: &'a str,
     max_skew: i64,
     weight: f64,
-    per_domain: HashMap<&'a str, i64>,
+    per_domain: DomainMap<&'a str, i64>,
 }
 
 /// The per-cycle state of the preferred inter-pod rules for one pod.
@@ -206,7 +206,7 @@ fn soft_spread<'a>(
     let nodes = snapshot.nodes();
     let mut out = Vec::with_capacity(soft.len());
     for &(c, term) in &soft {
-        let mut per_domain: HashMap<&'a str, i64> = HashMap::new();
+        let mut per_domain: DomainMap<&'a str, i64> = DomainMap::default();
         for &id in feasible {
             let node = snapshot.node(id);
             if has_all_keys(node) {
