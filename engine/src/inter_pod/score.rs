@@ -132,7 +132,8 @@ impl<'a> InterPodScorer<'a> {
             let count = c.per_domain.get(domain.as_str()).copied().unwrap_or(0);
             score += count as f64 * c.weight + (c.max_skew - 1) as f64;
         }
-        Some(score.round() as i64)
+        // Truncated, as kube-scheduler's int64(score) does.
+        Some(score as i64)
     }
 
     /// Both plugins' normalised scores (0..=100) for each of `feasible`, added
@@ -233,4 +234,121 @@ fn soft_spread<'a>(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::label_selector::{LabelOperator, LabelRequirement, LabelSelector};
+    use crate::{
+        GpuAssignment, GpuDemand, InterPodSpec, ModelConstraint, NodeInclusionPolicy, NodeSpec,
+        Placement, PodAffinityRules, TopologySpreadConstraint,
+    };
+
+    const HOST: &str = "kubernetes.io/hostname";
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn foo_pod(name: &str, spread: Vec<TopologySpreadConstraint>) -> PodDemand {
+        let spec = InterPodSpec::new(
+            name,
+            "default",
+            labels(&[("foo", "")]),
+            PodAffinityRules::default(),
+            spread,
+        )
+        .unwrap();
+        PodDemand::new(name, 0, 0, GpuDemand::None, ModelConstraint::Any)
+            .unwrap()
+            .with_inter_pod(spec)
+    }
+
+    fn soft(max_skew: u32, key: &str) -> TopologySpreadConstraint {
+        let exists = LabelRequirement {
+            key: "foo".into(),
+            operator: LabelOperator::Exists,
+        };
+        TopologySpreadConstraint {
+            max_skew,
+            min_domains: None,
+            topology_key: key.into(),
+            when_unsatisfiable: WhenUnsatisfiable::ScheduleAnyway,
+            selector: Some(LabelSelector::new("t", BTreeMap::new(), vec![exists]).unwrap()),
+            node_affinity_policy: NodeInclusionPolicy::Honor,
+            node_taints_policy: NodeInclusionPolicy::Ignore,
+        }
+    }
+
+    /// Nodes (name, zone, matching pods on it); the normalised PodTopologySpread
+    /// scores of the first `candidates` nodes for a pod with `constraint`.
+    fn spread_scores(
+        nodes: &[(&str, &str, usize)],
+        candidates: usize,
+        constraint: TopologySpreadConstraint,
+    ) -> Vec<i64> {
+        let mut c = ClusterSnapshot::new();
+        for &(name, zone, pods) in nodes {
+            let id = c
+                .add_node(NodeSpec {
+                    name: name.into(),
+                    cpu_milli: 1_000,
+                    memory_mib: 1_000,
+                    max_pods: 100,
+                    labels: labels(&[(HOST, name), ("zone", zone)]),
+                    ..NodeSpec::default()
+                })
+                .unwrap();
+            for i in 0..pods {
+                let placement = Placement {
+                    node: id,
+                    gpus: GpuAssignment::default(),
+                };
+                c.place(&foo_pod(&format!("{name}-{i}"), vec![]), &placement)
+                    .unwrap();
+            }
+        }
+        let pod = foo_pod("p", vec![constraint]);
+        let feasible: Vec<NodeId> = (0..candidates as u32).map(NodeId).collect();
+        let scorer = InterPodScorer::prepare(&c, &pod, &feasible).unwrap();
+        let mut out = vec![0; feasible.len()];
+        scorer.add_scores(&c, &feasible, 1, &mut out);
+        out
+    }
+
+    #[test]
+    fn spread_scores_match_kube_scheduler() {
+        // podtopologyspread/scoring_test.go TestPodTopologySpreadScore: "one
+        // constraint on node, all 4 nodes are candidates" (2/1/0/3).
+        let nodes = [
+            ("a", "z1", 2),
+            ("b", "z1", 1),
+            ("c", "z2", 0),
+            ("d", "z2", 3),
+        ];
+        assert_eq!(
+            spread_scores(&nodes, 4, soft(1, HOST)),
+            vec![40, 80, 100, 0]
+        );
+        // "... all 4 nodes are candidates, maxSkew=2"
+        assert_eq!(
+            spread_scores(&nodes, 4, soft(2, HOST)),
+            vec![50, 83, 100, 16]
+        );
+        // "one constraint on zone, 3 out of 4 nodes are candidates" (4/2/1/~3~):
+        // the fourth node is no candidate, but its pods count for its zone.
+        let nodes = [
+            ("a", "z1", 4),
+            ("b", "z1", 2),
+            ("x", "z2", 1),
+            ("y", "z2", 3),
+        ];
+        assert_eq!(spread_scores(&nodes, 3, soft(1, "zone")), vec![62, 62, 100]);
+    }
 }
