@@ -351,4 +351,108 @@ mod tests {
         ];
         assert_eq!(spread_scores(&nodes, 3, soft(1, "zone")), vec![62, 62, 100]);
     }
+
+    fn security(value: &str, rules: PodAffinityRules) -> PodDemand {
+        let spec = InterPodSpec::new(
+            "p",
+            "default",
+            labels(&[("security", value)]),
+            rules,
+            vec![],
+        )
+        .unwrap();
+        PodDemand::new("p", 0, 0, GpuDemand::None, ModelConstraint::Any)
+            .unwrap()
+            .with_inter_pod(spec)
+    }
+
+    /// kube-scheduler's `stayWithS1InRegion` / `stayWithS2InRegion`: a preferred
+    /// affinity to `security in (value)` by region.
+    fn stay_with_in_region(value: &str, weight: i32) -> PodAffinityRules {
+        let selector = LabelSelector::new(
+            "t",
+            BTreeMap::new(),
+            vec![LabelRequirement {
+                key: "security".into(),
+                operator: LabelOperator::In(vec![value.into()]),
+            }],
+        )
+        .unwrap();
+        PodAffinityRules {
+            preferred_affinity: vec![crate::WeightedPodAffinityTerm {
+                weight,
+                term: crate::PodAffinityTerm {
+                    selector: Some(selector),
+                    namespaces: crate::NamespaceScope::own("default"),
+                    topology_key: "region".into(),
+                },
+            }],
+            ..PodAffinityRules::default()
+        }
+    }
+
+    /// A node's labels and the pods placed on it.
+    type NodeWithPods<'a> = (&'a [(&'a str, &'a str)], Vec<PodDemand>);
+
+    /// The normalised InterPodAffinity scores of every node for `pod`.
+    fn affinity_scores(nodes: Vec<NodeWithPods<'_>>, pod: &PodDemand) -> Vec<i64> {
+        let mut c = ClusterSnapshot::new();
+        for (i, (node_labels, pods)) in nodes.into_iter().enumerate() {
+            let id = c
+                .add_node(NodeSpec {
+                    name: format!("node{}", i + 1),
+                    cpu_milli: 1_000,
+                    memory_mib: 1_000,
+                    max_pods: 100,
+                    labels: labels(node_labels),
+                    ..NodeSpec::default()
+                })
+                .unwrap();
+            for p in pods {
+                let placement = Placement {
+                    node: id,
+                    gpus: GpuAssignment::default(),
+                };
+                c.place(&p, &placement).unwrap();
+            }
+        }
+        let feasible: Vec<NodeId> = (0..c.len() as u32).map(NodeId).collect();
+        let scorer = InterPodScorer::prepare(&c, pod, &feasible).unwrap();
+        let mut out = vec![0; feasible.len()];
+        scorer.add_scores(&c, &feasible, 1, &mut out);
+        out
+    }
+
+    #[test]
+    fn affinity_scores_match_kube_scheduler() {
+        let china: &[(&str, &str)] = &[("region", "China")];
+        let india: &[(&str, &str)] = &[("region", "India")];
+        let none = PodAffinityRules::default;
+        let s2 = || security("S2", none());
+        // interpodaffinity/scoring_test.go TestPreferredAffinity: "Affinity: nodes
+        // in one region has more matching pods comparing to other region, so the
+        // region which has more matches will get high score"
+        let scores = affinity_scores(
+            vec![
+                (china, vec![s2(), s2()]),
+                (india, vec![s2()]),
+                (china, vec![s2()]),
+                (china, vec![s2()]),
+                (india, vec![s2()]),
+            ],
+            &security("S1", stay_with_in_region("S2", 6)),
+        );
+        assert_eq!(scores, vec![100, 0, 100, 100, 0]);
+        // "Affinity symmetry: considered only the preferredDuringScheduling...
+        // in pod affinity symmetry": the existing pods' preferences score.
+        let scores = affinity_scores(
+            vec![
+                (china, vec![security("S1", stay_with_in_region("S1", 5))]),
+                (india, vec![security("S2", stay_with_in_region("S2", 6))]),
+                (&[("az", "az1")], vec![]),
+            ],
+            &s2(),
+        );
+        assert_eq!(scores, vec![0, 100, 0]);
+    }
 }
