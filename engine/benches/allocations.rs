@@ -8,6 +8,10 @@
 //! the cordon taint (a 32-byte String) for every cordoned node it looked at,
 //! every cycle, which this check found.
 //!
+//! Each policy is counted twice: with the plain pod stream, and with the same pods
+//! as the cluster translates them (a namespace and labels, no inter-pod terms,
+//! suffix `+labels`), which must not allocate either.
+//!
 //! Also reported, not asserted: the unschedulable outcome, committing and
 //! undoing a placement (`place` + `release`), and an online policy learning
 //! from an arrival (`observe_arrival`, once per pod rather than per cycle).
@@ -22,8 +26,8 @@ use std::alloc::System;
 use std::process::ExitCode;
 
 use phalanx_engine::{
-    schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, GpuDemand, NodeId, NodeState,
-    PlacementPolicy, PodDemand, PolicyName,
+    schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, GpuDemand, InterPodSpec, NodeId,
+    NodeState, PlacementPolicy, PodAffinityRules, PodDemand, PolicyName,
 };
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -83,6 +87,26 @@ fn unplaceable(snapshot: &ClusterSnapshot) -> PodDemand {
         snapshot.models().constraint("B200"),
     )
     .expect("a valid pod")
+}
+
+/// The pod stream as the cluster translates pods: each with a namespace and
+/// labels (so that other pods' terms could select it) and no terms of its own.
+/// Their cycles must stay allocation-free too.
+fn labelled(pods: &[PodDemand]) -> Vec<PodDemand> {
+    pods.iter()
+        .map(|p| {
+            let labels = [("app".to_string(), p.name.clone())].into();
+            let spec = InterPodSpec::new(
+                &p.name,
+                "default",
+                labels,
+                PodAffinityRules::default(),
+                vec![],
+            )
+            .expect("a valid spec");
+            p.clone().with_inter_pod(spec)
+        })
+        .collect()
 }
 
 fn count(
@@ -147,7 +171,7 @@ fn main() -> ExitCode {
         support::STREAM_LEN
     );
     println!(
-        "{:>6}  {:<10}  {:>22}  {:>22}  {:>16}  {:>16}",
+        "{:>6}  {:<18}  {:>22}  {:>22}  {:>16}  {:>16}",
         "nodes",
         "policy",
         "schedule_one, placed",
@@ -175,12 +199,18 @@ fn main() -> ExitCode {
             on(|n| n.unschedulable),
             on(|n| !n.unschedulable)
         );
-        for name in PolicyName::ALL {
+        let labelled = labelled(&pods);
+        let streams = [("", &pods), (" +labels", &labelled)];
+        for (name, (suffix, pods)) in PolicyName::ALL
+            .into_iter()
+            .flat_map(|name| streams.map(|stream| (name, stream)))
+        {
             let mut policy = support::policy(name, &snapshot);
-            let tally = count(&mut snapshot, policy.as_mut(), &pods, &unplaceable);
+            let tally = count(&mut snapshot, policy.as_mut(), pods, &unplaceable);
+            let name = format!("{name}{suffix}");
             println!(
-                "{nodes:>6}  {:<10}  {:>22}  {:>22}  {:>16}  {:>16}",
-                name.as_str(),
+                "{nodes:>6}  {:<18}  {:>22}  {:>22}  {:>16}  {:>16}",
+                name,
                 tally.placed.per_call(),
                 tally.unschedulable.per_call(),
                 tally.commit.per_call(),

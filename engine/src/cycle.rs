@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::inter_pod::{self, InterPodFilter, InterPodScorer};
 use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
@@ -24,6 +25,8 @@ pub enum CycleOutcome {
 #[derive(Debug, Default)]
 pub struct CycleScratch {
     feasible: Vec<NodeId>,
+    /// Blended scores, for pods with preferred inter-pod rules.
+    scores: Vec<i64>,
 }
 
 /// Runs one cycle for `pod` against the snapshot.
@@ -48,6 +51,9 @@ pub fn schedule_one_among(
     // One pass: feasible nodes are kept, the others counted by their first failing
     // check, so an unschedulable pod needs no second walk to say why.
     scratch.feasible.clear();
+    // Required pod affinity and spread rules, resolved once for this cycle;
+    // `None` (nothing allocated) for a pod they do not concern.
+    let inter_pod = InterPodFilter::prepare(snapshot, pod);
     let mut unfit = [0usize; UnfitReason::ALL.len()];
     let mut considered = 0;
     for i in 0..snapshot.len() {
@@ -56,7 +62,11 @@ pub fn schedule_one_among(
             continue;
         }
         considered += 1;
-        match snapshot.check_fit(id, pod) {
+        let fit = snapshot.check_fit(id, pod).and_then(|()| match &inter_pod {
+            Some(filter) => filter.check(snapshot.node(id)),
+            None => Ok(()),
+        });
+        match fit {
             Ok(()) => scratch.feasible.push(id),
             Err(reason) => unfit[reason as usize] += 1,
         }
@@ -73,7 +83,17 @@ pub fn schedule_one_among(
         };
     }
     policy.begin_cycle(snapshot, pod);
-    let node = policy.choose_node(snapshot, pod, &scratch.feasible);
+    let node = match InterPodScorer::prepare(snapshot, pod, &scratch.feasible) {
+        Some(scorer) if scratch.feasible.len() > 1 => inter_pod::choose_node(
+            snapshot,
+            policy,
+            pod,
+            &scratch.feasible,
+            &scorer,
+            &mut scratch.scores,
+        ),
+        _ => policy.choose_node(snapshot, pod, &scratch.feasible),
+    };
     let gpus = policy.select_gpus(snapshot, node, pod);
     CycleOutcome::Placed(Placement { node, gpus })
 }

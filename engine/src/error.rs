@@ -8,6 +8,8 @@ pub enum EngineError {
     InvalidNode { node: String, reason: String },
     #[error("pod {pod}: {reason}")]
     InvalidPod { pod: String, reason: String },
+    #[error("{selector}: {reason}")]
+    InvalidSelector { selector: String, reason: String },
     #[error("more than {max} distinct GPU models; the engine tracks models in a {max}-bit set")]
     TooManyModels { max: usize },
     #[error("node index {0} is not in the snapshot")]

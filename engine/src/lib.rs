@@ -10,6 +10,9 @@
 //!   and `phalanx`).
 //! * [`schedule_one`] runs one scheduling cycle: filter, score, break ties by the
 //!   snapshot's fixed node ranks, and return a [`Placement`] naming node and GPUs.
+//! * Pod affinity, anti-affinity and topology spread ([`InterPodSpec`]) filter and
+//!   score with kube-scheduler's semantics, from per-domain counts the snapshot
+//!   keeps on place and release.
 //! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
 //!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
@@ -24,6 +27,8 @@ mod error;
 mod fragmentation;
 mod gang;
 mod gpu_select;
+mod inter_pod;
+mod label_selector;
 mod model;
 mod node;
 mod pod;
@@ -44,6 +49,12 @@ pub use cycle::{
 pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
 pub use gang::{place_gang, GangError, GangPlan, GangSpec, GangUnschedulable};
+pub use inter_pod::{
+    InterPodSpec, NamespaceScope, NodeInclusionPolicy, PodAffinityRules, PodAffinityTerm,
+    TopologySpreadConstraint, WeightedPodAffinityTerm, WhenUnsatisfiable, INTER_POD_SCORE_WEIGHT,
+    POLICY_SCORE_WEIGHT,
+};
+pub use label_selector::{LabelOperator, LabelRequirement, LabelSelector};
 pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
 pub use node::{
     Gpu, GpuSample, GpuSpec, NodeId, NodeSpec, NodeState, TelemetryRejection, TelemetryVerdict,

@@ -1,8 +1,10 @@
 //! Nodes as the engine sees them: capacity, usage, and each GPU as its own record.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::constraints::Taint;
+use super::inter_pod::InterPodSpec;
 use super::model::GpuModelId;
 
 /// Index of a node in its [`super::ClusterSnapshot`].
@@ -232,6 +234,8 @@ pub struct NodeState {
     pub rank: u32,
     /// Changes whenever anything a policy could read changes; policies cache against it.
     pub generation: u32,
+    /// Placed pods that inter-pod terms can see (those with an `InterPodSpec`).
+    pub(crate) inter_pod: Vec<Arc<InterPodSpec>>,
     /// Count of bound GPU pods per affinity tag.
     pub(crate) gpu_pod_tags: Vec<(GpuPodTag, u32)>,
     // Summaries kept current on every change so the filter stays O(1) per node.

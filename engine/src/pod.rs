@@ -1,6 +1,9 @@
 //! What a pod asks of a node.
 
+use std::sync::Arc;
+
 use super::constraints::NodePlacementRules;
+use super::inter_pod::InterPodSpec;
 use super::model::ModelConstraint;
 use super::node::GpuPodTag;
 use super::{EngineError, MILLI_PER_GPU};
@@ -90,6 +93,9 @@ pub struct PodDemand {
     pub rules: NodePlacementRules,
     /// Higher goes first in the scheduler's queue.
     pub priority: i32,
+    /// Namespace, labels, pod (anti-)affinity and topology spread. `None` for a
+    /// pod no term can select and that has none (trace pods): the plain path.
+    pub inter_pod: Option<Arc<InterPodSpec>>,
 }
 
 impl PodDemand {
@@ -123,11 +129,17 @@ impl PodDemand {
             models,
             rules: NodePlacementRules::default(),
             priority: 0,
+            inter_pod: None,
         })
     }
 
     pub fn with_rules(mut self, rules: NodePlacementRules) -> Self {
         self.rules = rules;
+        self
+    }
+
+    pub fn with_inter_pod(mut self, spec: InterPodSpec) -> Self {
+        self.inter_pod = Some(Arc::new(spec));
         self
     }
 

@@ -1,9 +1,10 @@
 //! The cluster snapshot: every node's accounting, and the only place it changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use super::constraints::{tolerates_all, TaintEffect, Toleration, TolerationOperator};
+use super::inter_pod::{same_pod, NamespaceLabels, TermIndex};
 use super::model::{GpuModelId, GpuModelRegistry};
 use super::node::{
     Gpu, GpuSample, NodeId, NodeSpec, NodeState, TelemetryVerdict, MAX_GPUS_PER_NODE,
@@ -84,10 +85,15 @@ pub enum UnfitReason {
     GpuModelMismatch,
     InsufficientWholeGpus,
     InsufficientGpuShare,
+    TopologySpreadMissingLabel,
+    TopologySpreadSkew,
+    PodAffinity,
+    PodAntiAffinity,
+    ExistingPodsAntiAffinity,
 }
 
 impl UnfitReason {
-    pub const ALL: [UnfitReason; 9] = [
+    pub const ALL: [UnfitReason; 14] = [
         UnfitReason::Unschedulable,
         UnfitReason::UntoleratedTaint,
         UnfitReason::NodeAffinityMismatch,
@@ -97,6 +103,11 @@ impl UnfitReason {
         UnfitReason::GpuModelMismatch,
         UnfitReason::InsufficientWholeGpus,
         UnfitReason::InsufficientGpuShare,
+        UnfitReason::TopologySpreadMissingLabel,
+        UnfitReason::TopologySpreadSkew,
+        UnfitReason::PodAffinity,
+        UnfitReason::PodAntiAffinity,
+        UnfitReason::ExistingPodsAntiAffinity,
     ];
 }
 
@@ -114,6 +125,17 @@ impl fmt::Display for UnfitReason {
             UnfitReason::GpuModelMismatch => "node(s) didn't have the requested GPU model",
             UnfitReason::InsufficientWholeGpus => "Insufficient nvidia.com/gpu",
             UnfitReason::InsufficientGpuShare => "Insufficient phalanx.dev/gpu-milli",
+            UnfitReason::TopologySpreadMissingLabel => {
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+            }
+            UnfitReason::TopologySpreadSkew => {
+                "node(s) didn't match pod topology spread constraints"
+            }
+            UnfitReason::PodAffinity => "node(s) didn't match pod affinity rules",
+            UnfitReason::PodAntiAffinity => "node(s) didn't match pod anti-affinity rules",
+            UnfitReason::ExistingPodsAntiAffinity => {
+                "node(s) didn't satisfy existing pods anti-affinity rules"
+            }
         })
     }
 }
@@ -127,6 +149,10 @@ pub struct ClusterSnapshot {
     // The normalisers of DotProd, BestFit and GpuClustering: the largest node.
     max_node_cpu_milli: u64,
     max_node_gpu_milli: u64,
+    /// Per-domain counts for the terms placed pods carry (pod affinity, spread).
+    inter_pod: TermIndex,
+    /// Labels of the namespaces the cluster has told us about (namespaceSelector).
+    namespace_labels: NamespaceLabels,
 }
 
 impl ClusterSnapshot {
@@ -163,6 +189,7 @@ impl ClusterSnapshot {
             removed: false,
             rank: id.0,
             generation: 0,
+            inter_pod: Vec::new(),
             gpu_pod_tags: Vec::new(),
             fully_free_gpus: 0,
             max_gpu_free: 0,
@@ -226,6 +253,7 @@ impl ClusterSnapshot {
                 None => node.gpus.push(Gpu::unallocated(g)),
             }
         }
+        let relabelled = node.labels != spec.labels && !node.inter_pod.is_empty();
         node.model = model;
         node.cpu_milli_cap = spec.cpu_milli;
         node.memory_mib_cap = spec.memory_mib;
@@ -236,6 +264,10 @@ impl ClusterSnapshot {
         let (cpu_milli, gpus) = (node.cpu_milli_cap, node.gpus.len());
         node.refresh_summaries();
         self.widen_normalisers(cpu_milli, gpus);
+        if relabelled {
+            // Its pods now sit in other topology domains.
+            self.inter_pod.rebuild(&self.nodes, &self.namespace_labels);
+        }
         Ok(id)
     }
 
@@ -255,6 +287,10 @@ impl ClusterSnapshot {
         }
         node.gpu_pod_tags.clear();
         node.refresh_summaries();
+        if !node.inter_pod.is_empty() {
+            node.inter_pod.clear();
+            self.inter_pod.rebuild(&self.nodes, &self.namespace_labels);
+        }
         true
     }
 
@@ -403,6 +439,42 @@ impl ClusterSnapshot {
         stale
     }
 
+    /// Records a namespace's labels, which pod affinity terms with a
+    /// `namespaceSelector` match against. Unknown namespaces have no labels.
+    pub fn set_namespace_labels(&mut self, namespace: &str, labels: BTreeMap<String, String>) {
+        if self.namespace_labels.get(namespace) == Some(&labels) {
+            return;
+        }
+        self.namespace_labels.insert(namespace.to_owned(), labels);
+        self.recount_namespace_selectors();
+    }
+
+    /// Forgets a deleted namespace's labels.
+    pub fn remove_namespace(&mut self, namespace: &str) {
+        if self.namespace_labels.remove(namespace).is_some() {
+            self.recount_namespace_selectors();
+        }
+    }
+
+    fn recount_namespace_selectors(&mut self) {
+        let uses_selectors = self
+            .inter_pod
+            .entries
+            .iter()
+            .any(|e| e.term.namespaces.selector.is_some());
+        if uses_selectors {
+            self.inter_pod.rebuild(&self.nodes, &self.namespace_labels);
+        }
+    }
+
+    pub(crate) fn inter_pod_index(&self) -> &TermIndex {
+        &self.inter_pod
+    }
+
+    pub(crate) fn namespace_labels(&self) -> &NamespaceLabels {
+        &self.namespace_labels
+    }
+
     pub fn models(&self) -> &GpuModelRegistry {
         &self.models
     }
@@ -486,6 +558,12 @@ impl ClusterSnapshot {
             }
         }
         node.refresh_summaries();
+        if let Some(spec) = &pod.inter_pod {
+            node.inter_pod.push(spec.clone());
+            let index = placement.node.index();
+            self.inter_pod
+                .on_place(&self.nodes, index, spec, &self.namespace_labels);
+        }
         Ok(())
     }
 
@@ -518,6 +596,14 @@ impl ClusterSnapshot {
             }
         }
         node.refresh_summaries();
+        if let Some(spec) = &pod.inter_pod {
+            if let Some(at) = node.inter_pod.iter().position(|p| same_pod(p, spec)) {
+                node.inter_pod.swap_remove(at);
+                let index = placement.node.index();
+                self.inter_pod
+                    .on_release(&self.nodes, index, spec, &self.namespace_labels);
+            }
+        }
         Ok(())
     }
 }

@@ -124,6 +124,8 @@ impl TracePod {
             models,
             rules: Default::default(),
             priority: 0,
+            // Trace pods have no namespace, labels or inter-pod terms.
+            inter_pod: None,
         }
     }
 

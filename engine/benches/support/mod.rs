@@ -31,6 +31,9 @@ pub const GPUS_PER_NODE: usize = 8;
 /// Label naming a node's rack, as gangs' topology keys use.
 pub const RACK_LABEL: &str = "topology.phalanx.dev/rack";
 
+/// The well-known per-node label pod anti-affinity usually names.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
 /// Pods in a benchmark's pod stream: long enough to hold every kind many times,
 /// and not a multiple of anything in the cluster.
 pub const STREAM_LEN: usize = 257;
@@ -249,6 +252,7 @@ fn node_spec(i: usize, kind: &NodeKind, cordoned: bool) -> NodeSpec {
         gpu_model: Some(kind.model.into()),
         labels: BTreeMap::from([
             (RACK_LABEL.to_string(), format!("rack-{:03}", i / 32)),
+            (HOSTNAME_LABEL.to_string(), format!("gpu-node-{i:05}")),
             ("phalanx.dev/gpu-model".to_string(), kind.model.to_string()),
         ]),
         taints: Vec::new(),

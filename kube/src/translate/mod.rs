@@ -3,7 +3,8 @@
 //! Nothing here does I/O. The controller feeds it the Pods, Nodes and
 //! `GpuNode`s its watches deliver and gets back [`PodDemand`]s, [`NodeSpec`]s,
 //! live GPU states and assignment annotations. Semantics follow kube-scheduler
-//! where it has them (resource requests, node affinity, taints), so a pod lands
+//! where it has them (resource requests, node affinity, taints, pod affinity and
+//! topology spread), so a pod lands
 //! where kube-scheduler would have allowed it to.
 //!
 //! Malformed input never panics: every bad field comes back as a
@@ -12,6 +13,7 @@
 //! [`PodDemand`]: phalanx_engine::PodDemand
 //! [`NodeSpec`]: phalanx_engine::NodeSpec
 
+mod inter_pod;
 mod labels;
 mod node;
 mod pod;

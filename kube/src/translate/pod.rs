@@ -1,6 +1,7 @@
 //! Pods: whether they are ours, what they ask for, and where they may go.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Container, NodeSelectorRequirement as K8sRequirement, NodeSelectorTerm, Pod, PodSpec,
@@ -12,6 +13,7 @@ use phalanx_api::{
     RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU,
 };
 
+use super::inter_pod::inter_pod_spec;
 use super::labels::{model_label_value, parse_taint_effect, NODE_NAME_FIELD_KEY};
 use super::quantity::{Quantity, QuantityError};
 use super::{convert_quantity, TranslateError};
@@ -70,7 +72,8 @@ fn pod_object(pod: &Pod) -> String {
 }
 
 /// What the pod asks of a node: resources as kube-scheduler computes them, its GPU
-/// demand, allowed GPU models, placement rules and priority.
+/// demand, allowed GPU models, placement rules, priority, and its namespace, labels,
+/// pod (anti-)affinity and topology spread constraints.
 pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, TranslateError> {
     let object = pod_object(pod);
     let spec = pod
@@ -81,6 +84,9 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
     let gpu = gpu_demand(&object, requests.gpus, requests.gpu_milli)?;
     let model_constraint = model_constraint(&object, pod, models)?;
     let rules = placement_rules(&object, spec)?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let inter_pod = inter_pod_spec(&object, namespace, labels, spec)?;
     let demand = PodDemand::new(
         pod_key(pod),
         requests.cpu_milli,
@@ -92,6 +98,7 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
     Ok(PodDemand {
         rules,
         priority: spec.priority.unwrap_or(0),
+        inter_pod: Some(Arc::new(inter_pod)),
         ..demand
     })
 }

@@ -56,11 +56,17 @@ pub fn is_resolvable(reason: UnfitReason) -> bool {
         | UnfitReason::InsufficientMemory
         | UnfitReason::TooManyPods
         | UnfitReason::InsufficientWholeGpus
-        | UnfitReason::InsufficientGpuShare => true,
+        | UnfitReason::InsufficientGpuShare
+        // Evicting the pods that count against the skew or the anti-affinity helps.
+        | UnfitReason::TopologySpreadSkew
+        | UnfitReason::PodAntiAffinity
+        | UnfitReason::ExistingPodsAntiAffinity => true,
         UnfitReason::Unschedulable
         | UnfitReason::UntoleratedTaint
         | UnfitReason::NodeAffinityMismatch
-        | UnfitReason::GpuModelMismatch => false,
+        | UnfitReason::GpuModelMismatch
+        | UnfitReason::TopologySpreadMissingLabel
+        | UnfitReason::PodAffinity => false,
     }
 }
 
