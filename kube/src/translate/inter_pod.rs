@@ -165,10 +165,25 @@ impl Own<'_> {
             }
         }
         let names = t.namespaces.clone().unwrap_or_default();
+        let namespace_field = format!("{field}.namespaceSelector");
+        if let Some(s) = &t.namespace_selector {
+            // Selecting namespaces by label needs the Namespaces' labels,
+            // which the mirror does not watch yet: refused by name rather
+            // than matched against nothing.
+            let empty = s.match_labels.as_ref().is_none_or(|l| l.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+            if !empty {
+                return Err(self.invalid(
+                    &namespace_field,
+                    "selecting namespaces by label is not supported yet; list them in \
+                     `namespaces`, or use {} for every namespace",
+                ));
+            }
+        }
         let namespace_selector = t
             .namespace_selector
             .as_ref()
-            .map(|s| self.selector(&format!("{field}.namespaceSelector"), s))
+            .map(|s| self.selector(&namespace_field, s))
             .transpose()?;
         let namespaces = if names.is_empty() && namespace_selector.is_none() {
             NamespaceScope::own(self.namespace)
@@ -388,6 +403,19 @@ mod tests {
             w.term.namespaces.contains("anything", None),
             "an empty namespaceSelector selects every namespace"
         );
+    }
+
+    #[test]
+    fn a_namespace_selector_with_labels_is_refused_naming_the_field() {
+        let err = read(anti(json!({
+            "labelSelector": {"matchLabels": {"app": "web"}},
+            "namespaceSelector": {"matchLabels": {"team": "a"}},
+            "topologyKey": "kubernetes.io/hostname"
+        })))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("namespaceSelector"), "{err}");
+        assert!(err.contains("not supported yet"), "{err}");
     }
 
     #[test]
