@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use phalanx_api::GpuAssignmentAnnotation;
+use phalanx_api::{AssignedGpu, GpuAssignmentAnnotation};
 use thiserror::Error;
 
 use phalanx_engine::{
@@ -54,6 +54,10 @@ struct PodRecord {
     placement: Option<Placement>,
     /// Placed by this scheduler and not yet seen bound in the watch.
     assumed: bool,
+    /// The GPUs it is known to hold (its assignment annotation, or its last
+    /// placement), so that placing it again after its node was unknown or
+    /// rebuilt puts it on those GPUs rather than the first free ones.
+    known_gpus: Option<GpuAssignmentAnnotation>,
 }
 
 /// Something the state could not account as the cluster reports it; the pod is
@@ -302,7 +306,7 @@ impl ClusterState {
         }
         let key = demand.name.clone();
         let Some(id) = self.live_node_id(node) else {
-            self.record_unplaced(uid, node, demand);
+            self.record_unplaced(uid, node, demand, assignment.cloned());
             return Ok(());
         };
         let gpus = self.gpus_for(id, &demand, assignment, node);
@@ -310,13 +314,16 @@ impl ClusterState {
         match self.snapshot.place(&demand, &placement) {
             Ok(()) => {
                 self.record(uid, demand, placement, false);
+                if let Some(record) = self.pods.get_mut(uid) {
+                    record.known_gpus = assignment.cloned();
+                }
                 Ok(())
             }
             Err(source) => {
                 // Kubelet admitted what our accounting refuses (stale snapshot, or
                 // another scheduler over-committed). Keep the pod known so that its
                 // deletion is handled, but do not count it twice later.
-                self.record_unplaced(uid, node, demand);
+                self.record_unplaced(uid, node, demand, assignment.cloned());
                 Err(AccountingError::DoesNotFit {
                     pod: key,
                     node: node.to_owned(),
@@ -378,13 +385,20 @@ impl ClusterState {
                 demand,
                 placement: Some(placement),
                 assumed,
+                known_gpus: None,
             },
         );
     }
 
     /// Tracks a bound pod that holds nothing in the snapshot (its node is unknown,
     /// or it did not fit), so that its deletion and its node's arrival are handled.
-    fn record_unplaced(&mut self, uid: &str, node: &str, demand: PodDemand) {
+    fn record_unplaced(
+        &mut self,
+        uid: &str,
+        node: &str,
+        demand: PodDemand,
+        known_gpus: Option<GpuAssignmentAnnotation>,
+    ) {
         self.pods_by_node
             .entry(node.to_owned())
             .or_default()
@@ -397,6 +411,7 @@ impl ClusterState {
                 demand,
                 placement: None,
                 assumed: false,
+                known_gpus,
             },
         );
     }
@@ -410,6 +425,21 @@ impl ClusterState {
             if let Some(record) = self.pods.get_mut(uid) {
                 if let Some(p) = record.placement.take() {
                     let _ = self.snapshot.release(&record.demand, &p);
+                    if record.known_gpus.is_none() && !p.gpus.is_empty() {
+                        record.known_gpus = Some(GpuAssignmentAnnotation {
+                            node: record.node.clone(),
+                            gpus: p
+                                .gpus
+                                .as_slice()
+                                .iter()
+                                .map(|g| AssignedGpu {
+                                    index: u32::from(g.index),
+                                    uuid: String::new(),
+                                    milli: g.milli,
+                                })
+                                .collect(),
+                        });
+                    }
                 }
             }
         }
@@ -421,7 +451,7 @@ impl ClusterState {
         let Some(id) = self.live_node_id(node) else {
             return Vec::new();
         };
-        let uids: Vec<String> = self
+        let mut uids: Vec<String> = self
             .pods_by_node
             .get(node)
             .into_iter()
@@ -429,15 +459,25 @@ impl ClusterState {
             .filter(|uid| self.pods.get(*uid).is_some_and(|r| r.placement.is_none()))
             .cloned()
             .collect();
+        // Pods that name their GPUs first: a pod placed on the first free GPUs
+        // must not take the ones another pod is known to hold.
+        uids.sort_by_key(|uid| self.pods.get(uid).is_none_or(|r| r.known_gpus.is_none()));
         let mut errors = Vec::new();
         for uid in uids {
             let Some(record) = self.pods.get(&uid) else {
                 continue;
             };
             let demand = record.demand.clone();
-            let gpus = self.gpus_for(id, &demand, None, node);
-            let placement = Placement { node: id, gpus };
-            match self.snapshot.place(&demand, &placement) {
+            let known = record.known_gpus.clone();
+            let gpus = self.gpus_for(id, &demand, known.as_ref(), node);
+            let mut placement = Placement { node: id, gpus };
+            let mut placed = self.snapshot.place(&demand, &placement);
+            if placed.is_err() && known.is_some() {
+                // Its GPUs are gone from the inventory: where there is room.
+                placement.gpus = self.gpus_for(id, &demand, None, node);
+                placed = self.snapshot.place(&demand, &placement);
+            }
+            match placed {
                 Ok(()) => {
                     if let Some(record) = self.pods.get_mut(&uid) {
                         record.placement = Some(placement);
@@ -693,6 +733,43 @@ mod tests {
         assert_eq!(free(&s, "a"), vec![500]);
         s.forget_pod("u1");
         assert_eq!(free(&s, "a"), vec![1000]);
+    }
+
+    #[test]
+    fn pods_seen_before_their_gpus_are_placed_on_their_annotated_gpus() {
+        // A standby lists pods before the GpuNode: the pods wait unplaced, and
+        // when the GPUs arrive each goes back on the GPUs its annotation names,
+        // not on the first free ones (which would leave its real GPUs looking
+        // free and let the next gang over-commit them).
+        let mut s = ClusterState::new();
+        let on = |index: u32| GpuAssignmentAnnotation {
+            node: "a".into(),
+            gpus: vec![AssignedGpu {
+                index,
+                uuid: String::new(),
+                milli: 1000,
+            }],
+        };
+        let whole = |name: &str| {
+            PodDemand::new(
+                name,
+                0,
+                0,
+                GpuDemand::Whole { count: 1 },
+                ModelConstraint::Any,
+            )
+            .unwrap()
+        };
+        s.observe_bound("u3", "a", whole("ns/c"), Some(&on(3)))
+            .unwrap();
+        s.observe_bound("u0", "a", whole("ns/n"), None).unwrap();
+        s.observe_bound("u2", "a", whole("ns/b"), Some(&on(2)))
+            .unwrap();
+        assert!(s.apply_node(node("a", 4)).is_empty());
+        // GPUs 2 and 3 are held as annotated; the unannotated pod takes GPU 0.
+        assert_eq!(free(&s, "a"), vec![0, 1000, 0, 0]);
+        s.forget_pod("u3");
+        assert_eq!(free(&s, "a"), vec![0, 1000, 0, 1000]);
     }
 
     #[test]
