@@ -137,16 +137,21 @@ async fn extender_places_gpu_pods() -> anyhow::Result<()> {
 
     // Four half-GPU shares with no model constraint: only the A100s are free,
     // and the extender packs two shares per GPU.
-    let share_names = create_pods(
-        &pods,
-        (0..4)
-            .map(|i| default_pod(&format!("infer-{i}"), gpu_share_container(500)).build())
-            .collect(),
-    )
-    .await?;
-    wait_bound(&pods, &share_names, WAIT)
-        .await
-        .with_logs(&plane)?;
+    // One after another: kube-scheduler binds asynchronously and may ask the
+    // extender to score the next pod before the previous pod's /bind reached
+    // it, and then two empty A100 nodes tie (a limit of extender mode, where
+    // kube-scheduler owns the assume step). Packing is asserted for pods that
+    // arrive after the previous one is bound.
+    let mut share_names = Vec::new();
+    for i in 0..4 {
+        let mut created = create_pods(
+            &pods,
+            vec![default_pod(&format!("infer-{i}"), gpu_share_container(500)).build()],
+        )
+        .await?;
+        wait_bound(&pods, &created, WAIT).await.with_logs(&plane)?;
+        share_names.append(&mut created);
+    }
 
     // A gang needs the full scheduler; the extender refuses it with a reason.
     create_pods(
