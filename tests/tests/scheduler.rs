@@ -780,7 +780,51 @@ async fn gated_and_unschedulable_pods_say_so_in_their_pod_scheduled_condition() 
         "{message}"
     );
 
-    // A gang that cannot fit (3 members of 4 GPUs where 6 are free): every
+    // A gated member holds its gang back: neither member is bound while it
+    // is gated (a pod created after them is), both are once it is ungated.
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut member = phalanx_pod(&format!("held-{i}"), gpu_worker_container(1))
+            .annotation(ANNOTATION_GANG_NAME, "held")
+            .annotation(ANNOTATION_GANG_MIN_MEMBER, "2")
+            .build();
+        if let (0, Some(spec)) = (i, member.spec.as_mut()) {
+            spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "example.com/hold".to_owned(),
+            }]);
+        }
+        held.push(member);
+    }
+    let held = create_pods(&pods, held).await?;
+    wait_not_scheduled(&client, &pods, &held[0], "SchedulingGated")
+        .await
+        .with_logs(&plane)?;
+    let control = create_pods(
+        &pods,
+        vec![phalanx_pod("control-2", gpu_worker_container(1)).build()],
+    )
+    .await?;
+    wait_pod_bound(&pods, &control[0], Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    for name in &held {
+        assert_eq!(
+            node_of(&pods.get(name).await?),
+            None,
+            "{name} bound while gated"
+        );
+    }
+    pods.patch(
+        &held[0],
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"schedulingGates": null}})),
+    )
+    .await?;
+    wait_bound(&pods, &held, Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+
+    // A gang that cannot fit (3 members of 4 GPUs where 3 are free): every
     // member is marked.
     let members: Vec<Pod> = (0..3)
         .map(|i| {
