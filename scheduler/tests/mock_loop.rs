@@ -7,7 +7,8 @@
 //! leader finishes or undoes a plan an earlier one left partly bound; a
 //! PodGroup whose gang timed out is written `Failed` and nothing after it; a
 //! gated pod is marked `SchedulingGated` once and bound only when its gate is
-//! removed; an unfittable pod's `PodScheduled` condition says what its event says.
+//! removed; an unfittable pod's `PodScheduled` condition says what its event
+//! says, and a refused Binding's says `SchedulerError`.
 //!
 //! The API server here is a router rather than a script, because four watchers
 //! ask concurrently. Each request is logged; the test decides when a held
@@ -589,6 +590,20 @@ async fn refused_binding_retried() {
         .await
         .unwrap_or_else(|_| panic!("the refused Binding was never retried"));
     assert_eq!(router.bindings()[1].body, expected_binding());
+    // A refusal is no reason for a node autoscaler to add a node: the pod's
+    // condition says SchedulerError, not Unschedulable.
+    let patch = router
+        .wait_for("the SchedulerError condition", is_pod_status_patch)
+        .await;
+    let condition = &patch.body["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "SchedulerError");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Binding rejected: "),
+        "{condition}"
+    );
     running.stop().await;
 }
 

@@ -3,8 +3,9 @@
 //! `kubectl get pods` and Kueue show.
 //!
 //! As kube-scheduler does: reason `Unschedulable` with the FailedScheduling
-//! event's message after a failed attempt, `SchedulingGated` while the pod has
-//! scheduling gates. Nothing here clears it: the API server sets
+//! event's message after a failed attempt (`SchedulerError` when the API
+//! server refused the write), `SchedulingGated` while the pod has scheduling
+//! gates. Nothing here clears it: the API server sets
 //! `PodScheduled=True` when it accepts the Binding.
 //!
 //! [`condition_patch`] decides (pure, fed the pod as the watch last showed it);
@@ -23,6 +24,11 @@ use tokio::sync::mpsc;
 
 /// kube-scheduler's reason for a pod that fit nowhere.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// kube-scheduler's reason when the attempt failed for another cause than fit
+/// (here: the API server refused the Binding or the gang plan). Node
+/// autoscalers look for `Unschedulable` only, so no node is added for an RBAC
+/// or admission refusal.
+pub const REASON_SCHEDULER_ERROR: &str = "SchedulerError";
 /// kube-scheduler's reason for a pod held back by its scheduling gates.
 pub const REASON_SCHEDULING_GATED: &str = "SchedulingGated";
 /// kube-scheduler's message for a gated pod, word for word.
@@ -43,6 +49,13 @@ impl NotScheduled {
     pub fn unschedulable(message: String) -> Self {
         Self {
             reason: REASON_UNSCHEDULABLE,
+            message,
+        }
+    }
+
+    pub fn scheduler_error(message: String) -> Self {
+        Self {
+            reason: REASON_SCHEDULER_ERROR,
             message,
         }
     }

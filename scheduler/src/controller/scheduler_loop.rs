@@ -681,7 +681,14 @@ impl SchedulerLoop {
     /// forced, and sets its PodScheduled condition to the same message (only
     /// written when it changes).
     fn fail_event(&mut self, pod: &Pod, message: String, force: bool) {
-        self.set_not_scheduled(pod, NotScheduled::unschedulable(message.clone()));
+        self.fail_event_as(pod, NotScheduled::unschedulable(message), force);
+    }
+
+    /// [`Self::fail_event`] with the condition's reason chosen by the caller;
+    /// the event's message is the condition's.
+    fn fail_event_as(&mut self, pod: &Pod, condition: NotScheduled, force: bool) {
+        let message = condition.message.clone();
+        self.set_not_scheduled(pod, condition);
         let uid = pod_uid(pod);
         let now = Instant::now();
         if let Some(p) = self.pending.get_mut(&uid) {
@@ -826,7 +833,8 @@ impl SchedulerLoop {
                             error,
                             BindError::Api { .. } | BindError::GangPlanNotWritten { .. }
                         ) {
-                            self.fail_event(&pod, format!("Binding rejected: {error}"), true);
+                            let message = format!("Binding rejected: {error}");
+                            self.fail_event_as(&pod, NotScheduled::scheduler_error(message), true);
                         }
                         // The key left the queue when the pod was placed: put it
                         // back, behind a backoff.
