@@ -716,8 +716,9 @@ async fn gated_and_unschedulable_pods_say_so_in_their_pod_scheduled_condition() 
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
-    // A gated pod (as Kueue holds one) waits, marked SchedulingGated, with no
-    // FailedScheduling events, although it fits.
+    // A gated pod (as Kueue holds one) waits, marked SchedulingGated (by the
+    // API server at creation; scheduler/tests/mock_loop.rs shows Phalanx's own
+    // write), with no FailedScheduling events, although it fits.
     let mut gated = phalanx_pod("gated", gpu_worker_container(1)).build();
     if let Some(spec) = gated.spec.as_mut() {
         spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {

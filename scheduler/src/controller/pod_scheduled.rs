@@ -8,6 +8,10 @@
 //! gates. Nothing here clears it: the API server sets
 //! `PodScheduled=True` when it accepts the Binding.
 //!
+//! The API server itself writes `SchedulingGated` on a pod created with gates,
+//! so that write is usually found already there and skipped; it matters for a
+//! pod whose condition someone else changed while it was still gated.
+//!
 //! [`condition_patch`] decides (pure, fed the pod as the watch last showed it);
 //! [`PodConditionWriter`] sends, one patch at a time, so that two conditions
 //! for one pod land in the order they were decided.
