@@ -5,7 +5,10 @@
 //! nothing; a gang's plan is written on every member before its first
 //! Binding; a gang member whose Binding failed is bound alone later; a new
 //! leader finishes or undoes a plan an earlier one left partly bound; a
-//! PodGroup whose gang timed out is written `Failed` and nothing after it.
+//! PodGroup whose gang timed out is written `Failed` and nothing after it; a
+//! gated pod is marked `SchedulingGated` once and bound only when its gate is
+//! removed; an unfittable pod's `PodScheduled` condition says what its event
+//! says, and a refused Binding's says `SchedulerError`.
 //!
 //! The API server here is a router rather than a script, because four watchers
 //! ask concurrently. Each request is logged; the test decides when a held
@@ -40,6 +43,7 @@ const GPU_NODES: &str = "/apis/phalanx.dev/v1alpha1/gpunodes";
 const POD_GROUPS: &str = "/apis/scheduling.x-k8s.io/v1alpha1/podgroups";
 const BINDING: &str = "/api/v1/namespaces/ns/pods/p/binding";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+const POD_STATUS: &str = "/api/v1/namespaces/ns/pods/p/status";
 const POD_GROUP_STATUS: &str =
     "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/ns/podgroups/trio/status";
 
@@ -586,6 +590,20 @@ async fn refused_binding_retried() {
         .await
         .unwrap_or_else(|_| panic!("the refused Binding was never retried"));
     assert_eq!(router.bindings()[1].body, expected_binding());
+    // A refusal is no reason for a node autoscaler to add a node: the pod's
+    // condition says SchedulerError, not Unschedulable.
+    let patch = router
+        .wait_for("the SchedulerError condition", is_pod_status_patch)
+        .await;
+    let condition = &patch.body["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "SchedulerError");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Binding rejected: "),
+        "{condition}"
+    );
     running.stop().await;
 }
 
@@ -897,5 +915,94 @@ async fn a_new_leader_undoes_a_gang_plan_that_lost_a_member() {
         vec![],
         "bound a member of an undone gang"
     );
+    running.stop().await;
+}
+
+fn is_pod_status_patch(s: &Seen) -> bool {
+    s.method == Method::PATCH && s.path == POD_STATUS
+}
+
+/// A gated pod is marked `SchedulingGated` (once, although both the relist and
+/// the watcher's list show it), is neither bound nor given an event; the watch
+/// showing its gate removed gets it bound.
+#[tokio::test]
+async fn a_gated_pod_waits_for_its_last_gate() {
+    let (client, handle) = mock_client();
+    let (pod_watch, pod_watch_rx) = oneshot::channel();
+    let mut held = Held::new();
+    held.insert((PODS, true, 1), pod_watch_rx);
+    let mut gated = pending_pod("7");
+    gated["spec"]["schedulingGates"] = json!([{ "name": "kueue.x-k8s.io/admission" }]);
+    let (mut router, _task) = spawn_router_serving(handle, held, vec![gated]);
+    let leadership = phalanx_runtime::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    let patch = router
+        .wait_for("the SchedulingGated condition", is_pod_status_patch)
+        .await;
+    let condition = &patch.body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "PodScheduled");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "SchedulingGated");
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "7");
+    router
+        .wait_for("the pods watch", is(PODS, Seen::is_watch))
+        .await;
+    // An ungated pod is bound within milliseconds of the watch starting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(router.bindings(), vec![], "a gated pod was bound");
+    let writes: Vec<Seen> = router
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method != Method::GET)
+        .cloned()
+        .collect();
+    assert_eq!(writes.len(), 1, "only the one condition patch: {writes:#?}");
+    pod_watch
+        .send(Later::WatchEvents(vec![
+            json!({ "type": "MODIFIED", "object": pending_pod("12") }),
+        ]))
+        .ok()
+        .unwrap();
+    let binding = router
+        .wait_for("the Binding after the gate was removed", |s| {
+            s.method == Method::POST && s.path == BINDING
+        })
+        .await;
+    assert_eq!(binding.body, expected_binding());
+    running.stop().await;
+}
+
+/// A pod that fits nowhere gets `PodScheduled=False`, reason `Unschedulable`,
+/// with its FailedScheduling event's message, on its current resourceVersion.
+#[tokio::test]
+async fn an_unfittable_pod_says_why_in_its_condition() {
+    let (client, handle) = mock_client();
+    let mut huge = pending_pod("7");
+    huge["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("100");
+    let (mut router, _task) = spawn_router_serving(handle, Held::new(), vec![huge]);
+    let leadership = phalanx_runtime::leader::always_leader();
+    let (unused, _) = watch::channel(true);
+    let running = start_loop_with(client, leadership.is_leader, unused, leadership.fence);
+    let event = router
+        .wait_for("the FailedScheduling event", |s| {
+            s.method == Method::POST && s.path == EVENTS
+        })
+        .await;
+    assert_eq!(event.body["reason"], "FailedScheduling");
+    let note = event.body["note"].as_str().unwrap().to_owned();
+    assert!(note.starts_with("0/1 nodes are available: "), "{note}");
+    let patch = router
+        .wait_for("the Unschedulable condition", is_pod_status_patch)
+        .await;
+    let condition = &patch.body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "PodScheduled");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "Unschedulable");
+    assert_eq!(condition["message"], note.as_str());
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "7");
+    assert_eq!(router.bindings(), vec![]);
     running.stop().await;
 }

@@ -264,6 +264,8 @@ fn default_values_install_every_component_with_least_privilege() {
         // members are deleted for their owners to recreate.
         ("", "pods", "patch"),
         ("", "pods", "delete"),
+        // PodScheduled=False on pods that wait.
+        ("", "pods/status", "patch"),
         ("phalanx.dev", "gpunodes", "watch"),
         ("scheduling.x-k8s.io", "podgroups", "watch"),
         ("scheduling.x-k8s.io", "podgroups/status", "patch"),
@@ -278,6 +280,7 @@ fn default_values_install_every_component_with_least_privilege() {
     // What the scheduler never does, it may not do.
     for (group, resource, verb) in [
         ("", "pods", "update"),
+        ("", "pods/status", "update"),
         ("", "nodes", "patch"),
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
@@ -1383,7 +1386,7 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
 
     // Each case: the verb taken away, and what the scheduler then cannot do,
     // as the API server's refusal shows up in an event or in its log.
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
         ("pods/binding", "create", "event"),
         // A gang's plan is patched onto its members before any Binding.
         ("pods", "patch", "gang-event"),
@@ -1393,6 +1396,8 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
             "patch",
             "log:could not update PodGroup status",
         ),
+        // An unfittable pod's PodScheduled condition.
+        ("pods/status", "patch", "condition"),
     ];
     let mut previous: Option<LocalComponent> = None;
     for (n, &(resource, verb, symptom)) in cases.iter().enumerate() {
@@ -1412,7 +1417,9 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
         )
         .await?;
         let name = format!("needs-{}", resource.replace('/', "-"));
-        let mut pod = PodBuilder::new(&name, "phalanx", gpu_worker_container(1));
+        // More GPUs than any node has: the pod is unschedulable.
+        let gpus = if symptom == "condition" { 64 } else { 1 };
+        let mut pod = PodBuilder::new(&name, "phalanx", gpu_worker_container(gpus));
         if resource == "podgroups/status" || resource == "pods" {
             let group_name = format!("group-{n}");
             let group: PodGroup = serde_json::from_value(serde_json::json!({
@@ -1470,6 +1477,21 @@ async fn the_scheduler_fails_without_each_verb_it_is_granted() -> anyhow::Result
                     None,
                     "a gang member bound without its plan written"
                 );
+            }
+            "condition" => {
+                wait_forbidden_in_log(&scheduler, "writing the PodScheduled condition failed")
+                    .await?;
+                // The event still says why.
+                wait_pod_event(
+                    &client,
+                    "verbs",
+                    &name,
+                    "FailedScheduling",
+                    "nodes are available",
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", scheduler.log_text()))?;
             }
             log => {
                 let needle = log.trim_start_matches("log:");

@@ -1,7 +1,8 @@
 //! Phalanx's scheduler against a real control plane with KWOK GPU nodes:
 //! GPU placement and accounting, gangs (all or nothing), pods as controllers
-//! make them (generated names, a PriorityClass, zone and rack labels), and
-//! leader election under a crash.
+//! make them (generated names, a PriorityClass, zone and rack labels),
+//! leader election under a crash, scheduling gates, and the `PodScheduled`
+//! condition node autoscalers read.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
 //! `cargo build -p phalanx-scheduler`; without them each test prints
@@ -638,6 +639,208 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
             notes.len() <= 1 && notes.iter().all(|n| n.contains(node)),
             "{name} (on {node}) has Scheduled events {notes:?}"
         );
+    }
+    Ok(())
+}
+
+/// The pod's `PodScheduled` condition: (status, reason, message).
+fn pod_scheduled(pod: &Pod) -> Option<(String, String, String)> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// Waits until `name`'s `PodScheduled` is False with `reason` and a message
+/// that one of its FailedScheduling events carries word for word (any message
+/// for `SchedulingGated`, which has no event); returns the message.
+async fn wait_not_scheduled(
+    client: &kube::Client,
+    pods: &Api<Pod>,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    wait::until(
+        &format!("{name}: PodScheduled=False/{reason} with its event's message"),
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(name).await?;
+            let Some((status, got, message)) = pod_scheduled(&pod) else {
+                return Ok(Err("no PodScheduled condition".to_owned()));
+            };
+            if status != "False" || got != reason {
+                return Ok(Err(format!("{status}/{got}: {message}")));
+            }
+            if reason == "SchedulingGated" {
+                return Ok(Ok(message));
+            }
+            let notes: Vec<String> = pod_events(client, NS)
+                .await?
+                .into_iter()
+                .filter(|e| e.pod == name && e.reason == "FailedScheduling")
+                .map(|e| e.note)
+                .collect();
+            Ok(if notes.contains(&message) {
+                Ok(message)
+            } else {
+                Err(format!("condition says {message:?}, events {notes:?}"))
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_and_unschedulable_pods_say_so_in_their_pod_scheduled_condition() -> anyhow::Result<()>
+{
+    let test = "gated_and_unschedulable_pods_say_so_in_their_pod_scheduled_condition";
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    create_gpu_nodes(&client, "a100", 2, &GpuNodeSpec::with_gpus(4, "A100")).await?;
+    wait_fake_nodes_ready(&client, 2, Duration::from_secs(60)).await?;
+    plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(binary),
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+
+    // A gated pod (as Kueue holds one) waits, marked SchedulingGated (by the
+    // API server at creation; scheduler/tests/mock_loop.rs shows Phalanx's own
+    // write), with no FailedScheduling events, although it fits.
+    let mut gated = phalanx_pod("gated", gpu_worker_container(1)).build();
+    if let Some(spec) = gated.spec.as_mut() {
+        spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+            name: "example.com/hold".to_owned(),
+        }]);
+    }
+    create_pods(&pods, vec![gated]).await?;
+    let message = wait_not_scheduled(&client, &pods, "gated", "SchedulingGated")
+        .await
+        .with_logs(&plane)?;
+    assert_eq!(
+        message,
+        "Scheduling is blocked due to non-empty scheduling gates"
+    );
+    // A control that fits like it is bound meanwhile, so the scheduler has
+    // had its chance at the gated pod too.
+    let control = create_pods(
+        &pods,
+        vec![phalanx_pod("control", gpu_worker_container(1)).build()],
+    )
+    .await?;
+    wait_pod_bound(&pods, &control[0], Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    assert_eq!(
+        node_of(&pods.get("gated").await?),
+        None,
+        "a gated pod was bound"
+    );
+    let about_gated: Vec<_> = pod_events(&client, NS)
+        .await?
+        .into_iter()
+        .filter(|e| e.pod == "gated")
+        .collect();
+    assert_eq!(about_gated, vec![], "events about a gated pod");
+    // Its last gate removed, it is bound, and the Binding set PodScheduled=True.
+    pods.patch(
+        "gated",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"schedulingGates": null}})),
+    )
+    .await?;
+    let bound = wait_pod_bound(&pods, "gated", Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    let (status, _, _) = pod_scheduled(&bound).unwrap_or_default();
+    assert_eq!(status, "True", "{:?}", pod_scheduled(&bound));
+
+    // More GPUs than any node has: Unschedulable, with the event's message.
+    create_pods(
+        &pods,
+        vec![phalanx_pod("too-big", gpu_worker_container(16)).build()],
+    )
+    .await?;
+    let message = wait_not_scheduled(&client, &pods, "too-big", "Unschedulable")
+        .await
+        .with_logs(&plane)?;
+    assert!(
+        message.starts_with("0/2 nodes are available: "),
+        "{message}"
+    );
+
+    // A gated member holds its gang back: neither member is bound while it
+    // is gated (a pod created after them is), both are once it is ungated.
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut member = phalanx_pod(&format!("held-{i}"), gpu_worker_container(1))
+            .annotation(ANNOTATION_GANG_NAME, "held")
+            .annotation(ANNOTATION_GANG_MIN_MEMBER, "2")
+            .build();
+        if let (0, Some(spec)) = (i, member.spec.as_mut()) {
+            spec.scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "example.com/hold".to_owned(),
+            }]);
+        }
+        held.push(member);
+    }
+    let held = create_pods(&pods, held).await?;
+    wait_not_scheduled(&client, &pods, &held[0], "SchedulingGated")
+        .await
+        .with_logs(&plane)?;
+    let control = create_pods(
+        &pods,
+        vec![phalanx_pod("control-2", gpu_worker_container(1)).build()],
+    )
+    .await?;
+    wait_pod_bound(&pods, &control[0], Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+    for name in &held {
+        assert_eq!(
+            node_of(&pods.get(name).await?),
+            None,
+            "{name} bound while gated"
+        );
+    }
+    pods.patch(
+        &held[0],
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"schedulingGates": null}})),
+    )
+    .await?;
+    wait_bound(&pods, &held, Duration::from_secs(60))
+        .await
+        .with_logs(&plane)?;
+
+    // A gang that cannot fit (3 members of 4 GPUs where 3 are free): every
+    // member is marked.
+    let members: Vec<Pod> = (0..3)
+        .map(|i| {
+            phalanx_pod(&format!("gang-{i}"), gpu_worker_container(4))
+                .annotation(ANNOTATION_GANG_NAME, "wide")
+                .annotation(ANNOTATION_GANG_MIN_MEMBER, "3")
+                .build()
+        })
+        .collect();
+    let names = create_pods(&pods, members).await?;
+    for name in &names {
+        wait_not_scheduled(&client, &pods, name, "Unschedulable")
+            .await
+            .with_logs(&plane)?;
+        assert_eq!(node_of(&pods.get(name).await?), None, "{name} bound");
     }
     Ok(())
 }

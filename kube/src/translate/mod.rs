@@ -29,7 +29,8 @@ use phalanx_engine::{NodeState, Placement};
 pub use labels::{model_label_value, parse_taint_effect, LABEL_GPU_PRODUCT, NODE_NAME_FIELD_KEY};
 pub use node::{gpu_live_states, node_spec, synthetic_gpu_uuid, GpuLiveState, MAX_GPUS_PER_NODE};
 pub use pod::{
-    assignment_of, is_bound, is_finished, is_ours, is_waiting_for_node, pod_demand, pod_key,
+    assignment_of, is_bound, is_finished, is_ours, is_scheduling_gated, is_waiting_for_node,
+    pod_demand, pod_key,
 };
 pub use quantity::{Quantity, QuantityError, Rounding};
 

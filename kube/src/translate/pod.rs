@@ -34,6 +34,16 @@ pub fn is_ours(pod: &Pod, scheduler_name: &str) -> bool {
     names_us && is_waiting_for_node(pod)
 }
 
+/// True while the pod has `spec.schedulingGates`: like kube-scheduler's
+/// SchedulingGates plugin, such a pod is not attempted at all (no events) until
+/// whoever added the gates (Kueue, a workflow engine) removes the last one.
+pub fn is_scheduling_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|gates| !gates.is_empty())
+}
+
 /// Not bound yet, not being deleted, not finished: a pod some scheduler has
 /// still to place, whichever. A pod without a spec waits for nothing.
 pub fn is_waiting_for_node(pod: &Pod) -> bool {

@@ -194,3 +194,21 @@ fn live_states_apply_to_the_snapshot() {
         "one GPU is unhealthy"
     );
 }
+
+#[test]
+fn only_a_pod_with_gates_left_is_scheduling_gated() {
+    let gated: Pod = from(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [], "schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]}
+    }));
+    let emptied: Pod = from(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [], "schedulingGates": []}
+    }));
+    let plain: Pod = from(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}));
+    let no_spec: Pod = from(json!({"metadata": {"name": "p"}}));
+    assert!(is_scheduling_gated(&gated));
+    assert!(!is_scheduling_gated(&emptied));
+    assert!(!is_scheduling_gated(&plain));
+    assert!(!is_scheduling_gated(&no_spec));
+}

@@ -8,6 +8,7 @@
 //! I/O parts: [`binder`] writes annotations and Bindings, [`scheduling_events`]
 //! words the scheduler's Events as kube-scheduler does, [`metrics`] counts what
 //! happens, [`podgroup_status_writer`] is the one writer of PodGroup status,
+//! [`pod_scheduled`] decides and writes pods' `PodScheduled=False` condition,
 //! and [`scheduler_loop`] ties them together. [`fault_hook`] is a test hook
 //! that crashes the process inside a gang bind.
 
@@ -17,6 +18,7 @@ pub mod fault_hook;
 pub mod gangs;
 pub mod metrics;
 pub mod node_presence;
+pub mod pod_scheduled;
 pub mod podgroup_status_writer;
 pub mod queue;
 pub mod scheduler_loop;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::watcher::Event;
 
@@ -32,6 +33,7 @@ use super::fault_hook::GangBindFault;
 use super::gangs::{self, GangKey, GangMembership, GangTracker, PlanBook};
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::node_presence::NodePresence;
+use super::pod_scheduled::{self, NotScheduled, PodConditionInbox, PodConditionWriter};
 use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
@@ -102,6 +104,12 @@ struct PendingPod {
     /// The last FailedScheduling message and when it was sent: a new message goes
     /// out at once, a repeat at most once per interval.
     last_failed_event: Option<(Instant, String)>,
+    /// Has `spec.schedulingGates`: not attempted (nor its gang) until the
+    /// watch shows the last gate removed.
+    gated: bool,
+    /// The PodScheduled condition last handed to the writer, and for which
+    /// resourceVersion of the pod: not handed over again until the pod changes.
+    condition_sent: Option<(String, NotScheduled)>,
 }
 
 // Boxed: the channel holds thousands of these during a burst.
@@ -202,6 +210,10 @@ pub struct SchedulerLoop {
     /// the writer task.
     status_writer: PodGroupStatusWriter,
     status_inbox: Option<PodGroupStatusInbox>,
+    /// The one writer of pods' PodScheduled condition, and its inbox until
+    /// `run` starts the writer task.
+    condition_writer: PodConditionWriter,
+    condition_inbox: Option<PodConditionInbox>,
     policy: Box<dyn PlacementPolicy>,
     scratch: CycleScratch,
     bind_slots: Arc<Semaphore>,
@@ -247,6 +259,7 @@ impl SchedulerLoop {
         );
         let (bind_tx, bind_rx) = mpsc::channel(4096);
         let (status_writer, status_inbox) = PodGroupStatusWriter::channel();
+        let (condition_writer, condition_inbox) = PodConditionWriter::channel();
         SchedulerLoop {
             mirror: ClusterMirror::new(config.telemetry_max_age().as_millis() as u64),
             queue: SchedulingQueue::new(BackoffPolicy {
@@ -261,6 +274,8 @@ impl SchedulerLoop {
             tracker: GangTracker::new(),
             status_writer,
             status_inbox: Some(status_inbox),
+            condition_writer,
+            condition_inbox: Some(condition_inbox),
             policy,
             scratch: CycleScratch::default(),
             bind_slots: Arc::new(Semaphore::new(config.binding.concurrency)),
@@ -286,6 +301,10 @@ impl SchedulerLoop {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), LoopError> {
         if let Some(inbox) = self.status_inbox.take() {
+            let (client, fence) = (self.deps.client.clone(), self.deps.fence.clone());
+            tokio::spawn(inbox.write_to_api(client, fence));
+        }
+        if let Some(inbox) = self.condition_inbox.take() {
             let (client, fence) = (self.deps.client.clone(), self.deps.fence.clone());
             tokio::spawn(inbox.write_to_api(client, fence));
         }
@@ -355,6 +374,16 @@ impl SchedulerLoop {
                 );
                 self.rebuild_from_list().await?;
                 self.leading = true;
+                // Gated pods seen before this replica led have not been marked.
+                let gated: Vec<Arc<Pod>> = self
+                    .pending
+                    .values()
+                    .filter(|p| p.gated)
+                    .map(|p| p.pod.clone())
+                    .collect();
+                for pod in gated {
+                    self.set_not_scheduled(&pod, NotScheduled::gated());
+                }
                 Ok(())
             }
             (true, false) => Err(LoopError::LostLease),
@@ -495,11 +524,28 @@ impl SchedulerLoop {
                 gang: None,
                 binding: false,
                 last_failed_event: None,
+                gated: false,
+                condition_sent: None,
             });
+        let gated = translate::is_scheduling_gated(&pod);
         entry.pod = Arc::new(pod);
         entry.gang = gang.clone();
+        entry.gated = gated;
         let first_seen = entry.first_seen;
         if entry.binding {
+            return;
+        }
+        if gated {
+            // Not queued: nothing to attempt until the watch shows the last
+            // gate gone (gates can only be removed, never added back). A gang
+            // stays queued; `schedule_gang` holds it while any member is gated.
+            if gang.is_none() {
+                self.queue.remove(&WorkKey::Pod(uid));
+            }
+            if self.leading {
+                let pod = entry.pod.clone();
+                self.set_not_scheduled(&pod, NotScheduled::gated());
+            }
             return;
         }
         match gang {
@@ -631,8 +677,18 @@ impl SchedulerLoop {
         }
     }
 
-    /// Records FailedScheduling for a pod, at most once per interval unless forced.
+    /// Records FailedScheduling for a pod, at most once per interval unless
+    /// forced, and sets its PodScheduled condition to the same message (only
+    /// written when it changes).
     fn fail_event(&mut self, pod: &Pod, message: String, force: bool) {
+        self.fail_event_as(pod, NotScheduled::unschedulable(message), force);
+    }
+
+    /// [`Self::fail_event`] with the condition's reason chosen by the caller;
+    /// the event's message is the condition's.
+    fn fail_event_as(&mut self, pod: &Pod, condition: NotScheduled, force: bool) {
+        let message = condition.message.clone();
+        self.set_not_scheduled(pod, condition);
         let uid = pod_uid(pod);
         let now = Instant::now();
         if let Some(p) = self.pending.get_mut(&uid) {
@@ -649,6 +705,32 @@ impl SchedulerLoop {
         self.deps
             .events
             .record(scheduling_events::failed_scheduling(reference, message));
+    }
+
+    /// Hands `PodScheduled=False` to the writer, unless the pod (as the watch
+    /// last showed it) already says so or this version of it was already given
+    /// the same condition.
+    fn set_not_scheduled(&mut self, pod: &Pod, wanted: NotScheduled) {
+        let version = pod.metadata.resource_version.clone().unwrap_or_default();
+        let uid = pod_uid(pod);
+        if let Some(p) = self.pending.get(&uid) {
+            if p.condition_sent.as_ref() == Some(&(version.clone(), wanted.clone())) {
+                return;
+            }
+        }
+        let Some(patch) = pod_scheduled::condition_patch(pod, &wanted, Timestamp::now()) else {
+            return;
+        };
+        if !self
+            .condition_writer
+            .send(pod.namespace().unwrap_or_default(), pod.name_any(), patch)
+        {
+            tracing::warn!(pod = %pod.name_any(), "PodScheduled writer backlog full; dropped");
+            return;
+        }
+        if let Some(p) = self.pending.get_mut(&uid) {
+            p.condition_sent = Some((version, wanted));
+        }
     }
 
     fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
@@ -751,7 +833,8 @@ impl SchedulerLoop {
                             error,
                             BindError::Api { .. } | BindError::GangPlanNotWritten { .. }
                         ) {
-                            self.fail_event(&pod, format!("Binding rejected: {error}"), true);
+                            let message = format!("Binding rejected: {error}");
+                            self.fail_event_as(&pod, NotScheduled::scheduler_error(message), true);
                         }
                         // The key left the queue when the pod was placed: put it
                         // back, behind a backoff.

@@ -134,6 +134,17 @@ impl SchedulerLoop {
             return;
         };
         let members: Vec<String> = gang.members.iter().cloned().collect();
+        if members
+            .iter()
+            .any(|uid| self.pending.get(uid).is_some_and(|p| p.gated))
+        {
+            // A gated member holds its whole gang back, without events (each
+            // gated member shows `SchedulingGated`): placing the others would
+            // bind part of a gang that may never be released. Ungating the
+            // member queues the gang again (`track`).
+            self.queue.done(&work);
+            return;
+        }
         if members.iter().any(|uid| self.undoing.contains(uid)) {
             // Members of an undone plan are being deleted: placing the rest now
             // would count them and bind a partial gang again.
