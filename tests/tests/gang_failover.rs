@@ -200,50 +200,20 @@ async fn a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_a
 ) -> anyhow::Result<()> {
     const KILL_AFTER: usize = 2;
     let test = "a_gang_that_lost_a_member_while_no_leader_was_up_is_undone_and_placed_again_whole";
-    let Some((mut plane, binary)) = plane_for(test).await? else {
+    let Some(UndoScenario {
+        mut plane,
+        client,
+        gpus,
+        pods,
+        history,
+        plain,
+        mut replicas,
+        doomed,
+        selector,
+    }) = undo_scenario(test, 2, "undo", KILL_AFTER).await?
+    else {
         return Ok(());
     };
-    let client = plane.client();
-    create_gpu_nodes(
-        &client,
-        "gpu",
-        2,
-        &GpuNodeSpec::with_gpus(GPUS_PER_NODE, "A100"),
-    )
-    .await?;
-    wait_fake_nodes_ready(&client, 2, Duration::from_secs(90)).await?;
-    let gpus = node_facts(&client).await?.gpus;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let history = BindingLedger::watch(pods.clone());
-    let election = LeaderElectionOptions {
-        lease_duration_seconds: LEASE_SECONDS,
-        ..LeaderElectionOptions::default()
-    };
-    let plain = PhalanxOptions {
-        binary: Some(binary),
-        leader_election: Some(election.clone()),
-        concurrency: Some(1),
-        ready_path: "/healthz".to_owned(),
-        ..PhalanxOptions::default()
-    };
-    let hooked = PhalanxOptions {
-        env: vec![(EXIT_HOOK.to_owned(), KILL_AFTER.to_string())],
-        ..plain.clone()
-    };
-    let mut replicas = Vec::new();
-    // No standby yet: the member is deleted before anyone can take over.
-    let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, None).await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let template = PodBuilder::template(SCHEDULER_NAME, gpu_worker_container(GPUS_PER_MEMBER))
-        .annotation(ANNOTATION_GANG_NAME, "undo")
-        .annotation(ANNOTATION_GANG_MIN_MEMBER, &MEMBERS.to_string());
-    deployments
-        .create(
-            &PostParams::default(),
-            &template.deployment("undo", MEMBERS as i32),
-        )
-        .await?;
-    let selector = PodSelector::labels("app=undo");
     let exited = wait_exit(&doomed).await.with_logs(&plane)?;
     let at_kill = selector.list(&pods).await?;
     let (bound, unbound): (Vec<&Pod>, Vec<&Pod>) =
@@ -347,49 +317,20 @@ async fn a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole(
 ) -> anyhow::Result<()> {
     const KILL_AFTER: usize = 2;
     let test = "a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole";
-    let Some((mut plane, binary)) = plane_for(test).await? else {
+    let Some(UndoScenario {
+        mut plane,
+        client,
+        gpus,
+        pods,
+        history,
+        plain,
+        mut replicas,
+        doomed,
+        selector,
+    }) = undo_scenario(test, 1, "taken", KILL_AFTER).await?
+    else {
         return Ok(());
     };
-    let client = plane.client();
-    create_gpu_nodes(
-        &client,
-        "gpu",
-        1,
-        &GpuNodeSpec::with_gpus(GPUS_PER_NODE, "A100"),
-    )
-    .await?;
-    wait_fake_nodes_ready(&client, 1, Duration::from_secs(90)).await?;
-    let gpus = node_facts(&client).await?.gpus;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let history = BindingLedger::watch(pods.clone());
-    let election = LeaderElectionOptions {
-        lease_duration_seconds: LEASE_SECONDS,
-        ..LeaderElectionOptions::default()
-    };
-    let plain = PhalanxOptions {
-        binary: Some(binary),
-        leader_election: Some(election.clone()),
-        concurrency: Some(1),
-        ready_path: "/healthz".to_owned(),
-        ..PhalanxOptions::default()
-    };
-    let hooked = PhalanxOptions {
-        env: vec![(EXIT_HOOK.to_owned(), KILL_AFTER.to_string())],
-        ..plain.clone()
-    };
-    let mut replicas = Vec::new();
-    let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, None).await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let template = PodBuilder::template(SCHEDULER_NAME, gpu_worker_container(GPUS_PER_MEMBER))
-        .annotation(ANNOTATION_GANG_NAME, "taken")
-        .annotation(ANNOTATION_GANG_MIN_MEMBER, &MEMBERS.to_string());
-    deployments
-        .create(
-            &PostParams::default(),
-            &template.deployment("taken", MEMBERS as i32),
-        )
-        .await?;
-    let selector = PodSelector::labels("app=taken");
     wait_exit(&doomed).await.with_logs(&plane)?;
     let at_kill = selector.list(&pods).await?;
     let unbound = at_kill
@@ -494,6 +435,84 @@ async fn a_gang_whose_planned_gpus_were_taken_holds_nothing_until_it_fits_whole(
 /// A control plane with the Phalanx CRDs, or `None` when the test is skipped.
 async fn plane_for(test: &str) -> anyhow::Result<Option<(ControlPlane, PathBuf)>> {
     Ok(plane_with_scheduler(test).await?)
+}
+
+/// What the undo tests share: `nodes` GPU nodes, a Deployment `gang` of
+/// [`MEMBERS`] gang members, and a leader (no standby yet, so nothing can take
+/// over before the test has changed the cluster) that exits through the test
+/// hook after its `kill_after`-th gang Binding.
+struct UndoScenario {
+    plane: ControlPlane,
+    client: kube::Client,
+    gpus: HashMap<String, u32>,
+    pods: Api<Pod>,
+    history: BindingLedger,
+    /// The options of a replica without the hook, for the next leader.
+    plain: PhalanxOptions,
+    replicas: Vec<PhalanxHandle>,
+    doomed: PhalanxHandle,
+    selector: PodSelector,
+}
+
+async fn undo_scenario(
+    test: &str,
+    nodes: usize,
+    gang: &str,
+    kill_after: usize,
+) -> anyhow::Result<Option<UndoScenario>> {
+    let Some((mut plane, binary)) = plane_for(test).await? else {
+        return Ok(None);
+    };
+    let client = plane.client();
+    create_gpu_nodes(
+        &client,
+        "gpu",
+        nodes,
+        &GpuNodeSpec::with_gpus(GPUS_PER_NODE, "A100"),
+    )
+    .await?;
+    wait_fake_nodes_ready(&client, nodes, Duration::from_secs(90)).await?;
+    let gpus = node_facts(&client).await?.gpus;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let history = BindingLedger::watch(pods.clone());
+    let election = LeaderElectionOptions {
+        lease_duration_seconds: LEASE_SECONDS,
+        ..LeaderElectionOptions::default()
+    };
+    let plain = PhalanxOptions {
+        binary: Some(binary),
+        leader_election: Some(election.clone()),
+        concurrency: Some(1),
+        ready_path: "/healthz".to_owned(),
+        ..PhalanxOptions::default()
+    };
+    let hooked = PhalanxOptions {
+        env: vec![(EXIT_HOOK.to_owned(), kill_after.to_string())],
+        ..plain.clone()
+    };
+    let mut replicas = Vec::new();
+    let doomed = lead_with(&mut plane, &mut replicas, &election, &hooked, None).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let template = PodBuilder::template(SCHEDULER_NAME, gpu_worker_container(GPUS_PER_MEMBER))
+        .annotation(ANNOTATION_GANG_NAME, gang)
+        .annotation(ANNOTATION_GANG_MIN_MEMBER, &MEMBERS.to_string());
+    deployments
+        .create(
+            &PostParams::default(),
+            &template.deployment(gang, MEMBERS as i32),
+        )
+        .await?;
+    Ok(Some(UndoScenario {
+        plane,
+        client,
+        gpus,
+        pods,
+        history,
+        plain,
+        replicas,
+        doomed,
+        selector: PodSelector::labels(&format!("app={gang}")),
+    }))
 }
 
 /// Makes a replica started with `leader` the Lease holder (killing the
