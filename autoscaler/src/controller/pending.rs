@@ -1,15 +1,19 @@
 //! The pods waiting for a node, kept from the pod watch: the capacity check
 //! places those that come before new replicas first
 //! ([`super::capacity::pods_ahead`]). The cluster mirror keeps only bound pods.
+//! A pod with `spec.schedulingGates` is left out: it is not waiting for
+//! capacity but for whoever holds the gate, so counting it would hold back
+//! replicas for room nobody can use yet. It enters when the watch shows its
+//! last gate gone.
 
 use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
 use phalanx_kube::mirror::pod_uid;
-use phalanx_kube::translate::is_waiting_for_node;
+use phalanx_kube::translate::{is_scheduling_gated, is_waiting_for_node};
 
-/// Unbound, unfinished, not terminating pods by UID.
+/// Unbound, unfinished, not terminating, ungated pods by UID.
 #[derive(Debug, Default)]
 pub struct PendingPods {
     pods: HashMap<String, Pod>,
@@ -52,7 +56,7 @@ impl PendingPods {
 
     fn apply(&mut self, pod: &Pod) {
         let uid = pod_uid(pod);
-        if is_waiting_for_node(pod) {
+        if is_waiting_for_node(pod) && !is_scheduling_gated(pod) {
             self.pods.insert(uid, pod.clone());
         } else {
             self.pods.remove(&uid);
@@ -62,7 +66,7 @@ impl PendingPods {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::PodSpec;
+    use k8s_openapi::api::core::v1::{PodSchedulingGate, PodSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
@@ -99,5 +103,27 @@ mod tests {
         assert_eq!(left, ["d"], "b vanished while the watch was down");
         pending.event(&Event::Delete(pod("d", None)));
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_gated_pod_is_not_pending_until_its_last_gate_is_removed() {
+        let mut gated = pod("g", None);
+        if let Some(spec) = gated.spec.as_mut() {
+            spec.scheduling_gates = Some(vec![PodSchedulingGate {
+                name: "example.com/quota".into(),
+            }]);
+        }
+        let mut pending = PendingPods::default();
+        pending.event(&Event::Apply(gated));
+        assert!(
+            pending.is_empty(),
+            "a gated pod waits for its gate, not for capacity"
+        );
+        pending.event(&Event::Apply(pod("g", None)));
+        assert_eq!(
+            pending.len(),
+            1,
+            "the gate is gone: it waits for a node now"
+        );
     }
 }
