@@ -4,10 +4,15 @@
 //! changed, so that the scheduler loop and the extender share one way of turning
 //! Nodes, GpuNodes and Pods into engine state. Relists (`Init` … `InitDone`)
 //! delete whatever the new list no longer has.
+//!
+//! Namespaces are folded in only by a mirror built
+//! [`ClusterMirror::watching_namespaces`]: their labels are what pod affinity
+//! terms' `namespaceSelector` match, and such a mirror is not synced before
+//! the first list of them, so no pod is placed against labels not yet seen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
 use phalanx_api::GpuNode;
@@ -45,6 +50,7 @@ pub enum WatchedKind {
     Node,
     GpuNode,
     Pod,
+    Namespace,
 }
 
 /// Where each bound pod is and what it holds, plus the objects needed to rebuild a
@@ -63,6 +69,11 @@ pub struct ClusterMirror {
     telemetry_max_age_ms: u64,
     /// Nodes whose latest GpuNode status had an implausible sample (logged once).
     rejecting: HashSet<String>,
+    /// The kinds whose first list `synced` waits for.
+    required: Vec<WatchedKind>,
+    /// Namespace labels as last applied to the snapshot, to tell a change
+    /// (worth a retry) from a resync.
+    namespaces: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl ClusterMirror {
@@ -77,7 +88,16 @@ impl ClusterMirror {
             synced: HashSet::new(),
             telemetry_max_age_ms,
             rejecting: HashSet::new(),
+            required: vec![WatchedKind::Node, WatchedKind::GpuNode, WatchedKind::Pod],
+            namespaces: HashMap::new(),
         }
+    }
+
+    /// A mirror whose owner also feeds it Namespaces ([`Self::namespace_event`]):
+    /// it is synced only once they have been listed too.
+    pub fn watching_namespaces(mut self) -> Self {
+        self.required.push(WatchedKind::Namespace);
+        self
     }
 
     pub fn state(&self) -> &ClusterState {
@@ -90,9 +110,7 @@ impl ClusterMirror {
 
     /// True once every watched kind has finished its first list.
     pub fn synced(&self) -> bool {
-        [WatchedKind::Node, WatchedKind::GpuNode, WatchedKind::Pod]
-            .iter()
-            .all(|k| self.synced.contains(k))
+        self.required.iter().all(|k| self.synced.contains(k))
     }
 
     /// Whether a pod is known to be bound (by the watch).
@@ -167,6 +185,57 @@ impl ClusterMirror {
                 }
                 change
             }
+        }
+    }
+
+    /// Records each namespace's labels in the snapshot. A change is a
+    /// `cluster_changed`: a pod refused because a namespaceSelector matched
+    /// nothing (or too much) may fit now.
+    pub fn namespace_event(&mut self, event: &Event<Namespace>) -> MirrorChange {
+        match event {
+            Event::Init => self.begin_relist(WatchedKind::Namespace),
+            Event::InitApply(namespace) => {
+                self.seen(WatchedKind::Namespace, namespace.name_any());
+                self.apply_namespace(namespace)
+            }
+            Event::Apply(namespace) => self.apply_namespace(namespace),
+            Event::Delete(namespace) => self.delete_namespace(&namespace.name_any()),
+            Event::InitDone => {
+                let known: Vec<String> = self.namespaces.keys().cloned().collect();
+                let gone = self.end_relist(WatchedKind::Namespace, known.iter());
+                let mut change = MirrorChange::default();
+                for name in gone {
+                    change.merge(self.delete_namespace(&name));
+                }
+                change
+            }
+        }
+    }
+
+    fn apply_namespace(&mut self, namespace: &Namespace) -> MirrorChange {
+        let name = namespace.name_any();
+        let labels = namespace.labels().clone();
+        if self.namespaces.get(&name) == Some(&labels) {
+            return MirrorChange::default();
+        }
+        self.state
+            .snapshot_mut()
+            .set_namespace_labels(&name, labels.clone());
+        self.namespaces.insert(name, labels);
+        MirrorChange {
+            cluster_changed: true,
+            ..MirrorChange::default()
+        }
+    }
+
+    fn delete_namespace(&mut self, name: &str) -> MirrorChange {
+        if self.namespaces.remove(name).is_none() {
+            return MirrorChange::default();
+        }
+        self.state.snapshot_mut().remove_namespace(name);
+        MirrorChange {
+            cluster_changed: true,
+            ..MirrorChange::default()
         }
     }
 

@@ -40,6 +40,7 @@ use tokio::task::JoinHandle;
 const NODES: &str = "/api/v1/nodes";
 const PODS: &str = "/api/v1/pods";
 const GPU_NODES: &str = "/apis/phalanx.dev/v1alpha1/gpunodes";
+const NAMESPACES: &str = "/api/v1/namespaces";
 const POD_GROUPS: &str = "/apis/scheduling.x-k8s.io/v1alpha1/podgroups";
 const BINDING: &str = "/api/v1/namespaces/ns/pods/p/binding";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
@@ -192,6 +193,7 @@ fn spawn_router_with_pod_groups(
                 (&Method::GET, NODES) => list("NodeList", vec![node()]),
                 (&Method::GET, PODS) => list("PodList", pods.clone()),
                 (&Method::GET, GPU_NODES) => list("GpuNodeList", vec![]),
+                (&Method::GET, NAMESPACES) => list("NamespaceList", vec![]),
                 (&Method::GET, POD_GROUPS) if pod_groups.is_some() => {
                     list("PodGroupList", pod_groups.clone().unwrap_or_default())
                 }

@@ -259,6 +259,9 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "nodes", "watch"),
+        // Namespace labels for pod affinity terms' namespaceSelector.
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
         ("", "pods/binding", "create"),
         // Gang plans are patched onto members; an undone gang's bound
         // members are deleted for their owners to recreate.
@@ -282,6 +285,7 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "pods", "update"),
         ("", "pods/status", "update"),
         ("", "nodes", "patch"),
+        ("", "namespaces", "update"),
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
     ] {

@@ -9,6 +9,10 @@
 //!   `mismatchLabelKeys` adds `key notin (the pod's value)`, as the API server
 //!   does when the pod is created (adding them again is harmless); keys the pod
 //!   does not carry are skipped, as kube-scheduler skips them.
+//!
+//! A `namespaceSelector` is matched against the namespaces' labels the
+//! scheduler watches (`ClusterMirror::namespace_event`); a namespace it has not
+//! seen has no labels.
 
 use std::collections::BTreeMap;
 
@@ -166,20 +170,6 @@ impl Own<'_> {
         }
         let names = t.namespaces.clone().unwrap_or_default();
         let namespace_field = format!("{field}.namespaceSelector");
-        if let Some(s) = &t.namespace_selector {
-            // Selecting namespaces by label needs the Namespaces' labels,
-            // which the mirror does not watch yet: refused by name rather
-            // than matched against nothing.
-            let empty = s.match_labels.as_ref().is_none_or(|l| l.is_empty())
-                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-            if !empty {
-                return Err(self.invalid(
-                    &namespace_field,
-                    "selecting namespaces by label is not supported yet; list them in \
-                     `namespaces`, or use {} for every namespace",
-                ));
-            }
-        }
         let namespace_selector = t
             .namespace_selector
             .as_ref()
@@ -406,16 +396,36 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_selector_with_labels_is_refused_naming_the_field() {
-        let err = read(anti(json!({
+    fn a_namespace_selector_with_labels_selects_namespaces_by_their_labels() {
+        let s = read(anti(json!({
             "labelSelector": {"matchLabels": {"app": "web"}},
-            "namespaceSelector": {"matchLabels": {"team": "a"}},
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "team", "operator": "In", "values": ["a", "b"]}]},
             "topologyKey": "kubernetes.io/hostname"
         })))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("namespaceSelector"), "{err}");
-        assert!(err.contains("not supported yet"), "{err}");
+        .unwrap();
+        let scope = &s.affinity().required_anti_affinity[0].namespaces;
+        assert!(scope.names.is_empty(), "not the pod's own namespace alone");
+        assert!(scope.contains("other", Some(&labels(&[("team", "b")]))));
+        assert!(!scope.contains("other", Some(&labels(&[("team", "c")]))));
+        assert!(
+            !scope.contains("team-a", None),
+            "a namespace without (known) labels is not selected"
+        );
+    }
+
+    #[test]
+    fn a_bad_namespace_selector_is_refused_naming_the_field() {
+        let err = error(anti(json!({
+            "labelSelector": {"matchLabels": {"app": "web"}},
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "team", "operator": "Gt", "values": ["1"]}]},
+            "topologyKey": "kubernetes.io/hostname"
+        })));
+        assert!(
+            err.contains("[0].namespaceSelector.matchExpressions[0].operator"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::watcher::Event;
@@ -118,6 +118,7 @@ enum Input {
     GpuNode(Box<Event<GpuNode>>),
     Pod(Box<Event<Pod>>),
     PodGroup(Box<Event<PodGroup>>),
+    Namespace(Box<Event<Namespace>>),
 }
 
 /// One Binding to send, prepared on the loop (which has the snapshot).
@@ -261,7 +262,8 @@ impl SchedulerLoop {
         let (status_writer, status_inbox) = PodGroupStatusWriter::channel();
         let (condition_writer, condition_inbox) = PodConditionWriter::channel();
         SchedulerLoop {
-            mirror: ClusterMirror::new(config.telemetry_max_age().as_millis() as u64),
+            mirror: ClusterMirror::new(config.telemetry_max_age().as_millis() as u64)
+                .watching_namespaces(),
             queue: SchedulingQueue::new(BackoffPolicy {
                 initial: config.backoff.initial(),
                 max: config.backoff.max(),
@@ -416,6 +418,10 @@ impl SchedulerLoop {
         spawn_watch(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
             Input::Pod(Box::new(e))
         });
+        // Their labels, for pod affinity terms' namespaceSelector.
+        spawn_watch(Api::<Namespace>::all(client.clone()), tx.clone(), |e| {
+            Input::Namespace(Box::new(e))
+        });
         // PodGroups only where the scheduler-plugins CRD is installed.
         let pod_groups: Api<PodGroup> = Api::all(client);
         match pod_groups.list(&ListParams::default().limit(1)).await {
@@ -437,6 +443,7 @@ impl SchedulerLoop {
             Input::GpuNode(event) => self.mirror.gpu_node_event(*event, now_ms),
             Input::Pod(event) => self.handle_pod_event(*event),
             Input::PodGroup(event) => self.handle_pod_group_event(*event),
+            Input::Namespace(event) => self.mirror.namespace_event(&event),
         };
         for error in &change.errors {
             tracing::warn!(%error, "cluster state");

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::watcher::Event;
 use kube::{Api, Client};
 use phalanx_api::GpuNode;
@@ -120,7 +120,7 @@ impl ExtenderCore {
         );
         let max_age = u64::try_from(config.telemetry_max_age().as_millis()).unwrap_or(u64::MAX);
         Self::with_mirror(
-            ClusterMirror::new(max_age),
+            ClusterMirror::new(max_age).watching_namespaces(),
             policy,
             config.extender.scheduler_names.clone(),
         )
@@ -265,6 +265,7 @@ enum Input {
     Node(Box<Event<Node>>),
     GpuNode(Box<Event<GpuNode>>),
     Pod(Box<Event<Pod>>),
+    Namespace(Box<Event<Namespace>>),
 }
 
 /// Runs extender mode until `shutdown` resolves: watches into the mirror, the
@@ -287,8 +288,12 @@ pub async fn serve(
     spawn_watch(Api::<GpuNode>::all(client.clone()), tx.clone(), |e| {
         Input::GpuNode(Box::new(e))
     });
-    spawn_watch(Api::<Pod>::all(client.clone()), tx, |e| {
+    spawn_watch(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
         Input::Pod(Box::new(e))
+    });
+    // Their labels, for pod affinity terms' namespaceSelector.
+    spawn_watch(Api::<Namespace>::all(client.clone()), tx, |e| {
+        Input::Namespace(Box::new(e))
     });
     let folding = tokio::spawn(fold_inputs(
         inputs,
@@ -419,6 +424,7 @@ fn apply(core: &mut ExtenderCore, metrics: &SchedulerMetrics, input: Input) {
         Input::Node(event) => core.mirror.node_event(*event, now_ms),
         Input::GpuNode(event) => core.mirror.gpu_node_event(*event, now_ms),
         Input::Pod(event) => core.pod_event(&event),
+        Input::Namespace(event) => core.mirror.namespace_event(&event),
     };
     for error in &change.errors {
         tracing::warn!(%error, "cluster state");
