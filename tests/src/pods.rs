@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    ResourceRequirements, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -17,6 +18,26 @@ use phalanx_api::{
     GpuAssignmentAnnotation, ANNOTATION_GPU_ASSIGNMENT, MILLI_PER_GPU, RESOURCE_GPU_MILLI,
     RESOURCE_WHOLE_GPU,
 };
+
+/// A pod affinity term for [`PodBuilder::required_pod_affinity`] and
+/// [`PodBuilder::required_pod_anti_affinity`]: pods labelled `key: value` in
+/// the pod's own namespace, per value of the node label `topology_key`. Set
+/// `namespaces` or `namespace_selector` on it to look elsewhere.
+pub fn pod_term((key, value): (&str, &str), topology_key: &str) -> PodAffinityTerm {
+    PodAffinityTerm {
+        label_selector: Some(match_labels(key, value)),
+        topology_key: topology_key.to_owned(),
+        ..PodAffinityTerm::default()
+    }
+}
+
+/// The label selector `key: value`.
+pub fn match_labels(key: &str, value: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+        ..LabelSelector::default()
+    }
+}
 
 /// Creates `pods` one by one; returns their names in order, as the API server
 /// gave them (so a pod made with `generateName` is returned with its name).
@@ -175,6 +196,63 @@ impl PodBuilder {
             .get_or_insert_with(NodeSelector::default)
             .node_selector_terms
             .push(term);
+        self
+    }
+
+    /// Adds a required pod affinity term: the pod goes only where `term`'s
+    /// pods are (per its topology key). See [`pod_term`].
+    pub fn required_pod_affinity(mut self, term: PodAffinityTerm) -> Self {
+        self.spec()
+            .affinity
+            .get_or_insert_with(Affinity::default)
+            .pod_affinity
+            .get_or_insert_with(PodAffinity::default)
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(term);
+        self
+    }
+
+    /// Adds a required pod anti-affinity term: the pod never shares a
+    /// topology domain with `term`'s pods. See [`pod_term`].
+    pub fn required_pod_anti_affinity(mut self, term: PodAffinityTerm) -> Self {
+        self.spec()
+            .affinity
+            .get_or_insert_with(Affinity::default)
+            .pod_anti_affinity
+            .get_or_insert_with(PodAntiAffinity::default)
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(term);
+        self
+    }
+
+    /// Adds a `spec.topologySpreadConstraints` entry: pods labelled
+    /// `key: value` spread over the values of the node label `topology_key`,
+    /// at most `max_skew` apart; `hard` is DoNotSchedule, otherwise
+    /// ScheduleAnyway.
+    pub fn spread(
+        mut self,
+        (key, value): (&str, &str),
+        topology_key: &str,
+        max_skew: i32,
+        hard: bool,
+    ) -> Self {
+        let when = if hard {
+            "DoNotSchedule"
+        } else {
+            "ScheduleAnyway"
+        };
+        self.spec()
+            .topology_spread_constraints
+            .get_or_insert_with(Vec::new)
+            .push(TopologySpreadConstraint {
+                label_selector: Some(match_labels(key, value)),
+                max_skew,
+                topology_key: topology_key.to_owned(),
+                when_unsatisfiable: when.to_owned(),
+                ..TopologySpreadConstraint::default()
+            });
         self
     }
 

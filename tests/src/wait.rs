@@ -5,7 +5,8 @@
 //! [`until`] and [`until_some`] poll any check; the rest are the waits real
 //! cases keep needing: pods bound (by name, name prefix or label, so pods
 //! made with `generateName` or by a controller are found too), pods that must
-//! stay pending for a while, an event about a pod, CRDs established, a
+//! stay pending for a while, a pod's `PodScheduled=False` condition, an
+//! event about a pod, CRDs established, a
 //! namespace ready for pods. Scheduling waits read better on failure with the
 //! schedulers' logs: `.with_logs(&plane)` ([`WithLogs`]) appends them.
 //!
@@ -170,6 +171,63 @@ pub async fn stays_pending(
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The pod's `PodScheduled` condition: (status, reason, message).
+pub fn pod_scheduled(pod: &Pod) -> Option<(String, String, String)> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// Waits until the `PodScheduled` of pod `name` in `namespace` is False with
+/// `reason` and a message that one of its FailedScheduling events carries word
+/// for word (any message for `SchedulingGated`, which has no event); returns
+/// the message.
+pub async fn wait_not_scheduled(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    until(
+        &format!("{name}: PodScheduled=False/{reason} with its event's message"),
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(name).await?;
+            let Some((status, got, message)) = pod_scheduled(&pod) else {
+                return Ok(Err("no PodScheduled condition".to_owned()));
+            };
+            if status != "False" || got != reason {
+                return Ok(Err(format!("{status}/{got}: {message}")));
+            }
+            if reason == "SchedulingGated" {
+                return Ok(Ok(message));
+            }
+            let notes: Vec<String> = pod_events(client, namespace)
+                .await?
+                .into_iter()
+                .filter(|e| e.pod == name && e.reason == "FailedScheduling")
+                .map(|e| e.note)
+                .collect();
+            Ok(if notes.contains(&message) {
+                Ok(message)
+            } else {
+                Err(format!("condition says {message:?}, events {notes:?}"))
+            })
+        },
+    )
+    .await
 }
 
 /// Waits for an event with `reason` (`Scheduled`, `FailedScheduling`, ...)
