@@ -13,6 +13,7 @@
 //! [`PodDemand`]: phalanx_engine::PodDemand
 //! [`NodeSpec`]: phalanx_engine::NodeSpec
 
+mod default_spread;
 mod inter_pod;
 mod labels;
 mod node;
@@ -26,6 +27,7 @@ use phalanx_api::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
 
 use phalanx_engine::{NodeState, Placement};
 
+pub use default_spread::{DefaultConstraint, DefaultSpread, LABEL_CONTROLLER_UID};
 pub use labels::{model_label_value, parse_taint_effect, LABEL_GPU_PRODUCT, NODE_NAME_FIELD_KEY};
 pub use node::{gpu_live_states, node_spec, synthetic_gpu_uuid, GpuLiveState, MAX_GPUS_PER_NODE};
 pub use pod::{

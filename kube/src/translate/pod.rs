@@ -13,6 +13,7 @@ use phalanx_api::{
     RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU,
 };
 
+use super::default_spread::labels_for_matching;
 use super::inter_pod::inter_pod_spec;
 use super::labels::{model_label_value, parse_taint_effect, NODE_NAME_FIELD_KEY};
 use super::quantity::{Quantity, QuantityError};
@@ -95,7 +96,7 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
     let model_constraint = model_constraint(&object, pod, models)?;
     let rules = placement_rules(&object, spec)?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let labels = labels_for_matching(pod);
     let inter_pod = inter_pod_spec(&object, namespace, labels, spec)?;
     let demand = PodDemand::new(
         pod_key(pod),

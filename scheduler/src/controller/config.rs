@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use phalanx_engine::policy::PolicyName;
+use phalanx_engine::WhenUnsatisfiable;
+use phalanx_kube::translate::{DefaultConstraint, DefaultSpread};
 use phalanx_runtime::config::{dns_subdomain, label_key, ports_collide, seconds, Rules};
 pub use phalanx_runtime::config::{
     ConfigError, ConfigFile, ControllerDefaults, HttpConfig, LeaderElectionConfig, LogFormat,
@@ -41,6 +43,7 @@ pub struct SchedulerConfig {
     pub binding: BindingConfig,
     pub backoff: BackoffConfig,
     pub gangs: GangConfig,
+    pub topology_spread: TopologySpreadConfig,
     pub leader_election: LeaderElectionConfig<SchedulerDefaults>,
     pub http: HttpConfig<SchedulerDefaults>,
     pub extender: ExtenderConfig,
@@ -56,6 +59,7 @@ impl Default for SchedulerConfig {
             binding: BindingConfig::default(),
             backoff: BackoffConfig::default(),
             gangs: GangConfig::default(),
+            topology_spread: TopologySpreadConfig::default(),
             leader_election: LeaderElectionConfig::default(),
             http: HttpConfig::default(),
             extender: ExtenderConfig::default(),
@@ -174,6 +178,109 @@ impl Default for GangConfig {
 impl GangConfig {
     pub fn default_timeout(&self) -> Duration {
         Duration::from_secs(self.default_timeout_seconds)
+    }
+}
+
+/// Topology spread constraints for pods that set none (kube-scheduler's
+/// PodTopologySpread `defaultingType` and `defaultConstraints`). Phalanx's
+/// default is none at all: kube-scheduler's System defaults spread each
+/// workload's replicas over nodes, which works against packing GPUs.
+/// `defaultingType: System` turns them on. Which pods a default counts: those
+/// of the same ReplicaSet, StatefulSet or ReplicationController
+/// (`phalanx_kube::translate::DefaultSpread` says why).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct TopologySpreadConfig {
+    pub defaulting_type: SpreadDefaulting,
+    /// With `List` only; kube-scheduler refuses a `labelSelector` here too.
+    pub default_constraints: Vec<DefaultSpreadConstraint>,
+}
+
+/// Where the default constraints come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum SpreadDefaulting {
+    /// `defaultConstraints` as listed (Phalanx's default: an empty list).
+    #[default]
+    List,
+    /// kube-scheduler's: maxSkew 3 over `kubernetes.io/hostname` and 5 over
+    /// `topology.kubernetes.io/zone`, both ScheduleAnyway.
+    System,
+}
+
+/// One default constraint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DefaultSpreadConstraint {
+    pub max_skew: i32,
+    pub topology_key: String,
+    pub when_unsatisfiable: SpreadWhen,
+}
+
+/// `whenUnsatisfiable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SpreadWhen {
+    DoNotSchedule,
+    ScheduleAnyway,
+}
+
+impl TopologySpreadConfig {
+    /// The defaults as the translation applies them (valid once
+    /// [`ConfigFile::validate`] passed; a non-positive maxSkew reads as 1).
+    pub fn defaults(&self) -> DefaultSpread {
+        match self.defaulting_type {
+            SpreadDefaulting::System => DefaultSpread::system(),
+            SpreadDefaulting::List => {
+                DefaultSpread::list(self.default_constraints.iter().map(|c| DefaultConstraint {
+                    max_skew: u32::try_from(c.max_skew).unwrap_or(1).max(1),
+                    topology_key: &c.topology_key,
+                    when_unsatisfiable: match c.when_unsatisfiable {
+                        SpreadWhen::DoNotSchedule => WhenUnsatisfiable::DoNotSchedule,
+                        SpreadWhen::ScheduleAnyway => WhenUnsatisfiable::ScheduleAnyway,
+                    },
+                }))
+            }
+        }
+    }
+
+    fn check(&self, out: &mut Rules) {
+        const KEY: &str = "topologySpread.defaultConstraints";
+        if self.defaulting_type == SpreadDefaulting::System && !self.default_constraints.is_empty()
+        {
+            out.push(
+                KEY,
+                "must be empty with defaultingType: System (kube-scheduler's own defaults)"
+                    .to_owned(),
+            );
+        }
+        let mut seen = Vec::new();
+        for (i, c) in self.default_constraints.iter().enumerate() {
+            if c.max_skew < 1 {
+                out.push(
+                    KEY,
+                    format!("[{i}].maxSkew must be at least 1, got {}", c.max_skew),
+                );
+            }
+            if let Err(expected) = label_key(&c.topology_key) {
+                out.push(
+                    KEY,
+                    format!(
+                        "[{i}].topologyKey must be {expected}, got {:?}",
+                        c.topology_key
+                    ),
+                );
+            }
+            let pair = (c.topology_key.as_str(), c.when_unsatisfiable);
+            if seen.contains(&pair) {
+                out.push(
+                    KEY,
+                    format!(
+                        "[{i}] repeats topologyKey {:?} with whenUnsatisfiable {:?}",
+                        c.topology_key, c.when_unsatisfiable
+                    ),
+                );
+            }
+            seen.push(pair);
+        }
     }
 }
 
@@ -337,6 +444,8 @@ impl ConfigFile for SchedulerConfig {
             self.gangs.default_timeout_seconds,
             1,
         );
+
+        self.topology_spread.check(&mut out);
 
         out.leader_election(&self.leader_election);
 
@@ -713,12 +822,71 @@ mod tests {
                 "extender: {schedulerNames: [default-scheduler, 'GPU Profile']}",
                 &["extender.schedulerNames"],
             ),
+            (
+                "topologySpread: {defaultingType: System, defaultConstraints: \
+                 [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]}",
+                &["topologySpread.defaultConstraints"],
+            ),
+            (
+                "topologySpread: {defaultConstraints: \
+                 [{maxSkew: 0, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]}",
+                &["topologySpread.defaultConstraints"],
+            ),
+            (
+                "topologySpread: {defaultConstraints: \
+                 [{maxSkew: 1, topologyKey: 'not a key', whenUnsatisfiable: DoNotSchedule}]}",
+                &["topologySpread.defaultConstraints"],
+            ),
+            (
+                "topologySpread: {defaultConstraints: [\
+                 {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}, \
+                 {maxSkew: 2, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]}",
+                &["topologySpread.defaultConstraints"],
+            ),
             ("logging: {level: verbose}", &["logging.level"]),
             ("logging: {level: 'info,kube=loud'}", &["logging.level"]),
         ];
         for (yaml, keys) in cases {
             assert_eq!(violated_keys(yaml), *keys, "config {yaml:?}");
         }
+    }
+
+    #[test]
+    fn topology_spread_defaults_are_none_unless_asked_for() {
+        let none = SchedulerConfig::default().topology_spread.defaults();
+        assert!(none.is_empty(), "Phalanx packs GPUs unless told to spread");
+        let system = SchedulerConfig::from_yaml("topologySpread: {defaultingType: System}", "t")
+            .expect("valid");
+        assert_eq!(system.topology_spread.defaults(), DefaultSpread::system());
+        let listed = SchedulerConfig::from_yaml(
+            "topologySpread:\n  defaultConstraints:\n  - maxSkew: 2\n    \
+             topologyKey: topology.kubernetes.io/zone\n    whenUnsatisfiable: ScheduleAnyway\n",
+            "t",
+        )
+        .expect("valid");
+        let defaults = listed.topology_spread.defaults();
+        let [zone] = defaults.constraints() else {
+            panic!("{defaults:?}");
+        };
+        assert_eq!(zone.max_skew, 2);
+        assert_eq!(zone.topology_key, "topology.kubernetes.io/zone");
+        assert_eq!(zone.when_unsatisfiable, WhenUnsatisfiable::ScheduleAnyway);
+    }
+
+    #[test]
+    fn a_default_constraint_with_a_label_selector_is_refused_naming_it() {
+        let error = SchedulerConfig::from_yaml(
+            "topologySpread:\n  defaultConstraints:\n  - maxSkew: 1\n    topologyKey: zone\n    \
+             whenUnsatisfiable: DoNotSchedule\n    labelSelector: {}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("topologySpread.defaultConstraints"),
+            "{error}"
+        );
+        assert!(error.contains("labelSelector"), "{error}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use phalanx_engine::{
     Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
 };
 use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
-use phalanx_kube::translate;
+use phalanx_kube::translate::{self, DefaultSpread};
 use phalanx_runtime::events::{self, EventRecorder};
 use phalanx_runtime::http::Health;
 use phalanx_runtime::leader::LeaseFence;
@@ -216,6 +216,8 @@ pub struct SchedulerLoop {
     condition_writer: PodConditionWriter,
     condition_inbox: Option<PodConditionInbox>,
     policy: Box<dyn PlacementPolicy>,
+    /// Spread constraints for pods that set none (`topologySpread` config).
+    default_spread: DefaultSpread,
     scratch: CycleScratch,
     bind_slots: Arc<Semaphore>,
     bind_tx: mpsc::Sender<BindOutcome>,
@@ -279,6 +281,7 @@ impl SchedulerLoop {
             condition_writer,
             condition_inbox: Some(condition_inbox),
             policy,
+            default_spread: config.topology_spread.defaults(),
             scratch: CycleScratch::default(),
             bind_slots: Arc::new(Semaphore::new(config.binding.concurrency)),
             bind_tx,
@@ -639,7 +642,8 @@ impl SchedulerLoop {
             return;
         };
         let pod = pending.pod.clone();
-        let demand = match translate::pod_demand(&pod, self.mirror.state().snapshot().models()) {
+        let snapshot = self.mirror.state().snapshot();
+        let demand = match self.default_spread.pod_demand(&pod, snapshot) {
             Ok(demand) => demand,
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);

@@ -31,7 +31,6 @@ use kube::ResourceExt;
 use phalanx_api::{GangPlanAnnotation, PodGroup, PodGroupStatus};
 use phalanx_engine::{place_gang, GangSpec, Placement, PodDemand};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
-use phalanx_kube::translate;
 
 use super::{BindError, BindRequest, SchedulerLoop, WorkKey};
 use crate::controller::gangs::{self, GangKey, GangMemberCounts, GangMembership, GangSource};
@@ -200,10 +199,10 @@ impl SchedulerLoop {
             self.queue.unschedulable(work, now);
             return;
         }
-        let models = self.mirror.state().snapshot().models();
+        let snapshot = self.mirror.state().snapshot();
         let mut demands: Vec<PodDemand> = Vec::with_capacity(waiting.len());
         for pod in &waiting {
-            match translate::pod_demand(pod, models) {
+            match self.default_spread.pod_demand(pod, snapshot) {
                 Ok(d) => demands.push(d),
                 Err(error) => {
                     let message = format!(
