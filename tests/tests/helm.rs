@@ -297,6 +297,12 @@ fn default_values_install_every_component_with_least_privilege() {
     assert!(rules
         .iter()
         .all(|(g, r, v)| g != "*" && r != "*" && v != "*"));
+    // The autoscaler places replicas as the scheduler would: namespaceSelector too.
+    let autoscaler = rules_of(&chart, "ClusterRole", "phalanx-autoscaler");
+    assert!(
+        grants(&autoscaler, "", "namespaces", "watch"),
+        "{autoscaler:?}"
+    );
     let lease = rules_of(&chart, "Role", "phalanx-scheduler-leader-election");
     assert!(grants(&lease, "coordination.k8s.io", "leases", "create"));
     let config = chart.get("ConfigMap", "phalanx-scheduler").unwrap();

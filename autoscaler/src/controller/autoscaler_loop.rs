@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -71,6 +71,7 @@ enum Input {
     Node(Box<Event<Node>>),
     GpuNode(Box<Event<GpuNode>>),
     Pod(Box<Event<Pod>>),
+    Namespace(Box<Event<Namespace>>),
     Autoscaler(Box<Event<InferenceAutoscaler>>),
 }
 
@@ -144,7 +145,7 @@ impl AutoscalerLoop {
         );
         AutoscalerLoop {
             deps,
-            mirror: ClusterMirror::new(TELEMETRY_MAX_AGE_MS),
+            mirror: ClusterMirror::new(TELEMETRY_MAX_AGE_MS).watching_namespaces(),
             pending: PendingPods::default(),
             autoscalers: BTreeMap::new(),
             relisting: None,
@@ -229,6 +230,11 @@ impl AutoscalerLoop {
         spawn_watch(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
             Input::Pod(Box::new(e))
         });
+        // Their labels, for pod affinity terms' namespaceSelector: replicas
+        // are placed as the scheduler would place them.
+        spawn_watch(Api::<Namespace>::all(client.clone()), tx.clone(), |e| {
+            Input::Namespace(Box::new(e))
+        });
         // GpuNodes only where the device plugin's CRD is installed; without
         // it, nodes are placed on their nvidia.com/gpu capacity alone.
         let gpu_nodes: Api<GpuNode> = Api::all(client);
@@ -252,6 +258,7 @@ impl AutoscalerLoop {
                 self.pending.event(&event);
                 self.mirror.pod_event(&event)
             }
+            Input::Namespace(event) => self.mirror.namespace_event(&event),
             Input::Autoscaler(event) => {
                 self.autoscaler_event(*event);
                 return;
