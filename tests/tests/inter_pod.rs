@@ -2,8 +2,9 @@
 //! on a real control plane with KWOK nodes: replicas kept apart (and the one
 //! that cannot be, marked Unschedulable in kube-scheduler's words), pods
 //! balanced over zones of unequal size, an existing pod's anti-affinity
-//! honoured against newcomers, and affinity to pods in namespaces chosen by
-//! their labels, which arrive after the pod.
+//! honoured against newcomers, affinity to pods in namespaces chosen by
+//! their labels, which arrive after the pod, and kube-scheduler's System
+//! default spread when the config asks for it.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
 //! `cargo build -p phalanx-scheduler`; without them each test prints
@@ -40,6 +41,16 @@ async fn plane_with_nodes(
     test: &str,
     nodes: &[(&str, usize, &str)],
 ) -> anyhow::Result<Option<ControlPlane>> {
+    plane_with_config(test, nodes, serde_json::Value::Null).await
+}
+
+/// [`plane_with_nodes`] with `config` merged into the scheduler's config; a
+/// zone `""` leaves the nodes without one.
+async fn plane_with_config(
+    test: &str,
+    nodes: &[(&str, usize, &str)],
+    config: serde_json::Value,
+) -> anyhow::Result<Option<ControlPlane>> {
     let Some((mut plane, binary)): Option<(ControlPlane, PathBuf)> =
         plane_with_scheduler(test).await?
     else {
@@ -48,7 +59,10 @@ async fn plane_with_nodes(
     let client = plane.client();
     let mut total = 0;
     for (prefix, count, zone) in nodes {
-        let spec = GpuNodeSpec::with_gpus(4, "A100").label(LABEL_ZONE, zone);
+        let mut spec = GpuNodeSpec::with_gpus(4, "A100");
+        if !zone.is_empty() {
+            spec = spec.label(LABEL_ZONE, zone);
+        }
         create_gpu_nodes(&client, prefix, *count, &spec).await?;
         total += count;
     }
@@ -56,6 +70,7 @@ async fn plane_with_nodes(
     plane
         .start_phalanx_scheduler(&PhalanxOptions {
             binary: Some(binary),
+            extra: config,
             ..PhalanxOptions::default()
         })
         .await?;
@@ -258,5 +273,59 @@ async fn affinity_to_namespaces_by_label_waits_for_the_label_then_follows_the_po
         .await
         .with_logs(&plane)?;
     assert_eq!(node_of(&bound), Some(cache_node.as_str()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_default_spread_moves_replicas_that_packing_would_stack() -> anyhow::Result<()> {
+    let test = "system_default_spread_moves_replicas_that_packing_would_stack";
+    // No zone labels: kube-scheduler's System defaults still spread over
+    // hostnames (the zone default, which no node could satisfy, is dropped).
+    let config = serde_json::json!({"topologySpread": {"defaultingType": "System"}});
+    let Some(plane) = plane_with_config(test, &[("n", 2, "")], config).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    // The control, on the empty cluster: pods no workload controls get no
+    // defaults, and the GPU policy stacks four quarter-GPU pods on one node.
+    let bare: Vec<Pod> = (0..4)
+        .map(|i| {
+            phalanx_pod(&format!("bare-{i}"))
+                .termination_grace_seconds(0)
+                .build()
+        })
+        .collect();
+    let names = create_pods(&pods, bare).await?;
+    let bound = wait_bound(&pods, &names, WAIT).await.with_logs(&plane)?;
+    let nodes: HashSet<&str> = bound.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 1, "bare pods were spread: {nodes:?}");
+    for name in &names {
+        pods.delete(name, &Default::default()).await?;
+    }
+    let bare = PodSelector::names(&names);
+    wait::until("the bare pods gone", WAIT, || async {
+        let left = bare.list(&pods).await?.len();
+        Ok(if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} left"))
+        })
+    })
+    .await?;
+
+    // The same pods as a Deployment's replicas get the defaults.
+    let deployment = PodBuilder::template(SCHEDULER_NAME, small()).deployment("web", 4);
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let bound = wait::wait_selected_bound(&pods, &PodSelector::labels("app=web"), 4, WAIT)
+        .await
+        .with_logs(&plane)?;
+    // A soft maxSkew of 3 outweighs packing only once the skew grows: as in
+    // kube-scheduler, where PodTopologySpread scores at twice the weight of
+    // NodeResourcesFit, the fourth replica goes to the other node (3 and 1).
+    let nodes: HashSet<&str> = bound.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 2, "the replicas were stacked: {nodes:?}");
     Ok(())
 }
