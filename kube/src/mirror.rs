@@ -15,6 +15,8 @@ use phalanx_api::GpuNode;
 use crate::cluster_state::{AccountingError, ClusterState, RejectedSample, TelemetryReport};
 use crate::translate;
 
+mod volumes;
+
 /// What an event changed, for the caller to act on.
 #[derive(Debug, Default)]
 pub struct MirrorChange {
@@ -45,6 +47,11 @@ pub enum WatchedKind {
     Node,
     GpuNode,
     Pod,
+    // Only once volumes are tracked (`mirror/volumes.rs`).
+    PersistentVolumeClaim,
+    PersistentVolume,
+    StorageClass,
+    CsiNode,
 }
 
 /// Where each bound pod is and what it holds, plus the objects needed to rebuild a
@@ -93,6 +100,7 @@ impl ClusterMirror {
         [WatchedKind::Node, WatchedKind::GpuNode, WatchedKind::Pod]
             .iter()
             .all(|k| self.synced.contains(k))
+            && self.volumes_synced()
     }
 
     /// Whether a pod is known to be bound (by the watch).

@@ -112,6 +112,24 @@ impl VolumeCatalogue {
         }
     }
 
+    /// Keys of every claim, PV, class and node with attach limits, for a
+    /// relist to find what disappeared.
+    pub fn claim_keys(&self) -> impl Iterator<Item = &String> {
+        self.claims.keys()
+    }
+
+    pub fn volume_names(&self) -> impl Iterator<Item = &String> {
+        self.volumes.keys()
+    }
+
+    pub fn class_names(&self) -> impl Iterator<Item = &String> {
+        self.classes.keys()
+    }
+
+    pub fn limited_nodes(&self) -> impl Iterator<Item = &String> {
+        self.attach_limits.keys()
+    }
+
     /// The PV assumed for a claim, if any.
     pub fn assumed_for(&self, claim: &str) -> Option<&str> {
         self.assumed
