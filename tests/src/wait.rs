@@ -252,6 +252,62 @@ fn live(mut pods: Vec<Pod>) -> Vec<Pod> {
     pods
 }
 
+/// The pod's `PodScheduled` condition: (status, reason, message).
+pub fn pod_scheduled(pod: &Pod) -> Option<(String, String, String)> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// Waits until `name`'s `PodScheduled` is False with `reason` and a message
+/// that one of its FailedScheduling events carries word for word (any message
+/// for `SchedulingGated`, which has no event); returns the message.
+pub async fn wait_not_scheduled(
+    client: &kube::Client,
+    pods: &Api<Pod>,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    until(
+        &format!("{name}: PodScheduled=False/{reason} with its event's message"),
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(name).await?;
+            let Some((status, got, message)) = pod_scheduled(&pod) else {
+                return Ok(Err("no PodScheduled condition".to_owned()));
+            };
+            if status != "False" || got != reason {
+                return Ok(Err(format!("{status}/{got}: {message}")));
+            }
+            if reason == "SchedulingGated" {
+                return Ok(Ok(message));
+            }
+            let notes: Vec<String> = pod_events(client, namespace)
+                .await?
+                .into_iter()
+                .filter(|e| e.pod == name && e.reason == "FailedScheduling")
+                .map(|e| e.note)
+                .collect();
+            Ok(if notes.contains(&message) {
+                Ok(message)
+            } else {
+                Err(format!("condition says {message:?}, events {notes:?}"))
+            })
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -271,6 +271,14 @@ fn default_values_install_every_component_with_least_privilege() {
         ("scheduling.x-k8s.io", "podgroups/status", "patch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        // Volumes: watched, then pre-bound before the Binding.
+        ("", "persistentvolumeclaims", "watch"),
+        ("", "persistentvolumeclaims", "get"),
+        ("", "persistentvolumeclaims", "patch"),
+        ("", "persistentvolumes", "watch"),
+        ("", "persistentvolumes", "update"),
+        ("storage.k8s.io", "storageclasses", "watch"),
+        ("storage.k8s.io", "csinodes", "watch"),
     ] {
         assert!(
             grants(&rules, group, resource, verb),
@@ -284,6 +292,8 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "nodes", "patch"),
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
+        ("", "persistentvolumes", "delete"),
+        ("", "persistentvolumeclaims", "delete"),
     ] {
         assert!(
             !grants(&rules, group, resource, verb),

@@ -26,7 +26,8 @@ use phalanx_e2e::ledger::BindingLedger;
 use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::phalanx::plane_with_scheduler;
 use phalanx_e2e::wait::{
-    self, stays_pending, wait_bound, wait_pod_bound, wait_pod_event, wait_selected_bound, WithLogs,
+    self, pod_scheduled, stays_pending, wait_bound, wait_pod_bound, wait_pod_event,
+    wait_selected_bound, WithLogs,
 };
 use phalanx_e2e::{
     assignment_of, assignment_violations, create_gpu_nodes, create_pods, create_priority_class,
@@ -643,59 +644,14 @@ async fn a_killed_leader_is_replaced_and_no_pod_is_bound_twice_or_lost() -> anyh
     Ok(())
 }
 
-/// The pod's `PodScheduled` condition: (status, reason, message).
-fn pod_scheduled(pod: &Pod) -> Option<(String, String, String)> {
-    let c = pod
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "PodScheduled")?;
-    Some((
-        c.status.clone(),
-        c.reason.clone().unwrap_or_default(),
-        c.message.clone().unwrap_or_default(),
-    ))
-}
-
-/// Waits until `name`'s `PodScheduled` is False with `reason` and a message
-/// that one of its FailedScheduling events carries word for word (any message
-/// for `SchedulingGated`, which has no event); returns the message.
+/// [`wait::wait_not_scheduled`] in this file's namespace.
 async fn wait_not_scheduled(
     client: &kube::Client,
     pods: &Api<Pod>,
     name: &str,
     reason: &str,
 ) -> anyhow::Result<String> {
-    wait::until(
-        &format!("{name}: PodScheduled=False/{reason} with its event's message"),
-        Duration::from_secs(60),
-        || async {
-            let pod = pods.get(name).await?;
-            let Some((status, got, message)) = pod_scheduled(&pod) else {
-                return Ok(Err("no PodScheduled condition".to_owned()));
-            };
-            if status != "False" || got != reason {
-                return Ok(Err(format!("{status}/{got}: {message}")));
-            }
-            if reason == "SchedulingGated" {
-                return Ok(Ok(message));
-            }
-            let notes: Vec<String> = pod_events(client, NS)
-                .await?
-                .into_iter()
-                .filter(|e| e.pod == name && e.reason == "FailedScheduling")
-                .map(|e| e.note)
-                .collect();
-            Ok(if notes.contains(&message) {
-                Ok(message)
-            } else {
-                Err(format!("condition says {message:?}, events {notes:?}"))
-            })
-        },
-    )
-    .await
+    wait::wait_not_scheduled(client, pods, NS, name, reason).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
