@@ -81,7 +81,13 @@ fn best_volume<'a>(
         if taken(&volume.name) || !satisfies(volume, claim) || !volume.admits(node_labels) {
             continue;
         }
-        let assumed_for = catalogue.assumed.get(&volume.name).map(String::as_str);
+        // An assumption lapses once its claim is bound (to this PV or,
+        // should the PV controller have chosen otherwise, to another).
+        let assumed_for = catalogue
+            .assumed
+            .get(&volume.name)
+            .map(String::as_str)
+            .filter(|c| catalogue.claims.get(*c).is_none_or(|c| !c.is_bound()));
         let ours = volume.claim_ref.as_deref() == Some(key) || assumed_for == Some(key);
         if ours {
             return Some(volume);

@@ -306,6 +306,25 @@ fn a_placed_pod_assumes_its_pv_and_a_release_gives_it_back() {
 }
 
 #[test]
+fn an_assumption_lapses_once_its_claim_is_bound_elsewhere() {
+    let mut c = cluster(&["a", "b"]);
+    c.volumes_mut().upsert_claim(claim("one", "wait"));
+    c.volumes_mut().upsert_claim(claim("two", "wait"));
+    c.volumes_mut()
+        .upsert_volume(pv("pv-b", "wait", 1, Some("b")));
+    let first = pod("first", &["one"]);
+    assert_eq!(schedule_and_place(&mut c, &first).as_deref(), Some("b"));
+    let second = pod("second", &["two"]);
+    assert!(schedule(&c, &second).is_err(), "pv-b is assumed for one");
+    // The PV controller bound `one` to a PV of its own choosing: pv-b is free.
+    c.volumes_mut()
+        .upsert_claim(bound_claim("one", "wait", "pv-elsewhere"));
+    c.volumes_mut()
+        .upsert_volume(pv("pv-elsewhere", "wait", 1, None));
+    assert_eq!(schedule(&c, &second).as_deref(), Ok("b"));
+}
+
+#[test]
 fn dynamic_provisioning_selects_the_node_within_allowed_topologies() {
     let mut c = cluster(&["a", "b"]);
     let mut zoned = class(

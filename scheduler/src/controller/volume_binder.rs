@@ -34,6 +34,8 @@ pub enum VolumeBindError {
     ClaimGone { claim: String },
     #[error("persistentvolume \"{volume}\" is already bound to claim {other}")]
     VolumeTaken { volume: String, other: String },
+    #[error("persistentvolumeclaim \"{claim}\" is already bound to persistentvolume \"{volume}\"")]
+    ClaimBoundElsewhere { claim: String, volume: String },
     #[error("timed out waiting for PersistentVolumeClaims {claims} to be bound")]
     Timeout { claims: String },
     #[error("{what}: {source}")]
@@ -152,6 +154,14 @@ impl VolumeBinder {
         let claim = self.claim(namespace, name).await?;
         if is_bound(&claim, Some(volume)) {
             return Ok(());
+        }
+        let bound_to = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
+        if let Some(other) = bound_to.filter(|v| !v.is_empty() && *v != volume) {
+            // Bound meanwhile to another PV: the next attempt sees it bound.
+            return Err(VolumeBindError::ClaimBoundElsewhere {
+                claim: name.into(),
+                volume: other.into(),
+            });
         }
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         let api_error = |what: &str, source| VolumeBindError::Api {
