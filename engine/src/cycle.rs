@@ -7,6 +7,7 @@ use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
 use super::snapshot::{ClusterSnapshot, Placement, UnfitReason};
+use super::volumes::VolumeFilter;
 
 /// What a cycle decided. It does not change the snapshot: the caller commits a
 /// placement with [`ClusterSnapshot::place`] (or discards it, e.g. when a gang fails).
@@ -54,6 +55,9 @@ pub fn schedule_one_among(
     // Required pod affinity and spread rules, resolved once for this cycle;
     // `None` (nothing allocated) for a pod they do not concern.
     let inter_pod = InterPodFilter::prepare(snapshot, pod);
+    // Claims, likewise (`Ok(None)` for a pod without any). A pod-level refusal
+    // (a missing claim, say) is every node's reason, as in kube-scheduler.
+    let volumes = VolumeFilter::prepare(snapshot.volumes(), pod);
     let mut unfit = [0usize; UnfitReason::ALL.len()];
     let mut considered = 0;
     for i in 0..snapshot.len() {
@@ -62,10 +66,19 @@ pub fn schedule_one_among(
             continue;
         }
         considered += 1;
-        let fit = snapshot.check_fit(id, pod).and_then(|()| match &inter_pod {
-            Some(filter) => filter.check(snapshot.node(id)),
-            None => Ok(()),
-        });
+        let fit = match &volumes {
+            Err(refusal) => Err(refusal.reason()),
+            Ok(volumes) => snapshot
+                .check_fit(id, pod)
+                .and_then(|()| match volumes {
+                    Some(filter) => filter.check(snapshot.node(id)),
+                    None => Ok(()),
+                })
+                .and_then(|()| match &inter_pod {
+                    Some(filter) => filter.check(snapshot.node(id)),
+                    None => Ok(()),
+                }),
+        };
         match fit {
             Ok(()) => scratch.feasible.push(id),
             Err(reason) => unfit[reason as usize] += 1,

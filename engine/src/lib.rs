@@ -36,6 +36,7 @@ pub mod policy;
 mod snapshot;
 #[cfg(test)]
 mod test_support;
+mod volumes;
 mod workload;
 
 pub use capacity::{replicas_that_fit, ReplicaFit};
@@ -63,6 +64,10 @@ pub use node::{
 pub use pod::{GpuDemand, PodDemand, PodShape};
 pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
 pub use snapshot::{ClusterSnapshot, GpuAssignment, GpuShare, Placement, UnfitReason};
+pub use volumes::{
+    claim_key, AccessMode, BindingMode, ClaimSpec, PodVolumes, StorageClassSpec, VolumeBinding,
+    VolumeCatalogue, VolumeMode, VolumeRefusal, VolumeSpec, NO_PROVISIONER,
+};
 pub use workload::{TypicalPod, WorkloadModel};
 
 /// Milli-GPU units in one GPU.

@@ -6,6 +6,7 @@ use super::constraints::NodePlacementRules;
 use super::inter_pod::InterPodSpec;
 use super::model::ModelConstraint;
 use super::node::GpuPodTag;
+use super::volumes::PodVolumes;
 use super::{EngineError, MILLI_PER_GPU};
 
 /// GPU part of a pod's demand.
@@ -96,6 +97,9 @@ pub struct PodDemand {
     /// Namespace, labels, pod (anti-)affinity and topology spread. `None` for a
     /// pod no term can select and that has none (trace pods): the plain path.
     pub inter_pod: Option<Arc<InterPodSpec>>,
+    /// The PersistentVolumeClaims it mounts; `None` for a pod without any
+    /// (the plain path).
+    pub volumes: Option<Arc<PodVolumes>>,
 }
 
 impl PodDemand {
@@ -130,6 +134,7 @@ impl PodDemand {
             rules: NodePlacementRules::default(),
             priority: 0,
             inter_pod: None,
+            volumes: None,
         })
     }
 
@@ -140,6 +145,11 @@ impl PodDemand {
 
     pub fn with_inter_pod(mut self, spec: InterPodSpec) -> Self {
         self.inter_pod = Some(Arc::new(spec));
+        self
+    }
+
+    pub fn with_volumes(mut self, volumes: PodVolumes) -> Self {
+        self.volumes = Some(Arc::new(volumes));
         self
     }
 

@@ -10,6 +10,7 @@ use super::node::{
     Gpu, GpuSample, NodeId, NodeSpec, NodeState, TelemetryVerdict, MAX_GPUS_PER_NODE,
 };
 use super::pod::{GpuDemand, PodDemand};
+use super::volumes::VolumeCatalogue;
 use super::{EngineError, MILLI_PER_GPU};
 
 /// Milli taken from one GPU by a placement.
@@ -90,10 +91,19 @@ pub enum UnfitReason {
     PodAffinity,
     PodAntiAffinity,
     ExistingPodsAntiAffinity,
+    // Volumes (engine/src/volumes): pod-level first, then kube-scheduler's
+    // node filter order.
+    VolumeClaimUnusable,
+    UnboundImmediateClaims,
+    ReadWriteOncePodConflict,
+    ExceedMaxVolumeCount,
+    VolumeNodeAffinityConflict,
+    NoAvailableVolumes,
+    VolumeZoneConflict,
 }
 
 impl UnfitReason {
-    pub const ALL: [UnfitReason; 14] = [
+    pub const ALL: [UnfitReason; 21] = [
         UnfitReason::Unschedulable,
         UnfitReason::UntoleratedTaint,
         UnfitReason::NodeAffinityMismatch,
@@ -108,6 +118,13 @@ impl UnfitReason {
         UnfitReason::PodAffinity,
         UnfitReason::PodAntiAffinity,
         UnfitReason::ExistingPodsAntiAffinity,
+        UnfitReason::VolumeClaimUnusable,
+        UnfitReason::UnboundImmediateClaims,
+        UnfitReason::ReadWriteOncePodConflict,
+        UnfitReason::ExceedMaxVolumeCount,
+        UnfitReason::VolumeNodeAffinityConflict,
+        UnfitReason::NoAvailableVolumes,
+        UnfitReason::VolumeZoneConflict,
     ];
 }
 
@@ -136,6 +153,21 @@ impl fmt::Display for UnfitReason {
             UnfitReason::ExistingPodsAntiAffinity => {
                 "node(s) didn't satisfy existing pods anti-affinity rules"
             }
+            UnfitReason::VolumeClaimUnusable => {
+                "persistentvolumeclaim not found, being deleted or bound to a missing volume"
+            }
+            UnfitReason::UnboundImmediateClaims => {
+                "pod has unbound immediate PersistentVolumeClaims"
+            }
+            UnfitReason::ReadWriteOncePodConflict => {
+                "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
+            }
+            UnfitReason::ExceedMaxVolumeCount => "node(s) exceed max volume count",
+            UnfitReason::VolumeNodeAffinityConflict => "node(s) had volume node affinity conflict",
+            UnfitReason::NoAvailableVolumes => {
+                "node(s) didn't find available persistent volumes to bind"
+            }
+            UnfitReason::VolumeZoneConflict => "node(s) had no available volume zone",
         })
     }
 }
@@ -153,6 +185,8 @@ pub struct ClusterSnapshot {
     inter_pod: TermIndex,
     /// Labels of the namespaces the cluster has told us about (namespaceSelector).
     namespace_labels: NamespaceLabels,
+    /// Claims, PVs, classes, attach limits, and what placed pods hold of them.
+    volumes: VolumeCatalogue,
 }
 
 impl ClusterSnapshot {
@@ -564,6 +598,11 @@ impl ClusterSnapshot {
             self.inter_pod
                 .on_place(&self.nodes, index, spec, &self.namespace_labels);
         }
+        if let Some(volumes) = &pod.volumes {
+            let node = &self.nodes[placement.node.index()];
+            self.volumes
+                .on_place(&pod.name, &node.name, &node.labels, volumes);
+        }
         Ok(())
     }
 
@@ -603,6 +642,9 @@ impl ClusterSnapshot {
                 self.inter_pod
                     .on_release(&self.nodes, index, spec, &self.namespace_labels);
             }
+        }
+        if pod.volumes.is_some() {
+            self.volumes.on_release(&pod.name);
         }
         Ok(())
     }
@@ -727,3 +769,4 @@ fn validate_assignment(
 
 #[cfg(test)]
 mod hostile_input_tests;
+mod volumes;

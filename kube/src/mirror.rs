@@ -20,6 +20,8 @@ use phalanx_api::GpuNode;
 use crate::cluster_state::{AccountingError, ClusterState, RejectedSample, TelemetryReport};
 use crate::translate;
 
+mod volumes;
+
 /// What an event changed, for the caller to act on.
 #[derive(Debug, Default)]
 pub struct MirrorChange {
@@ -51,6 +53,11 @@ pub enum WatchedKind {
     GpuNode,
     Pod,
     Namespace,
+    // Only once volumes are tracked (`mirror/volumes.rs`).
+    PersistentVolumeClaim,
+    PersistentVolume,
+    StorageClass,
+    CsiNode,
 }
 
 /// Where each bound pod is and what it holds, plus the objects needed to rebuild a
@@ -110,7 +117,7 @@ impl ClusterMirror {
 
     /// True once every watched kind has finished its first list.
     pub fn synced(&self) -> bool {
-        self.required.iter().all(|k| self.synced.contains(k))
+        self.required.iter().all(|k| self.synced.contains(k)) && self.volumes_synced()
     }
 
     /// Whether a pod is known to be bound (by the watch).

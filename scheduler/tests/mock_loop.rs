@@ -194,6 +194,15 @@ fn spawn_router_with_pod_groups(
                 (&Method::GET, PODS) => list("PodList", pods.clone()),
                 (&Method::GET, GPU_NODES) => list("GpuNodeList", vec![]),
                 (&Method::GET, NAMESPACES) => list("NamespaceList", vec![]),
+                // The volume kinds: nothing in this cluster.
+                (&Method::GET, "/api/v1/persistentvolumeclaims") => {
+                    list("PersistentVolumeClaimList", vec![])
+                }
+                (&Method::GET, "/api/v1/persistentvolumes") => list("PersistentVolumeList", vec![]),
+                (&Method::GET, "/apis/storage.k8s.io/v1/storageclasses") => {
+                    list("StorageClassList", vec![])
+                }
+                (&Method::GET, "/apis/storage.k8s.io/v1/csinodes") => list("CSINodeList", vec![]),
                 (&Method::GET, POD_GROUPS) if pod_groups.is_some() => {
                     list("PodGroupList", pod_groups.clone().unwrap_or_default())
                 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
-    ResourceRequirements, TopologySpreadConstraint,
+    PersistentVolumeClaimVolumeSource, Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, ResourceRequirements, TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -260,6 +260,20 @@ impl PodBuilder {
     /// created: the API server's Priority admission copies its value into
     /// `spec.priority` then, and refuses a pod naming an unknown class (see
     /// [`crate::priority::create_priority_class`]).
+    /// Mounts the PersistentVolumeClaim `claim` as volume `volume`.
+    pub fn claim_volume(mut self, volume: &str, claim: &str) -> Self {
+        let spec = self.pod.spec.get_or_insert_with(Default::default);
+        spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: volume.to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_owned(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+        self
+    }
+
     pub fn priority_class(mut self, name: &str) -> Self {
         self.spec().priority_class_name = Some(name.to_owned());
         self

@@ -274,6 +274,14 @@ fn default_values_install_every_component_with_least_privilege() {
         ("scheduling.x-k8s.io", "podgroups/status", "patch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        // Volumes: watched, then pre-bound before the Binding.
+        ("", "persistentvolumeclaims", "watch"),
+        ("", "persistentvolumeclaims", "get"),
+        ("", "persistentvolumeclaims", "patch"),
+        ("", "persistentvolumes", "watch"),
+        ("", "persistentvolumes", "update"),
+        ("storage.k8s.io", "storageclasses", "watch"),
+        ("storage.k8s.io", "csinodes", "watch"),
     ] {
         assert!(
             grants(&rules, group, resource, verb),
@@ -288,6 +296,8 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "namespaces", "update"),
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
+        ("", "persistentvolumes", "delete"),
+        ("", "persistentvolumeclaims", "delete"),
     ] {
         assert!(
             !grants(&rules, group, resource, verb),

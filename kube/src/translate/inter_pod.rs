@@ -279,38 +279,47 @@ impl Own<'_> {
     }
 
     fn selector(&self, field: &str, s: &K8sSelector) -> Result<LabelSelector, TranslateError> {
-        let mut requirements = Vec::new();
-        for (i, r) in s.match_expressions.iter().flatten().enumerate() {
-            let values = r.values.clone().unwrap_or_default();
-            let operator = match r.operator.as_str() {
-                "In" => LabelOperator::In(values),
-                "NotIn" => LabelOperator::NotIn(values),
-                "Exists" => LabelOperator::Exists,
-                "DoesNotExist" => LabelOperator::DoesNotExist,
-                other => {
-                    return Err(self.invalid(
-                        &format!("{field}.matchExpressions[{i}].operator"),
-                        format!("unknown operator {other:?}; In, NotIn, Exists or DoesNotExist"),
-                    ))
-                }
-            };
-            requirements.push(LabelRequirement {
-                key: r.key.clone(),
-                operator,
-            });
-        }
-        LabelSelector::new(
-            field,
-            s.match_labels.clone().unwrap_or_default(),
-            requirements,
-        )
-        .map_err(|e| match e {
-            phalanx_engine::EngineError::InvalidSelector { reason, .. } => {
-                self.invalid(field, reason)
-            }
-            other => self.invalid(field, other.to_string()),
-        })
+        label_selector(self.object, field, s)
     }
+}
+
+/// A Kubernetes label selector (pod terms, a claim's `spec.selector`), its
+/// errors naming `field` of `object`.
+pub(crate) fn label_selector(
+    object: &str,
+    field: &str,
+    s: &K8sSelector,
+) -> Result<LabelSelector, TranslateError> {
+    let invalid = |field: &str, reason: String| TranslateError::invalid(object, field, reason);
+    let mut requirements = Vec::new();
+    for (i, r) in s.match_expressions.iter().flatten().enumerate() {
+        let values = r.values.clone().unwrap_or_default();
+        let operator = match r.operator.as_str() {
+            "In" => LabelOperator::In(values),
+            "NotIn" => LabelOperator::NotIn(values),
+            "Exists" => LabelOperator::Exists,
+            "DoesNotExist" => LabelOperator::DoesNotExist,
+            other => {
+                return Err(invalid(
+                    &format!("{field}.matchExpressions[{i}].operator"),
+                    format!("unknown operator {other:?}; In, NotIn, Exists or DoesNotExist"),
+                ))
+            }
+        };
+        requirements.push(LabelRequirement {
+            key: r.key.clone(),
+            operator,
+        });
+    }
+    LabelSelector::new(
+        field,
+        s.match_labels.clone().unwrap_or_default(),
+        requirements,
+    )
+    .map_err(|e| match e {
+        phalanx_engine::EngineError::InvalidSelector { reason, .. } => invalid(field, reason),
+        other => invalid(field, other.to_string()),
+    })
 }
 
 #[cfg(test)]

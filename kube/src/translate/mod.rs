@@ -21,6 +21,7 @@ mod pod;
 pub mod quantity;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use phalanx_api::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
@@ -35,6 +36,9 @@ pub use pod::{
     pod_demand, pod_key,
 };
 pub use quantity::{Quantity, QuantityError, Rounding};
+pub use volumes::{
+    attach_limits, claim_spec, storage_class_spec, volume_spec, ANNOTATION_SELECTED_NODE,
+};
 
 /// A field of a Kubernetes object that cannot be translated. The `object` is
 /// `pod <namespace>/<name>`, `node <name>` or `gpunode <name>`; the `field` is a

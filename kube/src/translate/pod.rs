@@ -17,6 +17,7 @@ use super::default_spread::labels_for_matching;
 use super::inter_pod::inter_pod_spec;
 use super::labels::{model_label_value, parse_taint_effect, NODE_NAME_FIELD_KEY};
 use super::quantity::{Quantity, QuantityError};
+use super::volumes::pod_volumes;
 use super::{convert_quantity, TranslateError};
 use phalanx_engine::{
     GpuDemand, GpuModelRegistry, ModelConstraint, NodePlacementRules, NodeSelectorRequirement,
@@ -110,6 +111,7 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
         rules,
         priority: spec.priority.unwrap_or(0),
         inter_pod: Some(Arc::new(inter_pod)),
+        volumes: pod_volumes(&object, pod, spec)?.map(Arc::new),
         ..demand
     })
 }
@@ -378,7 +380,7 @@ fn selector_term(
     Ok(out)
 }
 
-fn requirement(
+pub(super) fn requirement(
     object: &str,
     field: &str,
     key: String,

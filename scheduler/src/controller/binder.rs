@@ -76,6 +76,10 @@ pub enum BindError {
     NodeGone { pod: String, node: String },
     #[error("pod {pod} not bound: its gang's plan could not be written on every member: {why}")]
     GangPlanNotWritten { pod: String, why: String },
+    /// Its claims were not pre-bound, or not Bound in time (VolumeBinding's
+    /// PreBind); the Binding was not sent.
+    #[error("pod {pod} not bound: binding volumes: {why}")]
+    Volumes { pod: String, why: String },
     #[error("binding pod {pod} failed: {source}")]
     Api {
         pod: String,
@@ -92,9 +96,9 @@ impl BindError {
             BindError::Conflict { .. } => BindingErrorReason::Conflict,
             BindError::Fenced { .. } => BindingErrorReason::Fenced,
             BindError::NodeGone { .. } => BindingErrorReason::NodeGone,
-            BindError::Api { .. } | BindError::GangPlanNotWritten { .. } => {
-                BindingErrorReason::Other
-            }
+            BindError::Api { .. }
+            | BindError::GangPlanNotWritten { .. }
+            | BindError::Volumes { .. } => BindingErrorReason::Other,
         }
     }
 

@@ -104,6 +104,10 @@ pub struct BindingConfig {
     /// How the GPU assignment annotation is written: `patch` (a pod patch, then the
     /// Binding) or `withBinding` (on the Binding itself, one write).
     pub annotation_write: super::binder::AnnotationWrite,
+    /// How long, after pre-binding a pod's WaitForFirstConsumer claims, to
+    /// wait for them to be Bound before giving up (kube-scheduler's
+    /// VolumeBinding `bindTimeoutSeconds`).
+    pub volume_timeout_seconds: f64,
 }
 
 impl Default for BindingConfig {
@@ -113,7 +117,14 @@ impl Default for BindingConfig {
             burst: 10000,
             concurrency: 64,
             annotation_write: super::binder::AnnotationWrite::default(),
+            volume_timeout_seconds: 600.0,
         }
+    }
+}
+
+impl BindingConfig {
+    pub fn volume_timeout(&self) -> Duration {
+        seconds(self.volume_timeout_seconds)
     }
 }
 
@@ -418,6 +429,10 @@ impl ConfigFile for SchedulerConfig {
                 format!("must be between 1 and 1024, got {}", binding.concurrency),
             );
         }
+        out.positive_seconds(
+            "binding.volumeTimeoutSeconds",
+            binding.volume_timeout_seconds,
+        );
 
         let backoff = &self.backoff;
         out.positive_seconds("backoff.initialSeconds", backoff.initial_seconds);
@@ -552,6 +567,7 @@ mod tests {
                 burst: 10000,
                 concurrency: 64,
                 annotation_write: crate::controller::binder::AnnotationWrite::WithBinding,
+                volume_timeout_seconds: 600.0,
             }
         );
         assert_eq!(config.backoff.initial(), Duration::from_secs(1));
@@ -741,6 +757,10 @@ mod tests {
             ("binding: {qps: 10, burst: 5}", &["binding.burst"]),
             ("binding: {concurrency: 0}", &["binding.concurrency"]),
             ("binding: {concurrency: 1025}", &["binding.concurrency"]),
+            (
+                "binding: {volumeTimeoutSeconds: 0}",
+                &["binding.volumeTimeoutSeconds"],
+            ),
             ("backoff: {initialSeconds: 0}", &["backoff.initialSeconds"]),
             ("backoff: {maxSeconds: 0.5}", &["backoff.maxSeconds"]),
             (

@@ -23,3 +23,4 @@ pub mod podgroup_status_writer;
 pub mod queue;
 pub mod scheduler_loop;
 pub mod scheduling_events;
+pub mod volume_binder;

@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::watcher::Event;
@@ -37,10 +38,11 @@ use super::pod_scheduled::{self, NotScheduled, PodConditionInbox, PodConditionWr
 use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
+use super::volume_binder::VolumeBinder;
 use phalanx_api::GpuAssignmentAnnotation;
 use phalanx_engine::{
     build_policy, schedule_one, unschedulable_message, CycleOutcome, CycleScratch, GpuDemand,
-    Placement, PlacementPolicy, PodDemand, PolicyConfig, WorkloadSource,
+    Placement, PlacementPolicy, PodDemand, PolicyConfig, VolumeBinding, WorkloadSource,
 };
 use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use phalanx_kube::translate::{self, DefaultSpread};
@@ -119,6 +121,10 @@ enum Input {
     Pod(Box<Event<Pod>>),
     PodGroup(Box<Event<PodGroup>>),
     Namespace(Box<Event<Namespace>>),
+    Claim(Box<Event<PersistentVolumeClaim>>),
+    Volume(Box<Event<PersistentVolume>>),
+    StorageClass(Box<Event<StorageClass>>),
+    CsiNode(Box<Event<CSINode>>),
 }
 
 /// One Binding to send, prepared on the loop (which has the snapshot).
@@ -127,6 +133,8 @@ struct BindRequest {
     pod: PodRef,
     node: String,
     annotation: Option<GpuAssignmentAnnotation>,
+    /// Claims to pre-bind (and wait for) before the Binding.
+    volumes: Vec<VolumeBinding>,
 }
 
 /// What a binding task needs, cloned off the loop.
@@ -139,6 +147,7 @@ struct BindWorker {
     /// The nodes that exist, checked right before writing.
     nodes: NodePresence,
     fault: GangBindFault,
+    volumes: VolumeBinder,
 }
 
 impl BindWorker {
@@ -161,9 +170,18 @@ impl BindWorker {
                 node: request.node.clone(),
             })
         } else {
-            self.binder
-                .bind_now(&request.pod, &request.node, request.annotation.as_ref())
-                .await
+            match self.bind_volumes(&request).await {
+                Err(error) => Err(error),
+                // Waiting for volumes may take long: look at the Lease again.
+                Ok(()) if !self.fence.allows(SystemTime::now()) => Err(BindError::Fenced {
+                    pod: request.pod.to_string(),
+                }),
+                Ok(()) => {
+                    self.binder
+                        .bind_now(&request.pod, &request.node, request.annotation.as_ref())
+                        .await
+                }
+            }
         };
         if in_gang && result.is_ok() {
             // While holding the slot: with one slot, no other Binding is sent
@@ -171,6 +189,21 @@ impl BindWorker {
             self.fault.member_bound(&request.pod.to_string());
         }
         self.report(request, started, result).await;
+    }
+
+    /// kube-scheduler's VolumeBinding PreBind, for pods with unbound
+    /// WaitForFirstConsumer claims (nothing to do for the others).
+    async fn bind_volumes(&self, request: &BindRequest) -> Result<(), BindError> {
+        if request.volumes.is_empty() {
+            return Ok(());
+        }
+        self.volumes
+            .bind(&request.volumes)
+            .await
+            .map_err(|error| BindError::Volumes {
+                pod: request.pod.to_string(),
+                why: error.to_string(),
+            })
     }
 
     async fn report(&self, request: BindRequest, started: Instant, result: Result<(), BindError>) {
@@ -263,9 +296,13 @@ impl SchedulerLoop {
         let (bind_tx, bind_rx) = mpsc::channel(4096);
         let (status_writer, status_inbox) = PodGroupStatusWriter::channel();
         let (condition_writer, condition_inbox) = PodConditionWriter::channel();
+        let mut mirror =
+            ClusterMirror::new(config.telemetry_max_age().as_millis() as u64).watching_namespaces();
+        // This scheduler binds volumes itself (unlike the extender, where
+        // kube-scheduler does): hold pods to their claims.
+        mirror.track_volumes();
         SchedulerLoop {
-            mirror: ClusterMirror::new(config.telemetry_max_age().as_millis() as u64)
-                .watching_namespaces(),
+            mirror,
             queue: SchedulingQueue::new(BackoffPolicy {
                 initial: config.backoff.initial(),
                 max: config.backoff.max(),
@@ -425,6 +462,18 @@ impl SchedulerLoop {
         spawn_watch(Api::<Namespace>::all(client.clone()), tx.clone(), |e| {
             Input::Namespace(Box::new(e))
         });
+        spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
+            Input::Claim(Box::new(e))
+        });
+        spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
+            Input::Volume(Box::new(e))
+        });
+        spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
+            Input::StorageClass(Box::new(e))
+        });
+        spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
+            Input::CsiNode(Box::new(e))
+        });
         // PodGroups only where the scheduler-plugins CRD is installed.
         let pod_groups: Api<PodGroup> = Api::all(client);
         match pod_groups.list(&ListParams::default().limit(1)).await {
@@ -447,6 +496,10 @@ impl SchedulerLoop {
             Input::Pod(event) => self.handle_pod_event(*event),
             Input::PodGroup(event) => self.handle_pod_group_event(*event),
             Input::Namespace(event) => self.mirror.namespace_event(&event),
+            Input::Claim(event) => self.mirror.claim_event(&event),
+            Input::Volume(event) => self.mirror.volume_event(&event),
+            Input::StorageClass(event) => self.mirror.storage_class_event(&event),
+            Input::CsiNode(event) => self.mirror.csi_node_event(&event),
         };
         for error in &change.errors {
             tracing::warn!(%error, "cluster state");
@@ -677,10 +730,14 @@ impl SchedulerLoop {
                 self.deps
                     .metrics
                     .record_attempt(AttemptResult::Unschedulable);
-                let message = if nodes == 0 {
-                    "no nodes available to schedule pods".to_owned()
-                } else {
-                    unschedulable_message(nodes, &reasons)
+                let refusal = self.mirror.state().snapshot().volume_refusal(&demand);
+                let message = match refusal {
+                    // Pod-level, as kube-scheduler words a PreFilter refusal.
+                    Some(refusal) if nodes > 0 => {
+                        format!("0/{nodes} nodes are available: {refusal}.")
+                    }
+                    _ if nodes == 0 => "no nodes available to schedule pods".to_owned(),
+                    _ => unschedulable_message(nodes, &reasons),
                 };
                 self.fail_event(&pod, message, false);
                 self.queue.unschedulable(key, Instant::now());
@@ -771,11 +828,18 @@ impl SchedulerLoop {
         let node = node_state.name.clone();
         let annotation = (demand.gpu != GpuDemand::None)
             .then(|| translate::assignment_annotation(&node, &placement, node_state));
+        let volumes = self
+            .mirror
+            .state()
+            .snapshot()
+            .volume_bindings(demand)
+            .to_vec();
         Some(BindRequest {
             uid: uid.to_owned(),
             pod,
             node,
             annotation,
+            volumes,
         })
     }
 
@@ -787,6 +851,10 @@ impl SchedulerLoop {
             fence: self.deps.fence.clone(),
             nodes: self.nodes.clone(),
             fault: self.fault.clone(),
+            volumes: VolumeBinder::new(
+                self.deps.client.clone(),
+                self.deps.config.binding.volume_timeout(),
+            ),
         }
     }
 
@@ -819,7 +887,8 @@ impl SchedulerLoop {
                     | BindError::Api { .. }
                     | BindError::Fenced { .. }
                     | BindError::NodeGone { .. }
-                    | BindError::GangPlanNotWritten { .. } => {
+                    | BindError::GangPlanNotWritten { .. }
+                    | BindError::Volumes { .. } => {
                         let Some(p) = self.pending.get_mut(&outcome.uid) else {
                             return;
                         };
@@ -842,7 +911,9 @@ impl SchedulerLoop {
                         // FailedScheduling events, for a Binding or a gang plan.
                         if matches!(
                             error,
-                            BindError::Api { .. } | BindError::GangPlanNotWritten { .. }
+                            BindError::Api { .. }
+                                | BindError::GangPlanNotWritten { .. }
+                                | BindError::Volumes { .. }
                         ) {
                             let message = format!("Binding rejected: {error}");
                             self.fail_event_as(&pod, NotScheduled::scheduler_error(message), true);

@@ -60,13 +60,21 @@ pub fn is_resolvable(reason: UnfitReason) -> bool {
         // Evicting the pods that count against the skew or the anti-affinity helps.
         | UnfitReason::TopologySpreadSkew
         | UnfitReason::PodAntiAffinity
-        | UnfitReason::ExistingPodsAntiAffinity => true,
+        | UnfitReason::ExistingPodsAntiAffinity
+        // Evicting the pods that hold the volumes (the extender tracks none).
+        | UnfitReason::ReadWriteOncePodConflict
+        | UnfitReason::ExceedMaxVolumeCount => true,
         UnfitReason::Unschedulable
         | UnfitReason::UntoleratedTaint
         | UnfitReason::NodeAffinityMismatch
         | UnfitReason::GpuModelMismatch
         | UnfitReason::TopologySpreadMissingLabel
-        | UnfitReason::PodAffinity => false,
+        | UnfitReason::PodAffinity
+        | UnfitReason::VolumeClaimUnusable
+        | UnfitReason::UnboundImmediateClaims
+        | UnfitReason::VolumeNodeAffinityConflict
+        | UnfitReason::NoAvailableVolumes
+        | UnfitReason::VolumeZoneConflict => false,
     }
 }
 
