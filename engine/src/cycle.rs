@@ -55,6 +55,7 @@ pub fn schedule_one_among(
     // `None` (nothing allocated) for a pod they do not concern.
     let inter_pod = InterPodFilter::prepare(snapshot, pod);
     let mut unfit = [0usize; UnfitReason::ALL.len()];
+    let mut by_resource = BTreeMap::new();
     let mut considered = 0;
     for i in 0..snapshot.len() {
         let id = NodeId(i as u32);
@@ -68,15 +69,21 @@ pub fn schedule_one_among(
         });
         match fit {
             Ok(()) => scratch.feasible.push(id),
-            Err(reason) => unfit[reason as usize] += 1,
+            Err(reason) => match reason.fixed_index() {
+                Some(slot) => unfit[slot] += 1,
+                // Named resources are counted by name; only pods that ask for
+                // one get here.
+                None => *by_resource.entry(reason).or_insert(0) += 1,
+            },
         }
     }
     if scratch.feasible.is_empty() {
-        let reasons = UnfitReason::ALL
+        let mut reasons = UnfitReason::ALL
             .into_iter()
             .zip(unfit)
             .filter(|(_, n)| *n > 0)
             .collect::<BTreeMap<_, _>>();
+        reasons.append(&mut by_resource);
         return CycleOutcome::Unschedulable {
             nodes: considered,
             reasons,

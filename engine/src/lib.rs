@@ -27,12 +27,14 @@ mod error;
 mod fragmentation;
 mod gang;
 mod gpu_select;
+mod host_ports;
 mod inter_pod;
 mod label_selector;
 mod model;
 mod node;
 mod pod;
 pub mod policy;
+mod scalar_resources;
 mod snapshot;
 #[cfg(test)]
 mod test_support;
@@ -49,6 +51,7 @@ pub use cycle::{
 pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
 pub use gang::{place_gang, GangError, GangPlan, GangSpec, GangUnschedulable};
+pub use host_ports::{HostIp, HostPort, PortProtocol};
 pub use inter_pod::{
     InterPodSpec, NamespaceScope, NodeInclusionPolicy, PodAffinityRules, PodAffinityTerm,
     TopologySpreadConstraint, WeightedPodAffinityTerm, WhenUnsatisfiable, INTER_POD_SCORE_WEIGHT,
@@ -62,6 +65,7 @@ pub use node::{
 };
 pub use pod::{GpuDemand, PodDemand, PodShape};
 pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
+pub use scalar_resources::{NodeScalar, ResourceName, ScalarRequest};
 pub use snapshot::{ClusterSnapshot, GpuAssignment, GpuShare, Placement, UnfitReason};
 pub use workload::{TypicalPod, WorkloadModel};
 

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use super::constraints::NodePlacementRules;
+use super::host_ports::HostPort;
 use super::inter_pod::InterPodSpec;
 use super::model::ModelConstraint;
 use super::node::GpuPodTag;
+use super::scalar_resources::ScalarRequest;
 use super::{EngineError, MILLI_PER_GPU};
 
 /// GPU part of a pod's demand.
@@ -96,6 +98,12 @@ pub struct PodDemand {
     /// Namespace, labels, pod (anti-)affinity and topology spread. `None` for a
     /// pod no term can select and that has none (trace pods): the plain path.
     pub inter_pod: Option<Arc<InterPodSpec>>,
+    /// Host ports its containers open (NodePorts). Empty for most pods, and then
+    /// costs nothing.
+    pub host_ports: Vec<HostPort>,
+    /// Ephemeral storage, huge pages and extended resources it requests, none
+    /// zero. Empty for most pods.
+    pub scalar: Vec<ScalarRequest>,
 }
 
 impl PodDemand {
@@ -130,6 +138,8 @@ impl PodDemand {
             rules: NodePlacementRules::default(),
             priority: 0,
             inter_pod: None,
+            host_ports: Vec::new(),
+            scalar: Vec::new(),
         })
     }
 
@@ -140,6 +150,16 @@ impl PodDemand {
 
     pub fn with_inter_pod(mut self, spec: InterPodSpec) -> Self {
         self.inter_pod = Some(Arc::new(spec));
+        self
+    }
+
+    pub fn with_host_ports(mut self, ports: Vec<HostPort>) -> Self {
+        self.host_ports = ports;
+        self
+    }
+
+    pub fn with_scalar(mut self, requests: Vec<ScalarRequest>) -> Self {
+        self.scalar = requests;
         self
     }
 

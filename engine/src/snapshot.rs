@@ -4,12 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use super::constraints::{tolerates_all, TaintEffect, Toleration, TolerationOperator};
+use super::host_ports::ports_free;
 use super::inter_pod::{same_pod, NamespaceLabels, TermIndex};
 use super::model::{GpuModelId, GpuModelRegistry};
 use super::node::{
     Gpu, GpuSample, NodeId, NodeSpec, NodeState, TelemetryVerdict, MAX_GPUS_PER_NODE,
 };
 use super::pod::{GpuDemand, PodDemand};
+use super::scalar_resources::{self, ResourceName};
 use super::{EngineError, MILLI_PER_GPU};
 
 /// Milli taken from one GPU by a placement.
@@ -74,11 +76,13 @@ pub struct Placement {
 }
 
 /// Why a pod does not fit a node, in the words kube-scheduler users know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnfitReason {
     Unschedulable,
     UntoleratedTaint,
     NodeAffinityMismatch,
+    /// NodePorts: a wanted host port is taken on the node.
+    HostPortConflict,
     InsufficientCpu,
     InsufficientMemory,
     TooManyPods,
@@ -90,13 +94,18 @@ pub enum UnfitReason {
     PodAffinity,
     PodAntiAffinity,
     ExistingPodsAntiAffinity,
+    /// Ephemeral storage, huge pages or an extended resource, by name.
+    InsufficientResource(ResourceName),
 }
 
 impl UnfitReason {
-    pub const ALL: [UnfitReason; 14] = [
+    /// Every reason without a payload, in declaration order; cycles count nodes
+    /// per reason in an array indexed by [`Self::fixed_index`].
+    pub const ALL: [UnfitReason; 15] = [
         UnfitReason::Unschedulable,
         UnfitReason::UntoleratedTaint,
         UnfitReason::NodeAffinityMismatch,
+        UnfitReason::HostPortConflict,
         UnfitReason::InsufficientCpu,
         UnfitReason::InsufficientMemory,
         UnfitReason::TooManyPods,
@@ -109,6 +118,11 @@ impl UnfitReason {
         UnfitReason::PodAntiAffinity,
         UnfitReason::ExistingPodsAntiAffinity,
     ];
+
+    /// The position in [`Self::ALL`]; `None` for a reason that names a resource.
+    pub fn fixed_index(&self) -> Option<usize> {
+        Self::ALL.iter().position(|r| r == self)
+    }
 }
 
 impl fmt::Display for UnfitReason {
@@ -118,6 +132,9 @@ impl fmt::Display for UnfitReason {
             UnfitReason::UntoleratedTaint => "node(s) had untolerated taint",
             UnfitReason::NodeAffinityMismatch => {
                 "node(s) didn't match Pod's node affinity/selector"
+            }
+            UnfitReason::HostPortConflict => {
+                "node(s) didn't have free ports for the requested pod ports"
             }
             UnfitReason::InsufficientCpu => "Insufficient cpu",
             UnfitReason::InsufficientMemory => "Insufficient memory",
@@ -136,6 +153,7 @@ impl fmt::Display for UnfitReason {
             UnfitReason::ExistingPodsAntiAffinity => {
                 "node(s) didn't satisfy existing pods anti-affinity rules"
             }
+            UnfitReason::InsufficientResource(name) => return write!(f, "Insufficient {name}"),
         })
     }
 }
@@ -190,11 +208,14 @@ impl ClusterSnapshot {
             rank: id.0,
             generation: 0,
             inter_pod: Vec::new(),
+            used_ports: Vec::new(),
+            scalar: Vec::new(),
             gpu_pod_tags: Vec::new(),
             fully_free_gpus: 0,
             max_gpu_free: 0,
             gpu_free_total: 0,
         };
+        scalar_resources::set_allocatable(&mut node.scalar, &spec.scalar_resources);
         node.refresh_summaries();
         self.widen_normalisers(spec.cpu_milli, spec.gpus.len());
         self.by_name.insert(spec.name, id);
@@ -223,6 +244,8 @@ impl ClusterSnapshot {
             node.pods = 0;
             node.gpus.clear();
             node.gpu_pod_tags.clear();
+            node.used_ports.clear();
+            node.scalar.clear();
             node.removed = false;
         }
         let lost_allocated = node
@@ -261,6 +284,7 @@ impl ClusterSnapshot {
         node.labels = spec.labels;
         node.taints = spec.taints;
         node.unschedulable = spec.unschedulable;
+        scalar_resources::set_allocatable(&mut node.scalar, &spec.scalar_resources);
         let (cpu_milli, gpus) = (node.cpu_milli_cap, node.gpus.len());
         node.refresh_summaries();
         self.widen_normalisers(cpu_milli, gpus);
@@ -286,6 +310,8 @@ impl ClusterSnapshot {
             gpu.milli_free = MILLI_PER_GPU;
         }
         node.gpu_pod_tags.clear();
+        node.used_ports.clear();
+        node.scalar.clear();
         node.refresh_summaries();
         if !node.inter_pod.is_empty() {
             node.inter_pod.clear();
@@ -548,6 +574,8 @@ impl ClusterSnapshot {
         node.cpu_milli_used += pod.cpu_milli;
         node.memory_mib_used += pod.memory_mib;
         node.pods += 1;
+        node.used_ports.extend(pod.host_ports.iter().cloned());
+        scalar_resources::add(&mut node.scalar, &pod.scalar);
         for share in placement.gpus.as_slice() {
             node.gpus[share.index as usize].milli_free -= share.milli;
         }
@@ -583,10 +611,24 @@ impl ClusterSnapshot {
         {
             return Err(underflow("CPU, memory or pod count".into()));
         }
+        if !scalar_resources::can_subtract(&node.scalar, &pod.scalar) {
+            return Err(underflow(
+                "ephemeral storage, huge pages or extended resources".into(),
+            ));
+        }
+        if !pod.host_ports.iter().all(|p| node.used_ports.contains(p)) {
+            return Err(underflow("host ports".into()));
+        }
         validate_assignment(node, pod.gpu, &placement.gpus, false).map_err(underflow)?;
         node.cpu_milli_used -= pod.cpu_milli;
         node.memory_mib_used -= pod.memory_mib;
         node.pods -= 1;
+        scalar_resources::subtract(&mut node.scalar, &pod.scalar);
+        for port in &pod.host_ports {
+            if let Some(at) = node.used_ports.iter().position(|p| p == port) {
+                node.used_ports.swap_remove(at);
+            }
+        }
         for share in placement.gpus.as_slice() {
             node.gpus[share.index as usize].milli_free += share.milli;
         }
@@ -638,6 +680,9 @@ fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
     if !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
         return Err(UnfitReason::NodeAffinityMismatch);
     }
+    if !pod.host_ports.is_empty() && !ports_free(&node.used_ports, &pod.host_ports) {
+        return Err(UnfitReason::HostPortConflict);
+    }
     // Checked: requests come from pod specs, where a huge quantity saturates to
     // u64::MAX; the sum must not wrap into "fits". `place` adds only after this.
     if exceeds(node.cpu_milli_used, pod.cpu_milli, node.cpu_milli_cap) {
@@ -648,6 +693,11 @@ fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
     }
     if node.pods >= node.max_pods {
         return Err(UnfitReason::TooManyPods);
+    }
+    if !pod.scalar.is_empty() {
+        if let Some(short) = scalar_resources::first_insufficient(&node.scalar, &pod.scalar) {
+            return Err(UnfitReason::InsufficientResource(short.name.clone()));
+        }
     }
     match pod.gpu {
         GpuDemand::None => Ok(()),

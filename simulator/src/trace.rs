@@ -126,6 +126,8 @@ impl TracePod {
             priority: 0,
             // Trace pods have no namespace, labels or inter-pod terms.
             inter_pod: None,
+            host_ports: Vec::new(),
+            scalar: Vec::new(),
         }
     }
 

@@ -13,13 +13,18 @@
 //! [`PodDemand`]: phalanx_engine::PodDemand
 //! [`NodeSpec`]: phalanx_engine::NodeSpec
 
+mod host_ports;
 mod inter_pod;
 mod labels;
 mod node;
+#[cfg(test)]
+mod node_rules_tests;
 mod pod;
 pub mod quantity;
+mod scalar;
 #[cfg(test)]
 mod tests;
+mod unsupported;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use phalanx_api::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};

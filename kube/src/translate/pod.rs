@@ -13,13 +13,16 @@ use phalanx_api::{
     RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU,
 };
 
+use super::host_ports::host_ports;
 use super::inter_pod::inter_pod_spec;
 use super::labels::{model_label_value, parse_taint_effect, NODE_NAME_FIELD_KEY};
 use super::quantity::{Quantity, QuantityError};
+use super::scalar::is_scalar_resource;
+use super::unsupported::refuse_unsupported;
 use super::{convert_quantity, TranslateError};
 use phalanx_engine::{
     GpuDemand, GpuModelRegistry, ModelConstraint, NodePlacementRules, NodeSelectorRequirement,
-    PodDemand, SelectorOperator, Toleration, TolerationOperator,
+    PodDemand, ScalarRequest, SelectorOperator, Toleration, TolerationOperator,
 };
 
 type ResourceList = BTreeMap<String, K8sQuantity>;
@@ -90,6 +93,9 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
         .spec
         .as_ref()
         .ok_or_else(|| TranslateError::invalid(&object, "spec", "missing"))?;
+    if !is_bound(pod) {
+        refuse_unsupported(&object, spec)?;
+    }
     let requests = pod_requests(&object, spec)?;
     let gpu = gpu_demand(&object, requests.gpus, requests.gpu_milli)?;
     let model_constraint = model_constraint(&object, pod, models)?;
@@ -109,6 +115,8 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
         rules,
         priority: spec.priority.unwrap_or(0),
         inter_pod: Some(Arc::new(inter_pod)),
+        host_ports: host_ports(&object, spec)?,
+        scalar: requests.scalar_requests(),
         ..demand
     })
 }
@@ -138,31 +146,57 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 
 /// The resources the scheduler accounts for, in the engine's units before the
 /// final MiB rounding (bytes are summed first so rounding happens once per pod).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Requests {
     cpu_milli: u64,
     memory_bytes: u64,
     gpus: u64,
     gpu_milli: u64,
+    /// Ephemeral storage, huge pages, extended resources; empty for most pods
+    /// (an empty map allocates nothing).
+    scalar: BTreeMap<String, u64>,
 }
 
 impl Requests {
-    fn plus(self, o: Requests) -> Requests {
+    fn plus(mut self, o: &Requests) -> Requests {
+        for (name, amount) in &o.scalar {
+            let sum = self.scalar.entry(name.clone()).or_insert(0);
+            *sum = sum.saturating_add(*amount);
+        }
         Requests {
             cpu_milli: self.cpu_milli.saturating_add(o.cpu_milli),
             memory_bytes: self.memory_bytes.saturating_add(o.memory_bytes),
             gpus: self.gpus.saturating_add(o.gpus),
             gpu_milli: self.gpu_milli.saturating_add(o.gpu_milli),
+            scalar: self.scalar,
         }
     }
 
-    fn max(self, o: Requests) -> Requests {
+    fn max(mut self, o: &Requests) -> Requests {
+        for (name, amount) in &o.scalar {
+            let most = self.scalar.entry(name.clone()).or_insert(0);
+            *most = (*most).max(*amount);
+        }
         Requests {
             cpu_milli: self.cpu_milli.max(o.cpu_milli),
             memory_bytes: self.memory_bytes.max(o.memory_bytes),
             gpus: self.gpus.max(o.gpus),
             gpu_milli: self.gpu_milli.max(o.gpu_milli),
+            scalar: self.scalar,
         }
+    }
+
+    /// The scalar requests as the engine takes them: zero ones dropped, as
+    /// kube-scheduler skips them.
+    fn scalar_requests(&self) -> Vec<ScalarRequest> {
+        self.scalar
+            .iter()
+            .filter(|(_, amount)| **amount > 0)
+            .map(|(name, amount)| ScalarRequest {
+                name: name.as_str().into(),
+                amount: *amount,
+            })
+            .collect()
     }
 }
 
@@ -177,23 +211,23 @@ impl Requests {
 fn pod_requests(object: &str, spec: &PodSpec) -> Result<Requests, TranslateError> {
     let mut total = Requests::default();
     for c in &spec.containers {
-        total = total.plus(container_requests(object, "containers", c)?);
+        total = total.plus(&container_requests(object, "containers", c)?);
     }
     let mut sidecars = Requests::default();
     let mut init_peak = Requests::default();
     for c in spec.init_containers.iter().flatten() {
         let own = container_requests(object, "initContainers", c)?;
         let moment = if c.restart_policy.as_deref() == Some("Always") {
-            total = total.plus(own);
-            sidecars = sidecars.plus(own);
-            sidecars
+            total = total.plus(&own);
+            sidecars = sidecars.plus(&own);
+            sidecars.clone()
         } else {
-            own.plus(sidecars)
+            own.plus(&sidecars)
         };
-        init_peak = init_peak.max(moment);
+        init_peak = init_peak.max(&moment);
     }
     let overhead = read_resources(object, &[("spec.overhead".into(), spec.overhead.as_ref())])?;
-    Ok(total.max(init_peak).plus(overhead))
+    Ok(total.max(&init_peak).plus(&overhead))
 }
 
 /// A container's requests; a resource with a limit but no request uses the limit,
@@ -229,11 +263,23 @@ fn read_resources(
                 convert_quantity(object, format!("{path}[{name:?}]"), raw, convert)
             })
     };
+    let mut scalar = BTreeMap::new();
+    let names = lists
+        .iter()
+        .filter_map(|(_, list)| *list)
+        .flat_map(|list| list.keys())
+        .filter(|name| is_scalar_resource(name));
+    for name in names {
+        if !scalar.contains_key(name) {
+            scalar.insert(name.clone(), read(name, Quantity::value_up)?);
+        }
+    }
     Ok(Requests {
         cpu_milli: read("cpu", Quantity::milli_up)?,
         memory_bytes: read("memory", Quantity::value_up)?,
         gpus: read(RESOURCE_WHOLE_GPU, Quantity::value_exact)?,
         gpu_milli: read(RESOURCE_GPU_MILLI, Quantity::value_exact)?,
+        scalar,
     })
 }
 
