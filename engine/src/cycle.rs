@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use super::inter_pod::{self, InterPodFilter, InterPodScorer};
+use super::inter_pod::{InterPodFilter, InterPodScorer};
 use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
+use super::preferences::{self, NodePreferenceScores};
 use super::snapshot::{ClusterSnapshot, Placement, UnfitReason};
 
 /// What a cycle decided. It does not change the snapshot: the caller commits a
@@ -25,8 +26,10 @@ pub enum CycleOutcome {
 #[derive(Debug, Default)]
 pub struct CycleScratch {
     feasible: Vec<NodeId>,
-    /// Blended scores, for pods with preferred inter-pod rules.
+    /// Blended scores, for pods with preferences.
     scores: Vec<i64>,
+    /// Raw NodeAffinity and TaintToleration scores.
+    node_preferences: NodePreferenceScores,
 }
 
 /// Runs one cycle for `pod` against the snapshot.
@@ -90,16 +93,26 @@ pub fn schedule_one_among(
         };
     }
     policy.begin_cycle(snapshot, pod);
-    let node = match InterPodScorer::prepare(snapshot, pod, &scratch.feasible) {
-        Some(scorer) if scratch.feasible.len() > 1 => inter_pod::choose_node(
-            snapshot,
-            policy,
-            pod,
-            &scratch.feasible,
-            &scorer,
-            &mut scratch.scores,
-        ),
-        _ => policy.choose_node(snapshot, pod, &scratch.feasible),
+    let node = if scratch.feasible.len() > 1 {
+        let inter_pod = InterPodScorer::prepare(snapshot, pod, &scratch.feasible);
+        let node_preferences = scratch
+            .node_preferences
+            .compute(snapshot, pod, &scratch.feasible);
+        if inter_pod.is_some() || node_preferences {
+            preferences::choose_node(
+                snapshot,
+                policy,
+                pod,
+                &scratch.feasible,
+                inter_pod.as_ref(),
+                &scratch.node_preferences,
+                &mut scratch.scores,
+            )
+        } else {
+            policy.choose_node(snapshot, pod, &scratch.feasible)
+        }
+    } else {
+        policy.choose_node(snapshot, pod, &scratch.feasible)
     };
     let gpus = policy.select_gpus(snapshot, node, pod);
     CycleOutcome::Placed(Placement { node, gpus })

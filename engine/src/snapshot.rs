@@ -171,6 +171,9 @@ pub struct ClusterSnapshot {
     inter_pod: TermIndex,
     /// Labels of the namespaces the cluster has told us about (namespaceSelector).
     namespace_labels: NamespaceLabels,
+    /// Present nodes with a PreferNoSchedule taint: while there are none,
+    /// TaintToleration scoring is skipped without looking at any node.
+    soft_tainted_nodes: usize,
 }
 
 impl ClusterSnapshot {
@@ -217,6 +220,7 @@ impl ClusterSnapshot {
         };
         scalar_resources::set_allocatable(&mut node.scalar, &spec.scalar_resources);
         node.refresh_summaries();
+        self.soft_tainted_nodes += usize::from(has_soft_taint(&node.taints));
         self.widen_normalisers(spec.cpu_milli, spec.gpus.len());
         self.by_name.insert(spec.name, id);
         self.nodes.push(node);
@@ -238,6 +242,7 @@ impl ClusterSnapshot {
         };
         let model = self.validated_model(&spec)?;
         let node = &mut self.nodes[id.index()];
+        let was_soft_tainted = !node.removed && has_soft_taint(&node.taints);
         if node.removed {
             node.cpu_milli_used = 0;
             node.memory_mib_used = 0;
@@ -285,8 +290,11 @@ impl ClusterSnapshot {
         node.taints = spec.taints;
         node.unschedulable = spec.unschedulable;
         scalar_resources::set_allocatable(&mut node.scalar, &spec.scalar_resources);
+        let is_soft_tainted = has_soft_taint(&node.taints);
         let (cpu_milli, gpus) = (node.cpu_milli_cap, node.gpus.len());
         node.refresh_summaries();
+        self.soft_tainted_nodes =
+            self.soft_tainted_nodes - usize::from(was_soft_tainted) + usize::from(is_soft_tainted);
         self.widen_normalisers(cpu_milli, gpus);
         if relabelled {
             // Its pods now sit in other topology domains.
@@ -302,6 +310,9 @@ impl ClusterSnapshot {
             return false;
         };
         let node = &mut self.nodes[id.index()];
+        if !node.removed && has_soft_taint(&node.taints) {
+            self.soft_tainted_nodes -= 1;
+        }
         node.removed = true;
         node.cpu_milli_used = 0;
         node.memory_mib_used = 0;
@@ -493,6 +504,11 @@ impl ClusterSnapshot {
         }
     }
 
+    /// Whether any present node has a PreferNoSchedule taint.
+    pub(crate) fn has_prefer_no_schedule_taints(&self) -> bool {
+        self.soft_tainted_nodes > 0
+    }
+
     pub(crate) fn inter_pod_index(&self) -> &TermIndex {
         &self.inter_pod
     }
@@ -661,6 +677,12 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
         t.tolerates_parts(UNSCHEDULABLE_TAINT_KEY, "", TaintEffect::NoSchedule)
             || (t.operator == TolerationOperator::Exists && t.key.is_none() && t.effect.is_none())
     })
+}
+
+fn has_soft_taint(taints: &[super::constraints::Taint]) -> bool {
+    taints
+        .iter()
+        .any(|t| t.effect == TaintEffect::PreferNoSchedule)
 }
 
 /// `used + request > cap`, where a sum past u64::MAX also exceeds.

@@ -304,3 +304,154 @@ proptest! {
         }
     }
 }
+
+// ---- preferences: NodeAffinity and TaintToleration scores ------------------------
+
+mod preferences {
+    use super::*;
+    use phalanx_engine::{
+        NodePlacementRules, NodeSelectorRequirement, PreferredNodeTerm, SelectorOperator, Taint,
+        TaintEffect, Toleration, TolerationOperator,
+    };
+
+    fn labelled(name: &str, zone: &str, soft_taint: bool) -> NodeSpec {
+        let mut spec = node(name, &[]);
+        spec.labels.insert("zone".into(), zone.into());
+        if soft_taint {
+            spec.taints.push(Taint {
+                key: "spot".into(),
+                value: String::new(),
+                effect: TaintEffect::PreferNoSchedule,
+            });
+        }
+        spec
+    }
+
+    fn zone_term(weight: i32, zone: &str) -> PreferredNodeTerm {
+        PreferredNodeTerm {
+            weight,
+            requirements: vec![NodeSelectorRequirement {
+                key: "zone".into(),
+                operator: SelectorOperator::In(vec![zone.into()]),
+            }],
+        }
+    }
+
+    /// n1 (zone a) and n2 (zone b) alike for the policy; n2 ranks first, so
+    /// the policy alone picks it.
+    fn two_nodes(soft_taint_on_n2: bool) -> ClusterSnapshot {
+        let mut c = cluster(vec![
+            labelled("n1", "a", false),
+            labelled("n2", "b", soft_taint_on_n2),
+        ]);
+        c.set_ranks(&[1, 0]).unwrap();
+        c
+    }
+
+    fn chosen(c: &ClusterSnapshot, p: &PodDemand) -> String {
+        let CycleOutcome::Placed(placement) = schedule(c, p) else {
+            panic!("unschedulable")
+        };
+        c.node(placement.node).name.clone()
+    }
+
+    fn with_rules(rules: NodePlacementRules) -> PodDemand {
+        pod("p").with_rules(rules)
+    }
+
+    #[test]
+    fn the_policy_alone_takes_the_first_ranked_node() {
+        assert_eq!(chosen(&two_nodes(false), &pod("p")), "n2");
+    }
+
+    #[test]
+    fn preferred_node_affinity_outweighs_the_policy() {
+        let p = with_rules(NodePlacementRules {
+            preferred_terms: vec![zone_term(1, "a")],
+            ..Default::default()
+        });
+        assert_eq!(chosen(&two_nodes(false), &p), "n1");
+    }
+
+    #[test]
+    fn the_heavier_preferred_term_wins() {
+        let p = with_rules(NodePlacementRules {
+            preferred_terms: vec![zone_term(10, "a"), zone_term(20, "b")],
+            ..Default::default()
+        });
+        assert_eq!(chosen(&two_nodes(false), &p), "n2");
+        let p = with_rules(NodePlacementRules {
+            preferred_terms: vec![zone_term(30, "a"), zone_term(20, "b")],
+            ..Default::default()
+        });
+        assert_eq!(chosen(&two_nodes(false), &p), "n1");
+    }
+
+    #[test]
+    fn an_empty_preferred_term_matches_nothing() {
+        let p = with_rules(NodePlacementRules {
+            preferred_terms: vec![PreferredNodeTerm {
+                weight: 50,
+                requirements: vec![],
+            }],
+            ..Default::default()
+        });
+        assert_eq!(chosen(&two_nodes(false), &p), "n2");
+    }
+
+    #[test]
+    fn an_intolerable_prefer_no_schedule_taint_steers_away() {
+        let c = two_nodes(true);
+        assert_eq!(chosen(&c, &pod("p")), "n1");
+        let tolerant = with_rules(NodePlacementRules {
+            tolerations: vec![Toleration {
+                key: Some("spot".into()),
+                operator: TolerationOperator::Exists,
+                value: String::new(),
+                effect: Some(TaintEffect::PreferNoSchedule),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            chosen(&c, &tolerant),
+            "n2",
+            "a tolerated taint costs nothing"
+        );
+        let wrong_effect = with_rules(NodePlacementRules {
+            tolerations: vec![Toleration {
+                key: Some("spot".into()),
+                operator: TolerationOperator::Exists,
+                value: String::new(),
+                effect: Some(TaintEffect::NoSchedule),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(chosen(&c, &wrong_effect), "n1");
+    }
+
+    #[test]
+    fn taint_outweighs_node_affinity() {
+        // Affinity to the tainted node at full weight (2 x 100) loses to the
+        // taint (3 x 100), as with kube-scheduler's default weights.
+        let p = with_rules(NodePlacementRules {
+            preferred_terms: vec![zone_term(100, "b")],
+            ..Default::default()
+        });
+        let mut c = cluster(vec![labelled("n1", "a", false), labelled("n2", "b", true)]);
+        assert_eq!(chosen(&c, &p), "n1");
+        c.remove_node("n1");
+        assert_eq!(chosen(&c, &p), "n2", "a soft taint never filters");
+    }
+
+    #[test]
+    fn uniform_preferences_leave_the_policy_choice() {
+        let mut c = cluster(vec![labelled("n1", "a", true), labelled("n2", "a", true)]);
+        c.set_ranks(&[1, 0]).unwrap();
+        let p = with_rules(NodePlacementRules {
+            preferred_terms: vec![zone_term(5, "a")],
+            ..Default::default()
+        });
+        assert_eq!(chosen(&c, &p), "n2");
+        assert_eq!(chosen(&c, &pod("plain")), "n2");
+    }
+}

@@ -154,3 +154,39 @@ fn unsupported_fields_are_refused_by_name_unless_bound() {
         );
     }
 }
+
+#[test]
+fn preferred_node_affinity_terms_are_read_with_their_weights() {
+    let p = pod(json!({
+        "containers": [{"name": "a"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 5, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+            {"weight": 0, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}},
+            {"weight": 7, "preference": {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}}
+        ]}}
+    }));
+    let rules = demand(&p).rules;
+    assert_eq!(
+        rules
+            .preferred_terms
+            .iter()
+            .map(|t| t.weight)
+            .collect::<Vec<_>>(),
+        vec![5, 7],
+        "a weight-0 term counts for nothing"
+    );
+    assert!(rules.is_empty(), "preferred terms never filter");
+    let bad = pod(json!({
+        "containers": [{"name": "a"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "preference": {"matchExpressions": [{"key": "zone", "operator": "Near"}]}}
+        ]}}
+    }));
+    assert!(
+        error(&bad).contains(
+            "preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0]"
+        ),
+        "{}",
+        error(&bad)
+    );
+}

@@ -22,7 +22,7 @@ use super::unsupported::refuse_unsupported;
 use super::{convert_quantity, TranslateError};
 use phalanx_engine::{
     GpuDemand, GpuModelRegistry, ModelConstraint, NodePlacementRules, NodeSelectorRequirement,
-    PodDemand, ScalarRequest, SelectorOperator, Toleration, TolerationOperator,
+    PodDemand, PreferredNodeTerm, ScalarRequest, SelectorOperator, Toleration, TolerationOperator,
 };
 
 type ResourceList = BTreeMap<String, K8sQuantity>;
@@ -363,7 +363,11 @@ fn placement_rules(object: &str, spec: &PodSpec) -> Result<NodePlacementRules, T
     let mut required_terms = Vec::new();
     if let Some(selector) = required {
         for (i, term) in selector.node_selector_terms.iter().enumerate() {
-            required_terms.push(selector_term(object, i, term)?);
+            required_terms.push(selector_term(
+                object,
+                &format!("{REQUIRED_TERMS}[{i}]"),
+                term,
+            )?);
         }
         // A required selector without terms matches no node in kube-scheduler; the
         // engine reads "no terms" as "no constraint", so say it with one empty term.
@@ -382,7 +386,43 @@ fn placement_rules(object: &str, spec: &PodSpec) -> Result<NodePlacementRules, T
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         required_terms,
         tolerations,
+        preferred_terms: preferred_terms(object, spec)?,
     })
+}
+
+const PREFERRED_TERMS: &str =
+    "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution";
+
+/// Preferred node affinity (NodeAffinity's score). A term of weight 0 counts for
+/// nothing and is left out, as kube-scheduler does.
+fn preferred_terms(object: &str, spec: &PodSpec) -> Result<Vec<PreferredNodeTerm>, TranslateError> {
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let mut out = Vec::new();
+    for (i, term) in terms.into_iter().flatten().enumerate() {
+        let field = format!("{PREFERRED_TERMS}[{i}]");
+        if !(0..=100).contains(&term.weight) {
+            return Err(TranslateError::invalid(
+                object,
+                format!("{field}.weight"),
+                format!("{} is outside 0..100", term.weight),
+            ));
+        }
+        if term.weight == 0 {
+            continue;
+        }
+        out.push(PreferredNodeTerm {
+            weight: term.weight,
+            requirements: selector_term(object, &format!("{field}.preference"), &term.preference)?,
+        });
+    }
+    Ok(out)
 }
 
 const REQUIRED_TERMS: &str =
@@ -393,16 +433,16 @@ const REQUIRED_TERMS: &str =
 /// pseudo-label [`NODE_NAME_FIELD_KEY`].
 fn selector_term(
     object: &str,
-    index: usize,
+    path: &str,
     term: &NodeSelectorTerm,
 ) -> Result<Vec<NodeSelectorRequirement>, TranslateError> {
     let mut out = Vec::new();
     for (j, req) in term.match_expressions.iter().flatten().enumerate() {
-        let field = format!("{REQUIRED_TERMS}[{index}].matchExpressions[{j}]");
+        let field = format!("{path}.matchExpressions[{j}]");
         out.push(requirement(object, &field, req.key.clone(), req)?);
     }
     for (j, req) in term.match_fields.iter().flatten().enumerate() {
-        let field = format!("{REQUIRED_TERMS}[{index}].matchFields[{j}]");
+        let field = format!("{path}.matchFields[{j}]");
         if req.key != "metadata.name" {
             return Err(TranslateError::invalid(
                 object,
