@@ -5,7 +5,8 @@
 //! [`until`] and [`until_some`] poll any check; the rest are the waits real
 //! cases keep needing: pods bound (by name, name prefix or label, so pods
 //! made with `generateName` or by a controller are found too), pods that must
-//! stay pending for a while, an event about a pod, CRDs established, a
+//! stay pending for a while, an event about a pod, a pod told why it is not
+//! scheduled (`PodScheduled=False` matching its event), CRDs established, a
 //! namespace ready for pods. Scheduling waits read better on failure with the
 //! schedulers' logs: `.with_logs(&plane)` ([`WithLogs`]) appends them.
 //!
@@ -250,6 +251,58 @@ impl<T> WithLogs<T> for anyhow::Result<T> {
 fn live(mut pods: Vec<Pod>) -> Vec<Pod> {
     pods.retain(|p| !is_terminating(p));
     pods
+}
+
+/// The pod's `PodScheduled` condition as (status, reason, message).
+pub fn pod_scheduled_condition(pod: &Pod) -> Option<(String, String, String)> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// Waits until the pod `name` in `namespace` has `PodScheduled=False` with
+/// `reason` and a message containing `containing`, and a FailedScheduling event
+/// with that same message; returns the message.
+pub async fn wait_pod_not_scheduled(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    containing: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let what = format!("{name}: PodScheduled=False/{reason} saying {containing:?}, as its event");
+    until(&what, timeout, || async {
+        let pod = pods.get(name).await?;
+        let Some((status, got, message)) = pod_scheduled_condition(&pod) else {
+            return Ok(Err("no PodScheduled condition".to_owned()));
+        };
+        if status != "False" || got != reason || !message.contains(containing) {
+            return Ok(Err(format!("{status}/{got}: {message}")));
+        }
+        let notes: Vec<String> = pod_events(client, namespace)
+            .await?
+            .into_iter()
+            .filter(|e| e.pod == name && e.reason == "FailedScheduling")
+            .map(|e| e.note)
+            .collect();
+        Ok(if notes.contains(&message) {
+            Ok(message)
+        } else {
+            Err(format!("condition says {message:?}, events {notes:?}"))
+        })
+    })
+    .await
 }
 
 #[cfg(test)]
