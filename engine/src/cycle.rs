@@ -7,7 +7,7 @@ use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
 use super::preferences::{self, NodePreferenceScores};
-use super::snapshot::{ClusterSnapshot, Placement, UnfitReason};
+use super::snapshot::{ClusterSnapshot, FitFailure, Placement, UnfitReason};
 
 /// What a cycle decided. It does not change the snapshot: the caller commits a
 /// placement with [`ClusterSnapshot::place`] (or discards it, e.g. when a gang fails).
@@ -66,18 +66,22 @@ pub fn schedule_one_among(
             continue;
         }
         considered += 1;
-        let fit = snapshot.check_fit(id, pod).and_then(|()| match &inter_pod {
-            Some(filter) => filter.check(snapshot.node(id)),
-            None => Ok(()),
-        });
+        let fit = snapshot
+            .fit_failure(id, pod)
+            .and_then(|()| match &inter_pod {
+                Some(filter) => filter
+                    .check(snapshot.node(id))
+                    .map_err(|reason| FitFailure::Fixed(reason.fixed_index().unwrap_or(0))),
+                None => Ok(()),
+            });
         match fit {
             Ok(()) => scratch.feasible.push(id),
-            Err(reason) => match reason.fixed_index() {
-                Some(slot) => unfit[slot] += 1,
-                // Named resources are counted by name; only pods that ask for
-                // one get here.
-                None => *by_resource.entry(reason).or_insert(0) += 1,
-            },
+            Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,
+            // Named resources are counted by name; only pods that ask for one
+            // get here.
+            Err(failure @ FitFailure::Resource(_)) => {
+                *by_resource.entry(failure.reason(pod)).or_insert(0) += 1
+            }
         }
     }
     if scratch.feasible.is_empty() {

@@ -217,6 +217,15 @@ pub enum GpuPodTag {
     Whole(u8),
 }
 
+/// What a node holds beyond CPU, memory, pods and GPUs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeExtras {
+    /// Host ports of the pods placed here (one entry per port per pod).
+    pub(crate) used_ports: Vec<HostPort>,
+    /// Ephemeral storage, huge pages and extended resources: offered and taken.
+    pub(crate) scalar: Vec<NodeScalar>,
+}
+
 /// A node with its current accounting.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -241,10 +250,9 @@ pub struct NodeState {
     pub generation: u32,
     /// Placed pods that inter-pod terms can see (those with an `InterPodSpec`).
     pub(crate) inter_pod: Vec<Arc<InterPodSpec>>,
-    /// Host ports of the pods placed here (one entry per port per pod).
-    pub(crate) used_ports: Vec<HostPort>,
-    /// Ephemeral storage, huge pages and extended resources: offered and taken.
-    pub(crate) scalar: Vec<NodeScalar>,
+    /// Host ports and scalar resources, boxed: most pods never look at them,
+    /// and keeping them out of line keeps the filter's per-node reads compact.
+    pub(crate) extra: Box<NodeExtras>,
     /// Count of bound GPU pods per affinity tag.
     pub(crate) gpu_pod_tags: Vec<(GpuPodTag, u32)>,
     // Summaries kept current on every change so the filter stays O(1) per node.
@@ -283,12 +291,12 @@ impl NodeState {
 
     /// Host ports taken by the pods placed here.
     pub fn used_ports(&self) -> &[HostPort] {
-        &self.used_ports
+        &self.extra.used_ports
     }
 
     /// Ephemeral storage, huge pages and extended resources: offered and taken.
     pub fn scalar_resources(&self) -> &[NodeScalar] {
-        &self.scalar
+        &self.extra.scalar
     }
 
     /// Bound GPU pods carrying `tag`.

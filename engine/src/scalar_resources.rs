@@ -24,13 +24,11 @@ pub struct NodeScalar {
     pub requested: u64,
 }
 
-/// The first request `node` cannot satisfy, if any. `requests` is the pod's (at
-/// most a handful), `node` the node's; both are short, so a scan beats a map.
-pub(crate) fn first_insufficient<'a>(
-    node: &[NodeScalar],
-    requests: &'a [ScalarRequest],
-) -> Option<&'a ScalarRequest> {
-    requests.iter().find(|r| {
+/// The index of the first request `node` cannot satisfy, if any. `requests` is
+/// the pod's (at most a handful), `node` the node's; both are short, so a scan
+/// beats a map.
+pub(crate) fn first_insufficient(node: &[NodeScalar], requests: &[ScalarRequest]) -> Option<usize> {
+    requests.iter().position(|r| {
         let free = node
             .iter()
             .find(|n| n.name == r.name)
@@ -115,13 +113,13 @@ mod tests {
         assert_eq!(first_insufficient(&node, &foo), None);
         add(&mut node, &foo);
         assert_eq!(
-            first_insufficient(&node, &[request("example.com/foo", 1)]).map(|r| &*r.name),
-            Some("example.com/foo")
+            first_insufficient(&node, &[request("example.com/foo", 1)]),
+            Some(0)
         );
         let absent = [request("rdma/hca", 1)];
         assert_eq!(
-            first_insufficient(&node, &absent).map(|r| &*r.name),
-            Some("rdma/hca"),
+            first_insufficient(&node, &absent),
+            Some(0),
             "a resource the node does not offer is insufficient"
         );
         assert!(can_subtract(&node, &foo));
@@ -132,5 +130,17 @@ mod tests {
         subtract(&mut node, &foo);
         set_allocatable(&mut node, &[]);
         assert!(node.is_empty());
+    }
+
+    #[test]
+    fn every_fixed_reason_knows_its_slot() {
+        use crate::UnfitReason;
+        for (i, reason) in UnfitReason::ALL.iter().enumerate() {
+            assert_eq!(reason.fixed_index(), Some(i), "{reason:?}");
+        }
+        assert_eq!(
+            UnfitReason::InsufficientResource("rdma/hca".into()).fixed_index(),
+            None
+        );
     }
 }

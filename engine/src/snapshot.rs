@@ -120,8 +120,26 @@ impl UnfitReason {
     ];
 
     /// The position in [`Self::ALL`]; `None` for a reason that names a resource.
+    /// A match, not a search: cycles call it for every node that does not fit.
     pub fn fixed_index(&self) -> Option<usize> {
-        Self::ALL.iter().position(|r| r == self)
+        Some(match self {
+            UnfitReason::Unschedulable => 0,
+            UnfitReason::UntoleratedTaint => 1,
+            UnfitReason::NodeAffinityMismatch => 2,
+            UnfitReason::HostPortConflict => 3,
+            UnfitReason::InsufficientCpu => 4,
+            UnfitReason::InsufficientMemory => 5,
+            UnfitReason::TooManyPods => 6,
+            UnfitReason::GpuModelMismatch => 7,
+            UnfitReason::InsufficientWholeGpus => 8,
+            UnfitReason::InsufficientGpuShare => 9,
+            UnfitReason::TopologySpreadMissingLabel => 10,
+            UnfitReason::TopologySpreadSkew => 11,
+            UnfitReason::PodAffinity => 12,
+            UnfitReason::PodAntiAffinity => 13,
+            UnfitReason::ExistingPodsAntiAffinity => 14,
+            UnfitReason::InsufficientResource(_) => return None,
+        })
     }
 }
 
@@ -211,14 +229,13 @@ impl ClusterSnapshot {
             rank: id.0,
             generation: 0,
             inter_pod: Vec::new(),
-            used_ports: Vec::new(),
-            scalar: Vec::new(),
+            extra: Box::default(),
             gpu_pod_tags: Vec::new(),
             fully_free_gpus: 0,
             max_gpu_free: 0,
             gpu_free_total: 0,
         };
-        scalar_resources::set_allocatable(&mut node.scalar, &spec.scalar_resources);
+        scalar_resources::set_allocatable(&mut node.extra.scalar, &spec.scalar_resources);
         node.refresh_summaries();
         self.soft_tainted_nodes += usize::from(has_soft_taint(&node.taints));
         self.widen_normalisers(spec.cpu_milli, spec.gpus.len());
@@ -249,8 +266,8 @@ impl ClusterSnapshot {
             node.pods = 0;
             node.gpus.clear();
             node.gpu_pod_tags.clear();
-            node.used_ports.clear();
-            node.scalar.clear();
+            node.extra.used_ports.clear();
+            node.extra.scalar.clear();
             node.removed = false;
         }
         let lost_allocated = node
@@ -289,7 +306,7 @@ impl ClusterSnapshot {
         node.labels = spec.labels;
         node.taints = spec.taints;
         node.unschedulable = spec.unschedulable;
-        scalar_resources::set_allocatable(&mut node.scalar, &spec.scalar_resources);
+        scalar_resources::set_allocatable(&mut node.extra.scalar, &spec.scalar_resources);
         let is_soft_tainted = has_soft_taint(&node.taints);
         let (cpu_milli, gpus) = (node.cpu_milli_cap, node.gpus.len());
         node.refresh_summaries();
@@ -321,8 +338,8 @@ impl ClusterSnapshot {
             gpu.milli_free = MILLI_PER_GPU;
         }
         node.gpu_pod_tags.clear();
-        node.used_ports.clear();
-        node.scalar.clear();
+        node.extra.used_ports.clear();
+        node.extra.scalar.clear();
         node.refresh_summaries();
         if !node.inter_pod.is_empty() {
             node.inter_pod.clear();
@@ -565,11 +582,16 @@ impl ClusterSnapshot {
     /// The filter: does `pod` fit `node` as it stands? The first failing check is
     /// returned, in the order kube-scheduler's NodeResourcesFit reports them.
     pub fn check_fit(&self, node: NodeId, pod: &PodDemand) -> Result<(), UnfitReason> {
-        check_fit(&self.nodes[node.index()], pod)
+        fit_failure(&self.nodes[node.index()], pod).map_err(|f| f.reason(pod))
+    }
+
+    /// [`Self::check_fit`] for the cycle's hot loop: nothing built to say why.
+    pub(crate) fn fit_failure(&self, node: NodeId, pod: &PodDemand) -> Result<(), FitFailure> {
+        fit_failure(&self.nodes[node.index()], pod)
     }
 
     pub fn fits(&self, node: NodeId, pod: &PodDemand) -> bool {
-        check_fit(&self.nodes[node.index()], pod).is_ok()
+        fit_failure(&self.nodes[node.index()], pod).is_ok()
     }
 
     /// Commits a placement. Refuses (and changes nothing) if it does not fit or does
@@ -583,15 +605,15 @@ impl ClusterSnapshot {
             node: node.name.clone(),
             reason,
         };
-        if let Err(reason) = check_fit(node, pod) {
-            return Err(refuse(reason.to_string()));
+        if let Err(failure) = fit_failure(node, pod) {
+            return Err(refuse(failure.reason(pod).to_string()));
         }
         validate_assignment(node, pod.gpu, &placement.gpus, true).map_err(refuse)?;
         node.cpu_milli_used += pod.cpu_milli;
         node.memory_mib_used += pod.memory_mib;
         node.pods += 1;
-        node.used_ports.extend(pod.host_ports.iter().cloned());
-        scalar_resources::add(&mut node.scalar, &pod.scalar);
+        node.extra.used_ports.extend(pod.host_ports.iter().cloned());
+        scalar_resources::add(&mut node.extra.scalar, &pod.scalar);
         for share in placement.gpus.as_slice() {
             node.gpus[share.index as usize].milli_free -= share.milli;
         }
@@ -627,22 +649,26 @@ impl ClusterSnapshot {
         {
             return Err(underflow("CPU, memory or pod count".into()));
         }
-        if !scalar_resources::can_subtract(&node.scalar, &pod.scalar) {
+        if !scalar_resources::can_subtract(&node.extra.scalar, &pod.scalar) {
             return Err(underflow(
                 "ephemeral storage, huge pages or extended resources".into(),
             ));
         }
-        if !pod.host_ports.iter().all(|p| node.used_ports.contains(p)) {
+        if !pod
+            .host_ports
+            .iter()
+            .all(|p| node.extra.used_ports.contains(p))
+        {
             return Err(underflow("host ports".into()));
         }
         validate_assignment(node, pod.gpu, &placement.gpus, false).map_err(underflow)?;
         node.cpu_milli_used -= pod.cpu_milli;
         node.memory_mib_used -= pod.memory_mib;
         node.pods -= 1;
-        scalar_resources::subtract(&mut node.scalar, &pod.scalar);
+        scalar_resources::subtract(&mut node.extra.scalar, &pod.scalar);
         for port in &pod.host_ports {
-            if let Some(at) = node.used_ports.iter().position(|p| p == port) {
-                node.used_ports.swap_remove(at);
+            if let Some(at) = node.extra.used_ports.iter().position(|p| p == port) {
+                node.extra.used_ports.swap_remove(at);
             }
         }
         for share in placement.gpus.as_slice() {
@@ -690,55 +716,97 @@ fn exceeds(used: u64, request: u64, cap: u64) -> bool {
     used.checked_add(request).is_none_or(|total| total > cap)
 }
 
-fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
+/// What the per-node filter returns: a payload-free reason by its slot in
+/// [`UnfitReason::ALL`], or the index of the pod's scalar request that does not
+/// fit. Copy and small, so the filter of every node in every cycle returns in
+/// registers with nothing to drop; an [`UnfitReason`] is built only to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FitFailure {
+    Fixed(usize),
+    Resource(usize),
+}
+
+impl FitFailure {
+    pub(crate) fn reason(self, pod: &PodDemand) -> UnfitReason {
+        match self {
+            FitFailure::Fixed(slot) => UnfitReason::ALL[slot].clone(),
+            FitFailure::Resource(k) => {
+                UnfitReason::InsufficientResource(pod.scalar[k].name.clone())
+            }
+        }
+    }
+}
+
+// The two checks only some pods need live out of line: inlined, their code
+// made `fit_failure` save more registers on every call, which cost the plain
+// path (every trace pod, every node) about a fifth of its filter time.
+#[cold]
+#[inline(never)]
+fn port_conflict(node: &NodeState, pod: &PodDemand) -> bool {
+    !ports_free(&node.extra.used_ports, &pod.host_ports)
+}
+
+#[cold]
+#[inline(never)]
+fn scalar_shortfall(node: &NodeState, pod: &PodDemand) -> Option<usize> {
+    scalar_resources::first_insufficient(&node.extra.scalar, &pod.scalar)
+}
+
+/// The slot of a payload-free reason; inlined, each call folds to a constant.
+#[inline(always)]
+fn fixed(reason: UnfitReason) -> FitFailure {
+    FitFailure::Fixed(reason.fixed_index().unwrap_or(0))
+}
+
+fn fit_failure(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
     // Filters in kube-scheduler's order: cordon, taints, affinity, then resources.
     // A removed node is reported as cordoned if anyone asks; cycles skip it.
     if node.removed || node.unschedulable && !tolerates_unschedulable(&pod.rules.tolerations) {
-        return Err(UnfitReason::Unschedulable);
+        return Err(fixed(UnfitReason::Unschedulable));
     }
     if !node.taints.is_empty() && !tolerates_all(&node.taints, &pod.rules.tolerations) {
-        return Err(UnfitReason::UntoleratedTaint);
+        return Err(fixed(UnfitReason::UntoleratedTaint));
     }
     if !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
-        return Err(UnfitReason::NodeAffinityMismatch);
+        return Err(fixed(UnfitReason::NodeAffinityMismatch));
     }
-    if !pod.host_ports.is_empty() && !ports_free(&node.used_ports, &pod.host_ports) {
-        return Err(UnfitReason::HostPortConflict);
+    if !pod.host_ports.is_empty() && port_conflict(node, pod) {
+        return Err(fixed(UnfitReason::HostPortConflict));
     }
     // Checked: requests come from pod specs, where a huge quantity saturates to
     // u64::MAX; the sum must not wrap into "fits". `place` adds only after this.
     if exceeds(node.cpu_milli_used, pod.cpu_milli, node.cpu_milli_cap) {
-        return Err(UnfitReason::InsufficientCpu);
+        return Err(fixed(UnfitReason::InsufficientCpu));
     }
     if exceeds(node.memory_mib_used, pod.memory_mib, node.memory_mib_cap) {
-        return Err(UnfitReason::InsufficientMemory);
+        return Err(fixed(UnfitReason::InsufficientMemory));
     }
     if node.pods >= node.max_pods {
-        return Err(UnfitReason::TooManyPods);
+        return Err(fixed(UnfitReason::TooManyPods));
     }
     if !pod.scalar.is_empty() {
-        if let Some(short) = scalar_resources::first_insufficient(&node.scalar, &pod.scalar) {
-            return Err(UnfitReason::InsufficientResource(short.name.clone()));
+        if let Some(k) = scalar_shortfall(node, pod) {
+            return Err(FitFailure::Resource(k));
         }
     }
     match pod.gpu {
         GpuDemand::None => Ok(()),
         demand => {
             let Some(model) = node.model else {
-                return Err(match demand {
+                return Err(fixed(match demand {
                     GpuDemand::Share { .. } => UnfitReason::InsufficientGpuShare,
                     _ => UnfitReason::InsufficientWholeGpus,
-                });
+                }));
             };
             if !pod.models.allows(model) {
-                return Err(UnfitReason::GpuModelMismatch);
+                return Err(fixed(UnfitReason::GpuModelMismatch));
             }
             match demand {
                 GpuDemand::Share { milli } if node.max_gpu_free < milli => {
-                    Err(UnfitReason::InsufficientGpuShare)
+                    Err(fixed(UnfitReason::InsufficientGpuShare))
                 }
                 GpuDemand::Whole { count } if node.fully_free_gpus < count => {
-                    Err(UnfitReason::InsufficientWholeGpus)
+                    Err(fixed(UnfitReason::InsufficientWholeGpus))
                 }
                 _ => Ok(()),
             }
