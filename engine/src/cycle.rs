@@ -30,6 +30,8 @@ pub struct CycleScratch {
     scores: Vec<i64>,
     /// Raw NodeAffinity and TaintToleration scores.
     node_preferences: NodePreferenceScores,
+    /// Nodes short of each of the pod's scalar requests (by request index).
+    short_of: Vec<usize>,
 }
 
 /// Runs one cycle for `pod` against the snapshot.
@@ -58,7 +60,8 @@ pub fn schedule_one_among(
     // `None` (nothing allocated) for a pod they do not concern.
     let inter_pod = InterPodFilter::prepare(snapshot, pod);
     let mut unfit = [0usize; UnfitReason::ALL.len()];
-    let mut by_resource = BTreeMap::new();
+    scratch.short_of.clear();
+    scratch.short_of.resize(pod.scalar.len(), 0);
     let mut considered = 0;
     for i in 0..snapshot.len() {
         let id = NodeId(i as u32);
@@ -77,11 +80,7 @@ pub fn schedule_one_among(
         match fit {
             Ok(()) => scratch.feasible.push(id),
             Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,
-            // Named resources are counted by name; only pods that ask for one
-            // get here.
-            Err(failure @ FitFailure::Resource(_)) => {
-                *by_resource.entry(failure.reason(pod)).or_insert(0) += 1
-            }
+            Err(FitFailure::Resource(k)) => scratch.short_of[k] += 1,
         }
     }
     if scratch.feasible.is_empty() {
@@ -90,7 +89,13 @@ pub fn schedule_one_among(
             .zip(unfit)
             .filter(|(_, n)| *n > 0)
             .collect::<BTreeMap<_, _>>();
-        reasons.append(&mut by_resource);
+        for (k, &n) in scratch.short_of.iter().enumerate() {
+            if n > 0 {
+                *reasons
+                    .entry(FitFailure::Resource(k).reason(pod))
+                    .or_insert(0) += n;
+            }
+        }
         return CycleOutcome::Unschedulable {
             nodes: considered,
             reasons,
