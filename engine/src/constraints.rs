@@ -100,17 +100,35 @@ impl NodeSelectorRequirement {
     }
 }
 
+/// A preferred node affinity term: nodes it matches score its weight (1..100).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PreferredNodeTerm {
+    pub weight: i32,
+    pub requirements: Vec<NodeSelectorRequirement>,
+}
+
+impl PreferredNodeTerm {
+    /// All requirements hold; an empty term matches nothing, as in Kubernetes.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.requirements.is_empty() && self.requirements.iter().all(|r| r.matches(labels))
+    }
+}
+
 /// Where a pod may go: `nodeSelector` (all pairs must match) AND required node
 /// affinity (any term matches; a term matches when all its requirements do; an
-/// empty term matches nothing, as in Kubernetes).
+/// empty term matches nothing, as in Kubernetes). Tolerations filter NoSchedule
+/// and NoExecute taints; they and the preferred terms also score.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct NodePlacementRules {
     pub node_selector: BTreeMap<String, String>,
     pub required_terms: Vec<Vec<NodeSelectorRequirement>>,
     pub tolerations: Vec<Toleration>,
+    /// `preferredDuringSchedulingIgnoredDuringExecution`: scores, never filters.
+    pub preferred_terms: Vec<PreferredNodeTerm>,
 }
 
 impl NodePlacementRules {
+    /// No rule that filters (preferred terms only score).
     pub fn is_empty(&self) -> bool {
         self.node_selector.is_empty()
             && self.required_terms.is_empty()

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use super::inter_pod::{self, InterPodFilter, InterPodScorer};
+use super::inter_pod::{InterPodFilter, InterPodScorer};
 use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
-use super::snapshot::{ClusterSnapshot, Placement, UnfitReason};
+use super::preferences::{self, NodePreferenceScores};
+use super::snapshot::{ClusterSnapshot, FitFailure, Placement, UnfitReason};
 use super::volumes::VolumeFilter;
 
 /// What a cycle decided. It does not change the snapshot: the caller commits a
@@ -26,8 +27,12 @@ pub enum CycleOutcome {
 #[derive(Debug, Default)]
 pub struct CycleScratch {
     feasible: Vec<NodeId>,
-    /// Blended scores, for pods with preferred inter-pod rules.
+    /// Blended scores, for pods with preferences.
     scores: Vec<i64>,
+    /// Raw NodeAffinity and TaintToleration scores.
+    node_preferences: NodePreferenceScores,
+    /// Nodes short of each of the pod's scalar requests (by request index).
+    short_of: Vec<usize>,
 }
 
 /// Runs one cycle for `pod` against the snapshot.
@@ -59,6 +64,8 @@ pub fn schedule_one_among(
     // (a missing claim, say) is every node's reason, as in kube-scheduler.
     let volumes = VolumeFilter::prepare(snapshot.volumes(), pod);
     let mut unfit = [0usize; UnfitReason::ALL.len()];
+    scratch.short_of.clear();
+    scratch.short_of.resize(pod.scalar.len(), 0);
     let mut considered = 0;
     for i in 0..snapshot.len() {
         let id = NodeId(i as u32);
@@ -66,46 +73,66 @@ pub fn schedule_one_among(
             continue;
         }
         considered += 1;
+        // The volume and inter-pod filters only answer with fixed reasons.
+        let fixed = |reason: UnfitReason| FitFailure::Fixed(reason.fixed_index().unwrap_or(0));
         let fit = match &volumes {
-            Err(refusal) => Err(refusal.reason()),
+            Err(refusal) => Err(fixed(refusal.reason())),
             Ok(volumes) => snapshot
-                .check_fit(id, pod)
+                .fit_failure(id, pod)
                 .and_then(|()| match volumes {
-                    Some(filter) => filter.check(snapshot.node(id)),
+                    Some(filter) => filter.check(snapshot.node(id)).map_err(fixed),
                     None => Ok(()),
                 })
                 .and_then(|()| match &inter_pod {
-                    Some(filter) => filter.check(snapshot.node(id)),
+                    Some(filter) => filter.check(snapshot.node(id)).map_err(fixed),
                     None => Ok(()),
                 }),
         };
         match fit {
             Ok(()) => scratch.feasible.push(id),
-            Err(reason) => unfit[reason as usize] += 1,
+            Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,
+            Err(FitFailure::Resource(k)) => scratch.short_of[k] += 1,
         }
     }
     if scratch.feasible.is_empty() {
-        let reasons = UnfitReason::ALL
+        let mut reasons = UnfitReason::ALL
             .into_iter()
             .zip(unfit)
             .filter(|(_, n)| *n > 0)
             .collect::<BTreeMap<_, _>>();
+        for (k, &n) in scratch.short_of.iter().enumerate() {
+            if n > 0 {
+                *reasons
+                    .entry(FitFailure::Resource(k).reason(pod))
+                    .or_insert(0) += n;
+            }
+        }
         return CycleOutcome::Unschedulable {
             nodes: considered,
             reasons,
         };
     }
     policy.begin_cycle(snapshot, pod);
-    let node = match InterPodScorer::prepare(snapshot, pod, &scratch.feasible) {
-        Some(scorer) if scratch.feasible.len() > 1 => inter_pod::choose_node(
-            snapshot,
-            policy,
-            pod,
-            &scratch.feasible,
-            &scorer,
-            &mut scratch.scores,
-        ),
-        _ => policy.choose_node(snapshot, pod, &scratch.feasible),
+    let node = if scratch.feasible.len() > 1 {
+        let inter_pod = InterPodScorer::prepare(snapshot, pod, &scratch.feasible);
+        let node_preferences = scratch
+            .node_preferences
+            .compute(snapshot, pod, &scratch.feasible);
+        if inter_pod.is_some() || node_preferences {
+            preferences::choose_node(
+                snapshot,
+                policy,
+                pod,
+                &scratch.feasible,
+                inter_pod.as_ref(),
+                &scratch.node_preferences,
+                &mut scratch.scores,
+            )
+        } else {
+            policy.choose_node(snapshot, pod, &scratch.feasible)
+        }
+    } else {
+        policy.choose_node(snapshot, pod, &scratch.feasible)
     };
     let gpus = policy.select_gpus(snapshot, node, pod);
     CycleOutcome::Placed(Placement { node, gpus })

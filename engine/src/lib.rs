@@ -27,12 +27,15 @@ mod error;
 mod fragmentation;
 mod gang;
 mod gpu_select;
+mod host_ports;
 mod inter_pod;
 mod label_selector;
 mod model;
 mod node;
 mod pod;
 pub mod policy;
+mod preferences;
+mod scalar_resources;
 mod snapshot;
 #[cfg(test)]
 mod test_support;
@@ -41,8 +44,8 @@ mod workload;
 
 pub use capacity::{replicas_that_fit, ReplicaFit};
 pub use constraints::{
-    NodePlacementRules, NodeSelectorRequirement, SelectorOperator, Taint, TaintEffect, Toleration,
-    TolerationOperator,
+    NodePlacementRules, NodeSelectorRequirement, PreferredNodeTerm, SelectorOperator, Taint,
+    TaintEffect, Toleration, TolerationOperator,
 };
 pub use cycle::{
     schedule_one, schedule_one_among, unschedulable_message, CycleOutcome, CycleScratch,
@@ -50,10 +53,10 @@ pub use cycle::{
 pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
 pub use gang::{place_gang, GangError, GangPlan, GangSpec, GangUnschedulable};
+pub use host_ports::{HostIp, HostPort, PortProtocol};
 pub use inter_pod::{
     InterPodSpec, NamespaceScope, NodeInclusionPolicy, PodAffinityRules, PodAffinityTerm,
-    TopologySpreadConstraint, WeightedPodAffinityTerm, WhenUnsatisfiable, INTER_POD_SCORE_WEIGHT,
-    POLICY_SCORE_WEIGHT,
+    TopologySpreadConstraint, WeightedPodAffinityTerm, WhenUnsatisfiable,
 };
 pub use label_selector::{LabelOperator, LabelRequirement, LabelSelector};
 pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
@@ -63,6 +66,11 @@ pub use node::{
 };
 pub use pod::{GpuDemand, PodDemand, PodShape};
 pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};
+pub use preferences::{
+    INTER_POD_SCORE_WEIGHT, NODE_AFFINITY_SCORE_WEIGHT, POLICY_SCORE_WEIGHT,
+    TAINT_TOLERATION_SCORE_WEIGHT,
+};
+pub use scalar_resources::{NodeScalar, ResourceName, ScalarRequest};
 pub use snapshot::{ClusterSnapshot, GpuAssignment, GpuShare, Placement, UnfitReason};
 pub use volumes::{
     claim_key, AccessMode, BindingMode, ClaimSpec, PodVolumes, StorageClassSpec, VolumeBinding,

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::constraints::Taint;
+use super::host_ports::HostPort;
 use super::inter_pod::InterPodSpec;
 use super::model::GpuModelId;
+use super::scalar_resources::NodeScalar;
 
 /// Index of a node in its [`super::ClusterSnapshot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,6 +33,9 @@ pub struct NodeSpec {
     pub taints: Vec<Taint>,
     /// Cordoned (`spec.unschedulable`).
     pub unschedulable: bool,
+    /// Allocatable ephemeral storage, huge pages and extended resources by name
+    /// (bytes for the first two). A resource not listed counts as 0.
+    pub scalar_resources: Vec<(String, u64)>,
 }
 
 /// One GPU device of a node.
@@ -212,6 +217,15 @@ pub enum GpuPodTag {
     Whole(u8),
 }
 
+/// What a node holds beyond CPU, memory, pods and GPUs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeExtras {
+    /// Host ports of the pods placed here (one entry per port per pod).
+    pub(crate) used_ports: Vec<HostPort>,
+    /// Ephemeral storage, huge pages and extended resources: offered and taken.
+    pub(crate) scalar: Vec<NodeScalar>,
+}
+
 /// A node with its current accounting.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -236,6 +250,9 @@ pub struct NodeState {
     pub generation: u32,
     /// Placed pods that inter-pod terms can see (those with an `InterPodSpec`).
     pub(crate) inter_pod: Vec<Arc<InterPodSpec>>,
+    /// Host ports and scalar resources, boxed: most pods never look at them,
+    /// and keeping them out of line keeps the filter's per-node reads compact.
+    pub(crate) extra: Box<NodeExtras>,
     /// Count of bound GPU pods per affinity tag.
     pub(crate) gpu_pod_tags: Vec<(GpuPodTag, u32)>,
     // Summaries kept current on every change so the filter stays O(1) per node.
@@ -270,6 +287,16 @@ impl NodeState {
 
     pub fn gpu_count(&self) -> usize {
         self.gpus.len()
+    }
+
+    /// Host ports taken by the pods placed here.
+    pub fn used_ports(&self) -> &[HostPort] {
+        &self.extra.used_ports
+    }
+
+    /// Ephemeral storage, huge pages and extended resources: offered and taken.
+    pub fn scalar_resources(&self) -> &[NodeScalar] {
+        &self.extra.scalar
     }
 
     /// Bound GPU pods carrying `tag`.

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use super::constraints::NodePlacementRules;
+use super::host_ports::HostPort;
 use super::inter_pod::InterPodSpec;
 use super::model::ModelConstraint;
 use super::node::GpuPodTag;
+use super::scalar_resources::ScalarRequest;
 use super::volumes::PodVolumes;
 use super::{EngineError, MILLI_PER_GPU};
 
@@ -100,6 +102,12 @@ pub struct PodDemand {
     /// The PersistentVolumeClaims it mounts; `None` for a pod without any
     /// (the plain path).
     pub volumes: Option<Arc<PodVolumes>>,
+    /// Host ports its containers open (NodePorts). Empty for most pods, and then
+    /// costs nothing.
+    pub host_ports: Vec<HostPort>,
+    /// Ephemeral storage, huge pages and extended resources it requests, none
+    /// zero. Empty for most pods.
+    pub scalar: Vec<ScalarRequest>,
 }
 
 impl PodDemand {
@@ -135,6 +143,8 @@ impl PodDemand {
             priority: 0,
             inter_pod: None,
             volumes: None,
+            host_ports: Vec::new(),
+            scalar: Vec::new(),
         })
     }
 
@@ -150,6 +160,16 @@ impl PodDemand {
 
     pub fn with_volumes(mut self, volumes: PodVolumes) -> Self {
         self.volumes = Some(Arc::new(volumes));
+        self
+    }
+
+    pub fn with_host_ports(mut self, ports: Vec<HostPort>) -> Self {
+        self.host_ports = ports;
+        self
+    }
+
+    pub fn with_scalar(mut self, requests: Vec<ScalarRequest>) -> Self {
+        self.scalar = requests;
         self
     }
 

@@ -4,12 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use super::constraints::{tolerates_all, TaintEffect, Toleration, TolerationOperator};
+use super::host_ports::ports_free;
 use super::inter_pod::{same_pod, NamespaceLabels, TermIndex};
 use super::model::{GpuModelId, GpuModelRegistry};
 use super::node::{
     Gpu, GpuSample, NodeId, NodeSpec, NodeState, TelemetryVerdict, MAX_GPUS_PER_NODE,
 };
 use super::pod::{GpuDemand, PodDemand};
+use super::scalar_resources::{self, ResourceName};
 use super::volumes::VolumeCatalogue;
 use super::{EngineError, MILLI_PER_GPU};
 
@@ -75,11 +77,13 @@ pub struct Placement {
 }
 
 /// Why a pod does not fit a node, in the words kube-scheduler users know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnfitReason {
     Unschedulable,
     UntoleratedTaint,
     NodeAffinityMismatch,
+    /// NodePorts: a wanted host port is taken on the node.
+    HostPortConflict,
     InsufficientCpu,
     InsufficientMemory,
     TooManyPods,
@@ -100,13 +104,18 @@ pub enum UnfitReason {
     VolumeNodeAffinityConflict,
     NoAvailableVolumes,
     VolumeZoneConflict,
+    /// Ephemeral storage, huge pages or an extended resource, by name.
+    InsufficientResource(ResourceName),
 }
 
 impl UnfitReason {
-    pub const ALL: [UnfitReason; 21] = [
+    /// Every reason without a payload, in declaration order; cycles count nodes
+    /// per reason in an array indexed by [`Self::fixed_index`].
+    pub const ALL: [UnfitReason; 22] = [
         UnfitReason::Unschedulable,
         UnfitReason::UntoleratedTaint,
         UnfitReason::NodeAffinityMismatch,
+        UnfitReason::HostPortConflict,
         UnfitReason::InsufficientCpu,
         UnfitReason::InsufficientMemory,
         UnfitReason::TooManyPods,
@@ -126,6 +135,36 @@ impl UnfitReason {
         UnfitReason::NoAvailableVolumes,
         UnfitReason::VolumeZoneConflict,
     ];
+
+    /// The position in [`Self::ALL`]; `None` for a reason that names a resource.
+    /// A match, not a search: cycles call it for every node that does not fit.
+    pub fn fixed_index(&self) -> Option<usize> {
+        Some(match self {
+            UnfitReason::Unschedulable => 0,
+            UnfitReason::UntoleratedTaint => 1,
+            UnfitReason::NodeAffinityMismatch => 2,
+            UnfitReason::HostPortConflict => 3,
+            UnfitReason::InsufficientCpu => 4,
+            UnfitReason::InsufficientMemory => 5,
+            UnfitReason::TooManyPods => 6,
+            UnfitReason::GpuModelMismatch => 7,
+            UnfitReason::InsufficientWholeGpus => 8,
+            UnfitReason::InsufficientGpuShare => 9,
+            UnfitReason::TopologySpreadMissingLabel => 10,
+            UnfitReason::TopologySpreadSkew => 11,
+            UnfitReason::PodAffinity => 12,
+            UnfitReason::PodAntiAffinity => 13,
+            UnfitReason::ExistingPodsAntiAffinity => 14,
+            UnfitReason::VolumeClaimUnusable => 15,
+            UnfitReason::UnboundImmediateClaims => 16,
+            UnfitReason::ReadWriteOncePodConflict => 17,
+            UnfitReason::ExceedMaxVolumeCount => 18,
+            UnfitReason::VolumeNodeAffinityConflict => 19,
+            UnfitReason::NoAvailableVolumes => 20,
+            UnfitReason::VolumeZoneConflict => 21,
+            UnfitReason::InsufficientResource(_) => return None,
+        })
+    }
 }
 
 impl fmt::Display for UnfitReason {
@@ -135,6 +174,9 @@ impl fmt::Display for UnfitReason {
             UnfitReason::UntoleratedTaint => "node(s) had untolerated taint",
             UnfitReason::NodeAffinityMismatch => {
                 "node(s) didn't match Pod's node affinity/selector"
+            }
+            UnfitReason::HostPortConflict => {
+                "node(s) didn't have free ports for the requested pod ports"
             }
             UnfitReason::InsufficientCpu => "Insufficient cpu",
             UnfitReason::InsufficientMemory => "Insufficient memory",
@@ -168,6 +210,7 @@ impl fmt::Display for UnfitReason {
                 "node(s) didn't find available persistent volumes to bind"
             }
             UnfitReason::VolumeZoneConflict => "node(s) had no available volume zone",
+            UnfitReason::InsufficientResource(name) => return write!(f, "Insufficient {name}"),
         })
     }
 }
@@ -187,6 +230,9 @@ pub struct ClusterSnapshot {
     namespace_labels: NamespaceLabels,
     /// Claims, PVs, classes, attach limits, and what placed pods hold of them.
     volumes: VolumeCatalogue,
+    /// Present nodes with a PreferNoSchedule taint: while there are none,
+    /// TaintToleration scoring is skipped without looking at any node.
+    soft_tainted_nodes: usize,
 }
 
 impl ClusterSnapshot {
@@ -224,12 +270,15 @@ impl ClusterSnapshot {
             rank: id.0,
             generation: 0,
             inter_pod: Vec::new(),
+            extra: Box::default(),
             gpu_pod_tags: Vec::new(),
             fully_free_gpus: 0,
             max_gpu_free: 0,
             gpu_free_total: 0,
         };
+        scalar_resources::set_allocatable(&mut node.extra.scalar, &spec.scalar_resources);
         node.refresh_summaries();
+        self.soft_tainted_nodes += usize::from(has_soft_taint(&node.taints));
         self.widen_normalisers(spec.cpu_milli, spec.gpus.len());
         self.by_name.insert(spec.name, id);
         self.nodes.push(node);
@@ -251,12 +300,15 @@ impl ClusterSnapshot {
         };
         let model = self.validated_model(&spec)?;
         let node = &mut self.nodes[id.index()];
+        let was_soft_tainted = !node.removed && has_soft_taint(&node.taints);
         if node.removed {
             node.cpu_milli_used = 0;
             node.memory_mib_used = 0;
             node.pods = 0;
             node.gpus.clear();
             node.gpu_pod_tags.clear();
+            node.extra.used_ports.clear();
+            node.extra.scalar.clear();
             node.removed = false;
         }
         let lost_allocated = node
@@ -295,8 +347,12 @@ impl ClusterSnapshot {
         node.labels = spec.labels;
         node.taints = spec.taints;
         node.unschedulable = spec.unschedulable;
+        scalar_resources::set_allocatable(&mut node.extra.scalar, &spec.scalar_resources);
+        let is_soft_tainted = has_soft_taint(&node.taints);
         let (cpu_milli, gpus) = (node.cpu_milli_cap, node.gpus.len());
         node.refresh_summaries();
+        self.soft_tainted_nodes =
+            self.soft_tainted_nodes - usize::from(was_soft_tainted) + usize::from(is_soft_tainted);
         self.widen_normalisers(cpu_milli, gpus);
         if relabelled {
             // Its pods now sit in other topology domains.
@@ -312,6 +368,9 @@ impl ClusterSnapshot {
             return false;
         };
         let node = &mut self.nodes[id.index()];
+        if !node.removed && has_soft_taint(&node.taints) {
+            self.soft_tainted_nodes -= 1;
+        }
         node.removed = true;
         node.cpu_milli_used = 0;
         node.memory_mib_used = 0;
@@ -320,6 +379,8 @@ impl ClusterSnapshot {
             gpu.milli_free = MILLI_PER_GPU;
         }
         node.gpu_pod_tags.clear();
+        node.extra.used_ports.clear();
+        node.extra.scalar.clear();
         node.refresh_summaries();
         if !node.inter_pod.is_empty() {
             node.inter_pod.clear();
@@ -501,6 +562,11 @@ impl ClusterSnapshot {
         }
     }
 
+    /// Whether any present node has a PreferNoSchedule taint.
+    pub(crate) fn has_prefer_no_schedule_taints(&self) -> bool {
+        self.soft_tainted_nodes > 0
+    }
+
     pub(crate) fn inter_pod_index(&self) -> &TermIndex {
         &self.inter_pod
     }
@@ -557,11 +623,16 @@ impl ClusterSnapshot {
     /// The filter: does `pod` fit `node` as it stands? The first failing check is
     /// returned, in the order kube-scheduler's NodeResourcesFit reports them.
     pub fn check_fit(&self, node: NodeId, pod: &PodDemand) -> Result<(), UnfitReason> {
-        check_fit(&self.nodes[node.index()], pod)
+        fit_failure(&self.nodes[node.index()], pod).map_err(|f| f.reason(pod))
+    }
+
+    /// [`Self::check_fit`] for the cycle's hot loop: nothing built to say why.
+    pub(crate) fn fit_failure(&self, node: NodeId, pod: &PodDemand) -> Result<(), FitFailure> {
+        fit_failure(&self.nodes[node.index()], pod)
     }
 
     pub fn fits(&self, node: NodeId, pod: &PodDemand) -> bool {
-        check_fit(&self.nodes[node.index()], pod).is_ok()
+        fit_failure(&self.nodes[node.index()], pod).is_ok()
     }
 
     /// Commits a placement. Refuses (and changes nothing) if it does not fit or does
@@ -575,13 +646,15 @@ impl ClusterSnapshot {
             node: node.name.clone(),
             reason,
         };
-        if let Err(reason) = check_fit(node, pod) {
-            return Err(refuse(reason.to_string()));
+        if let Err(failure) = fit_failure(node, pod) {
+            return Err(refuse(failure.reason(pod).to_string()));
         }
         validate_assignment(node, pod.gpu, &placement.gpus, true).map_err(refuse)?;
         node.cpu_milli_used += pod.cpu_milli;
         node.memory_mib_used += pod.memory_mib;
         node.pods += 1;
+        node.extra.used_ports.extend(pod.host_ports.iter().cloned());
+        scalar_resources::add(&mut node.extra.scalar, &pod.scalar);
         for share in placement.gpus.as_slice() {
             node.gpus[share.index as usize].milli_free -= share.milli;
         }
@@ -622,10 +695,28 @@ impl ClusterSnapshot {
         {
             return Err(underflow("CPU, memory or pod count".into()));
         }
+        if !scalar_resources::can_subtract(&node.extra.scalar, &pod.scalar) {
+            return Err(underflow(
+                "ephemeral storage, huge pages or extended resources".into(),
+            ));
+        }
+        if !pod
+            .host_ports
+            .iter()
+            .all(|p| node.extra.used_ports.contains(p))
+        {
+            return Err(underflow("host ports".into()));
+        }
         validate_assignment(node, pod.gpu, &placement.gpus, false).map_err(underflow)?;
         node.cpu_milli_used -= pod.cpu_milli;
         node.memory_mib_used -= pod.memory_mib;
         node.pods -= 1;
+        scalar_resources::subtract(&mut node.extra.scalar, &pod.scalar);
+        for port in &pod.host_ports {
+            if let Some(at) = node.extra.used_ports.iter().position(|p| p == port) {
+                node.extra.used_ports.swap_remove(at);
+            }
+        }
         for share in placement.gpus.as_slice() {
             node.gpus[share.index as usize].milli_free += share.milli;
         }
@@ -663,52 +754,108 @@ fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
     })
 }
 
+fn has_soft_taint(taints: &[super::constraints::Taint]) -> bool {
+    taints
+        .iter()
+        .any(|t| t.effect == TaintEffect::PreferNoSchedule)
+}
+
 /// `used + request > cap`, where a sum past u64::MAX also exceeds.
 fn exceeds(used: u64, request: u64, cap: u64) -> bool {
     used.checked_add(request).is_none_or(|total| total > cap)
 }
 
-fn check_fit(node: &NodeState, pod: &PodDemand) -> Result<(), UnfitReason> {
+/// What the per-node filter returns: a payload-free reason by its slot in
+/// [`UnfitReason::ALL`], or the index of the pod's scalar request that does not
+/// fit. Copy and small, so the filter of every node in every cycle returns in
+/// registers with nothing to drop; an [`UnfitReason`] is built only to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FitFailure {
+    Fixed(usize),
+    Resource(usize),
+}
+
+impl FitFailure {
+    pub(crate) fn reason(self, pod: &PodDemand) -> UnfitReason {
+        match self {
+            FitFailure::Fixed(slot) => UnfitReason::ALL[slot].clone(),
+            FitFailure::Resource(k) => {
+                UnfitReason::InsufficientResource(pod.scalar[k].name.clone())
+            }
+        }
+    }
+}
+
+// The two checks only some pods need live out of line: inlined, their code
+// made `fit_failure` save more registers on every call, which cost the plain
+// path (every trace pod, every node) about a fifth of its filter time.
+#[cold]
+#[inline(never)]
+fn port_conflict(node: &NodeState, pod: &PodDemand) -> bool {
+    !ports_free(&node.extra.used_ports, &pod.host_ports)
+}
+
+#[cold]
+#[inline(never)]
+fn scalar_shortfall(node: &NodeState, pod: &PodDemand) -> Option<usize> {
+    scalar_resources::first_insufficient(&node.extra.scalar, &pod.scalar)
+}
+
+/// The slot of a payload-free reason; inlined, each call folds to a constant.
+#[inline(always)]
+fn fixed(reason: UnfitReason) -> FitFailure {
+    FitFailure::Fixed(reason.fixed_index().unwrap_or(0))
+}
+
+fn fit_failure(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
     // Filters in kube-scheduler's order: cordon, taints, affinity, then resources.
     // A removed node is reported as cordoned if anyone asks; cycles skip it.
     if node.removed || node.unschedulable && !tolerates_unschedulable(&pod.rules.tolerations) {
-        return Err(UnfitReason::Unschedulable);
+        return Err(fixed(UnfitReason::Unschedulable));
     }
     if !node.taints.is_empty() && !tolerates_all(&node.taints, &pod.rules.tolerations) {
-        return Err(UnfitReason::UntoleratedTaint);
+        return Err(fixed(UnfitReason::UntoleratedTaint));
     }
     if !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
-        return Err(UnfitReason::NodeAffinityMismatch);
+        return Err(fixed(UnfitReason::NodeAffinityMismatch));
+    }
+    if !pod.host_ports.is_empty() && port_conflict(node, pod) {
+        return Err(fixed(UnfitReason::HostPortConflict));
     }
     // Checked: requests come from pod specs, where a huge quantity saturates to
     // u64::MAX; the sum must not wrap into "fits". `place` adds only after this.
     if exceeds(node.cpu_milli_used, pod.cpu_milli, node.cpu_milli_cap) {
-        return Err(UnfitReason::InsufficientCpu);
+        return Err(fixed(UnfitReason::InsufficientCpu));
     }
     if exceeds(node.memory_mib_used, pod.memory_mib, node.memory_mib_cap) {
-        return Err(UnfitReason::InsufficientMemory);
+        return Err(fixed(UnfitReason::InsufficientMemory));
     }
     if node.pods >= node.max_pods {
-        return Err(UnfitReason::TooManyPods);
+        return Err(fixed(UnfitReason::TooManyPods));
+    }
+    if !pod.scalar.is_empty() {
+        if let Some(k) = scalar_shortfall(node, pod) {
+            return Err(FitFailure::Resource(k));
+        }
     }
     match pod.gpu {
         GpuDemand::None => Ok(()),
         demand => {
             let Some(model) = node.model else {
-                return Err(match demand {
+                return Err(fixed(match demand {
                     GpuDemand::Share { .. } => UnfitReason::InsufficientGpuShare,
                     _ => UnfitReason::InsufficientWholeGpus,
-                });
+                }));
             };
             if !pod.models.allows(model) {
-                return Err(UnfitReason::GpuModelMismatch);
+                return Err(fixed(UnfitReason::GpuModelMismatch));
             }
             match demand {
                 GpuDemand::Share { milli } if node.max_gpu_free < milli => {
-                    Err(UnfitReason::InsufficientGpuShare)
+                    Err(fixed(UnfitReason::InsufficientGpuShare))
                 }
                 GpuDemand::Whole { count } if node.fully_free_gpus < count => {
-                    Err(UnfitReason::InsufficientWholeGpus)
+                    Err(fixed(UnfitReason::InsufficientWholeGpus))
                 }
                 _ => Ok(()),
             }

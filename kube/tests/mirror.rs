@@ -378,3 +378,79 @@ fn telemetry_from_the_future_is_rejected_and_old_telemetry_is_stale() {
     assert!(change.telemetry.rejected.is_empty());
     assert_eq!(usable(&mirror, "n1"), vec![1000, 1000]);
 }
+
+/// A pod created with `spec.nodeName` already set (a DaemonSet's, or one placed by
+/// hand) is never Phalanx's to bind, yet what it holds is accounted on its node:
+/// CPU, host ports and extended resources, so that pending pods see them taken.
+#[test]
+fn a_pod_with_node_name_preset_is_accounted_never_scheduled() {
+    let mut n1 = node("n1", 0);
+    n1.status
+        .as_mut()
+        .unwrap()
+        .allocatable
+        .as_mut()
+        .unwrap()
+        .insert(
+            "rdma/hca".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("2".into()),
+        );
+    let preset: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "agent", "namespace": "kube-system", "uid": "u-agent"},
+        "spec": {
+            "nodeName": "n1",
+            "schedulerName": "phalanx",
+            "containers": [{"name": "agent",
+                "ports": [{"containerPort": 9100, "hostPort": 9100}],
+                "resources": {"requests": {"cpu": "500m", "rdma/hca": "1"}}}],
+        },
+    }))
+    .unwrap();
+    assert!(!phalanx_kube::translate::is_ours(&preset, "phalanx"));
+    let mut mirror = ClusterMirror::new(MAX_AGE_MS);
+    mirror.node_event(Event::Init, NOW_MS);
+    mirror.node_event(Event::InitApply(n1), NOW_MS);
+    mirror.node_event(Event::InitDone, NOW_MS);
+    mirror.gpu_node_event(Event::Init, NOW_MS);
+    mirror.gpu_node_event(Event::InitDone, NOW_MS);
+    mirror.pod_event(&Event::Init);
+    mirror.pod_event(&Event::InitApply(preset.clone()));
+    mirror.pod_event(&Event::InitDone);
+    assert!(mirror.is_bound("u-agent"));
+
+    let snapshot = mirror.state().snapshot();
+    let id = snapshot.node_id("n1").unwrap();
+    let n = snapshot.node(id);
+    assert_eq!(n.cpu_milli_used, 500);
+    assert_eq!(n.used_ports().len(), 1);
+    let hca = n
+        .scalar_resources()
+        .iter()
+        .find(|r| &*r.name == "rdma/hca")
+        .unwrap();
+    assert_eq!((hca.allocatable, hca.requested), (2, 1));
+
+    // A pending copy wanting the same host port does not fit beside it.
+    let mut pending = preset;
+    pending.spec.as_mut().unwrap().node_name = None;
+    pending.metadata.uid = Some("u-pending".into());
+    let demand = phalanx_kube::translate::pod_demand(&pending, snapshot.models()).unwrap();
+    assert_eq!(
+        snapshot.check_fit(id, &demand),
+        Err(phalanx_engine::UnfitReason::HostPortConflict)
+    );
+
+    mirror.pod_event(&Event::Delete(deleted_agent("u-agent")));
+    let snapshot = mirror.state().snapshot();
+    let n = snapshot.node(id);
+    assert_eq!((n.cpu_milli_used, n.used_ports().len()), (0, 0));
+}
+
+/// The agent as its Delete event carries it.
+fn deleted_agent(uid: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "agent", "namespace": "kube-system", "uid": uid},
+        "spec": {"nodeName": "n1", "containers": []},
+    }))
+    .unwrap()
+}

@@ -128,6 +128,8 @@ impl TracePod {
             inter_pod: None,
             // Nor claims.
             volumes: None,
+            host_ports: Vec::new(),
+            scalar: Vec::new(),
         }
     }
 

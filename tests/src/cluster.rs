@@ -46,6 +46,9 @@ pub struct ControlPlaneOptions {
     pub apiserver_timeout: Duration,
     /// Deadline for each other component.
     pub component_timeout: Duration,
+    /// Extra kube-apiserver flags, e.g. `--feature-gates=PodLevelResources=true`
+    /// for a test of a field the API server drops while its gate is off.
+    pub apiserver_args: Vec<String>,
 }
 
 impl Default for ControlPlaneOptions {
@@ -57,6 +60,7 @@ impl Default for ControlPlaneOptions {
             etcd_port: None,
             apiserver_timeout: Duration::from_secs(90),
             component_timeout: Duration::from_secs(60),
+            apiserver_args: Vec::new(),
         }
     }
 }
@@ -138,8 +142,13 @@ impl ControlPlane {
             }
         };
 
-        let (mut apiserver, server, apiserver_args) =
-            start_apiserver(&binaries, dir.path(), &pki, &etcd_url)?;
+        let (mut apiserver, server, apiserver_args) = start_apiserver(
+            &binaries,
+            dir.path(),
+            &pki,
+            &etcd_url,
+            &options.apiserver_args,
+        )?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         let client = admin_client(&pki, &kubeconfig, &server).await?;
         // Probing through the admin client proves the certificates work too.
@@ -410,10 +419,11 @@ fn start_apiserver(
     dir: &Path,
     pki: &Pki,
     etcd_url: &str,
+    extra_args: &[String],
 ) -> Result<(Component, String, Vec<String>)> {
     let port = single_port()?;
     let server = format!("https://127.0.0.1:{port}");
-    let args = vec![
+    let mut args = vec![
         format!("--etcd-servers={etcd_url}"),
         "--bind-address=127.0.0.1".to_owned(),
         "--advertise-address=127.0.0.1".to_owned(),
@@ -443,6 +453,7 @@ fn start_apiserver(
         "--profiling=false".to_owned(),
         "--v=1".to_owned(),
     ];
+    args.extend_from_slice(extra_args);
     let apiserver = spawn_in(dir, APISERVER, &binaries.kube_apiserver(), &args)?;
     Ok((apiserver, server, args))
 }

@@ -22,7 +22,7 @@ use kube::{Api, CustomResourceExt};
 use phalanx_api::{GpuNode, PodGroup, SCHEDULER_NAME};
 
 use crate::binaries::{binary_for_test, locate_workspace_binary};
-use crate::cluster::{single_port, spawn_in_with_env, ControlPlane};
+use crate::cluster::{single_port, spawn_in_with_env, ControlPlane, ControlPlaneOptions};
 use crate::error::{HarnessError, Result};
 use crate::probe;
 
@@ -166,13 +166,22 @@ pub fn phalanx_scheduler_for_test(test: &str) -> Option<PathBuf> {
 /// the `phalanx-scheduler` binary to run on it, or `None` after printing why
 /// the test is skipped (see [`binary_for_test`]).
 pub async fn plane_with_scheduler(test: &str) -> Result<Option<(ControlPlane, PathBuf)>> {
+    plane_with_scheduler_and(test, ControlPlaneOptions::default()).await
+}
+
+/// [`plane_with_scheduler`] with a control plane started as `options` say
+/// (extra API server flags, say).
+pub async fn plane_with_scheduler_and(
+    test: &str,
+    options: ControlPlaneOptions,
+) -> Result<Option<(ControlPlane, PathBuf)>> {
     let Some(binaries) = crate::Binaries::for_test(test) else {
         return Ok(None);
     };
     let Some(scheduler) = phalanx_scheduler_for_test(test) else {
         return Ok(None);
     };
-    let plane = ControlPlane::start(binaries).await?;
+    let plane = ControlPlane::start_with(binaries, options).await?;
     install_phalanx_crds(&plane.client()).await?;
     Ok(Some((plane, scheduler)))
 }

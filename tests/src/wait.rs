@@ -5,8 +5,8 @@
 //! [`until`] and [`until_some`] poll any check; the rest are the waits real
 //! cases keep needing: pods bound (by name, name prefix or label, so pods
 //! made with `generateName` or by a controller are found too), pods that must
-//! stay pending for a while, a pod's `PodScheduled=False` condition, an
-//! event about a pod, CRDs established, a
+//! stay pending for a while, an event about a pod, a pod told why it is not
+//! scheduled (`PodScheduled=False` matching its event), CRDs established, a
 //! namespace ready for pods. Scheduling waits read better on failure with the
 //! schedulers' logs: `.with_logs(&plane)` ([`WithLogs`]) appends them.
 //!

@@ -257,6 +257,7 @@ fn node_spec(i: usize, kind: &NodeKind, cordoned: bool) -> NodeSpec {
         ]),
         taints: Vec::new(),
         unschedulable: cordoned,
+        scalar_resources: Vec::new(),
     }
 }
 

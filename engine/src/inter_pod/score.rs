@@ -8,7 +8,7 @@
 //!   score higher; each constraint weighted by ln(domains + 2); nodes without a
 //!   constraint's key score 0.
 //!
-//! How they blend with the GPU policy's score is [`super::blend`]'s business.
+//! How they blend with the GPU policy's score is `crate::preferences`' business.
 
 use std::borrow::Cow;
 

@@ -196,7 +196,7 @@ pub fn verdict(c: &ClusterSnapshot, pod: &PodDemand, node: &str) -> Result<(), U
         CycleOutcome::Placed(_) => Ok(()),
         CycleOutcome::Unschedulable { reasons, .. } => {
             assert_eq!(reasons.len(), 1, "{reasons:?}");
-            Err(*reasons.keys().next().unwrap())
+            Err(reasons.keys().next().unwrap().clone())
         }
     }
 }

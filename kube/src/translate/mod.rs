@@ -14,13 +14,18 @@
 //! [`NodeSpec`]: phalanx_engine::NodeSpec
 
 mod default_spread;
+mod host_ports;
 mod inter_pod;
 mod labels;
 mod node;
+#[cfg(test)]
+mod node_rules_tests;
 mod pod;
 pub mod quantity;
+mod scalar;
 #[cfg(test)]
 mod tests;
+mod unsupported;
 mod volumes;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;

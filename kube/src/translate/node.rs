@@ -11,6 +11,7 @@ use super::labels::{
     model_label_value, parse_taint_effect, LABEL_GPU_PRODUCT, NODE_NAME_FIELD_KEY,
 };
 use super::quantity::Rounding;
+use super::scalar::node_scalar_resources;
 use super::{convert_quantity, TranslateError};
 use phalanx_engine::{GpuSample, GpuSpec, NodeSpec, Taint};
 
@@ -71,6 +72,7 @@ pub fn node_spec(node: &Node, gpu_node: Option<&GpuNode>) -> Result<NodeSpec, Tr
             spec.and_then(|s| s.taints.as_deref()).unwrap_or_default(),
         )?,
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        scalar_resources: node_scalar_resources(&object, node)?,
         name,
     })
 }

@@ -14,14 +14,17 @@ use phalanx_api::{
 };
 
 use super::default_spread::labels_for_matching;
+use super::host_ports::host_ports;
 use super::inter_pod::inter_pod_spec;
 use super::labels::{model_label_value, parse_taint_effect, NODE_NAME_FIELD_KEY};
 use super::quantity::{Quantity, QuantityError};
+use super::scalar::is_scalar_resource;
+use super::unsupported::refuse_unsupported;
 use super::volumes::pod_volumes;
 use super::{convert_quantity, TranslateError};
 use phalanx_engine::{
     GpuDemand, GpuModelRegistry, ModelConstraint, NodePlacementRules, NodeSelectorRequirement,
-    PodDemand, SelectorOperator, Toleration, TolerationOperator,
+    PodDemand, PreferredNodeTerm, ScalarRequest, SelectorOperator, Toleration, TolerationOperator,
 };
 
 type ResourceList = BTreeMap<String, K8sQuantity>;
@@ -92,6 +95,9 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
         .spec
         .as_ref()
         .ok_or_else(|| TranslateError::invalid(&object, "spec", "missing"))?;
+    if !is_bound(pod) {
+        refuse_unsupported(&object, spec)?;
+    }
     let requests = pod_requests(&object, spec)?;
     let gpu = gpu_demand(&object, requests.gpus, requests.gpu_milli)?;
     let model_constraint = model_constraint(&object, pod, models)?;
@@ -112,6 +118,8 @@ pub fn pod_demand(pod: &Pod, models: &GpuModelRegistry) -> Result<PodDemand, Tra
         priority: spec.priority.unwrap_or(0),
         inter_pod: Some(Arc::new(inter_pod)),
         volumes: pod_volumes(&object, pod, spec)?.map(Arc::new),
+        host_ports: host_ports(&object, spec)?,
+        scalar: requests.scalar_requests(),
         ..demand
     })
 }
@@ -141,31 +149,57 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 
 /// The resources the scheduler accounts for, in the engine's units before the
 /// final MiB rounding (bytes are summed first so rounding happens once per pod).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Requests {
     cpu_milli: u64,
     memory_bytes: u64,
     gpus: u64,
     gpu_milli: u64,
+    /// Ephemeral storage, huge pages, extended resources; empty for most pods
+    /// (an empty map allocates nothing).
+    scalar: BTreeMap<String, u64>,
 }
 
 impl Requests {
-    fn plus(self, o: Requests) -> Requests {
+    fn plus(mut self, o: &Requests) -> Requests {
+        for (name, amount) in &o.scalar {
+            let sum = self.scalar.entry(name.clone()).or_insert(0);
+            *sum = sum.saturating_add(*amount);
+        }
         Requests {
             cpu_milli: self.cpu_milli.saturating_add(o.cpu_milli),
             memory_bytes: self.memory_bytes.saturating_add(o.memory_bytes),
             gpus: self.gpus.saturating_add(o.gpus),
             gpu_milli: self.gpu_milli.saturating_add(o.gpu_milli),
+            scalar: self.scalar,
         }
     }
 
-    fn max(self, o: Requests) -> Requests {
+    fn max(mut self, o: &Requests) -> Requests {
+        for (name, amount) in &o.scalar {
+            let most = self.scalar.entry(name.clone()).or_insert(0);
+            *most = (*most).max(*amount);
+        }
         Requests {
             cpu_milli: self.cpu_milli.max(o.cpu_milli),
             memory_bytes: self.memory_bytes.max(o.memory_bytes),
             gpus: self.gpus.max(o.gpus),
             gpu_milli: self.gpu_milli.max(o.gpu_milli),
+            scalar: self.scalar,
         }
+    }
+
+    /// The scalar requests as the engine takes them: zero ones dropped, as
+    /// kube-scheduler skips them.
+    fn scalar_requests(&self) -> Vec<ScalarRequest> {
+        self.scalar
+            .iter()
+            .filter(|(_, amount)| **amount > 0)
+            .map(|(name, amount)| ScalarRequest {
+                name: name.as_str().into(),
+                amount: *amount,
+            })
+            .collect()
     }
 }
 
@@ -180,23 +214,23 @@ impl Requests {
 fn pod_requests(object: &str, spec: &PodSpec) -> Result<Requests, TranslateError> {
     let mut total = Requests::default();
     for c in &spec.containers {
-        total = total.plus(container_requests(object, "containers", c)?);
+        total = total.plus(&container_requests(object, "containers", c)?);
     }
     let mut sidecars = Requests::default();
     let mut init_peak = Requests::default();
     for c in spec.init_containers.iter().flatten() {
         let own = container_requests(object, "initContainers", c)?;
         let moment = if c.restart_policy.as_deref() == Some("Always") {
-            total = total.plus(own);
-            sidecars = sidecars.plus(own);
-            sidecars
+            total = total.plus(&own);
+            sidecars = sidecars.plus(&own);
+            sidecars.clone()
         } else {
-            own.plus(sidecars)
+            own.plus(&sidecars)
         };
-        init_peak = init_peak.max(moment);
+        init_peak = init_peak.max(&moment);
     }
     let overhead = read_resources(object, &[("spec.overhead".into(), spec.overhead.as_ref())])?;
-    Ok(total.max(init_peak).plus(overhead))
+    Ok(total.max(&init_peak).plus(&overhead))
 }
 
 /// A container's requests; a resource with a limit but no request uses the limit,
@@ -232,11 +266,23 @@ fn read_resources(
                 convert_quantity(object, format!("{path}[{name:?}]"), raw, convert)
             })
     };
+    let mut scalar = BTreeMap::new();
+    let names = lists
+        .iter()
+        .filter_map(|(_, list)| *list)
+        .flat_map(|list| list.keys())
+        .filter(|name| is_scalar_resource(name));
+    for name in names {
+        if !scalar.contains_key(name) {
+            scalar.insert(name.clone(), read(name, Quantity::value_up)?);
+        }
+    }
     Ok(Requests {
         cpu_milli: read("cpu", Quantity::milli_up)?,
         memory_bytes: read("memory", Quantity::value_up)?,
         gpus: read(RESOURCE_WHOLE_GPU, Quantity::value_exact)?,
         gpu_milli: read(RESOURCE_GPU_MILLI, Quantity::value_exact)?,
+        scalar,
     })
 }
 
@@ -320,7 +366,11 @@ fn placement_rules(object: &str, spec: &PodSpec) -> Result<NodePlacementRules, T
     let mut required_terms = Vec::new();
     if let Some(selector) = required {
         for (i, term) in selector.node_selector_terms.iter().enumerate() {
-            required_terms.push(selector_term(object, i, term)?);
+            required_terms.push(selector_term(
+                object,
+                &format!("{REQUIRED_TERMS}[{i}]"),
+                term,
+            )?);
         }
         // A required selector without terms matches no node in kube-scheduler; the
         // engine reads "no terms" as "no constraint", so say it with one empty term.
@@ -339,7 +389,43 @@ fn placement_rules(object: &str, spec: &PodSpec) -> Result<NodePlacementRules, T
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         required_terms,
         tolerations,
+        preferred_terms: preferred_terms(object, spec)?,
     })
+}
+
+const PREFERRED_TERMS: &str =
+    "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution";
+
+/// Preferred node affinity (NodeAffinity's score). A term of weight 0 counts for
+/// nothing and is left out, as kube-scheduler does.
+fn preferred_terms(object: &str, spec: &PodSpec) -> Result<Vec<PreferredNodeTerm>, TranslateError> {
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let mut out = Vec::new();
+    for (i, term) in terms.into_iter().flatten().enumerate() {
+        let field = format!("{PREFERRED_TERMS}[{i}]");
+        if !(0..=100).contains(&term.weight) {
+            return Err(TranslateError::invalid(
+                object,
+                format!("{field}.weight"),
+                format!("{} is outside 0..100", term.weight),
+            ));
+        }
+        if term.weight == 0 {
+            continue;
+        }
+        out.push(PreferredNodeTerm {
+            weight: term.weight,
+            requirements: selector_term(object, &format!("{field}.preference"), &term.preference)?,
+        });
+    }
+    Ok(out)
 }
 
 const REQUIRED_TERMS: &str =
@@ -350,16 +436,16 @@ const REQUIRED_TERMS: &str =
 /// pseudo-label [`NODE_NAME_FIELD_KEY`].
 fn selector_term(
     object: &str,
-    index: usize,
+    path: &str,
     term: &NodeSelectorTerm,
 ) -> Result<Vec<NodeSelectorRequirement>, TranslateError> {
     let mut out = Vec::new();
     for (j, req) in term.match_expressions.iter().flatten().enumerate() {
-        let field = format!("{REQUIRED_TERMS}[{index}].matchExpressions[{j}]");
+        let field = format!("{path}.matchExpressions[{j}]");
         out.push(requirement(object, &field, req.key.clone(), req)?);
     }
     for (j, req) in term.match_fields.iter().flatten().enumerate() {
-        let field = format!("{REQUIRED_TERMS}[{index}].matchFields[{j}]");
+        let field = format!("{path}.matchFields[{j}]");
         if req.key != "metadata.name" {
             return Err(TranslateError::invalid(
                 object,

@@ -50,9 +50,12 @@ pub const NOT_SYNCED: &str =
 /// Whether kube-scheduler could make room by preempting pods (`FailedNodes`) or
 /// not (`FailedAndUnresolvableNodes`), following its own plugins: resource
 /// shortages are resolvable, node conditions and constraints are not.
-pub fn is_resolvable(reason: UnfitReason) -> bool {
+pub fn is_resolvable(reason: &UnfitReason) -> bool {
     match reason {
         UnfitReason::InsufficientCpu
+        | UnfitReason::InsufficientResource(_)
+        // Evicting the pod that holds the port frees it.
+        | UnfitReason::HostPortConflict
         | UnfitReason::InsufficientMemory
         | UnfitReason::TooManyPods
         | UnfitReason::InsufficientWholeGpus
@@ -122,7 +125,7 @@ pub fn verdict(state: &ClusterState, name: &str, demand: &PodDemand) -> Verdict 
     };
     match state.snapshot().check_fit(id, demand) {
         Ok(()) => Verdict::Fits(id),
-        Err(reason) if is_resolvable(reason) => Verdict::Failed(reason.to_string()),
+        Err(reason) if is_resolvable(&reason) => Verdict::Failed(reason.to_string()),
         Err(reason) => Verdict::Unresolvable(reason.to_string()),
     }
 }
