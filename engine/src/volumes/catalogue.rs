@@ -188,7 +188,7 @@ impl VolumeCatalogue {
                 }
             }
         }
-        placed.attachments = self.csi_volumes_of(&volumes.claims);
+        placed.attachments = self.csi_volumes_of(volumes);
         let on_node = self.attachments.entry(node.to_owned()).or_default();
         for attachment in &placed.attachments {
             *on_node.entry(attachment.clone()).or_default() += 1;
@@ -227,12 +227,12 @@ impl VolumeCatalogue {
         }
     }
 
-    /// The (driver, volume) pairs a pod's claims count against attach limits:
-    /// a bound claim's CSI PV, or an unbound claim (by its own key) whose class
-    /// is provisioned by a CSI driver.
-    pub(crate) fn csi_volumes_of(&self, claims: &[String]) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for key in claims {
+    /// The (driver, volume) pairs a pod counts against attach limits: a bound
+    /// claim's CSI PV, an unbound claim (by its own key) whose class is
+    /// provisioned by a CSI driver, and its inline CSI volumes.
+    pub(crate) fn csi_volumes_of(&self, volumes: &PodVolumes) -> Vec<(String, String)> {
+        let mut out = volumes.inline_csi.clone();
+        for key in &volumes.claims {
             let Some(claim) = self.claims.get(key) else {
                 continue;
             };

@@ -159,7 +159,7 @@ impl<'a> VolumeFilter<'a> {
             catalogue,
             volumes,
             bound,
-            attachments: catalogue.csi_volumes_of(&volumes.claims),
+            attachments: catalogue.csi_volumes_of(volumes),
         }))
     }
 

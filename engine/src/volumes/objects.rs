@@ -112,10 +112,14 @@ impl StorageClassSpec {
 }
 
 /// The claims a pod mounts: `spec.volumes[].persistentVolumeClaim` and the
-/// claims of its generic ephemeral volumes, as `namespace/name`, each once.
+/// claims of its generic ephemeral volumes, as `namespace/name`, each once;
+/// and its inline CSI volumes (`spec.volumes[].csi`), which count against the
+/// node's attach limits as kube-scheduler's NodeVolumeLimits counts them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodVolumes {
     pub claims: Vec<String>,
+    /// (driver, a handle unique to this pod's volume).
+    pub inline_csi: Vec<(String, String)>,
 }
 
 /// Node selector terms: any term whose requirements all match; `None` (no

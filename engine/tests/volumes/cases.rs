@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use phalanx_engine::{
-    AccessMode, BindingMode, ClaimSpec, NodeSelectorRequirement, SelectorOperator, UnfitReason,
-    VolumeBinding, VolumeRefusal, VolumeSpec,
+    AccessMode, BindingMode, ClaimSpec, NodeSelectorRequirement, PodVolumes, SelectorOperator,
+    UnfitReason, VolumeBinding, VolumeRefusal, VolumeSpec,
 };
 
 use super::support::*;
@@ -401,5 +401,35 @@ fn csi_attach_limits_count_distinct_volumes_per_driver() {
             (UnfitReason::ExceedMaxVolumeCount, 1),
             (UnfitReason::VolumeNodeAffinityConflict, 1),
         ])
+    );
+}
+
+#[test]
+fn inline_csi_volumes_count_against_attach_limits_like_claimed_ones() {
+    let mut c = cluster(&["a", "b"]);
+    c.volumes_mut()
+        .set_attach_limits("a", HashMap::from([("csi.example.com".to_owned(), 1)]));
+    let inline = |name: &str| {
+        let mut p = pod(name, &[]);
+        p.volumes = Some(std::sync::Arc::new(PodVolumes {
+            claims: Vec::new(),
+            inline_csi: vec![("csi.example.com".to_owned(), format!("default/{name}/data"))],
+        }));
+        p
+    };
+    // "a" is full after one inline volume of the driver; "b" has no limit yet.
+    let first = inline("first");
+    let landed = schedule_and_place(&mut c, &first).expect("first fits");
+    let second = inline("second");
+    if landed == "a" {
+        assert_eq!(schedule(&c, &second).as_deref(), Ok("b"));
+    }
+    // Limit "b" to one too and fill whichever node still has room: nothing is left.
+    c.volumes_mut()
+        .set_attach_limits("b", HashMap::from([("csi.example.com".to_owned(), 1)]));
+    schedule_and_place(&mut c, &inline("another")).expect("one node has room");
+    assert_eq!(
+        schedule(&c, &inline("third")).unwrap_err(),
+        BTreeMap::from([(UnfitReason::ExceedMaxVolumeCount, 2)])
     );
 }

@@ -100,6 +100,7 @@ pub fn pod(name: &str, claims: &[&str]) -> PodDemand {
     .unwrap()
     .with_volumes(PodVolumes {
         claims: claims.iter().map(|c| format!("default/{c}")).collect(),
+        inline_csi: Vec::new(),
     })
 }
 

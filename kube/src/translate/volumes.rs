@@ -33,6 +33,7 @@ pub(crate) fn pod_volumes(
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let mut claims = Vec::new();
+    let mut inline_csi = Vec::new();
     for (i, volume) in spec.volumes.iter().flatten().enumerate() {
         let name = if let Some(source) = &volume.persistent_volume_claim {
             if source.claim_name.is_empty() {
@@ -45,6 +46,14 @@ pub(crate) fn pod_volumes(
             source.claim_name.clone()
         } else if volume.ephemeral.is_some() {
             format!("{pod_name}-{}", volume.name)
+        } else if let Some(csi) = &volume.csi {
+            // kube-scheduler counts these per pod (its UID and the volume's
+            // name); the pod's key is as unique and known before creation.
+            inline_csi.push((
+                csi.driver.clone(),
+                format!("{namespace}/{pod_name}/{}", volume.name),
+            ));
+            continue;
         } else {
             continue;
         };
@@ -53,7 +62,7 @@ pub(crate) fn pod_volumes(
             claims.push(key);
         }
     }
-    Ok((!claims.is_empty()).then_some(PodVolumes { claims }))
+    Ok((!claims.is_empty() || !inline_csi.is_empty()).then_some(PodVolumes { claims, inline_csi }))
 }
 
 pub fn claim_spec(claim: &PersistentVolumeClaim) -> Result<ClaimSpec, TranslateError> {

@@ -38,6 +38,27 @@ fn a_pod_mounts_its_claims_and_its_ephemeral_volumes_claims_once_each() {
 }
 
 #[test]
+fn inline_csi_volumes_are_kept_for_attach_limits() {
+    let got = volumes_of(json!({
+        "containers": [],
+        "volumes": [
+            {"name": "secrets", "csi": {"driver": "secrets-store.csi.k8s.io"}},
+            {"name": "config", "configMap": {"name": "cm"}},
+        ],
+    }))
+    .unwrap()
+    .unwrap();
+    assert!(got.claims.is_empty());
+    assert_eq!(
+        got.inline_csi,
+        vec![(
+            "secrets-store.csi.k8s.io".to_owned(),
+            "shop/web/secrets".to_owned()
+        )]
+    );
+}
+
+#[test]
 fn an_empty_claim_name_is_refused_naming_the_field() {
     let error = volumes_of(json!({
         "containers": [],
