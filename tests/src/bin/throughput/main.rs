@@ -2,15 +2,25 @@
 //!
 //! Creates N fake GPU nodes and M pods asking for one whole GPU each, and
 //! measures, from the first pod created to the last binding seen on a watch,
-//! how fast the chosen scheduler binds them; then the GPUs left fragmented and
-//! the apiserver's request rate over the same window.
+//! how fast the chosen scheduler binds them; then checks the placements, the
+//! GPUs left fragmented and the apiserver's request rate over the same window.
+//!
+//! `--workload` picks the pods' shape ([`workload`]): `plain-gpu` (the
+//! default: no inter-pod rule), or one of kube-scheduler's scheduler_perf
+//! shapes for the inter-pod plugins (`anti-affinity`, `preferred-affinity`,
+//! `zone-spread`), each with its upstream counts of pods already running
+//! ("init" pods, bound by the benchmark before the scheduler starts, not
+//! timed) and measured pods; `all` runs the four. After each run the
+//! placements are checked ([`check`]): a broken rule is a violation, whichever
+//! scheduler made it.
 //!
 //! `--scheduler both --nodes 1000,5000` runs kube-scheduler and Phalanx at each
-//! node count, each on a fresh control plane with the same nodes and pods, and
-//! prints one table. `--gang 1000` then also creates a PodGroup of minMember
-//! 1000 and its 1000 pods and reports the time from the last member's creation
-//! to the first and the last member seen bound (Phalanx only: kube-scheduler
-//! without the coscheduling plugin has no gangs).
+//! node count and workload, back to back, each on a fresh control plane with
+//! the same nodes and pods, prints one table with Phalanx's speed-up over
+//! kube-scheduler, and the same as JSON. `--gang 1000` then also creates a
+//! PodGroup of minMember 1000 and its 1000 pods and reports the time from the
+//! last member's creation to the first and the last member seen bound (Phalanx
+//! only: kube-scheduler without the coscheduling plugin has no gangs).
 //!
 //! Phalanx runs from `target/release/phalanx-scheduler` (`cargo build --release
 //! -p phalanx-scheduler`, or `$PHALANX_SCHEDULER_BIN`).
@@ -18,7 +28,12 @@
 //! ```text
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler kube-scheduler --nodes 1000 --pods 5000 --json out.json
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 1000,5000 --pods 5000 --gang 1000 --json out.json
+//! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 5000 --workload all --precreate --json out.json
 //! ```
+
+mod check;
+mod report;
+mod workload;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -27,26 +42,33 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
-use phalanx_api::{PodGroup, PodGroupSpec, LABEL_POD_GROUP, RESOURCE_WHOLE_GPU, SCHEDULER_NAME};
+use phalanx_api::{PodGroup, PodGroupSpec, LABEL_POD_GROUP, SCHEDULER_NAME};
+use phalanx_e2e::nodes::LABEL_ZONE;
+use phalanx_e2e::phalanx::ensure_namespace;
 use phalanx_e2e::{
     create_gpu_nodes, gpu_worker_container, install_phalanx_crds, locate_phalanx_scheduler,
     wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder,
     SchedulerOptions,
 };
 
-/// Label on the benchmark's throughput pods.
+use check::{BoundPod, NodeInfo};
+use report::{print_summary, print_table, set_speedups, GangReport, Report};
+use workload::{Workload, WorkloadChoice, INIT_NAMESPACE, MEASURED_NAMESPACE};
+
+/// Label on the benchmark's measured pods.
 const POD_LABEL: &str = "phalanx.dev/e2e-bench";
+/// Label on the init pods, which are not watched for bindings.
+const INIT_LABEL: &str = "phalanx.dev/e2e-bench-init";
 /// Label on the gang measurement's pods.
 const GANG_LABEL: &str = "phalanx.dev/e2e-bench-gang";
 /// Name of the gang measurement's PodGroup.
 const GANG_NAME: &str = "bench-gang";
 /// Pod creations in flight at once.
 const CREATE_CONCURRENCY: usize = 64;
-const NAMESPACE: &str = "default";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Choice {
@@ -89,9 +111,18 @@ struct Args {
     /// Fake GPU nodes to create; a comma-separated list runs once per count.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     nodes: Vec<usize>,
-    /// Pods to create, each requesting one whole GPU.
-    #[arg(long, default_value_t = 5000)]
-    pods: usize,
+    /// Pods' shape; a comma-separated list runs each (both schedulers back to
+    /// back per workload).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "plain-gpu")]
+    workload: Vec<WorkloadChoice>,
+    /// Measured pods to create, each requesting one whole GPU [default: the
+    /// workload's upstream count: 5000, 2000 for anti-affinity].
+    #[arg(long)]
+    pods: Option<usize>,
+    /// Pods bound before the scheduler starts [default: the workload's upstream
+    /// count: 0 for plain-gpu, 1000 for anti-affinity, else 5000].
+    #[arg(long)]
+    init_pods: Option<usize>,
     /// Whole GPUs per node.
     #[arg(long, default_value_t = 8)]
     gpus_per_node: u32,
@@ -112,44 +143,44 @@ struct Args {
     /// that the apiserver's pod-creation rate does not cap the figure.
     #[arg(long)]
     precreate: bool,
-    /// After the throughput pods, create a PodGroup of this many one-GPU
+    /// After the measured pods, create a PodGroup of this many one-GPU
     /// members and time its binding (Phalanx only).
     #[arg(long)]
     gang: Option<usize>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Report {
-    scheduler: &'static str,
-    /// "streamed" (pods created while the scheduler runs) or "precreated".
-    mode: &'static str,
+/// What one run measures.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    scheduler: Scheduler,
+    workload: Workload,
     nodes: usize,
+    init_pods: usize,
     pods: usize,
-    pods_bound: usize,
-    /// From the first pod created (or the scheduler ready, when precreated)
-    /// to the last binding seen.
-    seconds: f64,
-    pods_per_second: f64,
-    /// Free whole GPUs on nodes that have some but not all GPUs in use.
-    fragmented_gpus: u64,
-    /// apiserver requests per second (all clients) over the measured window.
-    api_qps: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gang: Option<GangReport>,
-    /// Why the run failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct GangReport {
-    members: usize,
-    members_bound: usize,
-    /// Seconds from the last member's creation to the first member seen bound
-    /// (negative would mean a member bound before the gang was complete).
-    first_bound_seconds: Option<f64>,
-    /// Seconds from the last member's creation to the last member seen bound.
-    last_bound_seconds: Option<f64>,
+impl Args {
+    fn run(&self, scheduler: Scheduler, workload: Workload, nodes: usize) -> Run {
+        Run {
+            scheduler,
+            workload,
+            nodes,
+            init_pods: self
+                .init_pods
+                .unwrap_or_else(|| workload.default_init_pods()),
+            pods: self
+                .pods
+                .unwrap_or_else(|| workload.default_measured_pods()),
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        if self.precreate {
+            "precreated"
+        } else {
+            "streamed"
+        }
+    }
 }
 
 #[tokio::main]
@@ -160,7 +191,15 @@ async fn main() -> anyhow::Result<()> {
         Choice::Phalanx => vec![Scheduler::Phalanx],
         Choice::Both => vec![Scheduler::KubeScheduler, Scheduler::Phalanx],
     };
-    // Fail before any control plane starts when a binary is missing.
+    let workloads = Workload::expand(&args.workload);
+    // Fail before any control plane starts on counts that cannot fit or a
+    // missing binary.
+    for &nodes in &args.nodes {
+        for &workload in &workloads {
+            let run = args.run(Scheduler::Phalanx, workload, nodes);
+            workload.check_fits(nodes, args.gpus_per_node, run.init_pods, run.pods)?;
+        }
+    }
     let binaries = Binaries::locate()?;
     let phalanx = if schedulers.contains(&Scheduler::Phalanx) {
         let path = locate_phalanx_scheduler()?;
@@ -172,21 +211,25 @@ async fn main() -> anyhow::Result<()> {
 
     let mut reports = Vec::new();
     for &nodes in &args.nodes {
-        for &scheduler in &schedulers {
-            eprintln!("=== {} on {nodes} nodes ===", scheduler.label());
-            let report = match run_once(&args, &binaries, phalanx.as_ref(), scheduler, nodes).await
-            {
-                Ok(report) => report,
-                Err(e) => {
-                    eprintln!("ERROR: {} on {nodes} nodes: {e:#}", scheduler.label());
-                    failed_report(&args, scheduler, nodes, format!("{e:#}"))
-                }
-            };
-            print_summary(&report);
-            reports.push(report);
+        for &workload in &workloads {
+            for &scheduler in &schedulers {
+                let run = args.run(scheduler, workload, nodes);
+                let name = format!("{} {} on {nodes} nodes", workload.name(), scheduler.label());
+                eprintln!("=== {name} ===");
+                let report = match run_once(&args, &binaries, phalanx.as_ref(), run).await {
+                    Ok(report) => report,
+                    Err(e) => {
+                        eprintln!("ERROR: {name}: {e:#}");
+                        failed_report(&args, run, format!("{e:#}"))
+                    }
+                };
+                print_summary(&report);
+                reports.push(report);
+            }
         }
     }
 
+    set_speedups(&mut reports);
     print_table(&reports);
     let json = serde_json::to_string_pretty(&reports)?;
     println!("{json}");
@@ -196,27 +239,27 @@ async fn main() -> anyhow::Result<()> {
     if reports.iter().any(|r| r.error.is_some()) {
         bail!("some runs failed");
     }
+    if reports.iter().any(|r| r.violations > 0) {
+        bail!("some runs broke a placement rule (see `violations`)");
+    }
     Ok(())
 }
 
-fn mode(args: &Args) -> &'static str {
-    if args.precreate {
-        "precreated"
-    } else {
-        "streamed"
-    }
-}
-
-fn failed_report(args: &Args, scheduler: Scheduler, nodes: usize, error: String) -> Report {
+fn failed_report(args: &Args, run: Run, error: String) -> Report {
     Report {
-        scheduler: scheduler.label(),
-        mode: mode(args),
-        nodes,
-        pods: args.pods,
+        workload: run.workload.name(),
+        scheduler: run.scheduler.label(),
+        mode: args.mode(),
+        nodes: run.nodes,
+        init_pods: run.init_pods,
+        pods: run.pods,
         pods_bound: 0,
         seconds: 0.0,
         pods_per_second: 0.0,
+        speedup_vs_kube_scheduler: None,
         fragmented_gpus: 0,
+        violations: 0,
+        check: String::new(),
         api_qps: 0.0,
         gang: None,
         error: Some(error),
@@ -228,9 +271,15 @@ async fn run_once(
     args: &Args,
     binaries: &Binaries,
     phalanx: Option<&PathBuf>,
-    scheduler: Scheduler,
-    node_count: usize,
+    run: Run,
 ) -> anyhow::Result<Report> {
+    let Run {
+        scheduler,
+        workload,
+        nodes: node_count,
+        init_pods,
+        pods: pod_count,
+    } = run;
     let started = Instant::now();
     let mut plane = ControlPlane::start(binaries.clone()).await?;
     eprintln!("control plane up in {:.1?}", started.elapsed());
@@ -239,24 +288,35 @@ async fn run_once(
         install_phalanx_crds(&client).await?;
     }
 
-    let spec = GpuNodeSpec {
-        gpus: args.gpus_per_node,
-        ..GpuNodeSpec::default()
-    };
     let t = Instant::now();
-    create_gpu_nodes(&client, "gpu", node_count, &spec).await?;
+    let node_names = create_nodes(&client, workload, node_count, args.gpus_per_node).await?;
     let ready_timeout = Duration::from_secs(120 + u64::try_from(node_count / 20)?);
     wait_fake_nodes_ready(&client, node_count, ready_timeout).await?;
     eprintln!("{node_count} fake GPU nodes Ready in {:.1?}", t.elapsed());
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let scheduler_name = scheduler.pod_scheduler_name();
+    if init_pods > 0 {
+        let t = Instant::now();
+        create_init_pods(
+            &client,
+            run,
+            scheduler_name,
+            &node_names,
+            args.gpus_per_node,
+        )
+        .await?;
+        eprintln!(
+            "{init_pods} init pods created on their nodes and running in {:.1?}",
+            t.elapsed()
+        );
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
     if args.precreate {
         let t = Instant::now();
-        create_pods(&pods, args.pods, scheduler_name, POD_LABEL, None).await?;
+        create_measured(&pods, workload, pod_count, scheduler_name).await?;
         eprintln!(
-            "{} pods created in {:.1?} before the scheduler starts",
-            args.pods,
+            "{pod_count} pods created in {:.1?} before the scheduler starts",
             t.elapsed()
         );
     }
@@ -292,21 +352,17 @@ async fn run_once(
     }
 
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(watch_bindings(pods.clone(), POD_LABEL, args.pods, bound_tx));
+    let watch = tokio::spawn(watch_bindings(pods.clone(), POD_LABEL, pod_count, bound_tx));
 
     let requests_before = apiserver_requests(&client).await?;
     let window_start = Instant::now();
     if !args.precreate {
-        create_pods(&pods, args.pods, scheduler_name, POD_LABEL, None).await?;
-        eprintln!(
-            "{} pods created in {:.1?}",
-            args.pods,
-            window_start.elapsed()
-        );
+        create_measured(&pods, workload, pod_count, scheduler_name).await?;
+        eprintln!("{pod_count} pods created in {:.1?}", window_start.elapsed());
     }
 
     let timeout = Duration::from_secs(args.timeout_secs);
-    let (pods_bound, last_bound) = if args.pods == 0 {
+    let (pods_bound, last_bound) = if pod_count == 0 {
         watch.abort();
         (0, window_start)
     } else {
@@ -327,15 +383,16 @@ async fn run_once(
     let window = last_bound.duration_since(window_start);
     let requests_after = apiserver_requests(&client).await?;
     let measured = window_start.elapsed();
-    let fragmented = fragmented_gpus(&client, &pods).await?;
+    let verdict = check_placements(&client, workload).await?;
 
     let gang = match (args.gang, scheduler) {
         (Some(members), Scheduler::Phalanx) => {
             let capacity = node_count * args.gpus_per_node as usize;
-            if capacity < pods_bound + members {
+            let in_use = init_pods + pods_bound;
+            if capacity < in_use + members {
                 eprintln!(
                     "WARNING: {members} gang members need {members} GPUs; only {} are free",
-                    capacity.saturating_sub(pods_bound)
+                    capacity.saturating_sub(in_use)
                 );
             }
             let report = measure_gang(&client, &pods, members, timeout).await?;
@@ -351,21 +408,143 @@ async fn run_once(
         (None, _) => None,
     };
 
-    let report = Report {
+    let mut report = Report {
+        workload: workload.name(),
         scheduler: scheduler.label(),
-        mode: mode(args),
+        mode: args.mode(),
         nodes: node_count,
-        pods: args.pods,
+        init_pods,
+        pods: pod_count,
         pods_bound,
         seconds: window.as_secs_f64(),
         pods_per_second: rate(pods_bound as f64, window),
-        fragmented_gpus: fragmented,
+        speedup_vs_kube_scheduler: None,
+        fragmented_gpus: 0,
+        violations: 0,
+        check: String::new(),
         api_qps: rate(requests_after - requests_before, measured),
         gang,
         error: None,
     };
+    report.set_verdict(verdict);
     drop(plane);
     Ok(report)
+}
+
+/// Creates the fake nodes and returns their names, node `i` in zone
+/// `i % zones` when the workload spreads over zones.
+async fn create_nodes(
+    client: &kube::Client,
+    workload: Workload,
+    count: usize,
+    gpus_per_node: u32,
+) -> anyhow::Result<Vec<String>> {
+    let spec = GpuNodeSpec {
+        gpus: gpus_per_node,
+        ..GpuNodeSpec::default()
+    };
+    let zones = workload.zones();
+    if zones == 0 {
+        return Ok(create_gpu_nodes(client, "gpu", count, &spec).await?);
+    }
+    let mut per_zone = Vec::new();
+    for zone in 0..zones {
+        let in_zone = count / zones + usize::from(zone < count % zones);
+        let name = format!("zone-{zone}");
+        let spec = spec.clone().label(LABEL_ZONE, &name);
+        per_zone.push(create_gpu_nodes(client, &format!("gpu-{name}"), in_zone, &spec).await?);
+    }
+    // Interleaved, so that node i is in zone i % zones.
+    let mut names = Vec::with_capacity(count);
+    for i in 0..count {
+        names.push(per_zone[i % zones][i / zones].clone());
+    }
+    Ok(names)
+}
+
+/// Creates the init pods bound to their nodes (no scheduler involved) in
+/// [`INIT_NAMESPACE`], and waits until KWOK reports them running, so that
+/// their status updates do not load the apiserver during the measurement.
+async fn create_init_pods(
+    client: &kube::Client,
+    run: Run,
+    scheduler_name: &str,
+    nodes: &[String],
+    gpus_per_node: u32,
+) -> anyhow::Result<()> {
+    ensure_namespace(client, INIT_NAMESPACE).await?;
+    wait_default_service_account(client, INIT_NAMESPACE).await?;
+    let api: Api<Pod> = Api::namespaced(client.clone(), INIT_NAMESPACE);
+    let pods = (0..run.init_pods).map(|i| {
+        let node = &nodes[run.workload.init_node(i, gpus_per_node)];
+        run.workload
+            .init_pod(&format!("init-{i}"), scheduler_name, INIT_LABEL, node)
+    });
+    create_all(&api, pods).await?;
+    let params = ListParams::default().labels(&format!("{INIT_LABEL}=true"));
+    let timeout = Duration::from_secs(120 + u64::try_from(run.init_pods / 50)?);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running = api
+            .list(&params)
+            .await?
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        if running >= run.init_pods {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "WARNING: only {running} of {} init pods running after {timeout:?}; measuring anyway",
+                run.init_pods
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The ServiceAccount admission refuses pods in a namespace until
+/// kube-controller-manager has created its `default` ServiceAccount.
+async fn wait_default_service_account(
+    client: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accounts.get_opt("default").await?.is_none() {
+        if Instant::now() >= deadline {
+            bail!("no ServiceAccount {namespace}/default after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Lists every pod and node and checks the placements against the workload.
+async fn check_placements(
+    client: &kube::Client,
+    workload: Workload,
+) -> anyhow::Result<check::Verdict> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let bound: Vec<BoundPod> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(BoundPod::of)
+        .collect();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes: HashMap<String, NodeInfo> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(NodeInfo::of)
+        .collect();
+    Ok(check::check(workload, &bound, &nodes))
 }
 
 /// Creates a PodGroup of `members` and its one-GPU members, and times the
@@ -376,11 +555,11 @@ async fn measure_gang(
     members: usize,
     timeout: Duration,
 ) -> anyhow::Result<GangReport> {
-    let groups: Api<PodGroup> = Api::namespaced(client.clone(), NAMESPACE);
+    let groups: Api<PodGroup> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
     let group = PodGroup {
         metadata: ObjectMeta {
             name: Some(GANG_NAME.to_owned()),
-            namespace: Some(NAMESPACE.to_owned()),
+            namespace: Some(MEASURED_NAMESPACE.to_owned()),
             ..ObjectMeta::default()
         },
         spec: PodGroupSpec {
@@ -392,7 +571,11 @@ async fn measure_gang(
     groups.create(&PostParams::default(), &group).await?;
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let watch = tokio::spawn(watch_bindings(pods.clone(), GANG_LABEL, members, bound_tx));
-    create_pods(pods, members, SCHEDULER_NAME, GANG_LABEL, Some(GANG_NAME)).await?;
+    create_all(
+        pods,
+        (0..members).map(|i| gang_member(&format!("gang-{i}"), GANG_NAME)),
+    )
+    .await?;
     let created = Instant::now();
     eprintln!("{members} gang members created");
     let signed = |at: Instant| {
@@ -423,100 +606,11 @@ async fn measure_gang(
     }
 }
 
-fn print_summary(report: &Report) {
-    if let Some(error) = &report.error {
-        println!(
-            "{} on {} nodes FAILED: {error}",
-            report.scheduler, report.nodes
-        );
-        return;
-    }
-    println!(
-        "{} bound {}/{} pods on {} nodes in {:.2}s: {:.1} pods/s; {} GPUs fragmented \
-         (free GPUs on nodes with some but not all GPUs in use); apiserver {:.0} requests/s (all clients)",
-        report.scheduler,
-        report.pods_bound,
-        report.pods,
-        report.nodes,
-        report.seconds,
-        report.pods_per_second,
-        report.fragmented_gpus,
-        report.api_qps
-    );
-    if let Some(gang) = &report.gang {
-        println!(
-            "gang of {}: {} bound; first member bound {} and last {} after the last member was created",
-            gang.members,
-            gang.members_bound,
-            seconds(gang.first_bound_seconds),
-            seconds(gang.last_bound_seconds)
-        );
-    }
-}
-
-fn seconds(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}s"))
-}
-
-fn print_table(reports: &[Report]) {
-    println!();
-    println!(
-        "{:<15} {:>6} {:>10} {:>6} {:>9} {:>10} {:>8} {:>10} {:>10}",
-        "scheduler",
-        "nodes",
-        "mode",
-        "pods",
-        "pods/s",
-        "fragmented",
-        "API QPS",
-        "gang first",
-        "gang last"
-    );
-    for r in reports {
-        if let Some(error) = &r.error {
-            let first_line = error.lines().next().unwrap_or_default();
-            println!("{:<15} {:>6} FAILED: {first_line}", r.scheduler, r.nodes);
-            continue;
-        }
-        let (first, last) = r.gang.as_ref().map_or_else(
-            || ("-".to_owned(), "-".to_owned()),
-            |g| {
-                (
-                    seconds(g.first_bound_seconds),
-                    seconds(g.last_bound_seconds),
-                )
-            },
-        );
-        println!(
-            "{:<15} {:>6} {:>10} {:>6} {:>9.1} {:>10} {:>8.0} {:>10} {:>10}",
-            r.scheduler,
-            r.nodes,
-            r.mode,
-            r.pods_bound,
-            r.pods_per_second,
-            r.fragmented_gpus,
-            r.api_qps,
-            first,
-            last
-        );
-    }
-    println!();
-}
-
-/// Creates `count` pods labelled `label`, `CREATE_CONCURRENCY` requests in
-/// flight; members of `group` when given.
-async fn create_pods(
-    pods: &Api<Pod>,
-    count: usize,
-    scheduler_name: &str,
-    label: &str,
-    group: Option<&str>,
-) -> anyhow::Result<()> {
-    let prefix = if group.is_some() { "gang" } else { "bench" };
-    futures::stream::iter((0..count).map(|i| {
-        let pods = pods.clone();
-        let pod = gpu_pod(&format!("{prefix}-{i}"), scheduler_name, label, group);
-        async move { pods.create(&PostParams::default(), &pod).await.map(|_| ()) }
+/// Creates `pods`, `CREATE_CONCURRENCY` requests in flight.
+async fn create_all(api: &Api<Pod>, pods: impl Iterator<Item = Pod>) -> anyhow::Result<()> {
+    futures::stream::iter(pods.map(|pod| {
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &pod).await.map(|_| ()) }
     }))
     .buffer_unordered(CREATE_CONCURRENCY)
     .try_collect::<Vec<()>>()
@@ -525,13 +619,23 @@ async fn create_pods(
     Ok(())
 }
 
-fn gpu_pod(name: &str, scheduler_name: &str, label: &str, group: Option<&str>) -> Pod {
-    let pod = PodBuilder::new(name, scheduler_name, gpu_worker_container(1)).label(label, "true");
-    match group {
-        Some(group) => pod.label(LABEL_POD_GROUP, group),
-        None => pod,
-    }
-    .build()
+/// Creates the `count` measured pods of `workload`.
+async fn create_measured(
+    api: &Api<Pod>,
+    workload: Workload,
+    count: usize,
+    scheduler_name: &str,
+) -> anyhow::Result<()> {
+    let pods =
+        (0..count).map(|i| workload.measured_pod(&format!("bench-{i}"), scheduler_name, POD_LABEL));
+    create_all(api, pods).await
+}
+
+fn gang_member(name: &str, group: &str) -> Pod {
+    PodBuilder::new(name, SCHEDULER_NAME, gpu_worker_container(1))
+        .label(GANG_LABEL, "true")
+        .label(LABEL_POD_GROUP, group)
+        .build()
 }
 
 /// What a binding watch saw.
@@ -589,51 +693,6 @@ async fn count_bound(pods: &Api<Pod>, label: &str) -> anyhow::Result<usize> {
         .iter()
         .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
         .count())
-}
-
-/// Free GPUs on nodes that are partially used: GPUs a later multi-GPU pod
-/// could not get together on one node, the waste a bin-packing scheduler avoids.
-async fn fragmented_gpus(client: &kube::Client, pods: &Api<Pod>) -> anyhow::Result<u64> {
-    let mut used: HashMap<String, u64> = HashMap::new();
-    for pod in pods.list(&ListParams::default()).await?.items {
-        let Some(spec) = pod.spec else { continue };
-        let Some(node) = spec.node_name else { continue };
-        let gpus: u64 = spec
-            .containers
-            .iter()
-            .filter_map(|c| {
-                c.resources
-                    .as_ref()?
-                    .requests
-                    .as_ref()?
-                    .get(RESOURCE_WHOLE_GPU)
-            })
-            .filter_map(|q| q.0.parse::<u64>().ok())
-            .sum();
-        *used.entry(node).or_default() += gpus;
-    }
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut fragmented = 0;
-    for node in nodes.list(&ListParams::default()).await?.items {
-        let capacity = node
-            .status
-            .as_ref()
-            .and_then(|s| s.allocatable.as_ref())
-            .and_then(|a| a.get(RESOURCE_WHOLE_GPU))
-            .and_then(|q| q.0.parse::<u64>().ok())
-            .unwrap_or(0);
-        let in_use = node
-            .metadata
-            .name
-            .as_ref()
-            .and_then(|n| used.get(n))
-            .copied()
-            .unwrap_or(0);
-        if in_use > 0 && in_use < capacity {
-            fragmented += capacity - in_use;
-        }
-    }
-    Ok(fragmented)
 }
 
 /// Sum of `apiserver_request_total` over all label sets, from /metrics.
