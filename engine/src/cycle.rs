@@ -7,7 +7,7 @@ use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
 use super::preferences::{self, NodePreferenceScores};
-use super::snapshot::{ClusterSnapshot, FitFailure, Placement, UnfitReason};
+use super::snapshot::{self, ClusterSnapshot, FitFailure, Placement, UnfitReason};
 use super::volumes::VolumeFilter;
 
 /// What a cycle decided. It does not change the snapshot: the caller commits a
@@ -66,34 +66,37 @@ pub fn schedule_one_among(
     let mut unfit = [0usize; UnfitReason::ALL.len()];
     scratch.short_of.clear();
     scratch.short_of.resize(pod.scalar.len(), 0);
-    let mut considered = 0;
-    for i in 0..snapshot.len() {
-        let id = NodeId(i as u32);
-        if snapshot.node(id).removed || !allowed(id) {
-            continue;
-        }
-        considered += 1;
-        // The volume and inter-pod filters only answer with fixed reasons.
-        let fixed = |reason: UnfitReason| FitFailure::Fixed(reason.fixed_index().unwrap_or(0));
-        let fit = match &volumes {
-            Err(refusal) => Err(fixed(refusal.reason())),
-            Ok(volumes) => snapshot
-                .fit_failure(id, pod)
-                .and_then(|()| match volumes {
-                    Some(filter) => filter.check(snapshot.node(id)).map_err(fixed),
-                    None => Ok(()),
-                })
-                .and_then(|()| match &inter_pod {
-                    Some(filter) => filter.check(snapshot.node(id)).map_err(fixed),
-                    None => Ok(()),
-                }),
+    // A pod with no node rule, port, scalar, claim or inter-pod rule (every
+    // trace pod) takes a loop with only the checks that can fail for it.
+    let considered =
+        if inter_pod.is_none() && matches!(volumes, Ok(None)) && snapshot::is_plain_for_filter(pod)
+        {
+            filter_nodes(snapshot, &allowed, scratch, &mut unfit, |id| {
+                snapshot.plain_fit_failure(id, pod)
+            })
+        } else {
+            // The volume and inter-pod filters only answer with fixed reasons.
+            let fixed = |reason: UnfitReason| FitFailure::Fixed(reason.fixed_index().unwrap_or(0));
+            filter_nodes(
+                snapshot,
+                &allowed,
+                scratch,
+                &mut unfit,
+                |id| match &volumes {
+                    Err(refusal) => Err(fixed(refusal.reason())),
+                    Ok(volumes) => snapshot
+                        .fit_failure(id, pod)
+                        .and_then(|()| match volumes {
+                            Some(filter) => filter.check(snapshot.node(id)).map_err(fixed),
+                            None => Ok(()),
+                        })
+                        .and_then(|()| match &inter_pod {
+                            Some(filter) => filter.check(snapshot.node(id)).map_err(fixed),
+                            None => Ok(()),
+                        }),
+                },
+            )
         };
-        match fit {
-            Ok(()) => scratch.feasible.push(id),
-            Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,
-            Err(FitFailure::Resource(k)) => scratch.short_of[k] += 1,
-        }
-    }
     if scratch.feasible.is_empty() {
         let mut reasons = UnfitReason::ALL
             .into_iter()
@@ -136,6 +139,33 @@ pub fn schedule_one_among(
     };
     let gpus = policy.select_gpus(snapshot, node, pod);
     CycleOutcome::Placed(Placement { node, gpus })
+}
+
+/// One pass over the nodes `allowed` accepts: feasible ones kept in the scratch,
+/// the others counted by their first failing check. Returns how many were
+/// considered. Generic over `check` so each caller's loop is compiled for it.
+#[inline(always)]
+fn filter_nodes(
+    snapshot: &ClusterSnapshot,
+    allowed: &impl Fn(NodeId) -> bool,
+    scratch: &mut CycleScratch,
+    unfit: &mut [usize; UnfitReason::ALL.len()],
+    check: impl Fn(NodeId) -> Result<(), FitFailure>,
+) -> usize {
+    let mut considered = 0;
+    for i in 0..snapshot.len() {
+        let id = NodeId(i as u32);
+        if snapshot.node(id).removed || !allowed(id) {
+            continue;
+        }
+        considered += 1;
+        match check(id) {
+            Ok(()) => scratch.feasible.push(id),
+            Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,
+            Err(FitFailure::Resource(k)) => scratch.short_of[k] += 1,
+        }
+    }
+    considered
 }
 
 /// Formats an unschedulable outcome the way kube-scheduler words it.

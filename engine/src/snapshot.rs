@@ -631,6 +631,15 @@ impl ClusterSnapshot {
         fit_failure(&self.nodes[node.index()], pod)
     }
 
+    /// [`Self::fit_failure`] for a pod that `is_plain_for_filter` accepts.
+    pub(crate) fn plain_fit_failure(
+        &self,
+        node: NodeId,
+        pod: &PodDemand,
+    ) -> Result<(), FitFailure> {
+        plain_fit_failure(&self.nodes[node.index()], pod)
+    }
+
     pub fn fits(&self, node: NodeId, pod: &PodDemand) -> bool {
         fit_failure(&self.nodes[node.index()], pod).is_ok()
     }
@@ -808,6 +817,25 @@ fn fixed(reason: UnfitReason) -> FitFailure {
 }
 
 fn fit_failure(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
+    fit_failure_of::<false>(node, pod)
+}
+
+/// True for a pod whose filter needs no node rule, host port or scalar
+/// resource check (every trace pod): cycles then run [`plain_fit_failure`].
+pub(crate) fn is_plain_for_filter(pod: &PodDemand) -> bool {
+    pod.rules.is_empty() && pod.host_ports.is_empty() && pod.scalar.is_empty()
+}
+
+/// [`fit_failure`] for a pod [`is_plain_for_filter`] accepts: the checks that
+/// cannot fail for it are compiled out, so the plain path (every trace pod on
+/// every node) pays nothing for the rules only some pods carry.
+pub(crate) fn plain_fit_failure(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
+    debug_assert!(is_plain_for_filter(pod));
+    fit_failure_of::<true>(node, pod)
+}
+
+#[inline(always)]
+fn fit_failure_of<const PLAIN: bool>(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
     // Filters in kube-scheduler's order: cordon, taints, affinity, then resources.
     // A removed node is reported as cordoned if anyone asks; cycles skip it.
     if node.removed || node.unschedulable && !tolerates_unschedulable(&pod.rules.tolerations) {
@@ -816,10 +844,10 @@ fn fit_failure(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
     if !node.taints.is_empty() && !tolerates_all(&node.taints, &pod.rules.tolerations) {
         return Err(fixed(UnfitReason::UntoleratedTaint));
     }
-    if !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
+    if !PLAIN && !pod.rules.is_empty() && !pod.rules.selects(&node.labels) {
         return Err(fixed(UnfitReason::NodeAffinityMismatch));
     }
-    if !pod.host_ports.is_empty() && port_conflict(node, pod) {
+    if !PLAIN && !pod.host_ports.is_empty() && port_conflict(node, pod) {
         return Err(fixed(UnfitReason::HostPortConflict));
     }
     // Checked: requests come from pod specs, where a huge quantity saturates to
@@ -833,7 +861,7 @@ fn fit_failure(node: &NodeState, pod: &PodDemand) -> Result<(), FitFailure> {
     if node.pods >= node.max_pods {
         return Err(fixed(UnfitReason::TooManyPods));
     }
-    if !pod.scalar.is_empty() {
+    if !PLAIN && !pod.scalar.is_empty() {
         if let Some(k) = scalar_shortfall(node, pod) {
             return Err(FitFailure::Resource(k));
         }
