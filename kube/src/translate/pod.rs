@@ -434,7 +434,7 @@ const REQUIRED_TERMS: &str =
 /// One term: its label expressions and field expressions, all ANDed. The only
 /// field Kubernetes allows is `metadata.name`, which nodes carry as the
 /// pseudo-label [`NODE_NAME_FIELD_KEY`].
-fn selector_term(
+pub(super) fn selector_term(
     object: &str,
     path: &str,
     term: &NodeSelectorTerm,
@@ -466,7 +466,7 @@ fn selector_term(
     Ok(out)
 }
 
-pub(super) fn requirement(
+fn requirement(
     object: &str,
     field: &str,
     key: String,

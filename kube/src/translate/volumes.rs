@@ -15,8 +15,7 @@ use phalanx_engine::{
 };
 
 use super::inter_pod::label_selector;
-use super::labels::NODE_NAME_FIELD_KEY;
-use super::pod::requirement;
+use super::pod::selector_term;
 use super::{convert_quantity, TranslateError};
 
 /// The annotation that asks a claim's provisioner for a volume on one node.
@@ -231,38 +230,15 @@ fn volume_mode(object: &str, mode: Option<&str>) -> Result<VolumeMode, Translate
     }
 }
 
-/// One term of a PV's `spec.nodeAffinity.required`.
+/// One term of a PV's `spec.nodeAffinity.required`: read as a pod's required
+/// node affinity term is.
 fn affinity_term(
     object: &str,
     index: usize,
     term: &NodeSelectorTerm,
 ) -> Result<Vec<NodeSelectorRequirement>, TranslateError> {
-    const TERMS: &str = "spec.nodeAffinity.required.nodeSelectorTerms";
-    let mut out = Vec::new();
-    for (j, req) in term.match_expressions.iter().flatten().enumerate() {
-        let field = format!("{TERMS}[{index}].matchExpressions[{j}]");
-        out.push(requirement(object, &field, req.key.clone(), req)?);
-    }
-    for (j, req) in term.match_fields.iter().flatten().enumerate() {
-        let field = format!("{TERMS}[{index}].matchFields[{j}]");
-        if req.key != "metadata.name" {
-            return Err(TranslateError::invalid(
-                object,
-                format!("{field}.key"),
-                format!(
-                    "{:?} is not a supported field; only metadata.name is",
-                    req.key
-                ),
-            ));
-        }
-        out.push(requirement(
-            object,
-            &field,
-            NODE_NAME_FIELD_KEY.into(),
-            req,
-        )?);
-    }
-    Ok(out)
+    let path = format!("spec.nodeAffinity.required.nodeSelectorTerms[{index}]");
+    selector_term(object, &path, term)
 }
 
 #[cfg(test)]
