@@ -121,15 +121,7 @@ impl TermIndex {
         // existing entries count it below. Remember which were new.
         let first_new = self.entries.len();
         for (term, _) in pod.carried_terms() {
-            if self.find(term).is_none() {
-                self.entries.push(TermEntry {
-                    term: term.clone(),
-                    matching: scan(term, nodes, namespaces),
-                    anti_carriers: DomainMap::default(),
-                    score_carriers: DomainMap::default(),
-                    carriers: 0,
-                });
-            }
+            self.ensure_entry(term, nodes, namespaces);
         }
         let labels = &nodes[node].labels;
         for entry in &mut self.entries[..first_new] {
@@ -139,6 +131,24 @@ impl TermIndex {
             }
         }
         self.carry(labels, pod, 1);
+    }
+
+    /// Adds an entry for `term` counted from a scan of `nodes`, unless it has one.
+    fn ensure_entry(
+        &mut self,
+        term: &PodAffinityTerm,
+        nodes: &[NodeState],
+        namespaces: &NamespaceLabels,
+    ) {
+        if self.find(term).is_none() {
+            self.entries.push(TermEntry {
+                term: term.clone(),
+                matching: scan(term, nodes, namespaces),
+                anti_carriers: DomainMap::default(),
+                score_carriers: DomainMap::default(),
+                carriers: 0,
+            });
+        }
     }
 
     /// `pod` has been released from `nodes[node]` (and is no longer in its
@@ -168,15 +178,7 @@ impl TermIndex {
         for node in nodes {
             for pod in &node.inter_pod {
                 for (term, _) in pod.carried_terms() {
-                    if self.find(term).is_none() {
-                        self.entries.push(TermEntry {
-                            term: term.clone(),
-                            matching: scan(term, nodes, namespaces),
-                            anti_carriers: DomainMap::default(),
-                            score_carriers: DomainMap::default(),
-                            carriers: 0,
-                        });
-                    }
+                    self.ensure_entry(term, nodes, namespaces);
                 }
                 self.carry(&node.labels, pod, 1);
             }
