@@ -390,23 +390,7 @@ mod tests {
             &defaults,
             &pod("web-1", Some(("ReplicaSet", "rs-1")), json!(null)),
         );
-        let mut policy = phalanx_engine::build_policy(
-            phalanx_engine::PolicyName::BestFit,
-            &phalanx_engine::PolicyConfig {
-                seed: 0,
-                workload: phalanx_engine::WorkloadSource::Fixed(vec![]),
-            },
-        );
-        let outcome = phalanx_engine::schedule_one(
-            &snapshot,
-            policy.as_mut(),
-            &next,
-            &mut phalanx_engine::CycleScratch::default(),
-        );
-        let phalanx_engine::CycleOutcome::Placed(p) = outcome else {
-            panic!("{outcome:?}");
-        };
-        assert_eq!(snapshot.node(p.node).name, "b1");
+        assert_eq!(super::super::tests::best_fit_choice(&snapshot, &next), "b1");
     }
 
     #[test]

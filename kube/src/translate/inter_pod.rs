@@ -579,22 +579,9 @@ mod tests {
         };
         let second = replica("web-1");
         snapshot.place(&first, &placement).unwrap();
-        let mut policy = phalanx_engine::build_policy(
-            phalanx_engine::PolicyName::BestFit,
-            &phalanx_engine::PolicyConfig {
-                seed: 0,
-                workload: phalanx_engine::WorkloadSource::Fixed(vec![]),
-            },
+        assert_eq!(
+            super::super::tests::best_fit_choice(&snapshot, &second),
+            "n2"
         );
-        let outcome = phalanx_engine::schedule_one(
-            &snapshot,
-            policy.as_mut(),
-            &second,
-            &mut phalanx_engine::CycleScratch::default(),
-        );
-        let phalanx_engine::CycleOutcome::Placed(p) = outcome else {
-            panic!("{outcome:?}");
-        };
-        assert_eq!(snapshot.node(p.node).name, "n2");
     }
 }

@@ -212,3 +212,28 @@ fn only_a_pod_with_gates_left_is_scheduling_gated() {
     assert!(!is_scheduling_gated(&plain));
     assert!(!is_scheduling_gated(&no_spec));
 }
+
+/// The node the BestFit policy chooses for `pod`, for tests that check which
+/// node a translated rule steers a pod to.
+pub(super) fn best_fit_choice(
+    snapshot: &phalanx_engine::ClusterSnapshot,
+    pod: &phalanx_engine::PodDemand,
+) -> String {
+    let mut policy = phalanx_engine::build_policy(
+        phalanx_engine::PolicyName::BestFit,
+        &phalanx_engine::PolicyConfig {
+            seed: 0,
+            workload: phalanx_engine::WorkloadSource::Fixed(vec![]),
+        },
+    );
+    let outcome = phalanx_engine::schedule_one(
+        snapshot,
+        policy.as_mut(),
+        pod,
+        &mut phalanx_engine::CycleScratch::default(),
+    );
+    let phalanx_engine::CycleOutcome::Placed(p) = outcome else {
+        panic!("{outcome:?}");
+    };
+    snapshot.node(p.node).name.clone()
+}
