@@ -301,7 +301,7 @@ impl PodBuilder {
                 name: Some(name.to_owned()),
                 ..ObjectMeta::default()
             },
-            spec: Some(DeploymentSpec {
+            spec: DeploymentSpec {
                 replicas: Some(replicas),
                 selector: LabelSelector {
                     match_labels: Some(labels),
@@ -316,7 +316,7 @@ impl PodBuilder {
                     spec: pod.spec,
                 },
                 ..DeploymentSpec::default()
-            }),
+            },
             ..Deployment::default()
         }
     }
@@ -647,7 +647,7 @@ mod tests {
             .termination_grace_seconds(0)
             .deployment("llm", 3);
         assert_eq!(deployment.metadata.name.as_deref(), Some("llm"));
-        let spec = deployment.spec.unwrap();
+        let spec = deployment.spec;
         assert_eq!(spec.replicas, Some(3));
         let selected = spec.selector.match_labels.unwrap();
         let labels = spec.template.metadata.unwrap().labels.unwrap();

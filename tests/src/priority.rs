@@ -35,7 +35,7 @@ pub fn priority_class(name: &str, value: i32, policy: PreemptionPolicy) -> Prior
             name: Some(name.to_owned()),
             ..ObjectMeta::default()
         },
-        value,
+        value: Some(value),
         preemption_policy: Some(policy.as_str().to_owned()),
         ..PriorityClass::default()
     }
@@ -64,7 +64,7 @@ mod tests {
     fn the_object_carries_value_and_policy() {
         let class = priority_class("batch", -10, PreemptionPolicy::Never);
         assert_eq!(class.metadata.name.as_deref(), Some("batch"));
-        assert_eq!(class.value, -10);
+        assert_eq!(class.value, Some(-10));
         assert_eq!(class.preemption_policy.as_deref(), Some("Never"));
         assert_eq!(class.global_default, None);
     }

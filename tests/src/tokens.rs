@@ -15,11 +15,11 @@ pub const TOKEN_SECONDS: i64 = 3600;
 /// token then carries the pod's node) or to nothing.
 pub fn token_request(bound: Option<BoundObjectReference>) -> TokenRequest {
     TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
+        spec: Some(TokenRequestSpec {
             expiration_seconds: Some(TOKEN_SECONDS),
             bound_object_ref: bound,
-        },
+            ..TokenRequestSpec::default()
+        }),
         ..TokenRequest::default()
     }
 }
@@ -37,7 +37,7 @@ pub async fn request_token(
         .create_token_request(service_account, &PostParams::default(), request)
         .await?
         .status
-        .map(|s| s.token)
+        .and_then(|s| s.token)
         .unwrap_or_default();
     if token.is_empty() {
         return Err(HarnessError::io(

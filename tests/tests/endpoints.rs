@@ -268,7 +268,7 @@ async fn bind_metrics_reader(
             ..ObjectMeta::default()
         },
         role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_owned(),
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
             kind: "ClusterRole".to_owned(),
             name: METRICS_READER.to_owned(),
         },

@@ -1772,11 +1772,7 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         message.contains("the scale to 8 replicas failed"),
         "{message}"
     );
-    let replicas = deployments
-        .get("llama-8b")
-        .await?
-        .spec
-        .and_then(|s| s.replicas);
+    let replicas = deployments.get("llama-8b").await?.spec.replicas;
     assert_eq!(replicas, Some(5), "scaled without the verb");
     restore_rules(
         &client,
@@ -1870,7 +1866,7 @@ async fn wait_replicas(
         &format!("{name} scaled to {want} through its scale subresource"),
         timeout,
         || async {
-            let replicas = deployments.get(name).await?.spec.and_then(|s| s.replicas);
+            let replicas = deployments.get(name).await?.spec.replicas;
             Ok(if replicas == Some(want) {
                 Ok(())
             } else {

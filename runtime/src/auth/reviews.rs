@@ -59,7 +59,7 @@ pub trait Reviews: Send + Sync + std::fmt::Debug {
 pub fn token_review_request(token: &str) -> TokenReview {
     TokenReview {
         spec: TokenReviewSpec {
-            token: Some(token.to_owned()),
+            token: token.to_owned(),
             audiences: None,
         },
         ..TokenReview::default()
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn the_token_review_carries_the_token_and_no_audience() {
         let review = token_review_request("abc");
-        assert_eq!(review.spec.token.as_deref(), Some("abc"));
+        assert_eq!(review.spec.token, "abc");
         assert_eq!(review.spec.audiences, None);
         let json = serde_json::to_value(&review).expect("json");
         assert_eq!(json["apiVersion"], "authentication.k8s.io/v1");

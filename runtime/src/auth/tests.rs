@@ -33,7 +33,7 @@ impl Reviews for FakeApiServer {
             if let Some(error) = self.fail() {
                 return Err(error);
             }
-            let good = review.spec.token.as_deref() == Some("good");
+            let good = review.spec.token == "good";
             Ok(TokenReview {
                 status: Some(TokenReviewStatus {
                     authenticated: Some(good),
