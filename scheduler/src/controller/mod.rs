@@ -4,7 +4,9 @@
 //! work, [`gangs`] finds the gang a pod belongs to, [`config`] reads the YAML
 //! file. Translation and the cluster mirror are `phalanx-kube`'s; the process
 //! runtime (probes, leader election, events, watches) is `phalanx-runtime`'s.
-//! [`node_presence`] tells binding tasks whether their node still exists.
+//! [`node_presence`] tells binding tasks whether their node still exists;
+//! [`served_apis`] says which optional kinds (gang objects, operators' custom
+//! resources) the server serves.
 //! I/O parts: [`binder`] writes annotations and Bindings, [`scheduling_events`]
 //! words the scheduler's Events as kube-scheduler does, [`metrics`] counts what
 //! happens, [`podgroup_status_writer`] is the one writer of PodGroup status,
@@ -23,4 +25,5 @@ pub mod podgroup_status_writer;
 pub mod queue;
 pub mod scheduler_loop;
 pub mod scheduling_events;
+pub mod served_apis;
 pub mod volume_binder;
