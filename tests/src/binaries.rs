@@ -10,7 +10,7 @@ use crate::error::{HarnessError, Result};
 
 /// The Kubernetes release the binaries are built from; must match
 /// `K8S_VERSION` in `tests/control-plane/versions.env` and the k8s-openapi feature.
-pub const K8S_VERSION: &str = "v1.33.13";
+pub const K8S_VERSION: &str = "v1.37.2";
 
 /// Environment variable that makes missing binaries a failure instead of a skip.
 pub const REQUIRE_ENV: &str = "PHALANX_E2E";

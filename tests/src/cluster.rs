@@ -49,6 +49,11 @@ pub struct ControlPlaneOptions {
     /// Extra kube-apiserver flags, e.g. `--feature-gates=PodLevelResources=true`
     /// for a test of a field the API server drops while its gate is off.
     pub apiserver_args: Vec<String>,
+    /// Serve Kubernetes' own gang objects (`scheduling.k8s.io` v1beta1
+    /// Workload and PodGroup, v1alpha3 CompositePodGroup): beta and alpha in
+    /// 1.37, so off on a stock server. `false` starts a server without them,
+    /// like most clusters people run today.
+    pub upstream_gangs: bool,
 }
 
 impl Default for ControlPlaneOptions {
@@ -61,6 +66,7 @@ impl Default for ControlPlaneOptions {
             apiserver_timeout: Duration::from_secs(90),
             component_timeout: Duration::from_secs(60),
             apiserver_args: Vec::new(),
+            upstream_gangs: true,
         }
     }
 }
@@ -147,7 +153,7 @@ impl ControlPlane {
             dir.path(),
             &pki,
             &etcd_url,
-            &options.apiserver_args,
+            &apiserver_flags(&options),
         )?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         let client = admin_client(&pki, &kubeconfig, &server).await?;
@@ -414,6 +420,33 @@ async fn start_etcd(
 
 /// Spawns the apiserver; readiness is awaited by the caller once a client
 /// exists. Returns it with its URL and its flags.
+/// The feature gates behind Kubernetes' gang API in 1.37: the Workload and
+/// PodGroup objects (GenericWorkload), their topology constraint, their
+/// preemption policy, and CompositePodGroup. The same list goes to every
+/// component that reads them.
+pub const UPSTREAM_GANG_GATES: &str = "GenericWorkload=true,TopologyAwareWorkloadScheduling=true,\
+PodGroupPreemptionPolicy=true,CompositePodGroup=true";
+
+/// The apiserver flags `options` asks for beyond the fixed ones. A repeated
+/// `--feature-gates` flag adds to the earlier ones, so a test's own gates
+/// combine with these.
+fn apiserver_flags(options: &ControlPlaneOptions) -> Vec<String> {
+    let mut flags = if options.upstream_gangs {
+        vec![
+            "--runtime-config=scheduling.k8s.io/v1beta1=true,scheduling.k8s.io/v1alpha3=true"
+                .to_owned(),
+            format!("--feature-gates={UPSTREAM_GANG_GATES}"),
+        ]
+    } else {
+        vec![
+            "--runtime-config=scheduling.k8s.io/v1beta1=false,scheduling.k8s.io/v1alpha3=false"
+                .to_owned(),
+        ]
+    };
+    flags.extend(options.apiserver_args.iter().cloned());
+    flags
+}
+
 fn start_apiserver(
     binaries: &Binaries,
     dir: &Path,
