@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::{DomainOrder, GangDomain, GangSpec};
 use crate::node::NodeId;
+use crate::pod::{GpuDemand, PodDemand};
 use crate::snapshot::ClusterSnapshot;
 
 /// One level of a gang's topology: a node label whose values are domains.
@@ -62,7 +63,7 @@ pub(super) struct Need {
 
 impl Need {
     pub fn of(gang: &GangSpec<'_>) -> Self {
-        let sum = |value: fn(&crate::pod::PodDemand) -> u64, count: usize| {
+        let sum = |value: fn(&PodDemand) -> u64, count: usize| {
             let mut values: Vec<u64> = gang.members.iter().map(value).collect();
             values.sort_unstable();
             values.iter().take(count).sum()
@@ -71,6 +72,7 @@ impl Need {
             gpu_milli: sum(|m| m.gpu.total_milli(), count),
             cpu_milli: sum(|m| m.cpu_milli, count),
             memory_mib: sum(|m| m.memory_mib, count),
+            whole_gpus: sum(whole_gpus, count),
         };
         Need {
             min: of(gang.min_member),
@@ -79,12 +81,23 @@ impl Need {
     }
 }
 
+/// Whole GPUs a member takes: they can only go to entirely free GPUs.
+fn whole_gpus(member: &PodDemand) -> u64 {
+    match member.gpu {
+        GpuDemand::Whole { count } => u64::from(count),
+        GpuDemand::None | GpuDemand::Share { .. } => 0,
+    }
+}
+
 /// Free capacity of a domain's schedulable nodes, summed (or a demand, summed).
+/// Ordered by GPU milli, then CPU, then memory (the tightest-fit order).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 struct Free {
     gpu_milli: u64,
     cpu_milli: u64,
     memory_mib: u64,
+    /// Entirely free healthy GPUs (what whole-GPU members need).
+    whole_gpus: u64,
 }
 
 impl Free {
@@ -92,6 +105,7 @@ impl Free {
         self.gpu_milli >= demand.gpu_milli
             && self.cpu_milli >= demand.cpu_milli
             && self.memory_mib >= demand.memory_mib
+            && self.whole_gpus >= demand.whole_gpus
     }
 }
 
@@ -115,8 +129,9 @@ pub(super) struct Candidates {
 }
 
 /// Domain identity within one level: its own label value, then the values of
-/// every wider required level (so a domain never straddles a required one).
-type DomainKey<'n> = Vec<&'n str>;
+/// every wider required level (so a domain never straddles a required one;
+/// empty, so not allocated, when there is none).
+type DomainKey<'n> = (&'n str, Vec<&'n str>);
 
 /// The node sets to try, in order (see the module comment).
 pub(super) fn candidates(
@@ -141,13 +156,17 @@ pub(super) fn candidates(
             if node.removed {
                 continue;
             }
-            let Some(key) = std::iter::once(level.key)
-                .chain(wider_required.iter().copied())
-                .map(|k| node.labels.get(k).map(String::as_str))
-                .collect::<Option<DomainKey<'_>>>()
+            let Some(own) = node.labels.get(level.key) else {
+                continue;
+            };
+            let Some(wider) = wider_required
+                .iter()
+                .map(|k| node.labels.get(*k).map(String::as_str))
+                .collect::<Option<Vec<&str>>>()
             else {
                 continue;
             };
+            let key = (own.as_str(), wider);
             let (free, nodes) = domains.entry(key).or_default();
             nodes.push(NodeId(n as u32));
             // A cordoned node takes no pod: its room is no room for the gang.
@@ -155,6 +174,7 @@ pub(super) fn candidates(
                 free.gpu_milli += u64::from(node.gpu_milli_free());
                 free.cpu_milli += node.cpu_milli_free();
                 free.memory_mib += node.memory_mib_free();
+                free.whole_gpus += u64::from(node.fully_free_gpus());
             }
         }
         let mut fitting: Vec<(DomainKey<'_>, Free, Vec<NodeId>)> = Vec::new();
@@ -191,7 +211,7 @@ pub(super) fn candidates(
             list.push(Candidate {
                 domain: Some(GangDomain {
                     key: level.key.to_owned(),
-                    value: key[0].to_owned(),
+                    value: key.0.to_owned(),
                 }),
                 nodes: Some(nodes),
             });

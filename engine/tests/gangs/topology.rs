@@ -1,7 +1,10 @@
 //! Topology: levels tightest first, the tightest domain that holds the gang
 //! first, required levels never spanned.
 
-use phalanx_engine::{DomainOrder, GangError, TopologyLevel};
+use phalanx_engine::{
+    DomainOrder, GangError, GpuAssignment, GpuDemand, ModelConstraint, NodeId, Placement,
+    PodDemand, TopologyLevel,
+};
 
 use super::support::{
     accounting, cluster, domain, gang, labelled_cluster, labelled_node, place, values_used,
@@ -67,6 +70,35 @@ fn a_domain_too_small_is_skipped_for_gpus_or_for_cpu() {
     c.add_node(starved).unwrap();
     let plan = place(&mut c, &gang(&members, 6, &PREFERRED_RACK)).unwrap();
     assert_eq!(domain(&plan), Some((RACK, "b")), "GPU first, then CPU");
+
+    // Rack a has 4,000 free milli-GPU, but in halves: no whole GPU for a worker.
+    let mut c = cluster(&[(8, "a"), (8, "b")]);
+    let half = PodDemand::new(
+        "half",
+        1_000,
+        1,
+        GpuDemand::Share { milli: 500 },
+        ModelConstraint::Any,
+    )
+    .unwrap();
+    for g in 0..8 {
+        let gpus = GpuAssignment::from_indices([g], 500);
+        c.place(
+            &half,
+            &Placement {
+                node: NodeId(0),
+                gpus,
+            },
+        )
+        .unwrap();
+    }
+    let members = workers(2, 1);
+    let plan = place(&mut c, &gang(&members, 2, &PREFERRED_RACK)).unwrap();
+    assert_eq!(
+        domain(&plan),
+        Some((RACK, "b")),
+        "whole GPUs for whole-GPU members"
+    );
 }
 
 #[test]
