@@ -13,7 +13,9 @@ mod topology;
 
 use thiserror::Error;
 
-use super::cycle::{schedule_one_among, unschedulable_message, CycleOutcome, CycleScratch};
+use super::cycle::{
+    schedule_one, schedule_one_in, unschedulable_message, CycleOutcome, CycleScratch,
+};
 use super::node::NodeId;
 use super::pod::PodDemand;
 use super::policy::PlacementPolicy;
@@ -148,13 +150,14 @@ pub fn place_gang(
     let candidates = candidates(snapshot, gang, &Need::of(gang));
     let mut best_failure: Option<GangUnschedulable> = None;
     for candidate in candidates.list {
-        let allowed = |id: NodeId| {
-            candidate
-                .nodes
-                .as_ref()
-                .is_none_or(|set| set.binary_search(&id).is_ok())
-        };
-        match attempt(snapshot, policy, gang, &order, scratch, &allowed)? {
+        match attempt(
+            snapshot,
+            policy,
+            gang,
+            &order,
+            scratch,
+            candidate.nodes.as_deref(),
+        )? {
             Ok((placements, unplaced)) => {
                 return Ok(Ok(GangPlan {
                     placements,
@@ -223,7 +226,7 @@ fn attempt(
     gang: &GangSpec<'_>,
     order: &[usize],
     scratch: &mut CycleScratch,
-    allowed: &dyn Fn(NodeId) -> bool,
+    nodes: Option<&[NodeId]>,
 ) -> Result<Attempt, GangError> {
     let mut placed: Vec<(usize, Placement)> = Vec::new();
     let mut unplaced = Vec::new();
@@ -233,13 +236,15 @@ fn attempt(
         let mut used: Vec<NodeId> = placed.iter().map(|(_, p)| p.node).collect();
         used.sort();
         used.dedup();
-        let on_used = schedule_one_among(snapshot, policy, pod, scratch, |id| {
-            allowed(id) && used.binary_search(&id).is_ok()
-        });
-        let outcome = match on_used {
-            placed @ CycleOutcome::Placed(_) => placed,
-            CycleOutcome::Unschedulable { .. } => {
-                schedule_one_among(snapshot, policy, pod, scratch, allowed)
+        // The gang's nodes lie in the candidate's, so only they are walked first.
+        let on_used = schedule_one_in(snapshot, policy, pod, scratch, &used);
+        let outcome = match (on_used, nodes) {
+            (placed @ CycleOutcome::Placed(_), _) => placed,
+            (CycleOutcome::Unschedulable { .. }, Some(nodes)) => {
+                schedule_one_in(snapshot, policy, pod, scratch, nodes)
+            }
+            (CycleOutcome::Unschedulable { .. }, None) => {
+                schedule_one(snapshot, policy, pod, scratch)
             }
         };
         match outcome {
