@@ -7,6 +7,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 "$here/build.sh"
+# KWOK's node and pod stages, from the same release as the kwok binary.
+"$here/fetch-kwok-stages.sh" >/dev/null
 # Other projects' CRDs the chart's optional objects are validated against.
 "$here/fetch-crds.sh" >/dev/null
 bin_dir=${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}/$K8S_VERSION/bin
