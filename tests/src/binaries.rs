@@ -272,7 +272,9 @@ mod tests {
         else {
             panic!("an empty directory has no binaries");
         };
-        assert_eq!(missing, NAMES);
+        let mut expected: Vec<&str> = NAMES.to_vec();
+        expected.push(KWOK_STAGES);
+        assert_eq!(missing, expected, "KWOK's stages are named too");
     }
 
     #[test]
@@ -284,7 +286,20 @@ mod tests {
             std::fs::write(&path, "").expect("write");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
+        let stages = dir.path().join(KWOK_STAGES);
+        std::fs::create_dir(&stages).expect("mkdir");
+        for name in ["pod-ready.yaml", "node-initialize.yaml", "README.md"] {
+            std::fs::write(stages.join(name), "").expect("write");
+        }
         let binaries = Binaries::in_dir(dir.path().to_owned()).expect("all present");
         assert_eq!(binaries.kwok(), dir.path().join("kwok"));
+        assert_eq!(
+            binaries.kwok_stages(),
+            vec![
+                stages.join("node-initialize.yaml"),
+                stages.join("pod-ready.yaml")
+            ],
+            "only the YAML files, sorted"
+        );
     }
 }
