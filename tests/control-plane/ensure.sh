@@ -7,7 +7,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 "$here/build.sh"
-# Other projects' CRDs the chart's optional objects are validated against.
+# Other projects' CRDs: the chart's optional objects are validated against
+# them, and the operator tests install them (tests/src/crds.rs).
 "$here/fetch-crds.sh" >/dev/null
 bin_dir=${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}/$K8S_VERSION/bin
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do

@@ -34,6 +34,7 @@
 pub mod autoscaler;
 pub mod binaries;
 pub mod cluster;
+pub mod crds;
 pub mod device_plugin;
 pub mod endpoints;
 pub mod error;
