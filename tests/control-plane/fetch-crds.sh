@@ -19,7 +19,7 @@ set -euo pipefail
 # the CRDs inside the module, files.
 projects=(
     "prometheus-operator-v0.79.2 github.com/prometheus-operator/prometheus-operator@v0.79.2 example/prometheus-operator-crd monitoring.coreos.com_servicemonitors.yaml"
-    "kuberay-v1.5.0 github.com/ray-project/kuberay/ray-operator@v1.5.0 config/crd/bases ray.io_rayclusters.yaml ray.io_rayjobs.yaml"
+    "kuberay-v1.5.0 github.com/ray-project/kuberay/ray-operator@v1.5.0 config/crd/bases ray.io_rayclusters.yaml ray.io_rayjobs.yaml ray.io_rayservices.yaml"
     "jobset-v0.11.0 sigs.k8s.io/jobset@v0.11.0 config/components/crd/bases jobset.x-k8s.io_jobsets.yaml"
     "lws-v0.7.0 sigs.k8s.io/lws@v0.7.0 config/crd/bases leaderworkerset.x-k8s.io_leaderworkersets.yaml"
     "trainer-v2.0.0 github.com/kubeflow/trainer/v2@v2.0.0 manifests/base/crds trainer.kubeflow.org_trainjobs.yaml"

@@ -46,11 +46,16 @@ pub const PROMETHEUS_OPERATOR: CrdSource = CrdSource {
     files: &["monitoring.coreos.com_servicemonitors.yaml"],
 };
 
-/// KubeRay's RayCluster and RayJob (ray-operator v1.5.0).
+/// KubeRay's RayCluster, RayJob and RayService (ray-operator v1.5.0, whose
+/// controllers watch all three: it does not start without each CRD).
 pub const KUBERAY: CrdSource = CrdSource {
     project: "kuberay",
     version: "v1.5.0",
-    files: &["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml"],
+    files: &[
+        "ray.io_rayclusters.yaml",
+        "ray.io_rayjobs.yaml",
+        "ray.io_rayservices.yaml",
+    ],
 };
 
 /// JobSet's JobSet.
@@ -221,6 +226,7 @@ mod tests {
             vec![
                 root.join("kuberay-v1.5.0/ray.io_rayclusters.yaml"),
                 root.join("kuberay-v1.5.0/ray.io_rayjobs.yaml"),
+                root.join("kuberay-v1.5.0/ray.io_rayservices.yaml"),
             ]
         );
         assert_eq!(
@@ -241,6 +247,7 @@ mod tests {
         assert!(why.contains("fetch-crds.sh"), "{why}");
 
         std::fs::write(dir.join("ray.io_rayjobs.yaml"), "kind: x").unwrap();
+        std::fs::write(dir.join("ray.io_rayservices.yaml"), "kind: x").unwrap();
         assert_eq!(
             KUBERAY.locate_in(root.path()).unwrap(),
             KUBERAY.paths_in(root.path())
