@@ -44,6 +44,7 @@ pub mod helm;
 pub mod janitor;
 pub mod ledger;
 pub mod nodes;
+pub mod operators;
 pub mod phalanx;
 pub mod pki;
 pub mod pods;
