@@ -34,6 +34,7 @@
 pub mod autoscaler;
 pub mod binaries;
 pub mod cluster;
+pub mod crds;
 pub mod device_plugin;
 pub mod endpoints;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod helm;
 pub mod janitor;
 pub mod ledger;
 pub mod nodes;
+pub mod operators;
 pub mod phalanx;
 pub mod pki;
 pub mod pods;
