@@ -173,9 +173,11 @@ impl SchedulerLoop {
             let pod = match self.pending.get(&uid) {
                 Some(pending) if !pending.binding => pending.pod.clone(),
                 Some(_) => continue,
+                // Held, so never queued nor bound by us. One let go alone
+                // and no longer pending is bound (or finished): leave it.
                 None => match self.owner_gangs.waiting.get(&uid) {
-                    Some(wait) => wait.pod.clone(),
-                    None => continue,
+                    Some(wait) if !wait.expired => wait.pod.clone(),
+                    _ => continue,
                 },
             };
             // It may move between a gang and scheduling on its own.
