@@ -5,6 +5,9 @@
 //! from their Go modules into a per-machine cache, once; [`ControlPlane`]
 //! starts them on loopback for a test, hands it a [`kube::Client`] and stops
 //! them all when dropped. [`nodes`] creates fake GPU nodes in bulk for KWOK.
+//! Other projects' CRDs (KubeRay, JobSet, LeaderWorkerSet, Kubeflow) are
+//! fetched into the same cache and applied by [`crds`]; real operators
+//! (KubeRay's ray-operator) are built there too and run by [`operators`].
 //!
 //! ```text
 //! tests/control-plane/ensure.sh            # first time: ~15 min on 2 cores
