@@ -8,6 +8,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 "$here/build.sh"
+# KWOK's node and pod stages, from the same release as the kwok binary.
+"$here/fetch-kwok-stages.sh" >/dev/null
 # Other projects' CRDs: the chart's optional objects are validated against
 # them, and the operator tests install them (tests/src/crds.rs).
 "$here/fetch-crds.sh" >/dev/null

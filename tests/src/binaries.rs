@@ -12,6 +12,21 @@ use crate::error::{HarnessError, Result};
 /// `K8S_VERSION` in `tests/control-plane/versions.env` and the k8s-openapi feature.
 pub const K8S_VERSION: &str = "v1.37.2";
 
+/// The directory beside the binaries that holds KWOK's stages: from v0.8 KWOK
+/// runs only the stages it is given (`tests/control-plane/fetch-kwok-stages.sh`).
+const KWOK_STAGES: &str = "kwok-stages";
+
+fn kwok_stage_files(bin_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(bin_dir.join(KWOK_STAGES))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Environment variable that makes missing binaries a failure instead of a skip.
 pub const REQUIRE_ENV: &str = "PHALANX_E2E";
 
@@ -46,13 +61,17 @@ impl Binaries {
         Self::in_dir(Self::default_dir())
     }
 
-    /// Finds all binaries in `dir`, naming every one that is missing.
+    /// Finds all binaries in `dir`, naming every one that is missing (and
+    /// KWOK's stages, which `fetch-kwok-stages.sh` puts beside them).
     pub fn in_dir(dir: PathBuf) -> Result<Self> {
-        let missing: Vec<String> = NAMES
+        let mut missing: Vec<String> = NAMES
             .iter()
             .filter(|name| !is_executable(&dir.join(name)))
             .map(|name| (*name).to_owned())
             .collect();
+        if kwok_stage_files(&dir).is_empty() {
+            missing.push(KWOK_STAGES.to_owned());
+        }
         if missing.is_empty() {
             Ok(Self { dir })
         } else {
@@ -80,6 +99,10 @@ impl Binaries {
     }
     pub fn kube_scheduler(&self) -> PathBuf {
         self.dir.join("kube-scheduler")
+    }
+    /// KWOK's stage files (`--config`), in a stable order.
+    pub fn kwok_stages(&self) -> Vec<PathBuf> {
+        kwok_stage_files(&self.dir)
     }
     pub fn kwok(&self) -> PathBuf {
         self.dir.join("kwok")

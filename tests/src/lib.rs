@@ -1,7 +1,7 @@
 //! `phalanx-e2e`: end-to-end tests against a real control plane.
 //!
 //! `tests/control-plane/ensure.sh` builds etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler (Kubernetes v1.33.13) and KWOK
+//! kube-controller-manager, kube-scheduler (Kubernetes v1.37.2) and KWOK
 //! from their Go modules into a per-machine cache, once; [`ControlPlane`]
 //! starts them on loopback for a test, hands it a [`kube::Client`] and stops
 //! them all when dropped. [`nodes`] creates fake GPU nodes in bulk for KWOK.
