@@ -16,6 +16,9 @@
 //!   bind once the rest comes.
 //! - A PyTorchJob whose minAvailable exceeds its replicas: its pods are
 //!   scheduled one by one, each told why (`GangNotDerived`).
+//! - Pods whose owner comes after them are held, then form its gang; pods
+//!   whose owner never comes are let go alone after the owner wait (30 s),
+//!   told why.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh), the CRDs
 //! (tests/control-plane/fetch-crds.sh) and `cargo build -p phalanx-scheduler`;
@@ -294,6 +297,27 @@ async fn operator_owners_make_gangs_without_a_podgroup() -> anyhow::Result<()> {
     let client = plane.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
+    // Pods of a LeaderWorkerSet that never comes: held, then let go alone
+    // (checked at the end, after OWNER_WAIT).
+    let ghost_labels = lws_group_labels("ghost");
+    let ghosts = create_pods(&pods, owned_pods("ghost-0", 0..2, None, &ghost_labels)).await?;
+    // Pods whose LeaderWorkerSet comes after them: held, then a gang.
+    let late_labels = lws_group_labels("late");
+    let late = PodSelector::labels("leaderworkerset.sigs.k8s.io/name=late");
+    create_pods(&pods, owned_pods("late-0", 0..2, None, &late_labels)).await?;
+    wait::stays_pending(&pods, &late, PARTIAL_FOR)
+        .await
+        .with_logs(&plane)?;
+    create_custom(&client, LWS_KIND, "late", None, lws_spec(3)).await?;
+    wait::stays_pending(&pods, &late, PARTIAL_FOR)
+        .await
+        .map_err(|e| anyhow::anyhow!("a gang of 3 once its owner came: {e}"))
+        .with_logs(&plane)?;
+    create_pods(&pods, owned_pods("late-0", 2..3, None, &late_labels)).await?;
+    wait::wait_selected_bound(&pods, &late, 3, BIND_TIMEOUT)
+        .await
+        .with_logs(&plane)?;
+
     // JobSet: 2 Jobs × 2 pods. TrainJob → JobSet: 2 Jobs × 2 pods.
     let jobset = create_custom(
         &client,
@@ -334,18 +358,8 @@ async fn operator_owners_make_gangs_without_a_podgroup() -> anyhow::Result<()> {
     let pt_labels = json!({ "training.kubeflow.org/job-name": "pt",
                             "training.kubeflow.org/operator-name": "pytorchjob-controller" });
     // LeaderWorkerSet: groups of 3.
-    create_custom(
-        &client,
-        LWS_KIND,
-        "serve",
-        None,
-        json!({ "replicas": 1, "leaderWorkerTemplate": { "size": 3,
-            "workerTemplate": pod_template(1, json!({})) } }),
-    )
-    .await?;
-    let lws_labels = json!({ "leaderworkerset.sigs.k8s.io/name": "serve",
-                             "leaderworkerset.sigs.k8s.io/group-index": "0",
-                             "leaderworkerset.sigs.k8s.io/template-revision-hash": "r1" });
+    create_custom(&client, LWS_KIND, "serve", None, lws_spec(3)).await?;
+    let lws_labels = lws_group_labels("serve");
 
     // Part of each gang.
     jobset_job(&client, &jobset, "workers", 0, 2).await?;
@@ -447,5 +461,33 @@ async fn operator_owners_make_gangs_without_a_podgroup() -> anyhow::Result<()> {
             "{name}: GangNotDerived {note:?}"
         );
     }
+
+    // Never waiting forever for an owner.
+    wait::wait_bound(&pods, &ghosts, BIND_TIMEOUT)
+        .await
+        .with_logs(&plane)?;
+    let events = pod_events(&client, NS).await?;
+    for name in &ghosts {
+        assert!(
+            events.iter().any(|e| &e.pod == name
+                && e.reason == "GangNotDerived"
+                && e.note.contains("LeaderWorkerSet default/ghost")
+                && e.note.contains("was not seen within")),
+            "{name}: no GangNotDerived saying its owner never came"
+        );
+    }
     Ok(())
+}
+
+/// A LeaderWorkerSet spec of one group of `size`.
+fn lws_spec(size: u32) -> Value {
+    json!({ "replicas": 1, "leaderWorkerTemplate": { "size": size,
+        "workerTemplate": pod_template(1, json!({})) } })
+}
+
+/// The labels the LeaderWorkerSet controller puts on the pods of group 0.
+fn lws_group_labels(name: &str) -> Value {
+    json!({ "leaderworkerset.sigs.k8s.io/name": name,
+            "leaderworkerset.sigs.k8s.io/group-index": "0",
+            "leaderworkerset.sigs.k8s.io/template-revision-hash": "r1" })
 }

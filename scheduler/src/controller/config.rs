@@ -602,6 +602,15 @@ mod tests {
     }
 
     #[test]
+    fn finding_gangs_from_owners_can_be_turned_off() {
+        let config =
+            SchedulerConfig::from_yaml("gangs:\n  autoGroup: false\n", "test.yaml").expect("valid");
+        assert!(!config.gangs.auto_group);
+        let error = parse_err("gangs:\n  autoGroup: sometimes\n");
+        assert!(error.to_string().contains("autoGroup"), "{error}");
+    }
+
+    #[test]
     fn example_file_parses_and_sets_every_section() {
         let config = SchedulerConfig::from_yaml(EXAMPLE, "scheduler-config.example.yaml")
             .expect("example is valid");

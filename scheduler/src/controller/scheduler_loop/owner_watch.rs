@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::watcher::Event;
 use kube::{Api, ResourceExt};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
@@ -80,10 +80,11 @@ impl SchedulerLoop {
         }
         self.owner_gangs.enabled = true;
         let client = self.deps.client.clone();
-        self.owner_gangs.index.watch(OwnerKind::Job);
-        spawn_watch(Api::<Job>::all(client.clone()), tx.clone(), |e| {
-            Input::Job(Box::new(e))
-        });
+        let jobs = Api::<Job>::all(client.clone());
+        if may_list(&jobs, "jobs.batch").await {
+            self.owner_gangs.index.watch(OwnerKind::Job);
+            spawn_watch(jobs, tx.clone(), |e| Input::Job(Box::new(e)));
+        }
         let served = match ServedApis::discover(&client, OWNER_KINDS).await {
             Ok(served) => served,
             Err(error) => {
@@ -95,9 +96,12 @@ impl SchedulerLoop {
             let Some(owner_kind) = OwnerKind::of(kind) else {
                 continue;
             };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
+            if !may_list(&api, &kind.to_string()).await {
+                continue;
+            }
             tracing::info!(kind = %kind, "finding gangs from these owners");
             self.owner_gangs.index.watch(owner_kind);
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
             spawn_watch(api, tx.clone(), move |e| {
                 Input::Owner(owner_kind, Box::new(e))
             });
@@ -315,6 +319,22 @@ impl SchedulerLoop {
             .events
             .record(scheduling_events::gang_not_derived(reference, why.clone()));
         self.owner_gangs.told_single.insert(uid, why);
+    }
+}
+
+/// Whether this scheduler may list `api` (one object asked for). A kind it
+/// may not watch (RBAC narrower than the chart's) is left out, so that its
+/// pods are not held [`OWNER_WAIT`] for owners that cannot arrive.
+async fn may_list<K>(api: &Api<K>, what: &str) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(%error, kind = what, "cannot list; gangs are not found from these owners");
+            false
+        }
     }
 }
 
