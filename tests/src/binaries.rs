@@ -110,7 +110,7 @@ impl Binaries {
 }
 
 /// The per-machine cache the scripts in `tests/control-plane/` fill.
-fn cache_root() -> PathBuf {
+pub(crate) fn cache_root() -> PathBuf {
     match std::env::var_os("PHALANX_E2E_CACHE") {
         Some(root) => PathBuf::from(root),
         None => xdg_cache_home().join("phalanx-e2e"),
@@ -118,23 +118,13 @@ fn cache_root() -> PathBuf {
 }
 
 /// The prometheus-operator release whose CRDs `tests/control-plane/fetch-crds.sh`
-/// fetches; must match `PROMETHEUS_OPERATOR_VERSION` there.
-pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.79.2";
+/// fetches.
+pub const PROMETHEUS_OPERATOR_VERSION: &str = crate::crds::PROMETHEUS_OPERATOR.version;
 
 /// prometheus-operator's ServiceMonitor CRD as `fetch-crds.sh` stores it.
 pub fn locate_service_monitor_crd() -> std::result::Result<PathBuf, String> {
-    let path = cache_root()
-        .join("crds")
-        .join(format!("prometheus-operator-{PROMETHEUS_OPERATOR_VERSION}"))
-        .join("monitoring.coreos.com_servicemonitors.yaml");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "no ServiceMonitor CRD at {} (tests/control-plane/fetch-crds.sh fetches it)",
-            path.display()
-        ))
-    }
+    let mut files = crate::crds::PROMETHEUS_OPERATOR.locate()?;
+    Ok(files.remove(0))
 }
 
 /// Whether `PHALANX_E2E` asks for the end-to-end tests to run (set, not empty, not `0`).
