@@ -41,9 +41,13 @@ pub fn recovery_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 }
 
 /// Spawns a watch of `api` that sends every event, wrapped by `wrap`, to `tx`.
-pub fn spawn_watch<K, T: Send + 'static>(api: Api<K>, tx: mpsc::Sender<T>, wrap: fn(Event<K>) -> T)
+/// `wrap` may capture what the event alone does not say (which kind a
+/// dynamic object's watch is of).
+pub fn spawn_watch<K, T, F>(api: Api<K>, tx: mpsc::Sender<T>, wrap: F)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    T: Send + 'static,
+    F: Fn(Event<K>) -> T + Send + 'static,
 {
     tokio::spawn(async move {
         let mut stream = watcher(api, watcher::Config::default())

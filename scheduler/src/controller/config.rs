@@ -176,6 +176,10 @@ pub struct GangConfig {
     /// How long a gang may wait for all its members when its PodGroup sets no
     /// `scheduleTimeoutSeconds`.
     pub default_timeout_seconds: u64,
+    /// Find the gang of a pod that declares none from the workload that owns
+    /// it (an indexed Job, a JobSet or TrainJob, a training-operator job, a
+    /// LeaderWorkerSet group, a RayCluster): `gangs/owners/`.
+    pub auto_group: bool,
 }
 
 impl Default for GangConfig {
@@ -183,6 +187,7 @@ impl Default for GangConfig {
         Self {
             topology_key: None,
             default_timeout_seconds: 600,
+            auto_group: true,
         }
     }
 }
@@ -576,6 +581,10 @@ mod tests {
         assert_eq!(config.backoff.max_unschedulable(), Duration::from_secs(300));
         assert_eq!(config.gangs.topology_key, None);
         assert_eq!(config.gangs.default_timeout(), Duration::from_secs(600));
+        assert!(
+            config.gangs.auto_group,
+            "gangs are found from owners by default"
+        );
         assert!(config.leader_election.enabled);
         assert_eq!(config.leader_election.lease_name, "phalanx-scheduler");
         assert_eq!(config.leader_election.lease_namespace, "kube-system");
@@ -591,6 +600,15 @@ mod tests {
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.level, "info");
         config.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn finding_gangs_from_owners_can_be_turned_off() {
+        let config =
+            SchedulerConfig::from_yaml("gangs:\n  autoGroup: false\n", "test.yaml").expect("valid");
+        assert!(!config.gangs.auto_group);
+        let error = parse_err("gangs:\n  autoGroup: sometimes\n");
+        assert!(error.to_string().contains("autoGroup"), "{error}");
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub enum GangSource {
     Annotation,
     /// Upstream `scheduling.k8s.io` gang scheduling.
     Upstream,
+    /// Found from the workload that owns the pod (`owners`): its minimum is
+    /// derived from the owner's spec.
+    Owner,
 }
 
 /// The upstream object that holds an upstream gang's policy.
@@ -151,6 +154,8 @@ pub enum GangSpecError {
         field: &'static str,
         problem: String,
     },
+    #[error("pod {pod}: {problem}")]
+    AutoGang { pod: String, problem: String },
     #[error("Workload {workload}: has no pod group {pod_group:?} in spec.podGroups or spec.podGroupTemplates")]
     UpstreamPodGroupNotInWorkload { workload: String, pod_group: String },
 }
@@ -194,6 +199,46 @@ pub fn gang_of(pod: &Pod) -> Result<Option<GangMembership>, GangSpecError> {
         topology_key,
         upstream: None,
     }))
+}
+
+/// The optional gang annotations of a pod, for a gang whose name comes from
+/// elsewhere (its owner).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodGangOptions {
+    /// `phalanx.dev/gang-min-member`.
+    pub min_member: Option<u32>,
+    /// `phalanx.dev/gang-timeout-seconds`.
+    pub timeout: Option<Duration>,
+    /// `phalanx.dev/gang-topology-key`.
+    pub topology_key: Option<String>,
+}
+
+/// Reads [`PodGangOptions`]; a malformed one is an error naming the pod and
+/// the annotation, as in [`gang_of`].
+pub fn pod_gang_options(pod: &Pod) -> Result<PodGangOptions, GangSpecError> {
+    let pod_name = pod_display_name(pod);
+    let no_annotations = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_annotations);
+    let min_member = number_annotation(
+        annotations,
+        ANNOTATION_GANG_MIN_MEMBER,
+        &pod_name,
+        u32::MAX.into(),
+    )?
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let timeout = number_annotation(
+        annotations,
+        ANNOTATION_GANG_TIMEOUT_SECONDS,
+        &pod_name,
+        u64::MAX,
+    )?
+    .map(Duration::from_secs);
+    let topology_key = text_annotation(annotations, ANNOTATION_GANG_TOPOLOGY_KEY, &pod_name)?;
+    Ok(PodGangOptions {
+        min_member,
+        timeout,
+        topology_key,
+    })
 }
 
 /// The gang's name and form: the label wins over the annotation.
@@ -299,7 +344,7 @@ pub fn gang_policy(
 ) -> Result<GangPolicy, GangSpecError> {
     let (min_member, declared_timeout) = match m.source {
         GangSource::PodGroup => pod_group_policy(&m.key, pod_group)?,
-        GangSource::Annotation | GangSource::Upstream => {
+        GangSource::Annotation | GangSource::Upstream | GangSource::Owner => {
             let min_member = m
                 .min_member
                 .ok_or_else(|| GangSpecError::MinMemberUnknown {
