@@ -4,8 +4,10 @@
 //! clique, rack, zone). Each level's label values are its domains. The gang is
 //! tried in every fitting domain of the tightest level, then of the next, and so
 //! on; inside a level the domain with the least free capacity that can still
-//! hold the gang comes first (best fit, so that roomy domains stay whole for
-//! the gangs that need them).
+//! hold every member comes first (best fit, so that roomy domains stay whole
+//! for the gangs that need them), then those that hold only `minMember`,
+//! roomiest first. A domain whose summed free capacity cannot hold `minMember`
+//! members is skipped without an attempt ([`Need`]).
 //!
 //! A required level (upstream `PodGroup` `schedulingConstraints.topology[]`)
 //! confines the gang to one of its domains: levels wider than the tightest
