@@ -1,5 +1,8 @@
 //! Gang placement (every member or none) with the default policy: gangs of 8, 64
-//! and 1,000 one-GPU workers at 1,000 and 5,000 nodes, no topology key.
+//! and 1,000 one-GPU workers at 1,000 and 5,000 nodes, with no topology and with
+//! racks of 32 nodes as a preferred level (`members=N,rack`). A 1,000-member gang
+//! fits in no rack: the capacity pre-check skips every rack without an attempt
+//! and the gang is placed over the whole cluster.
 //!
 //! Only `place_gang` is timed. After each one the gang's placements are released
 //! outside the timed part, so every iteration starts from the same pods; the
@@ -12,7 +15,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use phalanx_engine::{place_gang, CycleScratch, GangSpec};
+use phalanx_engine::{place_gang, CycleScratch, GangSpec, TopologyLevel};
 
 const GANG_SIZES: [usize; 3] = [8, 64, 1_000];
 
@@ -24,16 +27,22 @@ fn place_gang_bench(c: &mut Criterion) {
         let mut snapshot = support::cluster(nodes);
         let mut policy = support::default_policy(&snapshot);
         let mut scratch = CycleScratch::default();
-        for size in GANG_SIZES {
+        let racks = [TopologyLevel::preferred(support::RACK_LABEL)];
+        for (size, topology, suffix) in GANG_SIZES
+            .into_iter()
+            .flat_map(|size| [(size, &[][..], ""), (size, &racks[..], ",rack")])
+        {
             let members = support::gang_members(size);
             let gang = GangSpec {
                 name: "bench-gang",
                 members: &members,
                 min_member: size,
-                topology_key: None,
+                topology,
+                ..GangSpec::default()
             };
             group.throughput(Throughput::Elements(size as u64));
-            group.bench_function(BenchmarkId::new(format!("members={size}"), nodes), |b| {
+            let id = BenchmarkId::new(format!("members={size}{suffix}"), nodes);
+            group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
                     let mut timed = Duration::ZERO;
                     for _ in 0..iters {

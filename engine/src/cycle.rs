@@ -54,6 +54,31 @@ pub fn schedule_one_among(
     scratch: &mut CycleScratch,
     allowed: impl Fn(NodeId) -> bool,
 ) -> CycleOutcome {
+    schedule_cycle(snapshot, policy, pod, scratch, None, allowed)
+}
+
+/// Runs one cycle considering only `nodes` (ascending, as a walk of the whole
+/// cluster meets them), walking just those: a gang tried in one rack costs the
+/// rack's nodes per member, not the cluster's.
+pub(crate) fn schedule_one_in(
+    snapshot: &ClusterSnapshot,
+    policy: &mut dyn PlacementPolicy,
+    pod: &PodDemand,
+    scratch: &mut CycleScratch,
+    nodes: &[NodeId],
+) -> CycleOutcome {
+    schedule_cycle(snapshot, policy, pod, scratch, Some(nodes), |_| true)
+}
+
+/// One cycle over `nodes` (every node when `None`) that `allowed` accepts.
+fn schedule_cycle(
+    snapshot: &ClusterSnapshot,
+    policy: &mut dyn PlacementPolicy,
+    pod: &PodDemand,
+    scratch: &mut CycleScratch,
+    nodes: Option<&[NodeId]>,
+    allowed: impl Fn(NodeId) -> bool,
+) -> CycleOutcome {
     // One pass: feasible nodes are kept, the others counted by their first failing
     // check, so an unschedulable pod needs no second walk to say why.
     scratch.feasible.clear();
@@ -71,7 +96,7 @@ pub fn schedule_one_among(
     let considered =
         if inter_pod.is_none() && matches!(volumes, Ok(None)) && snapshot::is_plain_for_filter(pod)
         {
-            filter_nodes(snapshot, &allowed, scratch, &mut unfit, |id| {
+            filter_nodes(snapshot, nodes, &allowed, scratch, &mut unfit, |id| {
                 snapshot.plain_fit_failure(id, pod)
             })
         } else {
@@ -79,6 +104,7 @@ pub fn schedule_one_among(
             let fixed = |reason: UnfitReason| FitFailure::Fixed(reason.fixed_index().unwrap_or(0));
             filter_nodes(
                 snapshot,
+                nodes,
                 &allowed,
                 scratch,
                 &mut unfit,
@@ -141,22 +167,23 @@ pub fn schedule_one_among(
     CycleOutcome::Placed(Placement { node, gpus })
 }
 
-/// One pass over the nodes `allowed` accepts: feasible ones kept in the scratch,
-/// the others counted by their first failing check. Returns how many were
-/// considered. Generic over `check` so each caller's loop is compiled for it.
+/// One pass over `nodes` (every node when `None`) that `allowed` accepts:
+/// feasible ones kept in the scratch, the others counted by their first failing
+/// check. Returns how many were considered. Generic over `check` so each
+/// caller's loop is compiled for it.
 #[inline(always)]
 fn filter_nodes(
     snapshot: &ClusterSnapshot,
+    nodes: Option<&[NodeId]>,
     allowed: &impl Fn(NodeId) -> bool,
     scratch: &mut CycleScratch,
     unfit: &mut [usize; UnfitReason::ALL.len()],
     check: impl Fn(NodeId) -> Result<(), FitFailure>,
 ) -> usize {
     let mut considered = 0;
-    for i in 0..snapshot.len() {
-        let id = NodeId(i as u32);
+    let mut visit = |id: NodeId| {
         if snapshot.node(id).removed || !allowed(id) {
-            continue;
+            return;
         }
         considered += 1;
         match check(id) {
@@ -164,6 +191,10 @@ fn filter_nodes(
             Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,
             Err(FitFailure::Resource(k)) => scratch.short_of[k] += 1,
         }
+    };
+    match nodes {
+        None => (0..snapshot.len()).for_each(|i| visit(NodeId(i as u32))),
+        Some(nodes) => nodes.iter().for_each(|&id| visit(id)),
     }
     considered
 }

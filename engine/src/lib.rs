@@ -13,6 +13,11 @@
 //! * Pod affinity, anti-affinity and topology spread ([`InterPodSpec`]) filter and
 //!   score with kube-scheduler's semantics, from per-domain counts the snapshot
 //!   keeps on place and release.
+//! * [`place_gang`] places a gang's members all on one snapshot or none of them,
+//!   tried domain by domain over a topology of node labels listed tightest first
+//!   ([`TopologyLevel`]: NVLink clique, rack, zone): tightest level first, and in
+//!   a level the domain with the least free capacity that still holds the gang; a
+//!   required level confines the gang to one of its domains.
 //! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
 //!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
@@ -52,7 +57,10 @@ pub use cycle::{
 };
 pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
-pub use gang::{place_gang, GangError, GangPlan, GangSpec, GangUnschedulable};
+pub use gang::{
+    place_gang, DomainOrder, GangDomain, GangError, GangPlan, GangSpec, GangUnschedulable,
+    TopologyLevel,
+};
 pub use host_ports::{HostIp, HostPort, PortProtocol};
 pub use inter_pod::{
     InterPodSpec, NamespaceScope, NodeInclusionPolicy, PodAffinityRules, PodAffinityTerm,

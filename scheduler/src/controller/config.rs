@@ -169,8 +169,9 @@ impl BackoffConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct GangConfig {
-    /// Node label whose value must be the same for every member of a gang
-    /// (e.g. a rack or NVLink domain); `None` places gangs anywhere.
+    /// Node label whose domains a gang prefers (e.g. a rack or NVLink domain):
+    /// the tightest that holds it first, spanning them if none does; `None`
+    /// places gangs anywhere.
     pub topology_key: Option<String>,
     /// How long a gang may wait for all its members when its PodGroup sets no
     /// `scheduleTimeoutSeconds`.

@@ -5,10 +5,11 @@ use std::time::Instant;
 use phalanx_engine::policy::PolicyConfig;
 use phalanx_engine::{
     build_policy, node_fragmentation, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch,
-    EngineError, NodeId, PodDemand, PolicyName, TypicalPod, WorkloadModel, WorkloadSource,
+    EngineError, NodeId, PlacementPolicy, PodDemand, PolicyName, TypicalPod, WorkloadModel,
+    WorkloadSource,
 };
 
-use super::arrivals::seeded_run;
+use super::arrivals::{seeded_run, SeededRun};
 use super::curves::{CurveRecorder, Curves};
 use crate::trace::TracePod;
 
@@ -91,14 +92,14 @@ impl RunResult {
 }
 
 /// Σ_n F(n) of the cluster, kept current one node at a time.
-struct FragmentationMeter<'a> {
+pub(crate) struct FragmentationMeter<'a> {
     typical: &'a [TypicalPod],
     per_node: Vec<f64>,
     total: f64,
 }
 
 impl<'a> FragmentationMeter<'a> {
-    fn new(typical: &'a [TypicalPod], cluster: &ClusterSnapshot) -> Self {
+    pub(crate) fn new(typical: &'a [TypicalPod], cluster: &ClusterSnapshot) -> Self {
         let mut meter = FragmentationMeter {
             typical,
             per_node: vec![0.0; cluster.len()],
@@ -110,7 +111,7 @@ impl<'a> FragmentationMeter<'a> {
         meter
     }
 
-    fn update(&mut self, cluster: &ClusterSnapshot, node: NodeId) {
+    pub(crate) fn update(&mut self, cluster: &ClusterSnapshot, node: NodeId) {
         let n = cluster.node(node);
         let f = node_fragmentation(
             self.typical,
@@ -121,6 +122,51 @@ impl<'a> FragmentationMeter<'a> {
         self.total += f - self.per_node[node.index()];
         self.per_node[node.index()] = f;
     }
+
+    pub(crate) fn total(&self) -> f64 {
+        self.total
+    }
+}
+
+/// What a run starts from: the cluster with the seed's node ranks, the seed's
+/// arrivals, and the policy built with the seed's policy seed.
+pub(crate) struct RunStart {
+    pub cluster: ClusterSnapshot,
+    pub seeded: SeededRun,
+    pub policy: Box<dyn PlacementPolicy>,
+}
+
+impl RunStart {
+    pub(crate) fn new(
+        empty: &ClusterSnapshot,
+        trace: &PreparedTrace,
+        seed: u64,
+        tune: f64,
+        workload: WorkloadMode,
+        policy: PolicyName,
+    ) -> Result<Self, EngineError> {
+        let mut cluster = empty.clone();
+        let capacity = cluster.gpu_milli_capacity();
+        let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
+        let seeded = seeded_run(&trace.pods, &names, capacity, tune, seed);
+        cluster.set_ranks(&seeded.node_ranks)?;
+        let workload = match workload {
+            WorkloadMode::Trace => WorkloadSource::Fixed(trace.typical.clone()),
+            WorkloadMode::Online => WorkloadSource::Online,
+        };
+        let policy = build_policy(
+            policy,
+            &PolicyConfig {
+                seed: seeded.policy_seed,
+                workload,
+            },
+        );
+        Ok(RunStart {
+            cluster,
+            seeded,
+            policy,
+        })
+    }
 }
 
 /// Replays the trace through the engine under one policy and seed.
@@ -130,23 +176,19 @@ pub fn run_once(
     spec: RunSpec,
 ) -> Result<RunResult, EngineError> {
     let started = Instant::now();
-    let mut cluster = empty.clone();
-    let capacity = cluster.gpu_milli_capacity();
-    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
-    let seeded = seeded_run(&trace.pods, &names, capacity, spec.tune, spec.seed);
-    cluster.set_ranks(&seeded.node_ranks)?;
-
-    let workload = match spec.workload {
-        WorkloadMode::Trace => WorkloadSource::Fixed(trace.typical.clone()),
-        WorkloadMode::Online => WorkloadSource::Online,
-    };
-    let mut policy = build_policy(
+    let RunStart {
+        mut cluster,
+        seeded,
+        mut policy,
+    } = RunStart::new(
+        empty,
+        trace,
+        spec.seed,
+        spec.tune,
+        spec.workload,
         spec.policy,
-        &PolicyConfig {
-            seed: seeded.policy_seed,
-            workload,
-        },
-    );
+    )?;
+    let capacity = cluster.gpu_milli_capacity();
     let mut meter = FragmentationMeter::new(&trace.typical, &cluster);
     let mut recorder = CurveRecorder::new(capacity);
     let mut scratch = CycleScratch::default();

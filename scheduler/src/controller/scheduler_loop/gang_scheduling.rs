@@ -29,7 +29,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
 use phalanx_api::{GangPlanAnnotation, PodGroup, PodGroupStatus};
-use phalanx_engine::{place_gang, GangSpec, Placement, PodDemand};
+use phalanx_engine::{place_gang, DomainOrder, GangSpec, Placement, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
 
 use super::{BindError, BindRequest, SchedulerLoop, WorkKey};
@@ -217,11 +217,14 @@ impl SchedulerLoop {
             }
         }
         let name = format!("{}/{}", key.namespace, key.name);
+        // The gang topology key (annotation or config) is a preference: one level.
+        let level = policy.topology_key.as_deref().map(TopologyLevel::preferred);
         let spec = GangSpec {
             name: &name,
             members: &demands,
             min_member: need.max(1),
-            topology_key: policy.topology_key.as_deref(),
+            topology: level.as_slice(),
+            domain_order: DomainOrder::TightestFit,
         };
         let result = place_gang(
             self.mirror.state_mut().snapshot_mut(),
