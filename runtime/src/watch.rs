@@ -41,7 +41,13 @@ pub fn recovery_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 }
 
 /// Spawns a watch of `api` that sends every event, wrapped by `wrap`, to `tx`.
-pub fn spawn_watch<K, T: Send + 'static>(api: Api<K>, tx: mpsc::Sender<T>, wrap: fn(Event<K>) -> T)
+/// The handle stops it (`abort`) when its kind stops being served; dropping
+/// the handle leaves it running.
+pub fn spawn_watch<K, T: Send + 'static>(
+    api: Api<K>,
+    tx: mpsc::Sender<T>,
+    wrap: fn(Event<K>) -> T,
+) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -59,5 +65,5 @@ where
                 Err(error) => tracing::warn!(%error, "watch error; retrying with backoff"),
             }
         }
-    });
+    })
 }
