@@ -175,6 +175,10 @@ pub struct GangConfig {
     /// How long a gang may wait for all its members when its PodGroup sets no
     /// `scheduleTimeoutSeconds`.
     pub default_timeout_seconds: u64,
+    /// How often the scheduler asks the server again which gang object kinds
+    /// it serves (a CRD or API group installed later is then watched); 0 asks
+    /// only at start.
+    pub discovery_interval_seconds: u64,
 }
 
 impl Default for GangConfig {
@@ -182,6 +186,7 @@ impl Default for GangConfig {
         Self {
             topology_key: None,
             default_timeout_seconds: 600,
+            discovery_interval_seconds: 60,
         }
     }
 }
@@ -189,6 +194,12 @@ impl Default for GangConfig {
 impl GangConfig {
     pub fn default_timeout(&self) -> Duration {
         Duration::from_secs(self.default_timeout_seconds)
+    }
+
+    /// `None`: discover only at start.
+    pub fn discovery_interval(&self) -> Option<Duration> {
+        (self.discovery_interval_seconds > 0)
+            .then(|| Duration::from_secs(self.discovery_interval_seconds))
     }
 }
 
@@ -575,6 +586,10 @@ mod tests {
         assert_eq!(config.backoff.max_unschedulable(), Duration::from_secs(300));
         assert_eq!(config.gangs.topology_key, None);
         assert_eq!(config.gangs.default_timeout(), Duration::from_secs(600));
+        assert_eq!(
+            config.gangs.discovery_interval(),
+            Some(Duration::from_secs(60))
+        );
         assert!(config.leader_election.enabled);
         assert_eq!(config.leader_election.lease_name, "phalanx-scheduler");
         assert_eq!(config.leader_election.lease_namespace, "kube-system");
