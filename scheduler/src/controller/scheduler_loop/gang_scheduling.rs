@@ -280,6 +280,23 @@ impl SchedulerLoop {
         // not used). A required level is enforced here: a plan that spans
         // domains is released and the gang is unschedulable.
         let level = policy.topology.first();
+        if let Some(level) = level.filter(|l| l.required && held > 0) {
+            // Members beyond the minimum, arriving after the gang was placed:
+            // the engine cannot be told the domain the placed ones are in, so
+            // they wait rather than risk another domain.
+            let message = format!(
+                "pod group {name}: {held} members are already placed; Phalanx cannot yet add \
+                 members to a gang with the required topology key {} \
+                 (spec.schedulingConstraints.topology) while keeping them in its domain",
+                level.key
+            );
+            self.deps
+                .metrics
+                .record_attempt(AttemptResult::Unschedulable);
+            self.fail_gang(&waiting, &message);
+            self.queue.unschedulable(work, now);
+            return;
+        }
         let spec = GangSpec {
             name: &name,
             members: &demands,
