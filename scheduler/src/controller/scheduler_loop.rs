@@ -595,6 +595,15 @@ impl SchedulerLoop {
         };
         self.set_gang_membership(&uid, gang.as_ref().map(|m| &m.key));
         self.set_member_running(&uid, is_running(&pod));
+        if gang.is_some()
+            && pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some()
+        {
+            self.gang_member_bound_now(&uid);
+        }
         if !translate::is_ours(&pod, &self.deps.config.scheduler_name) {
             // Bound (by us or anyone), finished or being deleted.
             self.stop_pending(&uid);
@@ -914,6 +923,7 @@ impl SchedulerLoop {
                 if let Some(p) = self.pending.get(&outcome.uid) {
                     metrics.observe_e2e(p.first_seen.elapsed());
                 }
+                self.gang_member_bound_now(&outcome.uid);
                 // It stays a gang member (held, counting towards minMember); the
                 // watch confirms the binding in the snapshot.
                 self.stop_pending(&outcome.uid);

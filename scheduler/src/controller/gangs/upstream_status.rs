@@ -1,6 +1,6 @@
 //! The `PodGroupInitiallyScheduled` condition of a `scheduling.k8s.io/v1beta1`
 //! PodGroup, as the API defines it: `True` (reason `Scheduled`) once the gang's
-//! minimum is bound or assumed, and then never back to `False`; `False` with
+//! minimum is bound, and then never back to `False`; `False` with
 //! reason `Unschedulable` (the message says why, as the pods' events do) while
 //! it cannot be placed, or `SchedulerError` for a group that is invalid.
 //!
@@ -20,7 +20,7 @@ const MAX_MESSAGE_BYTES: usize = 32_768;
 /// What a scheduling decision for the gang ended in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupOutcome {
-    /// Its minimum is bound or assumed.
+    /// Its minimum is bound.
     Scheduled(String),
     /// It cannot be placed now.
     Unschedulable(String),

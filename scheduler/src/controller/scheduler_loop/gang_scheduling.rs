@@ -58,6 +58,11 @@ pub(super) struct GangEntry {
     /// The `PodGroupInitiallyScheduled` condition last handed to the writer,
     /// and the UID of the Kubernetes PodGroup it was for.
     upstream_reported: Option<(String, Condition)>,
+    /// Members whose Binding this replica saw succeed (the watch may not
+    /// show them bound yet).
+    bound: BTreeSet<String>,
+    /// The minimum and the declaration, as the last attempt read them.
+    min_member: Option<(usize, GangMembership)>,
 }
 
 impl SchedulerLoop {
@@ -123,6 +128,7 @@ impl SchedulerLoop {
             let emptied = self.gangs.get_mut(&old).is_some_and(|entry| {
                 entry.members.remove(uid);
                 entry.running.remove(uid);
+                entry.bound.remove(uid);
                 entry.members.is_empty()
             });
             if emptied {
@@ -236,6 +242,9 @@ impl SchedulerLoop {
                 return;
             }
         };
+        if let Some(gang) = self.gangs.get_mut(&key) {
+            gang.min_member = Some((policy.min_member, membership.clone()));
+        }
         let need = policy.min_member.saturating_sub(held);
         let since = self.tracker.waiting_since(&key, now);
         if waiting.len() < need {
@@ -335,11 +344,10 @@ impl SchedulerLoop {
                 self.tracker.forget(&key);
                 let scheduled = held + plan.placements.len();
                 self.report_pod_group_status(&key, &membership, policy.min_member, scheduled);
-                let message = format!(
-                    "pod group {name}: {scheduled} of its minimum {} members are bound or assumed",
-                    policy.min_member
-                );
-                self.report_upstream_condition(&key, &membership, GroupOutcome::Scheduled(message));
+                // PodGroupInitiallyScheduled=True waits for the Bindings (see
+                // `gang_member_bound`): a plan whose writes fail is released,
+                // and True is final.
+                self.gang_member_bound(&key);
                 if plan.unplaced.is_empty() {
                     self.queue.done(&work);
                 } else {
@@ -372,6 +380,45 @@ impl SchedulerLoop {
                 self.queue.unschedulable(work, now);
             }
         }
+    }
+
+    /// Member `uid` is bound: its Binding succeeded, or the watch shows it
+    /// (whichever comes first). No effect on a pod in no gang.
+    pub(super) fn gang_member_bound_now(&mut self, uid: &str) {
+        let Some(key) = self.gang_of_member.get(uid).cloned() else {
+            return;
+        };
+        if let Some(gang) = self.gangs.get_mut(&key) {
+            gang.bound.insert(uid.to_owned());
+        }
+        self.gang_member_bound(&key);
+    }
+
+    /// Once at least the gang's minimum is bound, a Kubernetes PodGroup
+    /// becomes `PodGroupInitiallyScheduled=True`. Counted from state (members
+    /// bound, as the watch or this replica's Bindings show), not from events,
+    /// so a plan released and placed again counts right.
+    fn gang_member_bound(&mut self, key: &GangKey) {
+        let Some(gang) = self.gangs.get(key) else {
+            return;
+        };
+        let Some((min_member, membership)) = gang.min_member.clone() else {
+            return;
+        };
+        if membership.source != GangSource::Upstream {
+            return;
+        }
+        let bound = gang
+            .members
+            .iter()
+            .filter(|uid| gang.bound.contains(*uid) || self.mirror.is_bound(uid))
+            .count();
+        if bound < min_member {
+            return;
+        }
+        let message =
+            format!("pod group {key}: {bound} members bound, at least its minimum {min_member}");
+        self.report_upstream_condition(key, &membership, GroupOutcome::Scheduled(message));
     }
 
     /// The members of a `basic` Kubernetes PodGroup, each placed alone; the
