@@ -546,6 +546,19 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../../deploy/scheduler-config.example.yaml");
 
+    #[test]
+    fn gang_discovery_interval_zero_means_only_at_start() {
+        let config = SchedulerConfig::from_yaml("gangs: {discoveryIntervalSeconds: 0}", "t")
+            .expect("0 is valid");
+        assert_eq!(config.gangs.discovery_interval(), None);
+        let config = SchedulerConfig::from_yaml("gangs: {discoveryIntervalSeconds: 15}", "t")
+            .expect("15 is valid");
+        assert_eq!(
+            config.gangs.discovery_interval(),
+            Some(Duration::from_secs(15))
+        );
+    }
+
     fn parse_err(yaml: &str) -> ConfigError {
         SchedulerConfig::from_yaml(yaml, "test.yaml").expect_err("config should be rejected")
     }
