@@ -49,7 +49,8 @@ apt_install() {
 }
 
 echo "== control plane for the end-to-end tests (built once per machine, then cached)"
-# Needs Go and the Go module proxy; about 10 minutes the first time on 2 cores.
+# Needs Go and the Go module proxy; about 10 minutes the first time on 2 cores,
+# plus about 8 for the workload operators (build-operators.sh).
 tests/control-plane/ensure.sh
 echo "== Helm engine for the chart tests (PyPI helm-python-sdk: Helm v4's Go SDK, no helm binary)"
 # A virtualenv cached per machine, like the control plane; pip does nothing

@@ -15,8 +15,9 @@ pub use assignment::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation}
 pub use gang_plan::{GangPlanAnnotation, GangPlanParseError, ANNOTATION_GANG_PLAN};
 pub use gpunode::{GpuDeviceSpec, GpuDeviceStatus, GpuHolder, GpuNode, GpuNodeSpec, GpuNodeStatus};
 pub use podgroup::{
-    PodGroup, PodGroupSpec, PodGroupStatus, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME,
-    ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY, LABEL_POD_GROUP,
+    PodGroup, PodGroupSpec, PodGroupStatus, ANNOTATION_AUTO_GANG, ANNOTATION_GANG_MIN_MEMBER,
+    ANNOTATION_GANG_NAME, ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY,
+    LABEL_POD_GROUP,
 };
 pub use resources::*;
 pub mod autoscaler;

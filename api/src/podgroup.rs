@@ -24,6 +24,12 @@ pub const ANNOTATION_GANG_MIN_MEMBER: &str = "phalanx.dev/gang-min-member";
 pub const ANNOTATION_GANG_TIMEOUT_SECONDS: &str = "phalanx.dev/gang-timeout-seconds";
 /// Optional: node label whose values are the topology domains the gang prefers.
 pub const ANNOTATION_GANG_TOPOLOGY_KEY: &str = "phalanx.dev/gang-topology-key";
+/// `"false"` on a pod (its template) or on the workload object that owns it
+/// turns off finding the pod's gang from its owner (a JobSet, an indexed Job, a
+/// LeaderWorkerSet group, ...): the pod is scheduled on its own. On a pod that
+/// declares no gang, [`ANNOTATION_GANG_MIN_MEMBER`] (on the pod or the owner)
+/// overrides the minimum derived from the owner's spec.
+pub const ANNOTATION_AUTO_GANG: &str = "phalanx.dev/auto-gang";
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[kube(

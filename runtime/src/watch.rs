@@ -41,15 +41,18 @@ pub fn recovery_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 }
 
 /// Spawns a watch of `api` that sends every event, wrapped by `wrap`, to `tx`.
-/// The handle stops it (`abort`) when its kind stops being served; dropping
-/// the handle leaves it running.
-pub fn spawn_watch<K, T: Send + 'static>(
+/// `wrap` may capture what the event alone does not say (which kind a
+/// dynamic object's watch is of). The handle stops it (`abort`) when its kind
+/// stops being served; dropping the handle leaves it running.
+pub fn spawn_watch<K, T, F>(
     api: Api<K>,
     tx: mpsc::Sender<T>,
-    wrap: fn(Event<K>) -> T,
+    wrap: F,
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    T: Send + 'static,
+    F: Fn(Event<K>) -> T + Send + 'static,
 {
     tokio::spawn(async move {
         let mut stream = watcher(api, watcher::Config::default())

@@ -47,6 +47,13 @@ trap 'rm -rf "$GOCACHE"' EXIT
 export CGO_ENABLED=0
 export GOFLAGS="-trimpath -mod=readonly"
 ldflags='-s -w'
+# Kubernetes stamps its release into the binaries at build time (upstream's
+# hack/lib/version.sh); without it a server built from the module reports
+# v0.0.0 and a chart's kubeVersion constraint could not be checked against it.
+k8s_minor=${K8S_VERSION#v1.}
+k8s_minor=${k8s_minor%%.*}
+version_pkg=k8s.io/component-base/version
+k8s_ldflags="$ldflags -X $version_pkg.gitVersion=$K8S_VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$k8s_minor -X $version_pkg.gitTreeState=clean"
 
 # Each binary goes to a temporary name first, so an interrupted build never
 # leaves a truncated binary that looks finished.
@@ -62,7 +69,9 @@ for name in etcd kube-apiserver kube-controller-manager kube-scheduler; do
     fi
     echo "phalanx-e2e: building $name (Kubernetes $K8S_VERSION); this takes minutes the first time" >&2
     start=$SECONDS
-    (cd "$here" && go build -ldflags="$ldflags" -o "$bin_dir/.$name.tmp" "./cmd/$name")
+    flags=$ldflags
+    [[ $name == etcd ]] || flags=$k8s_ldflags
+    (cd "$here" && go build -ldflags="$flags" -o "$bin_dir/.$name.tmp" "./cmd/$name")
     install_bin "$name" "$bin_dir/.$name.tmp"
     echo "$stamp" >"$bin_dir/.built-$name"
     echo "phalanx-e2e: built $name in $((SECONDS - start))s" >&2

@@ -1,43 +1,68 @@
 #!/usr/bin/env bash
-# Fetches the CRDs of other projects that the chart's optional objects need
-# (prometheus-operator's ServiceMonitor) from the Go module proxy, so that the
-# Helm test validates those objects against their real schema instead of
-# skipping them. Cached per machine beside the control-plane binaries:
-#   ${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}/crds/
-# Idempotent: returns at once when the pinned files are there.
+# Fetches other projects' CRDs from the Go module proxy, so that tests use
+# their real schemas instead of hand-written stand-ins:
+#   - prometheus-operator's ServiceMonitor, which the Helm chart's optional
+#     objects are validated against;
+#   - the workload operators whose pods Phalanx gangs without a PodGroup
+#     (KubeRay, JobSet, LeaderWorkerSet, Kubeflow Trainer and the Kubeflow
+#     training-operator), which the end-to-end tests install
+#     (tests/src/crds.rs).
+# Cached per machine beside the control-plane binaries, one directory per
+# project and release:
+#   ${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}/crds/<project>-<version>/
+# Idempotent: a project whose pinned files are all there is not downloaded
+# again. Prints the root of that tree (the harness computes the same path).
 set -euo pipefail
 
-# The release whose CRDs the chart's ServiceMonitor is written against.
-PROMETHEUS_OPERATOR_VERSION=v0.79.2
-module=github.com/prometheus-operator/prometheus-operator
-files=(monitoring.coreos.com_servicemonitors.yaml)
+# The pins; tests/src/crds.rs and tests/src/binaries.rs name the same
+# releases and files. Each line: directory name, module@version, directory of
+# the CRDs inside the module, files.
+projects=(
+    "prometheus-operator-v0.79.2 github.com/prometheus-operator/prometheus-operator@v0.79.2 example/prometheus-operator-crd monitoring.coreos.com_servicemonitors.yaml"
+    "kuberay-v1.5.0 github.com/ray-project/kuberay/ray-operator@v1.5.0 config/crd/bases ray.io_rayclusters.yaml ray.io_rayjobs.yaml ray.io_rayservices.yaml"
+    "jobset-v0.11.0 sigs.k8s.io/jobset@v0.11.0 config/components/crd/bases jobset.x-k8s.io_jobsets.yaml"
+    "lws-v0.7.0 sigs.k8s.io/lws@v0.7.0 config/crd/bases leaderworkerset.x-k8s.io_leaderworkersets.yaml"
+    "trainer-v2.0.0 github.com/kubeflow/trainer/v2@v2.0.0 manifests/base/crds trainer.kubeflow.org_trainjobs.yaml"
+    "training-operator-v1.8.1 github.com/kubeflow/training-operator@v1.8.1 manifests/base/crds kubeflow.org_pytorchjobs.yaml kubeflow.org_tfjobs.yaml kubeflow.org_mpijobs.yaml"
+)
 
 cache_root=${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}
-dest=$cache_root/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION
+crd_root=$cache_root/crds
 
-have_all() {
-    local f
-    for f in "${files[@]}"; do [[ -s $dest/$f ]] || return 1; done
+scratch=
+cleanup() { if [[ -n $scratch ]]; then rm -rf "$scratch"; fi; }
+trap cleanup EXIT
+
+# fetch DIR MODULE@VERSION SUBDIR FILE...
+fetch() {
+    local name=$1 module_at=$2 subdir=$3
+    shift 3
+    local dest=$crd_root/$name f missing=0
+    for f in "$@"; do [[ -s $dest/$f ]] || missing=1; done
+    if [[ $missing == 0 ]]; then return 0; fi
+
+    # Outside any module, so nothing here (tests/control-plane/go.mod)
+    # changes; the download is checked against the Go checksum database like
+    # any module.
+    if [[ -z $scratch ]]; then scratch=$(mktemp -d); fi
+    local module_dir
+    module_dir=$(cd "$scratch" && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json "$module_at" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    if [[ -z $module_dir || ! -d $module_dir ]]; then
+        echo "phalanx-e2e: could not download $module_at" >&2
+        return 1
+    fi
+    mkdir -p "$dest"
+    for f in "$@"; do
+        # A temporary name first, so an interrupted copy never looks finished.
+        install -m 0644 "$module_dir/$subdir/$f" "$dest/.$f.tmp"
+        mv -f "$dest/.$f.tmp" "$dest/$f"
+    done
+    echo "phalanx-e2e: CRDs from $module_at in $dest" >&2
 }
-if have_all; then
-    echo "$dest"
-    exit 0
-fi
 
-# Outside any module, so nothing here (tests/control-plane/go.mod) changes;
-# the download is checked against the Go checksum database like any module.
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-module_dir=$(cd "$scratch" && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json "$module@$PROMETHEUS_OPERATOR_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-if [[ -z $module_dir || ! -d $module_dir ]]; then
-    echo "phalanx-e2e: could not download $module@$PROMETHEUS_OPERATOR_VERSION" >&2
-    exit 1
-fi
-mkdir -p "$dest"
-for f in "${files[@]}"; do
-    install -m 0644 "$module_dir/example/prometheus-operator-crd/$f" "$dest/.$f.tmp"
-    mv -f "$dest/.$f.tmp" "$dest/$f"
+for project in "${projects[@]}"; do
+    # shellcheck disable=SC2086 # one line of fields, split on purpose
+    fetch $project
 done
-echo "phalanx-e2e: CRDs from $module@$PROMETHEUS_OPERATOR_VERSION in $dest" >&2
-echo "$dest"
+echo "$crd_root"

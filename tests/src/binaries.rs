@@ -12,6 +12,21 @@ use crate::error::{HarnessError, Result};
 /// `K8S_VERSION` in `tests/control-plane/versions.env` and the k8s-openapi feature.
 pub const K8S_VERSION: &str = "v1.37.2";
 
+/// The directory beside the binaries that holds KWOK's stages: from v0.8 KWOK
+/// runs only the stages it is given (`tests/control-plane/fetch-kwok-stages.sh`).
+const KWOK_STAGES: &str = "kwok-stages";
+
+fn kwok_stage_files(bin_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(bin_dir.join(KWOK_STAGES))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Environment variable that makes missing binaries a failure instead of a skip.
 pub const REQUIRE_ENV: &str = "PHALANX_E2E";
 
@@ -46,13 +61,17 @@ impl Binaries {
         Self::in_dir(Self::default_dir())
     }
 
-    /// Finds all binaries in `dir`, naming every one that is missing.
+    /// Finds all binaries in `dir`, naming every one that is missing (and
+    /// KWOK's stages, which `fetch-kwok-stages.sh` puts beside them).
     pub fn in_dir(dir: PathBuf) -> Result<Self> {
-        let missing: Vec<String> = NAMES
+        let mut missing: Vec<String> = NAMES
             .iter()
             .filter(|name| !is_executable(&dir.join(name)))
             .map(|name| (*name).to_owned())
             .collect();
+        if kwok_stage_files(&dir).is_empty() {
+            missing.push(KWOK_STAGES.to_owned());
+        }
         if missing.is_empty() {
             Ok(Self { dir })
         } else {
@@ -81,13 +100,17 @@ impl Binaries {
     pub fn kube_scheduler(&self) -> PathBuf {
         self.dir.join("kube-scheduler")
     }
+    /// KWOK's stage files (`--config`), in a stable order.
+    pub fn kwok_stages(&self) -> Vec<PathBuf> {
+        kwok_stage_files(&self.dir)
+    }
     pub fn kwok(&self) -> PathBuf {
         self.dir.join("kwok")
     }
 }
 
 /// The per-machine cache the scripts in `tests/control-plane/` fill.
-fn cache_root() -> PathBuf {
+pub(crate) fn cache_root() -> PathBuf {
     match std::env::var_os("PHALANX_E2E_CACHE") {
         Some(root) => PathBuf::from(root),
         None => xdg_cache_home().join("phalanx-e2e"),
@@ -95,23 +118,13 @@ fn cache_root() -> PathBuf {
 }
 
 /// The prometheus-operator release whose CRDs `tests/control-plane/fetch-crds.sh`
-/// fetches; must match `PROMETHEUS_OPERATOR_VERSION` there.
-pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.79.2";
+/// fetches.
+pub const PROMETHEUS_OPERATOR_VERSION: &str = crate::crds::PROMETHEUS_OPERATOR.version;
 
 /// prometheus-operator's ServiceMonitor CRD as `fetch-crds.sh` stores it.
 pub fn locate_service_monitor_crd() -> std::result::Result<PathBuf, String> {
-    let path = cache_root()
-        .join("crds")
-        .join(format!("prometheus-operator-{PROMETHEUS_OPERATOR_VERSION}"))
-        .join("monitoring.coreos.com_servicemonitors.yaml");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "no ServiceMonitor CRD at {} (tests/control-plane/fetch-crds.sh fetches it)",
-            path.display()
-        ))
-    }
+    let mut files = crate::crds::PROMETHEUS_OPERATOR.locate()?;
+    Ok(files.remove(0))
 }
 
 /// Whether `PHALANX_E2E` asks for the end-to-end tests to run (set, not empty, not `0`).
@@ -249,7 +262,9 @@ mod tests {
         else {
             panic!("an empty directory has no binaries");
         };
-        assert_eq!(missing, NAMES);
+        let mut expected: Vec<&str> = NAMES.to_vec();
+        expected.push(KWOK_STAGES);
+        assert_eq!(missing, expected, "KWOK's stages are named too");
     }
 
     #[test]
@@ -261,7 +276,20 @@ mod tests {
             std::fs::write(&path, "").expect("write");
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
+        let stages = dir.path().join(KWOK_STAGES);
+        std::fs::create_dir(&stages).expect("mkdir");
+        for name in ["pod-ready.yaml", "node-initialize.yaml", "README.md"] {
+            std::fs::write(stages.join(name), "").expect("write");
+        }
         let binaries = Binaries::in_dir(dir.path().to_owned()).expect("all present");
         assert_eq!(binaries.kwok(), dir.path().join("kwok"));
+        assert_eq!(
+            binaries.kwok_stages(),
+            vec![
+                stages.join("node-initialize.yaml"),
+                stages.join("pod-ready.yaml")
+            ],
+            "only the YAML files, sorted"
+        );
     }
 }

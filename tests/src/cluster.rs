@@ -311,7 +311,7 @@ impl ControlPlane {
 
     async fn start_kwok(&mut self, timeout: Duration) -> Result<()> {
         let port = single_port()?;
-        let args = vec![
+        let mut args = vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),
             "--manage-all-nodes=false".to_owned(),
             format!(
@@ -322,6 +322,12 @@ impl ControlPlane {
             "--cidr=10.0.0.1/16".to_owned(),
             "--node-ip=10.1.0.1".to_owned(),
         ];
+        args.extend(
+            self.binaries
+                .kwok_stages()
+                .iter()
+                .map(|stage| format!("--config={}", stage.display())),
+        );
         let program = self.binaries.kwok();
         let mut kwok = self.spawn("kwok", &program, &args)?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

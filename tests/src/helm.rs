@@ -264,7 +264,7 @@ impl HelmTool {
         Ok(chart)
     }
 
-    /// `helm lint --strict` for Kubernetes 1.33: errors and warnings fail.
+    /// `helm lint --strict` for Kubernetes 1.37: errors and warnings fail.
     pub fn lint(
         &self,
         values: &serde_json::Value,
@@ -272,7 +272,7 @@ impl HelmTool {
         self.run(
             "lint",
             values,
-            &["--strict".to_owned(), "--kube-version=v1.33.0".to_owned()],
+            &["--strict".to_owned(), "--kube-version=v1.37.0".to_owned()],
         )
     }
 

@@ -1,10 +1,13 @@
 //! `phalanx-e2e`: end-to-end tests against a real control plane.
 //!
 //! `tests/control-plane/ensure.sh` builds etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler (Kubernetes v1.33.13) and KWOK
+//! kube-controller-manager, kube-scheduler (Kubernetes v1.37.2) and KWOK
 //! from their Go modules into a per-machine cache, once; [`ControlPlane`]
 //! starts them on loopback for a test, hands it a [`kube::Client`] and stops
 //! them all when dropped. [`nodes`] creates fake GPU nodes in bulk for KWOK.
+//! Other projects' CRDs (KubeRay, JobSet, LeaderWorkerSet, Kubeflow) are
+//! fetched into the same cache and applied by [`crds`]; real operators
+//! (KubeRay's ray-operator) are built there too and run by [`operators`].
 //!
 //! ```text
 //! tests/control-plane/ensure.sh            # first time: ~15 min on 2 cores
@@ -34,6 +37,7 @@
 pub mod autoscaler;
 pub mod binaries;
 pub mod cluster;
+pub mod crds;
 pub mod device_plugin;
 pub mod endpoints;
 pub mod error;
@@ -43,6 +47,7 @@ pub mod helm;
 pub mod janitor;
 pub mod ledger;
 pub mod nodes;
+pub mod operators;
 pub mod phalanx;
 pub mod pki;
 pub mod pods;

@@ -287,6 +287,13 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "persistentvolumes", "update"),
         ("storage.k8s.io", "storageclasses", "watch"),
         ("storage.k8s.io", "csinodes", "watch"),
+        // Gangs found from the workloads that own pods (gangs.autoGroup).
+        ("batch", "jobs", "watch"),
+        ("jobset.x-k8s.io", "jobsets", "watch"),
+        ("trainer.kubeflow.org", "trainjobs", "watch"),
+        ("kubeflow.org", "pytorchjobs", "watch"),
+        ("leaderworkerset.x-k8s.io", "leaderworkersets", "watch"),
+        ("ray.io", "rayclusters", "list"),
     ] {
         assert!(
             grants(&rules, group, resource, verb),

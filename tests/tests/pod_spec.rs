@@ -1,6 +1,7 @@
 //! The pod spec end to end: fields Phalanx does not honour are refused by name
-//! (FailedScheduling and `PodScheduled=False` say which), and host ports keep two
-//! pods asking for the same one off a node, in kube-scheduler's words.
+//! (FailedScheduling and `PodScheduled=False` say which), pod-level resources
+//! count as kube-scheduler counts them, and host ports keep two pods asking for
+//! the same one off a node, in kube-scheduler's words.
 //!
 //! Needs the control-plane binaries (tests/control-plane/ensure.sh) and
 //! `cargo build -p phalanx-scheduler`; without them each test prints
@@ -10,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Pod, PodResourceClaim, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
 use phalanx_api::SCHEDULER_NAME;
@@ -40,13 +43,11 @@ fn web_container(host_port: i32) -> Container {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_fields_are_refused_and_host_ports_are_exclusive() -> anyhow::Result<()> {
     let test = "unsupported_fields_are_refused_and_host_ports_are_exclusive";
-    // Pod-level resources (alpha in 1.33) reach the scheduler only with their
-    // gate on; off, the API server drops the field and nothing is refused.
-    let options = ControlPlaneOptions {
-        apiserver_args: vec!["--feature-gates=PodLevelResources=true".to_owned()],
-        ..ControlPlaneOptions::default()
-    };
-    let Some((mut plane, binary)) = plane_with_scheduler_and(test, options).await? else {
+    // Pod-level resources are beta and on by default since 1.34, and dynamic
+    // resource allocation is GA: the API server keeps both fields.
+    let Some((mut plane, binary)) =
+        plane_with_scheduler_and(test, ControlPlaneOptions::default()).await?
+    else {
         return Ok(());
     };
     let client = plane.client();
@@ -60,12 +61,30 @@ async fn unsupported_fields_are_refused_and_host_ports_are_exclusive() -> anyhow
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
-    // Pod-level resources: refused, naming the field, and never bound.
+    // A resource claim (dynamic resource allocation): refused, naming the
+    // field, and never bound.
+    let mut claims = PodBuilder::new("claims", SCHEDULER_NAME, web_container(0)).build();
+    claims.spec.as_mut().unwrap().resource_claims = Some(vec![PodResourceClaim {
+        name: "gpu".to_owned(),
+        resource_claim_name: Some("some-claim".to_owned()),
+        ..PodResourceClaim::default()
+    }]);
+    create_pods(&pods, vec![claims]).await?;
+    let message = wait_not_scheduled(&client, NS, "claims", "Unschedulable")
+        .await
+        .with_logs(&plane)?;
+    assert!(
+        message.contains("spec.resourceClaims") && message.contains("not supported"),
+        "{message}"
+    );
+
+    // Pod-level requests replace the containers' sum: 1,000 CPUs at pod level
+    // fit no node, though the container asks for none.
     let mut pod_level = PodBuilder::new("pod-level", SCHEDULER_NAME, web_container(0)).build();
     pod_level.spec.as_mut().unwrap().resources = Some(ResourceRequirements {
         requests: Some(BTreeMap::from([(
             "cpu".to_owned(),
-            Quantity("100m".to_owned()),
+            Quantity("1000".to_owned()),
         )])),
         ..ResourceRequirements::default()
     });
@@ -73,10 +92,7 @@ async fn unsupported_fields_are_refused_and_host_ports_are_exclusive() -> anyhow
     let message = wait_not_scheduled(&client, NS, "pod-level", "Unschedulable")
         .await
         .with_logs(&plane)?;
-    assert!(
-        message.contains("spec.resources") && message.contains("not supported"),
-        "{message}"
-    );
+    assert!(message.contains("Insufficient cpu"), "{message}");
 
     // Two pods on one host port, one node: one binds, the other waits and is
     // told why in kube-scheduler's words.

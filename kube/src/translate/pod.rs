@@ -207,10 +207,11 @@ impl Requests {
 /// regular init container runs alone next to the sidecars started before it, so
 /// the pod needs the largest of those moments; sidecars run for the pod's whole
 /// life, so they also add to the app containers; overhead comes on top.
+/// Pod-level `spec.resources` (PodLevelResources: beta and on by default since
+/// 1.34) then replaces the aggregate for the resources it names.
 ///
-/// Not modelled: pod-level `spec.resources` (alpha in 1.33, gate off by default)
-/// and in-place resize, where kube-scheduler also looks at the allocated
-/// resources in the container statuses.
+/// Not modelled: in-place resize, where kube-scheduler also looks at the
+/// allocated resources in the container statuses.
 fn pod_requests(object: &str, spec: &PodSpec) -> Result<Requests, TranslateError> {
     let mut total = Requests::default();
     for c in &spec.containers {
@@ -230,7 +231,57 @@ fn pod_requests(object: &str, spec: &PodSpec) -> Result<Requests, TranslateError
         init_peak = init_peak.max(&moment);
     }
     let overhead = read_resources(object, &[("spec.overhead".into(), spec.overhead.as_ref())])?;
-    Ok(total.max(&init_peak).plus(&overhead))
+    let containers = apply_pod_level(object, spec, total.max(&init_peak))?;
+    Ok(containers.plus(&overhead))
+}
+
+/// kube-scheduler's `PodRequests` with pod-level resources: each resource the
+/// pod-level requests name (cpu, memory, huge pages: the only ones Kubernetes
+/// allows there) replaces the containers' aggregate; a pod-level limit without
+/// a request counts as the request, as API defaulting fills it in. Any other
+/// name is refused by field rather than ignored.
+fn apply_pod_level(
+    object: &str,
+    spec: &PodSpec,
+    mut requests: Requests,
+) -> Result<Requests, TranslateError> {
+    let Some(resources) = spec.resources.as_ref() else {
+        return Ok(requests);
+    };
+    let lists = [
+        ("spec.resources.requests", resources.requests.as_ref()),
+        ("spec.resources.limits", resources.limits.as_ref()),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, list) in lists {
+        for (name, raw) in list.into_iter().flatten() {
+            if !seen.insert(name.as_str()) {
+                continue;
+            }
+            let field = format!("{path}[{name:?}]");
+            match name.as_str() {
+                "cpu" => {
+                    requests.cpu_milli = convert_quantity(object, field, raw, Quantity::milli_up)?;
+                }
+                "memory" => {
+                    requests.memory_bytes =
+                        convert_quantity(object, field, raw, Quantity::value_up)?;
+                }
+                huge if huge.starts_with("hugepages-") => {
+                    let amount = convert_quantity(object, field, raw, Quantity::value_up)?;
+                    requests.scalar.insert(huge.to_owned(), amount);
+                }
+                _ => {
+                    return Err(TranslateError::invalid(
+                        object,
+                        field,
+                        "only cpu, memory and hugepages-* may be set at pod level",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(requests)
 }
 
 /// A container's requests; a resource with a limit but no request uses the limit,
@@ -633,6 +684,68 @@ mod tests {
         // cpu: max(2 + 1, 5 + 1, 2 + 1) + 0.1; memory: max(2.5Gi, 1.5Gi, 4.5Gi) + 64Mi.
         assert_eq!(d.cpu_milli, 6100);
         assert_eq!(d.memory_mib, 4608 + 64);
+    }
+
+    #[test]
+    fn pod_level_resources_replace_the_containers_sum_for_what_they_name() {
+        // After kube-scheduler's PodRequests cases: pod-level cpu and memory win
+        // over the containers' sum (larger or smaller), a resource the pod level
+        // does not name still comes from the containers, a pod-level limit
+        // stands in for a missing pod-level request, overhead comes on top.
+        let p = with_spec(json!({
+            "resources": {"requests": {"cpu": "3"}, "limits": {"memory": "8Gi", "hugepages-2Mi": "64Mi"}},
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}}},
+                {"name": "b", "resources": {"requests": {"cpu": "1", "ephemeral-storage": "1Gi"}}}
+            ],
+            "overhead": {"cpu": "100m"}
+        }));
+        let d = demand(&p);
+        assert_eq!(d.cpu_milli, 3100, "pod-level 3 CPU, not 2, plus overhead");
+        assert_eq!(
+            d.memory_mib, 8192,
+            "the pod-level limit defaults the request"
+        );
+        assert_eq!(
+            d.gpu,
+            GpuDemand::Whole { count: 1 },
+            "GPUs from the containers"
+        );
+        let scalar: Vec<(String, u64)> = d
+            .scalar
+            .iter()
+            .map(|r| (r.name.to_string(), r.amount))
+            .collect();
+        assert!(
+            scalar.contains(&("hugepages-2Mi".to_owned(), 64 << 20)),
+            "{scalar:?}"
+        );
+        assert!(
+            scalar.contains(&("ephemeral-storage".to_owned(), 1 << 30)),
+            "{scalar:?}"
+        );
+        let smaller = with_spec(json!({
+            "resources": {"requests": {"cpu": "500m"}},
+            "containers": [{"name": "a", "resources": {"requests": {"cpu": "2"}}}]
+        }));
+        assert_eq!(
+            demand(&smaller).cpu_milli,
+            500,
+            "a smaller pod-level request wins too"
+        );
+    }
+
+    #[test]
+    fn a_pod_level_resource_kubernetes_does_not_allow_is_refused_by_field() {
+        let p = with_spec(json!({
+            "resources": {"requests": {"nvidia.com/gpu": "1"}},
+            "containers": [{"name": "a"}]
+        }));
+        let message = error(&p);
+        assert!(
+            message.contains(r#"spec.resources.requests["nvidia.com/gpu"]"#),
+            "{message}"
+        );
     }
 
     #[test]

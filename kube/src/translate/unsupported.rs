@@ -38,15 +38,5 @@ pub(crate) fn refuse_unsupported(object: &str, spec: &PodSpec) -> Result<(), Tra
             );
         }
     }
-    let pod_level = spec.resources.as_ref().is_some_and(|r| {
-        r.requests.as_ref().is_some_and(|l| !l.is_empty())
-            || r.limits.as_ref().is_some_and(|l| !l.is_empty())
-    });
-    if pod_level {
-        return refuse(
-            "spec.resources".into(),
-            "pod-level resources (PodLevelResources)",
-        );
-    }
     Ok(())
 }

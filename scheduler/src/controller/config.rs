@@ -179,6 +179,10 @@ pub struct GangConfig {
     /// it serves (a CRD or API group installed later is then watched); 0 asks
     /// only at start.
     pub discovery_interval_seconds: u64,
+    /// Find the gang of a pod that declares none from the workload that owns
+    /// it (an indexed Job, a JobSet or TrainJob, a training-operator job, a
+    /// LeaderWorkerSet group, a RayCluster): `gangs/owners/`.
+    pub auto_group: bool,
 }
 
 impl Default for GangConfig {
@@ -187,6 +191,7 @@ impl Default for GangConfig {
             topology_key: None,
             default_timeout_seconds: 600,
             discovery_interval_seconds: 60,
+            auto_group: true,
         }
     }
 }
@@ -603,6 +608,10 @@ mod tests {
             config.gangs.discovery_interval(),
             Some(Duration::from_secs(60))
         );
+        assert!(
+            config.gangs.auto_group,
+            "gangs are found from owners by default"
+        );
         assert!(config.leader_election.enabled);
         assert_eq!(config.leader_election.lease_name, "phalanx-scheduler");
         assert_eq!(config.leader_election.lease_namespace, "kube-system");
@@ -618,6 +627,15 @@ mod tests {
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.level, "info");
         config.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn finding_gangs_from_owners_can_be_turned_off() {
+        let config =
+            SchedulerConfig::from_yaml("gangs:\n  autoGroup: false\n", "test.yaml").expect("valid");
+        assert!(!config.gangs.auto_group);
+        let error = parse_err("gangs:\n  autoGroup: sometimes\n");
+        assert!(error.to_string().contains("autoGroup"), "{error}");
     }
 
     #[test]

@@ -11,18 +11,21 @@
 //! its members, placing them together, writing its plan before binding,
 //! timeouts, PodGroup status) is in `scheduler_loop/gang_scheduling.rs`, and
 //! finishing or undoing the gang plans a previous leader left behind in
-//! `scheduler_loop/gang_recovery.rs`.
+//! `scheduler_loop/gang_recovery.rs`, and the watches of the workloads that
+//! gangs are found from for pods that declare none in
+//! `scheduler_loop/owner_watch.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::watcher::Event;
 
 use kube::{Api, Client, ResourceExt};
@@ -33,7 +36,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use super::binder::{BindError, Binder, PodRef};
 use super::config::SchedulerConfig;
 use super::fault_hook::GangBindFault;
-use super::gangs::{self, GangKey, GangMembership, GangTracker, PlanBook};
+use super::gangs::{self, GangKey, GangMembership, GangTracker, OwnerKind, PlanBook};
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::node_presence::NodePresence;
 use super::pod_scheduled::{self, NotScheduled, PodConditionInbox, PodConditionWriter};
@@ -59,9 +62,11 @@ mod gang_objects;
 mod gang_recovery;
 mod gang_scheduling;
 mod gang_source_watch;
+mod owner_watch;
 use gang_objects::ObjectsByKey;
 use gang_scheduling::GangEntry;
 use gang_source_watch::GangSourceWatch;
+use owner_watch::{OwnerGang, OwnerGangs};
 
 /// How long one turn may spend scheduling before it looks at the watches again.
 const SCHEDULING_SLICE: Duration = Duration::from_millis(20);
@@ -135,6 +140,9 @@ enum Input {
     Volume(Box<Event<PersistentVolume>>),
     StorageClass(Box<Event<StorageClass>>),
     CsiNode(Box<Event<CSINode>>),
+    /// Owners that gangs are found from (`owner_watch.rs`).
+    Job(Box<Event<Job>>),
+    Owner(OwnerKind, Box<Event<DynamicObject>>),
 }
 
 /// One Binding to send, prepared on the loop (which has the snapshot).
@@ -290,6 +298,8 @@ pub struct SchedulerLoop {
     fault: GangBindFault,
     leading: bool,
     last_housekeeping: Instant,
+    /// Gangs found from the pods' owners (`owner_watch.rs`).
+    owner_gangs: OwnerGangs,
 }
 
 impl std::fmt::Debug for SchedulerLoop {
@@ -357,6 +367,7 @@ impl SchedulerLoop {
             fault: GangBindFault::from_env(),
             leading: false,
             last_housekeeping: Instant::now(),
+            owner_gangs: OwnerGangs::default(),
             deps,
         }
     }
@@ -379,6 +390,7 @@ impl SchedulerLoop {
             tokio::spawn(inbox.write_to_api(client, fence));
         }
         let (input_tx, mut inputs) = mpsc::channel(16_384);
+        self.spawn_owner_watches(input_tx.clone()).await;
         self.spawn_watches(input_tx).await;
         let mut is_leader = self.deps.is_leader.clone();
         // Without election the channel starts (and stays) true: no change to wait for.
@@ -525,6 +537,8 @@ impl SchedulerLoop {
             Input::Volume(event) => self.mirror.volume_event(&event),
             Input::StorageClass(event) => self.mirror.storage_class_event(&event),
             Input::CsiNode(event) => self.mirror.csi_node_event(&event),
+            Input::Job(event) => self.handle_job_event(*event),
+            Input::Owner(kind, event) => self.handle_owner_event(kind, *event),
         };
         for error in &change.errors {
             tracing::warn!(%error, "cluster state");
@@ -575,6 +589,11 @@ impl SchedulerLoop {
             == Some(self.deps.config.scheduler_name.as_str());
         let gang = if for_us && !phalanx_kube::mirror::is_finished(&pod) {
             match gangs::gang_of(&pod) {
+                // Declares none: its owner may make it a gang member.
+                Ok(None) => match self.owner_gang(&pod) {
+                    OwnerGang::Decided(gang) => gang,
+                    OwnerGang::Hold => return,
+                },
                 Ok(gang) => gang,
                 Err(error) => {
                     // A malformed gang annotation: say so and schedule nothing for it.
@@ -675,6 +694,7 @@ impl SchedulerLoop {
         self.plans.forget(uid);
         self.undoing.remove(uid);
         self.set_gang_membership(uid, None);
+        self.forget_owner_gang(uid);
         self.mirror.state_mut().forget_assumed(uid);
     }
 
@@ -686,6 +706,7 @@ impl SchedulerLoop {
             return;
         }
         self.last_housekeeping = now;
+        self.expire_owner_waits();
         let stale = self
             .mirror
             .expire_telemetry(phalanx_runtime::clock::unix_millis());

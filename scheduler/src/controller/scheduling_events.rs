@@ -32,6 +32,19 @@ pub fn failed_scheduling(regarding: ObjectReference, message: String) -> EventSp
     }
 }
 
+/// `GangNotDerived`: the pod's owner would make it a gang member, but its gang
+/// cannot be derived (the owner is inconsistent, ambiguous or never seen), so
+/// the pod is scheduled on its own; the note says why.
+pub fn gang_not_derived(regarding: ObjectReference, why: String) -> EventSpec {
+    EventSpec {
+        regarding,
+        type_: EventType::Warning,
+        reason: "GangNotDerived",
+        action: "Scheduling",
+        note: why,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;

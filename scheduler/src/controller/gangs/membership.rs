@@ -67,6 +67,9 @@ pub enum GangSource {
     Annotation,
     /// `spec.schedulingGroup.podGroupName`: a `scheduling.k8s.io/v1beta1` PodGroup.
     Upstream,
+    /// Found from the workload that owns the pod (`owners`): its minimum is
+    /// derived from the owner's spec.
+    Owner,
 }
 
 impl GangSource {
@@ -76,6 +79,7 @@ impl GangSource {
             Self::PodGroup => FIELD_LABEL,
             Self::Annotation => FIELD_ANNOTATION,
             Self::Upstream => FIELD_SCHEDULING_GROUP,
+            Self::Owner => "metadata.ownerReferences",
         }
     }
 }
@@ -171,6 +175,8 @@ pub enum GangSpecError {
         field: &'static str,
         problem: String,
     },
+    #[error("pod {pod}: {problem}")]
+    AutoGang { pod: String, problem: String },
 }
 
 impl GangSpecError {
@@ -225,6 +231,46 @@ pub fn gang_of(pod: &Pod) -> Result<Option<GangMembership>, GangSpecError> {
         timeout,
         topology_key,
     }))
+}
+
+/// The optional gang annotations of a pod, for a gang whose name comes from
+/// elsewhere (its owner).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodGangOptions {
+    /// `phalanx.dev/gang-min-member`.
+    pub min_member: Option<u32>,
+    /// `phalanx.dev/gang-timeout-seconds`.
+    pub timeout: Option<Duration>,
+    /// `phalanx.dev/gang-topology-key`.
+    pub topology_key: Option<String>,
+}
+
+/// Reads [`PodGangOptions`]; a malformed one is an error naming the pod and
+/// the annotation, as in [`gang_of`].
+pub fn pod_gang_options(pod: &Pod) -> Result<PodGangOptions, GangSpecError> {
+    let pod_name = pod_display_name(pod);
+    let no_annotations = BTreeMap::new();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_annotations);
+    let min_member = number_annotation(
+        annotations,
+        ANNOTATION_GANG_MIN_MEMBER,
+        &pod_name,
+        u32::MAX.into(),
+    )?
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let timeout = number_annotation(
+        annotations,
+        ANNOTATION_GANG_TIMEOUT_SECONDS,
+        &pod_name,
+        u64::MAX,
+    )?
+    .map(Duration::from_secs);
+    let topology_key = text_annotation(annotations, ANNOTATION_GANG_TOPOLOGY_KEY, &pod_name)?;
+    Ok(PodGangOptions {
+        min_member,
+        timeout,
+        topology_key,
+    })
 }
 
 /// The gang's name and policy source. Every form the pod uses must name the
@@ -404,7 +450,7 @@ pub fn gang_policy(
     let mut upstream_group = None;
     let (min_member, declared_timeout) = match m.source {
         GangSource::PodGroup => pod_group_policy(&m.key, objects.pod_groups.get(&m.key))?,
-        GangSource::Annotation => {
+        GangSource::Annotation | GangSource::Owner => {
             let min_member = m
                 .min_member
                 .ok_or_else(|| GangSpecError::MinMemberUnknown {
