@@ -82,6 +82,19 @@ pub const GANG_OBJECT_SOURCES: &[GangSourceKind] = &[
     COMPOSITE_POD_GROUP,
 ];
 
+/// The owner kinds gangs are found from (`owners::OWNER_KINDS`), as sources
+/// for the same report; each is named by its plural (`jobsets`, `rayclusters`).
+pub fn owner_sources(kinds: &[OptionalKind]) -> Vec<GangSourceKind> {
+    kinds
+        .iter()
+        .map(|kind| GangSourceKind {
+            name: kind.plural,
+            kind: *kind,
+            watched: true,
+        })
+        .collect()
+}
+
 /// The `OptionalKind`s of `sources`, for `ServedApis::discover`.
 pub fn kinds_of(sources: &[GangSourceKind]) -> Vec<OptionalKind> {
     sources.iter().map(|s| s.kind).collect()
@@ -186,6 +199,20 @@ mod tests {
             line.starts_with("annotation (phalanx.dev/gang) active"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn owner_kinds_report_under_their_plural() {
+        let ray = OptionalKind {
+            group: "ray.io",
+            version: "v1",
+            kind: "RayCluster",
+            plural: "rayclusters",
+        };
+        let sources = owner_sources(&[ray]);
+        let active = active_sources(&ServedApis::from_kinds([ray]), &sources);
+        assert!(active.is_active(&sources[0]));
+        assert_eq!(sources[0].name, "rayclusters");
     }
 
     #[test]
