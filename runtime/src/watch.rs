@@ -42,8 +42,13 @@ pub fn recovery_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 
 /// Spawns a watch of `api` that sends every event, wrapped by `wrap`, to `tx`.
 /// `wrap` may capture what the event alone does not say (which kind a
-/// dynamic object's watch is of).
-pub fn spawn_watch<K, T, F>(api: Api<K>, tx: mpsc::Sender<T>, wrap: F)
+/// dynamic object's watch is of). The handle stops it (`abort`) when its kind
+/// stops being served; dropping the handle leaves it running.
+pub fn spawn_watch<K, T, F>(
+    api: Api<K>,
+    tx: mpsc::Sender<T>,
+    wrap: F,
+) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     T: Send + 'static,
@@ -63,5 +68,5 @@ where
                 Err(error) => tracing::warn!(%error, "watch error; retrying with backoff"),
             }
         }
-    });
+    })
 }

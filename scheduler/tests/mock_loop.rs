@@ -203,6 +203,31 @@ fn spawn_router_with_pod_groups(
                     list("StorageClassList", vec![])
                 }
                 (&Method::GET, "/apis/storage.k8s.io/v1/csinodes") => list("CSINodeList", vec![]),
+                // Aggregated discovery (what the scheduler asks first): the
+                // scheduler-plugins group exactly when this cluster has PodGroups.
+                (&Method::GET, "/apis") => json!({
+                    "kind": "APIGroupDiscoveryList",
+                    "apiVersion": "apidiscovery.k8s.io/v2",
+                    "items": if pod_groups.is_some() {
+                        json!([{
+                            "metadata": {"name": "scheduling.x-k8s.io"},
+                            "versions": [{
+                                "version": "v1alpha1",
+                                "freshness": "Current",
+                                "resources": [{
+                                    "resource": "podgroups",
+                                    "responseKind": {"group": "scheduling.x-k8s.io", "version": "v1alpha1", "kind": "PodGroup"},
+                                    "scope": "Namespaced",
+                                    "singularResource": "podgroup",
+                                    "verbs": ["get", "list", "watch", "patch"],
+                                    "subresources": [{"subresource": "status", "verbs": ["get", "patch"]}]
+                                }]
+                            }]
+                        }])
+                    } else {
+                        json!([])
+                    },
+                }),
                 (&Method::GET, POD_GROUPS) if pod_groups.is_some() => {
                     list("PodGroupList", pod_groups.clone().unwrap_or_default())
                 }

@@ -74,6 +74,6 @@ pub use phalanx::{
 pub use pods::{
     assignment_of, assignment_violations, create_pods, gpu_request, gpu_share_container,
     gpu_worker_container, match_labels, node_of, pod_for, pod_group, pod_term, pods_named,
-    pods_with_prefix, PodBuilder, PodSelector,
+    pods_with_prefix, upstream_pod_group, PodBuilder, PodSelector,
 };
 pub use priority::{create_priority_class, PreemptionPolicy};

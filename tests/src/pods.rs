@@ -7,8 +7,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PersistentVolumeClaimVolumeSource, Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, ResourceRequirements, TopologySpreadConstraint, Volume,
+    PersistentVolumeClaimVolumeSource, Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity,
+    PodSchedulingGroup, PodSpec, PodTemplateSpec, ResourceRequirements, TopologySpreadConstraint,
+    Volume,
+};
+use k8s_openapi::api::scheduling::v1beta1::{
+    GangSchedulingPolicy, PodGroup as UpstreamPodGroup, PodGroupSchedulingConstraints,
+    PodGroupSchedulingPolicy, PodGroupSpec as UpstreamPodGroupSpec, TopologyConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -155,6 +160,17 @@ impl PodBuilder {
             .labels
             .get_or_insert_with(BTreeMap::new)
             .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Joins the Kubernetes (`scheduling.k8s.io/v1beta1`) PodGroup `name`
+    /// through `spec.schedulingGroup.podGroupName`.
+    pub fn scheduling_group(mut self, name: &str) -> Self {
+        if let Some(spec) = self.pod.spec.as_mut() {
+            spec.scheduling_group = Some(PodSchedulingGroup {
+                pod_group_name: Some(name.to_owned()),
+            });
+        }
         self
     }
 
@@ -400,6 +416,37 @@ pub fn pod_group(namespace: &str, name: &str, min_member: i32) -> phalanx_api::P
         spec: phalanx_api::PodGroupSpec {
             min_member,
             ..phalanx_api::PodGroupSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// A Kubernetes (`scheduling.k8s.io/v1beta1`) PodGroup `name` in `namespace`
+/// with the gang policy `minCount: min_count` and, when given, the required
+/// topology key; pods join it with [`PodBuilder::scheduling_group`].
+pub fn upstream_pod_group(
+    namespace: &str,
+    name: &str,
+    min_count: i32,
+    topology_key: Option<&str>,
+) -> UpstreamPodGroup {
+    UpstreamPodGroup {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: UpstreamPodGroupSpec {
+            scheduling_policy: PodGroupSchedulingPolicy {
+                gang: Some(GangSchedulingPolicy { min_count }),
+                basic: None,
+            },
+            scheduling_constraints: topology_key.map(|key| PodGroupSchedulingConstraints {
+                topology: Some(vec![TopologyConstraint {
+                    key: key.to_owned(),
+                }]),
+            }),
+            ..UpstreamPodGroupSpec::default()
         },
         status: None,
     }

@@ -272,6 +272,11 @@ fn default_values_install_every_component_with_least_privilege() {
         ("phalanx.dev", "gpunodes", "watch"),
         ("scheduling.x-k8s.io", "podgroups", "watch"),
         ("scheduling.x-k8s.io", "podgroups/status", "patch"),
+        // Kubernetes' own gangs, where served.
+        ("scheduling.k8s.io", "podgroups", "list"),
+        ("scheduling.k8s.io", "podgroups", "watch"),
+        ("scheduling.k8s.io", "podgroups/status", "patch"),
+        ("scheduling.k8s.io", "compositepodgroups", "watch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         // Volumes: watched, then pre-bound before the Binding.

@@ -239,7 +239,9 @@ impl AutoscalerLoop {
         // it, nodes are placed on their nvidia.com/gpu capacity alone.
         let gpu_nodes: Api<GpuNode> = Api::all(client);
         match gpu_nodes.list(&ListParams::default().limit(1)).await {
-            Ok(_) => spawn_watch(gpu_nodes, tx, |e| Input::GpuNode(Box::new(e))),
+            Ok(_) => {
+                spawn_watch(gpu_nodes, tx, |e| Input::GpuNode(Box::new(e)));
+            }
             Err(error) => {
                 tracing::info!(%error, "GpuNodes are not served; placing on node capacity alone");
                 let now = wall_clock_ms();

@@ -176,6 +176,10 @@ pub struct GangConfig {
     /// How long a gang may wait for all its members when its PodGroup sets no
     /// `scheduleTimeoutSeconds`.
     pub default_timeout_seconds: u64,
+    /// How often the scheduler asks the server again which gang object kinds
+    /// it serves (a CRD or API group installed later is then watched); 0 asks
+    /// only at start.
+    pub discovery_interval_seconds: u64,
     /// Find the gang of a pod that declares none from the workload that owns
     /// it (an indexed Job, a JobSet or TrainJob, a training-operator job, a
     /// LeaderWorkerSet group, a RayCluster): `gangs/owners/`.
@@ -187,6 +191,7 @@ impl Default for GangConfig {
         Self {
             topology_key: None,
             default_timeout_seconds: 600,
+            discovery_interval_seconds: 60,
             auto_group: true,
         }
     }
@@ -195,6 +200,12 @@ impl Default for GangConfig {
 impl GangConfig {
     pub fn default_timeout(&self) -> Duration {
         Duration::from_secs(self.default_timeout_seconds)
+    }
+
+    /// `None`: discover only at start.
+    pub fn discovery_interval(&self) -> Option<Duration> {
+        (self.discovery_interval_seconds > 0)
+            .then(|| Duration::from_secs(self.discovery_interval_seconds))
     }
 }
 
@@ -541,6 +552,19 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../../deploy/scheduler-config.example.yaml");
 
+    #[test]
+    fn gang_discovery_interval_zero_means_only_at_start() {
+        let config = SchedulerConfig::from_yaml("gangs: {discoveryIntervalSeconds: 0}", "t")
+            .expect("0 is valid");
+        assert_eq!(config.gangs.discovery_interval(), None);
+        let config = SchedulerConfig::from_yaml("gangs: {discoveryIntervalSeconds: 15}", "t")
+            .expect("15 is valid");
+        assert_eq!(
+            config.gangs.discovery_interval(),
+            Some(Duration::from_secs(15))
+        );
+    }
+
     fn parse_err(yaml: &str) -> ConfigError {
         SchedulerConfig::from_yaml(yaml, "test.yaml").expect_err("config should be rejected")
     }
@@ -581,6 +605,10 @@ mod tests {
         assert_eq!(config.backoff.max_unschedulable(), Duration::from_secs(300));
         assert_eq!(config.gangs.topology_key, None);
         assert_eq!(config.gangs.default_timeout(), Duration::from_secs(600));
+        assert_eq!(
+            config.gangs.discovery_interval(),
+            Some(Duration::from_secs(60))
+        );
         assert!(
             config.gangs.auto_group,
             "gangs are found from owners by default"

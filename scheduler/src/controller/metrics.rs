@@ -9,6 +9,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
+use crate::controller::gangs::sources::ActiveSources;
 use phalanx_engine::TelemetryRejection;
 use phalanx_kube::mirror::MirrorChange;
 use phalanx_runtime::metrics::MetricsText;
@@ -232,6 +233,11 @@ struct ReasonLabel {
     reason: BindingErrorReason,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
 /// A gauge of a count of things (never negative).
 type CountGauge = Gauge<u64, AtomicU64>;
 
@@ -254,6 +260,7 @@ pub struct SchedulerMetrics {
     leader: CountGauge,
     cache_nodes: CountGauge,
     extender_requests_refused: Family<RefusalLabel, Counter>,
+    gang_source_active: Family<SourceLabel, CountGauge>,
 }
 
 impl Default for SchedulerMetrics {
@@ -424,6 +431,20 @@ impl SchedulerMetrics {
             cache_nodes.clone(),
         );
 
+        let gang_source_active = Family::<SourceLabel, CountGauge>::default();
+        registry.register(
+            "gang_source_active",
+            "1 for each gang source the scheduler reads (its object kind is served, or it needs \
+             none: annotation), 0 for a known source the server does not serve",
+            gang_source_active.clone(),
+        );
+        // The annotation form needs no object: active from the start.
+        gang_source_active
+            .get_or_create(&SourceLabel {
+                source: "annotation".to_owned(),
+            })
+            .set(1);
+
         let extender_requests_refused = Family::<RefusalLabel, Counter>::default();
         registry.register(
             "extender_requests_refused",
@@ -456,6 +477,7 @@ impl SchedulerMetrics {
             leader,
             cache_nodes,
             extender_requests_refused,
+            gang_source_active,
         }
     }
 
@@ -539,6 +561,22 @@ impl SchedulerMetrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(u64::from(leading));
+    }
+
+    /// Sets `gang_source_active` for every source in `sources`, and for the
+    /// annotation form (always active).
+    pub fn set_gang_sources(&self, sources: &ActiveSources) {
+        let set = |source: &str, active: bool| {
+            self.gang_source_active
+                .get_or_create(&SourceLabel {
+                    source: source.to_owned(),
+                })
+                .set(u64::from(active));
+        };
+        set("annotation", true);
+        for (source, active) in sources.iter() {
+            set(source.name, active);
+        }
     }
 
     pub fn set_nodes(&self, nodes: u64) {
@@ -680,7 +718,36 @@ mod tests {
             "# TYPE phalanx_scheduler_binding_errors counter",
             "# TYPE phalanx_scheduler_leader gauge",
             "# TYPE phalanx_scheduler_cache_nodes gauge",
+            "# TYPE phalanx_scheduler_gang_source_active gauge",
         ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn gang_sources_are_one_or_zero_each() {
+        use crate::controller::gangs::sources::{
+            active_sources, GANG_OBJECT_SOURCES, UPSTREAM_POD_GROUP,
+        };
+        use crate::controller::served_apis::ServedApis;
+        let metrics = SchedulerMetrics::new();
+        let served = ServedApis::from_kinds([UPSTREAM_POD_GROUP.kind]);
+        metrics.set_gang_sources(&active_sources(&served, GANG_OBJECT_SOURCES));
+        let text = metrics.encode();
+        let sample = |source: &str, value: &str| {
+            format!("phalanx_scheduler_gang_source_active{{source=\"{source}\"}} {value}")
+        };
+        for (source, value) in [
+            ("annotation", "1"),
+            ("podgroup", "1"),
+            ("scheduler-plugins-podgroup", "0"),
+            ("workload", "0"),
+            ("compositepodgroup", "0"),
+        ] {
+            let line = sample(source, value);
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in:\n{text}"

@@ -1,8 +1,12 @@
-//! The one writer of scheduler-plugins PodGroup status.
+//! The one writer of each kind of PodGroup status: the scheduler-plugins
+//! PodGroup's whole status, and the `PodGroupInitiallyScheduled` condition of a
+//! Kubernetes (`scheduling.k8s.io/v1beta1`) PodGroup. Each kind has its own
+//! writer task, so no object has two.
 //!
 //! After each gang decision the loop computes what the PodGroup's status should
-//! be ([`gangs::podgroup_status`](super::gangs::podgroup_status)) and hands it
-//! here without waiting. One task writes, one PodGroup at a time, the latest
+//! be ([`gangs::podgroup_status`](super::gangs::podgroup_status),
+//! [`gangs::initially_scheduled`](super::gangs::initially_scheduled)) and hands
+//! it here without waiting. One task writes, one PodGroup at a time, the latest
 //! status it was handed for each: a status handed over later always lands
 //! later, and one superseded before it was written is never written at all.
 //! (Each decision used to spawn its own patch, so a timed-out gang's `Failed`
@@ -16,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
+use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use phalanx_api::{PodGroup, PodGroupStatus};
@@ -61,31 +67,58 @@ impl StatusWriteError {
     }
 }
 
-/// The loop's handle on the writer: hands over the status each PodGroup should
-/// have now; never waits.
-#[derive(Debug, Clone)]
-pub struct PodGroupStatusWriter {
-    tx: mpsc::UnboundedSender<(GangKey, PodGroupStatus)>,
+/// The loop's handle on a writer: hands over the status (`S`) each PodGroup
+/// should have now; never waits.
+#[derive(Debug)]
+pub struct StatusWriter<S> {
+    tx: mpsc::UnboundedSender<(GangKey, S)>,
+}
+
+impl<S> Clone for StatusWriter<S> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
 }
 
 /// What the handles sent, for the writer task to work through.
 #[derive(Debug)]
-pub struct PodGroupStatusInbox {
-    rx: mpsc::UnboundedReceiver<(GangKey, PodGroupStatus)>,
+pub struct StatusInbox<S> {
+    rx: mpsc::UnboundedReceiver<(GangKey, S)>,
 }
 
-impl PodGroupStatusWriter {
-    /// A handle and its inbox; the writer task is [`PodGroupStatusInbox::write_to_api`].
-    pub fn channel() -> (Self, PodGroupStatusInbox) {
+/// The writer of scheduler-plugins PodGroups' status.
+pub type PodGroupStatusWriter = StatusWriter<PodGroupStatus>;
+pub type PodGroupStatusInbox = StatusInbox<PodGroupStatus>;
+/// The writer of Kubernetes PodGroups' `PodGroupInitiallyScheduled` condition.
+pub type UpstreamConditionWriter = StatusWriter<Condition>;
+pub type UpstreamConditionInbox = StatusInbox<Condition>;
+
+impl<S: Clone> StatusWriter<S> {
+    /// A handle and its inbox; the writer task is the inbox's `write_to_api`.
+    pub fn channel() -> (Self, StatusInbox<S>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, PodGroupStatusInbox { rx })
+        (Self { tx }, StatusInbox { rx })
     }
 
     /// The status `key` should have now; replaces any not yet written.
-    pub fn send(&self, key: GangKey, status: PodGroupStatus) {
+    pub fn send(&self, key: GangKey, status: S) {
         if self.tx.send((key, status)).is_err() {
             tracing::debug!("the PodGroup status writer has stopped");
         }
+    }
+}
+
+impl<S: Clone> StatusInbox<S> {
+    /// Writes what the handles send through `write`, one PodGroup at a time,
+    /// until every handle is dropped and all is written (or given up).
+    pub async fn write_with<W, Fut>(self, write: W, retry: RetryPolicy)
+    where
+        W: FnMut(GangKey, S) -> Fut,
+        Fut: Future<Output = Result<(), StatusWriteError>>,
+    {
+        run(self.rx, write, retry).await;
     }
 }
 
@@ -99,15 +132,52 @@ impl PodGroupStatusInbox {
         )
         .await;
     }
+}
 
-    /// Writes what the handles send through `write`, one PodGroup at a time,
-    /// until every handle is dropped and all is written (or given up).
-    pub async fn write_with<W, Fut>(self, write: W, retry: RetryPolicy)
-    where
-        W: FnMut(GangKey, PodGroupStatus) -> Fut,
-        Fut: Future<Output = Result<(), StatusWriteError>>,
-    {
-        run(self.rx, write, retry).await;
+impl UpstreamConditionInbox {
+    /// The writer task: patches the one condition Phalanx owns into the status
+    /// of `scheduling.k8s.io/v1beta1` PodGroups. A strategic merge patch merges
+    /// `status.conditions` by `type` (the API's patch strategy), so conditions
+    /// other writers own are left alone.
+    pub async fn write_to_api(self, client: Client, fence: LeaseFence) {
+        self.write_with(
+            move |key, condition| patch_condition(client.clone(), fence.clone(), key, condition),
+            RetryPolicy::default(),
+        )
+        .await;
+    }
+}
+
+async fn patch_condition(
+    client: Client,
+    fence: LeaseFence,
+    key: GangKey,
+    condition: Condition,
+) -> Result<(), StatusWriteError> {
+    if !fence.allows(SystemTime::now()) {
+        return Err(StatusWriteError::Fenced(key));
+    }
+    let api: Api<UpstreamPodGroup> = Api::namespaced(client, &key.namespace);
+    let patch = serde_json::json!({ "status": { "conditions": [condition] } });
+    let result = api
+        .patch_status(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await;
+    api_result(key, result)
+}
+
+/// A write's answer: a missing object is not retried.
+fn api_result<T>(key: GangKey, result: Result<T, kube::Error>) -> Result<(), StatusWriteError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(StatusWriteError::Gone(key)),
+        Err(error) => Err(StatusWriteError::Failed {
+            key,
+            message: error.to_string(),
+        }),
     }
 }
 
@@ -122,23 +192,16 @@ async fn patch_status(
     }
     let api: Api<PodGroup> = Api::namespaced(client, &key.namespace);
     let patch = serde_json::json!({ "status": status });
-    match api
+    let result = api
         .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Err(StatusWriteError::Gone(key)),
-        Err(error) => Err(StatusWriteError::Failed {
-            key,
-            message: error.to_string(),
-        }),
-    }
+        .await;
+    api_result(key, result)
 }
 
 /// A status waiting to be written.
 #[derive(Debug)]
-struct Queued {
-    status: PodGroupStatus,
+struct Queued<S> {
+    status: S,
     /// Failed writes of this status so far.
     failures: u32,
     /// A retry waits until then.
@@ -147,14 +210,23 @@ struct Queued {
 
 /// At most one status per PodGroup, the latest; PodGroups in the order they
 /// were first queued, so one that changes often cannot starve the others.
-#[derive(Debug, Default)]
-struct LatestPerPodGroup {
+#[derive(Debug)]
+struct LatestPerPodGroup<S> {
     order: VecDeque<GangKey>,
-    latest: HashMap<GangKey, Queued>,
+    latest: HashMap<GangKey, Queued<S>>,
 }
 
-impl LatestPerPodGroup {
-    fn set(&mut self, key: GangKey, status: PodGroupStatus) {
+impl<S> Default for LatestPerPodGroup<S> {
+    fn default() -> Self {
+        Self {
+            order: VecDeque::new(),
+            latest: HashMap::new(),
+        }
+    }
+}
+
+impl<S> LatestPerPodGroup<S> {
+    fn set(&mut self, key: GangKey, status: S) {
         let queued = Queued {
             status,
             failures: 0,
@@ -165,7 +237,7 @@ impl LatestPerPodGroup {
         }
     }
 
-    fn retry(&mut self, key: GangKey, mut queued: Queued, at: Instant) {
+    fn retry(&mut self, key: GangKey, mut queued: Queued<S>, at: Instant) {
         queued.failures += 1;
         queued.not_before = Some(at);
         if self.latest.insert(key.clone(), queued).is_none() {
@@ -174,7 +246,7 @@ impl LatestPerPodGroup {
     }
 
     /// The first status due at `now`, taken out.
-    fn pop_due(&mut self, now: Instant) -> Option<(GangKey, Queued)> {
+    fn pop_due(&mut self, now: Instant) -> Option<(GangKey, Queued<S>)> {
         let due = |key: &GangKey| {
             self.latest
                 .get(key)
@@ -199,12 +271,12 @@ impl LatestPerPodGroup {
     }
 }
 
-async fn run<W, Fut>(
-    mut rx: mpsc::UnboundedReceiver<(GangKey, PodGroupStatus)>,
+async fn run<S: Clone, W, Fut>(
+    mut rx: mpsc::UnboundedReceiver<(GangKey, S)>,
     mut write: W,
     retry: RetryPolicy,
 ) where
-    W: FnMut(GangKey, PodGroupStatus) -> Fut,
+    W: FnMut(GangKey, S) -> Fut,
     Fut: Future<Output = Result<(), StatusWriteError>>,
 {
     let mut queue = LatestPerPodGroup::default();
@@ -243,9 +315,9 @@ async fn run<W, Fut>(
 }
 
 /// Moves what the channel holds into the queue; false once it is closed.
-fn drain(
-    rx: &mut mpsc::UnboundedReceiver<(GangKey, PodGroupStatus)>,
-    queue: &mut LatestPerPodGroup,
+fn drain<S>(
+    rx: &mut mpsc::UnboundedReceiver<(GangKey, S)>,
+    queue: &mut LatestPerPodGroup<S>,
 ) -> bool {
     loop {
         match rx.try_recv() {

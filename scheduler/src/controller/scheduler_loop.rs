@@ -21,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
+use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, ListParams};
@@ -38,7 +40,9 @@ use super::gangs::{self, GangKey, GangMembership, GangTracker, OwnerKind, PlanBo
 use super::metrics::{AttemptResult, SchedulerMetrics};
 use super::node_presence::NodePresence;
 use super::pod_scheduled::{self, NotScheduled, PodConditionInbox, PodConditionWriter};
-use super::podgroup_status_writer::{PodGroupStatusInbox, PodGroupStatusWriter};
+use super::podgroup_status_writer::{
+    PodGroupStatusInbox, PodGroupStatusWriter, UpstreamConditionInbox, UpstreamConditionWriter,
+};
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
 use super::volume_binder::VolumeBinder;
@@ -54,10 +58,14 @@ use phalanx_runtime::http::Health;
 use phalanx_runtime::leader::LeaseFence;
 use phalanx_runtime::watch::spawn_watch;
 
+mod gang_objects;
 mod gang_recovery;
 mod gang_scheduling;
+mod gang_source_watch;
 mod owner_watch;
+use gang_objects::ObjectsByKey;
 use gang_scheduling::GangEntry;
+use gang_source_watch::GangSourceWatch;
 use owner_watch::{OwnerGang, OwnerGangs};
 
 /// How long one turn may spend scheduling before it looks at the watches again.
@@ -125,6 +133,8 @@ enum Input {
     GpuNode(Box<Event<GpuNode>>),
     Pod(Box<Event<Pod>>),
     PodGroup(Box<Event<PodGroup>>),
+    UpstreamPodGroup(Box<Event<UpstreamPodGroup>>),
+    CompositePodGroup(Box<Event<CompositePodGroup>>),
     Namespace(Box<Event<Namespace>>),
     Claim(Box<Event<PersistentVolumeClaim>>),
     Volume(Box<Event<PersistentVolume>>),
@@ -246,12 +256,20 @@ pub struct SchedulerLoop {
     /// Which gang each known member belongs to, so that a deletion touches one
     /// gang instead of scanning them all.
     gang_of_member: HashMap<String, GangKey>,
-    pod_groups: HashMap<GangKey, PodGroup>,
+    /// scheduler-plugins PodGroups.
+    pod_groups: ObjectsByKey<PodGroup>,
+    /// `scheduling.k8s.io/v1beta1` PodGroups.
+    upstream_pod_groups: ObjectsByKey<UpstreamPodGroup>,
+    /// `scheduling.k8s.io/v1alpha3` CompositePodGroups.
+    composite_pod_groups: ObjectsByKey<CompositePodGroup>,
     tracker: GangTracker,
     /// The one writer of PodGroup status, and its inbox until `run` starts
     /// the writer task.
     status_writer: PodGroupStatusWriter,
     status_inbox: Option<PodGroupStatusInbox>,
+    /// The one writer of Kubernetes PodGroups' `PodGroupInitiallyScheduled`.
+    upstream_condition_writer: UpstreamConditionWriter,
+    upstream_condition_inbox: Option<UpstreamConditionInbox>,
     /// The one writer of pods' PodScheduled condition, and its inbox until
     /// `run` starts the writer task.
     condition_writer: PodConditionWriter,
@@ -306,6 +324,8 @@ impl SchedulerLoop {
         let (bind_tx, bind_rx) = mpsc::channel(4096);
         let (status_writer, status_inbox) = PodGroupStatusWriter::channel();
         let (condition_writer, condition_inbox) = PodConditionWriter::channel();
+        let (upstream_condition_writer, upstream_condition_inbox) =
+            UpstreamConditionWriter::channel();
         let mut mirror =
             ClusterMirror::new(config.telemetry_max_age().as_millis() as u64).watching_namespaces();
         // This scheduler binds volumes itself (unlike the extender, where
@@ -321,10 +341,14 @@ impl SchedulerLoop {
             pending: HashMap::new(),
             gangs: HashMap::new(),
             gang_of_member: HashMap::new(),
-            pod_groups: HashMap::new(),
+            pod_groups: ObjectsByKey::default(),
+            upstream_pod_groups: ObjectsByKey::default(),
+            composite_pod_groups: ObjectsByKey::default(),
             tracker: GangTracker::new(),
             status_writer,
             status_inbox: Some(status_inbox),
+            upstream_condition_writer,
+            upstream_condition_inbox: Some(upstream_condition_inbox),
             condition_writer,
             condition_inbox: Some(condition_inbox),
             policy,
@@ -358,6 +382,10 @@ impl SchedulerLoop {
             tokio::spawn(inbox.write_to_api(client, fence));
         }
         if let Some(inbox) = self.condition_inbox.take() {
+            let (client, fence) = (self.deps.client.clone(), self.deps.fence.clone());
+            tokio::spawn(inbox.write_to_api(client, fence));
+        }
+        if let Some(inbox) = self.upstream_condition_inbox.take() {
             let (client, fence) = (self.deps.client.clone(), self.deps.fence.clone());
             tokio::spawn(inbox.write_to_api(client, fence));
         }
@@ -486,15 +514,10 @@ impl SchedulerLoop {
         spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
             Input::CsiNode(Box::new(e))
         });
-        // PodGroups only where the scheduler-plugins CRD is installed.
-        let pod_groups: Api<PodGroup> = Api::all(client);
-        match pod_groups.list(&ListParams::default().limit(1)).await {
-            Ok(_) => spawn_watch(pod_groups, tx, |e| Input::PodGroup(Box::new(e))),
-            Err(error) => tracing::info!(
-                %error,
-                "scheduling.x-k8s.io PodGroups are not served; gangs use the annotation form"
-            ),
-        }
+        // Gang objects only where served, asked again at an interval.
+        let (sources, ok) = GangSourceWatch::start(client, tx, self.deps.metrics.clone()).await;
+        let interval = self.deps.config.gangs.discovery_interval();
+        tokio::spawn(sources.keep_asking(interval, ok));
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -507,6 +530,8 @@ impl SchedulerLoop {
             Input::GpuNode(event) => self.mirror.gpu_node_event(*event, now_ms),
             Input::Pod(event) => self.handle_pod_event(*event),
             Input::PodGroup(event) => self.handle_pod_group_event(*event),
+            Input::UpstreamPodGroup(event) => self.handle_upstream_pod_group_event(*event),
+            Input::CompositePodGroup(event) => self.handle_composite_event(*event),
             Input::Namespace(event) => self.mirror.namespace_event(&event),
             Input::Claim(event) => self.mirror.claim_event(&event),
             Input::Volume(event) => self.mirror.volume_event(&event),
@@ -589,13 +614,22 @@ impl SchedulerLoop {
         };
         self.set_gang_membership(&uid, gang.as_ref().map(|m| &m.key));
         self.set_member_running(&uid, is_running(&pod));
+        if gang.is_some()
+            && pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some()
+        {
+            self.gang_member_bound_now(&uid);
+        }
         if !translate::is_ours(&pod, &self.deps.config.scheduler_name) {
             // Bound (by us or anyone), finished or being deleted.
             self.stop_pending(&uid);
             return;
         }
         let now = Instant::now();
-        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let priority = self.queue_priority(&pod, gang.as_ref());
         let is_new = !self.pending.contains_key(&uid);
         let entry = self
             .pending
@@ -711,9 +745,18 @@ impl SchedulerLoop {
 
     fn schedule_pod(&mut self, uid: String) {
         let key = WorkKey::Pod(uid.clone());
-        let Some(pending) = self.pending.get(&uid) else {
-            self.queue.done(&key);
-            return;
+        match self.place_alone(&uid) {
+            AloneOutcome::Placed | AloneOutcome::Gone => self.queue.done(&key),
+            AloneOutcome::Unschedulable => self.queue.unschedulable(key, Instant::now()),
+            AloneOutcome::Error => self.queue.retry_after_error(key, Instant::now()),
+        }
+    }
+
+    /// One attempt at one pod: placed, assumed and handed to a binding task,
+    /// or a FailedScheduling event. The caller keeps the queue.
+    fn place_alone(&mut self, uid: &str) -> AloneOutcome {
+        let Some(pending) = self.pending.get(uid) else {
+            return AloneOutcome::Gone;
         };
         let pod = pending.pod.clone();
         let snapshot = self.mirror.state().snapshot();
@@ -722,8 +765,7 @@ impl SchedulerLoop {
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
                 self.fail_event(&pod, error.to_string(), false);
-                self.queue.unschedulable(key, Instant::now());
-                return;
+                return AloneOutcome::Unschedulable;
             }
         };
         let outcome = schedule_one(
@@ -737,15 +779,14 @@ impl SchedulerLoop {
                 if let Err(error) = self
                     .mirror
                     .state_mut()
-                    .assume(&uid, demand.clone(), placement)
+                    .assume(uid, demand.clone(), placement)
                 {
                     tracing::error!(%error, pod = %demand.name, "engine refused its own placement");
                     self.deps.metrics.record_attempt(AttemptResult::Error);
-                    self.queue.retry_after_error(key, Instant::now());
-                    return;
+                    return AloneOutcome::Error;
                 }
-                self.queue.done(&key);
-                self.start_bind(&uid, &demand, placement);
+                self.start_bind(uid, &demand, placement);
+                AloneOutcome::Placed
             }
             CycleOutcome::Unschedulable { nodes, reasons } => {
                 self.deps
@@ -761,9 +802,19 @@ impl SchedulerLoop {
                     _ => unschedulable_message(nodes, &reasons),
                 };
                 self.fail_event(&pod, message, false);
-                self.queue.unschedulable(key, Instant::now());
+                AloneOutcome::Unschedulable
             }
         }
+    }
+
+    /// A pod's place in the queue: its own priority, or for a member of a
+    /// Kubernetes PodGroup that sets `spec.priority`, the group's.
+    fn queue_priority(&self, pod: &Pod, gang: Option<&GangMembership>) -> i32 {
+        let own = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        gang.filter(|m| m.source == gangs::GangSource::Upstream)
+            .and_then(|m| self.upstream_pod_groups.get(&m.key))
+            .and_then(|pg| pg.spec.priority)
+            .unwrap_or(own)
     }
 
     /// Records FailedScheduling for a pod, at most once per interval unless
@@ -893,6 +944,7 @@ impl SchedulerLoop {
                 if let Some(p) = self.pending.get(&outcome.uid) {
                     metrics.observe_e2e(p.first_seen.elapsed());
                 }
+                self.gang_member_bound_now(&outcome.uid);
                 // It stays a gang member (held, counting towards minMember); the
                 // watch confirms the binding in the snapshot.
                 self.stop_pending(&outcome.uid);
@@ -927,7 +979,8 @@ impl SchedulerLoop {
                             None => WorkKey::Pod(outcome.uid.clone()),
                         };
                         let pod = p.pod.clone();
-                        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+                        let gang = p.gang.clone();
+                        let priority = self.queue_priority(&pod, gang.as_ref());
                         // Refusals the user must act on (RBAC, admission) become
                         // FailedScheduling events, for a Binding or a gang plan.
                         if matches!(
@@ -948,6 +1001,15 @@ impl SchedulerLoop {
             }
         }
     }
+}
+
+/// What one attempt at a single pod ended in.
+enum AloneOutcome {
+    Placed,
+    /// No longer pending.
+    Gone,
+    Unschedulable,
+    Error,
 }
 
 /// Bound and in phase Running.

@@ -23,10 +23,7 @@
 //! attempt in kube-scheduler (the extender is configured `ignorable: false`).
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use phalanx_api::{
-    GpuAssignmentAnnotation, ANNOTATION_GANG_NAME, LABEL_POD_GROUP, RESOURCE_GPU_MILLI,
-    RESOURCE_WHOLE_GPU,
-};
+use phalanx_api::{GpuAssignmentAnnotation, RESOURCE_GPU_MILLI, RESOURCE_WHOLE_GPU};
 
 use super::types::{
     CandidateNode, ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, HostPriority,
@@ -81,19 +78,22 @@ pub fn is_resolvable(reason: &UnfitReason) -> bool {
     }
 }
 
-/// The `Error` for a pod that declares a gang (the scheduler-plugins label or
-/// Phalanx's annotation, well-formed or not): an extender sees one pod at a time
-/// and cannot place a gang all-or-nothing.
+/// The `Error` for a pod that declares a gang (the scheduler-plugins label,
+/// Phalanx's annotation or Kubernetes' `spec.schedulingGroup`, well-formed or
+/// not): an extender sees one pod at a time and cannot place a gang
+/// all-or-nothing. (A `spec.schedulingGroup` naming a PodGroup with the `basic`
+/// policy is refused too: the extender does not watch PodGroups to tell.)
 pub fn gang_refusal(pod: &Pod) -> Option<String> {
     let hint = "gangs are placed all-or-nothing only by the full Phalanx scheduler; \
                 set spec.schedulerName: phalanx on its pods (the extender places single pods)";
     match gangs::gang_of(pod) {
         Ok(None) => None,
         Ok(Some(gang)) => Some(format!(
-            "pod {} belongs to gang {}/{} ({LABEL_POD_GROUP} or {ANNOTATION_GANG_NAME}): {hint}",
+            "pod {} belongs to gang {}/{} ({}): {hint}",
             translate::pod_key(pod),
             gang.key.namespace,
-            gang.key.name
+            gang.key.name,
+            gang.source.field(),
         )),
         Err(error) => Some(format!("{error}; {hint}")),
     }
@@ -441,6 +441,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
+    use phalanx_api::{ANNOTATION_GANG_NAME, LABEL_POD_GROUP};
     use phalanx_engine::{build_policy, PolicyConfig, PolicyName, WorkloadSource};
 
     fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -673,6 +674,21 @@ pub(crate) mod tests {
             result.error
         );
         assert!(result.node_names.is_none() && result.failed_nodes.is_empty());
+
+        // Kubernetes' own form is a gang too, never placed as a single pod.
+        let mut upstream = pod("w2", "u-w2", json!({"nvidia.com/gpu": "1"}));
+        upstream.spec.as_mut().unwrap().scheduling_group =
+            Some(k8s_openapi::api::core::v1::PodSchedulingGroup {
+                pod_group_name: Some("job".to_owned()),
+            });
+        let result = filter(&m, args_names(upstream, &["a"]));
+        assert!(
+            result
+                .error
+                .contains("belongs to gang ml/job (spec.schedulingGroup.podGroupName)"),
+            "{}",
+            result.error
+        );
 
         let mut annotated = pod("w1", "u-w1", json!({"nvidia.com/gpu": "1"}));
         annotated.metadata.annotations =

@@ -1,56 +1,40 @@
 //! Which gang a pod belongs to, and that gang's policy.
 //!
-//! One internal notion of a gang (a minimum member count, a timeout, an optional
-//! topology key), read from the forms users already write, in this order of
-//! precedence:
+//! One internal notion of a gang (a minimum member count, a timeout, topology
+//! levels, a priority), read from the three forms users already write:
 //!
 //! 1. the scheduler-plugins label `scheduling.x-k8s.io/pod-group` naming a
 //!    `PodGroup` (`scheduling.x-k8s.io/v1alpha1`) in the pod's namespace;
 //! 2. Phalanx's annotation `phalanx.dev/gang` with `phalanx.dev/gang-min-member`;
-//! 3. upstream Kubernetes gang scheduling (`scheduling.k8s.io`, alpha), which the
-//!    typed `Pod` of k8s-openapi `v1_33` cannot see, so it is parsed from the raw
-//!    pod JSON by [`upstream_gang_of`].
+//! 3. Kubernetes' own gang scheduling (1.37, `scheduling.k8s.io/v1beta1`): the
+//!    pod's `spec.schedulingGroup.podGroupName` names a `PodGroup` in its
+//!    namespace, whose policy [`super::upstream`] reads.
+//!
+//! A pod belongs to one gang at most. When it declares more than one form, they
+//! must name the same gang (else [`GangSpecError::ConflictingGangs`], naming
+//! both fields); the object of the strongest form present is the policy source:
+//! the upstream PodGroup, else the scheduler-plugins PodGroup, else the
+//! annotations. (Kubernetes 1.35's pod `spec.workloadRef` is not read: the 1.37
+//! API has no such pod field.)
 //!
 //! The optional annotations `phalanx.dev/gang-min-member`,
 //! `phalanx.dev/gang-timeout-seconds` and `phalanx.dev/gang-topology-key` are read
-//! for the label form too, so a scheduler-plugins user can add a topology
-//! preference without a new CRD.
-//!
-//! # The upstream forms (KEP-4671 and KEP-5832)
-//!
-//! What the Kubernetes documentation and API reference say (looked up for this
-//! module; both are alpha, behind the `GenericWorkload` feature gate):
-//!
-//! - **Kubernetes 1.35**, `scheduling.k8s.io/v1alpha1`: a `Workload` lists
-//!   `spec.podGroups[]`, each `{name, policy: {gang: {minCount}} | {basic: {}}}`;
-//!   a pod joins one with `spec.workloadRef: {name, podGroup, podGroupReplicaKey?}`
-//!   (the Workload's name, the group's name inside it, and an optional key that
-//!   splits one group into independent replicas, each its own gang).
-//! - **Kubernetes 1.36**, `scheduling.k8s.io/v1alpha2` (KEP-5832 decouples the
-//!   PodGroup from the Workload): a standalone runtime `PodGroup` carries
-//!   `spec.schedulingPolicy: {gang: {minCount}} | {basic: {}}`; a pod joins it with
-//!   `spec.schedulingGroup: {podGroupName}`. The Workload keeps templates in
-//!   `spec.podGroupTemplates[]` (`{name, schedulingPolicy}`) from which
-//!   controllers create the PodGroups. Later versions (`v1alpha3`, `v1beta1`)
-//!   keep these names; there `minCount` may be left for a controller to default.
-//!
-//! [`upstream_gang_of`] accepts both pod shapes (`schedulingGroup` first);
-//! [`upstream_min_member`] accepts a PodGroup object, a Workload `podGroups[]`
-//! entry or a `podGroupTemplates[]` entry, with the policy under `policy` or
-//! `schedulingPolicy`; [`upstream_workload_min_member`] finds the entry in a
-//! Workload. The key of a `workloadRef` gang is `workload/podGroup` (plus
-//! `/replicaKey`), which cannot clash with an object name (names have no `/`).
+//! for every form, so a PodGroup user can add a timeout or a topology preference
+//! without a new field; a PodGroup's own fields win where both say something.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
+use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use phalanx_api::{
     PodGroup, ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, ANNOTATION_GANG_TIMEOUT_SECONDS,
     ANNOTATION_GANG_TOPOLOGY_KEY, LABEL_POD_GROUP,
 };
-use serde_json::Value;
+
+use super::upstream::{self, GangDisruption, PreemptionPolicy, UpstreamPolicy};
 
 /// A gang, by the namespace of its pods and its name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,47 +58,48 @@ impl fmt::Display for GangKey {
     }
 }
 
-/// The form a gang was declared in.
+/// The form a gang was declared in: the source of its policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GangSource {
     /// scheduler-plugins `PodGroup` named by the `scheduling.x-k8s.io/pod-group` label.
     PodGroup,
     /// `phalanx.dev/gang` and `phalanx.dev/gang-min-member` annotations.
     Annotation,
-    /// Upstream `scheduling.k8s.io` gang scheduling.
+    /// `spec.schedulingGroup.podGroupName`: a `scheduling.k8s.io/v1beta1` PodGroup.
     Upstream,
     /// Found from the workload that owns the pod (`owners`): its minimum is
     /// derived from the owner's spec.
     Owner,
 }
 
-/// The upstream object that holds an upstream gang's policy.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum UpstreamGroupRef {
-    /// `spec.schedulingGroup.podGroupName`: a `scheduling.k8s.io` PodGroup.
-    PodGroup { name: String },
-    /// `spec.workloadRef`: a pod group inside a `scheduling.k8s.io` Workload.
-    Workload {
-        workload: String,
-        pod_group: String,
-        replica_key: Option<String>,
-    },
+impl GangSource {
+    /// Where a pod names a gang of this form, for messages.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::PodGroup => FIELD_LABEL,
+            Self::Annotation => FIELD_ANNOTATION,
+            Self::Upstream => FIELD_SCHEDULING_GROUP,
+            Self::Owner => "metadata.ownerReferences",
+        }
+    }
 }
+
+/// Where a pod may name its gang, for messages.
+const FIELD_LABEL: &str = "label scheduling.x-k8s.io/pod-group";
+const FIELD_ANNOTATION: &str = "annotation phalanx.dev/gang";
+const FIELD_SCHEDULING_GROUP: &str = "spec.schedulingGroup.podGroupName";
 
 /// A pod's gang, as the pod declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GangMembership {
     pub key: GangKey,
     pub source: GangSource,
-    /// From `phalanx.dev/gang-min-member` (or, for an upstream gang, filled in by
-    /// the caller from [`upstream_min_member`]).
+    /// From `phalanx.dev/gang-min-member`.
     pub min_member: Option<u32>,
     /// From `phalanx.dev/gang-timeout-seconds`.
     pub timeout: Option<Duration>,
     /// From `phalanx.dev/gang-topology-key`.
     pub topology_key: Option<String>,
-    /// For [`GangSource::Upstream`]: the object to read the policy from.
-    pub upstream: Option<UpstreamGroupRef>,
 }
 
 /// Why a gang's declaration cannot be used. Each names the pod or group and the
@@ -138,31 +123,79 @@ pub enum GangSpecError {
          {ANNOTATION_GANG_MIN_MEMBER} (the gang's minimum member count)"
     )]
     MissingMinMember { pod: String, gang: String },
+    #[error(
+        "pod {pod}: {first_field}={first:?} and {second_field}={second:?} name different \
+         gangs; a pod belongs to one gang at most, so it is not scheduled until they agree"
+    )]
+    ConflictingGangs {
+        pod: String,
+        first_field: &'static str,
+        first: String,
+        second_field: &'static str,
+        second: String,
+    },
     #[error("PodGroup {pod_group} not found")]
     PodGroupNotFound { pod_group: GangKey },
     #[error("PodGroup {pod_group}: spec.minMember is {value}; it must be at least 1")]
     InvalidPodGroupMinMember { pod_group: GangKey, value: i32 },
     #[error("PodGroup {pod_group}: spec.scheduleTimeoutSeconds is {value}; it must be at least 1")]
     InvalidPodGroupTimeout { pod_group: GangKey, value: i32 },
-    #[error("gang {gang}: minimum member count unknown (for an upstream gang, read minCount from its PodGroup or Workload first)")]
+    #[error("gang {gang}: minimum member count unknown")]
     MinMemberUnknown { gang: GangKey },
-    #[error("{group}: uses the basic scheduling policy, not gang")]
-    UpstreamNotGang { group: String },
-    #[error("{group}: {field} {problem}")]
+    #[error("scheduling.k8s.io PodGroup {pod_group} not found")]
+    UpstreamPodGroupNotFound { pod_group: GangKey },
+    #[error("scheduling.k8s.io PodGroup {pod_group}: {field} {problem}")]
     UpstreamInvalid {
-        group: String,
+        pod_group: GangKey,
+        field: &'static str,
+        problem: String,
+    },
+    #[error(
+        "scheduling.k8s.io PodGroup {pod_group}: spec.parentCompositePodGroupName names \
+         CompositePodGroup {composite:?}, which is not found"
+    )]
+    CompositeNotFound {
+        pod_group: GangKey,
+        composite: String,
+    },
+    #[error(
+        "scheduling.k8s.io PodGroup {pod_group}: spec.parentCompositePodGroupName names \
+         CompositePodGroup {composite:?}, whose gang policy (minGroupCount {min_group_count}) \
+         places sibling PodGroups together; Phalanx cannot place several PodGroups as one \
+         gang yet, so it does not schedule this group rather than place it alone"
+    )]
+    CompositeGangUnsupported {
+        pod_group: GangKey,
+        composite: String,
+        min_group_count: i32,
+    },
+    #[error("CompositePodGroup {composite}: {field} {problem}")]
+    CompositeInvalid {
+        composite: GangKey,
         field: &'static str,
         problem: String,
     },
     #[error("pod {pod}: {problem}")]
     AutoGang { pod: String, problem: String },
-    #[error("Workload {workload}: has no pod group {pod_group:?} in spec.podGroups or spec.podGroupTemplates")]
-    UpstreamPodGroupNotInWorkload { workload: String, pod_group: String },
 }
 
-/// The gang `pod` belongs to through the scheduler-plugins label or Phalanx's
-/// annotation; `None` if it declares neither (see [`upstream_gang_of`] for the
-/// upstream form). An empty label is no gang, as in scheduler-plugins.
+impl GangSpecError {
+    /// The group's own spec is wrong (reported as `SchedulerError` on an
+    /// upstream PodGroup), as opposed to something missing that may appear.
+    pub fn is_invalid_group(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidPodGroupMinMember { .. }
+                | Self::InvalidPodGroupTimeout { .. }
+                | Self::UpstreamInvalid { .. }
+                | Self::CompositeGangUnsupported { .. }
+                | Self::CompositeInvalid { .. }
+        )
+    }
+}
+
+/// The gang `pod` belongs to, through any of the three forms; `None` if it
+/// declares none. An empty label or scheduling group is no gang.
 pub fn gang_of(pod: &Pod) -> Result<Option<GangMembership>, GangSpecError> {
     let pod_name = pod_display_name(pod);
     let no_annotations = BTreeMap::new();
@@ -197,7 +230,6 @@ pub fn gang_of(pod: &Pod) -> Result<Option<GangMembership>, GangSpecError> {
         min_member,
         timeout,
         topology_key,
-        upstream: None,
     }))
 }
 
@@ -241,24 +273,56 @@ pub fn pod_gang_options(pod: &Pod) -> Result<PodGangOptions, GangSpecError> {
     })
 }
 
-/// The gang's name and form: the label wins over the annotation.
+/// The gang's name and policy source. Every form the pod uses must name the
+/// same gang; the strongest present is the source (upstream, then the
+/// scheduler-plugins PodGroup, then the annotations).
 fn declared_gang_name(
     pod: &Pod,
     annotations: &BTreeMap<String, String>,
     pod_name: &str,
 ) -> Result<Option<(String, GangSource)>, GangSpecError> {
+    let scheduling_group = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.scheduling_group.as_ref())
+        .and_then(|group| group.pod_group_name.as_deref())
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            (
+                FIELD_SCHEDULING_GROUP,
+                name.to_owned(),
+                GangSource::Upstream,
+            )
+        });
     let label = pod
         .metadata
         .labels
         .as_ref()
         .and_then(|labels| labels.get(LABEL_POD_GROUP))
         .map(|value| value.trim())
-        .filter(|value| !value.is_empty());
-    if let Some(pod_group) = label {
-        return Ok(Some((pod_group.to_owned(), GangSource::PodGroup)));
+        .filter(|value| !value.is_empty())
+        .map(|name| (FIELD_LABEL, name.to_owned(), GangSource::PodGroup));
+    let annotation = text_annotation(annotations, ANNOTATION_GANG_NAME, pod_name)?
+        .map(|name| (FIELD_ANNOTATION, name, GangSource::Annotation));
+    // Strongest first: the first one present is the policy source.
+    let declared: Vec<_> = [scheduling_group, label, annotation]
+        .into_iter()
+        .flatten()
+        .collect();
+    let Some((first_field, first, source)) = declared.first().cloned() else {
+        return Ok(None);
+    };
+    if let Some((second_field, second, _)) = declared.iter().find(|(_, name, _)| *name != first) {
+        return Err(GangSpecError::ConflictingGangs {
+            pod: pod_name.to_owned(),
+            first_field,
+            first,
+            second_field,
+            second: second.clone(),
+        });
     }
-    let gang = text_annotation(annotations, ANNOTATION_GANG_NAME, pod_name)?;
-    Ok(gang.map(|name| (name, GangSource::Annotation)))
+    Ok(Some((first, source)))
 }
 
 /// An optional annotation holding an integer from 1 to `max`.
@@ -325,26 +389,68 @@ pub struct GangDefaults {
     pub topology_key: Option<String>,
 }
 
+/// A node label whose values are the gang's topology domains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyLevel {
+    pub key: String,
+    /// Every member in one domain, or the gang is not placed (an upstream
+    /// PodGroup's `schedulingConstraints.topology`); else one domain is
+    /// preferred and the gang may span them (`phalanx.dev/gang-topology-key`,
+    /// `gangs.topologyKey`).
+    pub required: bool,
+}
+
 /// A gang's resolved policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GangPolicy {
     pub min_member: usize,
     pub timeout: Duration,
-    pub topology_key: Option<String>,
+    /// Topology levels, tightest first: required ones, then the preferred one.
+    pub topology: Vec<TopologyLevel>,
+    /// The gang's place in the queue (an upstream PodGroup's `spec.priority`);
+    /// `None`: its members' pod priority.
+    pub priority: Option<i32>,
+    /// Carried, not acted on: Phalanx does not preempt yet.
+    pub preemption: Option<PreemptionPolicy>,
+    /// Carried, not acted on: Phalanx evicts nothing yet.
+    pub disruption: Option<GangDisruption>,
+}
+
+/// How a declared gang is scheduled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GangRule {
+    /// All of `min_member` or nothing.
+    Gang(GangPolicy),
+    /// An upstream PodGroup with the `basic` policy: each pod alone, in the
+    /// group's queue slot.
+    EachAlone { priority: Option<i32> },
+}
+
+/// The objects gangs read their policy from, as the watches last showed them.
+#[derive(Clone, Copy, Debug)]
+pub struct GangObjects<'a> {
+    /// scheduler-plugins PodGroups.
+    pub pod_groups: &'a HashMap<GangKey, PodGroup>,
+    /// `scheduling.k8s.io/v1beta1` PodGroups.
+    pub upstream: &'a HashMap<GangKey, UpstreamPodGroup>,
+    /// `scheduling.k8s.io/v1alpha3` CompositePodGroups.
+    pub composites: &'a HashMap<GangKey, CompositePodGroup>,
 }
 
 /// Resolves a gang's policy. For the PodGroup form the `PodGroup` object is
 /// authoritative for `minMember`, and its `scheduleTimeoutSeconds` wins over the
-/// timeout annotation and the default. The other forms need `m.min_member` (the
-/// annotation, or an upstream gang's `minCount` filled in by the caller).
+/// timeout annotation and the default. For the upstream form the PodGroup's
+/// policy, topology, priority and parent composite are read by
+/// [`upstream::read_pod_group`]. The annotation form needs `m.min_member`.
 pub fn gang_policy(
     m: &GangMembership,
-    pod_group: Option<&PodGroup>,
+    objects: GangObjects<'_>,
     defaults: &GangDefaults,
-) -> Result<GangPolicy, GangSpecError> {
+) -> Result<GangRule, GangSpecError> {
+    let mut upstream_group = None;
     let (min_member, declared_timeout) = match m.source {
-        GangSource::PodGroup => pod_group_policy(&m.key, pod_group)?,
-        GangSource::Annotation | GangSource::Upstream | GangSource::Owner => {
+        GangSource::PodGroup => pod_group_policy(&m.key, objects.pod_groups.get(&m.key))?,
+        GangSource::Annotation | GangSource::Owner => {
             let min_member = m
                 .min_member
                 .ok_or_else(|| GangSpecError::MinMemberUnknown {
@@ -352,15 +458,52 @@ pub fn gang_policy(
                 })?;
             (min_member, None)
         }
+        GangSource::Upstream => {
+            let group = upstream::read_pod_group(&m.key, objects.upstream, objects.composites)?;
+            let min_count = match group.policy {
+                UpstreamPolicy::Basic => {
+                    return Ok(GangRule::EachAlone {
+                        priority: group.priority,
+                    })
+                }
+                UpstreamPolicy::Gang { min_count } => min_count,
+            };
+            upstream_group = Some(group);
+            (min_count, None)
+        }
     };
-    Ok(GangPolicy {
+    let mut topology: Vec<TopologyLevel> = upstream_group
+        .as_ref()
+        .map(|g| {
+            g.required_topology
+                .iter()
+                .map(|key| TopologyLevel {
+                    key: key.clone(),
+                    required: true,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(key) = m
+        .topology_key
+        .clone()
+        .or_else(|| defaults.topology_key.clone())
+    {
+        if !topology.iter().any(|level| level.key == key) {
+            topology.push(TopologyLevel {
+                key,
+                required: false,
+            });
+        }
+    }
+    Ok(GangRule::Gang(GangPolicy {
         min_member: usize::try_from(min_member).unwrap_or(usize::MAX),
         timeout: declared_timeout.or(m.timeout).unwrap_or(defaults.timeout),
-        topology_key: m
-            .topology_key
-            .clone()
-            .or_else(|| defaults.topology_key.clone()),
-    })
+        topology,
+        priority: upstream_group.as_ref().and_then(|g| g.priority),
+        preemption: upstream_group.as_ref().and_then(|g| g.preemption),
+        disruption: upstream_group.as_ref().and_then(|g| g.disruption),
+    }))
 }
 
 /// `minMember` and `scheduleTimeoutSeconds` of a scheduler-plugins PodGroup.
@@ -395,163 +538,11 @@ fn pod_group_policy(
     Ok((min_member, timeout))
 }
 
-/// The upstream gang a pod joins through `spec.schedulingGroup.podGroupName`
-/// (Kubernetes 1.36+) or `spec.workloadRef` (1.35), from the pod's raw JSON.
-/// `None` when it names neither, or names one incompletely (a reference missing
-/// its group name cannot be followed; the API server would have rejected it).
-/// `min_member` is left empty: it lives on the group ([`upstream_min_member`]).
-pub fn upstream_gang_of(pod_json: &Value) -> Option<GangMembership> {
-    let namespace = pod_json
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or("default");
-    let spec = pod_json.get("spec")?;
-    let (name, upstream) = scheduling_group_ref(spec).or_else(|| workload_ref(spec))?;
-    Some(GangMembership {
-        key: GangKey::new(namespace, name),
-        source: GangSource::Upstream,
-        min_member: None,
-        timeout: None,
-        topology_key: None,
-        upstream: Some(upstream),
-    })
-}
-
-/// A non-empty string field.
-fn text_field<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
-    object.get(field)?.as_str().filter(|s| !s.is_empty())
-}
-
-/// `spec.schedulingGroup.podGroupName`.
-fn scheduling_group_ref(spec: &Value) -> Option<(String, UpstreamGroupRef)> {
-    let name = text_field(spec.get("schedulingGroup")?, "podGroupName")?;
-    Some((
-        name.to_owned(),
-        UpstreamGroupRef::PodGroup {
-            name: name.to_owned(),
-        },
-    ))
-}
-
-/// `spec.workloadRef.{name, podGroup, podGroupReplicaKey}`. Each replica is its
-/// own gang, so the replica key is part of the gang's name.
-fn workload_ref(spec: &Value) -> Option<(String, UpstreamGroupRef)> {
-    let reference = spec.get("workloadRef")?;
-    let workload = text_field(reference, "name")?;
-    let pod_group = text_field(reference, "podGroup")?;
-    let replica_key = text_field(reference, "podGroupReplicaKey");
-    let gang_name = match replica_key {
-        Some(replica) => format!("{workload}/{pod_group}/{replica}"),
-        None => format!("{workload}/{pod_group}"),
-    };
-    Some((
-        gang_name,
-        UpstreamGroupRef::Workload {
-            workload: workload.to_owned(),
-            pod_group: pod_group.to_owned(),
-            replica_key: replica_key.map(str::to_owned),
-        },
-    ))
-}
-
-/// `gang.minCount` of an upstream group: a `scheduling.k8s.io` PodGroup object
-/// (`spec.schedulingPolicy`), or a Workload's `spec.podGroups[]` entry (`policy`)
-/// or `spec.podGroupTemplates[]` entry (`schedulingPolicy`). A group with the
-/// basic policy is not a gang ([`GangSpecError::UpstreamNotGang`]): its pods are
-/// scheduled one by one.
-pub fn upstream_min_member(group_json: &Value) -> Result<u32, GangSpecError> {
-    let group = upstream_group_name(group_json);
-    let policy = [
-        "/spec/schedulingPolicy",
-        "/schedulingPolicy",
-        "/policy",
-        "/spec/policy",
-    ]
-    .iter()
-    .find_map(|path| group_json.pointer(path).filter(|p| p.is_object()))
-    .ok_or_else(|| GangSpecError::UpstreamInvalid {
-        group: group.clone(),
-        field: "schedulingPolicy",
-        problem: "is missing".to_owned(),
-    })?;
-    if let Some(gang) = policy.get("gang").filter(|g| !g.is_null()) {
-        return min_count(gang, group);
-    }
-    if policy.get("basic").is_some_and(|b| !b.is_null()) {
-        return Err(GangSpecError::UpstreamNotGang { group });
-    }
-    Err(GangSpecError::UpstreamInvalid {
-        group,
-        field: "schedulingPolicy",
-        problem: "sets neither gang nor basic".to_owned(),
-    })
-}
-
-/// `gang.minCount`: a positive integer. Newer versions let a controller default
-/// it; until one has, the gang cannot be scheduled.
-fn min_count(gang: &Value, group: String) -> Result<u32, GangSpecError> {
-    let invalid = |problem: String| GangSpecError::UpstreamInvalid {
-        group: group.clone(),
-        field: "gang.minCount",
-        problem,
-    };
-    let value = gang
-        .get("minCount")
-        .filter(|v| !v.is_null())
-        .ok_or_else(|| invalid("is missing".to_owned()))?;
-    value
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| invalid(format!("is {value}; it must be a positive integer")))
-}
-
-/// `minCount` of the pod group `pod_group` inside a Workload (`spec.podGroups`
-/// in v1alpha1, `spec.podGroupTemplates` later).
-pub fn upstream_workload_min_member(
-    workload_json: &Value,
-    pod_group: &str,
-) -> Result<u32, GangSpecError> {
-    let entry = ["/spec/podGroups", "/spec/podGroupTemplates"]
-        .iter()
-        .filter_map(|path| workload_json.pointer(path).and_then(Value::as_array))
-        .flatten()
-        .find(|entry| entry.get("name").and_then(Value::as_str) == Some(pod_group));
-    match entry {
-        Some(entry) => upstream_min_member(entry),
-        None => Err(GangSpecError::UpstreamPodGroupNotInWorkload {
-            workload: object_name(workload_json).unwrap_or_else(|| "<unnamed>".to_owned()),
-            pod_group: pod_group.to_owned(),
-        }),
-    }
-}
-
-/// "namespace/name" of an object's metadata, if it has a name.
-fn object_name(object: &Value) -> Option<String> {
-    let name = object.pointer("/metadata/name")?.as_str()?;
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    Some(format!("{namespace}/{name}"))
-}
-
-/// How messages name an upstream group: the object, or a Workload's entry.
-fn upstream_group_name(group_json: &Value) -> String {
-    if let Some(name) = object_name(group_json) {
-        return format!("scheduling.k8s.io PodGroup {name}");
-    }
-    match group_json.get("name").and_then(Value::as_str) {
-        Some(name) => format!("Workload pod group {name:?}"),
-        None => "upstream pod group".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use k8s_openapi::api::core::v1::PodSchedulingGroup;
+    use serde_json::{json, Value};
 
     fn pod(labels: Value, annotations: Value) -> Pod {
         serde_json::from_value(json!({
@@ -592,6 +583,51 @@ mod tests {
         )
     }
 
+    /// Resolves `m`'s policy with at most one PodGroup of each kind present.
+    fn policy_with(
+        m: &GangMembership,
+        pod_group: Option<PodGroup>,
+        upstream: Option<Value>,
+    ) -> Result<GangRule, GangSpecError> {
+        let pod_groups: HashMap<GangKey, PodGroup> = pod_group
+            .into_iter()
+            .map(|pg| (GangKey::new("ml", "train"), pg))
+            .collect();
+        let upstream: HashMap<GangKey, UpstreamPodGroup> = upstream
+            .into_iter()
+            .map(|spec| {
+                let pg = serde_json::from_value(json!({
+                    "metadata": { "name": "train", "namespace": "ml" },
+                    "spec": spec,
+                }))
+                .unwrap();
+                (GangKey::new("ml", "train"), pg)
+            })
+            .collect();
+        let objects = GangObjects {
+            pod_groups: &pod_groups,
+            upstream: &upstream,
+            composites: &HashMap::new(),
+        };
+        gang_policy(m, objects, &defaults())
+    }
+
+    fn gang(rule: Result<GangRule, GangSpecError>) -> GangPolicy {
+        match rule {
+            Ok(GangRule::Gang(policy)) => policy,
+            other => panic!("not a gang: {other:?}"),
+        }
+    }
+
+    /// A pod naming its gang in `spec.schedulingGroup`, with labels and annotations.
+    fn upstream_pod(group: &str, labels: Value, annotations: Value) -> Pod {
+        let mut p = pod(labels, annotations);
+        p.spec.as_mut().unwrap().scheduling_group = Some(PodSchedulingGroup {
+            pod_group_name: Some(group.to_owned()),
+        });
+        p
+    }
+
     #[test]
     fn pod_without_gang_has_none() {
         assert_eq!(gang_of(&pod(json!({}), json!({}))).unwrap(), None);
@@ -607,26 +643,6 @@ mod tests {
         assert_eq!(m.key, GangKey::new("ml", "train"));
         assert_eq!(m.source, GangSource::PodGroup);
         assert_eq!(m.min_member, None);
-        assert_eq!(m.upstream, None);
-    }
-
-    #[test]
-    fn label_wins_over_annotation_and_takes_its_options() {
-        let p = pod(
-            json!({ LABEL_POD_GROUP: "from-label" }),
-            json!({
-                ANNOTATION_GANG_NAME: "from-annotation",
-                ANNOTATION_GANG_MIN_MEMBER: "3",
-                ANNOTATION_GANG_TIMEOUT_SECONDS: "90",
-                ANNOTATION_GANG_TOPOLOGY_KEY: "rack",
-            }),
-        );
-        let m = gang_of(&p).unwrap().unwrap();
-        assert_eq!(m.key.name, "from-label");
-        assert_eq!(m.source, GangSource::PodGroup);
-        assert_eq!(m.min_member, Some(3));
-        assert_eq!(m.timeout, Some(Duration::from_secs(90)));
-        assert_eq!(m.topology_key.as_deref(), Some("rack"));
     }
 
     #[test]
@@ -734,16 +750,22 @@ mod tests {
         let m = gang_of(&pod(json!({ LABEL_POD_GROUP: "train" }), json!({})))
             .unwrap()
             .unwrap();
-        let policy = gang_policy(&m, Some(&pod_group(8, Some(120))), &defaults()).unwrap();
+        let policy = gang(policy_with(&m, Some(pod_group(8, Some(120))), None));
         assert_eq!(
             policy,
             GangPolicy {
                 min_member: 8,
                 timeout: Duration::from_secs(120),
-                topology_key: Some("topology.kubernetes.io/zone".to_owned()),
+                topology: vec![TopologyLevel {
+                    key: "topology.kubernetes.io/zone".to_owned(),
+                    required: false,
+                }],
+                priority: None,
+                preemption: None,
+                disruption: None,
             }
         );
-        let policy = gang_policy(&m, Some(&pod_group(8, None)), &defaults()).unwrap();
+        let policy = gang(policy_with(&m, Some(pod_group(8, None)), None));
         assert_eq!(policy.timeout, Duration::from_secs(600), "the default");
     }
 
@@ -758,12 +780,18 @@ mod tests {
             }),
         );
         let m = gang_of(&p).unwrap().unwrap();
-        let policy = gang_policy(&m, Some(&pod_group(8, Some(120))), &defaults()).unwrap();
+        let policy = gang(policy_with(&m, Some(pod_group(8, Some(120))), None));
         assert_eq!(policy.min_member, 8);
         assert_eq!(policy.timeout, Duration::from_secs(120));
-        assert_eq!(policy.topology_key.as_deref(), Some("rack"));
+        assert_eq!(
+            policy.topology,
+            [TopologyLevel {
+                key: "rack".to_owned(),
+                required: false
+            }]
+        );
         // Without scheduleTimeoutSeconds the annotation beats the default.
-        let policy = gang_policy(&m, Some(&pod_group(8, None)), &defaults()).unwrap();
+        let policy = gang(policy_with(&m, Some(pod_group(8, None)), None));
         assert_eq!(policy.timeout, Duration::from_secs(30));
     }
 
@@ -772,7 +800,7 @@ mod tests {
         let m = gang_of(&pod(json!({ LABEL_POD_GROUP: "train" }), json!({})))
             .unwrap()
             .unwrap();
-        let err = gang_policy(&m, None, &defaults()).unwrap_err();
+        let err = policy_with(&m, None, None).unwrap_err();
         assert_eq!(err.to_string(), "PodGroup ml/train not found");
     }
 
@@ -782,7 +810,7 @@ mod tests {
             .unwrap()
             .unwrap();
         for min_member in [0, -3] {
-            let err = gang_policy(&m, Some(&pod_group(min_member, None)), &defaults()).unwrap_err();
+            let err = policy_with(&m, Some(pod_group(min_member, None)), None).unwrap_err();
             let message = err.to_string();
             assert!(
                 message.contains("ml/train") && message.contains("spec.minMember"),
@@ -790,7 +818,7 @@ mod tests {
             );
         }
         for timeout in [0, -1] {
-            let err = gang_policy(&m, Some(&pod_group(2, Some(timeout))), &defaults()).unwrap_err();
+            let err = policy_with(&m, Some(pod_group(2, Some(timeout))), None).unwrap_err();
             assert!(
                 err.to_string().contains("spec.scheduleTimeoutSeconds"),
                 "{err}"
@@ -801,7 +829,7 @@ mod tests {
     #[test]
     fn annotation_policy_uses_annotations_then_defaults() {
         let m = gang_of(&annotation_gang("4")).unwrap().unwrap();
-        let policy = gang_policy(&m, None, &defaults()).unwrap();
+        let policy = gang(policy_with(&m, None, None));
         assert_eq!(policy.min_member, 4);
         assert_eq!(policy.timeout, Duration::from_secs(600));
         let no_min = GangMembership {
@@ -809,209 +837,178 @@ mod tests {
             ..m
         };
         assert!(matches!(
-            gang_policy(&no_min, None, &defaults()),
+            policy_with(&no_min, None, None),
             Err(GangSpecError::MinMemberUnknown { .. })
         ));
     }
 
+    /// Which gang and policy source a pod gets from the forms it declares.
     #[test]
-    fn upstream_scheduling_group_is_read_from_raw_json() {
-        let p = json!({
-            "metadata": { "name": "worker-0", "namespace": "ml" },
-            "spec": { "schedulingGroup": { "podGroupName": "training-worker-0" } },
-        });
-        let m = upstream_gang_of(&p).unwrap();
-        assert_eq!(m.key, GangKey::new("ml", "training-worker-0"));
-        assert_eq!(m.source, GangSource::Upstream);
-        assert_eq!(
-            m.upstream,
-            Some(UpstreamGroupRef::PodGroup {
-                name: "training-worker-0".to_owned()
-            })
-        );
-    }
-
-    #[test]
-    fn upstream_workload_ref_makes_one_gang_per_replica() {
-        let p = json!({
-            "metadata": { "name": "worker-0", "namespace": "ml" },
-            "spec": { "workloadRef": { "name": "job", "podGroup": "workers" } },
-        });
-        assert_eq!(
-            upstream_gang_of(&p).unwrap().key,
-            GangKey::new("ml", "job/workers")
-        );
-        let p = json!({
-            "metadata": { "name": "worker-0" },
-            "spec": { "workloadRef": { "name": "job", "podGroup": "workers", "podGroupReplicaKey": "1" } },
-        });
-        let m = upstream_gang_of(&p).unwrap();
-        assert_eq!(m.key, GangKey::new("default", "job/workers/1"));
-        assert_eq!(
-            m.upstream,
-            Some(UpstreamGroupRef::Workload {
-                workload: "job".to_owned(),
-                pod_group: "workers".to_owned(),
-                replica_key: Some("1".to_owned()),
-            })
-        );
-    }
-
-    #[test]
-    fn upstream_scheduling_group_wins_over_workload_ref() {
-        let p = json!({ "spec": {
-            "schedulingGroup": { "podGroupName": "pg" },
-            "workloadRef": { "name": "job", "podGroup": "workers" },
-        }});
-        assert_eq!(upstream_gang_of(&p).unwrap().key.name, "pg");
-    }
-
-    #[test]
-    fn upstream_incomplete_or_odd_references_are_no_gang() {
-        for p in [
-            json!(null),
-            json!("pod"),
-            json!({}),
-            json!({ "spec": {} }),
-            json!({ "spec": { "schedulingGroup": {} } }),
-            json!({ "spec": { "schedulingGroup": { "podGroupName": "" } } }),
-            json!({ "spec": { "schedulingGroup": { "podGroupName": 7 } } }),
-            json!({ "spec": { "workloadRef": { "name": "job" } } }),
-            json!({ "spec": { "workloadRef": { "podGroup": "workers" } } }),
-            json!({ "spec": { "workloadRef": "job" } }),
-        ] {
-            assert_eq!(upstream_gang_of(&p), None, "{p}");
-        }
-    }
-
-    #[test]
-    fn upstream_min_member_reads_every_shape() {
-        let standalone = json!({
-            "apiVersion": "scheduling.k8s.io/v1alpha2",
-            "kind": "PodGroup",
-            "metadata": { "name": "pg", "namespace": "ml" },
-            "spec": { "schedulingPolicy": { "gang": { "minCount": 4 } } },
-        });
-        assert_eq!(upstream_min_member(&standalone).unwrap(), 4);
-        let v1alpha1_entry = json!({ "name": "workers", "policy": { "gang": { "minCount": 3 } } });
-        assert_eq!(upstream_min_member(&v1alpha1_entry).unwrap(), 3);
-        let template =
-            json!({ "name": "workers", "schedulingPolicy": { "gang": { "minCount": 2 } } });
-        assert_eq!(upstream_min_member(&template).unwrap(), 2);
-    }
-
-    #[test]
-    fn upstream_workload_entry_is_found_by_name() {
-        let v1alpha1 = json!({
-            "apiVersion": "scheduling.k8s.io/v1alpha1",
-            "kind": "Workload",
-            "metadata": { "name": "job", "namespace": "ml" },
-            "spec": { "podGroups": [
-                { "name": "driver", "policy": { "basic": {} } },
-                { "name": "workers", "policy": { "gang": { "minCount": 4 } } },
-            ]},
-        });
-        assert_eq!(
-            upstream_workload_min_member(&v1alpha1, "workers").unwrap(),
-            4
-        );
-        assert!(matches!(
-            upstream_workload_min_member(&v1alpha1, "driver"),
-            Err(GangSpecError::UpstreamNotGang { .. })
-        ));
-        let err = upstream_workload_min_member(&v1alpha1, "ps").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Workload ml/job: has no pod group \"ps\" in spec.podGroups or spec.podGroupTemplates"
-        );
-        let v1alpha2 = json!({
-            "metadata": { "name": "job" },
-            "spec": { "podGroupTemplates": [
-                { "name": "workers", "schedulingPolicy": { "gang": { "minCount": 8 } } },
-            ]},
-        });
-        assert_eq!(
-            upstream_workload_min_member(&v1alpha2, "workers").unwrap(),
-            8
-        );
-        assert!(upstream_workload_min_member(&json!(null), "workers").is_err());
-    }
-
-    #[test]
-    fn upstream_bad_groups_are_errors_naming_group_and_field() {
-        let group =
-            |spec: Value| json!({ "metadata": { "name": "pg", "namespace": "ml" }, "spec": spec });
-        let cases = [
-            (group(json!({})), "schedulingPolicy is missing"),
+    fn precedence_table() {
+        let a = |name: &str| json!({ ANNOTATION_GANG_NAME: name, ANNOTATION_GANG_MIN_MEMBER: "2" });
+        let l = |name: &str| json!({ LABEL_POD_GROUP: name });
+        /// The policy source, or the two fields named in the conflict.
+        type Expected = Result<GangSource, (&'static str, &'static str)>;
+        let cases: Vec<(&str, Pod, Expected)> = vec![
             (
-                group(json!({ "schedulingPolicy": {} })),
-                "sets neither gang nor basic",
+                "label",
+                pod(l("train"), json!({})),
+                Ok(GangSource::PodGroup),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": {} } })),
-                "gang.minCount is missing",
+                "annotation",
+                pod(json!({}), a("train")),
+                Ok(GangSource::Annotation),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": { "minCount": null } } })),
-                "gang.minCount is missing",
+                "schedulingGroup",
+                upstream_pod("train", json!({}), json!({})),
+                Ok(GangSource::Upstream),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": { "minCount": 0 } } })),
-                "gang.minCount is 0",
+                "label = annotation",
+                pod(l("train"), a("train")),
+                Ok(GangSource::PodGroup),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": { "minCount": -2 } } })),
-                "gang.minCount is -2",
+                "schedulingGroup = label",
+                upstream_pod("train", l("train"), json!({})),
+                Ok(GangSource::Upstream),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": { "minCount": "4" } } })),
-                "gang.minCount is \"4\"",
+                "schedulingGroup = annotation",
+                upstream_pod("train", json!({}), a("train")),
+                Ok(GangSource::Upstream),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": { "minCount": 2.5 } } })),
-                "gang.minCount is 2.5",
+                "all three agree",
+                upstream_pod("train", l("train"), a("train")),
+                Ok(GangSource::Upstream),
             ),
             (
-                group(json!({ "schedulingPolicy": { "gang": { "minCount": 5_000_000_000u64 } } })),
-                "must be a positive integer",
+                "label != annotation",
+                pod(l("train"), a("other")),
+                Err((FIELD_LABEL, FIELD_ANNOTATION)),
             ),
             (
-                group(json!({ "schedulingPolicy": "gang" })),
-                "schedulingPolicy is missing",
+                "schedulingGroup != label",
+                upstream_pod("train", l("other"), json!({})),
+                Err((FIELD_SCHEDULING_GROUP, FIELD_LABEL)),
+            ),
+            (
+                "schedulingGroup != annotation",
+                upstream_pod("train", json!({}), a("other")),
+                Err((FIELD_SCHEDULING_GROUP, FIELD_ANNOTATION)),
+            ),
+            (
+                "schedulingGroup = label != annotation",
+                upstream_pod("train", l("train"), a("other")),
+                Err((FIELD_SCHEDULING_GROUP, FIELD_ANNOTATION)),
             ),
         ];
-        for (json, expected) in cases {
-            let message = upstream_min_member(&json).unwrap_err().to_string();
-            assert!(
-                message.contains("scheduling.k8s.io PodGroup ml/pg"),
-                "{message}"
-            );
-            assert!(message.contains(expected), "{message} lacks {expected}");
+        for (case, p, expected) in cases {
+            match (gang_of(&p), expected) {
+                (Ok(Some(m)), Ok(source)) => {
+                    assert_eq!(m.source, source, "{case}");
+                    assert_eq!(m.key, GangKey::new("ml", "train"), "{case}");
+                }
+                (Err(err), Err((first, second))) => {
+                    let message = err.to_string();
+                    assert!(
+                        matches!(err, GangSpecError::ConflictingGangs { .. }),
+                        "{case}: {message}"
+                    );
+                    assert!(
+                        message.contains(first) && message.contains(second),
+                        "{case}: {message}"
+                    );
+                    assert!(message.contains("ml/worker-0"), "{case}: {message}");
+                }
+                (got, expected) => panic!("{case}: got {got:?}, expected {expected:?}"),
+            }
         }
-        let basic = group(json!({ "schedulingPolicy": { "basic": {} } }));
-        assert_eq!(
-            upstream_min_member(&basic).unwrap_err().to_string(),
-            "scheduling.k8s.io PodGroup ml/pg: uses the basic scheduling policy, not gang"
-        );
-        assert!(upstream_min_member(&json!(null)).is_err());
-        assert!(upstream_min_member(&json!([])).is_err());
     }
 
     #[test]
-    fn upstream_policy_needs_min_count_filled_in() {
-        let m =
-            upstream_gang_of(&json!({ "spec": { "schedulingGroup": { "podGroupName": "pg" } } }))
-                .unwrap();
-        assert!(matches!(
-            gang_policy(&m, None, &defaults()),
-            Err(GangSpecError::MinMemberUnknown { .. })
+    fn upstream_form_needs_no_min_member_annotation_but_reads_the_others() {
+        let p = upstream_pod(
+            "train",
+            json!({}),
+            json!({ ANNOTATION_GANG_TIMEOUT_SECONDS: "90", ANNOTATION_GANG_TOPOLOGY_KEY: "rack" }),
+        );
+        let m = gang_of(&p).unwrap().unwrap();
+        assert_eq!(m.timeout, Some(Duration::from_secs(90)));
+        let empty = upstream_pod(" ", json!({}), json!({}));
+        assert_eq!(gang_of(&empty).unwrap(), None, "an empty name is no gang");
+    }
+
+    #[test]
+    fn upstream_policy_comes_from_the_upstream_pod_group() {
+        let m = gang_of(&upstream_pod(
+            "train",
+            json!({}),
+            json!({ ANNOTATION_GANG_TOPOLOGY_KEY: "rack", ANNOTATION_GANG_MIN_MEMBER: "9" }),
+        ))
+        .unwrap()
+        .unwrap();
+        let policy = gang(policy_with(
+            &m,
+            Some(pod_group(8, None)),
+            Some(json!({
+                "schedulingPolicy": { "gang": { "minCount": 3 } },
+                "schedulingConstraints": { "topology": [{ "key": "block" }] },
+                "priority": 50,
+                "preemptionPolicy": "PreemptLowerPriority",
+                "disruptionMode": { "single": {} },
+            })),
         ));
-        let m = GangMembership {
-            min_member: Some(
-                upstream_min_member(&json!({ "policy": { "gang": { "minCount": 2 } } })).unwrap(),
+        assert_eq!(
+            policy,
+            GangPolicy {
+                min_member: 3,
+                timeout: Duration::from_secs(600),
+                topology: vec![
+                    TopologyLevel {
+                        key: "block".to_owned(),
+                        required: true
+                    },
+                    TopologyLevel {
+                        key: "rack".to_owned(),
+                        required: false
+                    },
+                ],
+                priority: Some(50),
+                preemption: Some(PreemptionPolicy::PreemptLowerPriority),
+                disruption: Some(GangDisruption::Single),
+            }
+        );
+    }
+
+    #[test]
+    fn upstream_basic_policy_places_each_pod_alone() {
+        let m = gang_of(&upstream_pod("train", json!({}), json!({})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            policy_with(
+                &m,
+                None,
+                Some(json!({ "schedulingPolicy": { "basic": {} }, "priority": 7 }))
             ),
-            ..m
-        };
-        assert_eq!(gang_policy(&m, None, &defaults()).unwrap().min_member, 2);
+            Ok(GangRule::EachAlone { priority: Some(7) })
+        );
+    }
+
+    #[test]
+    fn missing_upstream_pod_group_names_it() {
+        let m = gang_of(&upstream_pod("train", json!({}), json!({})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            policy_with(&m, Some(pod_group(2, None)), None)
+                .unwrap_err()
+                .to_string(),
+            "scheduling.k8s.io PodGroup ml/train not found"
+        );
     }
 }

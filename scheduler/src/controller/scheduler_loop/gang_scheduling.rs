@@ -13,6 +13,11 @@
 //! writes them per PodGroup in the order they were decided. A timed-out gang is
 //! therefore `Failed` until it is placed, and stays so.
 //!
+//! A Kubernetes (`scheduling.k8s.io/v1beta1`) PodGroup's
+//! `PodGroupInitiallyScheduled` condition follows each decision the same way
+//! ([`gangs::initially_scheduled`], its own writer), and a PodGroup with the
+//! `basic` policy has its pods placed one by one in the group's queue slot.
+//!
 //! Which gang a pod belongs to and the gang's policy come from
 //! [`crate::controller::gangs`]; this module is the loop's side of it (state
 //! and I/O), a child of `scheduler_loop` so that the loop's state stays private.
@@ -24,16 +29,20 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
+use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
-use kube::ResourceExt;
 use phalanx_api::{GangPlanAnnotation, PodGroup, PodGroupStatus};
 use phalanx_engine::{place_gang, DomainOrder, GangSpec, Placement, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
 
-use super::{BindError, BindRequest, SchedulerLoop, WorkKey};
-use crate::controller::gangs::{self, GangKey, GangMemberCounts, GangMembership, GangSource};
+use super::{AloneOutcome, BindError, BindRequest, SchedulerLoop, WorkKey};
+use crate::controller::gangs::{
+    self, GangKey, GangMemberCounts, GangMembership, GangObjects, GangRule, GangSource,
+    GroupOutcome,
+};
 use crate::controller::metrics::AttemptResult;
 
 /// A gang's known members (UIDs), pending or bound, unfinished.
@@ -46,33 +55,65 @@ pub(super) struct GangEntry {
     pub(super) first_seen: Option<Instant>,
     /// The PodGroup status last handed to the writer.
     reported: Option<PodGroupStatus>,
+    /// The `PodGroupInitiallyScheduled` condition last handed to the writer,
+    /// and the UID of the Kubernetes PodGroup it was for.
+    upstream_reported: Option<(String, Condition)>,
+    /// Members whose Binding this replica saw succeed (the watch may not
+    /// show them bound yet).
+    bound: BTreeSet<String>,
+    /// The minimum and the declaration, as the last attempt read them.
+    min_member: Option<(usize, GangMembership)>,
 }
 
 impl SchedulerLoop {
     /// Keeps the PodGroups (scheduler-plugins) that gangs read their policy from.
     pub(super) fn handle_pod_group_event(&mut self, event: Event<PodGroup>) -> MirrorChange {
-        match event {
-            Event::Apply(pg) | Event::InitApply(pg) => {
-                let key = GangKey {
-                    namespace: pg.namespace().unwrap_or_default(),
-                    name: pg.name_any(),
-                };
-                let changed = self.pod_groups.get(&key).map(|old| &old.spec) != Some(&pg.spec);
-                self.pod_groups.insert(key, pg);
-                MirrorChange {
-                    cluster_changed: changed,
-                    ..MirrorChange::default()
-                }
-            }
-            Event::Delete(pg) => {
-                self.pod_groups.remove(&GangKey {
-                    namespace: pg.namespace().unwrap_or_default(),
-                    name: pg.name_any(),
-                });
-                MirrorChange::default()
-            }
-            Event::Init | Event::InitDone => MirrorChange::default(),
+        let changed = self.pod_groups.apply(event, |a, b| a.spec == b.spec);
+        gang_objects_changed(!changed.is_empty())
+    }
+
+    /// Keeps the Kubernetes PodGroups; a change of one re-queues its gang at
+    /// the group's priority.
+    pub(super) fn handle_upstream_pod_group_event(
+        &mut self,
+        event: Event<UpstreamPodGroup>,
+    ) -> MirrorChange {
+        let changed = self
+            .upstream_pod_groups
+            .apply(event, |a, b| a.spec == b.spec);
+        for key in &changed {
+            self.requeue_gang(key);
         }
+        gang_objects_changed(!changed.is_empty())
+    }
+
+    /// Keeps the CompositePodGroups that Kubernetes PodGroups may name as parent.
+    pub(super) fn handle_composite_event(
+        &mut self,
+        event: Event<CompositePodGroup>,
+    ) -> MirrorChange {
+        let changed = self
+            .composite_pod_groups
+            .apply(event, |a, b| a.spec == b.spec);
+        gang_objects_changed(!changed.is_empty())
+    }
+
+    /// Puts a gang with waiting members back in the queue, at its priority now.
+    fn requeue_gang(&mut self, key: &GangKey) {
+        let Some(gang) = self.gangs.get(key) else {
+            return;
+        };
+        let Some((pod, membership)) = gang.members.iter().find_map(|uid| {
+            let p = self.pending.get(uid).filter(|p| !p.binding)?;
+            Some((p.pod.clone(), p.gang.clone()?))
+        }) else {
+            return;
+        };
+        let now = Instant::now();
+        let first_seen = gang.first_seen.unwrap_or(now);
+        let priority = self.queue_priority(&pod, Some(&membership));
+        self.queue
+            .add(WorkKey::Gang(key.clone()), priority, first_seen, now);
     }
 
     /// Records that `uid` is a member of `gang` (or of none), leaving the gang
@@ -87,6 +128,7 @@ impl SchedulerLoop {
             let emptied = self.gangs.get_mut(&old).is_some_and(|entry| {
                 entry.members.remove(uid);
                 entry.running.remove(uid);
+                entry.bound.remove(uid);
                 entry.members.is_empty()
             });
             if emptied {
@@ -175,15 +217,34 @@ impl SchedulerLoop {
             timeout: self.deps.config.gangs.default_timeout(),
             topology_key: self.deps.config.gangs.topology_key.clone(),
         };
-        let policy = match gangs::gang_policy(&membership, self.pod_groups.get(&key), &defaults) {
-            Ok(policy) => policy,
+        let objects = GangObjects {
+            pod_groups: self.pod_groups.as_map(),
+            upstream: self.upstream_pod_groups.as_map(),
+            composites: self.composite_pod_groups.as_map(),
+        };
+        let policy = match gangs::gang_policy(&membership, objects, &defaults) {
+            Ok(GangRule::Gang(policy)) => policy,
+            Ok(GangRule::EachAlone { .. }) => {
+                self.schedule_each_alone(work, &waiting);
+                return;
+            }
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
-                self.fail_gang(&waiting, &error.to_string());
+                let message = error.to_string();
+                self.fail_gang(&waiting, &message);
+                let outcome = if error.is_invalid_group() {
+                    GroupOutcome::SchedulerError(message)
+                } else {
+                    GroupOutcome::Unschedulable(message)
+                };
+                self.report_upstream_condition(&key, &membership, outcome);
                 self.queue.unschedulable(work, now);
                 return;
             }
         };
+        if let Some(gang) = self.gangs.get_mut(&key) {
+            gang.min_member = Some((policy.min_member, membership.clone()));
+        }
         let need = policy.min_member.saturating_sub(held);
         let since = self.tracker.waiting_since(&key, now);
         if waiting.len() < need {
@@ -196,6 +257,7 @@ impl SchedulerLoop {
             self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
             self.fail_gang(&waiting, &message);
             self.report_pod_group_status(&key, &membership, policy.min_member, held);
+            self.report_upstream_condition(&key, &membership, GroupOutcome::Unschedulable(message));
             self.queue.unschedulable(work, now);
             return;
         }
@@ -211,19 +273,50 @@ impl SchedulerLoop {
                     );
                     self.deps.metrics.record_attempt(AttemptResult::Error);
                     self.fail_gang(&waiting, &message);
+                    self.report_upstream_condition(
+                        &key,
+                        &membership,
+                        GroupOutcome::SchedulerError(message),
+                    );
                     self.queue.unschedulable(work, now);
                     return;
                 }
             }
         }
         let name = format!("{}/{}", key.namespace, key.name);
-        // The gang topology key (annotation or config) is a preference: one level.
-        let level = policy.topology_key.as_deref().map(TopologyLevel::preferred);
+        // The gang's levels as they are: an upstream topology key is required
+        // (the engine keeps every member in one of its domains), the
+        // annotation or config key preferred.
+        let levels: Vec<TopologyLevel<'_>> = policy
+            .topology
+            .iter()
+            .map(|l| TopologyLevel {
+                key: &l.key,
+                required: l.required,
+            })
+            .collect();
+        if let Some(level) = policy.topology.iter().find(|l| l.required && held > 0) {
+            // Members beyond the minimum, arriving after the gang was placed:
+            // the engine cannot be told the domain the placed ones are in, so
+            // they wait rather than risk another domain.
+            let message = format!(
+                "pod group {name}: {held} members are already placed; Phalanx cannot yet add \
+                 members to a gang with the required topology key {} \
+                 (spec.schedulingConstraints.topology) while keeping them in its domain",
+                level.key
+            );
+            self.deps
+                .metrics
+                .record_attempt(AttemptResult::Unschedulable);
+            self.fail_gang(&waiting, &message);
+            self.queue.unschedulable(work, now);
+            return;
+        }
         let spec = GangSpec {
             name: &name,
             members: &demands,
             min_member: need.max(1),
-            topology: level.as_slice(),
+            topology: &levels,
             domain_order: DomainOrder::TightestFit,
         };
         let result = place_gang(
@@ -232,6 +325,7 @@ impl SchedulerLoop {
             &spec,
             &mut self.scratch,
         );
+        let result = result.map(|r| r.map_err(|unschedulable| unschedulable.to_string()));
         match result {
             Ok(Ok(plan)) => {
                 let mut placed = Vec::with_capacity(plan.placements.len());
@@ -252,28 +346,148 @@ impl SchedulerLoop {
                 self.tracker.forget(&key);
                 let scheduled = held + plan.placements.len();
                 self.report_pod_group_status(&key, &membership, policy.min_member, scheduled);
+                // PodGroupInitiallyScheduled=True waits for the Bindings (see
+                // `gang_member_bound`): a plan whose writes fail is released,
+                // and True is final.
+                self.gang_member_bound(&key);
                 if plan.unplaced.is_empty() {
                     self.queue.done(&work);
                 } else {
                     self.queue.unschedulable(work, now);
                 }
             }
-            Ok(Err(unschedulable)) => {
+            Ok(Err(message)) => {
                 self.deps
                     .metrics
                     .record_attempt(AttemptResult::Unschedulable);
-                let message = unschedulable.to_string();
                 self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
                 self.fail_gang(&waiting, &message);
                 self.report_pod_group_status(&key, &membership, policy.min_member, held);
+                self.report_upstream_condition(
+                    &key,
+                    &membership,
+                    GroupOutcome::Unschedulable(message),
+                );
                 self.queue.unschedulable(work, now);
             }
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
-                self.fail_gang(&waiting, &error.to_string());
+                let message = error.to_string();
+                self.fail_gang(&waiting, &message);
+                self.report_upstream_condition(
+                    &key,
+                    &membership,
+                    GroupOutcome::SchedulerError(message),
+                );
                 self.queue.unschedulable(work, now);
             }
         }
+    }
+
+    /// Member `uid` is bound: its Binding succeeded, or the watch shows it
+    /// (whichever comes first). No effect on a pod in no gang.
+    pub(super) fn gang_member_bound_now(&mut self, uid: &str) {
+        let Some(key) = self.gang_of_member.get(uid).cloned() else {
+            return;
+        };
+        if let Some(gang) = self.gangs.get_mut(&key) {
+            gang.bound.insert(uid.to_owned());
+        }
+        self.gang_member_bound(&key);
+    }
+
+    /// Once at least the gang's minimum is bound, a Kubernetes PodGroup
+    /// becomes `PodGroupInitiallyScheduled=True`. Counted from state (members
+    /// bound, as the watch or this replica's Bindings show), not from events,
+    /// so a plan released and placed again counts right.
+    fn gang_member_bound(&mut self, key: &GangKey) {
+        let Some(gang) = self.gangs.get(key) else {
+            return;
+        };
+        let Some((min_member, membership)) = gang.min_member.clone() else {
+            return;
+        };
+        if membership.source != GangSource::Upstream {
+            return;
+        }
+        let bound = gang
+            .members
+            .iter()
+            .filter(|uid| gang.bound.contains(*uid) || self.mirror.is_bound(uid))
+            .count();
+        if bound < min_member {
+            return;
+        }
+        let message =
+            format!("pod group {key}: {bound} members bound, at least its minimum {min_member}");
+        self.report_upstream_condition(key, &membership, GroupOutcome::Scheduled(message));
+    }
+
+    /// The members of a `basic` Kubernetes PodGroup, each placed alone; the
+    /// group's queue slot comes back when any could not be.
+    fn schedule_each_alone(&mut self, work: WorkKey, waiting: &[Arc<Pod>]) {
+        let mut outcome = AloneOutcome::Placed;
+        for pod in waiting {
+            match self.place_alone(&pod_uid(pod)) {
+                AloneOutcome::Placed | AloneOutcome::Gone => {}
+                AloneOutcome::Unschedulable => {
+                    if !matches!(outcome, AloneOutcome::Error) {
+                        outcome = AloneOutcome::Unschedulable;
+                    }
+                }
+                AloneOutcome::Error => outcome = AloneOutcome::Error,
+            }
+        }
+        match outcome {
+            AloneOutcome::Placed | AloneOutcome::Gone => self.queue.done(&work),
+            AloneOutcome::Unschedulable => self.queue.unschedulable(work, Instant::now()),
+            AloneOutcome::Error => self.queue.retry_after_error(work, Instant::now()),
+        }
+    }
+
+    /// Hands the Kubernetes PodGroup's `PodGroupInitiallyScheduled` after this
+    /// decision to its writer (upstream gangs only, and only while the object
+    /// exists), unless nothing changes (see [`gangs::initially_scheduled`]).
+    fn report_upstream_condition(
+        &mut self,
+        key: &GangKey,
+        m: &GangMembership,
+        outcome: GroupOutcome,
+    ) {
+        if m.source != GangSource::Upstream {
+            return;
+        }
+        let Some(group) = self.upstream_pod_groups.get(key) else {
+            return;
+        };
+        let Some(gang) = self.gangs.get_mut(key) else {
+            return;
+        };
+        let uid = group.metadata.uid.clone().unwrap_or_default();
+        let observed = gangs::find_initially_scheduled(
+            group.status.as_ref().and_then(|s| s.conditions.as_deref()),
+        );
+        let sent = gang
+            .upstream_reported
+            .as_ref()
+            .filter(|(for_uid, _)| *for_uid == uid)
+            .map(|(_, condition)| condition);
+        // True on the object is terminal whoever wrote it; otherwise what was
+        // sent last is newer than what the watch shows.
+        let current = match observed {
+            Some(c) if c.status == "True" => Some(c),
+            _ => sent.or(observed),
+        };
+        let Some(condition) = gangs::initially_scheduled(
+            current,
+            &outcome,
+            group.metadata.generation,
+            &Time(Timestamp::now()),
+        ) else {
+            return;
+        };
+        gang.upstream_reported = Some((uid, condition.clone()));
+        self.upstream_condition_writer.send(key.clone(), condition);
     }
 
     /// Binds a placed gang in two phases: its plan on every member, then the
@@ -431,5 +645,13 @@ impl SchedulerLoop {
         }
         gang.reported = Some(status.clone());
         self.status_writer.send(key.clone(), status);
+    }
+}
+
+/// A change to gang objects may make a waiting gang placeable.
+fn gang_objects_changed(changed: bool) -> MirrorChange {
+    MirrorChange {
+        cluster_changed: changed,
+        ..MirrorChange::default()
     }
 }

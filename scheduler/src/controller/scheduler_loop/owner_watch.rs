@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::{Input, SchedulerLoop, WorkKey};
 use crate::controller::gangs::owners::{OwnerId, OWNER_KINDS};
+use crate::controller::gangs::sources;
 use crate::controller::gangs::{
     auto_gang_of, AutoGang, GangMembership, OwnerIndex, OwnerKind, OwnerRecord,
 };
@@ -92,6 +93,12 @@ impl SchedulerLoop {
                 ServedApis::default()
             }
         };
+        // The same gauge as the gang object kinds (`gang_source_watch.rs`):
+        // 1 for each owner kind served.
+        let owner_sources = sources::owner_sources(OWNER_KINDS);
+        self.deps
+            .metrics
+            .set_gang_sources(&sources::active_sources(&served, &owner_sources));
         for kind in served.iter() {
             let Some(owner_kind) = OwnerKind::of(kind) else {
                 continue;

@@ -21,6 +21,10 @@
 //! PodGroup of minMember 1000 and its 1000 pods and reports the time from the
 //! last member's creation to the first and the last member seen bound (Phalanx
 //! only: kube-scheduler without the coscheduling plugin has no gangs).
+//! `--gang-form` picks the gang's form: `podgroup` (scheduler-plugins, the
+//! default), `upstream` (a `scheduling.k8s.io/v1beta1` PodGroup of minCount
+//! 1000, members joining by `spec.schedulingGroup`), or `podgroup,upstream`
+//! for one after the other in the same run.
 //!
 //! Phalanx runs from `target/release/phalanx-scheduler` (`cargo build --release
 //! -p phalanx-scheduler`, or `$PHALANX_SCHEDULER_BIN`).
@@ -28,6 +32,7 @@
 //! ```text
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler kube-scheduler --nodes 1000 --pods 5000 --json out.json
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 1000,5000 --pods 5000 --gang 1000 --json out.json
+//! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gang 1000 --gang-form podgroup,upstream
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 5000 --workload all --precreate --json out.json
 //! ```
 
@@ -43,6 +48,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
@@ -51,8 +57,8 @@ use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::phalanx::ensure_namespace;
 use phalanx_e2e::{
     create_gpu_nodes, gpu_worker_container, install_phalanx_crds, locate_phalanx_scheduler,
-    wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions, PodBuilder,
-    SchedulerOptions,
+    upstream_pod_group, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions,
+    PodBuilder, SchedulerOptions,
 };
 
 use check::{BoundPod, NodeInfo};
@@ -63,10 +69,41 @@ use workload::{Workload, WorkloadChoice, INIT_NAMESPACE, MEASURED_NAMESPACE};
 const POD_LABEL: &str = "phalanx.dev/e2e-bench";
 /// Label on the init pods, which are not watched for bindings.
 const INIT_LABEL: &str = "phalanx.dev/e2e-bench-init";
-/// Label on the gang measurement's pods.
-const GANG_LABEL: &str = "phalanx.dev/e2e-bench-gang";
-/// Name of the gang measurement's PodGroup.
-const GANG_NAME: &str = "bench-gang";
+/// The form a measured gang is declared in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GangForm {
+    /// A scheduler-plugins PodGroup, members labelled `scheduling.x-k8s.io/pod-group`.
+    Podgroup,
+    /// A `scheduling.k8s.io/v1beta1` PodGroup, members naming it in
+    /// `spec.schedulingGroup`.
+    Upstream,
+}
+
+impl GangForm {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Podgroup => "podgroup",
+            Self::Upstream => "upstream",
+        }
+    }
+
+    /// Label on this gang's pods (each form its own, so that both can run
+    /// in one measurement).
+    fn label(self) -> &'static str {
+        match self {
+            Self::Podgroup => "phalanx.dev/e2e-bench-gang",
+            Self::Upstream => "phalanx.dev/e2e-bench-upstream-gang",
+        }
+    }
+
+    /// Name of the gang's PodGroup.
+    fn group(self) -> &'static str {
+        match self {
+            Self::Podgroup => "bench-gang",
+            Self::Upstream => "bench-upstream-gang",
+        }
+    }
+}
 /// Pod creations in flight at once.
 const CREATE_CONCURRENCY: usize = 64;
 
@@ -147,6 +184,10 @@ struct Args {
     /// members and time its binding (Phalanx only).
     #[arg(long)]
     gang: Option<usize>,
+    /// The gang's form; `podgroup,upstream` measures one of each, one after
+    /// the other.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "podgroup")]
+    gang_form: Vec<GangForm>,
 }
 
 /// What one run measures.
@@ -261,7 +302,7 @@ fn failed_report(args: &Args, run: Run, error: String) -> Report {
         violations: 0,
         check: String::new(),
         api_qps: 0.0,
-        gang: None,
+        gangs: Vec::new(),
         error: Some(error),
     }
 }
@@ -385,28 +426,31 @@ async fn run_once(
     let measured = window_start.elapsed();
     let verdict = check_placements(&client, workload).await?;
 
-    let gang = match (args.gang, scheduler) {
+    let mut gangs = Vec::new();
+    match (args.gang, scheduler) {
         (Some(members), Scheduler::Phalanx) => {
             let capacity = node_count * args.gpus_per_node as usize;
             let in_use = init_pods + pods_bound;
-            if capacity < in_use + members {
+            let wanted = members * args.gang_form.len();
+            if capacity < in_use + wanted {
                 eprintln!(
-                    "WARNING: {members} gang members need {members} GPUs; only {} are free",
+                    "WARNING: {wanted} gang members need {wanted} GPUs; only {} are free",
                     capacity.saturating_sub(in_use)
                 );
             }
-            let report = measure_gang(&client, &pods, members, timeout).await?;
-            if report.members_bound < members {
-                eprintln!("{}", plane.phalanx_logs());
+            for &form in &args.gang_form {
+                let report = measure_gang(&client, &pods, form, members, timeout).await?;
+                if report.members_bound < members {
+                    eprintln!("{}", plane.phalanx_logs());
+                }
+                gangs.push(report);
             }
-            Some(report)
         }
         (Some(_), Scheduler::KubeScheduler) => {
             eprintln!("--gang: skipped for kube-scheduler (no coscheduling plugin)");
-            None
         }
-        (None, _) => None,
-    };
+        (None, _) => {}
+    }
 
     let mut report = Report {
         workload: workload.name(),
@@ -423,7 +467,7 @@ async fn run_once(
         violations: 0,
         check: String::new(),
         api_qps: rate(requests_after - requests_before, measured),
-        gang,
+        gangs,
         error: None,
     };
     report.set_verdict(verdict);
@@ -547,37 +591,52 @@ async fn check_placements(
     Ok(check::check(workload, &bound, &nodes))
 }
 
-/// Creates a PodGroup of `members` and its one-GPU members, and times the
-/// binding from the last member's creation.
+/// Creates a PodGroup (of `form`) of `members` and its one-GPU members, and
+/// times the binding from the last member's creation.
 async fn measure_gang(
     client: &kube::Client,
     pods: &Api<Pod>,
+    form: GangForm,
     members: usize,
     timeout: Duration,
 ) -> anyhow::Result<GangReport> {
-    let groups: Api<PodGroup> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
-    let group = PodGroup {
-        metadata: ObjectMeta {
-            name: Some(GANG_NAME.to_owned()),
-            namespace: Some(MEASURED_NAMESPACE.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: PodGroupSpec {
-            min_member: i32::try_from(members)?,
-            ..PodGroupSpec::default()
-        },
-        status: None,
-    };
-    groups.create(&PostParams::default(), &group).await?;
+    let min = i32::try_from(members)?;
+    match form {
+        GangForm::Podgroup => {
+            let groups: Api<PodGroup> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
+            let group = PodGroup {
+                metadata: ObjectMeta {
+                    name: Some(form.group().to_owned()),
+                    namespace: Some(MEASURED_NAMESPACE.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                spec: PodGroupSpec {
+                    min_member: min,
+                    ..PodGroupSpec::default()
+                },
+                status: None,
+            };
+            groups.create(&PostParams::default(), &group).await?;
+        }
+        GangForm::Upstream => {
+            let groups: Api<UpstreamPodGroup> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
+            let group = upstream_pod_group(MEASURED_NAMESPACE, form.group(), min, None);
+            groups
+                .create(&PostParams::default(), &group)
+                .await
+                .context("creating the scheduling.k8s.io/v1beta1 PodGroup (is it served?)")?;
+        }
+    }
+    let label = form.label();
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(watch_bindings(pods.clone(), GANG_LABEL, members, bound_tx));
+    let watch = tokio::spawn(watch_bindings(pods.clone(), label, members, bound_tx));
     create_all(
         pods,
-        (0..members).map(|i| gang_member(&format!("gang-{i}"), GANG_NAME)),
+        (0..members).map(|i| gang_member(&format!("gang-{}-{i}", form.name()), form)),
     )
     .await?;
     let created = Instant::now();
-    eprintln!("{members} gang members created");
+    eprintln!("{members} gang members ({}) created", form.name());
     let signed = |at: Instant| {
         if at >= created {
             at.duration_since(created).as_secs_f64()
@@ -587,6 +646,7 @@ async fn measure_gang(
     };
     match tokio::time::timeout(timeout, bound_rx).await {
         Ok(Ok(result)) => Ok(GangReport {
+            form: form.name(),
             members,
             members_bound: result.bound,
             first_bound_seconds: result.first.map(signed),
@@ -597,8 +657,9 @@ async fn measure_gang(
             watch.abort();
             eprintln!("WARNING: the gang was not bound within {timeout:?}");
             Ok(GangReport {
+                form: form.name(),
                 members,
-                members_bound: count_bound(pods, GANG_LABEL).await?,
+                members_bound: count_bound(pods, label).await?,
                 first_bound_seconds: None,
                 last_bound_seconds: None,
             })
@@ -631,11 +692,14 @@ async fn create_measured(
     create_all(api, pods).await
 }
 
-fn gang_member(name: &str, group: &str) -> Pod {
-    PodBuilder::new(name, SCHEDULER_NAME, gpu_worker_container(1))
-        .label(GANG_LABEL, "true")
-        .label(LABEL_POD_GROUP, group)
-        .build()
+fn gang_member(name: &str, form: GangForm) -> Pod {
+    let pod =
+        PodBuilder::new(name, SCHEDULER_NAME, gpu_worker_container(1)).label(form.label(), "true");
+    match form {
+        GangForm::Podgroup => pod.label(LABEL_POD_GROUP, form.group()),
+        GangForm::Upstream => pod.scheduling_group(form.group()),
+    }
+    .build()
 }
 
 /// What a binding watch saw.

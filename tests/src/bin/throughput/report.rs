@@ -30,8 +30,9 @@ pub struct Report {
     pub check: String,
     /// apiserver requests per second (all clients) over the measured window.
     pub api_qps: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gang: Option<GangReport>,
+    /// One per `--gang-form`, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gangs: Vec<GangReport>,
     /// Why the run failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -39,6 +40,8 @@ pub struct Report {
 
 #[derive(Debug, serde::Serialize)]
 pub struct GangReport {
+    /// `podgroup` (scheduler-plugins) or `upstream` (scheduling.k8s.io/v1beta1).
+    pub form: &'static str,
     pub members: usize,
     pub members_bound: usize,
     /// Seconds from the last member's creation to the first member seen bound
@@ -98,9 +101,10 @@ pub fn print_summary(report: &Report) {
         report.api_qps
     );
     println!("check: {} violations: {}", report.violations, report.check);
-    if let Some(gang) = &report.gang {
+    for gang in &report.gangs {
         println!(
-            "gang of {}: {} bound; first member bound {} and last {} after the last member was created",
+            "{} gang of {}: {} bound; first member bound {} and last {} after the last member was created",
+            gang.form,
             gang.members,
             gang.members_bound,
             seconds(gang.first_bound_seconds),
@@ -131,6 +135,8 @@ pub fn print_table(reports: &[Report]) {
         "gang first",
         "gang last"
     );
+    // With several gang forms the gang columns hold one figure per form, in
+    // `--gang-form` order, separated by "/".
     for r in reports {
         if let Some(error) = &r.error {
             let first_line = error.lines().next().unwrap_or_default();
@@ -140,15 +146,21 @@ pub fn print_table(reports: &[Report]) {
             );
             continue;
         }
-        let (first, last) = r.gang.as_ref().map_or_else(
-            || ("-".to_owned(), "-".to_owned()),
-            |g| {
-                (
-                    seconds(g.first_bound_seconds),
-                    seconds(g.last_bound_seconds),
-                )
-            },
-        );
+        let (first, last) = if r.gangs.is_empty() {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            let joined = |figure: fn(&GangReport) -> Option<f64>| {
+                r.gangs
+                    .iter()
+                    .map(|g| seconds(figure(g)))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            (
+                joined(|g| g.first_bound_seconds),
+                joined(|g| g.last_bound_seconds),
+            )
+        };
         let speedup = r
             .speedup_vs_kube_scheduler
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}x"));
@@ -192,7 +204,7 @@ mod tests {
             violations: 0,
             check: String::new(),
             api_qps: 0.0,
-            gang: None,
+            gangs: Vec::new(),
             error: None,
         }
     }

@@ -581,7 +581,6 @@ fn decide(finding: Finding, walk: &Walk<'_>, options: &PodGangOptions) -> AutoGa
         min_member: Some(min_member),
         timeout: options.timeout,
         topology_key: options.topology_key.clone(),
-        upstream: None,
     })
 }
 
