@@ -204,23 +204,23 @@ impl Binder {
 }
 
 impl Binder {
-    /// Records the member's part of its gang's plan, only on the version of the
-    /// pod the decision was made from: the patch carries the pod's UID and
-    /// `resourceVersion`, so a pod bound, changed or replaced meanwhile refuses
-    /// it (409 or 422) instead of carrying a plan it was not decided with.
+    /// Records the member's part of its gang's plan. The patch carries the
+    /// pod's UID, so a pod replaced meanwhile refuses it (422). No
+    /// `resourceVersion` precondition: the scheduler's own writes to a waiting
+    /// member (its `PodScheduled=False` condition) change the version between
+    /// the decision and this write, and a conflict there cost a whole gang a
+    /// backoff for nothing. A pod bound meanwhile refuses its Binding instead.
     pub async fn write_plan(
         &self,
         pod: &PodRef,
-        resource_version: Option<&str>,
         plan: &GangPlanAnnotation,
     ) -> Result<(), BindError> {
-        self.patch(pod, plan_patch(pod, resource_version, Some(plan)))
-            .await
+        self.patch(pod, plan_patch(pod, Some(plan))).await
     }
 
     /// Removes a plan that will not be carried out (an undone gang).
     pub async fn clear_plan(&self, pod: &PodRef) -> Result<(), BindError> {
-        self.patch(pod, plan_patch(pod, None, None)).await
+        self.patch(pod, plan_patch(pod, None)).await
     }
 
     /// Deletes a bound member of a gang that cannot be finished, so that its
@@ -253,22 +253,14 @@ impl Binder {
 }
 
 /// The merge patch that sets (`Some`) or removes (`None`) the gang plan,
-/// guarded by the pod's UID and, when given, its `resourceVersion`.
-pub fn plan_patch(
-    pod: &PodRef,
-    resource_version: Option<&str>,
-    plan: Option<&GangPlanAnnotation>,
-) -> serde_json::Value {
-    let mut patch = serde_json::json!({
+/// guarded by the pod's UID.
+pub fn plan_patch(pod: &PodRef, plan: Option<&GangPlanAnnotation>) -> serde_json::Value {
+    serde_json::json!({
         "metadata": {
             "uid": pod.uid,
             "annotations": { ANNOTATION_GANG_PLAN: plan.map(GangPlanAnnotation::to_json) }
         }
-    });
-    if let Some(version) = resource_version {
-        patch["metadata"]["resourceVersion"] = version.into();
-    }
-    patch
+    })
 }
 
 /// The Binding kube-scheduler would send: the pod's name, namespace and UID (a
@@ -314,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_is_written_only_on_the_version_decided_from_and_cleared_with_null() {
+    fn a_plan_is_written_on_the_same_pod_and_cleared_with_null() {
         let plan = GangPlanAnnotation {
             plan: "p@1#1".into(),
             gang: "ml/train".into(),
@@ -323,16 +315,15 @@ mod tests {
             gpus: vec![],
         };
         assert_eq!(
-            plan_patch(&pod(), Some("42"), Some(&plan)),
+            plan_patch(&pod(), Some(&plan)),
             serde_json::json!({ "metadata": {
                 "uid": "u0",
-                "resourceVersion": "42",
                 "annotations": { ANNOTATION_GANG_PLAN: plan.to_json() }
             }})
         );
         // null removes the key in a merge patch.
         assert_eq!(
-            plan_patch(&pod(), None, None),
+            plan_patch(&pod(), None),
             serde_json::json!({ "metadata": {
                 "uid": "u0",
                 "annotations": { ANNOTATION_GANG_PLAN: null }

@@ -498,12 +498,8 @@ impl SchedulerLoop {
         self.plan_seq += 1;
         let plan_id = format!("{}#{}", self.term, self.plan_seq);
         let members = u32::try_from(placed.len()).unwrap_or(u32::MAX);
-        let mut steps: Vec<(BindRequest, Option<String>, GangPlanAnnotation)> = Vec::new();
+        let mut steps: Vec<(BindRequest, GangPlanAnnotation)> = Vec::new();
         for (uid, demand, placement) in placed {
-            let version = self
-                .pending
-                .get(uid)
-                .and_then(|p| p.pod.metadata.resource_version.clone());
             let Some(request) = self.bind_request(uid, demand, *placement) else {
                 continue;
             };
@@ -518,7 +514,7 @@ impl SchedulerLoop {
                     .map(|a| a.gpus.clone())
                     .unwrap_or_default(),
             };
-            steps.push((request, version, plan));
+            steps.push((request, plan));
         }
         let worker = self.bind_worker();
         let gang = gang.to_owned();
@@ -530,16 +526,16 @@ impl SchedulerLoop {
             // proven Send inside a spawned task.
             let writes: Vec<_> = steps
                 .iter()
-                .map(|(request, version, plan)| {
+                .map(|(request, plan)| {
                     let (binder, fence) = (worker.binder.clone(), worker.fence.clone());
-                    let (pod, version, plan) = (request.pod.clone(), version.clone(), plan.clone());
+                    let (pod, plan) = (request.pod.clone(), plan.clone());
                     async move {
                         if !fence.allows(std::time::SystemTime::now()) {
                             return Err(BindError::Fenced {
                                 pod: pod.to_string(),
                             });
                         }
-                        binder.write_plan(&pod, version.as_deref(), &plan).await
+                        binder.write_plan(&pod, &plan).await
                     }
                 })
                 .collect();
@@ -549,7 +545,7 @@ impl SchedulerLoop {
                 .await;
             if let Some(failed) = written.iter().find_map(|r| r.as_ref().err()) {
                 let why = failed.to_string();
-                for ((request, _, _), result) in steps.into_iter().zip(written) {
+                for ((request, _), result) in steps.into_iter().zip(written) {
                     let result = result.and_then(|()| {
                         Err(BindError::GangPlanNotWritten {
                             pod: request.pod.to_string(),
@@ -564,7 +560,7 @@ impl SchedulerLoop {
             join_all(
                 steps
                     .into_iter()
-                    .map(|(request, _, _)| worker.bind(request, true)),
+                    .map(|(request, _)| worker.bind(request, true)),
             )
             .await;
         });
