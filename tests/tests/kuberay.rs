@@ -128,7 +128,6 @@ async fn ray_clusters_are_ganged_from_their_owner_without_a_pod_group() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the scheduler learns the served owner kinds once, at start (issue 16, auto-grouper)"]
 async fn ray_clusters_are_ganged_when_kuberay_is_installed_after_the_scheduler(
 ) -> anyhow::Result<()> {
     ray_clusters_ganged(
@@ -156,14 +155,31 @@ async fn ray_clusters_ganged(test: &str, crds_installed: CrdsInstalled) -> anyho
     if crds_installed == CrdsInstalled::BeforeScheduler {
         crds::install(&client, &kuberay_crds).await?;
     }
-    plane
+    let handle = plane
         .start_phalanx_scheduler(&PhalanxOptions {
             binary: Some(scheduler),
+            // Asked every second, so that CRDs installed later are found soon.
+            extra: serde_json::json!({"gangs": {"discoveryIntervalSeconds": 1}}),
             ..PhalanxOptions::default()
         })
         .await?;
     // Installs the CRDs unless they are there already.
     plane.start_operator(&RAY_OPERATOR, &operator).await?;
+    // The scheduler finds the kind served (at start, or at its next
+    // discovery) before anyone creates a RayCluster.
+    let active = "phalanx_scheduler_gang_source_active{source=\"rayclusters\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = handle.metrics().await.map_err(anyhow::Error::msg)?;
+        if metrics.lines().any(|line| line == active) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the scheduler did not find RayClusters served within 30 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     namespace_ready_for_pods(&client, NS, Duration::from_secs(30)).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let gpus = node_facts(&client).await?.gpus;

@@ -143,6 +143,8 @@ enum Input {
     /// Owners that gangs are found from (`owner_watch.rs`).
     Job(Box<Event<Job>>),
     Owner(OwnerKind, Box<Event<DynamicObject>>),
+    /// An owner kind is watched from now on (`true`), or no longer served.
+    OwnerKindWatched(OwnerKind, bool),
 }
 
 /// One Binding to send, prepared on the loop (which has the snapshot).
@@ -391,6 +393,10 @@ impl SchedulerLoop {
         }
         let (input_tx, mut inputs) = mpsc::channel(16_384);
         self.spawn_owner_watches(input_tx.clone()).await;
+        // Before the pod watch: the owner kinds found served reach the loop
+        // ahead of the first pod, so no pod is decided as if its owner's kind
+        // were not watched.
+        self.spawn_gang_source_watch(input_tx.clone()).await;
         self.spawn_watches(input_tx).await;
         let mut is_leader = self.deps.is_leader.clone();
         // Without election the channel starts (and stays) true: no change to wait for.
@@ -514,8 +520,19 @@ impl SchedulerLoop {
         spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
             Input::CsiNode(Box::new(e))
         });
-        // Gang objects only where served, asked again at an interval.
-        let (sources, ok) = GangSourceWatch::start(client, tx, self.deps.metrics.clone()).await;
+    }
+
+    /// Gang objects and owner kinds only where served, asked again at an
+    /// interval (`gang_source_watch.rs`).
+    async fn spawn_gang_source_watch(&self, tx: mpsc::Sender<Input>) {
+        let find_owners = self.deps.config.gangs.auto_group;
+        let (sources, ok) = GangSourceWatch::start(
+            self.deps.client.clone(),
+            tx,
+            self.deps.metrics.clone(),
+            find_owners,
+        )
+        .await;
         let interval = self.deps.config.gangs.discovery_interval();
         tokio::spawn(sources.keep_asking(interval, ok));
     }
@@ -539,6 +556,7 @@ impl SchedulerLoop {
             Input::CsiNode(event) => self.mirror.csi_node_event(&event),
             Input::Job(event) => self.handle_job_event(*event),
             Input::Owner(kind, event) => self.handle_owner_event(kind, *event),
+            Input::OwnerKindWatched(kind, watched) => self.owner_kind_watched(kind, watched),
         };
         for error in &change.errors {
             tracing::warn!(%error, "cluster state");

@@ -5,6 +5,9 @@
 //! discovery of optional kinds), starts a watch for each newly served kind and
 //! stops the watch of one no longer served, so that a CRD or API group
 //! installed after the scheduler started is picked up without a restart. The
+//! The operator kinds gangs are found from (`gangs.autoGroup`) are asked about
+//! in the same round: a newly served one gets its watch and the loop is told to
+//! hold its pods for their owners (`Input::OwnerKindWatched`). The
 //! set is logged at start and whenever it changes, and exported as
 //! `phalanx_scheduler_gang_source_active`. A failed discovery is logged and
 //! retried at the interval; scheduling goes on with the sources already known
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::watcher::Event;
 use kube::{Api, Client};
 use phalanx_api::PodGroup;
@@ -25,8 +29,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Input;
+use crate::controller::gangs::owners::{OwnerKind, OWNER_KINDS};
 use crate::controller::gangs::sources::{
-    active_sources, kinds_of, ActiveSources, GangSourceKind, COMPOSITE_POD_GROUP,
+    active_sources, kinds_of, owner_sources, ActiveSources, GangSourceKind, COMPOSITE_POD_GROUP,
     GANG_OBJECT_SOURCES, SCHEDULER_PLUGINS_POD_GROUP, UPSTREAM_POD_GROUP,
 };
 use crate::controller::metrics::SchedulerMetrics;
@@ -39,6 +44,9 @@ const RETRY_WITHOUT_INTERVAL: Duration = Duration::from_secs(60);
 /// The watches of the gang object kinds found served.
 pub(super) struct GangSourceWatch {
     client: Client,
+    /// The gang object kinds, then the owner kinds when gangs are found from
+    /// owners.
+    sources: Vec<GangSourceKind>,
     tx: mpsc::Sender<Input>,
     metrics: Arc<SchedulerMetrics>,
     current: Option<ActiveSources>,
@@ -52,10 +60,16 @@ impl GangSourceWatch {
         client: Client,
         tx: mpsc::Sender<Input>,
         metrics: Arc<SchedulerMetrics>,
+        find_owners: bool,
     ) -> (Self, bool) {
-        metrics.set_gang_sources(&active_sources(&ServedApis::default(), GANG_OBJECT_SOURCES));
+        let mut sources = GANG_OBJECT_SOURCES.to_vec();
+        if find_owners {
+            sources.extend(owner_sources(OWNER_KINDS));
+        }
+        metrics.set_gang_sources(&active_sources(&ServedApis::default(), &sources));
         let mut watch = Self {
             client,
+            sources,
             tx,
             metrics,
             current: None,
@@ -83,7 +97,7 @@ impl GangSourceWatch {
 
     /// One round: false when the server could not be asked.
     async fn discover(&mut self) -> bool {
-        let kinds = kinds_of(GANG_OBJECT_SOURCES);
+        let kinds = kinds_of(&self.sources);
         let served = match ServedApis::discover(&self.client, &kinds).await {
             Ok(served) => served,
             Err(error) => {
@@ -95,7 +109,7 @@ impl GangSourceWatch {
                 return false;
             }
         };
-        let active = active_sources(&served, GANG_OBJECT_SOURCES);
+        let active = active_sources(&served, &self.sources);
         if self.current.as_ref() == Some(&active) {
             return true;
         }
@@ -105,14 +119,14 @@ impl GangSourceWatch {
             tracing::info!("gang sources changed: {active}");
         }
         self.metrics.set_gang_sources(&active);
-        self.reconcile(&active);
+        self.reconcile(&active).await;
         self.current = Some(active);
         true
     }
 
     /// Starts the watches of newly served kinds, stops those no longer served.
-    fn reconcile(&mut self, active: &ActiveSources) {
-        let wanted: Vec<&GangSourceKind> = active.watched().collect();
+    async fn reconcile(&mut self, active: &ActiveSources) {
+        let wanted: Vec<GangSourceKind> = active.watched().copied().collect();
         let stopped: Vec<&'static str> = self
             .watches
             .keys()
@@ -125,17 +139,20 @@ impl GangSourceWatch {
             }
             self.forget_all(name);
         }
-        for source in wanted {
+        for source in &wanted {
             if !self.watches.contains_key(source.name) {
-                if let Some(handle) = self.spawn(source) {
+                if let Some(handle) = self.spawn(source).await {
                     self.watches.insert(source.name, handle);
                 }
             }
         }
     }
 
-    fn spawn(&self, source: &GangSourceKind) -> Option<JoinHandle<()>> {
+    async fn spawn(&self, source: &GangSourceKind) -> Option<JoinHandle<()>> {
         let (client, tx) = (self.client.clone(), self.tx.clone());
+        if let Some(owner) = OwnerKind::of(&source.kind) {
+            return self.spawn_owner_watch(owner, source).await;
+        }
         let handle = if *source == SCHEDULER_PLUGINS_POD_GROUP {
             spawn_watch(Api::<PodGroup>::all(client), tx, |e| {
                 Input::PodGroup(Box::new(e))
@@ -154,8 +171,53 @@ impl GangSourceWatch {
         Some(handle)
     }
 
+    /// An owner kind's watch, once this scheduler may list it (RBAC narrower
+    /// than the chart's leaves it out, rather than hold its pods for owners
+    /// that cannot arrive); the loop is told first, so that pods created from
+    /// now on wait for their owners.
+    async fn spawn_owner_watch(
+        &self,
+        owner: OwnerKind,
+        source: &GangSourceKind,
+    ) -> Option<JoinHandle<()>> {
+        let api: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &source.kind.api_resource());
+        if let Err(error) = api.list_metadata(&ListParams::default().limit(1)).await {
+            tracing::warn!(%error, kind = %source.kind, "cannot list; gangs are not found from these owners");
+            return None;
+        }
+        tracing::info!(kind = %source.kind, "finding gangs from these owners");
+        self.tx
+            .send(Input::OwnerKindWatched(owner, true))
+            .await
+            .ok()?;
+        Some(spawn_watch(api, self.tx.clone(), move |e| {
+            Input::Owner(owner, Box::new(e))
+        }))
+    }
+
     /// A stopped kind's objects are gone from the loop's view: an empty relist.
     fn forget_all(&self, name: &str) {
+        if let Some(owner) = self
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| OwnerKind::of(&s.kind))
+        {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                for input in [
+                    Input::Owner(owner, Box::new(Event::Init)),
+                    Input::Owner(owner, Box::new(Event::InitDone)),
+                    Input::OwnerKindWatched(owner, false),
+                ] {
+                    if tx.send(input).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            return;
+        }
         let inputs: [Input; 2] = if name == SCHEDULER_PLUGINS_POD_GROUP.name {
             [
                 Input::PodGroup(Box::new(Event::Init)),

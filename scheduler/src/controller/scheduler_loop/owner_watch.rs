@@ -22,13 +22,11 @@ use phalanx_runtime::watch::spawn_watch;
 use tokio::sync::mpsc;
 
 use super::{Input, SchedulerLoop, WorkKey};
-use crate::controller::gangs::owners::{OwnerId, OWNER_KINDS};
-use crate::controller::gangs::sources;
+use crate::controller::gangs::owners::OwnerId;
 use crate::controller::gangs::{
     auto_gang_of, AutoGang, GangMembership, OwnerIndex, OwnerKind, OwnerRecord,
 };
 use crate::controller::scheduling_events;
-use crate::controller::served_apis::ServedApis;
 
 /// How long a pod waits for its owner object to be seen before it is
 /// scheduled on its own. The owner normally exists before its pods (its
@@ -73,8 +71,8 @@ pub(super) enum OwnerGang {
 }
 
 impl SchedulerLoop {
-    /// Starts the watches of Jobs and of the served operator kinds (when
-    /// `gangs.autoGroup` is on).
+    /// Starts the watch of Jobs (when `gangs.autoGroup` is on); the operator
+    /// kinds are watched where served, by `gang_source_watch.rs`.
     pub(super) async fn spawn_owner_watches(&mut self, tx: mpsc::Sender<Input>) {
         if !self.deps.config.gangs.auto_group {
             return;
@@ -86,33 +84,30 @@ impl SchedulerLoop {
             self.owner_gangs.index.watch(OwnerKind::Job);
             spawn_watch(jobs, tx.clone(), |e| Input::Job(Box::new(e)));
         }
-        let served = match ServedApis::discover(&client, OWNER_KINDS).await {
-            Ok(served) => served,
-            Err(error) => {
-                tracing::warn!(%error, "discovery failed; gangs are found from Jobs only");
-                ServedApis::default()
-            }
-        };
-        // The same gauge as the gang object kinds (`gang_source_watch.rs`):
-        // 1 for each owner kind served.
-        let owner_sources = sources::owner_sources(OWNER_KINDS);
-        self.deps
-            .metrics
-            .set_gang_sources(&sources::active_sources(&served, &owner_sources));
-        for kind in served.iter() {
-            let Some(owner_kind) = OwnerKind::of(kind) else {
-                continue;
-            };
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
-            if !may_list(&api, &kind.to_string()).await {
-                continue;
-            }
-            tracing::info!(kind = %kind, "finding gangs from these owners");
-            self.owner_gangs.index.watch(owner_kind);
-            spawn_watch(api, tx.clone(), move |e| {
-                Input::Owner(owner_kind, Box::new(e))
-            });
+        // The operator kinds: asked with the gang object kinds, at start and
+        // at the discovery interval (`gang_source_watch.rs`).
+    }
+
+    /// `gang_source_watch.rs` started (or stopped) watching an owner kind.
+    pub(super) fn owner_kind_watched(&mut self, kind: OwnerKind, watched: bool) -> MirrorChange {
+        if watched {
+            self.owner_gangs.index.watch(kind);
+        } else {
+            self.owner_gangs.index.unwatch(kind);
         }
+        // Pending pods decided without a gang may belong to this kind's
+        // owners (installed after the scheduler started): decide them again.
+        let loners: Vec<Arc<Pod>> = self
+            .pending
+            .values()
+            .filter(|p| p.gang.is_none() && !p.binding)
+            .map(|p| p.pod.clone())
+            .collect();
+        for pod in loners {
+            self.queue.remove(&WorkKey::Pod(pod_uid(&pod)));
+            self.track((*pod).clone());
+        }
+        MirrorChange::default()
     }
 
     pub(super) fn handle_job_event(&mut self, event: Event<Job>) -> MirrorChange {

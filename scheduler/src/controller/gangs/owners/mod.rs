@@ -320,6 +320,11 @@ impl OwnerIndex {
         self.watched.insert(kind);
     }
 
+    /// The kind is no longer served: its pods are no longer held for owners.
+    pub fn unwatch(&mut self, kind: OwnerKind) {
+        self.watched.remove(&kind);
+    }
+
     pub fn watches(&self, kind: OwnerKind) -> bool {
         self.watched.contains(&kind)
     }
