@@ -143,6 +143,20 @@ async fn bound(pods: &Api<Pod>, names: &[String]) -> anyhow::Result<usize> {
         .count())
 }
 
+/// Waits up to a minute until every pod of `names` is bound.
+async fn wait_all_bound(what: &str, pods: &Api<Pod>, names: &[String]) -> anyhow::Result<()> {
+    wait::until(what, Duration::from_secs(60), || async {
+        let n = bound(pods, names).await?;
+        Ok(if n == names.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} bound"))
+        })
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_gangs_bind_whole_or_not_at_all_and_say_so() -> anyhow::Result<()> {
     let test = "upstream_gangs_bind_whole_or_not_at_all_and_say_so";
@@ -175,20 +189,9 @@ async fn upstream_gangs_bind_whole_or_not_at_all_and_say_so() -> anyhow::Result<
     // Names a PodGroup nobody created.
     let orphan = create_pods(&pods, members("nowhere", 1, 1)).await?;
 
-    wait::until(
-        "all members of fits bound",
-        Duration::from_secs(60),
-        || async {
-            let n = bound(&pods, &fits).await?;
-            Ok(if n == fits.len() {
-                Ok(())
-            } else {
-                Err(format!("{n} bound"))
-            })
-        },
-    )
-    .await
-    .with_logs(&plane)?;
+    wait_all_bound("all members of fits bound", &pods, &fits)
+        .await
+        .with_logs(&plane)?;
     let scheduled = wait_condition(&plane, &groups, "fits", SCHEDULED, "").await?;
     assert!(
         scheduled.last_transition_time.0.as_second() > 0,
@@ -333,16 +336,9 @@ async fn a_required_topology_key_keeps_the_gang_in_one_domain() -> anyhow::Resul
         )
         .await?;
     let narrow = create_pods(&pods, members("narrow", 4, 4)).await?;
-    wait::until("narrow bound", Duration::from_secs(60), || async {
-        let n = bound(&pods, &narrow).await?;
-        Ok(if n == narrow.len() {
-            Ok(())
-        } else {
-            Err(format!("{n} bound"))
-        })
-    })
-    .await
-    .with_logs(&plane)?;
+    wait_all_bound("narrow bound", &pods, &narrow)
+        .await
+        .with_logs(&plane)?;
     let facts = node_facts(&client).await?;
     let racks: BTreeSet<String> = pods_named(&pods, &narrow)
         .await?
@@ -388,20 +384,9 @@ async fn without_the_upstream_gang_api_other_pods_schedule_and_the_gauge_says_so
         .collect();
     let mut names = create_pods(&pods, vec![plain]).await?;
     names.extend(create_pods(&pods, gang).await?);
-    wait::until(
-        "the plain pod and the gang bound",
-        Duration::from_secs(60),
-        || async {
-            let n = bound(&pods, &names).await?;
-            Ok(if n == names.len() {
-                Ok(())
-            } else {
-                Err(format!("{n} bound"))
-            })
-        },
-    )
-    .await
-    .with_logs(&plane)?;
+    wait_all_bound("the plain pod and the gang bound", &pods, &names)
+        .await
+        .with_logs(&plane)?;
 
     let metrics = scheduler.metrics().await.map_err(anyhow::Error::msg)?;
     for line in [

@@ -203,27 +203,17 @@ pub fn gang_of(pod: &Pod) -> Result<Option<GangMembership>, GangSpecError> {
     let Some((name, source)) = declared_gang_name(pod, annotations, &pod_name)? else {
         return Ok(None);
     };
-    let min_member = number_annotation(
-        annotations,
-        ANNOTATION_GANG_MIN_MEMBER,
-        &pod_name,
-        u32::MAX.into(),
-    )?
-    .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let PodGangOptions {
+        min_member,
+        timeout,
+        topology_key,
+    } = pod_gang_options(pod)?;
     if source == GangSource::Annotation && min_member.is_none() {
         return Err(GangSpecError::MissingMinMember {
             pod: pod_name,
             gang: name,
         });
     }
-    let timeout = number_annotation(
-        annotations,
-        ANNOTATION_GANG_TIMEOUT_SECONDS,
-        &pod_name,
-        u64::MAX,
-    )?
-    .map(Duration::from_secs);
-    let topology_key = text_annotation(annotations, ANNOTATION_GANG_TOPOLOGY_KEY, &pod_name)?;
     Ok(Some(GangMembership {
         key: GangKey::new(pod_namespace(pod), name),
         source,
