@@ -52,7 +52,7 @@ use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
-use phalanx_api::{PodGroup, PodGroupSpec, LABEL_POD_GROUP, SCHEDULER_NAME};
+use phalanx_api::{PodGroup, PodGroupSpec, ANNOTATION_GANG_PLAN, LABEL_POD_GROUP, SCHEDULER_NAME};
 use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::phalanx::ensure_namespace;
 use phalanx_e2e::{
@@ -649,6 +649,7 @@ async fn measure_gang(
             form: form.name(),
             members,
             members_bound: result.bound,
+            planned_seconds: result.planned.map(signed),
             first_bound_seconds: result.first.map(signed),
             last_bound_seconds: result.last.map(signed),
         }),
@@ -660,6 +661,7 @@ async fn measure_gang(
                 form: form.name(),
                 members,
                 members_bound: count_bound(pods, label).await?,
+                planned_seconds: None,
                 first_bound_seconds: None,
                 last_bound_seconds: None,
             })
@@ -706,6 +708,9 @@ fn gang_member(name: &str, form: GangForm) -> Pod {
 #[derive(Debug)]
 struct Bindings {
     bound: usize,
+    /// When the first pod was seen carrying a gang plan (Phalanx writes the
+    /// plan on every member once the gang is placed, before any Binding).
+    planned: Option<Instant>,
     /// When the first pod was seen with a node.
     first: Option<Instant>,
     /// When the `expected`-th pod was seen with a node.
@@ -724,7 +729,16 @@ async fn watch_bindings(
     let mut stream = watcher(pods, config).applied_objects().boxed();
     let mut bound = HashSet::new();
     let mut first = None;
+    let mut planned = None;
     while let Some(pod) = stream.try_next().await? {
+        if pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_GANG_PLAN))
+        {
+            planned.get_or_insert_with(Instant::now);
+        }
         let has_node = pod
             .spec
             .as_ref()
@@ -737,6 +751,7 @@ async fn watch_bindings(
                 if bound.len() == expected {
                     let _ = done.send(Bindings {
                         bound: bound.len(),
+                        planned,
                         first,
                         last: Some(now),
                     });

@@ -44,6 +44,9 @@ pub struct GangReport {
     pub form: &'static str,
     pub members: usize,
     pub members_bound: usize,
+    /// Seconds from the last member's creation to the first member seen with
+    /// the gang plan: the gang is placed and its first plan write has landed.
+    pub planned_seconds: Option<f64>,
     /// Seconds from the last member's creation to the first member seen bound
     /// (negative would mean a member bound before the gang was complete).
     pub first_bound_seconds: Option<f64>,
@@ -103,10 +106,11 @@ pub fn print_summary(report: &Report) {
     println!("check: {} violations: {}", report.violations, report.check);
     for gang in &report.gangs {
         println!(
-            "{} gang of {}: {} bound; first member bound {} and last {} after the last member was created",
+            "{} gang of {}: {} bound; placed (first plan seen) {}, first member bound {} and last {} after the last member was created",
             gang.form,
             gang.members,
             gang.members_bound,
+            seconds(gang.planned_seconds),
             seconds(gang.first_bound_seconds),
             seconds(gang.last_bound_seconds)
         );
