@@ -1,5 +1,5 @@
 //! A device plugin writes only its own node's `GpuNode` and reads only its
-//! node's pods, on a real API server (v1.33) with the chart's RBAC and
+//! node's pods, on a real API server (v1.37) with the chart's RBAC and
 //! ValidatingAdmissionPolicy (rendered from the chart with Helm's engine and
 //! applied as they are). The plugin's credentials are made as kubelet makes
 //! them: a token of its ServiceAccount bound to its pod on node A, which

@@ -1,7 +1,7 @@
 //! The Helm chart through the real Helm engine (Helm v4's Go SDK from PyPI's
 //! `helm-python-sdk`): it renders and lints for the default values and every
 //! documented option (`deploy/helm/phalanx/ci/*.yaml`), bad values are refused
-//! by its schema, every rendered object passes the 1.33 apiserver's own
+//! by its schema, every rendered object passes the 1.37 apiserver's own
 //! validation, and once installed the scheduler, the autoscaler and the device
 //! plugin do their whole job holding nothing but their ServiceAccounts'
 //! tokens — and stop doing it when a verb is taken away.
