@@ -18,6 +18,8 @@
 //!   ([`TopologyLevel`]: NVLink clique, rack, zone): tightest level first, and in
 //!   a level the domain with the least free capacity that still holds the gang; a
 //!   required level confines the gang to one of its domains.
+//! * [`queues`] divides the cluster among teams' queues (guarantees, limits,
+//!   over-quota weights, a hierarchy) and orders their turns.
 //! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
 //!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
@@ -40,6 +42,7 @@ mod node;
 mod pod;
 pub mod policy;
 mod preferences;
+pub mod queues;
 mod scalar_resources;
 mod snapshot;
 #[cfg(test)]
