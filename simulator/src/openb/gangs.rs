@@ -20,15 +20,15 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use phalanx_engine::{
-    place_gang, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, DomainOrder,
-    EngineError, GangError, GangSpec, GpuDemand, NodeSpec, PodDemand, PolicyName, TopologyLevel,
+    place_gang, ClusterSnapshot, DomainOrder, EngineError, GangError, GangSpec, GpuDemand,
+    NodeSpec, PodDemand, PolicyName, TopologyLevel,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use thiserror::Error;
 
-use super::curves::{CurveRecorder, Curves};
-use super::run::{FragmentationMeter, PreparedTrace, RunStart, WorkloadMode};
+use super::curves::Curves;
+use super::run::{PreparedTrace, Replay, WorkloadMode};
 
 /// The synthetic rack label.
 pub const RACK_LABEL: &str = "topology.phalanx.dev/rack";
@@ -179,11 +179,7 @@ pub fn run_gangs(
     spec: GangRunSpec,
 ) -> Result<GangRunResult, GangRunError> {
     let started = Instant::now();
-    let RunStart {
-        mut cluster,
-        seeded,
-        mut policy,
-    } = RunStart::new(
+    let mut replay = Replay::new(
         cluster,
         trace,
         spec.seed,
@@ -191,43 +187,25 @@ pub fn run_gangs(
         spec.workload,
         spec.policy,
     )?;
-    let steps = group_gangs(&seeded.arrivals, &trace.demands, spec.seed);
+    let steps = group_gangs(&replay.seeded.arrivals, &trace.demands, spec.seed);
     let racks = [TopologyLevel::preferred(RACK_LABEL)];
     let (topology, domain_order): (&[TopologyLevel<'_>], _) = match spec.placement {
         GangPlacement::Anywhere => (&[], DomainOrder::TightestFit),
         GangPlacement::Emptiest => (&racks, DomainOrder::Emptiest),
         GangPlacement::TightestFit => (&racks, DomainOrder::TightestFit),
     };
-
-    let mut meter = FragmentationMeter::new(&trace.typical, &cluster);
-    let mut recorder = CurveRecorder::new(cluster.gpu_milli_capacity());
-    let mut scratch = CycleScratch::default();
-    let (mut arrived, mut used, mut failed) = (0u64, 0u64, 0usize);
     let (mut gangs, mut gangs_placed, mut gang_racks, mut gangs_in_one_rack) = (0, 0, 0, 0);
     let mut members: Vec<PodDemand> = Vec::new();
 
     for step in steps {
         match step {
-            Step::Pod(i) => {
-                let pod = &trace.demands[i];
-                policy.observe_arrival(pod);
-                arrived += pod.gpu.total_milli();
-                match schedule_one(&cluster, policy.as_mut(), pod, &mut scratch) {
-                    CycleOutcome::Placed(placement) => {
-                        cluster.place(pod, &placement)?;
-                        meter.update(&cluster, placement.node);
-                        used += pod.gpu.total_milli();
-                    }
-                    CycleOutcome::Unschedulable { .. } => failed += 1,
-                }
-                recorder.record(arrived, used, meter.total());
-            }
+            Step::Pod(i) => replay.schedule_pod(&trace.demands[i])?,
             Step::Gang(indices) => {
                 gangs += 1;
                 members.clear();
                 members.extend(indices.iter().map(|&i| trace.demands[i].clone()));
                 for member in &members {
-                    policy.observe_arrival(member);
+                    replay.policy.observe_arrival(member);
                 }
                 let gang = GangSpec {
                     name: "gang",
@@ -236,17 +214,22 @@ pub fn run_gangs(
                     topology,
                     domain_order,
                 };
-                let placed = match place_gang(&mut cluster, policy.as_mut(), &gang, &mut scratch)? {
+                let placed = match place_gang(
+                    &mut replay.cluster,
+                    replay.policy.as_mut(),
+                    &gang,
+                    &mut replay.scratch,
+                )? {
                     Ok(plan) => {
                         gangs_placed += 1;
                         let mut nodes = BTreeSet::new();
                         for (_, placement) in &plan.placements {
-                            meter.update(&cluster, placement.node);
+                            replay.node_changed(placement.node);
                             nodes.insert(placement.node);
                         }
                         let racks: BTreeSet<&String> = nodes
                             .iter()
-                            .filter_map(|&n| cluster.node(n).labels.get(RACK_LABEL))
+                            .filter_map(|&n| replay.cluster.node(n).labels.get(RACK_LABEL))
                             .collect();
                         gang_racks += racks.len();
                         if members.len() > 1 && racks.len() == 1 {
@@ -258,13 +241,7 @@ pub fn run_gangs(
                 };
                 // One record per member, as the plain run records one per pod.
                 for member in &members {
-                    arrived += member.gpu.total_milli();
-                    if placed {
-                        used += member.gpu.total_milli();
-                    } else {
-                        failed += 1;
-                    }
-                    recorder.record(arrived, used, meter.total());
+                    replay.record_arrival(member, placed);
                 }
             }
         }
@@ -274,9 +251,9 @@ pub fn run_gangs(
         spec,
         workload: trace.workload.clone(),
         pods_file: trace.pods_file.clone(),
-        curves: recorder.curves(),
-        pods_arrived: seeded.arrivals.len(),
-        pods_failed: failed,
+        curves: replay.curves(),
+        pods_arrived: replay.seeded.arrivals.len(),
+        pods_failed: replay.failed(),
         gangs,
         gangs_placed,
         gang_racks,

@@ -122,24 +122,27 @@ impl<'a> FragmentationMeter<'a> {
         self.total += f - self.per_node[node.index()];
         self.per_node[node.index()] = f;
     }
-
-    pub(crate) fn total(&self) -> f64 {
-        self.total
-    }
 }
 
-/// What a run starts from: the cluster with the seed's node ranks, the seed's
-/// arrivals, and the policy built with the seed's policy seed.
-pub(crate) struct RunStart {
+/// One replay in progress: the cluster with the seed's node ranks, the seed's
+/// arrivals, the policy built with the seed's policy seed, and what is measured
+/// as pods arrive. The plain run and the gang run step through it alike.
+pub(crate) struct Replay<'t> {
     pub cluster: ClusterSnapshot,
     pub seeded: SeededRun,
     pub policy: Box<dyn PlacementPolicy>,
+    pub scratch: CycleScratch,
+    meter: FragmentationMeter<'t>,
+    recorder: CurveRecorder,
+    arrived: u64,
+    used: u64,
+    failed: usize,
 }
 
-impl RunStart {
+impl<'t> Replay<'t> {
     pub(crate) fn new(
         empty: &ClusterSnapshot,
-        trace: &PreparedTrace,
+        trace: &'t PreparedTrace,
         seed: u64,
         tune: f64,
         workload: WorkloadMode,
@@ -161,11 +164,57 @@ impl RunStart {
                 workload,
             },
         );
-        Ok(RunStart {
+        let meter = FragmentationMeter::new(&trace.typical, &cluster);
+        Ok(Replay {
             cluster,
             seeded,
             policy,
+            scratch: CycleScratch::default(),
+            meter,
+            recorder: CurveRecorder::new(capacity),
+            arrived: 0,
+            used: 0,
+            failed: 0,
         })
+    }
+
+    /// `pod` arrives and is scheduled on its own; one point on the curves.
+    pub(crate) fn schedule_pod(&mut self, pod: &PodDemand) -> Result<(), EngineError> {
+        self.policy.observe_arrival(pod);
+        match schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch) {
+            CycleOutcome::Placed(placement) => {
+                self.cluster.place(pod, &placement)?;
+                self.meter.update(&self.cluster, placement.node);
+                self.record_arrival(pod, true);
+            }
+            CycleOutcome::Unschedulable { .. } => self.record_arrival(pod, false),
+        }
+        Ok(())
+    }
+
+    /// `node` changed outside [`Self::schedule_pod`] (a gang placed on it).
+    pub(crate) fn node_changed(&mut self, node: NodeId) {
+        self.meter.update(&self.cluster, node);
+    }
+
+    /// `pod` arrived and was placed or not; one point on the curves.
+    pub(crate) fn record_arrival(&mut self, pod: &PodDemand, placed: bool) {
+        self.arrived += pod.gpu.total_milli();
+        if placed {
+            self.used += pod.gpu.total_milli();
+        } else {
+            self.failed += 1;
+        }
+        self.recorder
+            .record(self.arrived, self.used, self.meter.total);
+    }
+
+    pub(crate) fn failed(&self) -> usize {
+        self.failed
+    }
+
+    pub(crate) fn curves(&self) -> Curves {
+        self.recorder.curves()
     }
 }
 
@@ -176,11 +225,7 @@ pub fn run_once(
     spec: RunSpec,
 ) -> Result<RunResult, EngineError> {
     let started = Instant::now();
-    let RunStart {
-        mut cluster,
-        seeded,
-        mut policy,
-    } = RunStart::new(
+    let mut replay = Replay::new(
         empty,
         trace,
         spec.seed,
@@ -188,25 +233,9 @@ pub fn run_once(
         spec.workload,
         spec.policy,
     )?;
-    let capacity = cluster.gpu_milli_capacity();
-    let mut meter = FragmentationMeter::new(&trace.typical, &cluster);
-    let mut recorder = CurveRecorder::new(capacity);
-    let mut scratch = CycleScratch::default();
-    let (mut arrived, mut used, mut failed) = (0u64, 0u64, 0usize);
-
-    for &i in &seeded.arrivals {
-        let pod = &trace.demands[i];
-        policy.observe_arrival(pod);
-        arrived += pod.gpu.total_milli();
-        match schedule_one(&cluster, policy.as_mut(), pod, &mut scratch) {
-            CycleOutcome::Placed(placement) => {
-                cluster.place(pod, &placement)?;
-                meter.update(&cluster, placement.node);
-                used += pod.gpu.total_milli();
-            }
-            CycleOutcome::Unschedulable { .. } => failed += 1,
-        }
-        recorder.record(arrived, used, meter.total);
+    let arrivals = std::mem::take(&mut replay.seeded.arrivals);
+    for &i in &arrivals {
+        replay.schedule_pod(&trace.demands[i])?;
     }
 
     Ok(RunResult {
@@ -214,9 +243,9 @@ pub fn run_once(
         seed: spec.seed,
         workload: trace.workload.clone(),
         pods_file: trace.pods_file.clone(),
-        curves: recorder.curves(),
-        pods_arrived: seeded.arrivals.len(),
-        pods_failed: failed,
+        curves: replay.curves(),
+        pods_arrived: arrivals.len(),
+        pods_failed: replay.failed(),
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }
