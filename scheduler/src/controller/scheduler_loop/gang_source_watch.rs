@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
-use kube::api::{DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 use kube::{Api, Client};
 use phalanx_api::PodGroup;
@@ -28,6 +28,7 @@ use phalanx_runtime::watch::spawn_watch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::owner_watch::may_list;
 use super::Input;
 use crate::controller::gangs::owners::{OwnerKind, OWNER_KINDS};
 use crate::controller::gangs::sources::{
@@ -182,8 +183,7 @@ impl GangSourceWatch {
     ) -> Option<JoinHandle<()>> {
         let api: Api<DynamicObject> =
             Api::all_with(self.client.clone(), &source.kind.api_resource());
-        if let Err(error) = api.list_metadata(&ListParams::default().limit(1)).await {
-            tracing::warn!(%error, kind = %source.kind, "cannot list; gangs are not found from these owners");
+        if !may_list(&api, &source.kind.to_string()).await {
             return None;
         }
         tracing::info!(kind = %source.kind, "finding gangs from these owners");

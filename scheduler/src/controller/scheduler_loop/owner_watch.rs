@@ -327,7 +327,7 @@ impl SchedulerLoop {
 /// Whether this scheduler may list `api` (one object asked for). A kind it
 /// may not watch (RBAC narrower than the chart's) is left out, so that its
 /// pods are not held [`OWNER_WAIT`] for owners that cannot arrive.
-async fn may_list<K>(api: &Api<K>, what: &str) -> bool
+pub(super) async fn may_list<K>(api: &Api<K>, what: &str) -> bool
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
