@@ -29,36 +29,15 @@ projects=(
 cache_root=${PHALANX_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx-e2e}
 crd_root=$cache_root/crds
 
-scratch=
-cleanup() { if [[ -n $scratch ]]; then rm -rf "$scratch"; fi; }
-trap cleanup EXIT
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=module-files.sh
+source "$here/module-files.sh"
 
 # fetch DIR MODULE@VERSION SUBDIR FILE...
 fetch() {
-    local name=$1 module_at=$2 subdir=$3
-    shift 3
-    local dest=$crd_root/$name f missing=0
-    for f in "$@"; do [[ -s $dest/$f ]] || missing=1; done
-    if [[ $missing == 0 ]]; then return 0; fi
-
-    # Outside any module, so nothing here (tests/control-plane/go.mod)
-    # changes; the download is checked against the Go checksum database like
-    # any module.
-    if [[ -z $scratch ]]; then scratch=$(mktemp -d); fi
-    local module_dir
-    module_dir=$(cd "$scratch" && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json "$module_at" |
-        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-    if [[ -z $module_dir || ! -d $module_dir ]]; then
-        echo "phalanx-e2e: could not download $module_at" >&2
-        return 1
-    fi
-    mkdir -p "$dest"
-    for f in "$@"; do
-        # A temporary name first, so an interrupted copy never looks finished.
-        install -m 0644 "$module_dir/$subdir/$f" "$dest/.$f.tmp"
-        mv -f "$dest/.$f.tmp" "$dest/$f"
-    done
-    echo "phalanx-e2e: CRDs from $module_at in $dest" >&2
+    local name=$1
+    shift
+    fetch_module_files "$crd_root/$name" "$@"
 }
 
 for project in "${projects[@]}"; do

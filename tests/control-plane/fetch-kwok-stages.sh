@@ -36,22 +36,11 @@ if have_all; then
     exit 0
 fi
 
-# Outside any module, so tests/control-plane/go.mod does not change.
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-module_dir=$(cd "$scratch" && GO111MODULE=on GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-if [[ -z $module_dir || ! -d $module_dir ]]; then
-    echo "phalanx-e2e: could not download sigs.k8s.io/kwok@$KWOK_VERSION" >&2
-    exit 1
-fi
-mkdir -p "$dest"
+# Files of another KWOK release go first, so that only this one's are passed.
 rm -f "$dest"/*.yaml "$dest/.version"
-for f in "${files[@]}"; do
-    name=$(basename "$f")
-    install -m 0644 "$module_dir/kustomize/stage/$f" "$dest/.$name.tmp"
-    mv -f "$dest/.$name.tmp" "$dest/$name"
-done
+# shellcheck source=module-files.sh
+source "$here/module-files.sh"
+fetch_module_files "$dest" "sigs.k8s.io/kwok@$KWOK_VERSION" kustomize/stage "${files[@]}"
 echo "$KWOK_VERSION" >"$dest/.version"
 echo "phalanx-e2e: KWOK $KWOK_VERSION stages in $dest" >&2
 echo "$dest"

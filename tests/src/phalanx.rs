@@ -162,6 +162,20 @@ pub fn phalanx_scheduler_for_test(test: &str) -> Option<PathBuf> {
     binary_for_test(test, locate_phalanx_scheduler())
 }
 
+/// `backoff` settings for tests that watch the scheduler decide again and
+/// again: an unschedulable pod or gang is looked at every second, so a test
+/// sees the next decision (a gang placed once room appears, a status kept)
+/// within seconds. For [`PhalanxOptions::extra`].
+pub fn quick_retry() -> serde_json::Value {
+    serde_json::json!({
+        "backoff": {
+            "initialSeconds": 0.5,
+            "maxSeconds": 1.0,
+            "maxUnschedulableSeconds": 1.0,
+        }
+    })
+}
+
 /// For a test of the scheduler: a control plane with the Phalanx CRDs and
 /// the `phalanx-scheduler` binary to run on it, or `None` after printing why
 /// the test is skipped (see [`binary_for_test`]).

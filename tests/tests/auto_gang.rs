@@ -35,7 +35,7 @@ use kube::Api;
 use phalanx_api::SCHEDULER_NAME;
 use phalanx_e2e::binaries::or_skip;
 use phalanx_e2e::crds::{self, JOBSET, LWS, TRAINER, TRAINING_OPERATOR};
-use phalanx_e2e::phalanx::plane_with_scheduler;
+use phalanx_e2e::phalanx::{plane_with_scheduler, quick_retry};
 use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
     create_gpu_nodes, create_pods, gpu_worker_container, node_of, pod_events, ControlPlane,
@@ -80,8 +80,7 @@ async fn start(
     plane
         .start_phalanx_scheduler(&PhalanxOptions {
             binary: Some(binary),
-            extra: json!({ "backoff": { "initialSeconds": 0.5, "maxSeconds": 1.0,
-                                        "maxUnschedulableSeconds": 1.0 } }),
+            extra: quick_retry(),
             ..PhalanxOptions::default()
         })
         .await?;

@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::Api;
 use phalanx_api::{PodGroup, PodGroupStatus, LABEL_POD_GROUP, SCHEDULER_NAME};
+use phalanx_e2e::phalanx::quick_retry;
 use phalanx_e2e::wait::{self, WithLogs};
 use phalanx_e2e::{
     assignment_of, create_gpu_nodes, create_pods, gpu_worker_container, install_phalanx_crds,
@@ -100,13 +101,7 @@ async fn a_timed_out_pod_group_is_failed_and_stays_failed() -> anyhow::Result<()
             // An unschedulable gang is looked at again every second, so the
             // scheduler keeps deciding about the timed-out gangs while the
             // test watches their status.
-            extra: serde_json::json!({
-                "backoff": {
-                    "initialSeconds": 0.5,
-                    "maxSeconds": 1.0,
-                    "maxUnschedulableSeconds": 1.0,
-                }
-            }),
+            extra: quick_retry(),
             ..PhalanxOptions::default()
         })
         .await?;

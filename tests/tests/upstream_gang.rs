@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::PostParams;
 use kube::Api;
 use phalanx_api::{ANNOTATION_GANG_MIN_MEMBER, ANNOTATION_GANG_NAME, SCHEDULER_NAME};
-use phalanx_e2e::phalanx::{plane_with_scheduler, plane_with_scheduler_and};
+use phalanx_e2e::phalanx::{plane_with_scheduler, plane_with_scheduler_and, quick_retry};
 use phalanx_e2e::wait::{self, wait_pod_event, WithLogs};
 use phalanx_e2e::{
     create_gpu_nodes, create_pods, gpu_worker_container, node_facts, node_of, pods_named,
@@ -85,13 +85,7 @@ async fn start_scheduler(
     let handle = plane
         .start_phalanx_scheduler(&PhalanxOptions {
             binary: Some(binary),
-            extra: serde_json::json!({
-                "backoff": {
-                    "initialSeconds": 0.5,
-                    "maxSeconds": 1.0,
-                    "maxUnschedulableSeconds": 1.0,
-                }
-            }),
+            extra: quick_retry(),
             ..PhalanxOptions::default()
         })
         .await?;
