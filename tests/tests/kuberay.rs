@@ -168,18 +168,20 @@ async fn ray_clusters_ganged(test: &str, crds_installed: CrdsInstalled) -> anyho
     // The scheduler finds the kind served (at start, or at its next
     // discovery) before anyone creates a RayCluster.
     let active = "phalanx_scheduler_gang_source_active{source=\"rayclusters\"} 1";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = handle.metrics().await.map_err(anyhow::Error::msg)?;
-        if metrics.lines().any(|line| line == active) {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the scheduler did not find RayClusters served within 30 s:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::until(
+        "the scheduler finds RayClusters served",
+        Duration::from_secs(30),
+        || async {
+            let metrics = handle.metrics().await.map_err(anyhow::Error::msg)?;
+            Ok(if metrics.lines().any(|line| line == active) {
+                Ok(())
+            } else {
+                Err(format!("its gauge lacks {active}"))
+            })
+        },
+    )
+    .await
+    .with_logs(&plane)?;
     namespace_ready_for_pods(&client, NS, Duration::from_secs(30)).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let gpus = node_facts(&client).await?.gpus;
