@@ -113,9 +113,9 @@ fn divide(
         .collect();
     let sum_guaranteed = guaranteed.iter().fold(0u64, |a, g| a.saturating_add(*g));
     if sum_guaranteed >= amount {
-        // Not even the guarantees fit: cut them in proportion.
-        let weights: Vec<u64> = guaranteed.clone();
-        return water_fill(amount, &guaranteed, &weights, &vec![0; siblings.len()]);
+        // Not even the guarantees fit: cut them in proportion (each
+        // guarantee is both the cap and the weight).
+        return water_fill(amount, &guaranteed, &guaranteed, &vec![0; siblings.len()]);
     }
     let weights: Vec<u64> = quotas
         .iter()
