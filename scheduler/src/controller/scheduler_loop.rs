@@ -1013,7 +1013,7 @@ impl SchedulerLoop {
                         // The key left the queue when the pod was placed: put it
                         // back, behind a backoff.
                         self.queue
-                            .retry_later(key, priority, first_seen, Instant::now());
+                            .retry_later(key, 0, priority, first_seen, Instant::now());
                     }
                 }
             }
