@@ -22,7 +22,7 @@ pub use podgroup::{
 };
 pub use queue::{
     gpus_from_milli, Queue, QueueGpuStatus, QueuePending, QueueResourceQuota, QueueResourceStatus,
-    QueueSpec, QueueStatus, CONDITION_QUEUE_VALID, LABEL_QUEUE,
+    QueueSpec, QueueStatus, CONDITION_QUEUE_VALID, LABEL_QUEUE, MAX_OVER_QUOTA_WEIGHT,
 };
 pub use resources::*;
 pub mod autoscaler;

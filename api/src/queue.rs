@@ -35,6 +35,12 @@ pub const LABEL_QUEUE: &str = "phalanx.dev/queue";
 /// `False`, nothing in the queue is scheduled and the reason says why.
 pub const CONDITION_QUEUE_VALID: &str = "Valid";
 
+/// The highest `overQuotaWeight` accepted: weights are ratios between
+/// siblings, and a bound keeps a typo (`10000000`) from leaving every sibling
+/// nothing of what is idle. The CRD's schema says so too, so the API server
+/// refuses it at once; the scheduler checks again for objects stored before.
+pub const MAX_OVER_QUOTA_WEIGHT: u32 = 1000;
+
 /// One queue's place in the hierarchy and its terms.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[kube(
@@ -89,6 +95,7 @@ pub struct QueueResourceQuota {
     /// The queue's weight when what is left after guarantees is shared; 0
     /// borrows nothing beyond the guarantee. Absent is 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000))]
     pub over_quota_weight: Option<u32>,
 }
 
@@ -217,6 +224,14 @@ mod tests {
         assert_eq!(spec.resources[0].over_quota_weight, None);
         assert_eq!(spec.resources[1].model.as_deref(), Some("H100"));
         assert_eq!(spec.resources[1].over_quota_weight, Some(3));
+        let schema = serde_json::to_value(Queue::crd().spec.versions[0].schema.clone())
+            .expect("schema serialises");
+        let weight = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["resources"]
+            ["items"]["properties"]["overQuotaWeight"];
+        assert_eq!(
+            weight["maximum"].as_f64(),
+            Some(f64::from(MAX_OVER_QUOTA_WEIGHT))
+        );
         let back = serde_json::to_value(&spec.resources[0]).expect("serialises");
         assert_eq!(
             back,
