@@ -23,6 +23,7 @@ mod node;
 mod node_rules_tests;
 mod pod;
 pub mod quantity;
+mod queue;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,10 @@ pub use pod::{
     pod_demand, pod_key,
 };
 pub use quantity::{Quantity, QuantityError, Rounding};
+pub use queue::{
+    gang_queue, queue_name_of, queue_spec, GangQueueConflict, QueueAssignment, QueueSource,
+    QueueSpecError, QueueSpecProblem, QUEUE_LABEL,
+};
 pub use volumes::{
     attach_limits, claim_spec, storage_class_spec, volume_spec, ANNOTATION_SELECTED_NODE,
 };
