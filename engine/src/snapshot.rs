@@ -603,6 +603,11 @@ impl ClusterSnapshot {
         &self.inter_pod
     }
 
+    /// The labels of a namespace the cluster has told us about.
+    pub fn labels_of_namespace(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespace_labels.get(namespace)
+    }
+
     pub(crate) fn namespace_labels(&self) -> &NamespaceLabels {
         &self.namespace_labels
     }

@@ -23,6 +23,17 @@ pub struct DisruptionBudget {
 }
 
 impl DisruptionBudget {
+    /// A budget that could not be read: it guards every pod of its namespace
+    /// and allows nothing, so no pod it may have meant is preempted.
+    pub fn protecting_namespace(namespace: String, name: String) -> Self {
+        Self {
+            namespace,
+            name,
+            selector: Some(LabelSelector::everything()),
+            disruptions_allowed: 0,
+        }
+    }
+
     /// Whether it guards a pod of `namespace` with `labels`.
     pub fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         self.namespace == namespace && self.selector.as_ref().is_some_and(|s| s.matches(labels))
