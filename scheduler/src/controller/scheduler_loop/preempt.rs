@@ -36,6 +36,8 @@ use crate::controller::queue::Tenant;
 #[derive(Debug, Clone)]
 pub(super) struct RunningMeta {
     pod: PodRef,
+    /// Being deleted or evicted: its room is coming free, it is no victim.
+    leaving: bool,
     priority: i32,
     started_ms: u64,
     labels: BTreeMap<String, String>,
@@ -81,8 +83,9 @@ pub(super) struct Wanting<'a> {
 
 impl SchedulerLoop {
     /// Keeps the pool of possible victims current from a pod event: a bound,
-    /// unfinished pod that is not being deleted, not a mirror (static) pod
-    /// and not a DaemonSet's (it would come straight back).
+    /// unfinished pod that is not a mirror (static) pod and not a DaemonSet's
+    /// (it would come straight back). One being deleted stays, marked
+    /// leaving: its room is already coming free and it is no victim.
     pub(super) fn note_running(&mut self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let bound = pod
@@ -92,7 +95,6 @@ impl SchedulerLoop {
             .is_some();
         let evictable = bound
             && !phalanx_kube::mirror::is_finished(pod)
-            && pod.metadata.deletion_timestamp.is_none()
             && !pod
                 .annotations()
                 .contains_key("kubernetes.io/config.mirror")
@@ -118,6 +120,7 @@ impl SchedulerLoop {
                     name: pod.name_any(),
                     uid,
                 },
+                leaving: pod.metadata.deletion_timestamp.is_some(),
                 priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
                 started_ms: started,
                 labels: pod.labels().clone(),
@@ -262,7 +265,7 @@ impl SchedulerLoop {
             .metrics
             .observe_victim_selection(started.elapsed());
         let plan = match plan {
-            Ok(plan) if !plan.victims.is_empty() => plan,
+            Ok(plan) if !plan.placements.is_empty() => plan,
             Ok(_) => return None,
             Err(refusal) => return Some(format!("preemption: {refusal}")),
         };
@@ -272,12 +275,13 @@ impl SchedulerLoop {
         self.preemption.next_token += 1;
         let token = self.preemption.next_token;
         let snapshot = self.mirror.state_mut().snapshot_mut();
-        for node in plan.nodes() {
+        for (node, held) in plan.held_rooms(wanting.demands) {
             snapshot.reserve(
                 node,
                 NodeReservation {
                     holder: token,
                     priority: wanting.priority,
+                    held,
                 },
             );
         }
@@ -332,11 +336,18 @@ impl SchedulerLoop {
             .into_iter()
             .map(|n| self.mirror.state().snapshot().node(n).name.clone())
             .collect();
-        Some(format!(
-            "preemption: evicting {} pod(s) to make room on {}; held for it until they leave",
-            plan.victims.len(),
-            nodes.join(", ")
-        ))
+        Some(if plan.victims.is_empty() {
+            format!(
+                "preemption: pods already leaving {} make room for it; held for it until they go",
+                nodes.join(", ")
+            )
+        } else {
+            format!(
+                "preemption: evicting {} pod(s) to make room on {}; held for it until they leave",
+                plan.victims.len(),
+                nodes.join(", ")
+            )
+        })
     }
 
     /// For a gang that did not fit: preempt if it may; otherwise, once it has
@@ -402,12 +413,13 @@ impl SchedulerLoop {
         let token = self.preemption.next_token;
         let nodes = plan.nodes();
         let snapshot = self.mirror.state_mut().snapshot_mut();
-        for node in &nodes {
+        for (node, held) in plan.held_rooms(wanting.demands) {
             snapshot.reserve(
-                *node,
+                node,
                 NodeReservation {
                     holder: token,
                     priority: wanting.priority,
+                    held,
                 },
             );
         }
@@ -466,6 +478,7 @@ impl SchedulerLoop {
                 gang,
                 started_ms: meta.started_ms,
                 budgets: selecting,
+                leaving: meta.leaving,
             });
             uids.push(uid.to_owned());
         }
