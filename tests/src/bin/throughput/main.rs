@@ -55,6 +55,7 @@ use kube::Api;
 use phalanx_api::{PodGroup, PodGroupSpec, ANNOTATION_GANG_PLAN, LABEL_POD_GROUP, SCHEDULER_NAME};
 use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::phalanx::ensure_namespace;
+use phalanx_e2e::priority::{create_priority_class, PreemptionPolicy};
 use phalanx_e2e::{
     create_gpu_nodes, gpu_worker_container, install_phalanx_crds, locate_phalanx_scheduler,
     upstream_pod_group, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions,
@@ -77,6 +78,9 @@ enum GangForm {
     /// A `scheduling.k8s.io/v1beta1` PodGroup, members naming it in
     /// `spec.schedulingGroup`.
     Upstream,
+    /// A scheduler-plugins PodGroup whose members have a PriorityClass above
+    /// every other pod's: on a full cluster it must preempt to be placed.
+    Preempting,
 }
 
 impl GangForm {
@@ -84,6 +88,7 @@ impl GangForm {
         match self {
             Self::Podgroup => "podgroup",
             Self::Upstream => "upstream",
+            Self::Preempting => "preempting",
         }
     }
 
@@ -93,6 +98,7 @@ impl GangForm {
         match self {
             Self::Podgroup => "phalanx.dev/e2e-bench-gang",
             Self::Upstream => "phalanx.dev/e2e-bench-upstream-gang",
+            Self::Preempting => "phalanx.dev/e2e-bench-preempting-gang",
         }
     }
 
@@ -101,9 +107,12 @@ impl GangForm {
         match self {
             Self::Podgroup => "bench-gang",
             Self::Upstream => "bench-upstream-gang",
+            Self::Preempting => "bench-preempting-gang",
         }
     }
 }
+/// The PriorityClass of the `preempting` gang's members.
+const PREEMPTING_CLASS: &str = "bench-preempting";
 /// Pod creations in flight at once.
 const CREATE_CONCURRENCY: usize = 64;
 
@@ -336,6 +345,7 @@ async fn run_once(
     eprintln!("{node_count} fake GPU nodes Ready in {:.1?}", t.elapsed());
 
     let scheduler_name = scheduler.pod_scheduler_name();
+    let mut phalanx_handle = None;
     if init_pods > 0 {
         let t = Instant::now();
         create_init_pods(
@@ -384,7 +394,7 @@ async fn run_once(
                 timeout: Duration::from_secs(120 + u64::try_from(node_count / 50)?),
                 ..PhalanxOptions::default()
             };
-            plane.start_phalanx_scheduler(&options).await?;
+            phalanx_handle = Some(plane.start_phalanx_scheduler(&options).await?);
             println!(
                 "phalanx-scheduler started with binding.qps={} burst={}, leader election off",
                 options.qps, options.burst
@@ -439,7 +449,12 @@ async fn run_once(
                 );
             }
             for &form in &args.gang_form {
-                let report = measure_gang(&client, &pods, form, members, timeout).await?;
+                let mut report = measure_gang(&client, &pods, form, members, timeout).await?;
+                if form == GangForm::Preempting {
+                    if let Some(handle) = &phalanx_handle {
+                        report.set_preemption(&handle.metrics().await.unwrap_or_default());
+                    }
+                }
                 if report.members_bound < members {
                     eprintln!("{}", plane.phalanx_logs());
                 }
@@ -601,8 +616,17 @@ async fn measure_gang(
     timeout: Duration,
 ) -> anyhow::Result<GangReport> {
     let min = i32::try_from(members)?;
+    if form == GangForm::Preempting {
+        create_priority_class(
+            client,
+            PREEMPTING_CLASS,
+            1_000_000,
+            PreemptionPolicy::PreemptLowerPriority,
+        )
+        .await?;
+    }
     match form {
-        GangForm::Podgroup => {
+        GangForm::Podgroup | GangForm::Preempting => {
             let groups: Api<PodGroup> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
             let group = PodGroup {
                 metadata: ObjectMeta {
@@ -652,6 +676,7 @@ async fn measure_gang(
             planned_seconds: result.planned.map(signed),
             first_bound_seconds: result.first.map(signed),
             last_bound_seconds: result.last.map(signed),
+            ..GangReport::default()
         }),
         Ok(Err(_)) => bail!("the gang watch ended unexpectedly: {:?}", watch.await),
         Err(_) => {
@@ -661,9 +686,7 @@ async fn measure_gang(
                 form: form.name(),
                 members,
                 members_bound: count_bound(pods, label).await?,
-                planned_seconds: None,
-                first_bound_seconds: None,
-                last_bound_seconds: None,
+                ..GangReport::default()
             })
         }
     }
@@ -700,6 +723,9 @@ fn gang_member(name: &str, form: GangForm) -> Pod {
     match form {
         GangForm::Podgroup => pod.label(LABEL_POD_GROUP, form.group()),
         GangForm::Upstream => pod.scheduling_group(form.group()),
+        GangForm::Preempting => pod
+            .label(LABEL_POD_GROUP, form.group())
+            .priority_class(PREEMPTING_CLASS),
     }
     .build()
 }
