@@ -130,6 +130,7 @@ impl TracePod {
             volumes: None,
             host_ports: Vec::new(),
             scalar: Vec::new(),
+            reservation: None,
         }
     }
 

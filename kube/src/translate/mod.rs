@@ -14,6 +14,7 @@
 //! [`NodeSpec`]: phalanx_engine::NodeSpec
 
 mod default_spread;
+mod disruption_budget;
 mod host_ports;
 mod inter_pod;
 mod labels;
@@ -35,6 +36,7 @@ use phalanx_api::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
 use phalanx_engine::{NodeState, Placement};
 
 pub use default_spread::{DefaultConstraint, DefaultSpread, LABEL_CONTROLLER_UID};
+pub use disruption_budget::{disruption_budget, DisruptionBudget};
 pub use labels::{model_label_value, parse_taint_effect, LABEL_GPU_PRODUCT, NODE_NAME_FIELD_KEY};
 pub use node::{gpu_live_states, node_spec, synthetic_gpu_uuid, GpuLiveState, MAX_GPUS_PER_NODE};
 pub use pod::{
