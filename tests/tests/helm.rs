@@ -260,6 +260,9 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "nodes", "watch"),
+        // Preemption (on by default): victims evicted, PDBs respected.
+        ("", "pods/eviction", "create"),
+        ("policy", "poddisruptionbudgets", "watch"),
         // Namespace labels for pod affinity terms' namespaceSelector.
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
@@ -309,9 +312,8 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "namespaces", "update"),
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
-        // Queues are off by default: neither read nor acted on.
+        // Queues are off by default: not read.
         ("phalanx.dev", "queues", "watch"),
-        ("", "pods/eviction", "create"),
         ("", "persistentvolumes", "delete"),
         ("", "persistentvolumeclaims", "delete"),
     ] {
@@ -552,28 +554,26 @@ fn each_option_changes_what_it_documents() {
     );
 }
 
-/// With queues on, the scheduler may read Queues and write their status; with
-/// preemption too, evict and read PodDisruptionBudgets; and no more.
+/// With queues on, the scheduler may read Queues and patch their status;
+/// with preemption on (the default), evict and watch PodDisruptionBudgets;
+/// and no more.
 #[test]
-fn queues_grant_the_queue_and_eviction_verbs_only_when_on() {
-    let Some(helm) = HelmTool::for_test("queues_grant_the_queue_and_eviction_verbs") else {
+fn queues_and_preemption_grant_their_verbs_only_when_on() {
+    let Some(helm) = HelmTool::for_test("queues_and_preemption_grant_their_verbs") else {
         return;
     };
     let queue_verbs = [
-        ("phalanx.dev", "queues", "get"),
         ("phalanx.dev", "queues", "list"),
         ("phalanx.dev", "queues", "watch"),
-        ("phalanx.dev", "queues/status", "update"),
         ("phalanx.dev", "queues/status", "patch"),
     ];
     let eviction_verbs = [
         ("", "pods/eviction", "create"),
-        ("policy", "poddisruptionbudgets", "get"),
         ("policy", "poddisruptionbudgets", "list"),
         ("policy", "poddisruptionbudgets", "watch"),
     ];
     let cases = [
-        (serde_json::json!({}), false, false),
+        (serde_json::json!({}), false, true),
         (
             serde_json::json!({"scheduler": {"config": {"queues": {"enabled": true}}}}),
             true,
@@ -586,8 +586,13 @@ fn queues_grant_the_queue_and_eviction_verbs_only_when_on() {
             true,
             false,
         ),
+        (
+            serde_json::json!({"scheduler": {"config": {"preemption": {"enabled": false}}}}),
+            false,
+            false,
+        ),
     ];
-    for (values, queues, evictions) in cases {
+    for (values, queues, preemption) in cases {
         let chart = helm.render(&values, RELEASE, NAMESPACE).unwrap();
         let rules = rules_of(&chart, "ClusterRole", "phalanx-scheduler");
         for (group, resource, verb) in queue_verbs {
@@ -600,17 +605,28 @@ fn queues_grant_the_queue_and_eviction_verbs_only_when_on() {
         for (group, resource, verb) in eviction_verbs {
             assert_eq!(
                 grants(&rules, group, resource, verb),
-                evictions,
+                preemption,
                 "{values}: {group}/{resource} {verb}"
             );
         }
-        // Never more than the status: the spec is the teams' to write.
-        assert!(!grants(&rules, "phalanx.dev", "queues", "patch"));
-        assert!(!grants(&rules, "", "pods", "update"));
+        // The spec is the teams' to write; pods are evicted, never deleted
+        // for preemption (delete is the gang undo's, granted anyway).
+        for (group, resource, verb) in [
+            ("phalanx.dev", "queues", "patch"),
+            ("phalanx.dev", "queues", "update"),
+            ("phalanx.dev", "queues/status", "update"),
+            ("policy", "poddisruptionbudgets", "patch"),
+        ] {
+            assert!(
+                !grants(&rules, group, resource, verb),
+                "{values}: {group}/{resource} {verb}"
+            );
+        }
         let config = chart.get("ConfigMap", "phalanx-scheduler").unwrap();
         let config: serde_json::Value =
             serde_yaml_ng::from_str(config["data"]["config.yaml"].as_str().unwrap()).unwrap();
         assert_eq!(config["queues"]["enabled"], queues, "{values}");
+        assert_eq!(config["preemption"]["enabled"], preemption, "{values}");
         assert_eq!(config["queues"]["defaultQueue"], "default");
         assert_eq!(config["preemption"]["reservationSeconds"], 30);
     }
