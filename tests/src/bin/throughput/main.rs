@@ -26,6 +26,11 @@
 //! 1000, members joining by `spec.schedulingGroup`), or `podgroup,upstream`
 //! for one after the other in the same run.
 //!
+//! `--gang-form preempting` makes the gang's members outrank every other pod
+//! (a PriorityClass): on a full cluster it must preempt, and the report adds
+//! the scheduler's victim-selection time and the pods it evicted. `--queues`
+//! runs Phalanx with `queues.enabled` (every pod in the default queue).
+//!
 //! Phalanx runs from `target/release/phalanx-scheduler` (`cargo build --release
 //! -p phalanx-scheduler`, or `$PHALANX_SCHEDULER_BIN`).
 //!
@@ -34,6 +39,7 @@
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 1000,5000 --pods 5000 --gang 1000 --json out.json
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gang 1000 --gang-form podgroup,upstream
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 5000 --workload all --precreate --json out.json
+//! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gpus-per-node 1 --gang 64 --gang-form preempting --queues
 //! ```
 
 mod check;
@@ -197,6 +203,10 @@ struct Args {
     /// the other.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "podgroup")]
     gang_form: Vec<GangForm>,
+    /// Run Phalanx with `queues.enabled` (every pod in the default queue), to
+    /// measure what fair turns and limit checks cost.
+    #[arg(long)]
+    queues: bool,
 }
 
 /// What one run measures.
@@ -392,12 +402,16 @@ async fn run_once(
                 leader_election: None,
                 binary: phalanx.cloned(),
                 timeout: Duration::from_secs(120 + u64::try_from(node_count / 50)?),
+                extra: serde_json::json!({ "queues": { "enabled": args.queues } }),
                 ..PhalanxOptions::default()
             };
             phalanx_handle = Some(plane.start_phalanx_scheduler(&options).await?);
             println!(
-                "phalanx-scheduler started with binding.qps={} burst={}, leader election off",
-                options.qps, options.burst
+                "phalanx-scheduler started with binding.qps={} burst={}, leader election off, \
+                 queues {}",
+                options.qps,
+                options.burst,
+                if args.queues { "on" } else { "off" }
             );
         }
     }
