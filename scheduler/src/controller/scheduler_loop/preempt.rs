@@ -18,7 +18,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
 use phalanx_engine::preemption::{
-    plan_preemption, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
+    plan_preemption, PreemptionPlan, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
 };
 use phalanx_engine::{GangSpec, NodeReservation, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::MirrorChange;
@@ -270,29 +270,9 @@ impl SchedulerLoop {
             Err(refusal) => return Some(format!("preemption: {refusal}")),
         };
         self.deps.metrics.preempted(&plan.victims);
-        // Hold the nodes, then evict: nothing else of this priority lands in
+        // Hold the room, then evict: nothing else of this priority lands in
         // the room the victims leave.
-        self.preemption.next_token += 1;
-        let token = self.preemption.next_token;
-        let snapshot = self.mirror.state_mut().snapshot_mut();
-        for (node, held) in plan.held_rooms(wanting.demands) {
-            snapshot.reserve(
-                node,
-                NodeReservation {
-                    holder: token,
-                    priority: wanting.priority,
-                    held,
-                },
-            );
-        }
-        self.preemption.holds.insert(
-            wanting.key.clone(),
-            Hold {
-                token,
-                since: Instant::now(),
-                expires: true,
-            },
-        );
+        self.hold_room(&wanting, &plan, true);
         let queue = queue_name;
         for victim in &plan.victims {
             let uid = &uids[victim.pod];
@@ -409,9 +389,21 @@ impl SchedulerLoop {
             &mut self.scratch,
         )
         .ok()?;
+        let nodes = plan.nodes();
+        self.hold_room(&wanting, &plan, false);
+        Some(format!(
+            "it has waited {}s (over preemption.starvingGangSeconds): {} node(s) are held for it, \
+             and pods of its priority or lower are kept off them until it fits",
+            waited.as_secs(),
+            nodes.len()
+        ))
+    }
+
+    /// Holds the room `plan` gives the wanting pod or gang: what its members
+    /// take on each planned node, under a new token its pods carry.
+    fn hold_room(&mut self, wanting: &Wanting<'_>, plan: &PreemptionPlan, expires: bool) {
         self.preemption.next_token += 1;
         let token = self.preemption.next_token;
-        let nodes = plan.nodes();
         let snapshot = self.mirror.state_mut().snapshot_mut();
         for (node, held) in plan.held_rooms(wanting.demands) {
             snapshot.reserve(
@@ -428,15 +420,9 @@ impl SchedulerLoop {
             Hold {
                 token,
                 since: Instant::now(),
-                expires: false,
+                expires,
             },
         );
-        Some(format!(
-            "it has waited {}s (over preemption.starvingGangSeconds): {} node(s) are held for it, \
-             and pods of its priority or lower are kept off them until it fits",
-            waited.as_secs(),
-            nodes.len()
-        ))
     }
 
     /// The running pods that might be evicted, with the disruption budgets

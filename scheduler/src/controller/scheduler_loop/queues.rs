@@ -329,14 +329,22 @@ impl SchedulerLoop {
         if !self.queues_enabled() {
             return 0;
         }
-        let assignment = self.queue_assignment(pod);
-        let tenant = self.queues.tenant(&assignment.queue);
+        let tenant = self.tenant_of(pod);
         let amounts =
             phalanx_kube::translate::pod_demand(pod, self.mirror.state().snapshot().models())
                 .map(|d| QueueLedger::pod_amounts(&d, None))
                 .unwrap_or_default();
         self.queues.set_pending(uid, tenant, amounts);
         tenant
+    }
+
+    /// The tenant number of a pod's queue (0 when queues are off).
+    pub(super) fn tenant_of(&mut self, pod: &Pod) -> Tenant {
+        if !self.queues_enabled() {
+            return 0;
+        }
+        let assignment = self.queue_assignment(pod);
+        self.queues.tenant(&assignment.queue)
     }
 
     /// The queue of a running pod, from the namespace and labels its demand
