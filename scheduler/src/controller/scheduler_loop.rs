@@ -713,7 +713,7 @@ impl SchedulerLoop {
             return;
         }
         let pod = entry.pod.clone();
-        let tenant = self.note_pending_queue(&uid, &pod);
+        let tenant = self.note_pending_queue(&uid, &pod, gang.as_ref().map(|m| &m.key));
         match gang {
             Some(membership) => {
                 let gang = self.gangs.entry(membership.key.clone()).or_default();
