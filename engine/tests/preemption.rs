@@ -294,9 +294,30 @@ fn a_gang_goes_whole_or_not_at_all() {
         priority: 1,
         ..Default::default()
     });
-    // One GPU is needed; the gang is the lowest priority, so both its members go.
+    // One GPU is needed: the lone pod is one pod, the gang two, so the lone
+    // pod goes although the gang's priority is lower.
     let plan = c.plan(&pods(1, 1), 1, 5, rules(MINUTE)).unwrap();
+    assert_eq!(victims(&plan), BTreeSet::from([lone]));
+    // When only the gang may go, both its members go.
+    let plan = c.plan(&pods(1, 1), 1, 1, rules(MINUTE)).unwrap();
     assert_eq!(victims(&plan), BTreeSet::from([a, b]), "not {lone}");
+}
+
+#[test]
+fn among_equal_pod_counts_the_lowest_priority_goes() {
+    let mut c = Cluster::new(2, 1);
+    c.run(RunSpec {
+        gpus: 1,
+        priority: 3,
+        ..Default::default()
+    });
+    let low = c.run(RunSpec {
+        gpus: 1,
+        priority: 1,
+        ..Default::default()
+    });
+    let plan = c.plan(&pods(1, 1), 1, 5, rules(MINUTE)).unwrap();
+    assert_eq!(victims(&plan), BTreeSet::from([low]));
 }
 
 #[test]

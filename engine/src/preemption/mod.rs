@@ -20,9 +20,9 @@
 //! counted as room that frees up, at no cost, and are never victims again:
 //! a second preemptor does not evict more for room that is already coming.
 //!
-//! Among units that may go, the least valuable go first: lowest priority, then
-//! fewest pods, then the least GPU-time lost (GPU milli × time run, which an
-//! evicted pod loses because it restarts). The choice is made member by
+//! Among units that may go, the least valuable go first: fewest pods, then
+//! lowest priority, then the least GPU-time lost (GPU milli × time run, which
+//! an evicted pod loses because it restarts). The choice is made member by
 //! member, kube-scheduler's way: for each node, every unit with a pod there
 //! that may go is taken off, and if the member then fits, units are put back
 //! most valuable first as long as it still fits; the node whose remaining

@@ -12,13 +12,13 @@ use crate::queues::{sum_amounts, QueueId, QueueLedger, ResourceAmounts};
 use crate::snapshot::ClusterSnapshot;
 
 /// What evicting a set of units disturbs, compared field by field: the least
-/// is chosen. Highest priority among the victims first (never a higher
-/// priority when a lower one would do), then how many pods, then the GPU time
-/// their restart throws away.
+/// is chosen. Fewest pods first (a gang of sixteen is a last resort next to a
+/// lone pod), then the highest priority among them (never a higher priority
+/// when a lower one would do), then the GPU time their restart throws away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Cost {
-    max_priority: i64,
     pods: usize,
+    max_priority: i64,
     /// Milli-GPU × milliseconds run.
     gpu_time: u128,
 }

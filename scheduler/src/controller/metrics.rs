@@ -981,4 +981,49 @@ mod tests {
             "4000",
         );
     }
+
+    #[test]
+    fn preemption_counts_victims_by_reason_and_times_their_choice() {
+        use phalanx_engine::preemption::{EvictionReason, Victim};
+        let metrics = SchedulerMetrics::new();
+        metrics.preempted(&[
+            Victim {
+                pod: 0,
+                reason: EvictionReason::Preemption,
+            },
+            Victim {
+                pod: 1,
+                reason: EvictionReason::Reclaim,
+            },
+            Victim {
+                pod: 2,
+                reason: EvictionReason::Reclaim,
+            },
+        ]);
+        metrics.observe_victim_selection(Duration::from_millis(250));
+        metrics.eviction_failed();
+        let text = metrics.encode();
+        assert_sample(&text, "phalanx_scheduler_preemption_attempts_total", "1");
+        assert_sample(
+            &text,
+            "phalanx_scheduler_preemption_victims_total{reason=\"reclaim\"}",
+            "2",
+        );
+        assert_sample(
+            &text,
+            "phalanx_scheduler_preemption_victims_total{reason=\"preemption\"}",
+            "1",
+        );
+        assert_sample(&text, "phalanx_scheduler_eviction_errors_total", "1");
+        assert_sample(
+            &text,
+            "phalanx_scheduler_victim_selection_duration_seconds_sum",
+            "0.25",
+        );
+        assert_sample(
+            &text,
+            "phalanx_scheduler_victim_selection_duration_seconds_count",
+            "1",
+        );
+    }
 }

@@ -48,10 +48,14 @@ pub(super) struct RunningMeta {
 #[derive(Debug, Clone)]
 pub(super) struct Hold {
     token: u64,
-    since: Instant,
-    /// A preemptor's hold runs out (`preemption.reservationSeconds`); a
+    /// A preemptor's hold runs out `preemption.reservationSeconds` after its
+    /// last victim has gone (victims take their grace period to leave); a
     /// starving gang's lasts until it is placed or gone.
     expires: bool,
+    /// The victims' UIDs, while any is still there.
+    victims: Vec<String>,
+    /// When the last victim was seen gone.
+    victims_gone: Option<Instant>,
 }
 
 /// What the loop keeps for preemption.
@@ -189,16 +193,23 @@ impl SchedulerLoop {
         }
     }
 
-    /// Releases holds older than `preemption.reservationSeconds`: the victims
-    /// should have left long before; if the preemptor still does not fit,
-    /// it tries again from scratch.
+    /// Releases a preemptor's hold `preemption.reservationSeconds` after its
+    /// last victim has gone: if the preemptor still does not fit by then, it
+    /// tries again from scratch.
     pub(super) fn expire_holds(&mut self) {
         let limit = self.deps.config.preemption.reservation();
+        let running = &self.preemption.running;
+        for hold in self.preemption.holds.values_mut() {
+            hold.victims.retain(|uid| running.contains_key(uid));
+            if hold.victims.is_empty() && hold.victims_gone.is_none() {
+                hold.victims_gone = Some(Instant::now());
+            }
+        }
         let expired: Vec<WorkKey> = self
             .preemption
             .holds
             .iter()
-            .filter(|(_, h)| h.expires && h.since.elapsed() >= limit)
+            .filter(|(_, h)| h.expires && h.victims_gone.is_some_and(|t| t.elapsed() >= limit))
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
@@ -272,7 +283,8 @@ impl SchedulerLoop {
         self.deps.metrics.preempted(&plan.victims);
         // Hold the room, then evict: nothing else of this priority lands in
         // the room the victims leave.
-        self.hold_room(&wanting, &plan, true);
+        let victims = plan.victims.iter().map(|v| uids[v.pod].clone()).collect();
+        self.hold_room(&wanting, &plan, Some(victims));
         let queue = queue_name;
         for victim in &plan.victims {
             let uid = &uids[victim.pod];
@@ -390,7 +402,7 @@ impl SchedulerLoop {
         )
         .ok()?;
         let nodes = plan.nodes();
-        self.hold_room(&wanting, &plan, false);
+        self.hold_room(&wanting, &plan, None);
         Some(format!(
             "it has waited {}s (over preemption.starvingGangSeconds): {} node(s) are held for it, \
              and pods of its priority or lower are kept off them until it fits",
@@ -400,8 +412,15 @@ impl SchedulerLoop {
     }
 
     /// Holds the room `plan` gives the wanting pod or gang: what its members
-    /// take on each planned node, under a new token its pods carry.
-    fn hold_room(&mut self, wanting: &Wanting<'_>, plan: &PreemptionPlan, expires: bool) {
+    /// take on each planned node, under a new token its pods carry. With
+    /// `victims`, the hold runs out after they have gone; without, it lasts
+    /// until the holder is placed or gone.
+    fn hold_room(
+        &mut self,
+        wanting: &Wanting<'_>,
+        plan: &PreemptionPlan,
+        victims: Option<Vec<String>>,
+    ) {
         self.preemption.next_token += 1;
         let token = self.preemption.next_token;
         let snapshot = self.mirror.state_mut().snapshot_mut();
@@ -419,8 +438,9 @@ impl SchedulerLoop {
             wanting.key.clone(),
             Hold {
                 token,
-                since: Instant::now(),
-                expires,
+                expires: victims.is_some(),
+                victims: victims.unwrap_or_default(),
+                victims_gone: None,
             },
         );
     }

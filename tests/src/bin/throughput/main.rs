@@ -466,7 +466,10 @@ async fn run_once(
                 let mut report = measure_gang(&client, &pods, form, members, timeout).await?;
                 if form == GangForm::Preempting {
                     if let Some(handle) = &phalanx_handle {
-                        report.set_preemption(&handle.metrics().await.unwrap_or_default());
+                        match handle.metrics().await {
+                            Ok(text) => report.set_preemption(&text),
+                            Err(error) => eprintln!("WARNING: scheduler metrics: {error}"),
+                        }
                     }
                 }
                 if report.members_bound < members {
