@@ -5,6 +5,7 @@
 //! simulation on the Azure LLM trace (issue 6) sits beside it ([`autoscale`]).
 
 pub mod autoscale;
+pub mod day;
 pub mod openb;
 pub mod paper;
 pub mod report;

@@ -1,0 +1,386 @@
+//! The replay: the cluster as it stands, every job's phase, and the events
+//! (arrivals from the workload, departures of what runs) in time order.
+//!
+//! At each instant where something happens, departures are applied first
+//! (their room is free at once), then arrivals, then the policy's
+//! [`DayPolicy::schedule`] places what it chooses. Every placement is the
+//! engine's: `schedule_one` for a pod, `place_gang` (all members or none) for
+//! a gang, with the phalanx placement policy, committed to the snapshot; a
+//! departure or an eviction releases exactly those placements.
+//!
+//! A job that does not fit is remembered with the number of releases seen so
+//! far: a pod of the same shape (or the same gang) is not tried again until
+//! something has been released, since placements only take room away.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::time::Instant;
+
+use phalanx_engine::policy::PolicyConfig;
+use phalanx_engine::{
+    build_policy, place_gang, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch,
+    DomainOrder, EngineError, GangError, GangSpec, Placement, PlacementPolicy, PodShape,
+    PolicyName, WorkloadSource,
+};
+use thiserror::Error;
+
+use super::metrics::{DayRecorder, QueueLevels};
+use super::policy::DayPolicy;
+use super::workload::{DayJob, DayWorkload, JobId};
+
+pub use super::metrics::DayResult;
+
+#[derive(Debug, Error)]
+pub enum DayError {
+    #[error("{0}")]
+    Trace(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Gang(#[from] GangError),
+    #[error("{policy}: {message}")]
+    Policy {
+        policy: &'static str,
+        message: String,
+    },
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Not arrived yet.
+    Future,
+    /// Arrived (or evicted) and not placed.
+    Waiting,
+    Running {
+        started: u64,
+        /// `(member, placement)` as the engine returned them.
+        placements: Vec<(usize, Placement)>,
+    },
+    Finished,
+}
+
+/// What a failed fit is remembered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FitKey {
+    Pod(PodShape, u64),
+    Gang(JobId),
+}
+
+/// The policy's view of the replay, and what it may do to it.
+pub struct DayState<'w> {
+    now: u64,
+    workload: &'w DayWorkload,
+    cluster: ClusterSnapshot,
+    placement: Box<dyn PlacementPolicy>,
+    scratch: CycleScratch,
+    phases: Vec<JobPhase>,
+    /// Waiting jobs by (arrival, id): arrival order, ties in workload order.
+    waiting: BTreeSet<(u64, JobId)>,
+    usage_milli: Vec<u64>,
+    waiting_milli: Vec<u64>,
+    /// `(end, job, run)`: a run's departure; stale once the job was evicted.
+    departures: BinaryHeap<Reverse<(u64, JobId, u32)>>,
+    runs: Vec<u32>,
+    releases: u64,
+    unfit: HashMap<FitKey, u64>,
+    /// When each job was last placed.
+    placed_at: Vec<Option<u64>>,
+    preemptions: Preemptions,
+}
+
+/// Evictions so far and the GPU time they threw away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Preemptions {
+    /// Jobs evicted (a gang counts once).
+    pub jobs: u64,
+    /// Pods evicted.
+    pub pods: u64,
+    /// Milli-GPU × seconds the evicted jobs had run.
+    pub lost_milli_s: u128,
+}
+
+impl std::fmt::Debug for DayState<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DayState")
+            .field("now", &self.now)
+            .field("waiting", &self.waiting.len())
+            .field("usage_milli", &self.usage_milli)
+            .field("waiting_milli", &self.waiting_milli)
+            .field("preemptions", &self.preemptions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w> DayState<'w> {
+    fn new(workload: &'w DayWorkload, empty: &ClusterSnapshot, seed: u64) -> Self {
+        let queues = workload.queues.len();
+        DayState {
+            now: 0,
+            workload,
+            cluster: empty.clone(),
+            placement: build_policy(
+                PolicyName::Phalanx,
+                &PolicyConfig {
+                    seed,
+                    workload: WorkloadSource::Online,
+                },
+            ),
+            scratch: CycleScratch::default(),
+            phases: vec![JobPhase::Future; workload.jobs.len()],
+            waiting: BTreeSet::new(),
+            usage_milli: vec![0; queues],
+            waiting_milli: vec![0; queues],
+            departures: BinaryHeap::new(),
+            runs: vec![0; workload.jobs.len()],
+            releases: 0,
+            unfit: HashMap::new(),
+            placed_at: vec![None; workload.jobs.len()],
+            preemptions: Preemptions::default(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn workload(&self) -> &'w DayWorkload {
+        self.workload
+    }
+
+    pub fn job(&self, id: JobId) -> &'w DayJob {
+        &self.workload.jobs[id]
+    }
+
+    pub fn phase(&self, id: JobId) -> &JobPhase {
+        &self.phases[id]
+    }
+
+    pub fn cluster(&self) -> &ClusterSnapshot {
+        &self.cluster
+    }
+
+    /// Waiting jobs in arrival order.
+    pub fn waiting(&self) -> Vec<JobId> {
+        self.waiting.iter().map(|&(_, id)| id).collect()
+    }
+
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Running jobs, in id order.
+    pub fn running(&self) -> Vec<JobId> {
+        (0..self.phases.len())
+            .filter(|&id| matches!(self.phases[id], JobPhase::Running { .. }))
+            .collect()
+    }
+
+    /// Milli-GPU placed for the queue's jobs now.
+    pub fn usage_milli(&self, queue: usize) -> u64 {
+        self.usage_milli[queue]
+    }
+
+    /// Milli-GPU the queue's waiting jobs ask for.
+    pub fn waiting_milli(&self, queue: usize) -> u64 {
+        self.waiting_milli[queue]
+    }
+
+    /// Tries to place a waiting job through the engine; `Ok(false)` if it does
+    /// not fit now (the cluster is unchanged).
+    pub fn try_place(&mut self, id: JobId) -> Result<bool, DayError> {
+        if self.phases[id] != JobPhase::Waiting {
+            return Err(DayError::Config(format!(
+                "job {} is not waiting ({:?})",
+                self.workload.jobs[id].name, self.phases[id]
+            )));
+        }
+        let job = &self.workload.jobs[id];
+        let key = match job.members.as_slice() {
+            [pod] => FitKey::Pod(pod.shape(), pod.memory_mib),
+            _ => FitKey::Gang(id),
+        };
+        if self.unfit.get(&key) == Some(&self.releases) {
+            return Ok(false);
+        }
+        let placements = match job.members.as_slice() {
+            [pod] => match schedule_one(
+                &self.cluster,
+                self.placement.as_mut(),
+                pod,
+                &mut self.scratch,
+            ) {
+                CycleOutcome::Placed(placement) => {
+                    self.cluster.place(pod, &placement)?;
+                    Some(vec![(0, placement)])
+                }
+                CycleOutcome::Unschedulable { .. } => None,
+            },
+            members => {
+                let gang = GangSpec {
+                    name: &job.name,
+                    members,
+                    min_member: members.len(),
+                    topology: &[],
+                    domain_order: DomainOrder::TightestFit,
+                };
+                match place_gang(
+                    &mut self.cluster,
+                    self.placement.as_mut(),
+                    &gang,
+                    &mut self.scratch,
+                )? {
+                    Ok(plan) => Some(plan.placements),
+                    Err(_) => None,
+                }
+            }
+        };
+        let Some(placements) = placements else {
+            self.unfit.insert(key, self.releases);
+            return Ok(false);
+        };
+        self.waiting.remove(&(job.arrival_s, id));
+        self.waiting_milli[job.queue] -= job.gpu_milli;
+        self.usage_milli[job.queue] += job.gpu_milli;
+        self.phases[id] = JobPhase::Running {
+            started: self.now,
+            placements,
+        };
+        self.placed_at[id] = Some(self.now);
+        self.departures
+            .push(Reverse((self.now + job.run_s, id, self.runs[id])));
+        Ok(true)
+    }
+
+    /// Evicts a running job: its placements are released, the GPU time it had
+    /// run is lost, and it waits again to start from scratch.
+    pub fn evict(&mut self, id: JobId) -> Result<(), DayError> {
+        let started = self.release(id)?;
+        let job = &self.workload.jobs[id];
+        self.preemptions.jobs += 1;
+        self.preemptions.pods += job.members.len() as u64;
+        self.preemptions.lost_milli_s +=
+            u128::from(job.gpu_milli) * u128::from(self.now.saturating_sub(started));
+        self.runs[id] += 1;
+        self.phases[id] = JobPhase::Waiting;
+        self.waiting.insert((job.arrival_s, id));
+        self.waiting_milli[job.queue] += job.gpu_milli;
+        Ok(())
+    }
+
+    /// Releases a running job's placements; returns when it started.
+    fn release(&mut self, id: JobId) -> Result<u64, DayError> {
+        let JobPhase::Running {
+            started,
+            placements,
+        } = std::mem::replace(&mut self.phases[id], JobPhase::Finished)
+        else {
+            return Err(DayError::Config(format!(
+                "job {} is not running",
+                self.workload.jobs[id].name
+            )));
+        };
+        let job = &self.workload.jobs[id];
+        for (member, placement) in &placements {
+            self.cluster.release(&job.members[*member], placement)?;
+        }
+        self.usage_milli[job.queue] -= job.gpu_milli;
+        self.releases += 1;
+        Ok(started)
+    }
+
+    fn next_departure(&mut self) -> Option<u64> {
+        while let Some(&Reverse((end, id, run))) = self.departures.peek() {
+            if run == self.runs[id] {
+                return Some(end);
+            }
+            self.departures.pop();
+        }
+        None
+    }
+
+    /// When the job was last placed.
+    pub fn placed_at(&self, id: JobId) -> Option<u64> {
+        self.placed_at[id]
+    }
+
+    /// Applies the departures due now; returns the jobs that left.
+    fn depart_due(&mut self) -> Result<Vec<JobId>, DayError> {
+        let mut left = Vec::new();
+        while let Some(&Reverse((end, id, run))) = self.departures.peek() {
+            if end > self.now {
+                break;
+            }
+            self.departures.pop();
+            if run != self.runs[id] {
+                continue;
+            }
+            self.release(id)?;
+            left.push(id);
+        }
+        Ok(left)
+    }
+
+    fn arrive(&mut self, id: JobId) {
+        let job = &self.workload.jobs[id];
+        self.phases[id] = JobPhase::Waiting;
+        self.waiting.insert((job.arrival_s, id));
+        self.waiting_milli[job.queue] += job.gpu_milli;
+    }
+
+    fn levels(&self) -> QueueLevels<'_> {
+        QueueLevels {
+            usage_milli: &self.usage_milli,
+            waiting_milli: &self.waiting_milli,
+        }
+    }
+}
+
+/// Replays the day under `policy` on a copy of `empty`; returns what was
+/// measured and the cluster as the day left it.
+pub fn run_day(
+    workload: &DayWorkload,
+    empty: &ClusterSnapshot,
+    policy: &mut dyn DayPolicy,
+) -> Result<(DayResult, ClusterSnapshot), DayError> {
+    let started = Instant::now();
+    let mut state = DayState::new(workload, empty, workload.config.seed);
+    let mut recorder = DayRecorder::new(workload)?;
+    let mut next = 0;
+    loop {
+        let arrival = workload.jobs.get(next).map(|j| j.arrival_s);
+        let now = match (arrival, state.next_departure()) {
+            (None, None) => break,
+            (Some(a), None) => a,
+            (None, Some(d)) => d,
+            (Some(a), Some(d)) => a.min(d),
+        };
+        recorder.advance(now);
+        state.now = now;
+        for id in state.depart_due()? {
+            let job = &workload.jobs[id];
+            let placed = state.placed_at[id].unwrap_or(job.arrival_s);
+            recorder.finished(job, placed - job.arrival_s);
+            policy.on_departure(&state, id);
+        }
+        while next < workload.jobs.len() && workload.jobs[next].arrival_s == now {
+            state.arrive(next);
+            policy.on_arrival(&state, next);
+            next += 1;
+        }
+        policy.schedule(&mut state)?;
+        recorder.observe(now, &state.levels());
+    }
+    for id in state.waiting() {
+        recorder.never_placed(&workload.jobs[id], state.now);
+    }
+    let result = recorder.finish(
+        policy.name(),
+        state.now,
+        state.preemptions,
+        started.elapsed().as_secs_f64(),
+    );
+    Ok((result, state.cluster))
+}
