@@ -8,7 +8,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{GpuNode, InferenceAutoscaler, PodGroup};
+use crate::{GpuNode, InferenceAutoscaler, PodGroup, Queue};
 
 /// The chart directory that holds the generated CRD files, relative to the
 /// workspace root.
@@ -27,13 +27,18 @@ pub struct GeneratedCrd {
 
 /// Every CRD type the project defines or reads, in a stable order.
 pub fn all_crds() -> Vec<GeneratedCrd> {
-    [GpuNode::crd(), InferenceAutoscaler::crd(), PodGroup::crd()]
-        .into_iter()
-        .map(|crd| GeneratedCrd {
-            file_name: format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed")),
-            crd,
-        })
-        .collect()
+    [
+        GpuNode::crd(),
+        InferenceAutoscaler::crd(),
+        PodGroup::crd(),
+        Queue::crd(),
+    ]
+    .into_iter()
+    .map(|crd| GeneratedCrd {
+        file_name: format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed")),
+        crd,
+    })
+    .collect()
 }
 
 /// The file's text: a header saying it is generated, then the CRD as YAML.
@@ -60,6 +65,7 @@ mod tests {
             names.contains(&"podgroups.scheduling.x-k8s.io.yaml"),
             "{names:?}"
         );
+        assert!(names.contains(&"queues.phalanx.dev.yaml"), "{names:?}");
     }
 
     #[test]

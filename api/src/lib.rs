@@ -9,6 +9,7 @@ mod assignment;
 mod gang_plan;
 mod gpunode;
 mod podgroup;
+mod queue;
 mod resources;
 
 pub use assignment::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
@@ -18,6 +19,10 @@ pub use podgroup::{
     PodGroup, PodGroupSpec, PodGroupStatus, ANNOTATION_AUTO_GANG, ANNOTATION_GANG_MIN_MEMBER,
     ANNOTATION_GANG_NAME, ANNOTATION_GANG_TIMEOUT_SECONDS, ANNOTATION_GANG_TOPOLOGY_KEY,
     LABEL_POD_GROUP,
+};
+pub use queue::{
+    gpus_from_milli, Queue, QueueGpuStatus, QueuePending, QueueResourceQuota, QueueResourceStatus,
+    QueueSpec, QueueStatus, CONDITION_QUEUE_VALID, LABEL_QUEUE, MAX_OVER_QUOTA_WEIGHT,
 };
 pub use resources::*;
 pub mod autoscaler;

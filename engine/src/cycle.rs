@@ -23,6 +23,9 @@ pub enum CycleOutcome {
     },
 }
 
+/// Where [`UnfitReason::Reserved`] is counted.
+const RESERVED_SLOT: usize = UnfitReason::ALL.len() - 1;
+
 /// Reusable scratch space so that cycles allocate nothing after warm-up.
 #[derive(Debug, Default)]
 pub struct CycleScratch {
@@ -96,7 +99,7 @@ fn schedule_cycle(
     let considered =
         if inter_pod.is_none() && matches!(volumes, Ok(None)) && snapshot::is_plain_for_filter(pod)
         {
-            filter_nodes(snapshot, nodes, &allowed, scratch, &mut unfit, |id| {
+            filter_nodes(snapshot, pod, nodes, &allowed, scratch, &mut unfit, |id| {
                 snapshot.plain_fit_failure(id, pod)
             })
         } else {
@@ -104,6 +107,7 @@ fn schedule_cycle(
             let fixed = |reason: UnfitReason| FitFailure::Fixed(reason.fixed_index().unwrap_or(0));
             filter_nodes(
                 snapshot,
+                pod,
                 nodes,
                 &allowed,
                 scratch,
@@ -169,11 +173,14 @@ fn schedule_cycle(
 
 /// One pass over `nodes` (every node when `None`) that `allowed` accepts:
 /// feasible ones kept in the scratch, the others counted by their first failing
-/// check. Returns how many were considered. Generic over `check` so each
+/// check. A node held for someone else ([`crate::NodeReservation`]) is counted
+/// as reserved before any other check: only cycles honour reservations,
+/// placement accounting does not. Returns how many were considered. Generic over `check` so each
 /// caller's loop is compiled for it.
 #[inline(always)]
 fn filter_nodes(
     snapshot: &ClusterSnapshot,
+    pod: &PodDemand,
     nodes: Option<&[NodeId]>,
     allowed: &impl Fn(NodeId) -> bool,
     scratch: &mut CycleScratch,
@@ -182,10 +189,15 @@ fn filter_nodes(
 ) -> usize {
     let mut considered = 0;
     let mut visit = |id: NodeId| {
-        if snapshot.node(id).removed || !allowed(id) {
+        let node = snapshot.node(id);
+        if node.removed || !allowed(id) {
             return;
         }
         considered += 1;
+        if node.reservation.is_some_and(|r| r.excludes(pod)) {
+            unfit[RESERVED_SLOT] += 1;
+            return;
+        }
         match check(id) {
             Ok(()) => scratch.feasible.push(id),
             Err(FitFailure::Fixed(slot)) => unfit[slot] += 1,

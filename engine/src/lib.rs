@@ -20,6 +20,9 @@
 //!   required level confines the gang to one of its domains.
 //! * [`queues`] divides the cluster among teams' queues (guarantees, limits,
 //!   over-quota weights, a hierarchy) and orders their turns.
+//! * [`preemption`] chooses the fewest, least valuable running pods (whole
+//!   gangs or none) whose eviction lets a waiting pod or gang fit, for
+//!   priority preemption inside a queue and reclaim across queues.
 //! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
 //!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
@@ -41,6 +44,7 @@ mod model;
 mod node;
 mod pod;
 pub mod policy;
+pub mod preemption;
 mod preferences;
 pub mod queues;
 mod scalar_resources;
@@ -72,8 +76,8 @@ pub use inter_pod::{
 pub use label_selector::{LabelOperator, LabelRequirement, LabelSelector};
 pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
 pub use node::{
-    Gpu, GpuSample, GpuSpec, NodeId, NodeSpec, NodeState, TelemetryRejection, TelemetryVerdict,
-    MAX_TELEMETRY_CLOCK_SKEW_MS, MAX_UNKNOWN_GPU_MEMORY_MIB,
+    Gpu, GpuSample, GpuSpec, NodeId, NodeReservation, NodeSpec, NodeState, TelemetryRejection,
+    TelemetryVerdict, MAX_TELEMETRY_CLOCK_SKEW_MS, MAX_UNKNOWN_GPU_MEMORY_MIB,
 };
 pub use pod::{GpuDemand, PodDemand, PodShape};
 pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};

@@ -226,6 +226,27 @@ pub struct NodeExtras {
     pub(crate) scalar: Vec<NodeScalar>,
 }
 
+/// A node held for one pod or gang (a preemptor whose victims are leaving, or
+/// a gang that has waited too long): no other pod of the holder's priority or
+/// lower is placed on it, so the room that frees up goes to the holder. Pods of
+/// higher priority may still use it (they could preempt the holder anyway).
+/// Placement accounting ignores it: a pod bound by someone else is still
+/// counted; only cycles respect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeReservation {
+    /// Who may use the node: the pods whose demand carries this token.
+    pub holder: u64,
+    pub priority: i32,
+}
+
+impl NodeReservation {
+    /// Whether the reservation keeps `pod` off the node.
+    #[inline]
+    pub fn excludes(&self, pod: &crate::PodDemand) -> bool {
+        pod.priority <= self.priority && pod.reservation != Some(self.holder)
+    }
+}
+
 /// A node with its current accounting.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -246,6 +267,8 @@ pub struct NodeState {
     pub removed: bool,
     /// Tie-break rank: among equally scored nodes the lowest rank wins (spec §3.3).
     pub rank: u32,
+    /// Held for a preemptor or a starving gang ([`NodeReservation`]).
+    pub reservation: Option<NodeReservation>,
     /// Changes whenever anything a policy could read changes; policies cache against it.
     pub generation: u32,
     /// Placed pods that inter-pod terms can see (those with an `InterPodSpec`).

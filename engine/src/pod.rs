@@ -108,6 +108,9 @@ pub struct PodDemand {
     /// Ephemeral storage, huge pages and extended resources it requests, none
     /// zero. Empty for most pods.
     pub scalar: Vec<ScalarRequest>,
+    /// The reservation token ([`crate::NodeReservation::holder`]) whose held
+    /// nodes this pod may use; `None` for every pod that holds none.
+    pub reservation: Option<u64>,
 }
 
 impl PodDemand {
@@ -145,6 +148,7 @@ impl PodDemand {
             volumes: None,
             host_ports: Vec::new(),
             scalar: Vec::new(),
+            reservation: None,
         })
     }
 

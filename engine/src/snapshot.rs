@@ -8,7 +8,8 @@ use super::host_ports::ports_free;
 use super::inter_pod::{same_pod, NamespaceLabels, TermIndex};
 use super::model::{GpuModelId, GpuModelRegistry};
 use super::node::{
-    Gpu, GpuSample, NodeId, NodeSpec, NodeState, TelemetryVerdict, MAX_GPUS_PER_NODE,
+    Gpu, GpuSample, NodeId, NodeReservation, NodeSpec, NodeState, TelemetryVerdict,
+    MAX_GPUS_PER_NODE,
 };
 use super::pod::{GpuDemand, PodDemand};
 use super::scalar_resources::{self, ResourceName};
@@ -104,6 +105,8 @@ pub enum UnfitReason {
     VolumeNodeAffinityConflict,
     NoAvailableVolumes,
     VolumeZoneConflict,
+    /// Held for a preempting pod or a waiting gang of equal or higher priority.
+    Reserved,
     /// Ephemeral storage, huge pages or an extended resource, by name.
     InsufficientResource(ResourceName),
 }
@@ -111,7 +114,7 @@ pub enum UnfitReason {
 impl UnfitReason {
     /// Every reason without a payload, in declaration order; cycles count nodes
     /// per reason in an array indexed by [`Self::fixed_index`].
-    pub const ALL: [UnfitReason; 22] = [
+    pub const ALL: [UnfitReason; 23] = [
         UnfitReason::Unschedulable,
         UnfitReason::UntoleratedTaint,
         UnfitReason::NodeAffinityMismatch,
@@ -134,6 +137,7 @@ impl UnfitReason {
         UnfitReason::VolumeNodeAffinityConflict,
         UnfitReason::NoAvailableVolumes,
         UnfitReason::VolumeZoneConflict,
+        UnfitReason::Reserved,
     ];
 
     /// The position in [`Self::ALL`]; `None` for a reason that names a resource.
@@ -162,6 +166,7 @@ impl UnfitReason {
             UnfitReason::VolumeNodeAffinityConflict => 19,
             UnfitReason::NoAvailableVolumes => 20,
             UnfitReason::VolumeZoneConflict => 21,
+            UnfitReason::Reserved => 22,
             UnfitReason::InsufficientResource(_) => return None,
         })
     }
@@ -210,6 +215,7 @@ impl fmt::Display for UnfitReason {
                 "node(s) didn't find available persistent volumes to bind"
             }
             UnfitReason::VolumeZoneConflict => "node(s) had no available volume zone",
+            UnfitReason::Reserved => "node(s) were held for a preempting pod or a waiting gang",
             UnfitReason::InsufficientResource(name) => return write!(f, "Insufficient {name}"),
         })
     }
@@ -268,6 +274,7 @@ impl ClusterSnapshot {
             unschedulable: spec.unschedulable,
             removed: false,
             rank: id.0,
+            reservation: None,
             generation: 0,
             inter_pod: Vec::new(),
             extra: Box::default(),
@@ -372,6 +379,7 @@ impl ClusterSnapshot {
             self.soft_tainted_nodes -= 1;
         }
         node.removed = true;
+        node.reservation = None;
         node.cpu_milli_used = 0;
         node.memory_mib_used = 0;
         node.pods = 0;
@@ -387,6 +395,30 @@ impl ClusterSnapshot {
             self.inter_pod.rebuild(&self.nodes, &self.namespace_labels);
         }
         true
+    }
+
+    /// Holds `node` for a reservation's holder (see [`NodeReservation`]),
+    /// replacing any reservation it had. Returns false for an unknown node.
+    pub fn reserve(&mut self, node: NodeId, reservation: NodeReservation) -> bool {
+        match self.nodes.get_mut(node.index()) {
+            Some(state) if !state.removed => {
+                state.reservation = Some(reservation);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Lifts every reservation held by `holder`; returns how many nodes it held.
+    pub fn release_reservations(&mut self, holder: u64) -> usize {
+        let mut lifted = 0;
+        for node in &mut self.nodes {
+            if node.reservation.is_some_and(|r| r.holder == holder) {
+                node.reservation = None;
+                lifted += 1;
+            }
+        }
+        lifted
     }
 
     /// Nodes in the cluster (removed ones excluded).
@@ -569,6 +601,11 @@ impl ClusterSnapshot {
 
     pub(crate) fn inter_pod_index(&self) -> &TermIndex {
         &self.inter_pod
+    }
+
+    /// The labels of a namespace the cluster has told us about.
+    pub fn labels_of_namespace(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespace_labels.get(namespace)
     }
 
     pub(crate) fn namespace_labels(&self) -> &NamespaceLabels {

@@ -174,3 +174,149 @@ proptest! {
         }
     }
 }
+
+/// What `build_valid` kept, by name, and each left-out queue's error text.
+fn kept_and_refused(specs: Vec<QueueSpec>) -> (Vec<String>, Vec<String>) {
+    let (tree, errors) = QueueTree::build_valid(specs);
+    let mut kept: Vec<String> = tree.ids().map(|id| tree.spec(id).name.clone()).collect();
+    kept.sort();
+    (kept, errors.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn build_valid_leaves_out_a_bad_queue_and_its_subtree_only() {
+    let (kept, refused) = kept_and_refused(vec![
+        queue("root", None, quota(0, None)),
+        queue("good", Some("root"), quota(2, None)),
+        queue("bad", Some("root"), quota(8, Some(4))),
+        queue("under-bad", Some("bad"), quota(0, None)),
+        queue("deeper", Some("under-bad"), quota(0, None)),
+        queue("orphan", Some("nowhere"), quota(0, None)),
+        queue("a", Some("b"), quota(0, None)),
+        queue("b", Some("a"), quota(0, None)),
+        queue("off-cycle", Some("a"), quota(0, None)),
+    ]);
+    assert_eq!(kept, ["good", "root"]);
+    assert_eq!(
+        refused,
+        [
+            "queue bad: gpu limit 4 is below its guarantee 8",
+            "queue under-bad: its ancestor bad is not valid",
+            "queue deeper: its ancestor bad is not valid",
+            "queue orphan: parent nowhere does not exist",
+            "queue a: its parents form a cycle (a -> b -> a)",
+            "queue b: its parents form a cycle (b -> a -> b)",
+            "queue off-cycle: its ancestor a is not valid",
+        ]
+    );
+}
+
+#[test]
+fn build_valid_leaves_out_the_parent_that_cannot_back_its_children() {
+    let (kept, refused) = kept_and_refused(vec![
+        queue("root", None, quota(0, None)),
+        queue("org", Some("root"), quota(4, None)),
+        queue("team-a", Some("org"), quota(3, None)),
+        queue("team-b", Some("org"), quota(3, None)),
+        queue("other", Some("root"), quota(1, None)),
+    ]);
+    assert_eq!(kept, ["other", "root"]);
+    assert_eq!(
+        refused,
+        [
+            "queue org: its children are guaranteed 6 gpu, more than its own guarantee 4",
+            "queue team-a: its ancestor org is not valid",
+            "queue team-b: its ancestor org is not valid",
+        ]
+    );
+}
+
+#[test]
+fn build_valid_counts_only_valid_children_against_their_parent() {
+    // team-b is left out for its own limit, so org backs team-a alone.
+    let (kept, refused) = kept_and_refused(vec![
+        queue("root", None, quota(0, None)),
+        queue("org", Some("root"), quota(4, None)),
+        queue("team-a", Some("org"), quota(3, None)),
+        queue("team-b", Some("org"), quota(3, Some(1))),
+    ]);
+    assert_eq!(kept, ["org", "root", "team-a"]);
+    assert_eq!(
+        refused,
+        ["queue team-b: gpu limit 1 is below its guarantee 3"]
+    );
+}
+
+#[test]
+fn build_valid_keeps_the_first_of_a_duplicated_name() {
+    let (tree, errors) = QueueTree::build_valid(vec![
+        queue("a", None, quota(1, None)),
+        queue("a", None, quota(2, None)),
+    ]);
+    assert_eq!(tree.len(), 1);
+    let a = tree.id("a").unwrap();
+    assert_eq!(tree.quota(a, &QueueResource::GpuMilli).guaranteed, 1);
+    assert_eq!(errors, [QueueTreeError::Duplicate { name: "a".into() }]);
+}
+
+/// Arbitrary specs, bad ones included: names from a small pool (so some
+/// repeat), parents from the pool, an unknown name or none (so cycles and
+/// orphans occur), and limits that may be below guarantees.
+fn arbitrary_specs() -> impl Strategy<Value = Vec<QueueSpec>> {
+    let name = (0usize..6).prop_map(|i| format!("q{i}"));
+    let parent = prop::option::of(prop_oneof![
+        4 => (0usize..6).prop_map(|i| format!("q{i}")),
+        1 => Just("nowhere".to_owned()),
+    ]);
+    let terms = (0u64..20, prop::option::of(0u64..30), 0u32..3).prop_map(
+        |(guaranteed, limit, over_quota_weight)| Quota {
+            guaranteed,
+            limit,
+            over_quota_weight,
+        },
+    );
+    let resource = prop_oneof![
+        Just(QueueResource::GpuMilli),
+        Just(QueueResource::CpuMilli),
+        Just(QueueResource::ModelGpuMilli("H100".into())),
+    ];
+    let spec = (
+        name,
+        parent,
+        prop::collection::btree_map(resource, terms, 0..3),
+    )
+        .prop_map(|(name, parent, quotas)| QueueSpec {
+            name,
+            parent,
+            quotas,
+        });
+    prop::collection::vec(spec, 0..10)
+}
+
+proptest! {
+    #[test]
+    fn build_valid_keeps_a_valid_tree_and_accounts_for_every_queue(specs in arbitrary_specs()) {
+        let (tree, errors) = QueueTree::build_valid(specs.clone());
+        let kept: Vec<QueueSpec> = tree.ids().map(|id| tree.spec(id).clone()).collect();
+        // What is kept is a tree `build` accepts, specs unchanged.
+        prop_assert!(QueueTree::build(kept.clone()).is_ok(), "{kept:?}");
+        for spec in &kept {
+            prop_assert!(specs.contains(spec));
+        }
+        // Every input queue is kept or has exactly one error.
+        prop_assert_eq!(kept.len() + errors.len(), specs.len());
+        let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let inputs = specs.iter().filter(|s| s.name == name).count();
+            let kept = kept.iter().filter(|s| s.name == name).count();
+            let refused = errors.iter().filter(|e| e.queue() == name).count();
+            prop_assert_eq!(kept + refused, inputs, "{}: {:?}", name, errors);
+        }
+        // Valid input loses nothing.
+        if QueueTree::build(specs.clone()).is_ok() {
+            prop_assert!(errors.is_empty(), "{errors:?}");
+        }
+    }
+}

@@ -350,6 +350,18 @@ impl ClusterState {
         }
     }
 
+    /// Every pod that holds resources in the snapshot: its UID, demand and
+    /// placement (pods waiting for their node to appear are left out). What
+    /// preemption chooses victims from.
+    pub fn placed_pods(&self) -> impl Iterator<Item = (&str, &PodDemand, &Placement)> + '_ {
+        self.pods.iter().filter_map(|(uid, record)| {
+            record
+                .placement
+                .as_ref()
+                .map(|placement| (uid.as_str(), &record.demand, placement))
+        })
+    }
+
     /// The pod keys on a node (bound or assumed), for diagnostics and tests.
     pub fn pods_on(&self, node: &str) -> Vec<&str> {
         let mut keys: Vec<&str> = self

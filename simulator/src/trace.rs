@@ -190,6 +190,7 @@ impl TracePod {
             volumes: None,
             host_ports: Vec::new(),
             scalar: Vec::new(),
+            reservation: None,
         }
     }
 

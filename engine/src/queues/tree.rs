@@ -3,6 +3,9 @@
 //! others leave idle. Built once from the specs and checked whole, so that
 //! every later computation can rely on a tree without cycles whose limits are
 //! never below their guarantees.
+//! [`QueueTree::build`] refuses a set with any fault; the scheduler uses
+//! [`QueueTree::build_valid`], which keeps what is usable and reports each
+//! queue it leaves out, so one team's typo does not stop the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,6 +92,25 @@ pub enum QueueTreeError {
         children: u64,
         guaranteed: u64,
     },
+    /// Left out by [`QueueTree::build_valid`] because an ancestor is: a queue
+    /// is only usable when every queue above it is.
+    #[error("queue {queue}: its ancestor {ancestor} is not valid")]
+    AncestorInvalid { queue: String, ancestor: String },
+}
+
+impl QueueTreeError {
+    /// The queue the error is about (for the children's guarantees, the
+    /// parent that cannot back them).
+    pub fn queue(&self) -> &str {
+        match self {
+            Self::LimitBelowGuarantee { queue, .. }
+            | Self::UnknownParent { queue, .. }
+            | Self::ParentCycle { queue, .. }
+            | Self::AncestorInvalid { queue, .. } => queue,
+            Self::Duplicate { name } => name,
+            Self::ChildrenGuaranteeExceedsParent { parent, .. } => parent,
+        }
+    }
 }
 
 /// Index of a queue in its [`QueueTree`].
@@ -163,6 +185,19 @@ impl QueueTree {
                 at = parent_of(&name);
             }
         }
+        let tree = Self::assemble(specs);
+        tree.check_children_guarantees()?;
+        Ok(tree)
+    }
+
+    /// Indexes `specs`, parents before children. The caller has checked that
+    /// names are unique and every parent exists without a cycle.
+    fn assemble(specs: Vec<QueueSpec>) -> Self {
+        let parent_of: BTreeMap<String, Option<String>> = specs
+            .iter()
+            .map(|s| (s.name.clone(), s.parent.clone()))
+            .collect();
+        let parent_of = |name: &str| parent_of.get(name).cloned().flatten();
         // Parents before children: order by depth, then name.
         let depth = |name: &str| {
             let mut d = 0usize;
@@ -186,7 +221,7 @@ impl QueueTree {
             .collect();
         let parents: Vec<Option<QueueId>> = queues
             .iter()
-            .map(|q| q.parent.as_ref().map(|p| by_name[p]))
+            .map(|q| q.parent.as_ref().and_then(|p| by_name.get(p).copied()))
             .collect();
         let mut children = vec![Vec::new(); queues.len()];
         for (i, parent) in parents.iter().enumerate() {
@@ -194,14 +229,175 @@ impl QueueTree {
                 children[parent.0].push(QueueId(i));
             }
         }
-        let tree = Self {
+        Self {
             queues,
             parents,
             children,
             by_name,
+        }
+    }
+
+    /// The usable part of `specs`: every queue that is valid together with
+    /// all its ancestors, and one error for each queue left out, in input
+    /// order. Where [`build`](Self::build) refuses the whole set, this keeps
+    /// one team's mistake from stopping every other team's work.
+    ///
+    /// Left out, with the error that names the queue:
+    /// * a second queue of a name already seen (the first is kept);
+    /// * a queue with a limit below its guarantee, a parent that does not
+    ///   exist, or on a cycle of parents (every queue on the cycle);
+    /// * a parent whose children are guaranteed more than it is. The parent,
+    ///   not a child, is the one left out: which child's guarantee is "too
+    ///   much" depends on all of them, and keeping the parent with only some
+    ///   children would change the guarantees the others get without anyone
+    ///   having written so. Parents are checked top-down, each against the
+    ///   children still kept, so the kept tree passes `build`'s check;
+    /// * every descendant of a queue left out, as
+    ///   [`QueueTreeError::AncestorInvalid`] naming the nearest ancestor left
+    ///   out for its own error: a queue's guarantee is only real when every
+    ///   queue above it backs it.
+    ///
+    /// A queue with several faults of its own reports one: its limit, else
+    /// its parent's existence, else the cycle.
+    pub fn build_valid(specs: Vec<QueueSpec>) -> (Self, Vec<QueueTreeError>) {
+        // Errors by input position; `None` is kept so far.
+        let mut errors: Vec<Option<QueueTreeError>> = vec![None; specs.len()];
+        let mut position: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if position.contains_key(&spec.name) {
+                errors[i] = Some(QueueTreeError::Duplicate {
+                    name: spec.name.clone(),
+                });
+            } else {
+                position.insert(spec.name.clone(), i);
+            }
+        }
+        let parent_of = |i: usize| -> Option<usize> {
+            specs[i]
+                .parent
+                .as_ref()
+                .and_then(|p| position.get(p).copied())
         };
-        tree.check_children_guarantees()?;
-        Ok(tree)
+        // The queue's own faults.
+        for &i in position.values() {
+            let spec = &specs[i];
+            let limit_error = spec.quotas.iter().find_map(|(resource, quota)| {
+                let limit = quota.limit.filter(|l| *l < quota.guaranteed)?;
+                Some(QueueTreeError::LimitBelowGuarantee {
+                    queue: spec.name.clone(),
+                    resource: resource.clone(),
+                    limit,
+                    guaranteed: quota.guaranteed,
+                })
+            });
+            let parent_error = spec
+                .parent
+                .as_ref()
+                .filter(|p| !position.contains_key(*p))
+                .map(|parent| QueueTreeError::UnknownParent {
+                    queue: spec.name.clone(),
+                    parent: parent.clone(),
+                });
+            errors[i] = limit_error.or(parent_error);
+        }
+        for &i in position.values() {
+            if errors[i].is_none() {
+                if let Some(cycle) = cycle_through(i, &parent_of, specs.len()) {
+                    errors[i] = Some(QueueTreeError::ParentCycle {
+                        queue: specs[i].name.clone(),
+                        cycle: cycle.iter().map(|&q| specs[q].name.clone()).collect(),
+                    });
+                }
+            }
+        }
+        // Descendants of a queue with its own fault. Every walk up ends at a
+        // root, an unknown parent or a cycle, and the last two have errors.
+        let own_fault: Vec<bool> = errors.iter().map(Option::is_some).collect();
+        for &i in position.values() {
+            if own_fault[i] {
+                continue;
+            }
+            let mut at = parent_of(i);
+            while let Some(p) = at {
+                if own_fault[p] {
+                    errors[i] = Some(QueueTreeError::AncestorInvalid {
+                        queue: specs[i].name.clone(),
+                        ancestor: specs[p].name.clone(),
+                    });
+                    break;
+                }
+                at = parent_of(p);
+            }
+        }
+        // Children's guarantees, top-down over what is left (now a forest).
+        let depth = |i: usize| {
+            let mut d = 0usize;
+            let mut at = parent_of(i);
+            while let Some(p) = at {
+                d += 1;
+                at = parent_of(p);
+            }
+            d
+        };
+        let mut kept: Vec<usize> = position
+            .values()
+            .copied()
+            .filter(|&i| errors[i].is_none())
+            .collect();
+        kept.sort_by_key(|&i| depth(i));
+        for &i in &kept {
+            if errors[i].is_some() || specs[i].parent.is_none() {
+                continue;
+            }
+            let children = kept
+                .iter()
+                .copied()
+                .filter(|&c| parent_of(c) == Some(i) && errors[c].is_none());
+            let mut sums: BTreeMap<&QueueResource, u64> = BTreeMap::new();
+            for child in children {
+                for (resource, quota) in &specs[child].quotas {
+                    let sum = sums.entry(resource).or_default();
+                    *sum = sum.saturating_add(quota.guaranteed);
+                }
+            }
+            let own = |resource: &QueueResource| {
+                specs[i]
+                    .quotas
+                    .get(resource)
+                    .map_or(0, |quota| quota.guaranteed)
+            };
+            let Some((resource, children)) = sums.into_iter().find(|(r, sum)| *sum > own(r)) else {
+                continue;
+            };
+            errors[i] = Some(QueueTreeError::ChildrenGuaranteeExceedsParent {
+                parent: specs[i].name.clone(),
+                resource: resource.clone(),
+                children,
+                guaranteed: own(resource),
+            });
+            for &d in &kept {
+                let mut at = parent_of(d);
+                while let Some(p) = at {
+                    if p == i {
+                        errors[d] = Some(QueueTreeError::AncestorInvalid {
+                            queue: specs[d].name.clone(),
+                            ancestor: specs[i].name.clone(),
+                        });
+                        break;
+                    }
+                    at = parent_of(p);
+                }
+            }
+        }
+        let mut valid = Vec::new();
+        let mut refused = Vec::new();
+        for (spec, error) in specs.iter().zip(errors) {
+            match error {
+                Some(error) => refused.push(error),
+                None => valid.push(spec.clone()),
+            }
+        }
+        (Self::assemble(valid), refused)
     }
 
     fn check_children_guarantees(&self) -> Result<(), QueueTreeError> {
@@ -272,4 +468,27 @@ impl QueueTree {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// The cycle of parents that `start` is on, from `start` back to it, or
+/// `None` when following its parents ends (or enters a cycle it is not on).
+fn cycle_through(
+    start: usize,
+    parent_of: &impl Fn(usize) -> Option<usize>,
+    len: usize,
+) -> Option<Vec<usize>> {
+    let mut path = vec![start];
+    let mut at = parent_of(start);
+    // A walk longer than the number of queues has repeated one.
+    while let Some(p) = at {
+        path.push(p);
+        if p == start {
+            return Some(path);
+        }
+        if path.len() > len {
+            return None;
+        }
+        at = parent_of(p);
+    }
+    None
 }

@@ -14,6 +14,7 @@
 //! [`NodeSpec`]: phalanx_engine::NodeSpec
 
 mod default_spread;
+mod disruption_budget;
 mod host_ports;
 mod inter_pod;
 mod labels;
@@ -22,6 +23,7 @@ mod node;
 mod node_rules_tests;
 mod pod;
 pub mod quantity;
+mod queue;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ use phalanx_api::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
 use phalanx_engine::{NodeState, Placement};
 
 pub use default_spread::{DefaultConstraint, DefaultSpread, LABEL_CONTROLLER_UID};
+pub use disruption_budget::{disruption_budget, DisruptionBudget};
 pub use labels::{model_label_value, parse_taint_effect, LABEL_GPU_PRODUCT, NODE_NAME_FIELD_KEY};
 pub use node::{gpu_live_states, node_spec, synthetic_gpu_uuid, GpuLiveState, MAX_GPUS_PER_NODE};
 pub use pod::{
@@ -41,6 +44,10 @@ pub use pod::{
     pod_demand, pod_key,
 };
 pub use quantity::{Quantity, QuantityError, Rounding};
+pub use queue::{
+    gang_queue, queue_name_of, queue_spec, GangQueueConflict, QueueAssignment, QueueSource,
+    QueueSpecError, QueueSpecProblem, QUEUE_LABEL,
+};
 pub use volumes::{
     attach_limits, claim_spec, storage_class_spec, volume_spec, ANNOTATION_SELECTED_NODE,
 };

@@ -44,6 +44,8 @@ pub struct SchedulerConfig {
     pub backoff: BackoffConfig,
     pub gangs: GangConfig,
     pub topology_spread: TopologySpreadConfig,
+    pub queues: QueuesConfig,
+    pub preemption: PreemptionConfig,
     pub leader_election: LeaderElectionConfig<SchedulerDefaults>,
     pub http: HttpConfig<SchedulerDefaults>,
     pub extender: ExtenderConfig,
@@ -60,6 +62,8 @@ impl Default for SchedulerConfig {
             backoff: BackoffConfig::default(),
             gangs: GangConfig::default(),
             topology_spread: TopologySpreadConfig::default(),
+            queues: QueuesConfig::default(),
+            preemption: PreemptionConfig::default(),
             leader_election: LeaderElectionConfig::default(),
             http: HttpConfig::default(),
             extender: ExtenderConfig::default(),
@@ -206,6 +210,105 @@ impl GangConfig {
     pub fn discovery_interval(&self) -> Option<Duration> {
         (self.discovery_interval_seconds > 0)
             .then(|| Duration::from_secs(self.discovery_interval_seconds))
+    }
+}
+
+/// Teams' `Queue`s: quotas, fair share and the order queues take turns in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct QueuesConfig {
+    /// Off (the default) keeps the scheduler as it was before queues: pods by
+    /// priority then age, no quotas, `Queue` objects not read.
+    pub enabled: bool,
+    /// The queue of a pod whose own labels and namespace's labels name none.
+    /// It need not exist as a `Queue` object: work in a queue that does not
+    /// exist waits, with an event saying so, until one is created.
+    pub default_queue: String,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            default_queue: "default".to_owned(),
+        }
+    }
+}
+
+impl QueuesConfig {
+    fn check(&self, out: &mut Rules) {
+        const KEY: &str = "queues.defaultQueue";
+        // A Queue's name is an object name (a DNS subdomain) that pods name
+        // in a label value, so it must be both: a subdomain of at most 63.
+        out.check(KEY, dns_subdomain(&self.default_queue), &self.default_queue);
+        if self.default_queue.len() > MAX_LABEL_VALUE_LEN {
+            out.push(
+                KEY,
+                format!(
+                    "must be at most {MAX_LABEL_VALUE_LEN} characters to fit a label value \
+                     (phalanx.dev/queue), got {}",
+                    self.default_queue.len()
+                ),
+            );
+        }
+    }
+}
+
+/// The longest label value Kubernetes accepts.
+const MAX_LABEL_VALUE_LEN: usize = 63;
+
+/// Preemption inside a queue (by priority) and reclaim across queues (a
+/// queue below its guarantee takes back what others borrowed), with queues
+/// enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreemptionConfig {
+    /// Off: pods wait for room to free itself; nothing is evicted.
+    pub enabled: bool,
+    /// A pod that has run less than this is never chosen as a victim, so work
+    /// is not evicted before it has done any; 0 protects none.
+    pub min_runtime_seconds: u64,
+    /// How long the room freed for a preemptor is held for it; released if
+    /// it has not been placed by then.
+    pub reservation_seconds: u64,
+    /// A gang at the head of its queue that has waited longer than this gets
+    /// nodes reserved for it, so a stream of small pods cannot starve it.
+    pub starving_gang_seconds: u64,
+}
+
+impl Default for PreemptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_runtime_seconds: 0,
+            reservation_seconds: 30,
+            starving_gang_seconds: 60,
+        }
+    }
+}
+
+impl PreemptionConfig {
+    pub fn min_runtime(&self) -> Duration {
+        Duration::from_secs(self.min_runtime_seconds)
+    }
+
+    pub fn reservation(&self) -> Duration {
+        Duration::from_secs(self.reservation_seconds)
+    }
+
+    pub fn starving_gang(&self) -> Duration {
+        Duration::from_secs(self.starving_gang_seconds)
+    }
+
+    fn check(&self, out: &mut Rules) {
+        // 0 would release the freed room before the preemptor could use it,
+        // and reserve for every gang at once.
+        out.at_least("preemption.reservationSeconds", self.reservation_seconds, 1);
+        out.at_least(
+            "preemption.starvingGangSeconds",
+            self.starving_gang_seconds,
+            1,
+        );
     }
 }
 
@@ -478,6 +581,8 @@ impl ConfigFile for SchedulerConfig {
         );
 
         self.topology_spread.check(&mut out);
+        self.queues.check(&mut out);
+        self.preemption.check(&mut out);
 
         out.leader_election(&self.leader_election);
 
@@ -625,6 +730,12 @@ mod tests {
         assert_eq!(config.extender.bind_address.to_string(), "0.0.0.0:8888");
         assert_eq!(config.extender.max_request_bytes, 160 * 1024 * 1024);
         assert_eq!(config.extender.scheduler_names, ["default-scheduler"]);
+        assert!(!config.queues.enabled, "queues are off unless turned on");
+        assert_eq!(config.queues.default_queue, "default");
+        assert!(config.preemption.enabled);
+        assert_eq!(config.preemption.min_runtime(), Duration::ZERO);
+        assert_eq!(config.preemption.reservation(), Duration::from_secs(30));
+        assert_eq!(config.preemption.starving_gang(), Duration::from_secs(60));
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.level, "info");
         config.validate().expect("defaults are valid");
@@ -910,12 +1021,65 @@ mod tests {
                  {maxSkew: 2, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]}",
                 &["topologySpread.defaultConstraints"],
             ),
+            ("queues: {defaultQueue: ''}", &["queues.defaultQueue"]),
+            ("queues: {defaultQueue: Team_A}", &["queues.defaultQueue"]),
+            (
+                "queues: {defaultQueue: research.batch.a-fine-subdomain.but-longer.than-any-label-value-may-be}",
+                &["queues.defaultQueue"],
+            ),
+            (
+                "preemption: {reservationSeconds: 0}",
+                &["preemption.reservationSeconds"],
+            ),
+            (
+                "preemption: {starvingGangSeconds: 0}",
+                &["preemption.starvingGangSeconds"],
+            ),
             ("logging: {level: verbose}", &["logging.level"]),
             ("logging: {level: 'info,kube=loud'}", &["logging.level"]),
         ];
         for (yaml, keys) in cases {
             assert_eq!(violated_keys(yaml), *keys, "config {yaml:?}");
         }
+    }
+
+    #[test]
+    fn queues_and_preemption_are_read_and_bad_values_named() {
+        let config = SchedulerConfig::from_yaml(
+            "queues: {enabled: true, defaultQueue: research.batch}\n\
+             preemption: {enabled: false, minRuntimeSeconds: 600, reservationSeconds: 5, \
+             starvingGangSeconds: 120}\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.queues,
+            QueuesConfig {
+                enabled: true,
+                default_queue: "research.batch".to_owned(),
+            }
+        );
+        assert!(!config.preemption.enabled);
+        assert_eq!(config.preemption.min_runtime(), Duration::from_secs(600));
+        assert_eq!(config.preemption.reservation(), Duration::from_secs(5));
+        assert_eq!(config.preemption.starving_gang(), Duration::from_secs(120));
+        let error = parse_err("preemption:\n  minRuntimeSeconds: -1\n");
+        assert!(
+            error.to_string().contains("preemption.minRuntimeSeconds: "),
+            "{error}"
+        );
+        let error = parse_err("queues:\n  defaultQeue: x\n");
+        assert!(
+            error
+                .to_string()
+                .contains("queues.defaultQeue: unknown field"),
+            "{error}"
+        );
+        let error = parse_err("preemption:\n  reservationSeconds: 0\n");
+        assert_eq!(
+            error.to_string(),
+            "test.yaml: preemption.reservationSeconds: must be at least 1, got 0"
+        );
     }
 
     #[test]

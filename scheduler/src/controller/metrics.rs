@@ -233,6 +233,26 @@ struct ReasonLabel {
     reason: BindingErrorReason,
 }
 
+/// Why a victim was evicted (the engine's reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct VictimReason(phalanx_engine::preemption::EvictionReason);
+
+impl VictimReason {
+    fn as_str(self) -> &'static str {
+        match self.0 {
+            phalanx_engine::preemption::EvictionReason::Preemption => "preemption",
+            phalanx_engine::preemption::EvictionReason::Reclaim => "reclaim",
+        }
+    }
+}
+
+label_value_by_name!(VictimReason);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VictimLabel {
+    reason: VictimReason,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SourceLabel {
     source: String,
@@ -261,6 +281,10 @@ pub struct SchedulerMetrics {
     cache_nodes: CountGauge,
     extender_requests_refused: Family<RefusalLabel, Counter>,
     gang_source_active: Family<SourceLabel, CountGauge>,
+    preemption_victims: Family<VictimLabel, Counter>,
+    preemption_attempts: Counter,
+    eviction_errors: Counter,
+    victim_selection: Histogram,
 }
 
 impl Default for SchedulerMetrics {
@@ -460,7 +484,47 @@ impl SchedulerMetrics {
             }
         }
 
+        let preemption_victims = Family::<VictimLabel, Counter>::default();
+        registry.register(
+            "preemption_victims",
+            "Pods chosen for eviction, by reason (preemption inside a queue, reclaim across queues)",
+            preemption_victims.clone(),
+        );
+        for reason in [
+            phalanx_engine::preemption::EvictionReason::Preemption,
+            phalanx_engine::preemption::EvictionReason::Reclaim,
+        ] {
+            let _ = preemption_victims.get_or_create(&VictimLabel {
+                reason: VictimReason(reason),
+            });
+        }
+        let preemption_attempts = Counter::default();
+        registry.register(
+            "preemption_attempts",
+            "Preemptions planned (victims chosen and evictions started) for a pod or gang",
+            preemption_attempts.clone(),
+        );
+        let eviction_errors = Counter::default();
+        registry.register(
+            "eviction_errors",
+            "Evictions the API server refused or that failed (a PodDisruptionBudget that changed \
+             meanwhile, an API error)",
+            eviction_errors.clone(),
+        );
+        // 100 µs doubling to ~6.5 s.
+        let victim_selection = Histogram::new(exponential_buckets(0.0001, 2.0, 17));
+        registry.register_with_unit(
+            "victim_selection_duration",
+            "Time to choose the victims for one pod or gang (found or not)",
+            Unit::Seconds,
+            victim_selection.clone(),
+        );
+
         Self {
+            preemption_victims,
+            preemption_attempts,
+            eviction_errors,
+            victim_selection,
             registry,
             schedule_attempts,
             e2e_scheduling,
@@ -577,6 +641,26 @@ impl SchedulerMetrics {
         for (source, active) in sources.iter() {
             set(source.name, active);
         }
+    }
+
+    pub fn observe_victim_selection(&self, took: Duration) {
+        self.victim_selection.observe(took.as_secs_f64());
+    }
+
+    /// A preemption was planned with these victims.
+    pub fn preempted(&self, victims: &[phalanx_engine::preemption::Victim]) {
+        self.preemption_attempts.inc();
+        for victim in victims {
+            self.preemption_victims
+                .get_or_create(&VictimLabel {
+                    reason: VictimReason(victim.reason),
+                })
+                .inc();
+        }
+    }
+
+    pub fn eviction_failed(&self) {
+        self.eviction_errors.inc();
     }
 
     pub fn set_nodes(&self, nodes: u64) {

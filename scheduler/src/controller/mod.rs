@@ -7,7 +7,8 @@
 //! [`node_presence`] tells binding tasks whether their node still exists;
 //! [`served_apis`] says which optional kinds (gang objects, operators' custom
 //! resources) the server serves.
-//! I/O parts: [`binder`] writes annotations and Bindings, [`scheduling_events`]
+//! I/O parts: [`binder`] writes annotations and Bindings, [`evictor`] marks and
+//! evicts the victims of preemption and reclaim, [`scheduling_events`]
 //! words the scheduler's Events as kube-scheduler does, [`metrics`] counts what
 //! happens, [`podgroup_status_writer`] is the one writer of PodGroup status,
 //! [`pod_scheduled`] decides and writes pods' `PodScheduled=False` condition,
@@ -16,6 +17,7 @@
 
 pub mod binder;
 pub mod config;
+pub mod evictor;
 pub mod fault_hook;
 pub mod gangs;
 pub mod metrics;

@@ -5,7 +5,10 @@
 //! behaviour they know:
 //!
 //! - **active**: ready to try now, ordered by priority (highest first), then by
-//!   creation time (oldest first), then by key so the order is total;
+//!   creation time (oldest first), then by key so the order is total. Entries
+//!   belong to a tenant (a team's `Queue`); [`SchedulingQueue::pop_fair`] lets
+//!   the tenants take turns by a rank the caller gives (distance below fair
+//!   share), and inside a tenant the order is the one above;
 //! - **backoff**: failed recently; waits `initial * 2^(attempts-1)` (capped at
 //!   `max`) after its last attempt before it is active again;
 //! - **unschedulable**: did not fit; trying again is pointless until the cluster
@@ -23,7 +26,7 @@
 //! are O(log n); `cluster_changed` is O(unschedulable · log n).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -85,8 +88,13 @@ enum Place {
     InFlight { changed_meanwhile: bool },
 }
 
+/// Which team's queue an entry belongs to (the caller's stable number for it;
+/// 0 when queues are not in use).
+pub type Tenant = u32;
+
 #[derive(Clone, Debug)]
 struct Entry {
+    tenant: Tenant,
     priority: i32,
     created: Instant,
     /// When the key was first added; for "time pending" metrics.
@@ -111,7 +119,9 @@ struct ActiveOrder<K> {
 pub struct SchedulingQueue<K> {
     policy: BackoffPolicy,
     entries: HashMap<K, Entry>,
-    active: BTreeSet<ActiveOrder<K>>,
+    /// Each tenant's active entries (no tenant is kept with an empty set).
+    active: BTreeMap<Tenant, BTreeSet<ActiveOrder<K>>>,
+    active_len: usize,
     /// Ordered by the instant the backoff ends.
     backoff: BTreeSet<(Instant, K)>,
     /// Ordered by the instant the entry became unschedulable.
@@ -126,7 +136,8 @@ where
         Self {
             policy,
             entries: HashMap::new(),
-            active: BTreeSet::new(),
+            active: BTreeMap::new(),
+            active_len: 0,
             backoff: BTreeSet::new(),
             unschedulable: BTreeSet::new(),
         }
@@ -141,29 +152,40 @@ where
     /// so an "unschedulable" verdict on the old version sends it to backoff rather
     /// than waiting for a cluster change.
     pub fn add(&mut self, key: K, priority: i32, created: Instant, now: Instant) {
-        let Some(entry) = self.entries.get_mut(&key) else {
-            self.insert_new(key, priority, created, now);
+        self.add_in(key, 0, priority, created, now);
+    }
+
+    /// [`Self::add`] for an entry of `tenant` (a key may move between tenants
+    /// when its pod's queue label changes).
+    pub fn add_in(
+        &mut self,
+        key: K,
+        tenant: Tenant,
+        priority: i32,
+        created: Instant,
+        now: Instant,
+    ) {
+        let Some(entry) = self.entries.get(&key) else {
+            self.insert_new(key, tenant, priority, created, now);
             return;
         };
         let was_active = entry.place == Place::Active;
         if was_active {
-            self.active.remove(&ActiveOrder {
-                priority: Reverse(entry.priority),
-                created: entry.created,
-                key: key.clone(),
-            });
+            let (old_tenant, order) = (entry.tenant, order_of(entry, key.clone()));
+            self.active_remove(old_tenant, &order);
         }
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        entry.tenant = tenant;
         entry.priority = priority;
         entry.created = created;
         if let Place::InFlight { changed_meanwhile } = &mut entry.place {
             *changed_meanwhile = true;
         }
         if was_active {
-            self.active.insert(ActiveOrder {
-                priority: Reverse(priority),
-                created,
-                key,
-            });
+            let order = order_of(entry, key);
+            self.active_insert(tenant, order);
         }
     }
 
@@ -171,15 +193,48 @@ where
     /// `unschedulable`, `retry_after_error` or `remove`. Entries whose backoff or
     /// unschedulable wait has ended by `now` become active first.
     pub fn pop(&mut self, now: Instant) -> Option<K> {
+        self.pop_fair(now, |_| 0u8)
+    }
+
+    /// [`Self::pop`] with tenants taking turns: the tenant with the least
+    /// `rank` goes (ties: the one whose first entry comes first), and its
+    /// first entry is popped. `rank` is asked once per tenant with active
+    /// entries.
+    pub fn pop_fair<R: Ord>(
+        &mut self,
+        now: Instant,
+        mut rank: impl FnMut(Tenant) -> R,
+    ) -> Option<K> {
         self.flush_unschedulable_leftovers(now);
         self.flush_expired_backoff(now);
-        let first = self.active.pop_first()?;
+        let tenant = self
+            .active
+            .iter()
+            .filter_map(|(tenant, set)| set.first().map(|first| (rank(*tenant), first, *tenant)))
+            .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+            .map(|(_, _, tenant)| tenant)?;
+        let set = self.active.get_mut(&tenant)?;
+        let first = set.pop_first()?;
+        if set.is_empty() {
+            self.active.remove(&tenant);
+        }
+        self.active_len -= 1;
         if let Some(entry) = self.entries.get_mut(&first.key) {
             entry.place = Place::InFlight {
                 changed_meanwhile: false,
             };
         }
         Some(first.key)
+    }
+
+    /// The tenant of a known key.
+    pub fn tenant_of(&self, key: &K) -> Option<Tenant> {
+        self.entries.get(key).map(|entry| entry.tenant)
+    }
+
+    /// Active entries of one tenant, for its queue position.
+    pub fn active_in(&self, tenant: Tenant) -> usize {
+        self.active.get(&tenant).map_or(0, BTreeSet::len)
     }
 
     /// Scheduled: the key and its attempt count are forgotten.
@@ -227,9 +282,16 @@ where
     /// its Binding): the key comes back and waits out a backoff, whether or not
     /// the queue still knew it. Without this a pod whose binding failed would
     /// wait for an update to itself that may never come.
-    pub fn retry_later(&mut self, key: K, priority: i32, created: Instant, now: Instant) {
+    pub fn retry_later(
+        &mut self,
+        key: K,
+        tenant: Tenant,
+        priority: i32,
+        created: Instant,
+        now: Instant,
+    ) {
         if !self.entries.contains_key(&key) {
-            self.insert_new(key.clone(), priority, created, now);
+            self.insert_new(key.clone(), tenant, priority, created, now);
         }
         self.retry_after_error(key, now);
     }
@@ -272,13 +334,13 @@ where
 
     pub fn lengths(&self) -> QueueLengths {
         QueueLengths {
-            active: self.active.len(),
+            active: self.active_len,
             backoff: self.backoff.len(),
             unschedulable: self.unschedulable.len(),
             in_flight: self
                 .entries
                 .len()
-                .saturating_sub(self.active.len() + self.backoff.len() + self.unschedulable.len()),
+                .saturating_sub(self.active_len + self.backoff.len() + self.unschedulable.len()),
         }
     }
 
@@ -313,23 +375,43 @@ where
         self.entries.is_empty()
     }
 
-    fn insert_new(&mut self, key: K, priority: i32, created: Instant, now: Instant) {
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                priority,
-                created,
-                queued_at: now,
-                attempts: 0,
-                last_failure: None,
-                place: Place::Active,
-            },
-        );
-        self.active.insert(ActiveOrder {
-            priority: Reverse(priority),
+    fn insert_new(
+        &mut self,
+        key: K,
+        tenant: Tenant,
+        priority: i32,
+        created: Instant,
+        now: Instant,
+    ) {
+        let entry = Entry {
+            tenant,
+            priority,
             created,
-            key,
-        });
+            queued_at: now,
+            attempts: 0,
+            last_failure: None,
+            place: Place::Active,
+        };
+        let order = order_of(&entry, key.clone());
+        self.entries.insert(key, entry);
+        self.active_insert(tenant, order);
+    }
+
+    fn active_insert(&mut self, tenant: Tenant, order: ActiveOrder<K>) {
+        if self.active.entry(tenant).or_default().insert(order) {
+            self.active_len += 1;
+        }
+    }
+
+    fn active_remove(&mut self, tenant: Tenant, order: &ActiveOrder<K>) {
+        if let Some(set) = self.active.get_mut(&tenant) {
+            if set.remove(order) {
+                self.active_len -= 1;
+            }
+            if set.is_empty() {
+                self.active.remove(&tenant);
+            }
+        }
     }
 
     /// Counts a failed attempt; returns the new count.
@@ -350,11 +432,12 @@ where
         };
         match entry.place {
             Place::Active => {
-                self.active.remove(&ActiveOrder {
-                    priority: Reverse(entry.priority),
-                    created: entry.created,
-                    key: key.clone(),
-                });
+                let (tenant, order) = (entry.tenant, order_of(entry, key.clone()));
+                entry.place = Place::InFlight {
+                    changed_meanwhile: false,
+                };
+                self.active_remove(tenant, &order);
+                return;
             }
             Place::Backoff { until } => {
                 self.backoff.remove(&(until, key.clone()));
@@ -377,11 +460,8 @@ where
         entry.place = place;
         match place {
             Place::Active => {
-                self.active.insert(ActiveOrder {
-                    priority: Reverse(entry.priority),
-                    created: entry.created,
-                    key,
-                });
+                let (tenant, order) = (entry.tenant, order_of(entry, key));
+                self.active_insert(tenant, order);
             }
             Place::Backoff { until } => {
                 self.backoff.insert((until, key));
@@ -445,11 +525,10 @@ where
         let mut placed = 0;
         for (key, entry) in &self.entries {
             let found = match entry.place {
-                Place::Active => self.active.contains(&ActiveOrder {
-                    priority: Reverse(entry.priority),
-                    created: entry.created,
-                    key: key.clone(),
-                }),
+                Place::Active => self
+                    .active
+                    .get(&entry.tenant)
+                    .is_some_and(|set| set.contains(&order_of(entry, key.clone()))),
                 Place::Backoff { until } => self.backoff.contains(&(until, key.clone())),
                 Place::Unschedulable { since } => {
                     self.unschedulable.contains(&(since, key.clone()))
@@ -467,9 +546,22 @@ where
         }
         assert_eq!(
             placed,
-            self.active.len() + self.backoff.len() + self.unschedulable.len(),
+            self.active_len + self.backoff.len() + self.unschedulable.len(),
             "a set holds a key twice or a key the queue does not know"
         );
+        assert_eq!(
+            self.active_len,
+            self.active.values().map(BTreeSet::len).sum::<usize>()
+        );
+        assert!(self.active.values().all(|set| !set.is_empty()));
+    }
+}
+
+fn order_of<K>(entry: &Entry, key: K) -> ActiveOrder<K> {
+    ActiveOrder {
+        priority: Reverse(entry.priority),
+        created: entry.created,
+        key,
     }
 }
 
@@ -555,7 +647,7 @@ mod tests {
         q.done(&"p");
         assert_eq!(q.lengths().backoff, 0);
         // Its Binding was refused after it had left the queue.
-        q.retry_later("p", 0, t0, t0);
+        q.retry_later("p", 0, 0, t0, t0);
         assert_eq!(q.lengths().backoff, 1);
         assert_eq!(q.pop(t0), None, "not before its backoff");
         assert_eq!(q.pop(t0 + secs(1)), Some("p"));
@@ -788,10 +880,44 @@ mod tests {
         assert_eq!(unique.len(), popped.len());
     }
 
+    #[test]
+    fn tenants_take_turns_by_rank_and_keep_their_own_order() {
+        use phalanx_engine::queues::TurnKey;
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.add_in("a-low", 1, 0, t0, t0);
+        q.add_in("a-high", 1, 9, t0 + secs(1), t0);
+        q.add_in("b-old", 2, 0, t0, t0);
+        q.add_in("b-new", 2, 0, t0 + secs(5), t0);
+        // Tenant 2 is further below its share: its entries go first, oldest
+        // first; then tenant 1's, highest priority first.
+        let rank = |tenant: Tenant| if tenant == 2 { 0.1 } else { 0.5 };
+        let order: Vec<_> =
+            std::iter::from_fn(|| q.pop_fair(t0, |t| TurnKey(vec![rank(t)]))).collect();
+        assert_eq!(order, vec!["b-old", "b-new", "a-high", "a-low"]);
+        q.check_consistent();
+    }
+
+    #[test]
+    fn a_key_moves_to_its_new_tenant() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.add_in("p", 1, 0, t0, t0);
+        q.add_in("p", 2, 0, t0, t0);
+        q.check_consistent();
+        assert_eq!(q.tenant_of(&"p"), Some(2));
+        assert_eq!((q.active_in(1), q.active_in(2)), (0, 1));
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
-        Add { key: u8, priority: i32 },
+        Add {
+            key: u8,
+            priority: i32,
+            tenant: Tenant,
+        },
         Pop,
+        PopFair,
         Done(u8),
         Unschedulable(u8),
         RetryAfterError(u8),
@@ -803,8 +929,10 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         let key = 0u8..8;
         prop_oneof![
-            3 => (key.clone(), -2i32..3).prop_map(|(key, priority)| Op::Add { key, priority }),
-            3 => Just(Op::Pop),
+            3 => (key.clone(), -2i32..3, 0u32..3)
+                .prop_map(|(key, priority, tenant)| Op::Add { key, priority, tenant }),
+            2 => Just(Op::Pop),
+            2 => Just(Op::PopFair),
             1 => key.clone().prop_map(Op::Done),
             2 => key.clone().prop_map(Op::Unschedulable),
             2 => key.clone().prop_map(Op::RetryAfterError),
@@ -833,12 +961,19 @@ mod tests {
             let mut model: HashMap<u8, Modelled> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Add { key, priority } => {
-                        q.add(key, priority, t0 + Duration::from_millis(u64::from(key)), now);
+                    Op::Add { key, priority, tenant } => {
+                        let created = t0 + Duration::from_millis(u64::from(key));
+                        q.add_in(key, tenant, priority, created, now);
                         model.entry(key).or_insert(Modelled::Queued);
                     }
-                    Op::Pop => {
-                        if let Some(key) = q.pop(now) {
+                    Op::Pop | Op::PopFair => {
+                        // Fair turns with a rank that favours the last tenant.
+                        let popped = if matches!(op, Op::Pop) {
+                            q.pop(now)
+                        } else {
+                            q.pop_fair(now, Reverse)
+                        };
+                        if let Some(key) = popped {
                             prop_assert_eq!(model.get(&key), Some(&Modelled::Queued));
                             model.insert(key, Modelled::InFlight);
                         }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1alpha3::CompositePodGroup;
 use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
@@ -29,7 +30,7 @@ use kube::api::{DynamicObject, ListParams};
 use kube::runtime::watcher::Event;
 
 use kube::{Api, Client, ResourceExt};
-use phalanx_api::{GpuNode, PodGroup};
+use phalanx_api::{GpuNode, PodGroup, Queue};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -47,6 +48,7 @@ use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
 use super::volume_binder::VolumeBinder;
 use phalanx_api::GpuAssignmentAnnotation;
+use phalanx_engine::queues::QueueLedger;
 use phalanx_engine::{
     build_policy, schedule_one, unschedulable_message, CycleOutcome, CycleScratch, GpuDemand,
     Placement, PlacementPolicy, PodDemand, PolicyConfig, VolumeBinding, WorkloadSource,
@@ -63,10 +65,14 @@ mod gang_recovery;
 mod gang_scheduling;
 mod gang_source_watch;
 mod owner_watch;
+mod preempt;
+mod queues;
 use gang_objects::ObjectsByKey;
 use gang_scheduling::GangEntry;
 use gang_source_watch::GangSourceWatch;
 use owner_watch::{OwnerGang, OwnerGangs};
+use preempt::{PreemptionBook, Wanting};
+use queues::QueueBook;
 
 /// How long one turn may spend scheduling before it looks at the watches again.
 const SCHEDULING_SLICE: Duration = Duration::from_millis(20);
@@ -140,6 +146,10 @@ enum Input {
     Volume(Box<Event<PersistentVolume>>),
     StorageClass(Box<Event<StorageClass>>),
     CsiNode(Box<Event<CSINode>>),
+    /// Disruption budgets, for preemption.
+    Pdb(Box<Event<PodDisruptionBudget>>),
+    /// Teams' queues (`queues.enabled`).
+    Queue(Box<Event<Queue>>),
     /// Owners that gangs are found from (`owner_watch.rs`).
     Job(Box<Event<Job>>),
     Owner(OwnerKind, Box<Event<DynamicObject>>),
@@ -302,6 +312,11 @@ pub struct SchedulerLoop {
     last_housekeeping: Instant,
     /// Gangs found from the pods' owners (`owner_watch.rs`).
     owner_gangs: OwnerGangs,
+    /// Possible victims, disruption budgets and nodes held for preemptors
+    /// (`preempt.rs`).
+    preemption: PreemptionBook,
+    /// Queues, their ledger and status (`queues.rs`).
+    queues: QueueBook,
 }
 
 impl std::fmt::Debug for SchedulerLoop {
@@ -370,6 +385,8 @@ impl SchedulerLoop {
             leading: false,
             last_housekeeping: Instant::now(),
             owner_gangs: OwnerGangs::default(),
+            preemption: PreemptionBook::default(),
+            queues: QueueBook::default(),
             deps,
         }
     }
@@ -520,6 +537,16 @@ impl SchedulerLoop {
         spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
             Input::CsiNode(Box::new(e))
         });
+        if self.deps.config.preemption.enabled {
+            spawn_watch(Api::all(client.clone()), tx.clone(), |e| {
+                Input::Pdb(Box::new(e))
+            });
+        }
+        if self.queues_enabled() {
+            spawn_watch(Api::<Queue>::all(client.clone()), tx.clone(), |e| {
+                Input::Queue(Box::new(e))
+            });
+        }
     }
 
     /// Gang objects and owner kinds only where served, asked again at an
@@ -554,6 +581,8 @@ impl SchedulerLoop {
             Input::Volume(event) => self.mirror.volume_event(&event),
             Input::StorageClass(event) => self.mirror.storage_class_event(&event),
             Input::CsiNode(event) => self.mirror.csi_node_event(&event),
+            Input::Pdb(event) => self.handle_pdb_event(*event),
+            Input::Queue(event) => self.handle_queue_event(*event),
             Input::Job(event) => self.handle_job_event(*event),
             Input::Owner(kind, event) => self.handle_owner_event(kind, *event),
             Input::OwnerKindWatched(kind, watched) => self.owner_kind_watched(kind, watched),
@@ -603,6 +632,7 @@ impl SchedulerLoop {
     /// gang membership (bound members count towards minMember).
     fn track(&mut self, pod: Pod) {
         let uid = pod_uid(&pod);
+        self.note_running(&pod);
         let for_us = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref())
             == Some(self.deps.config.scheduler_name.as_str());
         let gang = if for_us && !phalanx_kube::mirror::is_finished(&pod) {
@@ -682,6 +712,8 @@ impl SchedulerLoop {
             }
             return;
         }
+        let pod = entry.pod.clone();
+        let tenant = self.note_pending_queue(&uid, &pod);
         match gang {
             Some(membership) => {
                 let gang = self.gangs.entry(membership.key.clone()).or_default();
@@ -691,14 +723,17 @@ impl SchedulerLoop {
                     // A new member may complete the gang: look again now.
                     self.queue.remove(&key);
                 }
-                self.queue.add(key, priority, gang_seen, now);
+                self.queue.add_in(key, tenant, priority, gang_seen, now);
             }
-            None => self.queue.add(WorkKey::Pod(uid), priority, first_seen, now),
+            None => self
+                .queue
+                .add_in(WorkKey::Pod(uid), tenant, priority, first_seen, now),
         }
     }
 
     /// The pod is no longer waiting for us (bound, finished, or not ours).
     fn stop_pending(&mut self, uid: &str) {
+        self.queues.forget_pending(uid);
         if let Some(p) = self.pending.remove(uid) {
             if p.gang.is_none() {
                 self.queue.remove(&WorkKey::Pod(uid.to_owned()));
@@ -709,6 +744,8 @@ impl SchedulerLoop {
     /// The pod is gone.
     fn untrack(&mut self, uid: &str) {
         self.stop_pending(uid);
+        self.forget_running(uid);
+        self.release_hold(&WorkKey::Pod(uid.to_owned()));
         self.plans.forget(uid);
         self.undoing.remove(uid);
         self.set_gang_membership(uid, None);
@@ -725,6 +762,9 @@ impl SchedulerLoop {
         }
         self.last_housekeeping = now;
         self.expire_owner_waits();
+        self.expire_holds();
+        self.rebuild_queues();
+        self.write_queue_status();
         let stale = self
             .mirror
             .expire_telemetry(phalanx_runtime::clock::unix_millis());
@@ -751,7 +791,8 @@ impl SchedulerLoop {
         self.recover_gang_plans();
         let start = Instant::now();
         while start.elapsed() < SCHEDULING_SLICE {
-            let Some(key) = self.queue.pop(Instant::now()) else {
+            let queues = &self.queues;
+            let Some(key) = self.queue.pop_fair(Instant::now(), |t| queues.rank(t)) else {
                 break;
             };
             match key {
@@ -778,13 +819,33 @@ impl SchedulerLoop {
         };
         let pod = pending.pod.clone();
         let snapshot = self.mirror.state().snapshot();
-        let demand = match self.default_spread.pod_demand(&pod, snapshot) {
+        let key = WorkKey::Pod(uid.to_owned());
+        let mut demand = match self.default_spread.pod_demand(&pod, snapshot) {
             Ok(demand) => demand,
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
                 self.fail_event(&pod, error.to_string(), false);
                 return AloneOutcome::Unschedulable;
             }
+        };
+        demand.reservation = self.hold_token(&key);
+        let tenant = self.queue.tenant_of(&key).unwrap_or(0);
+        let queue = if self.queues_enabled() {
+            match self
+                .queues
+                .admit(tenant, &QueueLedger::pod_amounts(&demand, None))
+            {
+                Ok(queue) => Some(queue),
+                Err(refusal) => {
+                    self.deps
+                        .metrics
+                        .record_attempt(AttemptResult::Unschedulable);
+                    self.fail_event(&pod, refusal, false);
+                    return AloneOutcome::Unschedulable;
+                }
+            }
+        } else {
+            None
         };
         let outcome = schedule_one(
             self.mirror.state().snapshot(),
@@ -803,7 +864,13 @@ impl SchedulerLoop {
                     self.deps.metrics.record_attempt(AttemptResult::Error);
                     return AloneOutcome::Error;
                 }
+                if queue.is_some() {
+                    let snapshot = self.mirror.state().snapshot();
+                    let amounts = QueueLedger::placed_amounts(snapshot, &demand, placement.node);
+                    self.queues.placed(tenant, &amounts);
+                }
                 self.start_bind(uid, &demand, placement);
+                self.release_hold(&key);
                 AloneOutcome::Placed
             }
             CycleOutcome::Unschedulable { nodes, reasons } => {
@@ -818,6 +885,21 @@ impl SchedulerLoop {
                     }
                     _ if nodes == 0 => "no nodes available to schedule pods".to_owned(),
                     _ => unschedulable_message(nodes, &reasons),
+                };
+                let priority = demand.priority;
+                let preempted = self.try_preempt(Wanting {
+                    key: &key,
+                    pods: std::slice::from_ref(&pod),
+                    demands: std::slice::from_ref(&demand),
+                    min_member: 1,
+                    topology: &[],
+                    priority,
+                    group_policy: None,
+                    tenant: queue.map(|_| tenant),
+                });
+                let message = match preempted {
+                    Some(preemption) => format!("{message} {preemption}."),
+                    None => message,
                 };
                 self.fail_event(&pod, message, false);
                 AloneOutcome::Unschedulable
@@ -1013,7 +1095,7 @@ impl SchedulerLoop {
                         // The key left the queue when the pod was placed: put it
                         // back, behind a backoff.
                         self.queue
-                            .retry_later(key, priority, first_seen, Instant::now());
+                            .retry_later(key, 0, priority, first_seen, Instant::now());
                     }
                 }
             }

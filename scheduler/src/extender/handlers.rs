@@ -74,7 +74,10 @@ pub fn is_resolvable(reason: &UnfitReason) -> bool {
         | UnfitReason::UnboundImmediateClaims
         | UnfitReason::VolumeNodeAffinityConflict
         | UnfitReason::NoAvailableVolumes
-        | UnfitReason::VolumeZoneConflict => false,
+        | UnfitReason::VolumeZoneConflict
+        // The extender holds no nodes for anyone; a reservation is Phalanx's
+        // own scheduler's, and preempting does not lift it.
+        | UnfitReason::Reserved => false,
     }
 }
 

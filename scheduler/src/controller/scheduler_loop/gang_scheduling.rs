@@ -35,9 +35,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
 use phalanx_api::{GangPlanAnnotation, PodGroup, PodGroupStatus};
+use phalanx_engine::queues::QueueLedger;
 use phalanx_engine::{place_gang, DomainOrder, GangSpec, Placement, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
 
+use super::preempt::Wanting;
 use super::{AloneOutcome, BindError, BindRequest, SchedulerLoop, WorkKey};
 use crate::controller::gangs::{
     self, GangKey, GangMemberCounts, GangMembership, GangObjects, GangRule, GangSource,
@@ -134,7 +136,9 @@ impl SchedulerLoop {
             if emptied {
                 self.gangs.remove(&old);
                 self.tracker.forget(&old);
-                self.queue.remove(&WorkKey::Gang(old));
+                let work = WorkKey::Gang(old);
+                self.release_hold(&work);
+                self.queue.remove(&work);
             }
         }
         if let Some(key) = gang {
@@ -312,6 +316,26 @@ impl SchedulerLoop {
             self.queue.unschedulable(work, now);
             return;
         }
+        let tenant = self.queue.tenant_of(&work).unwrap_or(0);
+        if self.queues_enabled() {
+            if let Err(refusal) = self.admit_gang(&name, tenant, &waiting, &demands) {
+                self.deps
+                    .metrics
+                    .record_attempt(AttemptResult::Unschedulable);
+                self.fail_gang(&waiting, &refusal);
+                self.report_upstream_condition(
+                    &key,
+                    &membership,
+                    GroupOutcome::Unschedulable(refusal),
+                );
+                self.queue.unschedulable(work, now);
+                return;
+            }
+        }
+        let token = self.hold_token(&work);
+        for demand in &mut demands {
+            demand.reservation = token;
+        }
         let spec = GangSpec {
             name: &name,
             members: &demands,
@@ -335,8 +359,15 @@ impl SchedulerLoop {
                     self.mirror
                         .state_mut()
                         .record_assumed(&uid, demand.clone(), *placement);
+                    if self.queues_enabled() {
+                        let snapshot = self.mirror.state().snapshot();
+                        let amounts =
+                            QueueLedger::placed_amounts(snapshot, &demand, placement.node);
+                        self.queues.placed(tenant, &amounts);
+                    }
                     placed.push((uid, demand, *placement));
                 }
+                self.release_hold(&work);
                 self.start_gang_bind(&name, &placed);
                 if need > 0 {
                     self.deps
@@ -360,6 +391,22 @@ impl SchedulerLoop {
                 self.deps
                     .metrics
                     .record_attempt(AttemptResult::Unschedulable);
+                let priority = self.queue_priority(&waiting[0], Some(&membership));
+                let wanting = Wanting {
+                    key: &work,
+                    pods: &waiting,
+                    demands: &demands,
+                    min_member: need.max(1),
+                    topology: &levels,
+                    priority,
+                    group_policy: policy.preemption,
+                    tenant: self.queues_enabled().then_some(tenant),
+                };
+                let waited = now.duration_since(since);
+                let message = match self.try_preempt_or_hold(wanting, waited) {
+                    Some(preemption) => format!("{message}; {preemption}"),
+                    None => message,
+                };
                 self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
                 self.fail_gang(&waiting, &message);
                 self.report_pod_group_status(&key, &membership, policy.min_member, held);
