@@ -25,6 +25,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
+use super::fit_queues::FitQueues;
 use super::policy::DayPolicy;
 use super::state::{DayError, DayState};
 use super::workload::JobId;
@@ -40,7 +41,7 @@ pub struct Kueue {
     /// Arrived and not admitted, in admission order.
     unadmitted: BTreeSet<Order>,
     /// Admitted and not placed, in placement order.
-    unplaced: BTreeSet<Order>,
+    unplaced: FitQueues<(Reverse<i32>, u64)>,
     /// Arrived since the last cycle (all that may newly fit if no quota was freed).
     arrived: Vec<JobId>,
     quota_freed: bool,
@@ -53,7 +54,7 @@ impl Kueue {
             admitted_milli: Vec::new(),
             admitted: Vec::new(),
             unadmitted: BTreeSet::new(),
-            unplaced: BTreeSet::new(),
+            unplaced: FitQueues::default(),
             arrived: Vec::new(),
             quota_freed: false,
         }
@@ -93,7 +94,7 @@ impl Kueue {
         self.admitted[id] = true;
         let order = Self::order(state, id);
         self.unadmitted.remove(&order);
-        self.unplaced.insert(order);
+        self.unplaced.insert(state, (order.0, order.1), id);
     }
 
     /// Admits what fits, in order: first what needs no borrowing, then (with
@@ -154,12 +155,7 @@ impl DayPolicy for Kueue {
 
     fn schedule(&mut self, state: &mut DayState<'_>) -> Result<(), DayError> {
         self.admission_cycle(state);
-        let unplaced: Vec<Order> = self.unplaced.iter().copied().collect();
-        for order in unplaced {
-            if state.try_place(order.2)? {
-                self.unplaced.remove(&order);
-            }
-        }
+        self.unplaced.place_in_order(state)?;
         Ok(())
     }
 }

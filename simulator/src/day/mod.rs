@@ -15,6 +15,7 @@
 //! records what the report shows.
 
 pub mod fifo;
+pub mod fit_queues;
 pub mod kueue;
 pub mod metrics;
 pub mod policy;

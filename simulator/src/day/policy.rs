@@ -45,7 +45,7 @@ impl DayPolicyName {
 
     pub fn build(self) -> Box<dyn DayPolicy> {
         match self {
-            DayPolicyName::Fifo => Box::new(super::fifo::Fifo),
+            DayPolicyName::Fifo => Box::<super::fifo::Fifo>::default(),
             DayPolicyName::Kueue => Box::new(super::kueue::Kueue::new(false)),
             DayPolicyName::KueueBorrow => Box::new(super::kueue::Kueue::new(true)),
         }

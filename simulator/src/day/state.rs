@@ -62,9 +62,9 @@ pub enum JobPhase {
     Finished,
 }
 
-/// What a failed fit is remembered by.
+/// What a failed fit is remembered by: a pod's shape and memory, or a gang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum FitKey {
+pub enum FitKey {
     Pod(PodShape, u64),
     Gang(JobId),
 }
@@ -188,6 +188,19 @@ impl<'w> DayState<'w> {
         self.waiting_milli[queue]
     }
 
+    /// What decides whether the job fits.
+    pub fn fit_key(&self, id: JobId) -> FitKey {
+        match self.workload.jobs[id].members.as_slice() {
+            [pod] => FitKey::Pod(pod.shape(), pod.memory_mib),
+            _ => FitKey::Gang(id),
+        }
+    }
+
+    /// Whether a job of this key did not fit since the last release.
+    pub fn known_unfit(&self, key: &FitKey) -> bool {
+        self.unfit.get(key) == Some(&self.releases)
+    }
+
     /// Tries to place a waiting job through the engine; `Ok(false)` if it does
     /// not fit now (the cluster is unchanged).
     pub fn try_place(&mut self, id: JobId) -> Result<bool, DayError> {
@@ -198,11 +211,8 @@ impl<'w> DayState<'w> {
             )));
         }
         let job = &self.workload.jobs[id];
-        let key = match job.members.as_slice() {
-            [pod] => FitKey::Pod(pod.shape(), pod.memory_mib),
-            _ => FitKey::Gang(id),
-        };
-        if self.unfit.get(&key) == Some(&self.releases) {
+        let key = self.fit_key(id);
+        if self.known_unfit(&key) {
             return Ok(false);
         }
         let placements = match job.members.as_slice() {

@@ -215,7 +215,7 @@ fn fifo_places_in_arrival_order_and_lets_smaller_pods_pass() {
         &cluster,
     );
     let mut policy = Checked {
-        inner: super::fifo::Fifo,
+        inner: super::fifo::Fifo::default(),
         check: |_| {},
     };
     let (result, _) = run_day(&workload, &cluster, &mut policy).unwrap();
