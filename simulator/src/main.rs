@@ -54,7 +54,7 @@ struct DayArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "fifo,kueue,kueue-borrow"
+        default_value = "fifo,priority,kueue,kueue-borrow,phalanx"
     )]
     policies: Vec<DayPolicyName>,
     /// Copies of the trace in the day (1: the trace alone; a fraction adds a
@@ -460,7 +460,7 @@ fn day(args: DayArgs) -> Result<()> {
     }
     let mut results = Vec::new();
     for name in &args.policies {
-        let mut policy = name.build();
+        let mut policy = name.build(&workload)?;
         let (result, _) = run_day(&workload, &cluster, policy.as_mut())?;
         results.push(result);
     }

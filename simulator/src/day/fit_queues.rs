@@ -58,33 +58,53 @@ impl<K: Ord + Copy> FitQueues<K> {
         self.len == 0
     }
 
-    /// Tries the jobs in order until every group has placed all its jobs or
-    /// met one that does not fit; placed jobs leave the queues and are returned.
-    pub fn place_in_order(&mut self, state: &mut DayState<'_>) -> Result<Vec<JobId>, DayError> {
+    /// The first job of every group not known not to fit, as a min-heap.
+    pub fn heads(&self, state: &DayState<'_>) -> BinaryHeap<Reverse<(K, JobId)>> {
         // Job ids are unique, so (order, id) orders the heads totally.
-        let mut heads: BinaryHeap<Reverse<(K, JobId)>> = self
-            .groups
+        self.groups
             .iter()
             .filter(|(key, _)| !state.known_unfit(key))
             .filter_map(|(_, group)| group.first().map(|&head| Reverse(head)))
+            .collect()
+    }
+
+    /// Removes a job (just placed) and returns the next of its group.
+    pub fn take(&mut self, state: &DayState<'_>, order: K, id: JobId) -> Option<(K, JobId)> {
+        let key = state.fit_key(id);
+        let group = self.groups.get_mut(&key)?;
+        if group.remove(&(order, id)) {
+            self.len -= 1;
+        }
+        let next = group.first().copied();
+        if next.is_none() {
+            self.groups.remove(&key);
+        }
+        next
+    }
+
+    /// The first job of every group, in order (those that may preempt).
+    pub fn heads_in_order(&self) -> Vec<(K, JobId)> {
+        let mut heads: Vec<(K, JobId)> = self
+            .groups
+            .values()
+            .filter_map(|group| group.first().copied())
             .collect();
+        heads.sort_unstable();
+        heads
+    }
+
+    /// Tries the jobs in order until every group has placed all its jobs or
+    /// met one that does not fit; placed jobs leave the queues and are returned.
+    pub fn place_in_order(&mut self, state: &mut DayState<'_>) -> Result<Vec<JobId>, DayError> {
+        let mut heads = self.heads(state);
         let mut placed = Vec::new();
         while let Some(Reverse((order, id))) = heads.pop() {
             if !state.try_place(id)? {
                 continue;
             }
             placed.push(id);
-            let key = state.fit_key(id);
-            let Some(group) = self.groups.get_mut(&key) else {
-                continue;
-            };
-            group.remove(&(order, id));
-            self.len -= 1;
-            match group.first() {
-                Some(&next) => heads.push(Reverse(next)),
-                None => {
-                    self.groups.remove(&key);
-                }
+            if let Some(next) = self.take(state, order, id) {
+                heads.push(Reverse(next));
             }
         }
         Ok(placed)

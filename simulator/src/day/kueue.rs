@@ -11,7 +11,8 @@
 //!   nominal quota may borrow the cohort's unused quota: the cohort's admitted
 //!   usage plus the request stays within the cohort's total, and the queue's
 //!   borrowing stays within its `borrowingLimit` (the limited queue's limit
-//!   minus its guarantee; the others have none).
+//!   minus its guarantee; the others have none). Even within its nominal
+//!   quota a workload waits while borrowers hold the cohort's capacity.
 //! - Order (`BestEffortFIFO`): by priority, then creation; a workload that does
 //!   not fit does not block those behind it. Within one cycle, workloads that
 //!   fit without borrowing are admitted before any that borrow.
@@ -71,21 +72,25 @@ impl Kueue {
         let job = state.job(id);
         let terms = &workload.queues[job.queue];
         let after = self.admitted_milli[job.queue] + job.gpu_milli;
+        if !self.borrowing {
+            // A ClusterQueue of its own: its nominal quota is all there is.
+            return after <= terms.guaranteed_milli;
+        }
+        // In the cohort, what others borrowed is in use even when it is this
+        // queue's unused nominal quota: without preemption the workload waits
+        // until the cohort has room. The cohort holds every queue's nominal
+        // quota plus its own (the rest of the cluster).
+        let cohort_used: u64 = self.admitted_milli.iter().sum();
+        if cohort_used + job.gpu_milli > workload.capacity_milli {
+            return false;
+        }
         if after <= terms.guaranteed_milli {
             return true;
         }
         if !borrow {
             return false;
         }
-        if let Some(limit) = terms.limit_milli {
-            if after > limit {
-                return false;
-            }
-        }
-        // The cohort: every queue's nominal quota plus its own (the rest of the cluster).
-        let cohort_total = workload.capacity_milli;
-        let cohort_used: u64 = self.admitted_milli.iter().sum();
-        cohort_used + job.gpu_milli <= cohort_total
+        terms.limit_milli.is_none_or(|limit| after <= limit)
     }
 
     fn admit(&mut self, state: &DayState<'_>, id: JobId) {

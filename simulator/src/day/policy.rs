@@ -11,10 +11,15 @@
 //! queue ledger and victim selection are on main.
 
 use super::state::{DayError, DayState};
-use super::workload::JobId;
+use super::workload::{DayWorkload, JobId};
 
 pub trait DayPolicy {
     fn name(&self) -> &'static str;
+
+    /// Whether running pods carry their queue for victim selection (reclaim).
+    fn uses_queues(&self) -> bool {
+        false
+    }
 
     /// A job arrived (it is waiting in `state`).
     fn on_arrival(&mut self, _state: &DayState<'_>, _job: JobId) {}
@@ -34,20 +39,26 @@ pub enum DayPolicyName {
     Fifo,
     Kueue,
     KueueBorrow,
+    Priority,
+    Phalanx,
 }
 
 impl DayPolicyName {
-    pub const ALL: [DayPolicyName; 3] = [
+    pub const ALL: [DayPolicyName; 5] = [
         DayPolicyName::Fifo,
+        DayPolicyName::Priority,
         DayPolicyName::Kueue,
         DayPolicyName::KueueBorrow,
+        DayPolicyName::Phalanx,
     ];
 
-    pub fn build(self) -> Box<dyn DayPolicy> {
-        match self {
+    pub fn build(self, workload: &DayWorkload) -> Result<Box<dyn DayPolicy>, DayError> {
+        Ok(match self {
             DayPolicyName::Fifo => Box::<super::fifo::Fifo>::default(),
+            DayPolicyName::Priority => Box::<super::priority::PriorityPreemption>::default(),
             DayPolicyName::Kueue => Box::new(super::kueue::Kueue::new(false)),
             DayPolicyName::KueueBorrow => Box::new(super::kueue::Kueue::new(true)),
-        }
+            DayPolicyName::Phalanx => Box::new(super::phalanx::Phalanx::new(workload)?),
+        })
     }
 }

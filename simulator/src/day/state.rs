@@ -17,15 +17,20 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::Instant;
 
 use phalanx_engine::policy::PolicyConfig;
+use phalanx_engine::preemption::{
+    plan_preemption, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
+};
+use phalanx_engine::queues::{QueueId, QueueLedger};
 use phalanx_engine::{
     build_policy, place_gang, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch,
-    DomainOrder, EngineError, GangError, GangSpec, Placement, PlacementPolicy, PodShape,
-    PolicyName, WorkloadSource,
+    DomainOrder, EngineError, GangError, GangSpec, NodeReservation, Placement, PlacementPolicy,
+    PodDemand, PodShape, PolicyName, WorkloadSource,
 };
 use thiserror::Error;
 
 use super::metrics::{DayRecorder, QueueLevels};
 use super::policy::DayPolicy;
+use super::tenants::queue_tree;
 use super::workload::{DayJob, DayWorkload, JobId};
 
 pub use super::metrics::DayResult;
@@ -65,7 +70,9 @@ pub enum JobPhase {
 /// What a failed fit is remembered by: a pod's shape and memory, or a gang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FitKey {
-    Pod(PodShape, u64),
+    /// Shape, memory and priority (a held node keeps off pods of its holder's
+    /// priority or lower only).
+    Pod(PodShape, u64, i32),
     Gang(JobId),
 }
 
@@ -89,6 +96,16 @@ pub struct DayState<'w> {
     /// When each job was last placed.
     placed_at: Vec<Option<u64>>,
     preemptions: Preemptions,
+    /// Jobs with nodes held for them, by reservation token.
+    holds: HashMap<JobId, u64>,
+    /// Every running pod as the engine's preemption reads it, kept as jobs
+    /// start and stop (rebuilding it per attempt dominated the run time).
+    pool: Vec<RunningPod>,
+    /// The job of each pool entry, and each running job's entries.
+    pool_jobs: Vec<JobId>,
+    pool_at: Vec<Vec<usize>>,
+    /// Each queue's engine id, when the policy uses queues.
+    queue_ids: Option<Vec<QueueId>>,
 }
 
 /// Evictions so far and the GPU time they threw away.
@@ -115,9 +132,26 @@ impl std::fmt::Debug for DayState<'_> {
 }
 
 impl<'w> DayState<'w> {
-    fn new(workload: &'w DayWorkload, empty: &ClusterSnapshot, seed: u64) -> Self {
+    fn new(
+        workload: &'w DayWorkload,
+        empty: &ClusterSnapshot,
+        seed: u64,
+        uses_queues: bool,
+    ) -> Result<Self, DayError> {
         let queues = workload.queues.len();
-        DayState {
+        let queue_ids = if uses_queues {
+            let tree = queue_tree(&workload.queues).map_err(|e| DayError::Config(e.to_string()))?;
+            Some(
+                workload
+                    .queues
+                    .iter()
+                    .filter_map(|q| tree.id(&q.name))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok(DayState {
             now: 0,
             workload,
             cluster: empty.clone(),
@@ -139,7 +173,12 @@ impl<'w> DayState<'w> {
             unfit: HashMap::new(),
             placed_at: vec![None; workload.jobs.len()],
             preemptions: Preemptions::default(),
-        }
+            holds: HashMap::new(),
+            pool: Vec::new(),
+            pool_jobs: Vec::new(),
+            pool_at: vec![Vec::new(); workload.jobs.len()],
+            queue_ids,
+        })
     }
 
     pub fn now(&self) -> u64 {
@@ -191,7 +230,7 @@ impl<'w> DayState<'w> {
     /// What decides whether the job fits.
     pub fn fit_key(&self, id: JobId) -> FitKey {
         match self.workload.jobs[id].members.as_slice() {
-            [pod] => FitKey::Pod(pod.shape(), pod.memory_mib),
+            [pod] => FitKey::Pod(pod.shape(), pod.memory_mib, pod.priority),
             _ => FitKey::Gang(id),
         }
     }
@@ -215,7 +254,24 @@ impl<'w> DayState<'w> {
         if self.known_unfit(&key) {
             return Ok(false);
         }
-        let placements = match job.members.as_slice() {
+        // A job with held nodes carries the hold's token, so the nodes admit it.
+        let token = self.holds.get(&id).copied();
+        let held: Vec<PodDemand>;
+        let members: &[PodDemand] = match token {
+            Some(token) => {
+                held = job
+                    .members
+                    .iter()
+                    .map(|m| PodDemand {
+                        reservation: Some(token),
+                        ..m.clone()
+                    })
+                    .collect();
+                &held
+            }
+            None => &job.members,
+        };
+        let placements = match members {
             [pod] => match schedule_one(
                 &self.cluster,
                 self.placement.as_mut(),
@@ -251,6 +307,11 @@ impl<'w> DayState<'w> {
             self.unfit.insert(key, self.releases);
             return Ok(false);
         };
+        if let Some(token) = self.holds.remove(&id) {
+            // What the hold kept off its nodes may fit again.
+            self.cluster.release_reservations(token);
+            self.releases += 1;
+        }
         self.waiting.remove(&(job.arrival_s, id));
         self.waiting_milli[job.queue] -= job.gpu_milli;
         self.usage_milli[job.queue] += job.gpu_milli;
@@ -259,6 +320,7 @@ impl<'w> DayState<'w> {
             placements,
         };
         self.placed_at[id] = Some(self.now);
+        self.pool_add(id);
         self.departures
             .push(Reverse((self.now + job.run_s, id, self.runs[id])));
         Ok(true)
@@ -280,6 +342,168 @@ impl<'w> DayState<'w> {
         Ok(())
     }
 
+    /// Adds a job that started to the victim pool.
+    fn pool_add(&mut self, id: JobId) {
+        let JobPhase::Running {
+            started,
+            placements,
+        } = &self.phases[id]
+        else {
+            return;
+        };
+        let job = &self.workload.jobs[id];
+        let queue = self.queue_ids.as_ref().map(|ids| ids[job.queue]);
+        for (member, placement) in placements {
+            self.pool_at[id].push(self.pool.len());
+            self.pool.push(RunningPod {
+                demand: job.members[*member].clone(),
+                placement: *placement,
+                priority: job.priority,
+                queue,
+                gang: (job.members.len() > 1).then_some(id as u64),
+                started_ms: started * 1000,
+                budgets: Vec::new(),
+            });
+            self.pool_jobs.push(id);
+        }
+    }
+
+    /// Takes a job that stopped out of the victim pool.
+    fn pool_remove(&mut self, id: JobId) {
+        let mut at = std::mem::take(&mut self.pool_at[id]);
+        at.sort_unstable_by(|a, b| b.cmp(a));
+        for index in at {
+            let last = self.pool.len() - 1;
+            self.pool.swap_remove(index);
+            self.pool_jobs.swap_remove(index);
+            if index != last {
+                // The last entry moved into `index`.
+                let moved = self.pool_jobs[index];
+                if let Some(slot) = self.pool_at[moved].iter_mut().find(|i| **i == last) {
+                    *slot = index;
+                }
+            }
+        }
+    }
+
+    /// Asks the engine's victim selection for room for a waiting job; if it
+    /// finds some, evicts the victims' jobs (whole) and places the job.
+    /// Returns the evicted jobs, or `None` when nothing may go for it.
+    pub fn preempt_for(
+        &mut self,
+        id: JobId,
+        ledger: Option<&QueueLedger>,
+        min_runtime_s: u64,
+    ) -> Result<Option<Vec<JobId>>, DayError> {
+        let job = &self.workload.jobs[id];
+        let preemptor = Preemptor {
+            gang: GangSpec {
+                name: &job.name,
+                members: &job.members,
+                min_member: job.members.len(),
+                topology: &[],
+                domain_order: DomainOrder::TightestFit,
+            },
+            priority: job.priority,
+            queue: self.queue_ids.as_ref().map(|ids| ids[job.queue]),
+            policy: PreemptionPolicy::PreemptLowerPriority,
+        };
+        let rules = PreemptionRules {
+            now_ms: self.now * 1000,
+            min_runtime_ms: min_runtime_s * 1000,
+            ledger,
+            budgets: &[],
+        };
+        let Ok(plan) = plan_preemption(
+            &mut self.cluster,
+            self.placement.as_mut(),
+            &preemptor,
+            &self.pool,
+            &rules,
+            &mut self.scratch,
+        ) else {
+            return Ok(None);
+        };
+        let mut victims: Vec<JobId> = plan.victims.iter().map(|v| self.pool_jobs[v.pod]).collect();
+        victims.sort_unstable();
+        victims.dedup();
+        for &victim in &victims {
+            self.evict(victim)?;
+        }
+        if !self.try_place(id)? {
+            return Err(DayError::Policy {
+                policy: "preemption",
+                message: format!(
+                    "{} did not fit after its victims were evicted",
+                    self.workload.jobs[id].name
+                ),
+            });
+        }
+        Ok(Some(victims))
+    }
+
+    /// Holds the nodes a waiting gang would use once the pods of its priority
+    /// or lower there finish (the scheduler's starving-gang hold): nothing of
+    /// its priority or lower is placed there meanwhile. Returns whether nodes
+    /// are held.
+    pub fn hold_for(&mut self, id: JobId) -> bool {
+        if self.holds.contains_key(&id) {
+            return true;
+        }
+        let job = &self.workload.jobs[id];
+        // Without queues: every pod of its priority or lower counts as leaving.
+        let pool: Vec<RunningPod> = self
+            .pool
+            .iter()
+            .map(|pod| RunningPod {
+                queue: None,
+                ..pod.clone()
+            })
+            .collect();
+        let preemptor = Preemptor {
+            gang: GangSpec {
+                name: &job.name,
+                members: &job.members,
+                min_member: job.members.len(),
+                topology: &[],
+                domain_order: DomainOrder::TightestFit,
+            },
+            // Every pod of its priority or lower counts as one that will leave.
+            priority: job.priority.saturating_add(1),
+            queue: None,
+            policy: PreemptionPolicy::PreemptLowerPriority,
+        };
+        let budgets: [u32; 0] = [];
+        let rules = PreemptionRules {
+            now_ms: self.now * 1000,
+            min_runtime_ms: 0,
+            ledger: None,
+            budgets: &budgets,
+        };
+        let Ok(plan) = plan_preemption(
+            &mut self.cluster,
+            self.placement.as_mut(),
+            &preemptor,
+            &pool,
+            &rules,
+            &mut self.scratch,
+        ) else {
+            return false;
+        };
+        let token = id as u64 + 1;
+        for node in plan.nodes() {
+            self.cluster.reserve(
+                node,
+                NodeReservation {
+                    holder: token,
+                    priority: job.priority,
+                },
+            );
+        }
+        self.holds.insert(id, token);
+        true
+    }
+
     /// Releases a running job's placements; returns when it started.
     fn release(&mut self, id: JobId) -> Result<u64, DayError> {
         let JobPhase::Running {
@@ -296,6 +520,7 @@ impl<'w> DayState<'w> {
         for (member, placement) in &placements {
             self.cluster.release(&job.members[*member], placement)?;
         }
+        self.pool_remove(id);
         self.usage_milli[job.queue] -= job.gpu_milli;
         self.releases += 1;
         Ok(started)
@@ -356,7 +581,7 @@ pub fn run_day(
     policy: &mut dyn DayPolicy,
 ) -> Result<(DayResult, ClusterSnapshot), DayError> {
     let started = Instant::now();
-    let mut state = DayState::new(workload, empty, workload.config.seed);
+    let mut state = DayState::new(workload, empty, workload.config.seed, policy.uses_queues())?;
     let mut recorder = DayRecorder::new(workload)?;
     let mut next = 0;
     loop {

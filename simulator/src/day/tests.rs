@@ -136,7 +136,7 @@ fn run(
     cluster: &ClusterSnapshot,
     name: DayPolicyName,
 ) -> (DayResult, ClusterSnapshot) {
-    run_day(workload, cluster, name.build().as_mut()).unwrap()
+    run_day(workload, cluster, name.build(workload).unwrap().as_mut()).unwrap()
 }
 
 #[test]
@@ -159,7 +159,10 @@ fn every_job_ends_finished_and_departures_release_what_placements_took() {
                         DayPolicyName::KueueBorrow => {
                             terms.limit_milli.is_some_and(|l| j.gpu_milli > l)
                         }
-                        DayPolicyName::Fifo => false,
+                        DayPolicyName::Fifo | DayPolicyName::Priority => false,
+                        DayPolicyName::Phalanx => {
+                            terms.limit_milli.is_some_and(|l| j.gpu_milli > l)
+                        }
                     }
                 })
                 .count();
@@ -272,4 +275,82 @@ fn kueue_borrows_within_the_cohort_and_the_limit() {
         borrowing.allocation_avg_pct,
         strict.allocation_avg_pct
     );
+}
+
+#[test]
+fn priority_preemption_evicts_a_lower_priority_pod_and_counts_its_lost_time() {
+    let cluster = cluster(1, 2);
+    let mut low = job("low", 0, GpuDemand::Whole { count: 2 }, 1, 0, 1_000);
+    low.priority = 0;
+    let mut high = job("high", 1, GpuDemand::Whole { count: 2 }, 1, 360, 10);
+    high.priority = 1_000;
+    high.members[0].priority = 1_000;
+    let workload = day(vec![low, high], &cluster);
+    let (result, after) = run(&workload, &cluster, DayPolicyName::Priority);
+    assert_eq!(result.preempted_pods, 1);
+    // Two GPUs for 360 s.
+    assert!(
+        (result.gpu_hours_lost - 0.2).abs() < 1e-9,
+        "{}",
+        result.gpu_hours_lost
+    );
+    assert_eq!(
+        result.queues[1].wait_p50_s, 0,
+        "the preemptor is placed at once"
+    );
+    // The victim starts again when the preemptor leaves at 370: waited 370 s.
+    assert_eq!(result.queues[0].wait_p50_s, 370);
+    assert_eq!(after.gpu_milli_allocated(), 0);
+    // Without priorities nothing is evicted.
+    let (fifo, _) = run(&workload, &cluster, DayPolicyName::Fifo);
+    assert_eq!(fifo.preempted_pods, 0);
+}
+
+#[test]
+fn phalanx_reclaims_what_another_queue_borrowed_beyond_its_guarantee() {
+    // Four GPUs; team-a and team-b ask alike, so each is guaranteed 1.6 GPUs
+    // (80 % of the cluster split in proportion). team-b borrows all four GPUs
+    // with long pods; team-a's two pods arrive later and take back their share.
+    let cluster = cluster(1, 4);
+    let one = GpuDemand::Whole { count: 1 };
+    let mut jobs: Vec<DayJob> = (0..4)
+        .map(|i| job(&format!("b{i}"), 1, one, 1, 0, 10_000))
+        .collect();
+    jobs.push(job("a0", 0, one, 1, 100, 50));
+    jobs.push(job("a1", 0, one, 1, 100, 50));
+    let workload = day(jobs, &cluster);
+    let (result, after) = run(&workload, &cluster, DayPolicyName::Phalanx);
+    assert!(result.preempted_pods >= 1, "team-b gave back borrowed GPUs");
+    assert_eq!(
+        result.queues[0].wait_p50_s, 0,
+        "team-a's first pod, within its guarantee, is placed at once"
+    );
+    assert_eq!(
+        result.queues[0].wait_p99_s, 50,
+        "its second would pass the guarantee: it waits for the first to finish"
+    );
+    assert_eq!(after.gpu_milli_allocated(), 0);
+    // Kueue with borrowing cannot take anything back: team-a waits for team-b.
+    let (kueue, _) = run(&workload, &cluster, DayPolicyName::KueueBorrow);
+    assert_eq!(kueue.preempted_pods, 0);
+    assert!(kueue.queues[0].wait_p50_s > 0);
+}
+
+#[test]
+fn phalanx_never_takes_a_queue_past_its_limit() {
+    let cluster = cluster(6, 4);
+    for seed in 0..4 {
+        let workload = busy_day(&cluster, seed);
+        let mut policy = Checked {
+            inner: super::phalanx::Phalanx::new(&workload).unwrap(),
+            check: |state| {
+                for (q, terms) in state.workload().queues.iter().enumerate() {
+                    if let Some(limit) = terms.limit_milli {
+                        assert!(state.usage_milli(q) <= limit, "{}", terms.name);
+                    }
+                }
+            },
+        };
+        run_day(&workload, &cluster, &mut policy).unwrap();
+    }
 }
