@@ -9,8 +9,9 @@
 //! - A job that does not fit may preempt lower-priority jobs of its own queue,
 //!   or reclaim from queues over their guarantee while its queue stays within
 //!   its own (`plan_preemption` with the ledger), whole gangs only; at most
-//!   [`PREEMPTIONS_PER_INSTANT`] attempts per instant, minimum runtime 0 (the
-//!   scheduler's defaults).
+//!   [`PREEMPTIONS_PER_INSTANT`] attempts per instant, and again after
+//!   [`PREEMPTION_BACKOFF_S`](super::state::PREEMPTION_BACKOFF_S) when none
+//!   was found; minimum runtime 0 (the scheduler's default).
 //! - A gang that has waited [`STARVING_GANG_S`] (the scheduler's default
 //!   `starvingGangSeconds`) gets the nodes it would use held for it: nothing
 //!   of its priority or lower is placed there until it fits.
@@ -159,7 +160,10 @@ impl DayPolicy for Phalanx {
                 }
                 continue;
             }
-            if attempts < PREEMPTIONS_PER_INSTANT && self.may_preempt(state, id) {
+            if attempts < PREEMPTIONS_PER_INSTANT
+                && self.may_preempt(state, id)
+                && state.may_ask_for_victims(id)
+            {
                 attempts += 1;
                 let found = state.preempt_for(id, Some(&self.ledger), 0)?;
                 if let Some(victims) = found {

@@ -4,8 +4,10 @@
 //! victim selection (`plan_preemption`, the scheduler's own: fewest and least
 //! valuable victims, whole gangs only), and takes their room at once. Quotas
 //! and limits are ignored. At most [`PREEMPTIONS_PER_INSTANT`] preemption
-//! attempts are made per instant (a real scheduler's cycles take time too);
-//! the minimum runtime is the scheduler's default, 0.
+//! attempts are made per instant (a real scheduler's cycles take time too),
+//! and a pod that found no victims asks again after
+//! [`PREEMPTION_BACKOFF_S`](super::state::PREEMPTION_BACKOFF_S); the minimum
+//! runtime is the scheduler's default, 0.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -85,7 +87,7 @@ impl DayPolicy for PriorityPreemption {
                 break;
             }
             let priority = state.job(id).priority;
-            if !self.running.any_below(priority) {
+            if !self.running.any_below(priority) || !state.may_ask_for_victims(id) {
                 continue;
             }
             attempts += 1;

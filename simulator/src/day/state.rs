@@ -106,7 +106,15 @@ pub struct DayState<'w> {
     pool_at: Vec<Vec<usize>>,
     /// Each queue's engine id, when the policy uses queues.
     queue_ids: Option<Vec<QueueId>>,
+    /// When a job of this fit class and queue may next ask for victims after
+    /// finding none.
+    preemption_backoff: HashMap<(FitKey, usize), u64>,
 }
+
+/// Seconds a job of one fit class and queue waits before asking for victims
+/// again after finding none: kube-scheduler's default maximum pod backoff
+/// (`podMaxBackoffSeconds`). Each attempt costs a pass over every running pod.
+pub const PREEMPTION_BACKOFF_S: u64 = 10;
 
 /// Evictions so far and the GPU time they threw away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -178,6 +186,7 @@ impl<'w> DayState<'w> {
             pool_jobs: Vec::new(),
             pool_at: vec![Vec::new(); workload.jobs.len()],
             queue_ids,
+            preemption_backoff: HashMap::new(),
         })
     }
 
@@ -386,6 +395,14 @@ impl<'w> DayState<'w> {
         }
     }
 
+    /// Whether the job may ask for victims now (see [`PREEMPTION_BACKOFF_S`]).
+    pub fn may_ask_for_victims(&self, id: JobId) -> bool {
+        let key = (self.fit_key(id), self.workload.jobs[id].queue);
+        self.preemption_backoff
+            .get(&key)
+            .is_none_or(|&until| self.now >= until)
+    }
+
     /// Asks the engine's victim selection for room for a waiting job; if it
     /// finds some, evicts the victims' jobs (whole) and places the job.
     /// Returns the evicted jobs, or `None` when nothing may go for it.
@@ -422,6 +439,9 @@ impl<'w> DayState<'w> {
             &rules,
             &mut self.scratch,
         ) else {
+            let key = (self.fit_key(id), job.queue);
+            self.preemption_backoff
+                .insert(key, self.now + PREEMPTION_BACKOFF_S);
             return Ok(None);
         };
         let mut victims: Vec<JobId> = plan.victims.iter().map(|v| self.pool_jobs[v.pod]).collect();
