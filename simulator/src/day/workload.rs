@@ -34,7 +34,7 @@ use super::tenants::{
 use crate::trace::TracePod;
 
 /// The default `--load`: see the README for what it offers the cluster.
-pub const DEFAULT_DAY_LOAD: f64 = 24.0;
+pub const DEFAULT_DAY_LOAD: f64 = 16.0;
 
 /// The day starts at this percentile of the trace's creation times.
 pub const START_PERCENTILE: usize = 1;
