@@ -194,7 +194,7 @@ fn filter_nodes(
             return;
         }
         considered += 1;
-        if node.reservation.is_some_and(|r| r.excludes(pod)) {
+        if node.reservation.is_some_and(|r| r.excludes(node, pod)) {
             unfit[RESERVED_SLOT] += 1;
             return;
         }

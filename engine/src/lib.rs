@@ -76,8 +76,8 @@ pub use inter_pod::{
 pub use label_selector::{LabelOperator, LabelRequirement, LabelSelector};
 pub use model::{GpuModelId, GpuModelRegistry, ModelConstraint};
 pub use node::{
-    Gpu, GpuSample, GpuSpec, NodeId, NodeReservation, NodeSpec, NodeState, TelemetryRejection,
-    TelemetryVerdict, MAX_TELEMETRY_CLOCK_SKEW_MS, MAX_UNKNOWN_GPU_MEMORY_MIB,
+    Gpu, GpuSample, GpuSpec, HeldRoom, NodeId, NodeReservation, NodeSpec, NodeState,
+    TelemetryRejection, TelemetryVerdict, MAX_TELEMETRY_CLOCK_SKEW_MS, MAX_UNKNOWN_GPU_MEMORY_MIB,
 };
 pub use pod::{GpuDemand, PodDemand, PodShape};
 pub use policy::{build_policy, PlacementPolicy, PolicyConfig, PolicyName, WorkloadSource};

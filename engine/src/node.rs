@@ -226,24 +226,61 @@ pub struct NodeExtras {
     pub(crate) scalar: Vec<NodeScalar>,
 }
 
-/// A node held for one pod or gang (a preemptor whose victims are leaving, or
-/// a gang that has waited too long): no other pod of the holder's priority or
-/// lower is placed on it, so the room that frees up goes to the holder. Pods of
-/// higher priority may still use it (they could preempt the holder anyway).
-/// Placement accounting ignores it: a pod bound by someone else is still
-/// counted; only cycles respect it.
+/// Room on a node held for one pod or gang (a preemptor whose victims are
+/// leaving, or a gang that has waited too long): what the holder's members
+/// will take there is kept from every other pod of the holder's priority or
+/// lower, so the room that frees up goes to the holder; what the node has
+/// beyond it stays usable. Pods of higher priority may use it all (they could
+/// preempt the holder anyway). Placement accounting ignores it: a pod bound
+/// by someone else is still counted; only cycles respect it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeReservation {
     /// Who may use the node: the pods whose demand carries this token.
     pub holder: u64,
     pub priority: i32,
+    /// What the holder's members will take on this node.
+    pub held: HeldRoom,
+}
+
+/// An amount of a node's room: CPU, memory, GPU milli and whole GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldRoom {
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub gpu_milli: u32,
+    pub whole_gpus: u32,
+}
+
+impl HeldRoom {
+    /// Adds one pod's demand.
+    pub fn add(&mut self, pod: &crate::PodDemand) {
+        self.cpu_milli += pod.cpu_milli;
+        self.memory_mib += pod.memory_mib;
+        self.gpu_milli += u32::try_from(pod.gpu.total_milli()).unwrap_or(u32::MAX);
+        if let crate::GpuDemand::Whole { count } = pod.gpu {
+            self.whole_gpus += count;
+        }
+    }
 }
 
 impl NodeReservation {
-    /// Whether the reservation keeps `pod` off the node.
+    /// Whether the reservation keeps `pod` off `node`: a pod that is not the
+    /// holder's and not of higher priority, for which the node's free room
+    /// beyond what is held is too small.
     #[inline]
-    pub fn excludes(&self, pod: &crate::PodDemand) -> bool {
-        pod.priority <= self.priority && pod.reservation != Some(self.holder)
+    pub fn excludes(&self, node: &NodeState, pod: &crate::PodDemand) -> bool {
+        if pod.priority > self.priority || pod.reservation == Some(self.holder) {
+            return false;
+        }
+        let held = &self.held;
+        let gpu_room = match pod.gpu {
+            crate::GpuDemand::None => true,
+            crate::GpuDemand::Whole { count } => node.fully_free_gpus >= held.whole_gpus + count,
+            crate::GpuDemand::Share { milli } => node.gpu_free_total >= held.gpu_milli + milli,
+        };
+        !(gpu_room
+            && node.cpu_milli_free() >= held.cpu_milli + pod.cpu_milli
+            && node.memory_mib_free() >= held.memory_mib + pod.memory_mib)
     }
 }
 

@@ -79,6 +79,7 @@ impl Cluster {
             gang: pod.gang,
             started_ms: pod.started_ms,
             budgets: pod.budgets,
+            leaving: pod.leaving,
         });
         self.pool.len() - 1
     }
@@ -161,6 +162,7 @@ struct RunSpec {
     gang: Option<u64>,
     started_ms: u64,
     budgets: Vec<usize>,
+    leaving: bool,
 }
 
 fn gpu_pod(name: &str, gpus: u32) -> PodDemand {
@@ -410,6 +412,30 @@ fn a_gang_preemptor_takes_only_the_room_it_needs() {
     assert_eq!(gone.len(), 4, "two nodes' worth: {gone:?}");
     assert!(gone.iter().all(|&v| c.pool[v].priority <= 1), "{gone:?}");
     assert_eq!(plan.placements.len(), 2);
+}
+
+#[test]
+fn room_already_leaving_is_used_and_nothing_more_is_evicted() {
+    let mut c = Cluster::new(2, 1);
+    let leaving = c.run(RunSpec {
+        gpus: 1,
+        priority: 0,
+        leaving: true,
+        ..Default::default()
+    });
+    c.run(RunSpec {
+        gpus: 1,
+        priority: 0,
+        ..Default::default()
+    });
+    let plan = c.plan(&pods(1, 1), 1, 5, rules(MINUTE)).unwrap();
+    assert!(plan.victims.is_empty(), "{plan:?}");
+    assert_eq!(plan.nodes(), vec![c.pool[leaving].placement.node]);
+    // A second preemptor needing two GPUs takes the other pod and the
+    // leaving one's room, evicting only the other.
+    let plan = c.plan(&pods(2, 1), 2, 5, rules(MINUTE)).unwrap();
+    assert_eq!(plan.victims.len(), 1);
+    assert_ne!(plan.victims[0].pod, leaving);
 }
 
 #[test]

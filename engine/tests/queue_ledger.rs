@@ -10,8 +10,8 @@ use phalanx_engine::queues::{
 };
 use phalanx_engine::{
     build_policy, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch, GpuDemand, GpuSpec,
-    ModelConstraint, NodeId, NodeReservation, NodeSpec, PodDemand, PolicyConfig, PolicyName,
-    UnfitReason, WorkloadSource,
+    HeldRoom, ModelConstraint, NodeId, NodeReservation, NodeSpec, PodDemand, PolicyConfig,
+    PolicyName, UnfitReason, WorkloadSource,
 };
 use proptest::prelude::*;
 
@@ -99,7 +99,13 @@ fn a_reserved_node_is_kept_for_its_holder() {
         NodeId(0),
         NodeReservation {
             holder: 7,
-            priority: 5
+            priority: 5,
+            held: HeldRoom {
+                cpu_milli: 100,
+                memory_mib: 100,
+                gpu_milli: 1000,
+                whole_gpus: 1,
+            },
         }
     ));
     let pod = |priority: i32, reservation: Option<u64>| PodDemand {
@@ -115,7 +121,16 @@ fn a_reserved_node_is_kept_for_its_holder() {
         .unwrap()
     };
     let mut scratch = CycleScratch::default();
-    match schedule_one(&snapshot, policy.as_mut(), &pod(5, None), &mut scratch) {
+    // One of the two GPUs is held: an equal-priority pod still gets the other.
+    assert!(matches!(
+        schedule_one(&snapshot, policy.as_mut(), &pod(5, None), &mut scratch),
+        CycleOutcome::Placed(_)
+    ));
+    let two = |priority, reservation| PodDemand {
+        gpu: GpuDemand::Whole { count: 2 },
+        ..pod(priority, reservation)
+    };
+    match schedule_one(&snapshot, policy.as_mut(), &two(5, None), &mut scratch) {
         CycleOutcome::Unschedulable { reasons, .. } => {
             assert_eq!(reasons, BTreeMap::from([(UnfitReason::Reserved, 1)]))
         }
@@ -134,7 +149,7 @@ fn a_reserved_node_is_kept_for_its_holder() {
     }
     assert_eq!(snapshot.release_reservations(7), 1);
     assert!(matches!(
-        schedule_one(&snapshot, policy.as_mut(), &pod(5, None), &mut scratch),
+        schedule_one(&snapshot, policy.as_mut(), &two(5, None), &mut scratch),
         CycleOutcome::Placed(_)
     ));
 }

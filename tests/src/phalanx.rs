@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, CustomResourceExt};
-use phalanx_api::{GpuNode, PodGroup, SCHEDULER_NAME};
+use phalanx_api::{GpuNode, PodGroup, Queue, SCHEDULER_NAME};
 
 use crate::binaries::{binary_for_test, locate_workspace_binary};
 use crate::cluster::{single_port, spawn_in_with_env, ControlPlane, ControlPlaneOptions};
@@ -419,12 +419,12 @@ pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
     }
 }
 
-/// Installs the GpuNode and PodGroup CRDs (generated from `phalanx-api`) and
-/// waits until both are Established and served.
+/// Installs the GpuNode, PodGroup and Queue CRDs (generated from
+/// `phalanx-api`) and waits until they are Established and served.
 pub async fn install_phalanx_crds(client: &kube::Client) -> Result<()> {
     let timeout = Duration::from_secs(60);
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [GpuNode::crd(), PodGroup::crd()] {
+    for crd in [GpuNode::crd(), PodGroup::crd(), Queue::crd()] {
         match crds.create(&PostParams::default(), &crd).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -432,7 +432,7 @@ pub async fn install_phalanx_crds(client: &kube::Client) -> Result<()> {
         }
     }
     let deadline = Instant::now() + timeout;
-    for name in [GpuNode::crd_name(), PodGroup::crd_name()] {
+    for name in [GpuNode::crd_name(), PodGroup::crd_name(), Queue::crd_name()] {
         while !is_established(&crds.get(name).await?) {
             if Instant::now() >= deadline {
                 return Err(HarnessError::Timeout {
@@ -446,16 +446,18 @@ pub async fn install_phalanx_crds(client: &kube::Client) -> Result<()> {
     // Discovery can lag Established by a moment.
     let gpu_nodes: Api<GpuNode> = Api::all(client.clone());
     let pod_groups: Api<PodGroup> = Api::all(client.clone());
+    let queues: Api<Queue> = Api::all(client.clone());
     loop {
         let params = ListParams::default().limit(1);
-        let served =
-            gpu_nodes.list(&params).await.is_ok() && pod_groups.list(&params).await.is_ok();
+        let served = gpu_nodes.list(&params).await.is_ok()
+            && pod_groups.list(&params).await.is_ok()
+            && queues.list(&params).await.is_ok();
         if served {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(HarnessError::Timeout {
-                what: "the GpuNode and PodGroup resources served".to_owned(),
+                what: "the GpuNode, PodGroup and Queue resources served".to_owned(),
                 timeout,
             });
         }

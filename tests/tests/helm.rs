@@ -243,6 +243,7 @@ fn default_values_install_every_component_with_least_privilege() {
         .map(|o| o.name())
         .collect();
     assert!(crds.contains("gpunodes.phalanx.dev"), "{crds:?}");
+    assert!(crds.contains("queues.phalanx.dev"), "{crds:?}");
     // Offline there is no cluster to serve PodGroup, so "auto" installs it.
     assert!(crds.contains("podgroups.scheduling.x-k8s.io"), "{crds:?}");
     let scheduler = chart.get("Deployment", "phalanx-scheduler").unwrap();
@@ -259,6 +260,9 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "nodes", "watch"),
+        // Preemption (on by default): victims evicted, PDBs respected.
+        ("", "pods/eviction", "create"),
+        ("policy", "poddisruptionbudgets", "watch"),
         // Namespace labels for pod affinity terms' namespaceSelector.
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
@@ -308,6 +312,8 @@ fn default_values_install_every_component_with_least_privilege() {
         ("", "namespaces", "update"),
         ("", "secrets", "get"),
         ("phalanx.dev", "gpunodes", "patch"),
+        // Queues are off by default: not read.
+        ("phalanx.dev", "queues", "watch"),
         ("", "persistentvolumes", "delete"),
         ("", "persistentvolumeclaims", "delete"),
     ] {
@@ -548,6 +554,84 @@ fn each_option_changes_what_it_documents() {
     );
 }
 
+/// With queues on, the scheduler may read Queues and patch their status;
+/// with preemption on (the default), evict and watch PodDisruptionBudgets;
+/// and no more.
+#[test]
+fn queues_and_preemption_grant_their_verbs_only_when_on() {
+    let Some(helm) = HelmTool::for_test("queues_and_preemption_grant_their_verbs") else {
+        return;
+    };
+    let queue_verbs = [
+        ("phalanx.dev", "queues", "list"),
+        ("phalanx.dev", "queues", "watch"),
+        ("phalanx.dev", "queues/status", "patch"),
+    ];
+    let eviction_verbs = [
+        ("", "pods/eviction", "create"),
+        ("policy", "poddisruptionbudgets", "list"),
+        ("policy", "poddisruptionbudgets", "watch"),
+    ];
+    let cases = [
+        (serde_json::json!({}), false, true),
+        (
+            serde_json::json!({"scheduler": {"config": {"queues": {"enabled": true}}}}),
+            true,
+            true,
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {
+                "queues": {"enabled": true}, "preemption": {"enabled": false}
+            }}}),
+            true,
+            false,
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {"preemption": {"enabled": false}}}}),
+            false,
+            false,
+        ),
+    ];
+    for (values, queues, preemption) in cases {
+        let chart = helm.render(&values, RELEASE, NAMESPACE).unwrap();
+        let rules = rules_of(&chart, "ClusterRole", "phalanx-scheduler");
+        for (group, resource, verb) in queue_verbs {
+            assert_eq!(
+                grants(&rules, group, resource, verb),
+                queues,
+                "{values}: {group}/{resource} {verb}"
+            );
+        }
+        for (group, resource, verb) in eviction_verbs {
+            assert_eq!(
+                grants(&rules, group, resource, verb),
+                preemption,
+                "{values}: {group}/{resource} {verb}"
+            );
+        }
+        // The spec is the teams' to write; pods are evicted, never deleted
+        // for preemption (delete is the gang undo's, granted anyway).
+        for (group, resource, verb) in [
+            ("phalanx.dev", "queues", "patch"),
+            ("phalanx.dev", "queues", "update"),
+            ("phalanx.dev", "queues/status", "update"),
+            ("policy", "poddisruptionbudgets", "patch"),
+        ] {
+            assert!(
+                !grants(&rules, group, resource, verb),
+                "{values}: {group}/{resource} {verb}"
+            );
+        }
+        let config = chart.get("ConfigMap", "phalanx-scheduler").unwrap();
+        let config: serde_json::Value =
+            serde_yaml_ng::from_str(config["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        assert_eq!(config["queues"]["enabled"], queues, "{values}");
+        assert_eq!(config["preemption"]["enabled"], preemption, "{values}");
+        assert_eq!(config["queues"]["defaultQueue"], "default");
+        assert_eq!(config["preemption"]["reservationSeconds"], 30);
+    }
+}
+
 #[test]
 fn bad_values_are_refused_with_a_message_naming_the_key() {
     let Some(helm) = HelmTool::for_test("bad_values_are_refused") else {
@@ -589,6 +673,18 @@ fn bad_values_are_refused_with_a_message_naming_the_key() {
         (
             serde_json::json!({"devicePlugin": {"fakeGpus": {"count": 0, "model": "x", "memoryMiB": 1}}}),
             "/devicePlugin/fakeGpus/count",
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {"queues": {"defaultQueue": "Team_A"}}}}),
+            "/scheduler/config/queues/defaultQueue",
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {"preemption": {"reservationSeconds": 0}}}}),
+            "/scheduler/config/preemption/reservationSeconds",
+        ),
+        (
+            serde_json::json!({"scheduler": {"config": {"queues": {"enable": true}}}}),
+            "enable",
         ),
     ];
     for (values, key) in cases {

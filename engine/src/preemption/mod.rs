@@ -15,7 +15,10 @@
 //!   and the victim's queue keeps at least its own guarantee without the unit:
 //!   only borrowed capacity is taken back, whatever its priority).
 //!
-//! A preemptor whose `preemptionPolicy` is `Never` preempts nothing.
+//! A preemptor whose `preemptionPolicy` is `Never` preempts nothing. Pods
+//! already leaving (being deleted or evicted for an earlier preemptor) are
+//! counted as room that frees up, at no cost, and are never victims again:
+//! a second preemptor does not evict more for room that is already coming.
 //!
 //! Among units that may go, the least valuable go first: lowest priority, then
 //! fewest pods, then the least GPU-time lost (GPU milli × time run, which an
@@ -60,6 +63,10 @@ pub struct RunningPod {
     /// The PodDisruptionBudgets that select it, as indices into
     /// [`PreemptionRules::budgets`].
     pub budgets: Vec<usize>,
+    /// Already on its way out (being deleted or evicted, still holding its
+    /// room): its room counts as free for the preemptor at no cost, and it is
+    /// never reported as a victim.
+    pub leaving: bool,
 }
 
 /// Whether a pod may preempt others (`spec.preemptionPolicy`).
@@ -124,6 +131,27 @@ impl PreemptionPlan {
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+
+    /// The room to hold on each node: what the members planned there take
+    /// (`members` as given to [`plan_preemption`]).
+    pub fn held_rooms(&self, members: &[crate::PodDemand]) -> Vec<(NodeId, crate::HeldRoom)> {
+        let mut rooms: Vec<(NodeId, crate::HeldRoom)> = Vec::new();
+        for (member, placement) in &self.placements {
+            let Some(pod) = members.get(*member) else {
+                continue;
+            };
+            match rooms.iter_mut().find(|(node, _)| *node == placement.node) {
+                Some((_, room)) => room.add(pod),
+                None => {
+                    let mut room = crate::HeldRoom::default();
+                    room.add(pod);
+                    rooms.push((placement.node, room));
+                }
+            }
+        }
+        rooms.sort_by_key(|(node, _)| *node);
+        rooms
     }
 }
 
@@ -197,6 +225,7 @@ pub fn plan_preemption(
     let placements = outcome?;
     let victims = units
         .taken()
+        .filter(|unit| !unit.leaving)
         .flat_map(|unit| {
             unit.pods.iter().map(move |&pod| Victim {
                 pod,

@@ -46,6 +46,8 @@ pub(super) struct Unit {
     /// How many of its pods each disruption budget selects.
     budgets: BTreeMap<usize, u32>,
     nodes: Vec<NodeId>,
+    /// Every pod of it is already leaving: free room, not a victim.
+    pub leaving: bool,
 }
 
 /// Every unit that may go, and the tallies of those taken.
@@ -114,7 +116,7 @@ impl<'r> Units<'r> {
                 Some(unit) => unit,
                 None => continue,
             };
-            if unit.reason == EvictionReason::Reclaim && !reclaimer_may_reclaim {
+            if unit.reason == EvictionReason::Reclaim && !reclaimer_may_reclaim && !unit.leaving {
                 units.refused.not_reclaimable += 1;
                 continue;
             }
@@ -143,6 +145,24 @@ impl<'r> Units<'r> {
         pods: Vec<usize>,
     ) -> Option<Unit> {
         let first = &pool[pods[0]];
+        let mut nodes: Vec<NodeId> = pods.iter().map(|&p| pool[p].placement.node).collect();
+        nodes.sort();
+        nodes.dedup();
+        if pods.iter().all(|&p| pool[p].leaving) {
+            return Some(Unit {
+                queue: first.queue,
+                pods,
+                reason: EvictionReason::Preemption,
+                cost: Cost {
+                    max_priority: i64::MIN,
+                    ..Cost::default()
+                },
+                amounts: ResourceAmounts::new(),
+                budgets: BTreeMap::new(),
+                nodes,
+                leaving: true,
+            });
+        }
         if pods
             .iter()
             .any(|&p| pool[p].started_ms.saturating_add(rules.min_runtime_ms) > rules.now_ms)
@@ -189,9 +209,6 @@ impl<'r> Units<'r> {
             }
             EvictionReason::Preemption
         };
-        let mut nodes: Vec<NodeId> = pods.iter().map(|&p| pool[p].placement.node).collect();
-        nodes.sort();
-        nodes.dedup();
         let cost = pods
             .iter()
             .map(|&p| {
@@ -218,6 +235,7 @@ impl<'r> Units<'r> {
             amounts,
             budgets,
             nodes,
+            leaving: false,
         })
     }
 

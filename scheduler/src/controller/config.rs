@@ -257,9 +257,9 @@ impl QueuesConfig {
 /// The longest label value Kubernetes accepts.
 const MAX_LABEL_VALUE_LEN: usize = 63;
 
-/// Preemption inside a queue (by priority) and reclaim across queues (a
-/// queue below its guarantee takes back what others borrowed), with queues
-/// enabled.
+/// Preemption by priority (with queues, inside the preemptor's queue) and,
+/// with queues, reclaim across queues (a queue below its guarantee takes back
+/// what others borrowed).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct PreemptionConfig {

@@ -713,7 +713,7 @@ impl SchedulerLoop {
             return;
         }
         let pod = entry.pod.clone();
-        let tenant = self.note_pending_queue(&uid, &pod);
+        let tenant = self.note_pending_queue(&uid, &pod, gang.as_ref().map(|m| &m.key));
         match gang {
             Some(membership) => {
                 let gang = self.gangs.entry(membership.key.clone()).or_default();
@@ -1081,6 +1081,7 @@ impl SchedulerLoop {
                         let pod = p.pod.clone();
                         let gang = p.gang.clone();
                         let priority = self.queue_priority(&pod, gang.as_ref());
+                        let tenant = self.tenant_of(&pod);
                         // Refusals the user must act on (RBAC, admission) become
                         // FailedScheduling events, for a Binding or a gang plan.
                         if matches!(
@@ -1095,7 +1096,7 @@ impl SchedulerLoop {
                         // The key left the queue when the pod was placed: put it
                         // back, behind a backoff.
                         self.queue
-                            .retry_later(key, 0, priority, first_seen, Instant::now());
+                            .retry_later(key, tenant, priority, first_seen, Instant::now());
                     }
                 }
             }

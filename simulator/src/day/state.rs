@@ -372,6 +372,8 @@ impl<'w> DayState<'w> {
                 gang: (job.members.len() > 1).then_some(id as u64),
                 started_ms: started * 1000,
                 budgets: Vec::new(),
+                // Evictions in the day are instant: nothing is on its way out.
+                leaving: false,
             });
             self.pool_jobs.push(id);
         }
@@ -470,6 +472,9 @@ impl<'w> DayState<'w> {
         if self.holds.contains_key(&id) {
             return true;
         }
+        if !self.may_ask_for_victims(id) {
+            return false;
+        }
         let job = &self.workload.jobs[id];
         // Without queues: every pod of its priority or lower counts as leaving.
         let pool: Vec<RunningPod> = self
@@ -508,15 +513,19 @@ impl<'w> DayState<'w> {
             &rules,
             &mut self.scratch,
         ) else {
+            let key = (self.fit_key(id), job.queue);
+            self.preemption_backoff
+                .insert(key, self.now + PREEMPTION_BACKOFF_S);
             return false;
         };
         let token = id as u64 + 1;
-        for node in plan.nodes() {
+        for (node, held) in plan.held_rooms(&job.members) {
             self.cluster.reserve(
                 node,
                 NodeReservation {
                     holder: token,
                     priority: job.priority,
+                    held,
                 },
             );
         }

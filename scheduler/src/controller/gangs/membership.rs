@@ -400,9 +400,9 @@ pub struct GangPolicy {
     /// The gang's place in the queue (an upstream PodGroup's `spec.priority`);
     /// `None`: its members' pod priority.
     pub priority: Option<i32>,
-    /// Carried, not acted on: Phalanx does not preempt yet.
+    /// `Never` keeps the gang from preempting (`scheduler_loop/preempt.rs`).
     pub preemption: Option<PreemptionPolicy>,
-    /// Carried, not acted on: Phalanx evicts nothing yet.
+    /// Carried: Phalanx evicts a gang only whole, which every mode allows.
     pub disruption: Option<GangDisruption>,
 }
 

@@ -18,7 +18,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
 use phalanx_engine::preemption::{
-    plan_preemption, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
+    plan_preemption, PreemptionPlan, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
 };
 use phalanx_engine::{GangSpec, NodeReservation, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::MirrorChange;
@@ -36,6 +36,8 @@ use crate::controller::queue::Tenant;
 #[derive(Debug, Clone)]
 pub(super) struct RunningMeta {
     pod: PodRef,
+    /// Being deleted or evicted: its room is coming free, it is no victim.
+    leaving: bool,
     priority: i32,
     started_ms: u64,
     labels: BTreeMap<String, String>,
@@ -81,8 +83,9 @@ pub(super) struct Wanting<'a> {
 
 impl SchedulerLoop {
     /// Keeps the pool of possible victims current from a pod event: a bound,
-    /// unfinished pod that is not being deleted, not a mirror (static) pod
-    /// and not a DaemonSet's (it would come straight back).
+    /// unfinished pod that is not a mirror (static) pod and not a DaemonSet's
+    /// (it would come straight back). One being deleted stays, marked
+    /// leaving: its room is already coming free and it is no victim.
     pub(super) fn note_running(&mut self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let bound = pod
@@ -92,7 +95,6 @@ impl SchedulerLoop {
             .is_some();
         let evictable = bound
             && !phalanx_kube::mirror::is_finished(pod)
-            && pod.metadata.deletion_timestamp.is_none()
             && !pod
                 .annotations()
                 .contains_key("kubernetes.io/config.mirror")
@@ -118,6 +120,7 @@ impl SchedulerLoop {
                     name: pod.name_any(),
                     uid,
                 },
+                leaving: pod.metadata.deletion_timestamp.is_some(),
                 priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
                 started_ms: started,
                 labels: pod.labels().clone(),
@@ -262,33 +265,14 @@ impl SchedulerLoop {
             .metrics
             .observe_victim_selection(started.elapsed());
         let plan = match plan {
-            Ok(plan) if !plan.victims.is_empty() => plan,
+            Ok(plan) if !plan.placements.is_empty() => plan,
             Ok(_) => return None,
             Err(refusal) => return Some(format!("preemption: {refusal}")),
         };
         self.deps.metrics.preempted(&plan.victims);
-        // Hold the nodes, then evict: nothing else of this priority lands in
+        // Hold the room, then evict: nothing else of this priority lands in
         // the room the victims leave.
-        self.preemption.next_token += 1;
-        let token = self.preemption.next_token;
-        let snapshot = self.mirror.state_mut().snapshot_mut();
-        for node in plan.nodes() {
-            snapshot.reserve(
-                node,
-                NodeReservation {
-                    holder: token,
-                    priority: wanting.priority,
-                },
-            );
-        }
-        self.preemption.holds.insert(
-            wanting.key.clone(),
-            Hold {
-                token,
-                since: Instant::now(),
-                expires: true,
-            },
-        );
+        self.hold_room(&wanting, &plan, true);
         let queue = queue_name;
         for victim in &plan.victims {
             let uid = &uids[victim.pod];
@@ -332,11 +316,18 @@ impl SchedulerLoop {
             .into_iter()
             .map(|n| self.mirror.state().snapshot().node(n).name.clone())
             .collect();
-        Some(format!(
-            "preemption: evicting {} pod(s) to make room on {}; held for it until they leave",
-            plan.victims.len(),
-            nodes.join(", ")
-        ))
+        Some(if plan.victims.is_empty() {
+            format!(
+                "preemption: pods already leaving {} make room for it; held for it until they go",
+                nodes.join(", ")
+            )
+        } else {
+            format!(
+                "preemption: evicting {} pod(s) to make room on {}; held for it until they leave",
+                plan.victims.len(),
+                nodes.join(", ")
+            )
+        })
     }
 
     /// For a gang that did not fit: preempt if it may; otherwise, once it has
@@ -398,16 +389,29 @@ impl SchedulerLoop {
             &mut self.scratch,
         )
         .ok()?;
+        let nodes = plan.nodes();
+        self.hold_room(&wanting, &plan, false);
+        Some(format!(
+            "it has waited {}s (over preemption.starvingGangSeconds): {} node(s) are held for it, \
+             and pods of its priority or lower are kept off them until it fits",
+            waited.as_secs(),
+            nodes.len()
+        ))
+    }
+
+    /// Holds the room `plan` gives the wanting pod or gang: what its members
+    /// take on each planned node, under a new token its pods carry.
+    fn hold_room(&mut self, wanting: &Wanting<'_>, plan: &PreemptionPlan, expires: bool) {
         self.preemption.next_token += 1;
         let token = self.preemption.next_token;
-        let nodes = plan.nodes();
         let snapshot = self.mirror.state_mut().snapshot_mut();
-        for node in &nodes {
+        for (node, held) in plan.held_rooms(wanting.demands) {
             snapshot.reserve(
-                *node,
+                node,
                 NodeReservation {
                     holder: token,
                     priority: wanting.priority,
+                    held,
                 },
             );
         }
@@ -416,15 +420,9 @@ impl SchedulerLoop {
             Hold {
                 token,
                 since: Instant::now(),
-                expires: false,
+                expires,
             },
         );
-        Some(format!(
-            "it has waited {}s (over preemption.starvingGangSeconds): {} node(s) are held for it, \
-             and pods of its priority or lower are kept off them until it fits",
-            waited.as_secs(),
-            nodes.len()
-        ))
     }
 
     /// The running pods that might be evicted, with the disruption budgets
@@ -466,6 +464,7 @@ impl SchedulerLoop {
                 gang,
                 started_ms: meta.started_ms,
                 budgets: selecting,
+                leaving: meta.leaving,
             });
             uids.push(uid.to_owned());
         }

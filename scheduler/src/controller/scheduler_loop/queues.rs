@@ -9,7 +9,7 @@
 //! within a second (the error is conservative: until then its queue looks
 //! fuller than it is).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -47,8 +47,8 @@ pub(super) struct QueueBook {
     /// Stable tenant numbers for queue names (from 1; 0 is "no queues").
     tenants: HashMap<String, Tenant>,
     names: Vec<String>,
-    /// What each pending pod asks for, and in which queue.
-    pending: HashMap<String, (Tenant, ResourceAmounts)>,
+    /// What each pending pod asks for, in which queue, and its gang (if any).
+    pending: HashMap<String, PendingDemand>,
     /// The status last written per queue.
     written: BTreeMap<String, QueueStatus>,
     last_status: Option<std::time::Instant>,
@@ -117,8 +117,21 @@ impl QueueBook {
         }
     }
 
-    pub fn set_pending(&mut self, uid: &str, tenant: Tenant, amounts: ResourceAmounts) {
-        self.pending.insert(uid.to_owned(), (tenant, amounts));
+    pub fn set_pending(
+        &mut self,
+        uid: &str,
+        tenant: Tenant,
+        amounts: ResourceAmounts,
+        gang: Option<String>,
+    ) {
+        self.pending.insert(
+            uid.to_owned(),
+            PendingDemand {
+                tenant,
+                amounts,
+                gang,
+            },
+        );
     }
 
     pub fn forget_pending(&mut self, uid: &str) {
@@ -160,13 +173,10 @@ impl QueueBook {
                 ledger.add_usage(id, &amounts);
             }
         }
-        for (tenant, amounts) in self.pending.values() {
-            let id = self
-                .names
-                .get((*tenant as usize).wrapping_sub(1))
-                .and_then(|n| ledger.tree().id(n));
+        for pending in self.pending.values() {
+            let id = self.name(pending.tenant).and_then(|n| ledger.tree().id(n));
             if let Some(id) = id {
-                ledger.add_pending(id, amounts);
+                ledger.add_pending(id, &pending.amounts);
             }
         }
         ledger.refresh_fair_shares(QueueLedger::capacity_of(snapshot));
@@ -189,10 +199,12 @@ impl QueueBook {
 
     /// The status each `Queue` object should show now.
     fn statuses(&self) -> BTreeMap<String, QueueStatus> {
-        let mut pending: HashMap<&str, u32> = HashMap::new();
-        for (tenant, _) in self.pending.values() {
-            if let Some(name) = self.name(*tenant) {
-                *pending.entry(name).or_default() += 1;
+        let mut pending: HashMap<&str, (u32, BTreeSet<&str>)> = HashMap::new();
+        for demand in self.pending.values() {
+            if let Some(name) = self.name(demand.tenant) {
+                let (pods, gangs) = pending.entry(name).or_default();
+                *pods += 1;
+                gangs.extend(demand.gang.as_deref());
             }
         }
         self.objects
@@ -200,10 +212,13 @@ impl QueueBook {
             .map(|(name, object)| {
                 let mut status = QueueStatus {
                     observed_generation: object.metadata.generation,
-                    pending: QueuePending {
-                        pods: pending.get(name.as_str()).copied().unwrap_or(0),
-                        gangs: 0,
-                    },
+                    pending: pending
+                        .get(name.as_str())
+                        .map(|(pods, gangs)| QueuePending {
+                            pods: *pods,
+                            gangs: u32::try_from(gangs.len()).unwrap_or(u32::MAX),
+                        })
+                        .unwrap_or_default(),
                     ..QueueStatus::default()
                 };
                 let valid = match self.invalid.get(name) {
@@ -227,6 +242,15 @@ impl QueueBook {
             })
             .collect()
     }
+}
+
+/// A pending pod as its queue counts it.
+#[derive(Debug, Clone)]
+pub(super) struct PendingDemand {
+    tenant: Tenant,
+    amounts: ResourceAmounts,
+    /// `namespace/name` of its gang.
+    gang: Option<String>,
 }
 
 /// Placed pods as (queue name, amounts).
@@ -325,18 +349,32 @@ impl SchedulerLoop {
 
     /// The tenant a pending pod is queued under, and its demand noted for
     /// its queue's pending figures (0 when queues are off).
-    pub(super) fn note_pending_queue(&mut self, uid: &str, pod: &Pod) -> Tenant {
+    pub(super) fn note_pending_queue(
+        &mut self,
+        uid: &str,
+        pod: &Pod,
+        gang: Option<&crate::controller::gangs::GangKey>,
+    ) -> Tenant {
         if !self.queues_enabled() {
             return 0;
         }
-        let assignment = self.queue_assignment(pod);
-        let tenant = self.queues.tenant(&assignment.queue);
+        let tenant = self.tenant_of(pod);
         let amounts =
             phalanx_kube::translate::pod_demand(pod, self.mirror.state().snapshot().models())
                 .map(|d| QueueLedger::pod_amounts(&d, None))
                 .unwrap_or_default();
-        self.queues.set_pending(uid, tenant, amounts);
+        let gang = gang.map(|key| format!("{}/{}", key.namespace, key.name));
+        self.queues.set_pending(uid, tenant, amounts, gang);
         tenant
+    }
+
+    /// The tenant number of a pod's queue (0 when queues are off).
+    pub(super) fn tenant_of(&mut self, pod: &Pod) -> Tenant {
+        if !self.queues_enabled() {
+            return 0;
+        }
+        let assignment = self.queue_assignment(pod);
+        self.queues.tenant(&assignment.queue)
     }
 
     /// The queue of a running pod, from the namespace and labels its demand
@@ -443,5 +481,115 @@ impl SchedulerLoop {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use phalanx_engine::{GpuSpec, NodeSpec};
+
+    use super::*;
+
+    fn queue(value: serde_json::Value) -> Queue {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("test queue: {e}"))
+    }
+
+    fn gpus(milli: u64) -> ResourceAmounts {
+        ResourceAmounts::from([(QueueResource::GpuMilli, milli)])
+    }
+
+    /// A book with queues `team` (guaranteed 2 GPUs, limit 3) and `broken`
+    /// (limit below guarantee), over a cluster of one 4-GPU node where `team`
+    /// runs one GPU and waits for a gang of two.
+    fn book() -> QueueBook {
+        let mut book = QueueBook::default();
+        for q in [
+            json!({"metadata": {"name": "team"}, "spec": {"resources": [
+                {"resource": "nvidia.com/gpu", "guaranteed": "2", "limit": "3"}]}}),
+            json!({"metadata": {"name": "broken"}, "spec": {"resources": [
+                {"resource": "nvidia.com/gpu", "guaranteed": "2", "limit": "1"}]}}),
+        ] {
+            book.apply_event(Event::Apply(queue(q)));
+        }
+        let team = book.tenant("team");
+        book.set_pending("p1", team, gpus(1000), Some("ml/g".into()));
+        book.set_pending("p2", team, gpus(1000), Some("ml/g".into()));
+        let mut snapshot = ClusterSnapshot::new();
+        snapshot
+            .add_node(NodeSpec {
+                name: "n".into(),
+                cpu_milli: 8000,
+                memory_mib: 8000,
+                max_pods: 10,
+                gpu_model: Some("H100".into()),
+                gpus: vec![GpuSpec::default(); 4],
+                ..NodeSpec::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let placed = vec![("team".to_owned(), gpus(1000))];
+        book.rebuild("default", &snapshot, Box::new(placed.into_iter()));
+        book
+    }
+
+    #[test]
+    fn admission_names_the_limit_the_missing_queue_and_the_invalid_one() {
+        let mut book = book();
+        let team = book.tenant("team");
+        assert!(book.admit(team, &gpus(2000)).is_ok());
+        let over = book.admit(team, &gpus(3000)).unwrap_err();
+        assert!(over.contains("over its limit 3000"), "{over}");
+        let broken = book.tenant("broken");
+        let refusal = book.admit(broken, &gpus(1000)).unwrap_err();
+        assert!(
+            refusal.starts_with("queue broken cannot be used:") && refusal.contains("below"),
+            "{refusal}"
+        );
+        let nowhere = book.tenant("nowhere");
+        let refusal = book.admit(nowhere, &gpus(1000)).unwrap_err();
+        assert!(
+            refusal.contains("queue nowhere does not exist"),
+            "{refusal}"
+        );
+        // The implicit default queue exists without an object.
+        let default = book.tenant("default");
+        assert!(book.admit(default, &gpus(1000)).is_ok());
+    }
+
+    #[test]
+    fn status_shows_usage_share_pending_and_validity() {
+        let book = book();
+        let statuses = book.statuses();
+        let team = &statuses["team"];
+        let gpu = team.gpu.as_ref().unwrap_or_else(|| panic!("{team:?}"));
+        assert_eq!(
+            (
+                gpu.used.as_str(),
+                gpu.guaranteed.as_str(),
+                gpu.limit.as_deref()
+            ),
+            ("1", "2", Some("3"))
+        );
+        assert_eq!(
+            gpu.fair_share, "3",
+            "its demand (1 used + 2 waiting), within its limit"
+        );
+        assert_eq!((team.pending.pods, team.pending.gangs), (2, 1));
+        assert_eq!(team.conditions[0].status, "True");
+        let broken = &statuses["broken"];
+        assert_eq!(broken.conditions[0].status, "False");
+        assert!(broken.gpu.is_none(), "no figures for a queue not in use");
+    }
+
+    #[test]
+    fn a_queue_further_below_its_share_ranks_first_and_an_unknown_one_last() {
+        let mut book = book();
+        let (team, default, nowhere) = (
+            book.tenant("team"),
+            book.tenant("default"),
+            book.tenant("nowhere"),
+        );
+        // `default` uses nothing: its turn comes before `team`'s.
+        assert!(book.rank(default) < book.rank(team));
+        assert!(book.rank(team) < book.rank(nowhere));
     }
 }

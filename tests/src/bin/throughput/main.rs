@@ -26,6 +26,11 @@
 //! 1000, members joining by `spec.schedulingGroup`), or `podgroup,upstream`
 //! for one after the other in the same run.
 //!
+//! `--gang-form preempting` makes the gang's members outrank every other pod
+//! (a PriorityClass): on a full cluster it must preempt, and the report adds
+//! the scheduler's victim-selection time and the pods it evicted. `--queues`
+//! runs Phalanx with `queues.enabled` (every pod in the default queue).
+//!
 //! Phalanx runs from `target/release/phalanx-scheduler` (`cargo build --release
 //! -p phalanx-scheduler`, or `$PHALANX_SCHEDULER_BIN`).
 //!
@@ -34,6 +39,7 @@
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 1000,5000 --pods 5000 --gang 1000 --json out.json
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gang 1000 --gang-form podgroup,upstream
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 5000 --workload all --precreate --json out.json
+//! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gpus-per-node 1 --gang 64 --gang-form preempting --queues
 //! ```
 
 mod check;
@@ -55,6 +61,7 @@ use kube::Api;
 use phalanx_api::{PodGroup, PodGroupSpec, ANNOTATION_GANG_PLAN, LABEL_POD_GROUP, SCHEDULER_NAME};
 use phalanx_e2e::nodes::LABEL_ZONE;
 use phalanx_e2e::phalanx::ensure_namespace;
+use phalanx_e2e::priority::{create_priority_class, PreemptionPolicy};
 use phalanx_e2e::{
     create_gpu_nodes, gpu_worker_container, install_phalanx_crds, locate_phalanx_scheduler,
     upstream_pod_group, wait_fake_nodes_ready, Binaries, ControlPlane, GpuNodeSpec, PhalanxOptions,
@@ -77,6 +84,9 @@ enum GangForm {
     /// A `scheduling.k8s.io/v1beta1` PodGroup, members naming it in
     /// `spec.schedulingGroup`.
     Upstream,
+    /// A scheduler-plugins PodGroup whose members have a PriorityClass above
+    /// every other pod's: on a full cluster it must preempt to be placed.
+    Preempting,
 }
 
 impl GangForm {
@@ -84,6 +94,7 @@ impl GangForm {
         match self {
             Self::Podgroup => "podgroup",
             Self::Upstream => "upstream",
+            Self::Preempting => "preempting",
         }
     }
 
@@ -93,6 +104,7 @@ impl GangForm {
         match self {
             Self::Podgroup => "phalanx.dev/e2e-bench-gang",
             Self::Upstream => "phalanx.dev/e2e-bench-upstream-gang",
+            Self::Preempting => "phalanx.dev/e2e-bench-preempting-gang",
         }
     }
 
@@ -101,9 +113,12 @@ impl GangForm {
         match self {
             Self::Podgroup => "bench-gang",
             Self::Upstream => "bench-upstream-gang",
+            Self::Preempting => "bench-preempting-gang",
         }
     }
 }
+/// The PriorityClass of the `preempting` gang's members.
+const PREEMPTING_CLASS: &str = "bench-preempting";
 /// Pod creations in flight at once.
 const CREATE_CONCURRENCY: usize = 64;
 
@@ -188,6 +203,10 @@ struct Args {
     /// the other.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "podgroup")]
     gang_form: Vec<GangForm>,
+    /// Run Phalanx with `queues.enabled` (every pod in the default queue), to
+    /// measure what fair turns and limit checks cost.
+    #[arg(long)]
+    queues: bool,
 }
 
 /// What one run measures.
@@ -336,6 +355,7 @@ async fn run_once(
     eprintln!("{node_count} fake GPU nodes Ready in {:.1?}", t.elapsed());
 
     let scheduler_name = scheduler.pod_scheduler_name();
+    let mut phalanx_handle = None;
     if init_pods > 0 {
         let t = Instant::now();
         create_init_pods(
@@ -382,12 +402,16 @@ async fn run_once(
                 leader_election: None,
                 binary: phalanx.cloned(),
                 timeout: Duration::from_secs(120 + u64::try_from(node_count / 50)?),
+                extra: serde_json::json!({ "queues": { "enabled": args.queues } }),
                 ..PhalanxOptions::default()
             };
-            plane.start_phalanx_scheduler(&options).await?;
+            phalanx_handle = Some(plane.start_phalanx_scheduler(&options).await?);
             println!(
-                "phalanx-scheduler started with binding.qps={} burst={}, leader election off",
-                options.qps, options.burst
+                "phalanx-scheduler started with binding.qps={} burst={}, leader election off, \
+                 queues {}",
+                options.qps,
+                options.burst,
+                if args.queues { "on" } else { "off" }
             );
         }
     }
@@ -439,7 +463,12 @@ async fn run_once(
                 );
             }
             for &form in &args.gang_form {
-                let report = measure_gang(&client, &pods, form, members, timeout).await?;
+                let mut report = measure_gang(&client, &pods, form, members, timeout).await?;
+                if form == GangForm::Preempting {
+                    if let Some(handle) = &phalanx_handle {
+                        report.set_preemption(&handle.metrics().await.unwrap_or_default());
+                    }
+                }
                 if report.members_bound < members {
                     eprintln!("{}", plane.phalanx_logs());
                 }
@@ -601,8 +630,17 @@ async fn measure_gang(
     timeout: Duration,
 ) -> anyhow::Result<GangReport> {
     let min = i32::try_from(members)?;
+    if form == GangForm::Preempting {
+        create_priority_class(
+            client,
+            PREEMPTING_CLASS,
+            1_000_000,
+            PreemptionPolicy::PreemptLowerPriority,
+        )
+        .await?;
+    }
     match form {
-        GangForm::Podgroup => {
+        GangForm::Podgroup | GangForm::Preempting => {
             let groups: Api<PodGroup> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
             let group = PodGroup {
                 metadata: ObjectMeta {
@@ -652,6 +690,7 @@ async fn measure_gang(
             planned_seconds: result.planned.map(signed),
             first_bound_seconds: result.first.map(signed),
             last_bound_seconds: result.last.map(signed),
+            ..GangReport::default()
         }),
         Ok(Err(_)) => bail!("the gang watch ended unexpectedly: {:?}", watch.await),
         Err(_) => {
@@ -661,9 +700,7 @@ async fn measure_gang(
                 form: form.name(),
                 members,
                 members_bound: count_bound(pods, label).await?,
-                planned_seconds: None,
-                first_bound_seconds: None,
-                last_bound_seconds: None,
+                ..GangReport::default()
             })
         }
     }
@@ -700,6 +737,9 @@ fn gang_member(name: &str, form: GangForm) -> Pod {
     match form {
         GangForm::Podgroup => pod.label(LABEL_POD_GROUP, form.group()),
         GangForm::Upstream => pod.scheduling_group(form.group()),
+        GangForm::Preempting => pod
+            .label(LABEL_POD_GROUP, form.group())
+            .priority_class(PREEMPTING_CLASS),
     }
     .build()
 }

@@ -38,7 +38,7 @@ pub struct Report {
     pub error: Option<String>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct GangReport {
     /// `podgroup` (scheduler-plugins) or `upstream` (scheduling.k8s.io/v1beta1).
     pub form: &'static str,
@@ -52,6 +52,30 @@ pub struct GangReport {
     pub first_bound_seconds: Option<f64>,
     /// Seconds from the last member's creation to the last member seen bound.
     pub last_bound_seconds: Option<f64>,
+    /// For the `preempting` form: seconds the scheduler spent choosing
+    /// victims (its `victim_selection_duration` histogram's sum), over how
+    /// many choices, and how many pods it evicted.
+    pub victim_selection_seconds: Option<f64>,
+    pub victim_selections: Option<u64>,
+    pub victims: Option<u64>,
+}
+
+impl GangReport {
+    /// Reads the preemption figures from the scheduler's metrics text.
+    pub fn set_preemption(&mut self, metrics: &str) {
+        let value = |name: &str| -> Option<f64> {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .reduce(|a, b| a + b)
+        };
+        self.victim_selection_seconds =
+            value("phalanx_scheduler_victim_selection_duration_seconds_sum");
+        self.victim_selections =
+            value("phalanx_scheduler_victim_selection_duration_seconds_count").map(|v| v as u64);
+        self.victims = value("phalanx_scheduler_preemption_victims_total").map(|v| v as u64);
+    }
 }
 
 impl Report {
@@ -114,6 +138,13 @@ pub fn print_summary(report: &Report) {
             seconds(gang.first_bound_seconds),
             seconds(gang.last_bound_seconds)
         );
+        if let Some(spent) = gang.victim_selection_seconds {
+            println!(
+                "  victims chosen in {spent:.3}s over {} selection(s); {} pod(s) evicted",
+                gang.victim_selections.unwrap_or(0),
+                gang.victims.unwrap_or(0)
+            );
+        }
     }
 }
 
