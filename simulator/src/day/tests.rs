@@ -354,3 +354,23 @@ fn phalanx_never_takes_a_queue_past_its_limit() {
         run_day(&workload, &cluster, &mut policy).unwrap();
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Whatever the day, under every policy: every job is counted once
+    /// (finished or never placed), the cluster ends empty, and no queue with a
+    /// limit passes it under the policies that honour limits.
+    #[test]
+    fn no_policy_loses_a_job_or_leaks_a_placement(seed in 0u64..1_000_000, nodes in 2usize..8) {
+        let cluster = cluster(nodes, 4);
+        let workload = busy_day(&cluster, seed);
+        for name in DayPolicyName::ALL {
+            let (result, after) = run(&workload, &cluster, name);
+            let counted: usize = result.queues.iter().map(|q| q.jobs).sum();
+            proptest::prop_assert_eq!(counted, workload.jobs.len(), "{:?}", name);
+            proptest::prop_assert_eq!(after.gpu_milli_allocated(), 0, "{:?}", name);
+            proptest::prop_assert!(after.nodes().iter().all(|n| n.pods == 0), "{:?}", name);
+        }
+    }
+}
