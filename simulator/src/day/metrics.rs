@@ -195,6 +195,8 @@ impl DayRecorder {
             preempted_jobs: preemptions.jobs,
             preempted_pods: preemptions.pods,
             gpu_hours_lost: preemptions.lost_milli_s as f64 / 1000.0 / 3600.0,
+            victim_searches: preemptions.searches,
+            victim_search_seconds: preemptions.search_seconds,
             large_gang_longest_wait_s: self.large_gang_waits.iter().copied().max(),
             large_gangs_placed: self.large_gangs_placed,
             never_placed: self.never_placed,
@@ -266,6 +268,9 @@ pub struct DayResult {
     pub preempted_jobs: u64,
     pub preempted_pods: u64,
     pub gpu_hours_lost: f64,
+    /// Calls of the engine's victim selection and the wall time they took.
+    pub victim_searches: u64,
+    pub victim_search_seconds: f64,
     pub large_gang_longest_wait_s: Option<u64>,
     pub large_gangs_placed: usize,
     pub never_placed: usize,

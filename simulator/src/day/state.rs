@@ -117,7 +117,7 @@ pub struct DayState<'w> {
 pub const PREEMPTION_BACKOFF_S: u64 = 10;
 
 /// Evictions so far and the GPU time they threw away.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Preemptions {
     /// Jobs evicted (a gang counts once).
     pub jobs: u64,
@@ -125,6 +125,9 @@ pub struct Preemptions {
     pub pods: u64,
     /// Milli-GPU × seconds the evicted jobs had run.
     pub lost_milli_s: u128,
+    /// Victim searches (`plan_preemption` calls) and the wall time they took.
+    pub searches: u64,
+    pub search_seconds: f64,
 }
 
 impl std::fmt::Debug for DayState<'_> {
@@ -433,14 +436,18 @@ impl<'w> DayState<'w> {
             ledger,
             budgets: &[],
         };
-        let Ok(plan) = plan_preemption(
+        let searching = Instant::now();
+        let plan = plan_preemption(
             &mut self.cluster,
             self.placement.as_mut(),
             &preemptor,
             &self.pool,
             &rules,
             &mut self.scratch,
-        ) else {
+        );
+        self.preemptions.searches += 1;
+        self.preemptions.search_seconds += searching.elapsed().as_secs_f64();
+        let Ok(plan) = plan else {
             let key = (self.fit_key(id), job.queue);
             self.preemption_backoff
                 .insert(key, self.now + PREEMPTION_BACKOFF_S);
@@ -505,14 +512,18 @@ impl<'w> DayState<'w> {
             ledger: None,
             budgets: &budgets,
         };
-        let Ok(plan) = plan_preemption(
+        let searching = Instant::now();
+        let plan = plan_preemption(
             &mut self.cluster,
             self.placement.as_mut(),
             &preemptor,
             &pool,
             &rules,
             &mut self.scratch,
-        ) else {
+        );
+        self.preemptions.searches += 1;
+        self.preemptions.search_seconds += searching.elapsed().as_secs_f64();
+        let Ok(plan) = plan else {
             let key = (self.fit_key(id), job.queue);
             self.preemption_backoff
                 .insert(key, self.now + PREEMPTION_BACKOFF_S);
