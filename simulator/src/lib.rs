@@ -2,9 +2,12 @@
 //! (`phalanx_engine`) offline, compares policies and draws plots.
 //!
 //! Today it runs the FGD paper's openb experiment ([`openb`]); the autoscaler
-//! simulation on the Azure LLM trace (issue 6) sits beside it ([`autoscale`]).
+//! simulation on the Azure LLM trace (issue 6) sits beside it ([`autoscale`]),
+//! and the same openb pods replayed as a cluster day in time, with teams'
+//! queues and preemption (issue 17), in [`day`].
 
 pub mod autoscale;
+pub mod day;
 pub mod openb;
 pub mod paper;
 pub mod report;

@@ -6,6 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use phalanx_engine::{ClusterSnapshot, PolicyName};
 use phalanx_sim::autoscale::trace::DEFAULT_MAX_TRACE_HOURS;
+use phalanx_sim::day::workload::DEFAULT_DAY_LOAD;
+use phalanx_sim::day::DayPolicyName;
 use phalanx_sim::openb::gang_sweep::{
     gang_table, run_gang_sweep, summarise_gangs, GangSweepConfig,
 };
@@ -33,6 +35,56 @@ enum Command {
     Openb(OpenbArgs),
     /// The Azure LLM trace against inference replicas: Phalanx vs HPA vs KEDA.
     Autoscale(AutoscaleArgs),
+    /// A cluster day: the openb pods in time, four teams' queues, policies compared
+    /// on allocation, waits, share deviation, preemptions and large-gang waits.
+    Day(DayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DayArgs {
+    /// Node list CSV (default: the embedded openb cluster, 1213 nodes, 6212 GPUs).
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// Pod list CSV with creation_time, deletion_time (and scheduled_time, qos)
+    /// columns (default: the embedded openb default trace).
+    #[arg(long)]
+    pods: Option<PathBuf>,
+    /// Policies to compare, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "fifo,priority,kueue,kueue-borrow,phalanx"
+    )]
+    policies: Vec<DayPolicyName>,
+    /// Copies of the trace in the day (1: the trace alone; a fraction adds a
+    /// seeded subset); copies arrive near their pod's time.
+    #[arg(long, default_value_t = DEFAULT_DAY_LOAD, allow_negative_numbers = true)]
+    load: f64,
+    /// The trace's arrivals are mapped onto this many hours (run times are not scaled).
+    #[arg(long, default_value_t = 24.0, allow_negative_numbers = true)]
+    hours: f64,
+    /// Seeds the draw of pods into the four queues.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Large gangs injected evenly over the arrival window.
+    #[arg(long, default_value_t = 8)]
+    large_gangs: usize,
+    /// Members per large gang (all or nothing).
+    #[arg(long, default_value_t = 16)]
+    gang_members: usize,
+    /// Whole GPUs per large-gang member.
+    #[arg(long, default_value_t = 8)]
+    member_gpus: u32,
+    /// Seconds each large gang runs once placed.
+    #[arg(long, default_value_t = 4 * 3600)]
+    gang_run_s: u64,
+    /// Write the results (with curves) as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write day-allocation.svg and day-share-deviation.svg into this directory.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -347,11 +399,107 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
     Ok(())
 }
 
+fn day(args: DayArgs) -> Result<()> {
+    use phalanx_sim::day::report as day_report;
+    use phalanx_sim::day::{run_day, workload::build_workload, DayConfig};
+
+    let node_src = match &args.nodes {
+        Some(path) => CsvSource::read(path)?,
+        None => CsvSource::embedded("openb_node_list_gpu_node.csv (embedded)", EMBEDDED_NODES),
+    };
+    let pod_src = match &args.pods {
+        Some(path) => CsvSource::read(path)?,
+        None => CsvSource::embedded("openb_pod_list_default.csv (embedded)", EMBEDDED_PODS),
+    };
+    let cluster = build_cluster(&read_nodes(&node_src)?)?;
+    let pods = read_pods(&pod_src)?;
+    for unknown in unknown_models(&pods, &cluster) {
+        eprintln!(
+            "warning: {}: {} pod(s) ask for GPU model {:?}, which no node of {} has \
+             (first: {}); they can use only the other models they name, if any",
+            pod_src.name, unknown.pods, unknown.model, node_src.name, unknown.first_pod
+        );
+    }
+    let config = DayConfig {
+        load: args.load,
+        hours: args.hours,
+        seed: args.seed,
+        large_gangs: args.large_gangs,
+        gang_members: args.gang_members,
+        member_gpus: args.member_gpus,
+        gang_run_s: args.gang_run_s,
+    };
+    let workload = build_workload(&pods, &cluster, &config, &pod_src.name)?;
+    println!(
+        "day: {} nodes, {} GPUs ({}); {} pods ({}) x load = {} jobs with {} large gang(s) of \
+         {} x {} GPUs; load {} (arrivals over {}); seed {}",
+        cluster.len(),
+        cluster.gpu_milli_capacity() / 1000,
+        node_src.name,
+        pods.len(),
+        pod_src.name,
+        workload.jobs.len(),
+        config.large_gangs,
+        config.gang_members,
+        config.member_gpus,
+        config.load,
+        day_report::duration(workload.window_s),
+        config.seed,
+    );
+    for q in &workload.queues {
+        println!(
+            "  queue {}: guaranteed {:.1} GPUs, limit {}, over-quota weight {}",
+            q.name,
+            q.guaranteed_milli as f64 / 1000.0,
+            q.limit_milli.map_or_else(
+                || "none".into(),
+                |l| format!("{:.1} GPUs", l as f64 / 1000.0)
+            ),
+            q.over_quota_weight
+        );
+    }
+    let mut results = Vec::new();
+    for name in &args.policies {
+        let mut policy = name.build(&workload)?;
+        let (result, _) = run_day(&workload, &cluster, policy.as_mut())?;
+        results.push(result);
+    }
+    println!(
+        "\nalloc% = GPU allocated, time-averaged over the arrival window; p50/p99 = wait from \
+         arrival to placement; dev% = below deserved share, summed over queues (per queue \
+         below), time-averaged; below-g = longest stretch a queue with demand stayed below its \
+         guarantee; preempt = pods evicted; GPU-h = GPU-hours they lost; gang-max = longest \
+         large-gang wait; unplcd = jobs never placed; s = wall seconds\n"
+    );
+    print!("{}", day_report::table(&results));
+    if let Some(path) = &args.json {
+        let text = day_report::json(
+            &results,
+            &workload.queues,
+            &config,
+            workload.capacity_milli,
+            &pod_src.name,
+            &node_src.name,
+        )?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.plot {
+        let paths = day_report::svg(dir, &results)
+            .map_err(|e| anyhow::anyhow!("drawing into {}: {e}", dir.display()))?;
+        for path in paths {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Openb(args) => openb(args),
         Command::Autoscale(args) => autoscale(args),
+        Command::Day(args) => day(args),
     }
 }
 

@@ -96,6 +96,64 @@ struct PodRow {
     gpu_milli: i64,
     #[serde(default)]
     gpu_spec: Option<String>,
+    #[serde(default)]
+    qos: String,
+    #[serde(default)]
+    creation_time: Option<u64>,
+    #[serde(default)]
+    deletion_time: Option<u64>,
+    #[serde(default)]
+    scheduled_time: Option<u64>,
+}
+
+/// The trace's QoS class of a pod (openb's `qos` column). The published openb
+/// lists use `LS` (latency-sensitive), `BE` (best-effort), `Burstable` and
+/// `Guaranteed`; anything else is kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Qos {
+    LatencySensitive,
+    BestEffort,
+    Burstable,
+    Guaranteed,
+    /// Absent (a pod list without the column) or a class openb does not use.
+    #[default]
+    Unknown,
+    Other(String),
+}
+
+impl Qos {
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "LS" => Qos::LatencySensitive,
+            "BE" => Qos::BestEffort,
+            "Burstable" => Qos::Burstable,
+            "Guaranteed" => Qos::Guaranteed,
+            "" => Qos::Unknown,
+            other => Qos::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Qos::LatencySensitive => "LS",
+            Qos::BestEffort => "BE",
+            Qos::Burstable => "Burstable",
+            Qos::Guaranteed => "Guaranteed",
+            Qos::Unknown => "",
+            Qos::Other(text) => text,
+        }
+    }
+}
+
+/// When a pod of the trace was created, scheduled and deleted (seconds from
+/// the trace's start; openb's `creation_time`, `scheduled_time`,
+/// `deletion_time`). `None` where the pod list has no such column or the
+/// cell is empty (openb leaves `scheduled_time` empty for pods that never ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodTimes {
+    pub creation_time_s: Option<u64>,
+    pub deletion_time_s: Option<u64>,
+    pub scheduled_time_s: Option<u64>,
 }
 
 /// A pod of the trace, before its model spec is resolved against a cluster.
@@ -107,6 +165,8 @@ pub struct TracePod {
     pub gpu: GpuDemand,
     /// Allowed GPU models, `|`-joined with empty tokens dropped ("" = any).
     pub spec: String,
+    pub qos: Qos,
+    pub times: PodTimes,
 }
 
 impl TracePod {
@@ -266,6 +326,29 @@ fn gpu_demand(
     })
 }
 
+/// Refuses a pod deleted before it was created or scheduled: its running time
+/// would be negative.
+fn check_times(src: &CsvSource, line: u64, times: &PodTimes) -> Result<(), TraceError> {
+    let Some(deleted) = times.deletion_time_s else {
+        return Ok(());
+    };
+    for (field, at) in [
+        ("creation_time", times.creation_time_s),
+        ("scheduled_time", times.scheduled_time_s),
+    ] {
+        if let Some(at) = at.filter(|&at| at > deleted) {
+            return Err(field_error(
+                src,
+                line,
+                "deletion_time",
+                deleted,
+                &format!("is before the pod's {field} {at}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn row_error_at(src: &CsvSource, line: u64, err: &csv::Error) -> TraceError {
     match row_error(src, err) {
         TraceError::Row {
@@ -362,12 +445,20 @@ pub fn read_pods(src: &CsvSource) -> Result<Vec<TracePod>, TraceError> {
                 .collect::<Vec<_>>()
                 .join("|"),
         };
+        let times = PodTimes {
+            creation_time_s: row.creation_time,
+            deletion_time_s: row.deletion_time,
+            scheduled_time_s: row.scheduled_time,
+        };
+        check_times(src, line, &times)?;
         pods.push(TracePod {
             name: row.name,
             cpu_milli: row.cpu_milli,
             memory_mib: row.memory_mib,
             gpu,
             spec,
+            qos: Qos::parse(&row.qos),
+            times,
         });
     }
     if pods.is_empty() {
@@ -628,6 +719,81 @@ mod tests {
             ],
             "CPU-only pods carry no spec; model names are case-sensitive"
         );
+    }
+
+    const TIMED_HEADER: &str = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,\
+                                pod_phase,creation_time,deletion_time,scheduled_time\n";
+
+    #[test]
+    fn qos_and_times_are_read_and_a_missing_schedule_is_none() {
+        let text = format!(
+            "{TIMED_HEADER}a,1000,10,1,1000,,LS,Running,5,90,7\n\
+             b,1000,10,0,0,,BE,Pending,10,20,\n\
+             c,1000,10,0,0,,Gold,Running,0,0,0\n"
+        );
+        let pods = read_pods(&CsvSource::embedded("t.csv", &text)).unwrap();
+        assert_eq!(pods[0].qos, Qos::LatencySensitive);
+        assert_eq!(
+            pods[0].times,
+            PodTimes {
+                creation_time_s: Some(5),
+                deletion_time_s: Some(90),
+                scheduled_time_s: Some(7),
+            }
+        );
+        assert_eq!(pods[1].qos, Qos::BestEffort);
+        assert_eq!(pods[1].times.scheduled_time_s, None);
+        assert_eq!(pods[2].qos, Qos::Other("Gold".into()));
+        assert_eq!(pods[2].qos.as_str(), "Gold");
+    }
+
+    #[test]
+    fn a_pod_list_without_times_has_none() {
+        let text = format!("{POD_HEADER}a,1000,10,1,1000,\n");
+        let pods = read_pods(&CsvSource::embedded("t.csv", &text)).unwrap();
+        assert_eq!(pods[0].times, PodTimes::default());
+        assert_eq!(pods[0].qos, Qos::Unknown);
+    }
+
+    #[test]
+    fn malformed_times_name_file_line_and_column() {
+        for (row, expected) in [
+            (
+                "b,1000,10,1,1000,,LS,Running,12x,90,12",
+                "t.csv:3: column 9:",
+            ),
+            (
+                "b,1000,10,1,1000,,LS,Running,12,-4,12",
+                "t.csv:3: column 10:",
+            ),
+            (
+                "b,1000,10,1,1000,,LS,Running,12,90,1.5",
+                "t.csv:3: column 11:",
+            ),
+            (
+                "b,1000,10,1,1000,,LS,Running,50,40,50",
+                "t.csv:3: deletion_time = 40: is before the pod's creation_time 50",
+            ),
+            (
+                "b,1000,10,1,1000,,LS,Running,10,40,41",
+                "t.csv:3: deletion_time = 40: is before the pod's scheduled_time 41",
+            ),
+        ] {
+            let text = format!("{TIMED_HEADER}a,1000,10,1,1000,,LS,Running,5,90,7\n{row}\n");
+            let err = read_pods(&CsvSource::embedded("t.csv", &text))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{err:?} is not {expected:?}");
+        }
+    }
+
+    #[test]
+    fn the_embedded_default_trace_has_times_for_every_pod() {
+        let pods = read_pods(&CsvSource::embedded("d", crate::EMBEDDED_PODS)).unwrap();
+        assert!(pods
+            .iter()
+            .all(|p| p.times.creation_time_s.is_some() && p.times.deletion_time_s.is_some()));
+        assert!(pods.iter().all(|p| p.qos != Qos::Unknown));
     }
 
     #[test]

@@ -87,6 +87,8 @@ mod tests {
             memory_mib: 1,
             gpu,
             spec: String::new(),
+            qos: Default::default(),
+            times: Default::default(),
         }
     }
 

@@ -357,6 +357,8 @@ mod tests {
                     count: [1, 2][i % 2],
                 },
                 spec: String::new(),
+                qos: Default::default(),
+                times: Default::default(),
             })
             .collect();
         let trace = PreparedTrace::new("t".into(), "t.csv".into(), pods, &cluster);
