@@ -112,15 +112,16 @@ impl<'r> Units<'r> {
             refused: Refused::default(),
         };
         for pods in groups.into_values().chain(lone) {
-            let unit = match units.unit_of(snapshot, preemptor, pool, rules, pods) {
-                Some(unit) => unit,
-                None => continue,
-            };
-            if unit.reason == EvictionReason::Reclaim && !reclaimer_may_reclaim && !unit.leaving {
-                units.refused.not_reclaimable += 1;
-                continue;
+            if let Some(unit) = units.unit_of(
+                snapshot,
+                preemptor,
+                pool,
+                rules,
+                pods,
+                reclaimer_may_reclaim,
+            ) {
+                units.units.push(unit);
             }
-            units.units.push(unit);
         }
         units.taken = vec![false; units.units.len()];
         for (id, unit) in units.units.iter().enumerate() {
@@ -143,14 +144,19 @@ impl<'r> Units<'r> {
         pool: &[RunningPod],
         rules: &PreemptionRules<'_>,
         pods: Vec<usize>,
+        reclaimer_may_reclaim: bool,
     ) -> Option<Unit> {
         let first = &pool[pods[0]];
-        let mut nodes: Vec<NodeId> = pods.iter().map(|&p| pool[p].placement.node).collect();
-        nodes.sort();
-        nodes.dedup();
+        let nodes = |pods: &[usize]| {
+            let mut nodes: Vec<NodeId> = pods.iter().map(|&p| pool[p].placement.node).collect();
+            nodes.sort();
+            nodes.dedup();
+            nodes
+        };
         if pods.iter().all(|&p| pool[p].leaving) {
             return Some(Unit {
                 queue: first.queue,
+                nodes: nodes(&pods),
                 pods,
                 reason: EvictionReason::Preemption,
                 cost: Cost {
@@ -159,9 +165,22 @@ impl<'r> Units<'r> {
                 },
                 amounts: ResourceAmounts::new(),
                 budgets: BTreeMap::new(),
-                nodes,
                 leaving: true,
             });
+        }
+        // The cheap refusals first: a busy cluster has tens of thousands of
+        // running pods, most of which may not go.
+        let other_queue = match (rules.ledger, preemptor.queue, first.queue) {
+            (Some(_), Some(mine), Some(theirs)) => mine != theirs,
+            _ => false,
+        };
+        if other_queue && !reclaimer_may_reclaim {
+            self.refused.not_reclaimable += 1;
+            return None;
+        }
+        if !other_queue && pods.iter().any(|&p| pool[p].priority >= preemptor.priority) {
+            self.refused.not_lower_priority += 1;
+            return None;
         }
         if pods
             .iter()
@@ -183,32 +202,30 @@ impl<'r> Units<'r> {
             self.refused.budget_exhausted += 1;
             return None;
         }
-        let amounts = sum_amounts(
-            &pods
-                .iter()
-                .map(|&p| {
-                    QueueLedger::placed_amounts(snapshot, &pool[p].demand, pool[p].placement.node)
-                })
-                .collect::<Vec<_>>(),
-        );
-        let other_queue = match (rules.ledger, preemptor.queue, first.queue) {
-            (Some(_), Some(mine), Some(theirs)) => mine != theirs,
-            _ => false,
-        };
-        let reason = if other_queue {
+        // What it holds by queue resource matters only to reclaim's tally.
+        let (reason, amounts) = if other_queue {
+            let amounts = sum_amounts(
+                &pods
+                    .iter()
+                    .map(|&p| {
+                        QueueLedger::placed_amounts(
+                            snapshot,
+                            &pool[p].demand,
+                            pool[p].placement.node,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
             let (ledger, reclaimer, victim_queue) = (rules.ledger?, preemptor.queue?, first.queue?);
             if !ledger.reclaimable_from(victim_queue, reclaimer, &amounts) {
                 self.refused.not_reclaimable += 1;
                 return None;
             }
-            EvictionReason::Reclaim
+            (EvictionReason::Reclaim, amounts)
         } else {
-            if pods.iter().any(|&p| pool[p].priority >= preemptor.priority) {
-                self.refused.not_lower_priority += 1;
-                return None;
-            }
-            EvictionReason::Preemption
+            (EvictionReason::Preemption, ResourceAmounts::new())
         };
+        let nodes = nodes(&pods);
         let cost = pods
             .iter()
             .map(|&p| {

@@ -39,7 +39,7 @@
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 1000,5000 --pods 5000 --gang 1000 --json out.json
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gang 1000 --gang-form podgroup,upstream
 //! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler both --nodes 5000 --workload all --precreate --json out.json
-//! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gpus-per-node 1 --gang 64 --gang-form preempting --queues
+//! cargo run --release -p phalanx-e2e --bin throughput -- --scheduler phalanx --nodes 5000 --pods 5000 --gpus-per-node 1 --gang 64 --gang-form preempting --queues --grace-seconds 0
 //! ```
 
 mod check;
@@ -207,6 +207,11 @@ struct Args {
     /// measure what fair turns and limit checks cost.
     #[arg(long)]
     queues: bool,
+    /// `terminationGracePeriodSeconds` of the measured pods: a preempting
+    /// gang waits for its victims to stop, which KWOK, like kubelet, lets
+    /// take up to the grace period [default: the API's 30 s].
+    #[arg(long)]
+    grace_seconds: Option<i64>,
 }
 
 /// What one run measures.
@@ -375,7 +380,14 @@ async fn run_once(
     let pods: Api<Pod> = Api::namespaced(client.clone(), MEASURED_NAMESPACE);
     if args.precreate {
         let t = Instant::now();
-        create_measured(&pods, workload, pod_count, scheduler_name).await?;
+        create_measured(
+            &pods,
+            workload,
+            pod_count,
+            scheduler_name,
+            args.grace_seconds,
+        )
+        .await?;
         eprintln!(
             "{pod_count} pods created in {:.1?} before the scheduler starts",
             t.elapsed()
@@ -422,7 +434,14 @@ async fn run_once(
     let requests_before = apiserver_requests(&client).await?;
     let window_start = Instant::now();
     if !args.precreate {
-        create_measured(&pods, workload, pod_count, scheduler_name).await?;
+        create_measured(
+            &pods,
+            workload,
+            pod_count,
+            scheduler_name,
+            args.grace_seconds,
+        )
+        .await?;
         eprintln!("{pod_count} pods created in {:.1?}", window_start.elapsed());
     }
 
@@ -728,9 +747,15 @@ async fn create_measured(
     workload: Workload,
     count: usize,
     scheduler_name: &str,
+    grace_seconds: Option<i64>,
 ) -> anyhow::Result<()> {
-    let pods =
-        (0..count).map(|i| workload.measured_pod(&format!("bench-{i}"), scheduler_name, POD_LABEL));
+    let pods = (0..count).map(|i| {
+        let mut pod = workload.measured_pod(&format!("bench-{i}"), scheduler_name, POD_LABEL);
+        if let (Some(grace), Some(spec)) = (grace_seconds, pod.spec.as_mut()) {
+            spec.termination_grace_period_seconds = Some(grace);
+        }
+        pod
+    });
     create_all(api, pods).await
 }
 
