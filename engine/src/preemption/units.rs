@@ -82,9 +82,20 @@ impl<'r> Units<'r> {
     ) -> Self {
         let mut groups: BTreeMap<Option<u64>, Vec<usize>> = BTreeMap::new();
         let mut lone = Vec::new();
+        let mut outranking = 0;
         for (i, pod) in pool.iter().enumerate() {
             match pod.gang {
                 Some(g) => groups.entry(Some(g)).or_default().push(i),
+                // Most running pods of a busy cluster may not go: a lone pod
+                // of the preemptor's queue (or any, without queues) at its
+                // priority or above is counted and passed over here, before
+                // anything is built for it.
+                None if !pod.leaving
+                    && pod.priority >= preemptor.priority
+                    && (rules.ledger.is_none() || pod.queue == preemptor.queue) =>
+                {
+                    outranking += 1;
+                }
                 None => lone.push(vec![i]),
             }
         }
@@ -109,7 +120,10 @@ impl<'r> Units<'r> {
             reclaimed: BTreeMap::new(),
             ledger: rules.ledger,
             reclaimer: preemptor.queue,
-            refused: Refused::default(),
+            refused: Refused {
+                not_lower_priority: outranking,
+                ..Refused::default()
+            },
         };
         for pods in groups.into_values().chain(lone) {
             if let Some(unit) = units.unit_of(

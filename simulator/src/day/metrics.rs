@@ -50,6 +50,10 @@ pub struct DayRecorder {
     deviation_integral: Vec<f64>,
     below_since: Vec<Option<u64>>,
     longest_below_s: Vec<u64>,
+    /// Below its guarantee while another queue used more than its own: room
+    /// reclaim could have taken back.
+    reclaimable_since: Vec<Option<u64>>,
+    longest_reclaimable_s: Vec<u64>,
     alloc_points: Vec<(u64, f64)>,
     deviation_points: Vec<Vec<(u64, f64)>>,
     waits: Vec<Vec<u64>>,
@@ -75,6 +79,8 @@ impl DayRecorder {
             deviation_integral: vec![0.0; n],
             below_since: vec![None; n],
             longest_below_s: vec![0; n],
+            reclaimable_since: vec![None; n],
+            longest_reclaimable_s: vec![0; n],
             alloc_points: Vec::new(),
             deviation_points: vec![Vec::new(); n],
             waits: vec![Vec::new(); n],
@@ -109,6 +115,12 @@ impl DayRecorder {
             .collect();
         let capacity = BTreeMap::from([(gpu.clone(), self.capacity_milli)]);
         let fair = fair_shares(&self.tree, &capacity, &demand);
+        let borrowing: Vec<bool> = levels
+            .usage_milli
+            .iter()
+            .zip(&self.guaranteed)
+            .map(|(usage, guaranteed)| usage > guaranteed)
+            .collect();
         for (q, share) in fair.iter().enumerate().take(self.deviation.len()) {
             let usage = levels.usage_milli[q];
             let wanted = usage + levels.waiting_milli[q];
@@ -116,14 +128,22 @@ impl DayRecorder {
             self.deviation[q] =
                 share.min(wanted).saturating_sub(usage) as f64 / self.capacity_milli as f64;
             let below = usage < self.guaranteed[q].min(wanted);
-            match (below, self.below_since[q]) {
-                (true, None) => self.below_since[q] = Some(now),
-                (false, Some(since)) => {
-                    self.longest_below_s[q] = self.longest_below_s[q].max(now - since);
-                    self.below_since[q] = None;
-                }
-                _ => {}
-            }
+            stretch(
+                &mut self.below_since[q],
+                &mut self.longest_below_s[q],
+                below,
+                now,
+            );
+            let others_borrow = borrowing
+                .iter()
+                .enumerate()
+                .any(|(other, borrows)| other != q && *borrows);
+            stretch(
+                &mut self.reclaimable_since[q],
+                &mut self.longest_reclaimable_s[q],
+                below && others_borrow,
+                now,
+            );
             push_point(
                 &mut self.deviation_points[q],
                 now,
@@ -161,9 +181,18 @@ impl DayRecorder {
         wall_seconds: f64,
     ) -> DayResult {
         for q in 0..self.below_since.len() {
-            if let Some(since) = self.below_since[q] {
-                self.longest_below_s[q] = self.longest_below_s[q].max(end_s - since);
-            }
+            stretch(
+                &mut self.below_since[q],
+                &mut self.longest_below_s[q],
+                false,
+                end_s,
+            );
+            stretch(
+                &mut self.reclaimable_since[q],
+                &mut self.longest_reclaimable_s[q],
+                false,
+                end_s,
+            );
         }
         let window = self.window_s.max(1) as f64;
         let mut all: Vec<u64> = self.waits.iter().flatten().copied().collect();
@@ -179,6 +208,7 @@ impl DayRecorder {
                     wait_p99_s: percentile(&waits, 99),
                     deviation_avg_pct: 100.0 * self.deviation_integral[q] / window,
                     longest_below_guarantee_s: self.longest_below_s[q],
+                    longest_below_while_others_borrow_s: self.longest_reclaimable_s[q],
                     deviation_curve: sample(&self.deviation_points[q], self.window_s),
                 }
             })
@@ -202,6 +232,19 @@ impl DayRecorder {
             never_placed: self.never_placed,
             wall_seconds,
         }
+    }
+}
+
+/// Follows one condition's stretches: opens one when it becomes true at
+/// `now`, closes it (keeping the longest) when it becomes false.
+fn stretch(since: &mut Option<u64>, longest: &mut u64, holds: bool, now: u64) {
+    match (holds, *since) {
+        (true, None) => *since = Some(now),
+        (false, Some(start)) => {
+            *longest = (*longest).max(now - start);
+            *since = None;
+        }
+        _ => {}
     }
 }
 
@@ -249,6 +292,9 @@ pub struct QueueResult {
     pub wait_p99_s: u64,
     pub deviation_avg_pct: f64,
     pub longest_below_guarantee_s: u64,
+    /// The longest stretch it was below `min(guarantee, demand)` while another
+    /// queue used more than its guarantee: what reclaim is there to end.
+    pub longest_below_while_others_borrow_s: u64,
     /// (hours, % of cluster GPUs) over the window.
     pub deviation_curve: Vec<(f64, f64)>,
 }

@@ -24,13 +24,14 @@ pub fn table(results: &[DayResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:>7} {:>8} {:>8} {:>7} {:>9} {:>8} {:>8} {:>10} {:>7} {:>7}",
+        "{:<14} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>10} {:>7} {:>7}",
         "policy",
         "alloc%",
         "p50",
         "p99",
         "dev%",
         "below-g",
+        "reclaim",
         "preempt",
         "GPU-h",
         "gang-max",
@@ -44,16 +45,23 @@ pub fn table(results: &[DayResult]) -> String {
             .map(|q| q.longest_below_guarantee_s)
             .max()
             .unwrap_or(0);
+        let longest_reclaimable = r
+            .queues
+            .iter()
+            .map(|q| q.longest_below_while_others_borrow_s)
+            .max()
+            .unwrap_or(0);
         let deviation: f64 = r.queues.iter().map(|q| q.deviation_avg_pct).sum();
         let _ = writeln!(
             out,
-            "{:<14} {:>7.2} {:>8} {:>8} {:>7.2} {:>9} {:>8} {:>8.1} {:>10} {:>7} {:>7.2}",
+            "{:<14} {:>7.2} {:>8} {:>8} {:>7.2} {:>9} {:>9} {:>8} {:>8.1} {:>10} {:>7} {:>7.2}",
             r.policy,
             r.allocation_avg_pct,
             duration(r.wait_p50_s),
             duration(r.wait_p99_s),
             deviation,
             duration(longest_below),
+            duration(longest_reclaimable),
             r.preempted_pods,
             r.gpu_hours_lost,
             r.large_gang_longest_wait_s
@@ -64,13 +72,14 @@ pub fn table(results: &[DayResult]) -> String {
         for q in &r.queues {
             let _ = writeln!(
                 out,
-                "  {:<12} {:>7} {:>8} {:>8} {:>7.2} {:>9}",
+                "  {:<12} {:>7} {:>8} {:>8} {:>7.2} {:>9} {:>9}",
                 q.name,
                 "",
                 duration(q.wait_p50_s),
                 duration(q.wait_p99_s),
                 q.deviation_avg_pct,
                 duration(q.longest_below_guarantee_s),
+                duration(q.longest_below_while_others_borrow_s),
             );
         }
     }
