@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use phalanx_engine::policy::PolicyConfig;
 use phalanx_engine::preemption::{
-    plan_preemption, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
+    plan_preemption, PreemptionPlan, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
 };
 use phalanx_engine::queues::{QueueId, QueueLedger};
 use phalanx_engine::{
@@ -418,39 +418,12 @@ impl<'w> DayState<'w> {
         min_runtime_s: u64,
     ) -> Result<Option<Vec<JobId>>, DayError> {
         let job = &self.workload.jobs[id];
-        let preemptor = Preemptor {
-            gang: GangSpec {
-                name: &job.name,
-                members: &job.members,
-                min_member: job.members.len(),
-                topology: &[],
-                domain_order: DomainOrder::TightestFit,
-            },
-            priority: job.priority,
-            queue: self.queue_ids.as_ref().map(|ids| ids[job.queue]),
-            policy: PreemptionPolicy::PreemptLowerPriority,
-        };
-        let rules = PreemptionRules {
-            now_ms: self.now * 1000,
-            min_runtime_ms: min_runtime_s * 1000,
-            ledger,
-            budgets: &[],
-        };
-        let searching = Instant::now();
-        let plan = plan_preemption(
-            &mut self.cluster,
-            self.placement.as_mut(),
-            &preemptor,
-            &self.pool,
-            &rules,
-            &mut self.scratch,
+        let (priority, queue) = (
+            job.priority,
+            self.queue_ids.as_ref().map(|ids| ids[job.queue]),
         );
-        self.preemptions.searches += 1;
-        self.preemptions.search_seconds += searching.elapsed().as_secs_f64();
-        let Ok(plan) = plan else {
-            let key = (self.fit_key(id), job.queue);
-            self.preemption_backoff
-                .insert(key, self.now + PREEMPTION_BACKOFF_S);
+        let Some(plan) = self.search_victims(id, priority, queue, None, ledger, min_runtime_s)
+        else {
             return Ok(None);
         };
         let mut victims: Vec<JobId> = plan.victims.iter().map(|v| self.pool_jobs[v.pod]).collect();
@@ -482,7 +455,6 @@ impl<'w> DayState<'w> {
         if !self.may_ask_for_victims(id) {
             return false;
         }
-        let job = &self.workload.jobs[id];
         // Without queues: every pod of its priority or lower counts as leaving.
         let pool: Vec<RunningPod> = self
             .pool
@@ -492,6 +464,42 @@ impl<'w> DayState<'w> {
                 ..pod.clone()
             })
             .collect();
+        // Every pod of its priority or lower counts as one that will leave.
+        let priority = self.workload.jobs[id].priority;
+        let Some(plan) =
+            self.search_victims(id, priority.saturating_add(1), None, Some(&pool), None, 0)
+        else {
+            return false;
+        };
+        let token = id as u64 + 1;
+        for (node, held) in plan.held_rooms(&self.workload.jobs[id].members) {
+            self.cluster.reserve(
+                node,
+                NodeReservation {
+                    holder: token,
+                    priority,
+                    held,
+                },
+            );
+        }
+        self.holds.insert(id, token);
+        true
+    }
+
+    /// One call of the engine's victim selection for waiting job `id` at
+    /// `priority`, over `pool` (the running pods when `None`), timed and
+    /// counted; a job that found nothing waits `PREEMPTION_BACKOFF_S` before
+    /// it asks again.
+    fn search_victims(
+        &mut self,
+        id: JobId,
+        priority: i32,
+        queue: Option<QueueId>,
+        pool: Option<&[RunningPod]>,
+        ledger: Option<&QueueLedger>,
+        min_runtime_s: u64,
+    ) -> Option<PreemptionPlan> {
+        let job = &self.workload.jobs[id];
         let preemptor = Preemptor {
             gang: GangSpec {
                 name: &job.name,
@@ -500,48 +508,36 @@ impl<'w> DayState<'w> {
                 topology: &[],
                 domain_order: DomainOrder::TightestFit,
             },
-            // Every pod of its priority or lower counts as one that will leave.
-            priority: job.priority.saturating_add(1),
-            queue: None,
+            priority,
+            queue,
             policy: PreemptionPolicy::PreemptLowerPriority,
         };
-        let budgets: [u32; 0] = [];
         let rules = PreemptionRules {
             now_ms: self.now * 1000,
-            min_runtime_ms: 0,
-            ledger: None,
-            budgets: &budgets,
+            min_runtime_ms: min_runtime_s * 1000,
+            ledger,
+            budgets: &[],
         };
         let searching = Instant::now();
         let plan = plan_preemption(
             &mut self.cluster,
             self.placement.as_mut(),
             &preemptor,
-            &pool,
+            pool.unwrap_or(&self.pool),
             &rules,
             &mut self.scratch,
         );
         self.preemptions.searches += 1;
         self.preemptions.search_seconds += searching.elapsed().as_secs_f64();
-        let Ok(plan) = plan else {
-            let key = (self.fit_key(id), job.queue);
-            self.preemption_backoff
-                .insert(key, self.now + PREEMPTION_BACKOFF_S);
-            return false;
-        };
-        let token = id as u64 + 1;
-        for (node, held) in plan.held_rooms(&job.members) {
-            self.cluster.reserve(
-                node,
-                NodeReservation {
-                    holder: token,
-                    priority: job.priority,
-                    held,
-                },
-            );
+        match plan {
+            Ok(plan) => Some(plan),
+            Err(_) => {
+                let key = (self.fit_key(id), self.workload.jobs[id].queue);
+                self.preemption_backoff
+                    .insert(key, self.now + PREEMPTION_BACKOFF_S);
+                None
+            }
         }
-        self.holds.insert(id, token);
-        true
     }
 
     /// Releases a running job's placements; returns when it started.

@@ -85,6 +85,30 @@ pub(super) struct Wanting<'a> {
     pub tenant: Option<Tenant>,
 }
 
+impl<'a> Wanting<'a> {
+    /// The engine's view of it, as `name`, at `priority`, in `queue`.
+    fn preemptor(
+        &self,
+        name: &'a str,
+        priority: i32,
+        queue: Option<phalanx_engine::queues::QueueId>,
+        policy: PreemptionPolicy,
+    ) -> Preemptor<'a> {
+        Preemptor {
+            gang: GangSpec {
+                name,
+                members: self.demands,
+                min_member: self.min_member,
+                topology: self.topology,
+                ..GangSpec::default()
+            },
+            priority,
+            queue,
+            policy,
+        }
+    }
+}
+
 impl SchedulerLoop {
     /// Keeps the pool of possible victims current from a pod event: a bound,
     /// unfinished pod that is not a mirror (static) pod and not a DaemonSet's
@@ -245,18 +269,7 @@ impl SchedulerLoop {
             .tenant
             .and_then(|t| self.queues.name(t))
             .map(str::to_owned);
-        let preemptor = Preemptor {
-            gang: GangSpec {
-                name: &name,
-                members: wanting.demands,
-                min_member: wanting.min_member,
-                topology: wanting.topology,
-                ..GangSpec::default()
-            },
-            priority: wanting.priority,
-            queue: queue_id,
-            policy,
-        };
+        let preemptor = wanting.preemptor(&name, wanting.priority, queue_id, policy);
         let rules = PreemptionRules {
             now_ms,
             min_runtime_ms: config.min_runtime().as_millis() as u64,
@@ -374,18 +387,12 @@ impl SchedulerLoop {
         // one that will leave, whatever its age or budget.
         let budgets = vec![u32::MAX; budgets.len()];
         let name = preemptor_name(&wanting);
-        let preemptor = Preemptor {
-            gang: GangSpec {
-                name: &name,
-                members: wanting.demands,
-                min_member: wanting.min_member,
-                topology: wanting.topology,
-                ..GangSpec::default()
-            },
-            priority: wanting.priority.saturating_add(1),
-            queue: None,
-            policy: PreemptionPolicy::PreemptLowerPriority,
-        };
+        let preemptor = wanting.preemptor(
+            &name,
+            wanting.priority.saturating_add(1),
+            None,
+            PreemptionPolicy::PreemptLowerPriority,
+        );
         let rules = PreemptionRules {
             now_ms: phalanx_runtime::clock::unix_millis(),
             min_runtime_ms: 0,
