@@ -64,6 +64,27 @@ async fn alive(pods: &Api<Pod>, names: &[String]) -> anyhow::Result<Vec<Pod>> {
         .collect())
 }
 
+/// Waits until exactly one of `names` is bound; returns the one waiting.
+async fn one_bound_one_waiting(pods: &Api<Pod>, names: &[String]) -> anyhow::Result<String> {
+    wait::until(
+        &format!("one of {names:?} bound"),
+        Duration::from_secs(60),
+        || async {
+            let seen = pods_named(pods, names).await?;
+            let bound = seen.iter().filter(|p| node_of(p).is_some()).count();
+            Ok(match bound {
+                1 => Ok(seen
+                    .iter()
+                    .find(|p| node_of(p).is_none())
+                    .and_then(|p| p.metadata.name.clone())
+                    .unwrap_or_default()),
+                n => Err(format!("{n} bound")),
+            })
+        },
+    )
+    .await
+}
+
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -264,6 +285,14 @@ async fn over_its_limit_a_pod_waits_and_unusable_queues_say_why() -> anyhow::Res
     queues
         .create(&PostParams::default(), &queue("capped", 0, Some(1))?)
         .await?;
+    // A limit on one GPU model only: checked once the node (and so the
+    // model) is chosen.
+    let by_model: Queue = serde_json::from_value(json!({
+        "apiVersion": "phalanx.dev/v1alpha1", "kind": "Queue",
+        "metadata": {"name": "h100-capped"},
+        "spec": {"resources": [{"resource": "nvidia.com/gpu", "model": "H100", "limit": "1"}]},
+    }))?;
+    queues.create(&PostParams::default(), &by_model).await?;
     // Limit below guarantee, a parent cycle, an unknown resource name.
     queues
         .create(&PostParams::default(), &queue("inverted", 2, Some(1))?)
@@ -292,6 +321,15 @@ async fn over_its_limit_a_pod_waits_and_unusable_queues_say_why() -> anyhow::Res
             .collect(),
     )
     .await?;
+    let model_capped = names("h100", 2);
+    create_pods(
+        &pods,
+        model_capped
+            .iter()
+            .map(|n| pod(n, 1).label(LABEL_QUEUE, "h100-capped").build())
+            .collect(),
+    )
+    .await?;
     let mut refused = Vec::new();
     for name in ["inverted", "loop-a", "typo"] {
         let pod_name = format!("in-{name}");
@@ -302,19 +340,22 @@ async fn over_its_limit_a_pod_waits_and_unusable_queues_say_why() -> anyhow::Res
         .await?;
         refused.push((pod_name, name));
     }
-    // One capped pod runs, the other waits naming the limit.
-    let over = wait::until("one capped pod bound", Duration::from_secs(60), || async {
-        let seen = pods_named(&pods, &capped).await?;
-        let bound: Vec<&Pod> = seen.iter().filter(|p| node_of(p).is_some()).collect();
-        Ok(match bound.len() {
-            1 => Ok(seen
-                .iter()
-                .find(|p| node_of(p).is_none())
-                .and_then(|p| p.metadata.name.clone())
-                .unwrap_or_default()),
-            n => Err(format!("{n} bound")),
-        })
-    })
+    // One capped pod runs, the other waits naming the limit; likewise under
+    // the per-model limit.
+    let over = one_bound_one_waiting(&pods, &capped)
+        .await
+        .with_logs(&plane)?;
+    let over_model = one_bound_one_waiting(&pods, &model_capped)
+        .await
+        .with_logs(&plane)?;
+    wait_pod_event(
+        &client,
+        NS,
+        &over_model,
+        "FailedScheduling",
+        "gpu:H100, over its limit 1000",
+        Duration::from_secs(30),
+    )
     .await
     .with_logs(&plane)?;
     wait_pod_event(

@@ -855,6 +855,19 @@ impl SchedulerLoop {
         );
         match outcome {
             CycleOutcome::Placed(placement) => {
+                if queue.is_some() {
+                    // The node's GPU model is known now: a per-model limit
+                    // is checked here (refused, not silently passed).
+                    let snapshot = self.mirror.state().snapshot();
+                    let amounts = QueueLedger::placed_amounts(snapshot, &demand, placement.node);
+                    if let Err(refusal) = self.queues.admit(tenant, &amounts) {
+                        self.deps
+                            .metrics
+                            .record_attempt(AttemptResult::Unschedulable);
+                        self.fail_event(&pod, refusal, false);
+                        return AloneOutcome::Unschedulable;
+                    }
+                }
                 if let Err(error) = self
                     .mirror
                     .state_mut()

@@ -350,6 +350,24 @@ impl SchedulerLoop {
             &mut self.scratch,
         );
         let result = result.map(|r| r.map_err(|unschedulable| unschedulable.to_string()));
+        // The nodes' GPU models are known now: a per-model limit is checked
+        // on what the plan places (the plan is undone if it would pass one).
+        let result = match result {
+            Ok(Ok(plan)) if self.queues_enabled() => {
+                match self.admit_placed_gang(tenant, &demands, &plan.placements) {
+                    Ok(()) => Ok(Ok(plan)),
+                    Err(refusal) => {
+                        let snapshot = self.mirror.state_mut().snapshot_mut();
+                        for (index, placement) in plan.placements.iter().rev() {
+                            // Cannot fail: place_gang committed exactly these.
+                            let _ = snapshot.release(&demands[*index], placement);
+                        }
+                        Ok(Err(refusal))
+                    }
+                }
+            }
+            other => other,
+        };
         match result {
             Ok(Ok(plan)) => {
                 let mut placed = Vec::with_capacity(plan.placements.len());

@@ -417,6 +417,22 @@ impl SchedulerLoop {
         self.queues.admit(tenant, &total).map(|_| ())
     }
 
+    /// Whether a gang's planned placements keep its queue within every
+    /// limit, per-model ones included (the models are known once placed).
+    pub(super) fn admit_placed_gang(
+        &self,
+        tenant: Tenant,
+        demands: &[PodDemand],
+        placements: &[(usize, phalanx_engine::Placement)],
+    ) -> Result<(), String> {
+        let snapshot = self.mirror.state().snapshot();
+        let placed: Vec<ResourceAmounts> = placements
+            .iter()
+            .map(|(index, p)| QueueLedger::placed_amounts(snapshot, &demands[*index], p.node))
+            .collect();
+        self.queues.admit(tenant, &sum_amounts(&placed)).map(|_| ())
+    }
+
     /// Rebuilds the queue ledger from the placed pods (housekeeping and
     /// Queue changes).
     pub(super) fn rebuild_queues(&mut self) {
