@@ -18,7 +18,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
 use phalanx_engine::preemption::{
-    plan_preemption, PreemptionPlan, PreemptionPolicy, PreemptionRules, Preemptor, RunningPod,
+    plan_preemption, NoPreemption, PreemptionPlan, PreemptionPolicy, PreemptionRules, Preemptor,
+    RunningPod,
 };
 use phalanx_engine::{GangSpec, NodeReservation, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::MirrorChange;
@@ -291,6 +292,9 @@ impl SchedulerLoop {
         let plan = match plan {
             Ok(plan) if !plan.placements.is_empty() => plan,
             Ok(_) => return None,
+            // Nothing of lower priority (or reclaimable) runs: the common
+            // case of equal priorities keeps kube-scheduler's message as is.
+            Err(NoPreemption::NoCandidates { .. }) => return None,
             Err(refusal) => return Some(format!("preemption: {refusal}")),
         };
         self.deps.metrics.preempted(&plan.victims);
