@@ -10,6 +10,28 @@ use crate::openb::curves::BUCKETS;
 use crate::openb::run::{RunResult, WorkloadMode};
 use crate::openb::sweep::SummaryRow;
 
+/// A legend entry's sample: a short line in the series' own style.
+pub fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style)
+}
+
+/// The legend box every plot of the simulator draws, at `position`.
+pub fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+}
+
 /// The comparison table: unallocated GPU % at 100 % arrived, ours beside the paper's.
 pub fn table(rows: &[SummaryRow]) -> String {
     let mut out = String::new();
@@ -238,16 +260,9 @@ pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Er
                 chart
                     .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                     .label(label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                    });
+                    .legend(legend_line(color.stroke_width(2)));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
     }
     root.present()?;

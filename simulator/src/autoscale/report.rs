@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::run::{RunResult, Scenario};
 use super::trace::Request;
+use crate::report::{draw_legend, legend_line};
 
 /// The comparison, one row per autoscaler, then the targets for Phalanx.
 pub fn table(results: &[RunResult], control_period_seconds: f64) -> String {
@@ -294,7 +295,7 @@ pub fn svg(
     chart
         .draw_series(LineSeries::new(load.iter().copied(), grey.stroke_width(1)))?
         .label("load: replicas needed at the target (10 s bins)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey.stroke_width(1)));
+        .legend(legend_line(grey.stroke_width(1)));
     let colours = [
         RGBColor(214, 39, 40),
         RGBColor(31, 119, 180),
@@ -319,16 +320,9 @@ pub fn svg(
         chart
             .draw_series(LineSeries::new(steps, colour.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-            });
+            .legend(legend_line(colour.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }

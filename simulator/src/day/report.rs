@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::metrics::DayResult;
 use super::tenants::QueueTerms;
 use super::workload::DayConfig;
+use crate::report::{draw_legend, legend_line};
 
 /// Seconds as the table shows them.
 pub fn duration(s: u64) -> String {
@@ -161,16 +162,9 @@ fn draw_allocation(path: &Path, results: &[DayResult]) -> PlotResult<()> {
                 "{} ({:.1}% on average)",
                 r.policy, r.allocation_avg_pct
             ))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+            .legend(legend_line(color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
@@ -211,16 +205,9 @@ fn draw_deviation(path: &Path, results: &[DayResult]) -> PlotResult<()> {
                     "{} ({:.2}% on average)",
                     q.name, q.deviation_avg_pct
                 ))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+                .legend(legend_line(color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present()?;
     Ok(())
