@@ -791,8 +791,15 @@ impl SchedulerLoop {
         self.recover_gang_plans();
         let start = Instant::now();
         while start.elapsed() < SCHEDULING_SLICE {
-            let queues = &self.queues;
-            let Some(key) = self.queue.pop_fair(Instant::now(), |t| queues.rank(t)) else {
+            let now = Instant::now();
+            // Without queues every key is tenant 0: no turn key to build per pop.
+            let next = if self.queues_enabled() {
+                let queues = &self.queues;
+                self.queue.pop_fair(now, |t| queues.rank(t))
+            } else {
+                self.queue.pop(now)
+            };
+            let Some(key) = next else {
                 break;
             };
             match key {
