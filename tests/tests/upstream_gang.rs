@@ -92,6 +92,27 @@ async fn start_scheduler(
     Ok(handle)
 }
 
+/// The control plane with Phalanx running on two 8-GPU nodes per
+/// `(prefix, labels)` group, and the pod and PodGroup APIs of [`NS`];
+/// `None` when the test is skipped.
+async fn gang_cluster(
+    test: &str,
+    node_groups: &[(&str, &[(&str, &str)])],
+) -> anyhow::Result<Option<(ControlPlane, Api<Pod>, Api<UpstreamPodGroup>)>> {
+    let Some((mut plane, binary)) = plane_with_scheduler(test).await? else {
+        return Ok(None);
+    };
+    let client = plane.client();
+    for (prefix, labels) in node_groups {
+        gpu_nodes(&client, prefix, 2, labels).await?;
+    }
+    wait_fake_nodes_ready(&client, 2 * node_groups.len(), Duration::from_secs(60)).await?;
+    start_scheduler(&mut plane, binary).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let groups: Api<UpstreamPodGroup> = Api::namespaced(client, NS);
+    Ok(Some((plane, pods, groups)))
+}
+
 /// The PodGroup's `PodGroupInitiallyScheduled` condition.
 async fn condition(
     groups: &Api<UpstreamPodGroup>,
@@ -154,15 +175,10 @@ async fn wait_all_bound(what: &str, pods: &Api<Pod>, names: &[String]) -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_gangs_bind_whole_or_not_at_all_and_say_so() -> anyhow::Result<()> {
     let test = "upstream_gangs_bind_whole_or_not_at_all_and_say_so";
-    let Some((mut plane, binary)) = plane_with_scheduler(test).await? else {
+    let Some((plane, pods, groups)) = gang_cluster(test, &[("h100", &[])]).await? else {
         return Ok(());
     };
     let client = plane.client();
-    gpu_nodes(&client, "h100", 2, &[]).await?;
-    wait_fake_nodes_ready(&client, 2, Duration::from_secs(60)).await?;
-    start_scheduler(&mut plane, binary).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let groups: Api<UpstreamPodGroup> = Api::namespaced(client.clone(), NS);
 
     // Fits: three members of four GPUs.
     groups
@@ -226,15 +242,9 @@ async fn upstream_gangs_bind_whole_or_not_at_all_and_say_so() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn competing_upstream_gangs_never_deadlock() -> anyhow::Result<()> {
     let test = "competing_upstream_gangs_never_deadlock";
-    let Some((mut plane, binary)) = plane_with_scheduler(test).await? else {
+    let Some((plane, pods, groups)) = gang_cluster(test, &[("h100", &[])]).await? else {
         return Ok(());
     };
-    let client = plane.client();
-    gpu_nodes(&client, "h100", 2, &[]).await?;
-    wait_fake_nodes_ready(&client, 2, Duration::from_secs(60)).await?;
-    start_scheduler(&mut plane, binary).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let groups: Api<UpstreamPodGroup> = Api::namespaced(client.clone(), NS);
 
     // 16 GPUs; each gang wants 12. Members arrive interleaved, so a scheduler
     // placing pods one by one would give each gang some and neither all.
@@ -299,17 +309,13 @@ async fn competing_upstream_gangs_never_deadlock() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_topology_key_keeps_the_gang_in_one_domain() -> anyhow::Result<()> {
     let test = "a_required_topology_key_keeps_the_gang_in_one_domain";
-    let Some((mut plane, binary)) = plane_with_scheduler(test).await? else {
+    // Two racks of two 8-GPU nodes.
+    let racks: [(&str, &[(&str, &str)]); 2] =
+        [("rack-a", &[(RACK, "a")]), ("rack-b", &[(RACK, "b")])];
+    let Some((plane, pods, groups)) = gang_cluster(test, &racks).await? else {
         return Ok(());
     };
     let client = plane.client();
-    // Two racks of two 8-GPU nodes.
-    gpu_nodes(&client, "rack-a", 2, &[(RACK, "a")]).await?;
-    gpu_nodes(&client, "rack-b", 2, &[(RACK, "b")]).await?;
-    wait_fake_nodes_ready(&client, 4, Duration::from_secs(60)).await?;
-    start_scheduler(&mut plane, binary).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let groups: Api<UpstreamPodGroup> = Api::namespaced(client.clone(), NS);
 
     // Three whole nodes fit the cluster but no rack: must bind nothing.
     groups
