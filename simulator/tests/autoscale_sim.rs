@@ -7,7 +7,8 @@ use phalanx_sim::autoscale::run::simulate;
 use phalanx_sim::autoscale::scaler::PhalanxScaler;
 use phalanx_sim::autoscale::trace::Request;
 use phalanx_sim::autoscale::{
-    autoscalers, compare, default_scenario, phalanx_behavior, PHALANX_CONTROL_PERIOD,
+    autoscalers, compare, default_scenario, phalanx_behavior, phalanx_signal,
+    PHALANX_CONTROL_PERIOD,
 };
 
 /// One request every `gap` seconds from `from` to `to`, each 2 s of slot time in
@@ -37,8 +38,12 @@ fn quiet_then_burst() -> Vec<Request> {
 fn a_burst_is_answered_within_one_control_period() {
     let scenario = default_scenario();
     let requests = quiet_then_burst();
-    let mut phalanx =
-        PhalanxScaler::new(phalanx_behavior(&scenario), PHALANX_CONTROL_PERIOD, 6.0).unwrap();
+    let mut phalanx = PhalanxScaler::new(
+        phalanx_behavior(&scenario),
+        PHALANX_CONTROL_PERIOD,
+        phalanx_signal(&scenario),
+    )
+    .unwrap();
     let result = simulate(&requests, &scenario, &mut phalanx);
     // The quiet minute holds two requests in flight on one replica: below target,
     // by either reading of the load.
@@ -90,8 +95,12 @@ fn steady_load_below_the_target_never_scales() {
     let scenario = default_scenario();
     // One request a second of 2 s: 2 in flight, a third of the target per replica.
     let requests = steady(0.0, 600.0, 1.0);
-    let mut phalanx =
-        PhalanxScaler::new(phalanx_behavior(&scenario), PHALANX_CONTROL_PERIOD, 6.0).unwrap();
+    let mut phalanx = PhalanxScaler::new(
+        phalanx_behavior(&scenario),
+        PHALANX_CONTROL_PERIOD,
+        phalanx_signal(&scenario),
+    )
+    .unwrap();
     let result = simulate(&requests, &scenario, &mut phalanx);
     assert_eq!(result.replica_changes, 0, "{:?}", result.timeline);
     assert_eq!(result.slo_attainment, 1.0);

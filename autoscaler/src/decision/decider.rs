@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::behavior::{Behavior, InvalidBehavior, RateAmount, RateLimit};
-use super::metrics::{assess, replicas_for, Assessed, MetricProblem, MetricReading};
+use super::metrics::{assess, ceil_replicas, replicas_for, Assessed, MetricProblem, MetricReading};
 
 /// What the caller sees at the start of a control period.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +112,8 @@ pub struct ReplicaDecider {
     /// Per metric: (sample timestamp, replicas needed), oldest first.
     samples: BTreeMap<String, VecDeque<(Duration, f64)>>,
     /// (decision time, recommendation), oldest first.
-    recommendations: VecDeque<(Duration, u32)>,
+    /// (decision time, recommendation, the short window's need then), oldest first.
+    recommendations: VecDeque<(Duration, u32, u32)>,
     scale_events: VecDeque<ScaleEvent>,
     panic: Option<Panic>,
     started: bool,
@@ -161,7 +162,7 @@ impl ReplicaDecider {
         // scales down before a whole scale-down window has been seen.
         if !self.started {
             self.started = true;
-            self.recommendations.push_back((now, current));
+            self.recommendations.push_back((now, current, current));
         }
 
         // 1. Check every reading; remember fresh samples.
@@ -278,10 +279,6 @@ impl ReplicaDecider {
         let unclamped = recommendation;
         recommendation = recommendation.clamp(b.min_replicas, b.max_replicas);
         let wanted = recommendation;
-        if let Some(panic) = &mut self.panic {
-            panic.highest = panic.highest.max(recommendation);
-            recommendation = panic.highest.max(current);
-        }
 
         // Capacity on the way: while the replicas of the last scale-up are still
         // starting, the load they were started for, and the backlog it builds until
@@ -292,9 +289,16 @@ impl ReplicaDecider {
             && self
                 .last_scale_up
                 .is_some_and(|at| within(at, now, b.startup));
-        let on_the_way = starting
-            && recommendation > current
-            && largest_need < b.panic_threshold * f64::from(current);
+        let carried = starting && largest_need < b.panic_threshold * f64::from(current);
+        if let Some(panic) = &mut self.panic {
+            // A need the replicas on the way will carry is not a panic level to
+            // hold: remembered, it would scale up again the moment they are ready.
+            if !carried {
+                panic.highest = panic.highest.max(recommendation);
+            }
+            recommendation = panic.highest.max(current);
+        }
+        let on_the_way = carried && recommendation.max(wanted) > current;
         if on_the_way {
             recommendation = current;
         }
@@ -308,15 +312,21 @@ impl ReplicaDecider {
         } else {
             wanted.min(recommendation)
         };
-        self.recommendations.push_back((now, remembered));
+        // What the short window needed is remembered beside it: a load that comes
+        // in bursts shorter than the stable window needs the bursts' replicas in
+        // the gaps too, or every burst meets too few and waits for a cold start.
+        let short_need = ceil_replicas(needs.iter().map(|n| n.2).fold(0.0, f64::max))
+            .clamp(b.min_replicas, b.max_replicas);
+        let peak = remembered.max(short_need);
+        self.recommendations.push_back((now, remembered, peak));
         let mut up = remembered;
-        let mut down = remembered;
-        for &(at, r) in &self.recommendations {
+        let mut down = peak;
+        for &(at, r, peak) in &self.recommendations {
             if within(at, now, b.scale_up_stabilization) {
                 up = up.min(r);
             }
             if within(at, now, b.scale_down_stabilization) {
-                down = down.max(r);
+                down = down.max(peak);
             }
         }
         let mut desired = current;
@@ -341,6 +351,7 @@ impl ReplicaDecider {
         if desired < current && current <= b.max_replicas && (panicking || hold_down) {
             desired = current;
         }
+
         if desired == current && wanted < current {
             if panicking {
                 held_by = Some(DecisionReason::PanicHold);
@@ -413,7 +424,8 @@ impl ReplicaDecider {
         let current = observation.current_replicas;
         // Holding counts as recommending the current count: a scale-down right
         // after the metrics return still waits out the stabilisation window.
-        self.recommendations.push_back((observation.now, current));
+        self.recommendations
+            .push_back((observation.now, current, current));
         let desired = current.clamp(b.min_replicas, b.max_replicas);
         let reason = if desired > current {
             DecisionReason::AtMin
@@ -453,7 +465,7 @@ impl ReplicaDecider {
         while self
             .recommendations
             .front()
-            .is_some_and(|(at, _)| !within(*at, now, rec_window))
+            .is_some_and(|(at, _, _)| !within(*at, now, rec_window))
         {
             self.recommendations.pop_front();
         }

@@ -25,6 +25,7 @@
 mod behavior;
 mod decider;
 mod metrics;
+mod objective;
 
 #[cfg(test)]
 mod props;
@@ -34,3 +35,7 @@ mod tests;
 pub use behavior::{defaults, Behavior, InvalidBehavior, RateAmount, RateLimit};
 pub use decider::{Decision, DecisionReason, Observation, ReplicaDecider};
 pub use metrics::{MetricProblem, MetricReading, MetricTarget};
+pub use objective::{
+    defaults as objective_defaults, replicas_for_objective, ObjectiveError, QueueObjective,
+    ReplicaShape, ServingSignals,
+};

@@ -515,3 +515,47 @@ fn while_replicas_start_only_a_need_of_panic_size_scales_up_again() {
     let decision = d.decide(&observe(61, current, 6, vec![queue(90.0, 61)]));
     assert!(decision.desired_replicas > 6, "{decision:?}");
 }
+
+#[test]
+fn a_backlog_the_starting_replicas_carry_is_not_scaled_to_once_they_are_ready() {
+    let mut d = ReplicaDecider::new(unlimited(1, 40)).unwrap();
+    // A burst: 6 replicas wanted at once, panicking.
+    let decision = d.decide(&observe(0, 2, 2, vec![queue(60.0, 0)]));
+    assert!(decision.panicking);
+    let current = apply(&mut d, 0, 2, &decision);
+    // The backlog grows to 11 replicas' worth while four start (under twice the
+    // six on the way), then shrinks to 5 as the first of them serve.
+    for t in (5..60).step_by(5) {
+        let value = if t <= 30 { 110.0 } else { 50.0 };
+        let decision = d.decide(&observe(t, current, 2, vec![queue(value, t)]));
+        assert_eq!(decision.desired_replicas, 6, "at {t}: {decision:?}");
+    }
+    // Ready, the replicas face what the stable window still averages (about 8),
+    // not the backlog's peak that panic would otherwise have remembered.
+    let decision = d.decide(&observe(61, current, 6, vec![queue(50.0, 61)]));
+    assert!(decision.desired_replicas <= 8, "{decision:?}");
+}
+
+#[test]
+fn bursts_shorter_than_the_stable_window_keep_their_replicas_through_the_gaps() {
+    let behavior = Behavior {
+        scale_down_stabilization: secs(70),
+        ..unlimited(1, 40)
+    };
+    let mut d = ReplicaDecider::new(behavior).unwrap();
+    let mut current = 10;
+    // 20 s of 10 replicas' worth, then 50 s of one: the stable minute's mean
+    // stays near 3.6, but every gap is shorter than the scale-down window.
+    for t in (0..600).step_by(5) {
+        let value = if t % 70 < 20 { 100.0 } else { 10.0 };
+        let decision = d.decide(&observe(t, current, current, vec![queue(value, t)]));
+        current = apply(&mut d, t, current, &decision);
+        assert_eq!(current, 10, "at {t}: {decision:?}");
+    }
+    // Once the bursts stop for longer than the window, the replicas go.
+    for t in (600..800).step_by(5) {
+        let decision = d.decide(&observe(t, current, current, vec![queue(10.0, t)]));
+        current = apply(&mut d, t, current, &decision);
+    }
+    assert_eq!(current, 1);
+}

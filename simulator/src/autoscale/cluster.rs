@@ -1,6 +1,14 @@
 //! The serving side: inference replicas on a GPU cluster of fixed size, fed from
 //! one FIFO queue (a router that hands each request to the least busy ready
-//! replica), with a cold start before a new replica serves.
+//! replica with a free slot and room in its KV cache), with a cold start before
+//! a new replica serves.
+//!
+//! A request holds one slot for its prefill and decode at the slot's share of
+//! the replica's throughput, and reserves its whole sequence (prompt and output
+//! tokens) in the replica's KV cache while it runs: vLLM allocates blocks as it
+//! decodes and preempts when the cache runs out; reserving up front is the same
+//! capacity without modelling preemption. A sequence longer than the whole cache
+//! runs alone on an idle replica (as a server with a larger context would).
 //!
 //! Time is integer microseconds from the trace's first request, so runs are exact
 //! and deterministic.
@@ -8,6 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use super::prometheus::Scrape;
 use super::trace::Request;
 
 /// Microseconds per second.
@@ -29,6 +38,9 @@ pub struct ServingModel {
     pub decode_tokens_per_second: f64,
     /// From scale-up to serving (scheduling, image, model load).
     pub cold_start_seconds: f64,
+    /// Tokens a replica's KV cache holds (prompt and output of all its running
+    /// requests together).
+    pub kv_cache_tokens: u64,
     pub gpus_per_replica: u32,
     pub cluster_gpus: u32,
 }
@@ -40,6 +52,11 @@ impl ServingModel {
         let seconds = f64::from(request.context_tokens) / (self.prefill_tokens_per_second / slots)
             + f64::from(request.generated_tokens) / (self.decode_tokens_per_second / slots);
         micros(seconds).max(1)
+    }
+
+    /// KV-cache tokens one request reserves while it runs.
+    pub fn kv_tokens(request: &Request) -> u64 {
+        u64::from(request.context_tokens) + u64::from(request.generated_tokens)
     }
 
     /// Replicas the cluster's GPUs can hold at all.
@@ -61,13 +78,20 @@ enum State {
 struct Replica {
     state: State,
     running: u32,
+    kv_used: u64,
     ready_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Ready(u32),
-    Done(u32),
+    /// A request finished on replica `replica`, freeing `kv` tokens after
+    /// holding its slot for `service` microseconds.
+    Done {
+        replica: u32,
+        kv: u64,
+        service: u64,
+    },
 }
 
 /// The replicas, the queue and the clock of one run.
@@ -85,6 +109,9 @@ pub struct Cluster<'a> {
     started: Vec<Option<u64>>,
     running_total: u32,
     gpu_micros: u128,
+    /// Slot time of the requests that finished, and how many did.
+    finished_service_micros: u128,
+    finished: u64,
     /// GPU time is counted up to here (the end of the trace).
     horizon: u64,
 }
@@ -104,6 +131,8 @@ impl<'a> Cluster<'a> {
             started: vec![None; requests.len()],
             running_total: 0,
             gpu_micros: 0,
+            finished_service_micros: 0,
+            finished: 0,
             horizon,
         };
         let initial = initial.min(cluster.model.replica_capacity());
@@ -115,6 +144,7 @@ impl<'a> Cluster<'a> {
                 Replica {
                     state: State::Ready,
                     running: 0,
+                    kv_used: 0,
                     ready_at: 0,
                 },
             );
@@ -185,11 +215,18 @@ impl<'a> Cluster<'a> {
                         }
                     }
                 }
-                Event::Done(id) => {
+                Event::Done {
+                    replica: id,
+                    kv,
+                    service,
+                } => {
                     self.running_total -= 1;
+                    self.finished += 1;
+                    self.finished_service_micros += u128::from(service);
                     let remove = match self.replicas.get_mut(&id) {
                         Some(replica) => {
                             replica.running -= 1;
+                            replica.kv_used -= kv;
                             replica.state == State::Draining && replica.running == 0
                         }
                         None => false,
@@ -223,26 +260,66 @@ impl<'a> Cluster<'a> {
         self.dispatch();
     }
 
-    /// Hands queued requests to the least busy ready replicas with a free slot.
+    /// Hands queued requests, in order, to the least busy ready replicas with a
+    /// free slot and room in the KV cache; the first that fits nowhere waits, and
+    /// the ones behind it too (first come, first served, as vLLM's default).
     fn dispatch(&mut self) {
         while let Some(&index) = self.queue.front() {
             let slots = self.model.slots;
+            let capacity = self.model.kv_cache_tokens;
+            let kv = ServingModel::kv_tokens(&self.requests[index]);
             let Some((&id, _)) = self
                 .replicas
                 .iter()
-                .filter(|(_, r)| r.state == State::Ready && r.running < slots)
-                .min_by_key(|(id, r)| (r.running, **id))
+                .filter(|(_, r)| {
+                    r.state == State::Ready
+                        && r.running < slots
+                        && (r.kv_used + kv <= capacity || r.running == 0)
+                })
+                .min_by_key(|(id, r)| (r.running, r.kv_used, **id))
             else {
                 return;
             };
             self.queue.pop_front();
             if let Some(replica) = self.replicas.get_mut(&id) {
                 replica.running += 1;
+                replica.kv_used += kv;
             }
             self.running_total += 1;
             self.started[index] = Some(self.now);
-            let done = self.now + self.model.service_micros(&self.requests[index]);
-            self.push(done, Event::Done(id));
+            let service = self.model.service_micros(&self.requests[index]);
+            self.push(
+                self.now + service,
+                Event::Done {
+                    replica: id,
+                    kv,
+                    service,
+                },
+            );
+        }
+    }
+
+    /// What the replicas export now (the simulated Prometheus scrapes this).
+    pub fn scrape(&self) -> Scrape {
+        let ready = self.ready_replicas();
+        let (kv_used, kv_capacity) = self
+            .replicas
+            .values()
+            .filter(|r| r.state == State::Ready)
+            .fold((0u64, 0u64), |(used, cap), r| {
+                (used + r.kv_used, cap + self.model.kv_cache_tokens)
+            });
+        Scrape {
+            waiting: self.queue.len() as f64,
+            running: f64::from(self.running_total),
+            kv_cache_usage: if kv_capacity == 0 {
+                0.0
+            } else {
+                (kv_used as f64 / kv_capacity as f64).min(1.0)
+            },
+            ready: f64::from(ready),
+            inference_seconds_sum: self.finished_service_micros as f64 / US as f64,
+            inference_count: self.finished as f64,
         }
     }
 
@@ -263,6 +340,7 @@ impl<'a> Cluster<'a> {
                     Replica {
                         state: State::Starting,
                         running: 0,
+                        kv_used: 0,
                         ready_at,
                     },
                 );
@@ -302,6 +380,7 @@ mod tests {
             prefill_tokens_per_second: 2000.0,
             decode_tokens_per_second: 20.0,
             cold_start_seconds: 10.0,
+            kv_cache_tokens: 2_100,
             gpus_per_replica: 2,
             cluster_gpus: 6,
         }
@@ -353,5 +432,37 @@ mod tests {
         assert_eq!(c.in_flight(), 0);
         assert_eq!(c.placeable_replicas(), 3);
         assert!((c.gpu_hours() - 2.0 * 2.0 / 3600.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_kv_cache_bounds_what_runs_and_a_huge_sequence_runs_alone() {
+        let long = |arrival| Request {
+            arrival,
+            context_tokens: 1_490,
+            generated_tokens: 10,
+        };
+        let huge = Request {
+            arrival: 0.0,
+            context_tokens: 9_000,
+            generated_tokens: 10,
+        };
+        let reqs = vec![long(0.0), long(0.0), huge];
+        let mut c = Cluster::new(model(), &reqs, 1, micros(100.0));
+        for i in 0..3 {
+            c.arrive(i);
+        }
+        // Two slots, but 1,500 + 1,500 tokens overflow the 2,100-token cache.
+        assert_eq!(c.scrape().running, 1.0);
+        assert_eq!(c.scrape().waiting, 2.0);
+        assert!((c.scrape().kv_cache_usage - 1_500.0 / 2_100.0).abs() < 1e-9);
+        let first = c.model.service_micros(&reqs[0]);
+        c.advance_to(first);
+        assert_eq!(c.started()[1], Some(first));
+        // The huge one waits for an idle replica, then runs alone.
+        assert_eq!(c.started()[2], None);
+        c.advance_to(2 * first);
+        assert_eq!(c.started()[2], Some(2 * first));
+        assert_eq!(c.scrape().inference_count, 2.0);
+        assert!((c.scrape().inference_seconds_sum - 2.0 * first as f64 / US as f64).abs() < 1e-9);
     }
 }

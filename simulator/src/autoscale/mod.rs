@@ -19,12 +19,14 @@ pub mod trace;
 
 use std::time::Duration;
 
-use phalanx_autoscaler::decision::{Behavior, InvalidBehavior};
+use phalanx_autoscaler::decision::{
+    objective_defaults, Behavior, InvalidBehavior, QueueObjective, ReplicaShape,
+};
 
 use cluster::ServingModel;
 use hpa::HpaSpec;
 use run::{simulate, RunResult, Scenario};
-use scaler::{Autoscaler, HpaScaler, KedaScaler, PhalanxScaler};
+use scaler::{Autoscaler, HpaScaler, KedaScaler, PhalanxScaler, PhalanxSignal};
 use trace::Request;
 
 /// The Azure LLM inference trace 2023, conversation service (see `data/README.md`).
@@ -34,6 +36,11 @@ pub const EMBEDDED_TRACE_NAME: &str = "azure_llm_conv_2023.csv (embedded)";
 
 /// How often the Phalanx controller decides.
 pub const PHALANX_CONTROL_PERIOD: Duration = Duration::from_secs(5);
+
+/// A replica's KV cache: a 70B-parameter model with grouped-query attention (80
+/// layers, 8 KV heads of 128) keeps 320 KiB per token in 16 bits; with 8-bit
+/// weights (about 70 GB) two 80 GB GPUs leave about 80 GB for it: 256 Ki tokens.
+pub const KV_CACHE_TOKENS: u64 = 262_144;
 
 /// The default experiment: replicas of a model on 2 GPUs each, 8 requests at a time
 /// (per replica 16k prompt tokens/s prefill, 240 tokens/s decode), a 60 s cold
@@ -45,6 +52,7 @@ pub fn default_scenario() -> Scenario {
             prefill_tokens_per_second: 16_000.0,
             decode_tokens_per_second: 240.0,
             cold_start_seconds: 60.0,
+            kv_cache_tokens: KV_CACHE_TOKENS,
             gpus_per_replica: 2,
             cluster_gpus: 32,
         },
@@ -64,6 +72,22 @@ pub fn phalanx_behavior(scenario: &Scenario) -> Behavior {
     behavior
 }
 
+/// What Phalanx reads in this scenario: the queueing-delay objective of the
+/// scenario, with the replica's slots.
+pub fn phalanx_signal(scenario: &Scenario) -> PhalanxSignal {
+    PhalanxSignal::QueueWait {
+        objective: QueueObjective {
+            wait_seconds: scenario.slo_queue_seconds,
+            attainment: objective_defaults::ATTAINMENT,
+        },
+        shape: ReplicaShape {
+            slots: scenario.serving.slots,
+            drain_seconds: objective_defaults::DRAIN_SECONDS,
+        },
+        slot_time_window: objective_defaults::SLOT_TIME_WINDOW,
+    }
+}
+
 /// Phalanx, then the HPA-like and the KEDA-like baselines, all bounded by the
 /// cluster's capacity.
 pub fn autoscalers(scenario: &Scenario) -> Result<Vec<Box<dyn Autoscaler>>, InvalidBehavior> {
@@ -73,7 +97,7 @@ pub fn autoscalers(scenario: &Scenario) -> Result<Vec<Box<dyn Autoscaler>>, Inva
         Box::new(PhalanxScaler::new(
             phalanx_behavior(scenario),
             PHALANX_CONTROL_PERIOD,
-            target,
+            phalanx_signal(scenario),
         )?),
         Box::new(HpaScaler::new(
             HpaSpec::kubernetes_defaults(1, max, target),

@@ -124,7 +124,7 @@ pub fn simulate(
             crossed_smooth = Some(now);
         }
         if now.is_multiple_of(scrape) {
-            prometheus.scrape(now, f64::from(cluster.in_flight()));
+            prometheus.scrape(now, cluster.scrape());
         }
         let spec = cluster.spec_replicas();
         let view = TargetView {

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use phalanx_autoscaler::decision::{
-    Behavior, InvalidBehavior, MetricReading, MetricTarget, Observation, ReplicaDecider,
+    replicas_for_objective, Behavior, InvalidBehavior, MetricReading, MetricTarget, Observation,
+    QueueObjective, ReplicaDecider, ReplicaShape, ServingSignals,
 };
 
 use super::hpa::{Hpa, HpaSpec};
-use super::prometheus::Prometheus;
+use super::prometheus::{Prometheus, Scrape};
 
 /// The scale target as the autoscaler sees it at a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,29 +35,86 @@ pub trait Autoscaler {
     fn stabilization_window(&self) -> Duration;
 }
 
+/// What Phalanx's decider reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PhalanxSignal {
+    /// HPA-compatible: requests in flight against a per-replica target.
+    InFlight { per_replica: f64 },
+    /// The queueing-delay objective, sized from the serving series
+    /// ([`replicas_for_objective`]): requests running and waiting and KV-cache
+    /// use from the newest scrape, the mean slot time over `slot_time_window`.
+    QueueWait {
+        objective: QueueObjective,
+        shape: ReplicaShape,
+        slot_time_window: Duration,
+    },
+}
+
 /// The Phalanx autoscaler, driven as its controller drives it: every control
-/// period, the newest scraped sample of the in-flight series (with its own
-/// timestamp) against a per-replica target.
+/// period, the newest scraped samples (with their own timestamp).
 #[derive(Debug)]
 pub struct PhalanxScaler {
     decider: ReplicaDecider,
     period_micros: u64,
     next: u64,
-    target_per_replica: f64,
+    signal: PhalanxSignal,
 }
 
 impl PhalanxScaler {
     pub fn new(
         behavior: Behavior,
         period: Duration,
-        target_per_replica: f64,
+        signal: PhalanxSignal,
     ) -> Result<Self, InvalidBehavior> {
         Ok(Self {
             decider: ReplicaDecider::new(behavior)?,
             period_micros: period.as_micros().max(1) as u64,
             next: 0,
-            target_per_replica,
+            signal,
         })
+    }
+
+    /// The reading this period: its value, and the target it is compared with.
+    fn reading(&self, now: u64, prometheus: &Prometheus) -> MetricReading {
+        let sample = prometheus.latest();
+        let (name, value, target) = match self.signal {
+            PhalanxSignal::InFlight { per_replica } => (
+                "in-flight",
+                sample.map(|(_, s)| s.in_flight()),
+                MetricTarget::PerReplica(per_replica),
+            ),
+            PhalanxSignal::QueueWait {
+                objective,
+                shape,
+                slot_time_window,
+            } => {
+                let window = slot_time_window.as_micros() as u64;
+                let finished = prometheus.increase(now, window, |s| s.inference_count);
+                let slot_seconds = prometheus.increase(now, window, |s| s.inference_seconds_sum);
+                let mean_slot_seconds = match (slot_seconds, finished) {
+                    (Some(seconds), Some(count)) if count > 0.0 => Some(seconds / count),
+                    _ => None,
+                };
+                let value = sample.map(|(_, s)| {
+                    let signals = ServingSignals {
+                        running: s.running,
+                        waiting: s.waiting,
+                        mean_slot_seconds,
+                        kv_cache_usage: Some(s.kv_cache_usage),
+                        ready_replicas: s.ready as u32,
+                    };
+                    // A refused sizing is an invalid reading: it never scales.
+                    replicas_for_objective(&signals, &shape, &objective).unwrap_or(f64::NAN)
+                });
+                ("queue-wait", value, MetricTarget::PerReplica(1.0))
+            }
+        };
+        MetricReading {
+            name: name.into(),
+            value,
+            sampled_at: sample.map(|(t, _)| Duration::from_micros(t)),
+            target,
+        }
     }
 }
 
@@ -74,17 +132,11 @@ impl Autoscaler for PhalanxScaler {
             return None;
         }
         self.next = view.now + self.period_micros;
-        let sample = prometheus.latest();
         let observation = Observation {
             now: Duration::from_micros(view.now),
             current_replicas: view.spec_replicas,
             ready_replicas: view.ready_replicas,
-            metrics: vec![MetricReading {
-                name: "in-flight".into(),
-                value: sample.map(|(_, v)| v),
-                sampled_at: sample.map(|(t, _)| Duration::from_micros(t)),
-                target: MetricTarget::PerReplica(self.target_per_replica),
-            }],
+            metrics: vec![self.reading(view.now, prometheus)],
         };
         Some(self.decider.decide(&observation).desired_replicas)
     }
@@ -129,7 +181,7 @@ impl Autoscaler for HpaScaler {
         if !self.hpa.due(view.now) {
             return None;
         }
-        let value = prometheus.avg_over_time(view.now, self.query_window_micros);
+        let value = prometheus.avg_over_time(view.now, self.query_window_micros, Scrape::in_flight);
         self.hpa.sync(view.now, view.spec_replicas, value)
     }
 
@@ -202,7 +254,7 @@ impl Autoscaler for KedaScaler {
     fn tick(&mut self, view: &TargetView, prometheus: &Prometheus) -> Option<u32> {
         self.operator_scaled = false;
         let window = self.query_window_micros;
-        let query = || prometheus.avg_over_time(view.now, window);
+        let query = || prometheus.avg_over_time(view.now, window, Scrape::in_flight);
         if view.now >= self.next_poll {
             self.next_poll = view.now + self.polling_micros;
             let active = query().is_some_and(|v| v > 0.0);
