@@ -7,9 +7,10 @@
 //! are sized for the objective itself, "at most `1 - attainment` of requests
 //! wait longer than `wait_seconds` for a slot":
 //!
-//! - **Offered load** (slot-Erlangs): the requests running, plus the backlog's
-//!   slot time spread over `drain_seconds` (waiting requests × mean slot time /
-//!   drain time): capacity to keep up with what arrives and to clear what waits.
+//! - **Offered load** (slot-Erlangs): the requests running, plus one slot per
+//!   waiting request; at saturation a waiting request counts its slot time
+//!   spread over `drain_seconds` if that is more: capacity to keep up with what
+//!   arrives and to clear what waits.
 //! - **Slot time** comes from the engine's own histogram of the time finished
 //!   requests held a slot, so long prompts and long answers weigh what they cost.
 //! - **Concurrency per replica** is its slots, or fewer when the KV cache fills
@@ -147,11 +148,13 @@ pub fn replicas_for_objective(
     // is work the current slots cannot reach, spread over the drain time.
     let capacity = f64::from(signals.ready_replicas) * concurrency;
     let saturated = running >= SATURATED * capacity;
-    let offered = if saturated {
-        running + waiting * slot_seconds / shape.drain_seconds
+    // Either way a waiting request needs at least a slot of its own.
+    let per_waiting = if saturated {
+        (slot_seconds / shape.drain_seconds).max(1.0)
     } else {
-        running + waiting
+        1.0
     };
+    let offered = running + waiting * per_waiting;
     if offered <= 0.0 {
         return Ok(0.0);
     }

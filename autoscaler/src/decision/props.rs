@@ -205,3 +205,43 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// More load never needs fewer replicas, and the answer is always a number.
+    #[test]
+    fn the_queue_wait_sizing_grows_with_load_and_is_always_a_number(
+        running in 0.0..400.0f64,
+        waiting in 0.0..400.0f64,
+        more in 0.0..100.0f64,
+        slot_seconds in 0.05..60.0f64,
+        kv in prop::option::of(0.0..1.0f64),
+        ready in 0u32..50,
+        slots in 1u32..64,
+        wait_seconds in 0.1..30.0f64,
+        attainment in 0.5..0.9999f64,
+    ) {
+        let shape = ReplicaShape { slots, drain_seconds: 5.0 };
+        let objective = QueueObjective { wait_seconds, attainment };
+        let signals = |running, waiting| ServingSignals {
+            running,
+            waiting,
+            mean_slot_seconds: Some(slot_seconds),
+            kv_cache_usage: kv,
+            ready_replicas: ready,
+        };
+        let base = replicas_for_objective(&signals(running, waiting), &shape, &objective).unwrap();
+        prop_assert!(base.is_finite() && base >= 0.0, "{base}");
+        let more_waiting =
+            replicas_for_objective(&signals(running, waiting + more), &shape, &objective).unwrap();
+        prop_assert!(more_waiting >= base, "{more} more waiting: {base} -> {more_waiting}");
+        // More running with the KV cache as full: the same mix, more of it.
+        let more_running =
+            replicas_for_objective(&signals(running + more, waiting), &shape, &objective).unwrap();
+        prop_assert!(
+            kv.is_some() || more_running >= base,
+            "{more} more running: {base} -> {more_running}"
+        );
+    }
+}

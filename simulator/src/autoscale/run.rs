@@ -24,6 +24,9 @@ pub struct Scenario {
     pub drain: Duration,
     /// Reversals closer than this are also counted for every autoscaler alike.
     pub common_reversal_window: Duration,
+    /// Spans (from, until) in which Prometheus scrapes nothing: a monitoring
+    /// outage, during which every series ages.
+    pub scrape_outages: Vec<(Duration, Duration)>,
 }
 
 /// What one run measured.
@@ -123,7 +126,10 @@ pub fn simulate(
         {
             crossed_smooth = Some(now);
         }
-        if now.is_multiple_of(scrape) {
+        let in_outage = scenario.scrape_outages.iter().any(|(from, until)| {
+            (from.as_micros() as u64..until.as_micros() as u64).contains(&now)
+        });
+        if now.is_multiple_of(scrape) && !in_outage {
             prometheus.scrape(now, cluster.scrape());
         }
         let spec = cluster.spec_replicas();
