@@ -89,8 +89,10 @@ struct DayArgs {
 
 #[derive(clap::Args, Debug)]
 struct AutoscaleArgs {
-    /// Trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens` (default: the embedded
-    /// Azure LLM conversation trace, 19,366 requests over one hour).
+    /// Trace: Azure CSV `TIMESTAMP,ContextTokens,GeneratedTokens` or Mooncake JSON
+    /// lines `{"timestamp": ms, "input_length": n, "output_length": n}`, told apart
+    /// by content (default: the embedded Azure LLM conversation trace, 19,366
+    /// requests over one hour).
     #[arg(long)]
     trace: Option<PathBuf>,
     /// Write the summary (and details) as JSON.
@@ -323,7 +325,7 @@ fn openb_gangs(
 }
 
 fn autoscale(args: AutoscaleArgs) -> Result<()> {
-    use phalanx_sim::autoscale::{self, report as autoscale_report, trace::read_requests};
+    use phalanx_sim::autoscale::{self, report as autoscale_report, trace::read_trace};
 
     if !(args.slo_seconds.is_finite() && args.slo_seconds > 0.0) {
         bail!(
@@ -359,7 +361,7 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
         Some(path) => CsvSource::read(path)?,
         None => CsvSource::embedded(autoscale::EMBEDDED_TRACE_NAME, autoscale::EMBEDDED_TRACE),
     };
-    let requests = read_requests(&source, args.max_trace_hours * 3600.0)?;
+    let requests = read_trace(&source, args.max_trace_hours * 3600.0)?;
     let s = &scenario.serving;
     println!(
         "autoscale: {} ({} requests over {:.0} s); {} GPUs, {} per replica (at most {} replicas); \
