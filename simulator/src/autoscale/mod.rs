@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod hpa;
+pub mod loads;
 pub mod prometheus;
 pub mod report;
 pub mod run;
