@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod scaler;
 pub mod trace;
+pub mod waits;
 
 use std::time::Duration;
 
