@@ -16,6 +16,8 @@ pub mod prometheus;
 pub mod report;
 pub mod run;
 pub mod scaler;
+pub mod suite;
+pub mod suite_report;
 pub mod trace;
 pub mod waits;
 
