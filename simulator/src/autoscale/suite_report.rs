@@ -257,7 +257,8 @@ pub fn svg(
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
 
     // Demand.
-    let top = demand.iter().map(|(_, y)| *y).fold(1.0f64, f64::max) * 1.15;
+    let cluster = f64::from(scenario.serving.replica_capacity());
+    let top = demand.iter().map(|(_, y)| *y).fold(cluster, f64::max) * 1.15;
     let mut chart = panel(&panels[1], end_min, top, "demand (replicas)")?;
     let grey = RGBColor(110, 110, 110);
     chart
@@ -267,7 +268,6 @@ pub fn svg(
         ))?
         .label("replicas needed at the target (10 s bins)")
         .legend(legend_line(grey.stroke_width(1)));
-    let cluster = f64::from(scenario.serving.replica_capacity());
     let black = BLACK.mix(0.6);
     chart
         .draw_series(LineSeries::new(
