@@ -393,4 +393,39 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever the seed and base rate: arrivals in time order within the
+        /// load's duration, never above what the curve's peak could produce, and
+        /// code-completion tokens within their bounds.
+        #[test]
+        fn any_seed_and_rate_give_ordered_bounded_requests(
+            seed in proptest::prelude::any::<u64>(),
+            kind in proptest::sample::select(LoadKind::ALL.to_vec()),
+            base_rate in 0.05f64..3.0,
+        ) {
+            let chat = chat_pool();
+            let load = GeneratedLoad { kind, base_rate };
+            let requests = load.generate(seed, &chat);
+            proptest::prop_assert!(requests.windows(2).all(|w| w[0].arrival <= w[1].arrival));
+            proptest::prop_assert!(requests
+                .iter()
+                .all(|r| (0.0..kind.duration_seconds()).contains(&r.arrival)));
+            let mean = load.peak_rate() * kind.duration_seconds();
+            proptest::prop_assert!((requests.len() as f64) < mean + 6.0 * mean.sqrt() + 10.0);
+            if kind.shape() == TokenShape::CodeCompletion {
+                proptest::prop_assert!(requests.iter().all(|r| CODE_INPUT_TOKENS
+                    .contains(&r.context_tokens)
+                    && CODE_OUTPUT_TOKENS.contains(&r.generated_tokens)));
+            }
+        }
+    }
+
+    /// The Azure pairs, read once for all property cases.
+    fn chat_pool() -> ChatTokens {
+        static POOL: std::sync::OnceLock<ChatTokens> = std::sync::OnceLock::new();
+        POOL.get_or_init(chat).clone()
+    }
 }
