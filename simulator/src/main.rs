@@ -89,15 +89,27 @@ struct DayArgs {
 
 #[derive(clap::Args, Debug)]
 struct AutoscaleArgs {
-    /// Trace CSV `TIMESTAMP,ContextTokens,GeneratedTokens` (default: the embedded
-    /// Azure LLM conversation trace, 19,366 requests over one hour).
+    /// Trace: Azure CSV `TIMESTAMP,ContextTokens,GeneratedTokens` or Mooncake JSON
+    /// lines `{"timestamp": ms, "input_length": n, "output_length": n}`, told apart
+    /// by content (default: the embedded Azure LLM conversation trace, 19,366
+    /// requests over one hour). With --suite: a load added to the suite (repeatable).
     #[arg(long)]
-    trace: Option<PathBuf>,
+    trace: Vec<PathBuf>,
+    /// Run the load suite (the Azure and Mooncake traces, five generated loads and
+    /// every --trace) and print one table with Phalanx's verdict per load.
+    #[arg(long)]
+    suite: bool,
+    /// With --suite: seeds the generated loads.
+    #[arg(long, default_value_t = 42, requires = "suite")]
+    seed: u64,
+    /// With --suite: write one SVG per load (replicas, demand, queue wait) here.
+    #[arg(long, requires = "suite")]
+    plot: Option<PathBuf>,
     /// Write the summary (and details) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Draw load and replicas over time as SVG.
-    #[arg(long)]
+    /// Draw load and replicas over time as SVG (not with --suite: see --plot).
+    #[arg(long, conflicts_with = "suite")]
     svg: Option<PathBuf>,
     /// A request meets the objective when it waits less than this many seconds.
     #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
@@ -323,7 +335,7 @@ fn openb_gangs(
 }
 
 fn autoscale(args: AutoscaleArgs) -> Result<()> {
-    use phalanx_sim::autoscale::{self, report as autoscale_report, trace::read_requests};
+    use phalanx_sim::autoscale::{self, report as autoscale_report, trace::read_trace};
 
     if !(args.slo_seconds.is_finite() && args.slo_seconds > 0.0) {
         bail!(
@@ -355,11 +367,15 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
     scenario.serving.cold_start_seconds = args.cold_start;
     scenario.slo_queue_seconds = args.slo_seconds;
 
-    let source = match &args.trace {
-        Some(path) => CsvSource::read(path)?,
-        None => CsvSource::embedded(autoscale::EMBEDDED_TRACE_NAME, autoscale::EMBEDDED_TRACE),
+    if args.suite {
+        return autoscale_suite(&args, &scenario);
+    }
+    let source = match &args.trace[..] {
+        [] => CsvSource::embedded(autoscale::EMBEDDED_TRACE_NAME, autoscale::EMBEDDED_TRACE),
+        [path] => CsvSource::read(path)?,
+        _ => bail!("--trace may be given once without --suite (which runs every one)"),
     };
-    let requests = read_requests(&source, args.max_trace_hours * 3600.0)?;
+    let requests = read_trace(&source, args.max_trace_hours * 3600.0)?;
     let s = &scenario.serving;
     println!(
         "autoscale: {} ({} requests over {:.0} s); {} GPUs, {} per replica (at most {} replicas); \
@@ -395,6 +411,58 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
         autoscale_report::svg(path, &results, &load, &title)
             .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `autoscale --suite`: every load through every autoscaler, one table.
+fn autoscale_suite(
+    args: &AutoscaleArgs,
+    scenario: &phalanx_sim::autoscale::run::Scenario,
+) -> Result<()> {
+    use phalanx_sim::autoscale::{self, suite, suite_report};
+
+    let started = std::time::Instant::now();
+    let traces = args
+        .trace
+        .iter()
+        .map(|p| CsvSource::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loads = suite::build_loads(args.seed, &traces, args.max_trace_hours * 3600.0, scenario)?;
+    let s = &scenario.serving;
+    let period = autoscale::PHALANX_CONTROL_PERIOD.as_secs_f64();
+    println!(
+        "autoscale suite: {} loads, seed {}; {} GPUs, {} per replica (at most {} replicas); \
+         {} slots, {:.0} prefill + {:.0} decode tokens/s per replica; cold start {:.0} s; \
+         objective: wait < {} s; target {} in flight per replica; phalanx decides every {period} s\n",
+        loads.len(),
+        args.seed,
+        s.cluster_gpus,
+        s.gpus_per_replica,
+        s.replica_capacity(),
+        s.slots,
+        s.prefill_tokens_per_second,
+        s.decode_tokens_per_second,
+        s.cold_start_seconds,
+        scenario.slo_queue_seconds,
+        scenario.target_in_flight_per_replica,
+    );
+    print!("{}", suite_report::loads_table(&loads, scenario));
+    let outcomes = suite::run(loads, scenario, period)?;
+    println!();
+    print!("{}", suite_report::table(&outcomes, period));
+    println!("\n{:.1} s wall", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.json {
+        let text = suite_report::json(&outcomes, scenario, args.seed, period)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.plot {
+        let paths = suite_report::svgs(dir, &outcomes, scenario)
+            .map_err(|e| anyhow::anyhow!("drawing into {}: {e}", dir.display()))?;
+        for path in paths {
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

@@ -201,3 +201,151 @@ fn a_row_far_in_the_future_is_refused_not_replayed_for_a_day() {
         );
     }
 }
+
+#[test]
+fn the_suite_runs_every_load_and_a_users_trace_in_one_table_with_plots_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // A user's Mooncake-format trace: the first 500 rows of the embedded one.
+    let mine = dir.path().join("mine.jsonl");
+    let head: Vec<&str> = phalanx_sim::autoscale::trace::EMBEDDED_MOONCAKE_TRACE
+        .lines()
+        .take(500)
+        .collect();
+    std::fs::write(&mine, head.join("\n")).unwrap();
+    let json = dir.path().join("suite.json");
+    let plots = dir.path().join("plots");
+    let out = sim()
+        .args(["autoscale", "--suite", "--seed", "7", "--trace"])
+        .arg(&mine)
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&plots)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let loads = [
+        "azure-conv",
+        "mooncake",
+        "step-4x",
+        "flash-crowd-10x",
+        "diurnal",
+        "code-bursts",
+        "drift",
+        "mine",
+    ];
+    for load in loads {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(load) && l.contains("phalanx")),
+            "no phalanx row for {load}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("seed 7"), "{stdout}");
+    assert!(
+        stdout.contains("8.8/s (4x)"),
+        "the header names the rates: {stdout}"
+    );
+    assert_eq!(
+        stdout.matches("  phalanx: SLO >= max(hpa, keda) ").count(),
+        8,
+        "one verdict per load: {stdout}"
+    );
+    let met_line = stdout
+        .lines()
+        .find(|l| l.starts_with("targets met on "))
+        .unwrap();
+    assert!(met_line.ends_with(" of 8 loads"), "{met_line}");
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let json_loads = v["loads"].as_array().unwrap();
+    let names: Vec<&str> = json_loads
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, loads);
+    let mut met = 0;
+    for load in json_loads {
+        let results = load["results"].as_array().unwrap();
+        let scalers: Vec<&str> = results
+            .iter()
+            .map(|r| r["autoscaler"].as_str().unwrap())
+            .collect();
+        assert_eq!(scalers, ["phalanx", "hpa", "keda"], "{}", load["name"]);
+        for r in results {
+            assert!(!r["timeline"].as_array().unwrap().is_empty());
+            assert!(!r["waits_by_arrival"].as_array().unwrap().is_empty());
+        }
+        let verdict = load["verdict"].as_object().unwrap();
+        assert_eq!(verdict.len(), 4, "{verdict:?}");
+        met += usize::from(load["targets_met"].as_bool().unwrap());
+    }
+    assert_eq!(v["loads_with_targets_met"].as_u64().unwrap() as usize, met);
+    assert_eq!(met_line, format!("targets met on {met} of 8 loads"));
+
+    for load in loads {
+        let svg = std::fs::read_to_string(plots.join(format!("suite-{load}.svg"))).unwrap();
+        for text in [
+            "spec.replicas",
+            "demand",
+            "p99 queue wait",
+            "phalanx",
+            "hpa",
+            "keda",
+        ] {
+            assert!(svg.contains(text), "suite-{load}.svg lacks {text:?}");
+        }
+    }
+}
+
+#[test]
+fn the_suite_refuses_a_bad_trace_by_file_and_line_and_suite_only_options_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1}\n\
+         {\"timestamp\": 1, \"input_length\": \"many\", \"output_length\": 1}\n",
+    )
+    .unwrap();
+    let out = sim()
+        .args(["autoscale", "--suite", "--trace"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2: input_length: invalid type", bad.display())),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    for (args, expected) in [
+        (vec!["--plot", "x"], "--suite"),
+        (vec!["--seed", "3"], "--suite"),
+        (
+            vec!["--suite", "--svg", "x.svg"],
+            "cannot be used with '--svg",
+        ),
+        (
+            vec!["--trace", "a.csv", "--trace", "b.csv"],
+            "--trace may be given once without --suite",
+        ),
+    ] {
+        let out = sim().arg("autoscale").args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expected) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

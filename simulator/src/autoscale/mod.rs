@@ -11,11 +11,15 @@
 
 pub mod cluster;
 pub mod hpa;
+pub mod loads;
 pub mod prometheus;
 pub mod report;
 pub mod run;
 pub mod scaler;
+pub mod suite;
+pub mod suite_report;
 pub mod trace;
+pub mod waits;
 
 use std::time::Duration;
 

@@ -160,6 +160,13 @@ struct DetailRow<'a> {
 struct ScenarioJson<'a> {
     trace: &'a str,
     requests: usize,
+    #[serde(flatten)]
+    setup: SetupJson,
+}
+
+/// The scenario as JSON: the replica model, the objective and the metric setup.
+#[derive(Debug, Serialize)]
+pub struct SetupJson {
     slots_per_replica: u32,
     prefill_tokens_per_second: f64,
     decode_tokens_per_second: f64,
@@ -171,6 +178,25 @@ struct ScenarioJson<'a> {
     scrape_interval_seconds: f64,
     query_window_seconds: f64,
     common_reversal_window_seconds: f64,
+}
+
+impl SetupJson {
+    pub fn new(scenario: &Scenario) -> Self {
+        let s = &scenario.serving;
+        SetupJson {
+            slots_per_replica: s.slots,
+            prefill_tokens_per_second: s.prefill_tokens_per_second,
+            decode_tokens_per_second: s.decode_tokens_per_second,
+            cold_start_seconds: s.cold_start_seconds,
+            gpus_per_replica: s.gpus_per_replica,
+            cluster_gpus: s.cluster_gpus,
+            slo_queue_seconds: scenario.slo_queue_seconds,
+            target_in_flight_per_replica: scenario.target_in_flight_per_replica,
+            scrape_interval_seconds: scenario.scrape_interval.as_secs_f64(),
+            query_window_seconds: scenario.query_window.as_secs_f64(),
+            common_reversal_window_seconds: scenario.common_reversal_window.as_secs_f64(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -187,7 +213,6 @@ pub fn json(
     trace_name: &str,
     requests: usize,
 ) -> serde_json::Result<String> {
-    let s = &scenario.serving;
     let report = Report {
         summary: results
             .iter()
@@ -203,17 +228,7 @@ pub fn json(
         scenario: ScenarioJson {
             trace: trace_name,
             requests,
-            slots_per_replica: s.slots,
-            prefill_tokens_per_second: s.prefill_tokens_per_second,
-            decode_tokens_per_second: s.decode_tokens_per_second,
-            cold_start_seconds: s.cold_start_seconds,
-            gpus_per_replica: s.gpus_per_replica,
-            cluster_gpus: s.cluster_gpus,
-            slo_queue_seconds: scenario.slo_queue_seconds,
-            target_in_flight_per_replica: scenario.target_in_flight_per_replica,
-            scrape_interval_seconds: scenario.scrape_interval.as_secs_f64(),
-            query_window_seconds: scenario.query_window.as_secs_f64(),
-            common_reversal_window_seconds: scenario.common_reversal_window.as_secs_f64(),
+            setup: SetupJson::new(scenario),
         },
         details: results
             .iter()
@@ -260,6 +275,29 @@ pub fn load_in_replicas(requests: &[Request], scenario: &Scenario) -> Vec<(f64, 
         .collect()
 }
 
+/// The colour of the `i`-th autoscaler's series in every autoscale plot.
+pub fn scaler_colour(i: usize) -> RGBColor {
+    const COLOURS: [RGBColor; 3] = [
+        RGBColor(214, 39, 40),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+    ];
+    COLOURS[i % COLOURS.len()]
+}
+
+/// `spec.replicas` over time as (minutes, replicas) corners of a step line: a
+/// value holds until the next change.
+pub fn replica_steps(timeline: &[(f64, u32)]) -> Vec<(f64, f64)> {
+    let mut steps = Vec::with_capacity(timeline.len() * 2);
+    for (j, &(t, n)) in timeline.iter().enumerate() {
+        if j > 0 {
+            steps.push((t / 60.0, f64::from(timeline[j - 1].1)));
+        }
+        steps.push((t / 60.0, f64::from(n)));
+    }
+    steps
+}
+
 /// Load and replicas over time, one line per autoscaler.
 pub fn svg(
     path: &Path,
@@ -296,20 +334,9 @@ pub fn svg(
         .draw_series(LineSeries::new(load.iter().copied(), grey.stroke_width(1)))?
         .label("load: replicas needed at the target (10 s bins)")
         .legend(legend_line(grey.stroke_width(1)));
-    let colours = [
-        RGBColor(214, 39, 40),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-    ];
     for (i, r) in results.iter().enumerate() {
-        let colour = colours[i % colours.len()];
-        let mut steps = Vec::with_capacity(r.timeline.len() * 2);
-        for (j, &(t, n)) in r.timeline.iter().enumerate() {
-            if j > 0 {
-                steps.push((t / 60.0, f64::from(r.timeline[j - 1].1)));
-            }
-            steps.push((t / 60.0, f64::from(n)));
-        }
+        let colour = scaler_colour(i);
+        let steps = replica_steps(&r.timeline);
         let label = format!(
             "{}: SLO {:.1} %, {:.2} GPU-h, {} changes",
             r.autoscaler,

@@ -7,6 +7,7 @@ use super::cluster::{micros, Cluster, ServingModel, US};
 use super::prometheus::Prometheus;
 use super::scaler::{Autoscaler, TargetView};
 use super::trace::Request;
+use super::waits::{by_arrival, WaitBucket, WAIT_BUCKET_SECONDS};
 
 /// The cluster, the workload's service objective and the shared metric setup.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +31,7 @@ pub struct Scenario {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunResult {
     pub autoscaler: &'static str,
     /// Share of requests that waited less than the objective (never started: missed).
@@ -64,6 +65,8 @@ pub struct RunResult {
     pub peak_replicas: u32,
     /// (seconds, spec.replicas) after every applied change, starting at zero.
     pub timeline: Vec<(f64, u32)>,
+    /// Queue waits of the requests arriving in each 30 s ([`WAIT_BUCKET_SECONDS`]).
+    pub waits_by_arrival: Vec<WaitBucket>,
 }
 
 /// Replays `requests` under `autoscaler`. Deterministic: no randomness, integer time.
@@ -200,6 +203,7 @@ pub fn simulate(
         p99_queue_seconds,
         peak_replicas: peak,
         timeline,
+        waits_by_arrival: by_arrival(requests, &waits, WAIT_BUCKET_SECONDS),
     }
 }
 

@@ -1,7 +1,16 @@
-//! Reading the Azure LLM inference trace (`TIMESTAMP,ContextTokens,GeneratedTokens`)
-//! into requests timed from the trace's first arrival.
+//! Reading inference traces into requests timed from the trace's first arrival:
+//! the Azure LLM inference trace (CSV `TIMESTAMP,ContextTokens,GeneratedTokens`)
+//! and the Mooncake trace (JSON lines `{"timestamp": ms, "input_length": n,
+//! "output_length": n, ...}`), either one detected from its content.
+
+use serde::Deserialize;
 
 use crate::trace::{CsvSource, TraceError};
+
+/// The Mooncake FAST'25 synthetic trace, `hash_ids` stripped (see `data/README.md`).
+pub const EMBEDDED_MOONCAKE_TRACE: &str = include_str!("../../data/mooncake_synthetic.jsonl");
+/// The name tables use for the embedded Mooncake trace.
+pub const EMBEDDED_MOONCAKE_TRACE_NAME: &str = "mooncake_synthetic.jsonl (embedded)";
 
 /// One inference request of the trace.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,6 +96,94 @@ pub fn read_requests(src: &CsvSource, max_span_seconds: f64) -> Result<Vec<Reque
             arrival,
             context_tokens,
             generated_tokens,
+        });
+    }
+    if requests.is_empty() {
+        return Err(TraceError::File {
+            file: src.name.clone(),
+            message: "no requests".into(),
+        });
+    }
+    Ok(requests)
+}
+
+/// Reads a trace in either format: JSON lines when the first non-empty line starts
+/// with `{`, the Azure CSV otherwise (whose header check then names what it expected).
+pub fn read_trace(src: &CsvSource, max_span_seconds: f64) -> Result<Vec<Request>, TraceError> {
+    let first = src.text.lines().map(str::trim).find(|l| !l.is_empty());
+    if first.is_some_and(|l| l.starts_with('{')) {
+        read_mooncake(src, max_span_seconds)
+    } else {
+        read_requests(src, max_span_seconds)
+    }
+}
+
+/// One row of the Mooncake trace. Other keys (`hash_ids`, the prompt blocks shared
+/// between requests) are ignored: the replica model has no prefix cache.
+#[derive(Debug, Deserialize)]
+struct MooncakeRow {
+    /// Milliseconds from the trace's start.
+    timestamp: f64,
+    input_length: u32,
+    output_length: u32,
+}
+
+/// Reads Mooncake JSON lines with the same rules as [`read_requests`]: every
+/// malformed row is an error naming file, line and field, rows come in time order,
+/// and none more than `max_span_seconds` after the first.
+pub fn read_mooncake(src: &CsvSource, max_span_seconds: f64) -> Result<Vec<Request>, TraceError> {
+    let row_error = |line: usize, message: String| TraceError::Row {
+        file: src.name.clone(),
+        line: line as u64,
+        message,
+    };
+    let mut requests = Vec::new();
+    let mut first: Option<f64> = None;
+    let mut previous = f64::NEG_INFINITY;
+    for (index, line) in src.text.lines().enumerate() {
+        let line_no = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut json = serde_json::Deserializer::from_str(line);
+        let row: MooncakeRow = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let field = e.path().to_string();
+            // `.` is the row itself and `?` a place the parser had not reached.
+            let message = if field == "." || field.contains('?') {
+                e.inner().to_string()
+            } else {
+                format!("{field}: {}", e.inner())
+            };
+            row_error(line_no, message)
+        })?;
+        json.end()
+            .map_err(|e| row_error(line_no, format!("after the row: {e}")))?;
+        let at = row.timestamp / 1000.0;
+        if at < previous {
+            return Err(row_error(
+                line_no,
+                format!("timestamp {} is earlier than the row before", row.timestamp),
+            ));
+        }
+        previous = at;
+        let start = *first.get_or_insert(at);
+        let arrival = at - start;
+        if arrival > max_span_seconds {
+            return Err(row_error(
+                line_no,
+                format!(
+                    "timestamp {} ms is {arrival:.0} s ({:.1} h) after the first row; \
+                     a trace may span at most {} h (--max-trace-hours)",
+                    row.timestamp,
+                    arrival / 3600.0,
+                    max_span_seconds / 3600.0
+                ),
+            ));
+        }
+        requests.push(Request {
+            arrival,
+            context_tokens: row.input_length,
+            generated_tokens: row.output_length,
         });
     }
     if requests.is_empty() {
@@ -242,5 +339,115 @@ mod tests {
             let err = read_requests(&src(text), HOURS_48).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} lacks {expected:?}");
         }
+    }
+
+    fn jsonl(text: &str) -> CsvSource {
+        CsvSource::embedded("t.jsonl", text)
+    }
+
+    #[test]
+    fn mooncake_rows_become_requests_in_seconds_from_the_first() {
+        let reqs = read_mooncake(
+            &jsonl(
+                "{\"timestamp\": 1000, \"input_length\": 40160, \"output_length\": 6, \"hash_ids\": [0, 1]}\n\
+                 \n\
+                 {\"timestamp\": 3500, \"input_length\": 10, \"output_length\": 20}\n",
+            ),
+            HOURS_48,
+        )
+        .unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].arrival, 0.0);
+        assert_eq!(reqs[0].context_tokens, 40160);
+        assert!((reqs[1].arrival - 2.5).abs() < 1e-9);
+        assert_eq!(reqs[1].generated_tokens, 20);
+    }
+
+    #[test]
+    fn bad_mooncake_rows_name_their_line_and_field() {
+        let ok = "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1}\n";
+        for (text, expected) in [
+            (String::new(), "t.jsonl: no requests"),
+            (
+                format!("{ok}{{\"timestamp\": 5, \"output_length\": 1}}\n"),
+                "t.jsonl:2: missing field `input_length`",
+            ),
+            (
+                format!("{ok}{{\"timestamp\": 5, \"input_length\": -3, \"output_length\": 1}}\n"),
+                "t.jsonl:2: input_length: invalid value: integer `-3`",
+            ),
+            (
+                format!(
+                    "{ok}{{\"timestamp\": \"x\", \"input_length\": 1, \"output_length\": 1}}\n"
+                ),
+                "t.jsonl:2: timestamp: invalid type",
+            ),
+            (
+                format!("{ok}{{\"timestamp\": 5, \"input_length\": 1, \"output_length\": 1.5}}\n"),
+                "t.jsonl:2: output_length: invalid type: floating point",
+            ),
+            (
+                format!("{ok}{{\"timestamp\": 5,\n"),
+                "t.jsonl:2: EOF while parsing",
+            ),
+            (
+                format!("{ok}{{\"timestamp\": 5, \"input_length\": 1, \"output_length\": 1}} x\n"),
+                "t.jsonl:2: after the row: trailing characters",
+            ),
+            (
+                format!("{{\"timestamp\": 9, \"input_length\": 1, \"output_length\": 1}}\n{ok}"),
+                "t.jsonl:2: timestamp 0 is earlier than the row before",
+            ),
+            (
+                format!(
+                    "{ok}{{\"timestamp\": 172800001, \"input_length\": 1, \"output_length\": 1}}\n"
+                ),
+                "t.jsonl:2: timestamp 172800001 ms is 172800 s (48.0 h) after the first row; \
+                 a trace may span at most 48 h (--max-trace-hours)",
+            ),
+        ] {
+            let err = read_mooncake(&jsonl(&text), HOURS_48)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(expected),
+                "{err:?} does not start with {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn either_format_is_read_by_its_content() {
+        let csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 10:00:00,7,8\n";
+        let json = "\n  {\"timestamp\": 0, \"input_length\": 7, \"output_length\": 8}\n";
+        for text in [csv, json] {
+            let reqs = read_trace(&src(text), HOURS_48).unwrap();
+            assert_eq!((reqs[0].context_tokens, reqs[0].generated_tokens), (7, 8));
+        }
+        // A CSV with a bad row still reports the CSV's own error, and a file that is
+        // neither names the CSV header it expected.
+        assert!(read_trace(
+            &src("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 10:00:00,7\n"),
+            HOURS_48
+        )
+        .unwrap_err()
+        .to_string()
+        .starts_with("t.csv:2: expected 3 fields"));
+        assert!(read_trace(&src("[1, 2]\n"), HOURS_48)
+            .unwrap_err()
+            .to_string()
+            .contains("expected the header TIMESTAMP,ContextTokens,GeneratedTokens"));
+    }
+
+    #[test]
+    fn the_embedded_mooncake_trace_reads_whole() {
+        let reqs = read_trace(&jsonl(EMBEDDED_MOONCAKE_TRACE), HOURS_48).unwrap();
+        assert_eq!(reqs.len(), 3993);
+        let mean_input = reqs
+            .iter()
+            .map(|r| f64::from(r.context_tokens))
+            .sum::<f64>()
+            / reqs.len() as f64;
+        assert!((mean_input - 15_325.5).abs() < 1.0, "{mean_input}");
     }
 }
