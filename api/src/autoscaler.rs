@@ -23,6 +23,17 @@
 //!       preset: vllmKvCacheUsage
 //!       target: { total: 0.8 }
 //! ```
+//!
+//! With `minReplicas: 0`, `spec.activation` names what wakes the workload:
+//!
+//! ```yaml
+//!   minReplicas: 0
+//!   activation:
+//!     query: sum(gateway_queue_depth{model="llama"})
+//!     threshold: 0          # active above this
+//!     perReplica: 8         # wake to ceil(value / 8) replicas, at least 1
+//!     cooldownSeconds: 300  # quiet this long before the last replica goes
+//! ```
 
 use std::collections::BTreeMap;
 
@@ -60,7 +71,8 @@ pub struct InferenceAutoscalerSpec {
     /// The workload whose `/scale` subresource is patched (a Deployment,
     /// StatefulSet, or any custom resource that has one), in this namespace.
     pub scale_target_ref: ScaleTargetRef,
-    /// Fewest replicas; 0 lets the workload scale to zero when idle.
+    /// Fewest replicas; 0 lets the workload scale to zero when idle, and
+    /// needs `activation`.
     #[serde(default = "default_min_replicas")]
     pub min_replicas: u32,
     /// Most replicas, whatever the metrics say.
@@ -70,10 +82,43 @@ pub struct InferenceAutoscalerSpec {
     /// How eagerly to follow the metrics; every field has a default.
     #[serde(default)]
     pub behavior: AutoscalerBehavior,
+    /// Scale from zero (KEDA-style activation): a metric that exists while the
+    /// workload has no replica wakes it, and keeps the last replica until it
+    /// has been quiet for `cooldownSeconds`. Required with `minReplicas: 0`
+    /// (serving metrics vanish with the last replica, so nothing else could
+    /// wake the workload); with `minReplicas` of 1 or more the workload never
+    /// reaches zero and it changes nothing (it is still read and shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationSpec>,
 }
 
 fn default_min_replicas() -> u32 {
     1
+}
+
+/// What wakes a workload at zero replicas, and when its last replica may go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationSpec {
+    /// A PromQL query that exists while the workload is at zero, e.g. a
+    /// gateway's or router's queue for this model. One series, read and judged
+    /// as the metrics are (absent or older than `maxSampleAgeSeconds` is
+    /// stale, several series or NaN invalid; `prometheus.enforceNamespaceLabel`
+    /// applies).
+    pub query: String,
+    /// Active when the value is above this (KEDA's `activationThreshold`)
+    /// [0]: at zero replicas an active reading wakes the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// On wake-up, ask for max(1, ceil(value / perReplica)) replicas instead
+    /// of 1, so a large backlog is not woken one replica at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_replica: Option<f64>,
+    /// The last replica is removed only after the activation value has been at
+    /// or below the threshold this long, read fresh every period (a stale
+    /// reading starts the wait again), seconds [300, KEDA's `cooldownPeriod`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_seconds: Option<u32>,
 }
 
 /// The object to scale, as `kubectl` names it.
@@ -247,6 +292,34 @@ pub struct InferenceAutoscalerStatus {
     /// Each metric's last reading.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricStatus>,
+    /// The activation query's last reading, with `spec.activation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationStatus>,
+}
+
+/// The activation query's last reading, and what it says.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationStatus {
+    /// The PromQL that was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The value read; absent when there was no usable sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// When Prometheus took the sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<Time>,
+    /// A fresh value above the threshold: the workload is wanted.
+    #[serde(default)]
+    pub active: bool,
+    /// Since when the value has been at or below the threshold, read fresh
+    /// every period; the last replica goes `cooldownSeconds` after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_since: Option<Time>,
+    /// Why the reading was not used (absent, stale, several series, NaN, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One metric's last reading.
@@ -305,6 +378,31 @@ mod tests {
         assert_eq!(spec.behavior, AutoscalerBehavior::default());
         assert_eq!(spec.metrics[0].preset, Some(MetricPreset::VllmQueueDepth));
         assert_eq!(spec.metrics[1].target.total, Some(0.5));
+        assert_eq!(spec.activation, None);
+    }
+
+    #[test]
+    fn activation_takes_its_fields_in_camel_case() {
+        let spec: InferenceAutoscalerSpec = serde_json::from_value(serde_json::json!({
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "llm" },
+            "minReplicas": 0,
+            "maxReplicas": 4,
+            "metrics": [
+                { "name": "queue", "preset": "vllmQueueDepth", "target": { "perReplica": 8 } }
+            ],
+            "activation": {
+                "query": "sum(gateway_queue_depth)",
+                "threshold": 2,
+                "perReplica": 8,
+                "cooldownSeconds": 60
+            }
+        }))
+        .expect("valid spec");
+        let activation = spec.activation.expect("activation");
+        assert_eq!(activation.query, "sum(gateway_queue_depth)");
+        assert_eq!(activation.threshold, Some(2.0));
+        assert_eq!(activation.per_replica, Some(8.0));
+        assert_eq!(activation.cooldown_seconds, Some(60));
     }
 
     #[test]

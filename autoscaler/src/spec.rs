@@ -12,12 +12,12 @@ use std::fmt;
 use std::time::Duration;
 
 use phalanx_api::autoscaler::{
-    AutoscalerBehavior, AutoscalerMetric, MetricPreset, ScalingPolicy, ScalingPolicyType,
-    ScalingRules,
+    ActivationSpec, AutoscalerBehavior, AutoscalerMetric, MetricPreset, ScalingPolicy,
+    ScalingPolicyType, ScalingRules,
 };
 use phalanx_api::InferenceAutoscalerSpec;
 
-use crate::decision::{Behavior, MetricTarget, RateAmount, RateLimit};
+use crate::decision::{Activation, Behavior, MetricTarget, RateAmount, RateLimit};
 use crate::promql::{label_name_problem, Matchers};
 
 /// Defaults of the behaviour fields (documented on the CRD type).
@@ -36,6 +36,10 @@ pub mod defaults {
     pub const SCALE_UP_PERCENT: u32 = 100;
     pub const SCALE_UP_PODS: u32 = 4;
     pub const SCALE_DOWN_PERCENT: u32 = 100;
+    /// KEDA's `activationThreshold`: active on any value above zero.
+    pub const ACTIVATION_THRESHOLD: f64 = 0.0;
+    /// KEDA's `cooldownPeriod`.
+    pub const ACTIVATION_COOLDOWN_SECONDS: u32 = 300;
 }
 
 /// One thing wrong with a spec.
@@ -81,11 +85,21 @@ pub struct MetricPlan {
     pub target: MetricTarget,
 }
 
+/// `spec.activation`, ready to be read and judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationPlan {
+    /// Always [`MetricSource::Query`]: the user's PromQL.
+    pub source: MetricSource,
+    pub activation: Activation,
+}
+
 /// A valid spec, in the decision module's terms.
 #[derive(Debug, Clone)]
 pub struct AutoscalerPlan {
     pub behavior: Behavior,
     pub metrics: Vec<MetricPlan>,
+    /// What wakes the workload at zero and guards its last replica.
+    pub activation: Option<ActivationPlan>,
 }
 
 /// Checks `spec` and builds its plan, or returns every problem found.
@@ -133,15 +147,35 @@ pub fn plan(spec: &InferenceAutoscalerSpec) -> Result<AutoscalerPlan, Vec<SpecPr
         })
         .collect();
     let behavior = behavior(spec, &mut problems);
+    let activation = match &spec.activation {
+        Some(activation) => activation_plan(activation, behavior.max_sample_age, &mut problems),
+        None => {
+            if spec.min_replicas == 0 {
+                problems.push(
+                    "spec.minReplicas",
+                    "0 needs spec.activation: serving metrics vanish with the last replica, \
+                     so nothing could wake the workload",
+                );
+            }
+            None
+        }
+    };
     // The decision module checks the same ranges in its own words; ask it only
     // when ours found nothing, so each problem is reported once.
     if problems.0.is_empty() {
         if let Err(invalid) = behavior.validate() {
             problems.push("spec.behavior", invalid.to_string());
         }
+        if let Some(Err(invalid)) = activation.as_ref().map(|a| a.activation.validate()) {
+            problems.push("spec.activation", invalid.to_string());
+        }
     }
     if problems.0.is_empty() {
-        Ok(AutoscalerPlan { behavior, metrics })
+        Ok(AutoscalerPlan {
+            behavior,
+            metrics,
+            activation,
+        })
     } else {
         Err(problems.0)
     }
@@ -198,6 +232,46 @@ fn metric_plan(
         }),
         _ => None,
     }
+}
+
+fn activation_plan(
+    spec: &ActivationSpec,
+    max_sample_age: Duration,
+    problems: &mut Problems,
+) -> Option<ActivationPlan> {
+    let before = problems.0.len();
+    let query = spec.query.trim();
+    if query.is_empty() {
+        problems.push("spec.activation.query", "must not be empty");
+    }
+    let threshold = spec.threshold.unwrap_or(defaults::ACTIVATION_THRESHOLD);
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        problems.push(
+            "spec.activation.threshold",
+            format!("must be a number of at least 0, got {threshold}"),
+        );
+    }
+    if let Some(per_replica) = spec.per_replica {
+        if !(per_replica.is_finite() && per_replica > 0.0) {
+            problems.push(
+                "spec.activation.perReplica",
+                format!("must be a number above 0, got {per_replica}"),
+            );
+        }
+    }
+    let activation = Activation {
+        threshold,
+        per_replica: spec.per_replica,
+        cooldown: secs(
+            spec.cooldown_seconds
+                .unwrap_or(defaults::ACTIVATION_COOLDOWN_SECONDS),
+        ),
+        max_sample_age,
+    };
+    (problems.0.len() == before).then(|| ActivationPlan {
+        source: MetricSource::Query(query.to_owned()),
+        activation,
+    })
 }
 
 fn matchers(
@@ -414,6 +488,16 @@ mod tests {
             max_replicas: max,
             metrics,
             behavior: AutoscalerBehavior::default(),
+            activation: (min == 0).then(|| gateway("sum(gateway_queue_depth)")),
+        }
+    }
+
+    fn gateway(query: &str) -> ActivationSpec {
+        ActivationSpec {
+            query: query.to_owned(),
+            threshold: None,
+            per_replica: None,
+            cooldown_seconds: None,
         }
     }
 
@@ -441,6 +525,15 @@ mod tests {
         assert_eq!(b.scale_down_limits.len(), 1);
         assert_eq!(plan.metrics.len(), 1);
         assert_eq!(plan.metrics[0].target, MetricTarget::PerReplica(8.0));
+        let activation = plan.activation.expect("activation planned");
+        assert_eq!(
+            activation.source,
+            MetricSource::Query("sum(gateway_queue_depth)".into())
+        );
+        assert_eq!(activation.activation.threshold, 0.0);
+        assert_eq!(activation.activation.per_replica, None);
+        assert_eq!(activation.activation.cooldown, Duration::from_secs(300));
+        assert_eq!(activation.activation.max_sample_age, b.max_sample_age);
         assert!(matches!(
             &plan.metrics[0].source,
             MetricSource::Preset { preset: MetricPreset::VllmQueueDepth, matchers }
@@ -561,6 +654,83 @@ mod tests {
                     .iter()
                     .any(|p| p.starts_with(&format!("{field}: "))),
                 "{field}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn min_zero_without_activation_is_refused_naming_min_replicas() {
+        let mut spec = spec(
+            0,
+            3,
+            vec![metric("q", MetricPreset::VllmQueueDepth, per_replica(1.0))],
+        );
+        spec.activation = None;
+        assert_eq!(
+            problems(&spec),
+            [
+                "spec.minReplicas: 0 needs spec.activation: serving metrics vanish with the last \
+              replica, so nothing could wake the workload"
+            ]
+        );
+    }
+
+    #[test]
+    fn activation_with_a_minimum_of_one_is_allowed() {
+        let mut spec = spec(
+            1,
+            3,
+            vec![metric("q", MetricPreset::VllmQueueDepth, per_replica(1.0))],
+        );
+        spec.activation = Some(ActivationSpec {
+            threshold: Some(2.0),
+            per_replica: Some(4.0),
+            cooldown_seconds: Some(0),
+            ..gateway("sum(gateway_queue_depth)")
+        });
+        let plan = plan(&spec).expect("valid");
+        let activation = plan.activation.expect("activation planned").activation;
+        assert_eq!(activation.threshold, 2.0);
+        assert_eq!(activation.per_replica, Some(4.0));
+        assert_eq!(activation.cooldown, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_bad_activation_names_each_field() {
+        let mut spec = spec(
+            0,
+            3,
+            vec![metric("q", MetricPreset::VllmQueueDepth, per_replica(1.0))],
+        );
+        spec.activation = Some(ActivationSpec {
+            threshold: Some(-1.0),
+            per_replica: Some(0.0),
+            ..gateway("  ")
+        });
+        let problems = problems(&spec);
+        for field in [
+            "spec.activation.query",
+            "spec.activation.threshold",
+            "spec.activation.perReplica",
+        ] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{field}: "))),
+                "{field}: {problems:?}"
+            );
+        }
+        for threshold in [f64::NAN, f64::INFINITY] {
+            spec.activation = Some(ActivationSpec {
+                threshold: Some(threshold),
+                ..gateway("sum(g)")
+            });
+            let problems = super::tests::problems(&spec);
+            assert_eq!(
+                problems,
+                [format!(
+                    "spec.activation.threshold: must be a number of at least 0, got {threshold}"
+                )]
             );
         }
     }

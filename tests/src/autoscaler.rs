@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use axum::http::header;
 use axum::routing::get;
 use axum::Router;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use phalanx_api::InferenceAutoscaler;
@@ -30,6 +32,7 @@ use crate::error::{HarnessError, Result};
 use crate::janitor;
 use crate::probe;
 use crate::process::Component;
+use crate::wait;
 
 /// Overrides where the Prometheus binary is taken from.
 pub const PROMETHEUS_BIN_ENV: &str = "PHALANX_PROMETHEUS_BIN";
@@ -213,6 +216,61 @@ pub async fn install_autoscaler_crd(client: &kube::Client) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+/// Condition `type_` of an autoscaler's status, if set.
+pub fn autoscaler_condition<'a>(
+    object: &'a InferenceAutoscaler,
+    type_: &str,
+) -> Option<&'a Condition> {
+    object
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Waits until autoscaler `name`'s condition `type_` has `status` and
+/// `reason` and its message contains `saying`; returns the message.
+pub async fn wait_autoscaler_condition(
+    api: &Api<InferenceAutoscaler>,
+    name: &str,
+    type_: &str,
+    (status, reason): (&str, &str),
+    saying: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let what = format!("{name}: {type_}={status} ({reason}) saying {saying:?}");
+    wait::until(&what, timeout, || async {
+        let object = api.get(name).await?;
+        Ok(autoscaler_condition(&object, type_)
+            .filter(|c| c.status == status && c.reason == reason && c.message.contains(saying))
+            .map(|c| c.message.clone())
+            .ok_or_else(|| format!("last status: {:?}", object.status)))
+    })
+    .await
+}
+
+/// (reason, note) of every event about autoscaler `namespace/name`.
+pub async fn events_about(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("InferenceAutoscaler") && r.name.as_deref() == Some(name)
+            })
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
 }
 
 #[cfg(test)]

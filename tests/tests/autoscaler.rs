@@ -17,29 +17,31 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
+use common::{start_autoscaler, LEASE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use phalanx_api::autoscaler::{
-    AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset, MetricTargetSpec,
-    ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules, CONDITION_CAPACITY_LIMITED,
-    CONDITION_SCALING_ACTIVE,
+    ActivationSpec, AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset,
+    MetricTargetSpec, ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules,
+    CONDITION_CAPACITY_LIMITED, CONDITION_SCALING_ACTIVE,
 };
 use phalanx_api::InferenceAutoscaler;
-use phalanx_autoscaler::controller::config::{AutoscalerConfig, ConfigFile};
 use phalanx_autoscaler::controller::namespace_label::NamespaceBoundary;
 use phalanx_autoscaler::controller::prometheus::{MetricRead, MetricsReader, Reading};
 use phalanx_autoscaler::decision::{Behavior, MetricTarget};
 use phalanx_autoscaler::promql::Matchers;
 use phalanx_autoscaler::spec::{AutoscalerPlan, MetricPlan, MetricSource};
 use phalanx_e2e::autoscaler::{
-    install_autoscaler_crd, prometheus_for_test, PrometheusServer, TestExporter,
+    events_about, install_autoscaler_crd, prometheus_for_test, wait_autoscaler_condition,
+    PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait::{self, wait_selected_bound};
 use phalanx_e2e::{
@@ -154,6 +156,7 @@ async fn enforced_namespace_label_keeps_queries_in_their_namespace() -> anyhow::
                 MetricTarget::PerReplica(1.0),
             ),
         ],
+        activation: None,
     };
     // Unbounded, both read the other tenant's queue too: 3 + 40.
     for metric in &unbounded.metrics {
@@ -362,6 +365,14 @@ fn autoscaler(
                 max_sample_age_seconds: Some(30),
                 ..AutoscalerBehavior::default()
             },
+            // At zero only an activation could wake the workload: one that
+            // is always quiet keeps what a minimum of 0 allows testable.
+            activation: (min == 0).then(|| ActivationSpec {
+                query: "vector(0)".into(),
+                threshold: None,
+                per_replica: None,
+                cooldown_seconds: Some(0),
+            }),
         },
     )
 }
@@ -408,18 +419,6 @@ async fn wait_app_bound(pods: &Api<Pod>, app: &str, count: usize) -> anyhow::Res
     Ok(())
 }
 
-fn condition<'a>(
-    object: &'a InferenceAutoscaler,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    object
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
 /// Waits until the autoscaler's condition has `status` and `reason`; returns
 /// its message.
 async fn wait_condition(
@@ -432,79 +431,14 @@ async fn wait_condition(
     wait_condition_saying(api, name, type_, (status, reason), "").await
 }
 
-/// [`wait_condition`] for a message that also contains `saying`.
 async fn wait_condition_saying(
     api: &Api<InferenceAutoscaler>,
     name: &str,
     type_: &str,
-    (status, reason): (&str, &str),
+    status_reason: (&str, &str),
     saying: &str,
 ) -> anyhow::Result<String> {
-    let what = format!("{name}: {type_}={status} ({reason}) saying {saying:?}");
-    wait::until(&what, WAIT, || async {
-        let object = api.get(name).await?;
-        Ok(condition(&object, type_)
-            .filter(|c| c.status == status && c.reason == reason && c.message.contains(saying))
-            .map(|c| c.message.clone())
-            .ok_or_else(|| format!("last status: {:?}", object.status)))
-    })
-    .await
-}
-
-async fn events_about(client: &kube::Client, name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let api: Api<Event> = Api::namespaced(client.clone(), "default");
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some("InferenceAutoscaler") && r.name.as_deref() == Some(name)
-            })
-        })
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect())
-}
-
-const LEASE: &str = "phalanx-autoscaler";
-
-type Running = tokio::task::JoinHandle<Result<(), phalanx_autoscaler::controller::StartError>>;
-
-/// Starts one autoscaler replica in this process (1 s control period, the
-/// Lease in `default`); send on the returned channel to stop it.
-fn start_autoscaler(
-    client: &kube::Client,
-    prometheus: &str,
-    identity: &str,
-) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Running)> {
-    let config = AutoscalerConfig::from_yaml(
-        &serde_json::json!({
-            "controlPeriodSeconds": 1,
-            "prometheus": { "url": prometheus, "timeoutSeconds": 2 },
-            "leaderElection": {
-                "enabled": true,
-                "leaseName": LEASE,
-                "leaseNamespace": "default",
-                "leaseDurationSeconds": 4,
-                "renewGraceSeconds": 2,
-                "identity": identity,
-            },
-            "http": { "bindAddress": "127.0.0.1:0" },
-            "logging": { "format": "text" },
-        })
-        .to_string(),
-        "test config",
-    )?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(phalanx_autoscaler::controller::run(
-        config,
-        client.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Ok((stop, running))
+    wait_autoscaler_condition(api, name, type_, status_reason, saying, WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,7 +676,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     let events = wait::until_some("three rescale events", WAIT, || {
         let client = client.clone();
         async move {
-            let events = events_about(&client, "llm").await?;
+            let events = events_about(&client, "default", "llm").await?;
             let rescales = events
                 .iter()
                 .filter(|(r, _)| r == "SuccessfulRescale")
@@ -768,7 +702,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
             .any(|(reason, _)| reason == "InsufficientCapacity"),
         "{events:?}"
     );
-    let garbage_events = events_about(&client, "nan").await?;
+    let garbage_events = events_about(&client, "default", "nan").await?;
     assert!(
         garbage_events
             .iter()

@@ -43,8 +43,8 @@ use super::period::{self, CapacityQuestion, Decided, Observed, Plan, Spec, Targe
 use super::prometheus::MetricsReader;
 use super::target::{Discovery, PodCounts, ScaleTarget, TargetError};
 use super::telemetry::{AutoscalerMetrics, PeriodResult};
-use crate::decision::ReplicaDecider;
-use crate::spec::{self, AutoscalerPlan, MetricPlan};
+use crate::decision::{ActivationGate, ReplicaDecider};
+use crate::spec::{self, AutoscalerPlan};
 
 /// The field manager of the status writes.
 const FIELD_MANAGER: &str = "phalanx-autoscaler";
@@ -92,6 +92,7 @@ impl Gathered {
             observed: Observed {
                 target: None,
                 reads: Vec::new(),
+                activation: None,
                 now: phalanx_runtime::clock::unix_now(),
             },
             reach: None,
@@ -344,7 +345,7 @@ impl AutoscalerLoop {
             Err(_) => false,
         };
         let gathered = match &checked {
-            Ok(spec) if acting => self.gather(object, Some(&spec.metrics)).await,
+            Ok(spec) if acting => self.gather(object, Some(spec)).await,
             Ok(_) => Gathered::nothing(),
             Err(_) => self.gather(object, None).await,
         };
@@ -371,24 +372,38 @@ impl AutoscalerLoop {
     }
 
     /// Reads what a period's decision needs: the target's `/scale` and, with
-    /// `metrics` (a spec that is acted on), its pods and then every metric.
+    /// `spec` (a spec that is acted on), its pods and then every metric and
+    /// the activation query.
     async fn gather(
         &mut self,
         object: &InferenceAutoscaler,
-        metrics: Option<&[MetricPlan]>,
+        spec: Option<&AutoscalerPlan>,
     ) -> Gathered {
-        let (target, reach) = match self.read_target(object, metrics.is_some()).await {
+        let (target, reach) = match self.read_target(object, spec.is_some()).await {
             Ok((state, reach)) => (Ok(state), Some(reach)),
             Err(error) => (Err(error.to_string()), None),
         };
-        let reads = match (metrics, &reach) {
-            (Some(metrics), Some(_)) => self.deps.reader.read_all(metrics).await,
-            _ => Vec::new(),
+        let (reads, activation) = match (spec, &reach) {
+            (Some(spec), Some(_)) => {
+                let reads = self.deps.reader.read_all(&spec.metrics).await;
+                let activation = match &spec.activation {
+                    Some(activation) => Some(
+                        self.deps
+                            .reader
+                            .read_source(period::ACTIVATION, &activation.source)
+                            .await,
+                    ),
+                    None => None,
+                };
+                (reads, activation)
+            }
+            _ => (Vec::new(), None),
         };
         Gathered {
             observed: Observed {
                 target: Some(target),
                 reads,
+                activation,
                 now: phalanx_runtime::clock::unix_now(),
             },
             reach,
@@ -547,6 +562,18 @@ impl AutoscalerLoop {
                     return false;
                 }
             };
+            let activation = match spec
+                .activation
+                .as_ref()
+                .map(|a| ActivationGate::new(a.activation))
+                .transpose()
+            {
+                Ok(activation) => activation,
+                Err(error) => {
+                    tracing::warn!(%error, "activation refused by the decision module");
+                    return false;
+                }
+            };
             let last_scale_time = object
                 .status
                 .as_ref()
@@ -556,6 +583,7 @@ impl AutoscalerLoop {
                 Tracked {
                     generation,
                     decider,
+                    activation,
                     last_scale_time,
                 },
             );

@@ -11,7 +11,7 @@
 //! namespace>"`: a selector without a matcher on the label gets one, a
 //! selector that already asks for exactly that value keeps it, and a selector
 //! with any other matcher on the label (another namespace, a regex, `!=`) is
-//! refused, as is a query that does not parse. A refusal is a spec problem
+//! refused (the activation query of `spec.activation` alike), as is a query that does not parse. A refusal is a spec problem
 //! naming the field (`ScalingActive=False`, reason `InvalidSpec`), so nothing
 //! is queried. This is the rewrite prom-label-proxy does, on the parsed query
 //! (the `promql-parser` crate), never on its text.
@@ -128,6 +128,17 @@ impl NamespaceBoundary<'_> {
                 },
             }
         }
+        if let Some(activation) = &mut plan.activation {
+            if let MetricSource::Query(query) = &mut activation.source {
+                match self.enforce_in_query(query) {
+                    Ok(rewritten) => *query = rewritten,
+                    Err(message) => problems.push(SpecProblem {
+                        field: "spec.activation.query".to_owned(),
+                        message,
+                    }),
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(plan)
         } else {
@@ -143,9 +154,9 @@ mod tests {
     use phalanx_api::autoscaler::MetricPreset;
 
     use super::*;
-    use crate::decision::MetricTarget;
+    use crate::decision::{Activation, MetricTarget};
     use crate::promql::Matchers;
-    use crate::spec::MetricPlan;
+    use crate::spec::{ActivationPlan, MetricPlan};
     use promql_parser::label::Matchers as SelectorMatchers;
 
     /// Every selector's matchers in `query`, for asserting the rewrite.
@@ -280,7 +291,43 @@ mod tests {
                     target: MetricTarget::PerReplica(1.0),
                 })
                 .collect(),
+            activation: None,
         }
+    }
+
+    fn with_activation(query: &str) -> AutoscalerPlan {
+        AutoscalerPlan {
+            activation: Some(ActivationPlan {
+                source: MetricSource::Query(query.into()),
+                activation: Activation {
+                    threshold: 0.0,
+                    per_replica: None,
+                    cooldown: std::time::Duration::from_secs(300),
+                    max_sample_age: std::time::Duration::from_secs(60),
+                },
+            }),
+            ..plan(vec![preset(&[])])
+        }
+    }
+
+    #[test]
+    fn the_activation_query_gets_the_boundary_or_is_refused() {
+        let bounded = SERVING
+            .enforce(with_activation("sum(gateway_queue_depth)"))
+            .unwrap();
+        assert_eq!(
+            bounded.activation.map(|a| a.source),
+            Some(MetricSource::Query(
+                "sum(gateway_queue_depth{namespace=\"serving\"})".into()
+            ))
+        );
+        let problems = SERVING
+            .enforce(with_activation(
+                "sum(gateway_queue_depth{namespace=\"billing\"})",
+            ))
+            .unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "spec.activation.query");
     }
 
     fn preset(labels: &[(&str, &str)]) -> MetricSource {

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
-use phalanx_api::autoscaler::MetricStatus;
+use phalanx_api::autoscaler::{ActivationStatus, MetricStatus};
 use phalanx_api::{InferenceAutoscaler, InferenceAutoscalerStatus};
 use phalanx_runtime::events::{EventSpec, EventType};
 
@@ -30,8 +30,16 @@ use super::capacity::CapacityCheck;
 use super::prometheus::{MetricRead, Reading};
 use super::status::{condition_events, next_status, ConditionState, Conditions, PeriodReport};
 use super::telemetry::PeriodResult;
-use crate::decision::{Decision, Observation, ReplicaDecider};
+use crate::decision::{
+    ActivationGate, ActivationReason, Decision, GateInput, Observation, ReplicaDecider,
+};
 use crate::spec::{self, AutoscalerPlan, SpecProblem};
+use activation::{activation_read, activation_status, GateWords};
+
+/// How the activation query is named in conditions, events and the
+/// autoscaler's own metrics: the field it comes from, which no metric name
+/// can be mistaken for.
+pub const ACTIVATION: &str = "spec.activation";
 
 /// What the loop remembers per autoscaler between periods.
 #[derive(Debug)]
@@ -39,6 +47,9 @@ pub struct Tracked {
     /// The spec generation the decider was built for.
     pub generation: Option<i64>,
     pub decider: ReplicaDecider,
+    /// With `spec.activation`: what wakes the workload and guards its last
+    /// replica.
+    pub activation: Option<ActivationGate>,
     pub last_scale_time: Option<Time>,
 }
 
@@ -61,6 +72,9 @@ pub struct Observed {
     /// Each metric's reading, in the spec's order; empty unless the spec is
     /// acted on and the target could be read.
     pub reads: Vec<MetricRead>,
+    /// The activation query's reading, with `spec.activation` (read with the
+    /// metrics).
+    pub activation: Option<MetricRead>,
     /// Unix time, taken once the metrics were read.
     pub now: Duration,
 }
@@ -124,7 +138,10 @@ impl CapacityQuestion {
 pub struct Rescale {
     pub from: u32,
     pub to: u32,
-    /// The `SuccessfulRescale` event's note.
+    /// The event's reason: `SuccessfulRescale`, or `Activated` and
+    /// `ScaledToZero` for the steps from and to zero.
+    pub reason: &'static str,
+    /// The event's note.
     pub note: String,
     /// When it was decided (Unix time); the decider's rate limits count from it.
     decided_at: Duration,
@@ -157,6 +174,7 @@ pub struct Plan {
     events: Vec<(EventType, &'static str, String)>,
     rescale: Option<Rescale>,
     tallies: Vec<Tally>,
+    activation: Option<ActivationStatus>,
     result: PeriodResult,
 }
 
@@ -232,8 +250,21 @@ fn decide_valid(
     plan.metrics = metric_statuses(reads, now, max_age);
     plan.tallies = tallies(reads, now, max_age);
     plan.stale = stale_problems(reads, now, max_age);
+    // The activation is read, judged and counted as the metrics are.
+    let activation_read = spec
+        .activation
+        .as_ref()
+        .map(|a| activation_read(a, observed));
+    if let Some(read) = &activation_read {
+        plan.activation = Some(activation_status(read, false, None, now, max_age));
+        plan.tallies
+            .extend(tallies(std::slice::from_ref(read), now, max_age));
+        plan.stale
+            .extend(stale_problems(std::slice::from_ref(read), now, max_age));
+    }
     let invalid: Vec<String> = reads
         .iter()
+        .chain(&activation_read)
         .filter_map(|r| match &r.reading {
             Reading::Invalid(why) => Some(format!("{}: {why}", r.name)),
             _ => None,
@@ -267,15 +298,58 @@ fn decide_valid(
             plan.stale.push((name.clone(), "sample too old".to_owned()));
         }
     }
-    let wanted = decision.desired_replicas.min(spec.behavior.max_replicas);
-    plan.desired = Some(decision.desired_replicas);
-    plan.deciding_metric = decision.deciding_metric.clone();
     plan.scaling = scaling_condition(&plan, spec.metrics.len(), &decision);
+    let mut desired = decision.desired_replicas;
+    plan.deciding_metric = decision.deciding_metric.clone();
+    let mut gate_note = None;
+    if let (Some(gate), Some(read)) = (tracked.activation.as_mut(), &activation_read) {
+        let gated = gate.apply(&GateInput {
+            now,
+            current_replicas: plan.current,
+            decided: desired,
+            min_replicas: spec.behavior.min_replicas,
+            max_replicas: spec.behavior.max_replicas,
+            reading: read.to_activation(),
+        });
+        if plan.current == 0 && spec.behavior.min_replicas == 0 {
+            // At zero the serving metrics are expected to be absent: they
+            // vanish with the last replica, and the activation decides.
+            plan.stale.retain(|(name, _)| {
+                name == ACTIVATION
+                    || !reads
+                        .iter()
+                        .any(|r| &r.name == name && r.reading == Reading::Absent)
+            });
+        }
+        plan.activation = Some(activation_status(
+            read,
+            gated.state.is_active(),
+            gated.quiet_since,
+            now,
+            max_age,
+        ));
+        if let Some(reason) = gated.reason {
+            let words = GateWords {
+                gate,
+                gated: &gated,
+                now,
+            };
+            plan.scaling = words.condition(reason, plan.current);
+            gate_note = words.rescale(reason);
+            if reason == ActivationReason::Activated {
+                plan.deciding_metric = Some(ACTIVATION.to_owned());
+            }
+        }
+        desired = gated.desired_replicas;
+    }
+    let wanted = desired.min(spec.behavior.max_replicas);
+    plan.desired = Some(desired);
 
     let scaling = Scaling {
         deciding_value: deciding_value(&decision, reads),
         plan,
         decision,
+        gate_note,
         now,
     };
     if wanted > scaling.plan.current && capacity_enabled {
@@ -324,6 +398,9 @@ struct Scaling {
     decision: Decision,
     /// "queue=37": the deciding metric's reading, for the rescale note.
     deciding_value: Option<String>,
+    /// When the activation decided the step: the event's reason and what
+    /// its note says before the new size.
+    gate_note: Option<(&'static str, String)>,
     now: Duration,
 }
 
@@ -332,15 +409,19 @@ impl Scaling {
     fn to(self, to: u32) -> Plan {
         let mut plan = self.plan;
         if to != plan.current {
+            let capped = capacity_note(plan.capacity.as_ref());
+            let (reason, note) = match self.gate_note {
+                Some((reason, why)) => (reason, format!("{why}; New size: {to}{capped}")),
+                None => (
+                    "SuccessfulRescale",
+                    rescale_note(to, &self.decision, self.deciding_value.as_deref()) + &capped,
+                ),
+            };
             plan.rescale = Some(Rescale {
                 from: plan.current,
                 to,
-                note: rescale_note(
-                    to,
-                    &self.decision,
-                    self.deciding_value.as_deref(),
-                    plan.capacity.as_ref(),
-                ),
+                reason,
+                note,
                 decided_at: self.now,
             });
         }
@@ -363,6 +444,7 @@ impl Plan {
             events: Vec::new(),
             rescale: None,
             tallies: Vec::new(),
+            activation: previous.and_then(|s| s.activation.clone()),
             result: PeriodResult::Decided,
         }
     }
@@ -390,7 +472,7 @@ impl Plan {
             tracked.last_scale_time = Some(at.clone());
         }
         self.last_scale_time = Some(at.clone());
-        self.event(EventType::Normal, "SuccessfulRescale", rescale.note);
+        self.event(EventType::Normal, rescale.reason, rescale.note);
         self.current = rescale.to;
     }
 
@@ -420,6 +502,7 @@ impl Plan {
             last_scale_time: self.last_scale_time,
             conditions,
             metrics: self.metrics,
+            activation: self.activation,
         };
         let previous = object.status.as_ref();
         let status = next_status(previous, &report, now);
@@ -613,13 +696,8 @@ fn deciding_value(decision: &Decision, reads: &[MetricRead]) -> Option<String> {
         })
 }
 
-/// "New size: 4; reason: queue=37 (ScaleUp)", with the capacity cap if any.
-fn rescale_note(
-    to: u32,
-    decision: &Decision,
-    value: Option<&str>,
-    capacity: Option<&CapacityCheck>,
-) -> String {
+/// "New size: 4; reason: queue=37 (ScaleUp)".
+fn rescale_note(to: u32, decision: &Decision, value: Option<&str>) -> String {
     let mut note = format!(
         "New size: {to}; reason: {}{:?}",
         value.map(|v| format!("{v} ")).unwrap_or_default(),
@@ -628,10 +706,15 @@ fn rescale_note(
     if decision.panicking {
         note.push_str(" in panic mode");
     }
-    if let Some(check) = capacity.filter(|c| c.limited()) {
-        note.push_str(&format!("; capped by capacity: {}", check.message()));
-    }
     note
+}
+
+/// "; capped by capacity: …" when the capacity check cut the change short.
+fn capacity_note(capacity: Option<&CapacityCheck>) -> String {
+    capacity
+        .filter(|c| c.limited())
+        .map(|check| format!("; capped by capacity: {}", check.message()))
+        .unwrap_or_default()
 }
 
 /// The object events are about.
@@ -651,5 +734,6 @@ fn time_of(unix: Duration) -> Option<Time> {
     Timestamp::from_nanosecond(nanos).ok().map(Time)
 }
 
+mod activation;
 #[cfg(test)]
 mod tests;

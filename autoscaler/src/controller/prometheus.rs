@@ -12,7 +12,7 @@ use std::time::Duration;
 use prometheus_http_query::response::Data;
 use prometheus_http_query::{Client, Error as PromError};
 
-use crate::decision::MetricReading;
+use crate::decision::{ActivationReading, MetricReading};
 use crate::promql::preset_queries;
 use crate::spec::{MetricPlan, MetricSource};
 
@@ -67,6 +67,18 @@ impl MetricRead {
             sampled_at,
             target: plan.target,
         })
+    }
+
+    /// The activation gate's view: absent and unavailable data are both stale.
+    pub fn to_activation(&self) -> ActivationReading {
+        match &self.reading {
+            Reading::Value { value, sampled_at } => ActivationReading::Value {
+                value: *value,
+                sampled_at: *sampled_at,
+            },
+            Reading::Absent | Reading::Unavailable(_) => ActivationReading::Absent,
+            Reading::Invalid(why) => ActivationReading::Invalid(why.clone()),
+        }
     }
 }
 
@@ -160,9 +172,14 @@ impl MetricsReader {
     /// Reads one metric. A preset with several candidate metrics uses the
     /// first one that has a series.
     pub async fn read(&self, plan: &MetricPlan) -> MetricRead {
-        match &plan.source {
+        self.read_source(&plan.name, &plan.source).await
+    }
+
+    /// Reads `source` under `name` (a metric's, or the activation's).
+    pub async fn read_source(&self, name: &str, source: &MetricSource) -> MetricRead {
+        match source {
             MetricSource::Query(query) => MetricRead {
-                name: plan.name.clone(),
+                name: name.to_owned(),
                 query: query.clone(),
                 reading: self.instant(query).await,
             },
@@ -178,13 +195,13 @@ impl MetricsReader {
                         other => other,
                     };
                     return MetricRead {
-                        name: plan.name.clone(),
+                        name: name.to_owned(),
                         query: candidate.value.clone(),
                         reading,
                     };
                 }
                 MetricRead {
-                    name: plan.name.clone(),
+                    name: name.to_owned(),
                     query: candidates
                         .iter()
                         .map(|c| c.value.as_str())

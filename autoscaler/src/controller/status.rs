@@ -9,8 +9,8 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use phalanx_api::autoscaler::{
-    InferenceAutoscalerStatus, MetricStatus, CONDITION_CAPACITY_LIMITED, CONDITION_METRICS_STALE,
-    CONDITION_SCALING_ACTIVE,
+    ActivationStatus, InferenceAutoscalerStatus, MetricStatus, CONDITION_CAPACITY_LIMITED,
+    CONDITION_METRICS_STALE, CONDITION_SCALING_ACTIVE,
 };
 use phalanx_runtime::events::{EventSpec, EventType};
 
@@ -70,6 +70,7 @@ pub struct PeriodReport {
     pub last_scale_time: Option<Time>,
     pub conditions: Conditions,
     pub metrics: Vec<MetricStatus>,
+    pub activation: Option<ActivationStatus>,
 }
 
 fn status_word(status: bool) -> &'static str {
@@ -117,6 +118,7 @@ pub fn next_status(
             .or_else(|| previous.and_then(|s| s.last_scale_time.clone())),
         conditions,
         metrics: report.metrics.clone(),
+        activation: report.activation.clone(),
     }
 }
 
@@ -176,6 +178,7 @@ mod tests {
                 metrics_stale: ConditionState::no("FreshSamples", "all fresh"),
             },
             metrics: Vec::new(),
+            activation: None,
         }
     }
 

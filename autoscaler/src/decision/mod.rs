@@ -21,7 +21,11 @@
 //! - bounds, with scale-to-zero when `min_replicas` is 0 and the load is zero;
 //! - metrics that are stale, absent, not a number or compared with a target of
 //!   zero are reported and never drive scaling; while any is, nothing scales down.
+//!
+//! After the decider, [`ActivationGate`] (KEDA-style activation) decides the
+//! steps to and from zero replicas on a metric that exists at zero.
 
+mod activation;
 mod behavior;
 mod decider;
 mod metrics;
@@ -32,6 +36,10 @@ mod props;
 #[cfg(test)]
 mod tests;
 
+pub use activation::{
+    Activation, ActivationGate, ActivationReading, ActivationReason, ActivationState, GateInput,
+    Gated, InvalidActivation,
+};
 pub use behavior::{defaults, Behavior, InvalidBehavior, RateAmount, RateLimit};
 pub use decider::{Decision, DecisionReason, Observation, ReplicaDecider};
 pub use metrics::{MetricProblem, MetricReading, MetricTarget};

@@ -83,6 +83,7 @@ fn observed(replicas: u32, reading: Reading, now: u64) -> Observed {
             ready: replicas,
         })),
         reads: vec![read("queue", reading)],
+        activation: None,
         now: Duration::from_secs(now),
     }
 }
@@ -116,6 +117,7 @@ impl Autoscaler {
                 },
             }],
             behavior: Default::default(),
+            activation: None,
         };
         let plan = spec::plan(&spec).expect("a valid spec");
         let mut object = InferenceAutoscaler::new("llm", spec);
@@ -129,6 +131,7 @@ impl Autoscaler {
         let tracked = Tracked {
             generation: Some(1),
             decider: ReplicaDecider::new(plan.behavior.clone()).expect("a valid behaviour"),
+            activation: None,
             last_scale_time: None,
         };
         Autoscaler {
@@ -452,6 +455,7 @@ fn a_target_that_cannot_be_read_holds_and_says_why() {
     let unreadable = Observed {
         target: Some(Err(error.into())),
         reads: Vec::new(),
+        activation: None,
         now: Duration::from_secs(1000),
     };
     let plan = autoscaler.plan(&unreadable);
@@ -561,5 +565,193 @@ fn an_invalid_spec_is_shown_not_acted_on() {
     assert_eq!(
         settled.status.current_replicas, 0,
         "nothing read, nothing shown"
+    );
+}
+
+/// The same autoscaler with `minReplicas: 0` and a gateway queue as its
+/// activation (threshold 0, a 30 s cooldown), scaling down without a
+/// stabilisation window so that only the cooldown holds the last replica.
+fn scaling_to_zero() -> Autoscaler {
+    let mut autoscaler = Autoscaler::new();
+    let mut spec = autoscaler.object.spec.clone();
+    spec.min_replicas = 0;
+    spec.behavior.scale_down = Some(phalanx_api::autoscaler::ScalingRules {
+        stabilization_window_seconds: Some(0),
+        policies: None,
+    });
+    spec.activation = Some(phalanx_api::autoscaler::ActivationSpec {
+        query: "sum(gateway_queue_depth)".into(),
+        threshold: None,
+        per_replica: Some(4.0),
+        cooldown_seconds: Some(30),
+    });
+    let plan = spec::plan(&spec).expect("a valid spec");
+    autoscaler.object.spec = spec;
+    autoscaler.tracked.decider =
+        ReplicaDecider::new(plan.behavior.clone()).expect("a valid behaviour");
+    autoscaler.tracked.activation = plan
+        .activation
+        .as_ref()
+        .map(|a| ActivationGate::new(a.activation).expect("a valid activation"));
+    autoscaler.spec = plan;
+    autoscaler
+}
+
+/// `replicas`, the serving queue read as `queue`, the gateway as `gateway`.
+fn observed_gateway(replicas: u32, queue: Reading, gateway: Reading, now: u64) -> Observed {
+    Observed {
+        activation: Some(read(ACTIVATION, gateway)),
+        ..observed(replicas, queue, now)
+    }
+}
+
+#[test]
+fn at_zero_a_quiet_gateway_keeps_zero_and_absent_serving_metrics_are_expected() {
+    let mut autoscaler = scaling_to_zero().showing(0);
+    let plan = autoscaler.plan(&observed_gateway(
+        0,
+        Reading::Absent,
+        queue(0.0, 1000),
+        1000,
+    ));
+    assert_eq!(plan.rescale(), None);
+    let settled = autoscaler.settle(plan, 1000);
+    let status = &settled.status;
+    assert_eq!((status.current_replicas, status.desired_replicas), (0, 0));
+    assert_eq!(
+        condition(status, CONDITION_SCALING_ACTIVE),
+        (
+            "True",
+            "Idle",
+            "at zero replicas; spec.activation 0 is at or below 0: nothing to wake for"
+        )
+    );
+    assert_eq!(condition(status, CONDITION_METRICS_STALE).0, "False");
+    let activation = status.activation.as_ref().expect("status.activation");
+    assert_eq!((activation.value, activation.active), (Some(0.0), false));
+    assert_eq!(activation.quiet_since, Some(at(1000)));
+    assert!(events(&settled).is_empty(), "{:?}", events(&settled));
+}
+
+#[test]
+fn at_zero_a_gateway_backlog_wakes_the_workload_per_replica() {
+    let mut autoscaler = scaling_to_zero().showing(0);
+    let seen = observed_gateway(0, Reading::Absent, queue(9.0, 1000), 1000);
+    let question = autoscaler.question(&seen);
+    assert_eq!((question.current, question.wanted), (0, 3), "ceil(9 / 4)");
+    let mut plan = question.answer(Ok(None));
+    let rescale = plan.rescale().cloned().expect("a wake-up");
+    assert_eq!(
+        (rescale.from, rescale.to, rescale.reason),
+        (0, 3, "Activated")
+    );
+    assert_eq!(rescale.note, "spec.activation 9 > 0; New size: 3");
+    let gauge = plan.tallies().iter().find(|t| t.metric == ACTIVATION);
+    assert_eq!(gauge.and_then(|t| t.value), Some(9.0));
+    plan.rescaled(&at(1000), Some(&mut autoscaler.tracked));
+    let settled = autoscaler.settle(plan, 1000);
+    assert_eq!(
+        events(&settled),
+        [(
+            EventType::Normal,
+            "Activated",
+            "spec.activation 9 > 0; New size: 3"
+        )]
+    );
+    let status = &settled.status;
+    assert_eq!(status.deciding_metric.as_deref(), Some(ACTIVATION));
+    assert_eq!(condition(status, CONDITION_SCALING_ACTIVE).1, "Activated");
+    assert!(status.activation.as_ref().is_some_and(|a| a.active));
+}
+
+#[test]
+fn at_zero_an_unreadable_gateway_never_wakes_and_says_so() {
+    let mut autoscaler = scaling_to_zero().showing(0);
+    let plan = autoscaler.plan(&observed_gateway(0, Reading::Absent, Reading::Absent, 1000));
+    assert_eq!(plan.rescale(), None);
+    let settled = autoscaler.settle(plan, 1000);
+    let (active, reason, message) = condition(&settled.status, CONDITION_SCALING_ACTIVE);
+    assert_eq!((active, reason), ("False", "ActivationUnreadable"));
+    assert!(
+        message.contains("spec.activation has no fresh sample"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&settled.status, CONDITION_METRICS_STALE).2,
+        "never scaled down on these: spec.activation: no series (absent, not zero)"
+    );
+    assert!(
+        events(&settled)
+            .iter()
+            .any(|(t, r, _)| *t == EventType::Warning && *r == "ActivationUnreadable"),
+        "{:?}",
+        events(&settled)
+    );
+
+    // Garbage from the gateway query holds as a garbage metric does.
+    let garbage = Reading::Invalid("the query returned 2 series".into());
+    let plan = autoscaler.plan(&observed_gateway(0, Reading::Absent, garbage, 1001));
+    assert_eq!(plan.rescale(), None);
+    let settled = autoscaler.settle(plan, 1001);
+    assert_eq!(
+        condition(&settled.status, CONDITION_SCALING_ACTIVE),
+        (
+            "False",
+            "InvalidMetric",
+            "a metric is not usable, replicas held at 0: spec.activation: the query returned 2 series"
+        )
+    );
+}
+
+#[test]
+fn the_last_replica_goes_only_after_the_cooldown() {
+    let mut autoscaler = scaling_to_zero().showing(1);
+    // The serving queue and the gateway are empty from 1000 s on; the
+    // decider would scale to zero at once, the activation holds 30 s.
+    for now in (1000..1030).step_by(5) {
+        let plan = autoscaler.plan(&observed_gateway(1, queue(0.0, now), queue(0.0, now), now));
+        assert_eq!(plan.rescale(), None, "at {now}s");
+        let settled = autoscaler.settle(plan, now);
+        let (_, reason, message) = condition(&settled.status, CONDITION_SCALING_ACTIVE);
+        assert_eq!(reason, "ActivationCooldown", "at {now}s");
+        assert!(
+            message.contains(&format!("quiet for {}s", now - 1000)),
+            "{message}"
+        );
+        assert_eq!(settled.status.desired_replicas, 1);
+    }
+    let now = 1030;
+    let mut plan = autoscaler.plan(&observed_gateway(1, queue(0.0, now), queue(0.0, now), now));
+    let rescale = plan.rescale().cloned().expect("the cooldown is over");
+    assert_eq!((rescale.to, rescale.reason), (0, "ScaledToZero"));
+    assert_eq!(
+        rescale.note,
+        "spec.activation 0 is at or below 0 for 30s (cooldownSeconds 30); New size: 0"
+    );
+    plan.rescaled(&at(now), Some(&mut autoscaler.tracked));
+    let settled = autoscaler.settle(plan, now);
+    assert_eq!(
+        condition(&settled.status, CONDITION_SCALING_ACTIVE).1,
+        "ScaledToZero"
+    );
+    assert_eq!(events(&settled)[0].1, "ScaledToZero");
+}
+
+#[test]
+fn a_busy_gateway_keeps_the_last_replica_from_a_larger_scale_down() {
+    let mut autoscaler = scaling_to_zero().showing(3);
+    // The replicas are idle, but requests wait at the gateway.
+    let plan = autoscaler.plan(&observed_gateway(
+        3,
+        queue(0.0, 1000),
+        queue(2.0, 1000),
+        1000,
+    ));
+    let rescale = plan.rescale().cloned().expect("a scale-down");
+    assert_eq!((rescale.from, rescale.to), (3, 1));
+    assert_eq!(rescale.reason, "SuccessfulRescale");
+    assert_eq!(
+        rescale.note,
+        "reason: ActivationCooldown: spec.activation 2 > 0, quiet for 0s of 30s; New size: 1"
     );
 }
