@@ -120,6 +120,11 @@ struct AutoscaleArgs {
     /// Seconds from scale-up to a replica serving.
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     cold_start: f64,
+    /// Start every autoscaler with the replicas the load's first 5 minutes need
+    /// at 6 in flight per replica, as a service that has been running would
+    /// (default: each at its own minimum, 1, or 0 for KEDA).
+    #[arg(long)]
+    warm_start: bool,
     /// Refuse a trace whose rows span more than this many hours (the replay runs in
     /// simulated time, so a stray far-future timestamp would otherwise run for hours).
     #[arg(long, default_value_t = DEFAULT_MAX_TRACE_HOURS, allow_negative_numbers = true)]
@@ -366,6 +371,7 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
     scenario.serving.cluster_gpus = args.gpus;
     scenario.serving.cold_start_seconds = args.cold_start;
     scenario.slo_queue_seconds = args.slo_seconds;
+    scenario.warm_start = args.warm_start;
 
     if args.suite {
         return autoscale_suite(&args, &scenario);

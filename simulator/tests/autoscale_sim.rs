@@ -3,13 +3,22 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
-use phalanx_sim::autoscale::run::simulate;
+use phalanx_sim::autoscale::run::{simulate, Scenario};
 use phalanx_sim::autoscale::scaler::PhalanxScaler;
 use phalanx_sim::autoscale::trace::Request;
 use phalanx_sim::autoscale::{
     autoscalers, compare, default_scenario, phalanx_behavior, phalanx_signal,
     PHALANX_CONTROL_PERIOD,
 };
+
+/// The default scenario with every autoscaler at its own minimum at first: these
+/// loads are built around what one replica carries.
+fn cold_scenario() -> Scenario {
+    Scenario {
+        warm_start: false,
+        ..default_scenario()
+    }
+}
 
 /// One request every `gap` seconds from `from` to `to`, each 2 s of slot time in
 /// the default serving model (1 context token, 60 output tokens at 30 tokens/s).
@@ -36,7 +45,7 @@ fn quiet_then_burst() -> Vec<Request> {
 
 #[test]
 fn a_burst_is_answered_within_one_control_period() {
-    let scenario = default_scenario();
+    let scenario = cold_scenario();
     let requests = quiet_then_burst();
     let mut phalanx = PhalanxScaler::new(
         phalanx_behavior(&scenario),
@@ -75,7 +84,7 @@ fn a_burst_is_answered_within_one_control_period() {
 
 #[test]
 fn the_baselines_answer_the_same_burst_later() {
-    let scenario = default_scenario();
+    let scenario = cold_scenario();
     let requests = quiet_then_burst();
     let results = compare(&requests, &scenario).unwrap();
     let delay = |name: &str| {
@@ -92,7 +101,7 @@ fn the_baselines_answer_the_same_burst_later() {
 
 #[test]
 fn steady_load_below_the_target_never_scales() {
-    let scenario = default_scenario();
+    let scenario = cold_scenario();
     // One request a second of 2 s: 2 in flight, a third of the target per replica.
     let requests = steady(0.0, 600.0, 1.0);
     let mut phalanx = PhalanxScaler::new(
@@ -110,7 +119,7 @@ fn steady_load_below_the_target_never_scales() {
 
 #[test]
 fn the_comparison_is_deterministic_and_names_its_autoscalers() {
-    let scenario = default_scenario();
+    let scenario = cold_scenario();
     let requests = quiet_then_burst();
     let names: Vec<&str> = autoscalers(&scenario)
         .unwrap()
@@ -126,7 +135,7 @@ fn the_comparison_is_deterministic_and_names_its_autoscalers() {
 
 #[test]
 fn no_more_replicas_than_the_gpus_hold() {
-    let mut scenario = default_scenario();
+    let mut scenario = cold_scenario();
     scenario.serving.cluster_gpus = 6; // three replicas
     let requests = quiet_then_burst();
     for result in compare(&requests, &scenario).unwrap() {

@@ -118,7 +118,18 @@ pub struct ReplicaDecider {
     panic: Option<Panic>,
     started: bool,
     last_scale_up: Option<Duration>,
+    last_scale_down: Option<Duration>,
+    /// The scale-down window in force: the behaviour's, doubled each time a
+    /// scale-up undoes a scale-down within it (the load came back: it comes in
+    /// bursts with longer gaps), halved back after a quiet spell.
+    down_window: Duration,
+    last_flap: Option<Duration>,
 }
+
+/// The longest a flapping load stretches the scale-down window.
+pub const MAX_ADAPTED_DOWN_WINDOW: Duration = Duration::from_secs(600);
+/// After this long without a flap the stretched window halves (once per spell).
+const FLAP_MEMORY: Duration = Duration::from_secs(1800);
 
 /// Panic mode: since when, the last time the trigger held, and the highest
 /// panic recommendation so far (never lowered while panicking).
@@ -136,6 +147,7 @@ fn within(at: Duration, now: Duration, window: Duration) -> bool {
 impl ReplicaDecider {
     pub fn new(behavior: Behavior) -> Result<Self, InvalidBehavior> {
         behavior.validate()?;
+        let down_window = behavior.scale_down_stabilization;
         Ok(Self {
             behavior,
             samples: BTreeMap::new(),
@@ -144,6 +156,9 @@ impl ReplicaDecider {
             panic: None,
             started: false,
             last_scale_up: None,
+            last_scale_down: None,
+            down_window,
+            last_flap: None,
         })
     }
 
@@ -157,6 +172,15 @@ impl ReplicaDecider {
         let current = observation.current_replicas;
         let ready = observation.ready_replicas.min(current);
         let b = self.behavior.clone();
+        // A stretched scale-down window relaxes once the flapping has stopped.
+        if self.down_window > b.scale_down_stabilization
+            && self
+                .last_flap
+                .is_some_and(|flap| !within(flap, now, FLAP_MEMORY))
+        {
+            self.down_window = (self.down_window / 2).max(b.scale_down_stabilization);
+            self.last_flap = Some(now);
+        }
         // A decider that has just started (a restarted controller) has no memory of
         // the load: it counts the current replicas as recommended now, so nothing
         // scales down before a whole scale-down window has been seen.
@@ -325,7 +349,7 @@ impl ReplicaDecider {
             if within(at, now, b.scale_up_stabilization) {
                 up = up.min(r);
             }
-            if within(at, now, b.scale_down_stabilization) {
+            if within(at, now, self.down_window) {
                 down = down.max(peak);
             }
         }
@@ -409,6 +433,16 @@ impl ReplicaDecider {
         }
         if to > from {
             self.last_scale_up = Some(at);
+            if self
+                .last_scale_down
+                .is_some_and(|down| within(down, at, self.down_window))
+            {
+                self.down_window = (self.down_window * 2)
+                    .min(MAX_ADAPTED_DOWN_WINDOW.max(self.behavior.scale_down_stabilization));
+                self.last_flap = Some(at);
+            }
+        } else if to < from {
+            self.last_scale_down = Some(at);
         }
     }
 
@@ -461,7 +495,7 @@ impl ReplicaDecider {
                 history.pop_front();
             }
         }
-        let rec_window = b.scale_up_stabilization.max(b.scale_down_stabilization);
+        let rec_window = b.scale_up_stabilization.max(self.down_window);
         while self
             .recommendations
             .front()

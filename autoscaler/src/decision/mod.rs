@@ -16,8 +16,13 @@
 //!   the backlog they will drain is not new load: only a need of
 //!   `panic_threshold` times the replicas on the way scales up again;
 //! - the HPA's stabilisation windows (scale down only to the highest
-//!   recommendation of the window, up only to the lowest) and rate limits (the
-//!   most permissive policy applies);
+//!   recommendation of the window, or what the short window needed then; up
+//!   only to the lowest) and rate limits (the most permissive policy applies);
+//! - a scale-down window that doubles (up to 10 min) when a scale-up undoes a
+//!   scale-down within it, and relaxes after 30 quiet minutes: bursts with
+//!   gaps longer than the window are held through after the first;
+//! - optionally, replicas sized for a queue-wait objective from the serving
+//!   series ([`replicas_for_objective`]) instead of a per-replica target;
 //! - bounds, with scale-to-zero when `min_replicas` is 0 and the load is zero;
 //! - metrics that are stale, absent, not a number or compared with a target of
 //!   zero are reported and never drive scaling; while any is, nothing scales down.

@@ -29,7 +29,7 @@ pub mod defaults {
 
     /// The sizing's own target. What a load measures is lower: the sizing sees
     /// load only once it has arrived, and new replicas take a cold start.
-    pub const ATTAINMENT: f64 = 0.995;
+    pub const ATTAINMENT: f64 = 0.998;
     /// A backlog at saturation is sized to be gone in this long: short, because
     /// every waiting request is already late.
     pub const DRAIN_SECONDS: f64 = 5.0;

@@ -559,3 +559,32 @@ fn bursts_shorter_than_the_stable_window_keep_their_replicas_through_the_gaps() 
     }
     assert_eq!(current, 1);
 }
+
+#[test]
+fn a_load_that_comes_back_after_a_scale_down_stretches_the_window() {
+    let behavior = Behavior {
+        scale_down_stabilization: secs(70),
+        ..unlimited(1, 40)
+    };
+    let mut d = ReplicaDecider::new(behavior).unwrap();
+    let mut current = 1;
+    let mut downs = Vec::new();
+    // Bursts of 10 replicas' worth for 20 s every 120 s: the 100 s gaps are
+    // longer than the 70 s window, so the first gap sheds the replicas ...
+    for t in (0..1200).step_by(5) {
+        let value = if t % 120 < 20 { 100.0 } else { 10.0 };
+        let decision = d.decide(&observe(t, current, current, vec![queue(value, t)]));
+        let next = apply(&mut d, t, current, &decision);
+        if next < current {
+            downs.push(t);
+        }
+        current = next;
+    }
+    // ... the burst after it undoes that, the window doubles to 140 s, and from
+    // then on every gap is held.
+    assert!(
+        !downs.is_empty() && downs.iter().all(|t| *t < 120),
+        "scaled down at {downs:?}"
+    );
+    assert_eq!(current, 10);
+}

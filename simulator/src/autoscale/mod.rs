@@ -66,6 +66,7 @@ pub fn default_scenario() -> Scenario {
         query_window: Duration::from_secs(60),
         drain: Duration::from_secs(600),
         common_reversal_window: Duration::from_secs(300),
+        warm_start: false,
         scrape_outages: Vec::new(),
     }
 }

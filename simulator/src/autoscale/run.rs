@@ -25,6 +25,10 @@ pub struct Scenario {
     pub drain: Duration,
     /// Reversals closer than this are also counted for every autoscaler alike.
     pub common_reversal_window: Duration,
+    /// Every autoscaler starts with the replicas the first [`WARM_START_SPAN`] of
+    /// the load needs at the common target, as a service that has been running
+    /// would (`false`: each starts at its own minimum).
+    pub warm_start: bool,
     /// Spans (from, until) in which Prometheus scrapes nothing: a monitoring
     /// outage, during which every series ages.
     pub scrape_outages: Vec<(Duration, Duration)>,
@@ -84,7 +88,11 @@ pub fn simulate(
     let mut cluster = Cluster::new(
         scenario.serving.clone(),
         requests,
-        autoscaler.initial_replicas(),
+        if scenario.warm_start {
+            warm_replicas(requests, scenario).max(autoscaler.initial_replicas())
+        } else {
+            autoscaler.initial_replicas()
+        },
         horizon,
     );
     let target = scenario.target_in_flight_per_replica;
@@ -205,6 +213,22 @@ pub fn simulate(
         timeline,
         waits_by_arrival: by_arrival(requests, &waits, WAIT_BUCKET_SECONDS),
     }
+}
+
+/// How much of the load's beginning sizes a warm start.
+pub const WARM_START_SPAN: f64 = 300.0;
+
+/// The replicas the first [`WARM_START_SPAN`] of the load needs at the common
+/// target: its requests' slot time over the span (the mean in flight, by
+/// Little's law) over the target per replica, rounded up.
+pub fn warm_replicas(requests: &[Request], scenario: &Scenario) -> u32 {
+    let slot_seconds: f64 = requests
+        .iter()
+        .take_while(|r| r.arrival < WARM_START_SPAN)
+        .map(|r| scenario.serving.service_micros(r) as f64 / US as f64)
+        .sum();
+    let in_flight = slot_seconds / WARM_START_SPAN;
+    (in_flight / scenario.target_in_flight_per_replica).ceil() as u32
 }
 
 /// The tolerance within which the load counts as at its target (the HPA's default).
