@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod hpa;
 pub mod loads;
+pub mod oracle;
 pub mod prometheus;
 pub mod report;
 pub mod run;

@@ -16,7 +16,7 @@ use super::trace::{
     read_mooncake, read_requests, read_trace, Request, EMBEDDED_MOONCAKE_TRACE,
     EMBEDDED_MOONCAKE_TRACE_NAME,
 };
-use super::{compare, EMBEDDED_TRACE, EMBEDDED_TRACE_NAME};
+use super::{compare, oracle, EMBEDDED_TRACE, EMBEDDED_TRACE_NAME};
 use crate::trace::{CsvSource, TraceError};
 
 /// One load of the suite.
@@ -178,8 +178,18 @@ pub fn run(
     loads
         .into_par_iter()
         .map(|load| {
-            let results = compare(&load.requests, scenario)?;
+            let mut results = compare(&load.requests, scenario)?;
             let verdict = verdict(&results, control_period_seconds);
+            let better_baseline = results
+                .iter()
+                .filter(|r| r.autoscaler != "phalanx")
+                .map(|r| r.slo_attainment)
+                .fold(0.0, f64::max);
+            results.push(oracle::cheapest_meeting(
+                &load.requests,
+                scenario,
+                better_baseline,
+            ));
             Ok(LoadOutcome {
                 load,
                 results,
@@ -347,8 +357,10 @@ mod tests {
         .unwrap();
         let names: Vec<&str> = outcomes.iter().map(|o| o.load.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
-        assert!(outcomes
-            .iter()
-            .all(|o| o.results.len() == 3 && o.verdict.is_some()));
+        for outcome in &outcomes {
+            let scalers: Vec<&str> = outcome.results.iter().map(|r| r.autoscaler).collect();
+            assert_eq!(scalers, ["phalanx", "hpa", "keda", "oracle"]);
+            assert!(outcome.verdict.is_some());
+        }
     }
 }
