@@ -70,7 +70,7 @@ pub mod defaults {
     /// over a minute, and the window remembers what the short window needed, so
     /// 70 s more is enough to hold through noise without paying five minutes of
     /// idle GPUs after every burst. A load that comes back within it after a
-    /// scale-down doubles it (up to 10 min) until it has been quiet for 30 min.
+    /// scale-down doubles it (up to 10 min) until it has been quiet for an hour.
     pub const SCALE_DOWN_STABILIZATION: Duration = Duration::from_secs(70);
     /// A cold start of a large model.
     pub const STARTUP: Duration = Duration::from_secs(60);

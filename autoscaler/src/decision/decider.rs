@@ -129,7 +129,7 @@ pub struct ReplicaDecider {
 /// The longest a flapping load stretches the scale-down window.
 pub const MAX_ADAPTED_DOWN_WINDOW: Duration = Duration::from_secs(600);
 /// After this long without a flap the stretched window halves (once per spell).
-const FLAP_MEMORY: Duration = Duration::from_secs(1800);
+const FLAP_MEMORY: Duration = Duration::from_secs(3600);
 
 /// Panic mode: since when, the last time the trigger held, and the highest
 /// panic recommendation so far (never lowered while panicking).

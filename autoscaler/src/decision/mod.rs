@@ -19,7 +19,7 @@
 //!   recommendation of the window, or what the short window needed then; up
 //!   only to the lowest) and rate limits (the most permissive policy applies);
 //! - a scale-down window that doubles (up to 10 min) when a scale-up undoes a
-//!   scale-down within it, and relaxes after 30 quiet minutes: bursts with
+//!   scale-down within it, and halves after a quiet hour: bursts with
 //!   gaps longer than the window are held through after the first;
 //! - optionally, replicas sized for a queue-wait objective from the serving
 //!   series ([`replicas_for_objective`]) instead of a per-replica target;
