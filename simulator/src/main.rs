@@ -382,23 +382,12 @@ fn autoscale(args: AutoscaleArgs) -> Result<()> {
         _ => bail!("--trace may be given once without --suite (which runs every one)"),
     };
     let requests = read_trace(&source, args.max_trace_hours * 3600.0)?;
-    let s = &scenario.serving;
     println!(
-        "autoscale: {} ({} requests over {:.0} s); {} GPUs, {} per replica (at most {} replicas); \
-         {} slots, {:.0} prefill + {:.0} decode tokens/s per replica; cold start {:.0} s; \
-         objective: wait < {} s; target {} in flight per replica",
+        "autoscale: {} ({} requests over {:.0} s); {}",
         source.name,
         requests.len(),
         requests.last().map_or(0.0, |r| r.arrival),
-        s.cluster_gpus,
-        s.gpus_per_replica,
-        s.replica_capacity(),
-        s.slots,
-        s.prefill_tokens_per_second,
-        s.decode_tokens_per_second,
-        s.cold_start_seconds,
-        scenario.slo_queue_seconds,
-        scenario.target_in_flight_per_replica,
+        scenario.describe(),
     );
     let results = autoscale::compare(&requests, &scenario)?;
     println!();
@@ -435,23 +424,12 @@ fn autoscale_suite(
         .map(|p| CsvSource::read(p))
         .collect::<Result<Vec<_>, _>>()?;
     let loads = suite::build_loads(args.seed, &traces, args.max_trace_hours * 3600.0, scenario)?;
-    let s = &scenario.serving;
     let period = autoscale::PHALANX_CONTROL_PERIOD.as_secs_f64();
     println!(
-        "autoscale suite: {} loads, seed {}; {} GPUs, {} per replica (at most {} replicas); \
-         {} slots, {:.0} prefill + {:.0} decode tokens/s per replica; cold start {:.0} s; \
-         objective: wait < {} s; target {} in flight per replica; phalanx decides every {period} s\n",
+        "autoscale suite: {} loads, seed {}; {}; phalanx decides every {period} s\n",
         loads.len(),
         args.seed,
-        s.cluster_gpus,
-        s.gpus_per_replica,
-        s.replica_capacity(),
-        s.slots,
-        s.prefill_tokens_per_second,
-        s.decode_tokens_per_second,
-        s.cold_start_seconds,
-        scenario.slo_queue_seconds,
-        scenario.target_in_flight_per_replica,
+        scenario.describe(),
     );
     print!("{}", suite_report::loads_table(&loads, scenario));
     let outcomes = suite::run(loads, scenario, period)?;

@@ -278,7 +278,12 @@ fn the_suite_runs_every_load_and_a_users_trace_in_one_table_with_plots_and_json(
             .iter()
             .map(|r| r["autoscaler"].as_str().unwrap())
             .collect();
-        assert_eq!(scalers, ["phalanx", "hpa", "keda"], "{}", load["name"]);
+        assert_eq!(
+            scalers,
+            ["phalanx", "hpa", "keda", "oracle"],
+            "{}",
+            load["name"]
+        );
         for r in results {
             assert!(!r["timeline"].as_array().unwrap().is_empty());
             assert!(!r["waits_by_arrival"].as_array().unwrap().is_empty());

@@ -255,6 +255,16 @@ pub fn json(
 
 /// The offered load as replicas needed at the target: per 10 s bin, the slot
 /// time that bin's arrivals need (Little's law), over the target per replica.
+/// Where a plot's time axis ends, in minutes: the last replica change or the
+/// last point of the load, whichever is later (at least one minute).
+pub fn end_minutes(results: &[RunResult], load: &[(f64, f64)]) -> f64 {
+    results
+        .iter()
+        .flat_map(|r| r.timeline.last().map(|(t, _)| t / 60.0))
+        .chain(load.last().map(|(t, _)| *t))
+        .fold(1.0f64, f64::max)
+}
+
 pub fn load_in_replicas(requests: &[Request], scenario: &Scenario) -> Vec<(f64, f64)> {
     const BIN: f64 = 10.0;
     let end = requests.last().map_or(0.0, |r| r.arrival);
@@ -277,10 +287,12 @@ pub fn load_in_replicas(requests: &[Request], scenario: &Scenario) -> Vec<(f64, 
 
 /// The colour of the `i`-th autoscaler's series in every autoscale plot.
 pub fn scaler_colour(i: usize) -> RGBColor {
-    const COLOURS: [RGBColor; 3] = [
+    // Phalanx, the HPA, KEDA, then the suite's oracle in grey.
+    const COLOURS: [RGBColor; 4] = [
         RGBColor(214, 39, 40),
         RGBColor(31, 119, 180),
         RGBColor(44, 160, 44),
+        RGBColor(127, 127, 127),
     ];
     COLOURS[i % COLOURS.len()]
 }
@@ -307,11 +319,7 @@ pub fn svg(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE)?;
-    let end_min = results
-        .iter()
-        .flat_map(|r| r.timeline.last().map(|(t, _)| t / 60.0))
-        .chain(load.last().map(|(t, _)| *t))
-        .fold(1.0f64, f64::max);
+    let end_min = end_minutes(results, load);
     let top = results
         .iter()
         .flat_map(|r| r.timeline.iter().map(|(_, n)| f64::from(*n)))

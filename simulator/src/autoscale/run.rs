@@ -34,6 +34,29 @@ pub struct Scenario {
     pub scrape_outages: Vec<(Duration, Duration)>,
 }
 
+impl Scenario {
+    /// The cluster, the replicas and the objective in one line, for headers.
+    pub fn describe(&self) -> String {
+        let s = &self.serving;
+        format!(
+            "{} GPUs, {} per replica (at most {} replicas); {} slots, {:.0} prefill + {:.0} \
+             decode tokens/s, a KV cache of {} tokens per replica; cold start {:.0} s; \
+             objective: wait < {} s; target {} in flight per replica{}",
+            s.cluster_gpus,
+            s.gpus_per_replica,
+            s.replica_capacity(),
+            s.slots,
+            s.prefill_tokens_per_second,
+            s.decode_tokens_per_second,
+            s.kv_cache_tokens,
+            s.cold_start_seconds,
+            self.slo_queue_seconds,
+            self.target_in_flight_per_replica,
+            if self.warm_start { "; warm start" } else { "" },
+        )
+    }
+}
+
 /// What one run measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunResult {

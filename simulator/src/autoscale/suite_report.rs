@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::report::{load_in_replicas, replica_steps, scaler_colour, SetupJson};
+use super::report::{end_minutes, load_in_replicas, replica_steps, scaler_colour, SetupJson};
 use super::run::{RunResult, Scenario};
 use super::suite::{LoadOutcome, SuiteLoad, Verdict};
 use crate::report::{draw_legend, legend_line};
@@ -224,11 +224,7 @@ pub fn svg(
     let panels = root.split_evenly((3, 1));
     let results = &outcome.results;
     let demand = load_in_replicas(&outcome.load.requests, scenario);
-    let end_min = results
-        .iter()
-        .flat_map(|r| r.timeline.last().map(|(t, _)| t / 60.0))
-        .chain(demand.last().map(|(t, _)| *t))
-        .fold(1.0f64, f64::max);
+    let end_min = end_minutes(results, &demand);
 
     // Replicas.
     let top = results
