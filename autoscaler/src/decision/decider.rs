@@ -118,6 +118,8 @@ pub struct ReplicaDecider {
     panic: Option<Panic>,
     started: bool,
     last_scale_up: Option<Duration>,
+    /// The first scale-down since the last scale-up, and the latest.
+    first_scale_down: Option<Duration>,
     last_scale_down: Option<Duration>,
     /// The scale-down window in force: the behaviour's, doubled each time a
     /// scale-up undoes a scale-down within it (the load came back: it comes in
@@ -156,6 +158,7 @@ impl ReplicaDecider {
             panic: None,
             started: false,
             last_scale_up: None,
+            first_scale_down: None,
             last_scale_down: None,
             down_window,
             last_flap: None,
@@ -433,15 +436,24 @@ impl ReplicaDecider {
         }
         if to > from {
             self.last_scale_up = Some(at);
-            if self
-                .last_scale_down
-                .is_some_and(|down| within(down, at, self.down_window))
-            {
+            // One stretch per scale-down undone: the steps of one scale-up
+            // after it are the same flap.
+            let undone = self.last_scale_down.is_some_and(|down| {
+                within(down, at, self.down_window) && self.last_flap.is_none_or(|flap| down > flap)
+            });
+            if let (true, Some(down)) = (undone, self.first_scale_down) {
+                // The load came back about a window plus this long after it was
+                // last high (the first step down came a window after that):
+                // cover the gap with half again to spare, and at least double.
+                let gap = self.down_window + at.saturating_sub(down);
                 self.down_window = (self.down_window * 2)
+                    .max(gap.mul_f64(1.5))
                     .min(MAX_ADAPTED_DOWN_WINDOW.max(self.behavior.scale_down_stabilization));
                 self.last_flap = Some(at);
             }
+            self.first_scale_down = None;
         } else if to < from {
+            self.first_scale_down.get_or_insert(at);
             self.last_scale_down = Some(at);
         }
     }

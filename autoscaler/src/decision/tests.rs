@@ -588,3 +588,24 @@ fn a_load_that_comes_back_after_a_scale_down_stretches_the_window() {
     );
     assert_eq!(current, 10);
 }
+
+#[test]
+fn no_scale_down_below_what_a_burst_that_has_just_begun_needs() {
+    let behavior = Behavior {
+        scale_down_stabilization: secs(30),
+        ..unlimited(1, 40)
+    };
+    let mut d = ReplicaDecider::new(behavior).unwrap();
+    let mut current = 10;
+    // Quiet until the window would let the ten go ...
+    for t in (0..30).step_by(5) {
+        let decision = d.decide(&observe(t, current, current, vec![queue(10.0, t)]));
+        assert_eq!(decision.desired_replicas, 10, "at {t}: {decision:?}");
+    }
+    // ... when a burst of 10 replicas' worth begins: the stable minute still
+    // needs under 3, the short window (10 s: this sample and the one before)
+    // already 5.5.
+    let decision = d.decide(&observe(30, current, current, vec![queue(100.0, 30)]));
+    current = apply(&mut d, 30, current, &decision);
+    assert_eq!(current, 6, "{decision:?}");
+}
