@@ -138,7 +138,7 @@ pub struct AutoscalerMetric {
     /// Names the metric in the status, events and the autoscaler's own metrics.
     pub name: String,
     /// A PromQL query returning one series (a single number). Exactly one of
-    /// `query` and `preset` is set.
+    /// `query`, `preset` and `serving` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// A ready-made query for a common inference server or exporter.
@@ -406,7 +406,8 @@ pub struct ActivationStatus {
 pub struct MetricStatus {
     pub name: String,
     /// The PromQL that was evaluated (for `vllmKvCacheUsage`, with the metric
-    /// name found in use).
+    /// name found in use; for serving series, each series' query, separated
+    /// by `; `).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The value read; absent when there was no usable sample.
