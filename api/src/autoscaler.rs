@@ -15,11 +15,11 @@
 //!   minReplicas: 1
 //!   maxReplicas: 16
 //!   metrics:
-//!     - name: queue
-//!       preset: vllmQueueDepth
+//!     - name: queue-wait
+//!       preset: vllmServing
 //!       matchLabels: { namespace: serving, model_name: llama }
-//!       target: { perReplica: 8 }
-//!     - name: kv-cache
+//!       target: { queueWait: { seconds: 2, slotsPerReplica: 64 } }
+//!     - name: kv-cache            # HPA-compatible: a level per replica
 //!       preset: vllmKvCacheUsage
 //!       target: { total: 0.8 }
 //! ```
@@ -138,7 +138,7 @@ pub struct AutoscalerMetric {
     /// Names the metric in the status, events and the autoscaler's own metrics.
     pub name: String,
     /// A PromQL query returning one series (a single number). Exactly one of
-    /// `query` and `preset` is set.
+    /// `query`, `preset` and `serving` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// A ready-made query for a common inference server or exporter.
@@ -148,7 +148,35 @@ pub struct AutoscalerMetric {
     /// namespace and model of this workload; not used with `query`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
+    /// An engine's serving series as the user's own PromQL, for a `queueWait`
+    /// target on an engine no serving preset covers. Exclusive with `query`
+    /// and `preset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingQueries>,
     pub target: MetricTargetSpec,
+}
+
+/// The serving series a `queueWait` target sizes on, each a PromQL query
+/// returning one number summed over the engine's replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingQueries {
+    /// Requests holding a slot (being served), summed.
+    pub running: String,
+    /// Requests waiting for a slot, summed.
+    pub waiting: String,
+    /// Mean seconds a finished request held its slot, e.g. a histogram's
+    /// `rate(_sum[5m]) / rate(_count[5m])`; absent or NaN (nothing finished)
+    /// makes the sizing give every request a slot.
+    pub mean_slot_seconds: String,
+    /// KV-cache use averaged over the replicas, 0..1; when full before the
+    /// slots are, a replica serves fewer requests at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_usage: Option<String>,
+    /// Replicas exporting the series (e.g. `count(...)` of the running
+    /// gauge); the target's ready replicas when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<String>,
 }
 
 /// Ready-made queries. Each aggregates over all matching series, so one number
@@ -170,16 +198,37 @@ pub enum MetricPreset {
     /// DCGM GPU framebuffer used over total (used + free), 0..1; use a `total`
     /// target.
     DcgmGpuMemory,
+    /// vLLM's serving series (running, waiting, the inference-time histogram,
+    /// KV-cache use, replicas), for a `queueWait` target.
+    VllmServing,
+    /// Triton's serving series (pending requests, compute time and successes),
+    /// for a `queueWait` target.
+    TritonServing,
+    /// Text Generation Inference's serving series (queue, batch size, the
+    /// inference-duration histogram), for a `queueWait` target.
+    TgiServing,
 }
 
 impl MetricPreset {
-    pub const ALL: [MetricPreset; 5] = [
+    pub const ALL: [MetricPreset; 8] = [
         MetricPreset::VllmQueueDepth,
         MetricPreset::VllmKvCacheUsage,
         MetricPreset::TritonQueueDepth,
         MetricPreset::TgiQueueSize,
         MetricPreset::DcgmGpuMemory,
+        MetricPreset::VllmServing,
+        MetricPreset::TritonServing,
+        MetricPreset::TgiServing,
     ];
+
+    /// A set of serving series for a `queueWait` target, rather than one
+    /// number for `perReplica` or `total`.
+    pub fn is_serving(self) -> bool {
+        matches!(
+            self,
+            MetricPreset::VllmServing | MetricPreset::TritonServing | MetricPreset::TgiServing
+        )
+    }
 
     /// The name used in YAML.
     pub fn as_str(self) -> &'static str {
@@ -189,6 +238,9 @@ impl MetricPreset {
             MetricPreset::TritonQueueDepth => "tritonQueueDepth",
             MetricPreset::TgiQueueSize => "tgiQueueSize",
             MetricPreset::DcgmGpuMemory => "dcgmGpuMemory",
+            MetricPreset::VllmServing => "vllmServing",
+            MetricPreset::TritonServing => "tritonServing",
+            MetricPreset::TgiServing => "tgiServing",
         }
     }
 }
@@ -205,6 +257,32 @@ pub struct MetricTargetSpec {
     /// KV-cache use 0.8): replicas = ceil(current × value / total).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
+    /// Size for what users feel: the replicas whose slots keep requests'
+    /// wait for a slot within `seconds`, from the serving series of a
+    /// `*Serving` preset or a `serving` block (Erlang C on the running and
+    /// waiting requests and the mean time a request holds a slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_wait: Option<QueueWaitTarget>,
+}
+
+/// The queueing objective: at most `1 - attainment` of requests wait longer
+/// than `seconds` for a slot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueWaitTarget {
+    /// The longest wait for a slot the objective allows, seconds.
+    pub seconds: f64,
+    /// Requests one replica serves at once (vLLM `--max-num-seqs`, TGI
+    /// `--max-batch-size`, Triton's instance count × max batch).
+    pub slots_per_replica: u32,
+    /// Share of requests that must wait at most `seconds`, in (0, 1)
+    /// [0.995].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attainment: Option<f64>,
+    /// A backlog on saturated replicas is sized to clear in this long,
+    /// seconds [5].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<f64>,
 }
 
 /// How eagerly to follow the metrics (defaults in brackets).
@@ -328,7 +406,8 @@ pub struct ActivationStatus {
 pub struct MetricStatus {
     pub name: String,
     /// The PromQL that was evaluated (for `vllmKvCacheUsage`, with the metric
-    /// name found in use).
+    /// name found in use; for serving series, each series' query, separated
+    /// by `; `).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The value read; absent when there was no usable sample.
@@ -340,6 +419,11 @@ pub struct MetricStatus {
     /// Why the reading was not used (absent, stale, several series, NaN, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// For a `queueWait` metric, the serving series behind `value` (the
+    /// replicas needed), e.g. `running 12, waiting 3, slot 7.6 s, KV 0.41,
+    /// ready 2 -> 3.2 replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[cfg(test)]
@@ -403,6 +487,37 @@ mod tests {
         assert_eq!(activation.threshold, Some(2.0));
         assert_eq!(activation.per_replica, Some(8.0));
         assert_eq!(activation.cooldown_seconds, Some(60));
+    }
+
+    #[test]
+    fn a_queue_wait_target_and_a_serving_block_take_camel_case() {
+        let metric: AutoscalerMetric = serde_json::from_value(serde_json::json!({
+            "name": "wait",
+            "serving": {
+                "running": "sum(r)",
+                "waiting": "sum(w)",
+                "meanSlotSeconds": "s",
+                "readyReplicas": "count(r)"
+            },
+            "target": { "queueWait": { "seconds": 2, "slotsPerReplica": 8, "drainSeconds": 10 } }
+        }))
+        .expect("valid metric");
+        let serving = metric.serving.expect("serving");
+        assert_eq!(serving.mean_slot_seconds, "s");
+        assert_eq!(serving.kv_cache_usage, None);
+        assert_eq!(serving.ready_replicas.as_deref(), Some("count(r)"));
+        let target = metric.target.queue_wait.expect("queueWait");
+        assert_eq!((target.seconds, target.slots_per_replica), (2.0, 8));
+        assert_eq!(
+            (target.attainment, target.drain_seconds),
+            (None, Some(10.0))
+        );
+        let serving: Vec<&str> = MetricPreset::ALL
+            .into_iter()
+            .filter(|p| p.is_serving())
+            .map(MetricPreset::as_str)
+            .collect();
+        assert_eq!(serving, ["vllmServing", "tritonServing", "tgiServing"]);
     }
 
     #[test]

@@ -12,13 +12,19 @@ use std::fmt;
 use std::time::Duration;
 
 use phalanx_api::autoscaler::{
-    ActivationSpec, AutoscalerBehavior, AutoscalerMetric, MetricPreset, ScalingPolicy,
-    ScalingPolicyType, ScalingRules,
+    ActivationSpec, AutoscalerBehavior, AutoscalerMetric, MetricPreset, QueueWaitTarget,
+    ScalingPolicy, ScalingPolicyType, ScalingRules, ServingQueries as ServingQueriesSpec,
 };
 use phalanx_api::InferenceAutoscalerSpec;
 
-use crate::decision::{Activation, Behavior, MetricTarget, RateAmount, RateLimit};
-use crate::promql::{label_name_problem, Matchers};
+use crate::decision::{
+    objective_defaults, Activation, Behavior, MetricTarget, QueueObjective, RateAmount, RateLimit,
+    ReplicaShape,
+};
+use crate::promql::{
+    label_name_problem, serving_preset_queries, Matchers, SeriesQuery, ServingPreset,
+    ServingQueries,
+};
 
 /// Defaults of the behaviour fields (documented on the CRD type).
 pub mod defaults {
@@ -75,6 +81,40 @@ pub enum MetricSource {
         preset: MetricPreset,
         matchers: Matchers,
     },
+    /// A `queueWait` target: serving series, sized into the replicas the
+    /// objective needs (read as a `perReplica` target of 1).
+    Serving(Box<ServingSource>),
+}
+
+/// A `queueWait` metric: where its serving series come from and what they
+/// are sized for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingSource {
+    pub series: ServingSeries,
+    pub objective: QueueObjective,
+    pub shape: ReplicaShape,
+}
+
+/// The serving series of a `queueWait` metric.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServingSeries {
+    /// `vllmServing`, `tritonServing` or `tgiServing`, narrowed by matchers.
+    Preset {
+        preset: ServingPreset,
+        matchers: Matchers,
+    },
+    /// The user's `serving` block.
+    Queries(ServingQueries),
+}
+
+impl ServingSeries {
+    /// The PromQL to read.
+    pub fn queries(&self) -> ServingQueries {
+        match self {
+            ServingSeries::Preset { preset, matchers } => serving_preset_queries(*preset, matchers),
+            ServingSeries::Queries(queries) => queries.clone(),
+        }
+    }
 }
 
 /// A metric ready to be read.
@@ -191,8 +231,9 @@ fn metric_plan(
         problems.push(format!("{field}.name"), "must not be empty");
         ok = false;
     }
-    let source = match (&metric.query, metric.preset) {
-        (Some(query), None) => {
+    let serving_target = metric.target.queue_wait.is_some();
+    let source = match (&metric.query, metric.preset, &metric.serving) {
+        (Some(query), None, None) => {
             if query.trim().is_empty() {
                 problems.push(format!("{field}.query"), "must not be empty");
                 ok = false;
@@ -204,34 +245,143 @@ fn metric_plan(
                 );
                 ok = false;
             }
-            Some(MetricSource::Query(query.trim().to_owned()))
+            if serving_target {
+                problems.push(
+                    format!("{field}.target.queueWait"),
+                    "needs the serving series of a serving preset (vllmServing, tritonServing, \
+                     tgiServing) or a serving block, not one query",
+                );
+                ok = false;
+            }
+            Some(Planned::Source(MetricSource::Query(
+                query.trim().to_owned(),
+            )))
         }
-        (None, Some(preset)) => matchers(&metric.match_labels, field, problems)
-            .map(|matchers| MetricSource::Preset { preset, matchers }),
-        (Some(_), Some(_)) => {
-            problems.push(field.to_owned(), "sets both query and preset; choose one");
-            None
+        (None, Some(preset), None) => {
+            if preset.is_serving() != serving_target {
+                ok = false;
+                if serving_target {
+                    problems.push(
+                        format!("{field}.target.queueWait"),
+                        format!(
+                            "needs a serving preset (vllmServing, tritonServing, tgiServing), \
+                             not {}",
+                            preset.as_str()
+                        ),
+                    );
+                } else {
+                    problems.push(
+                        format!("{field}.preset"),
+                        format!(
+                            "{} is a set of serving series: it needs a queueWait target",
+                            preset.as_str()
+                        ),
+                    );
+                }
+            }
+            matchers(&metric.match_labels, field, problems).map(|matchers| match ServingPreset::of(
+                preset,
+            ) {
+                Some(preset) => Planned::Serving(ServingSeries::Preset { preset, matchers }),
+                None => Planned::Source(MetricSource::Preset { preset, matchers }),
+            })
         }
-        (None, None) => {
+        (None, None, Some(serving)) => {
+            if !metric.match_labels.is_empty() {
+                problems.push(
+                    format!("{field}.matchLabels"),
+                    "only narrows a preset; write the matchers into the serving queries",
+                );
+                ok = false;
+            }
+            if !serving_target {
+                problems.push(
+                    format!("{field}.serving"),
+                    "is a set of serving series: it needs a queueWait target",
+                );
+                ok = false;
+            }
+            serving_queries(serving, field, problems)
+                .map(|queries| Planned::Serving(ServingSeries::Queries(queries)))
+        }
+        (None, None, None) => {
             problems.push(
                 field.to_owned(),
                 format!(
-                    "needs a query or a preset (one of {})",
+                    "needs a query, a preset (one of {}) or a serving block",
                     MetricPreset::ALL.map(MetricPreset::as_str).join(", ")
                 ),
+            );
+            None
+        }
+        _ => {
+            problems.push(
+                field.to_owned(),
+                "sets more than one of query, preset and serving; choose one",
             );
             None
         }
     };
     let target = target(metric, field, problems);
     match (source, target) {
-        (Some(source), Some(target)) if ok => Some(MetricPlan {
+        (Some(Planned::Serving(series)), Some(Target::QueueWait(objective, shape))) if ok => {
+            Some(MetricPlan {
+                name: metric.name.clone(),
+                source: MetricSource::Serving(Box::new(ServingSource {
+                    series,
+                    objective,
+                    shape,
+                })),
+                // The reading is the replicas needed.
+                target: MetricTarget::PerReplica(1.0),
+            })
+        }
+        (Some(Planned::Source(source)), Some(Target::Metric(target))) if ok => Some(MetricPlan {
             name: metric.name.clone(),
             source,
             target,
         }),
         _ => None,
     }
+}
+
+/// A metric's source before its target is known.
+enum Planned {
+    Source(MetricSource),
+    Serving(ServingSeries),
+}
+
+/// A `serving` block's queries, trimmed, or `None` after naming each empty one.
+fn serving_queries(
+    spec: &ServingQueriesSpec,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<ServingQueries> {
+    let mut ok = true;
+    let mut query = |name: &str, text: &str| {
+        let text = text.trim();
+        if text.is_empty() {
+            problems.push(format!("{field}.serving.{name}"), "must not be empty");
+            ok = false;
+        }
+        SeriesQuery::raw(text)
+    };
+    let queries = ServingQueries {
+        running: query("running", &spec.running),
+        waiting: query("waiting", &spec.waiting),
+        mean_slot_seconds: query("meanSlotSeconds", &spec.mean_slot_seconds),
+        kv_cache_usage: spec
+            .kv_cache_usage
+            .as_deref()
+            .map(|q| query("kvCacheUsage", q))
+            .into_iter()
+            .collect(),
+        ready_replicas: spec
+            .ready_replicas
+            .as_deref()
+            .map(|q| query("readyReplicas", q)),
+    };
+    ok.then_some(queries)
 }
 
 fn activation_plan(
@@ -289,23 +439,36 @@ fn matchers(
     ok.then(|| Matchers::new(labels.clone()))
 }
 
-fn target(metric: &AutoscalerMetric, field: &str, problems: &mut Problems) -> Option<MetricTarget> {
+/// A metric's target: one number to compare with, or a queueing objective.
+enum Target {
+    Metric(MetricTarget),
+    QueueWait(QueueObjective, ReplicaShape),
+}
+
+fn target(metric: &AutoscalerMetric, field: &str, problems: &mut Problems) -> Option<Target> {
     let field = format!("{field}.target");
+    let t = &metric.target;
     let (value, target): (f64, fn(f64) -> MetricTarget) =
-        match (metric.target.per_replica, metric.target.total) {
-            (Some(value), None) => (value, MetricTarget::PerReplica),
-            (None, Some(value)) => (value, MetricTarget::Total),
-            (Some(_), Some(_)) => {
-                problems.push(field, "sets both perReplica and total; choose one");
+        match (t.per_replica, t.total, &t.queue_wait) {
+            (Some(value), None, None) => (value, MetricTarget::PerReplica),
+            (None, Some(value), None) => (value, MetricTarget::Total),
+            (None, None, Some(queue_wait)) => {
+                return queue_wait_target(queue_wait, &field, problems);
+            }
+            (None, None, None) => {
+                problems.push(field, "needs perReplica, total or queueWait");
                 return None;
             }
-            (None, None) => {
-                problems.push(field, "needs perReplica or total");
+            _ => {
+                problems.push(
+                    field,
+                    "sets more than one of perReplica, total and queueWait; choose one",
+                );
                 return None;
             }
         };
     if value.is_finite() && value > 0.0 {
-        Some(target(value))
+        Some(Target::Metric(target(value)))
     } else {
         problems.push(
             field,
@@ -313,6 +476,53 @@ fn target(metric: &AutoscalerMetric, field: &str, problems: &mut Problems) -> Op
         );
         None
     }
+}
+
+fn queue_wait_target(
+    spec: &QueueWaitTarget,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<Target> {
+    let before = problems.0.len();
+    let field = format!("{field}.queueWait");
+    if !(spec.seconds.is_finite() && spec.seconds > 0.0) {
+        problems.push(
+            format!("{field}.seconds"),
+            format!("must be a number above 0, got {}", spec.seconds),
+        );
+    }
+    if spec.slots_per_replica == 0 {
+        problems.push(
+            format!("{field}.slotsPerReplica"),
+            "must be at least 1 (the requests a replica serves at once), got 0",
+        );
+    }
+    let attainment = spec.attainment.unwrap_or(objective_defaults::ATTAINMENT);
+    if !(attainment > 0.0 && attainment < 1.0) {
+        problems.push(
+            format!("{field}.attainment"),
+            format!("must be above 0 and below 1, got {attainment}"),
+        );
+    }
+    let drain_seconds = spec
+        .drain_seconds
+        .unwrap_or(objective_defaults::DRAIN_SECONDS);
+    if !(drain_seconds.is_finite() && drain_seconds > 0.0) {
+        problems.push(
+            format!("{field}.drainSeconds"),
+            format!("must be a number above 0, got {drain_seconds}"),
+        );
+    }
+    (problems.0.len() == before).then_some(Target::QueueWait(
+        QueueObjective {
+            wait_seconds: spec.seconds,
+            attainment,
+        },
+        ReplicaShape {
+            slots: spec.slots_per_replica,
+            drain_seconds,
+        },
+    ))
 }
 
 fn behavior(spec: &InferenceAutoscalerSpec, problems: &mut Problems) -> Behavior {
@@ -458,6 +668,8 @@ impl Problems {
 mod tests {
     use phalanx_api::autoscaler::{MetricTargetSpec, ScaleTargetRef};
 
+    use crate::promql::ServingPreset;
+
     use super::*;
 
     fn metric(name: &str, preset: MetricPreset, target: MetricTargetSpec) -> AutoscalerMetric {
@@ -466,6 +678,7 @@ mod tests {
             query: None,
             preset: Some(preset),
             match_labels: BTreeMap::new(),
+            serving: None,
             target,
         }
     }
@@ -474,6 +687,7 @@ mod tests {
         MetricTargetSpec {
             per_replica: Some(value),
             total: None,
+            queue_wait: None,
         }
     }
 
@@ -589,15 +803,17 @@ mod tests {
             MetricTargetSpec {
                 per_replica: Some(1.0),
                 total: Some(1.0),
+                queue_wait: None,
             },
         );
         let problems = problems(&spec(1, 3, vec![both, neither, empty_query, two_targets]));
         let expected = [
-            "spec.metrics[0]: sets both query and preset; choose one",
-            "spec.metrics[1]: needs a query or a preset",
-            "spec.metrics[1].target: needs perReplica or total",
+            "spec.metrics[0]: sets more than one of query, preset and serving; choose one",
+            "spec.metrics[1]: needs a query, a preset (one of vllmQueueDepth,",
+            "spec.metrics[1].target: needs perReplica, total or queueWait",
             "spec.metrics[2].query: must not be empty",
-            "spec.metrics[3].target: sets both perReplica and total; choose one",
+            "spec.metrics[3].target: sets more than one of perReplica, total and queueWait; \
+             choose one",
         ];
         for want in expected {
             assert!(
@@ -733,5 +949,190 @@ mod tests {
                 )]
             );
         }
+    }
+
+    fn queue_wait(seconds: f64, slots: u32) -> MetricTargetSpec {
+        MetricTargetSpec {
+            queue_wait: Some(QueueWaitTarget {
+                seconds,
+                slots_per_replica: slots,
+                attainment: None,
+                drain_seconds: None,
+            }),
+            ..MetricTargetSpec::default()
+        }
+    }
+
+    fn serving_block() -> ServingQueriesSpec {
+        ServingQueriesSpec {
+            running: " sum(engine_running) ".into(),
+            waiting: "sum(engine_waiting)".into(),
+            mean_slot_seconds: "engine_slot_seconds".into(),
+            kv_cache_usage: None,
+            ready_replicas: Some("count(engine_running)".into()),
+        }
+    }
+
+    #[test]
+    fn a_serving_preset_with_queue_wait_plans_the_objective_with_its_defaults() {
+        let mut wait = metric("wait", MetricPreset::VllmServing, queue_wait(2.0, 8));
+        wait.match_labels.insert("model".into(), "llm".into());
+        let plan = plan(&spec(1, 10, vec![wait])).expect("valid");
+        let metric = &plan.metrics[0];
+        assert_eq!(metric.target, MetricTarget::PerReplica(1.0));
+        let MetricSource::Serving(serving) = &metric.source else {
+            panic!("a serving source: {:?}", metric.source);
+        };
+        assert_eq!(
+            serving.objective,
+            QueueObjective {
+                wait_seconds: 2.0,
+                attainment: objective_defaults::ATTAINMENT,
+            }
+        );
+        assert_eq!(
+            serving.shape,
+            ReplicaShape {
+                slots: 8,
+                drain_seconds: objective_defaults::DRAIN_SECONDS,
+            }
+        );
+        assert!(matches!(
+            &serving.series,
+            ServingSeries::Preset { preset: ServingPreset::Vllm, matchers }
+                if matchers.render() == r#"model="llm""#
+        ));
+    }
+
+    #[test]
+    fn a_serving_block_plans_its_queries_trimmed() {
+        let mut own = metric("wait", MetricPreset::VllmServing, queue_wait(1.0, 4));
+        own.preset = None;
+        own.serving = Some(serving_block());
+        let plan = plan(&spec(1, 10, vec![own])).expect("valid");
+        let MetricSource::Serving(serving) = &plan.metrics[0].source else {
+            panic!("a serving source");
+        };
+        let ServingSeries::Queries(queries) = &serving.series else {
+            panic!("the user's queries");
+        };
+        assert_eq!(queries.running, SeriesQuery::raw("sum(engine_running)"));
+        assert!(queries.kv_cache_usage.is_empty());
+        assert_eq!(
+            queries.ready_replicas,
+            Some(SeriesQuery::raw("count(engine_running)"))
+        );
+    }
+
+    #[test]
+    fn a_bad_queue_wait_names_every_field() {
+        let bad = MetricTargetSpec {
+            queue_wait: Some(QueueWaitTarget {
+                seconds: 0.0,
+                slots_per_replica: 0,
+                attainment: Some(1.0),
+                drain_seconds: Some(-1.0),
+            }),
+            ..MetricTargetSpec::default()
+        };
+        let problems = problems(&spec(
+            1,
+            3,
+            vec![metric("wait", MetricPreset::TgiServing, bad)],
+        ));
+        let field = "spec.metrics[0].target.queueWait";
+        for want in [
+            format!("{field}.seconds: must be a number above 0, got 0"),
+            format!("{field}.slotsPerReplica: must be at least 1"),
+            format!("{field}.attainment: must be above 0 and below 1, got 1"),
+            format!("{field}.drainSeconds: must be a number above 0, got -1"),
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&want)),
+                "{want}: {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for attainment in [0.0, f64::NAN, -0.5] {
+            let target = MetricTargetSpec {
+                queue_wait: Some(QueueWaitTarget {
+                    attainment: Some(attainment),
+                    ..queue_wait(2.0, 8).queue_wait.expect("set")
+                }),
+                ..MetricTargetSpec::default()
+            };
+            let problems = super::tests::problems(&spec(
+                1,
+                3,
+                vec![metric("wait", MetricPreset::TgiServing, target)],
+            ));
+            assert_eq!(problems.len(), 1, "{attainment}: {problems:?}");
+            assert!(problems[0].starts_with(&format!("{field}.attainment")));
+        }
+    }
+
+    #[test]
+    fn queue_wait_and_serving_series_come_only_together() {
+        // queueWait on a one-number preset, and on a raw query.
+        let on_queue = metric("a", MetricPreset::VllmQueueDepth, queue_wait(2.0, 8));
+        let mut on_query = metric("b", MetricPreset::VllmQueueDepth, queue_wait(2.0, 8));
+        on_query.preset = None;
+        on_query.query = Some("sum(x)".into());
+        // A serving preset, and a serving block, without queueWait.
+        let serving_per_replica = metric("c", MetricPreset::TritonServing, per_replica(4.0));
+        let mut block_per_replica = metric("d", MetricPreset::TritonServing, per_replica(4.0));
+        block_per_replica.preset = None;
+        block_per_replica.serving = Some(serving_block());
+        // queueWait beside perReplica; a serving block beside a preset.
+        let two_targets = metric(
+            "e",
+            MetricPreset::VllmServing,
+            MetricTargetSpec {
+                per_replica: Some(1.0),
+                ..queue_wait(2.0, 8)
+            },
+        );
+        let mut two_sources = metric("f", MetricPreset::VllmServing, queue_wait(2.0, 8));
+        two_sources.serving = Some(serving_block());
+        let mut empty = metric("g", MetricPreset::VllmServing, queue_wait(2.0, 8));
+        empty.preset = None;
+        empty.serving = Some(ServingQueriesSpec {
+            waiting: " ".into(),
+            kv_cache_usage: Some(String::new()),
+            ..serving_block()
+        });
+        empty.match_labels.insert("model".into(), "llm".into());
+        let problems = problems(&spec(
+            1,
+            3,
+            vec![
+                on_queue,
+                on_query,
+                serving_per_replica,
+                block_per_replica,
+                two_targets,
+                two_sources,
+                empty,
+            ],
+        ));
+        for want in [
+            "spec.metrics[0].target.queueWait: needs a serving preset (vllmServing, \
+             tritonServing, tgiServing), not vllmQueueDepth",
+            "spec.metrics[1].target.queueWait: needs the serving series",
+            "spec.metrics[2].preset: tritonServing is a set of serving series: it needs a \
+             queueWait target",
+            "spec.metrics[3].serving: is a set of serving series: it needs a queueWait target",
+            "spec.metrics[4].target: sets more than one of perReplica, total and queueWait",
+            "spec.metrics[5]: sets more than one of query, preset and serving",
+            "spec.metrics[6].serving.waiting: must not be empty",
+            "spec.metrics[6].serving.kvCacheUsage: must not be empty",
+            "spec.metrics[6].matchLabels: only narrows a preset",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(want)),
+                "{want}: {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 9, "{problems:?}");
     }
 }

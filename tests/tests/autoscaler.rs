@@ -83,7 +83,7 @@ async fn read_until(
         &format!("{}: {what}", plan.name),
         WAIT,
         move || async move {
-            let read = reader.read(plan).await;
+            let read = reader.read(plan, 1).await;
             let accepted = (accept.borrow_mut())(&read);
             Ok(if accepted {
                 Ok(read)
@@ -237,33 +237,38 @@ async fn prometheus_readings_are_real_promql_results() -> anyhow::Result<()> {
 
     // Garbage is refused, whatever a sum of it would have said.
     let several = reader
-        .read(&plan(
-            "raw",
-            raw("vllm:num_requests_waiting"),
-            MetricTarget::PerReplica(1.0),
-        ))
+        .read(
+            &plan(
+                "raw",
+                raw("vllm:num_requests_waiting"),
+                MetricTarget::PerReplica(1.0),
+            ),
+            1,
+        )
         .await;
     assert!(
         matches!(&several.reading, Reading::Invalid(why) if why.contains("returned 2 series")),
         "{several:?}"
     );
     let nan = reader
-        .read(&plan(
-            "nan",
-            raw("odd_gauge"),
-            MetricTarget::PerReplica(1.0),
-        ))
+        .read(
+            &plan("nan", raw("odd_gauge"), MetricTarget::PerReplica(1.0)),
+            1,
+        )
         .await;
     assert!(
         matches!(&nan.reading, Reading::Invalid(why) if why.contains("NaN")),
         "{nan:?}"
     );
     let bad = reader
-        .read(&plan(
-            "bad",
-            raw("sum(vllm:num_requests_waiting"),
-            MetricTarget::PerReplica(1.0),
-        ))
+        .read(
+            &plan(
+                "bad",
+                raw("sum(vllm:num_requests_waiting"),
+                MetricTarget::PerReplica(1.0),
+            ),
+            1,
+        )
         .await;
     assert!(
         matches!(&bad.reading, Reading::Invalid(why) if why.contains("Prometheus rejected the query")),
@@ -300,7 +305,7 @@ async fn prometheus_readings_are_real_promql_results() -> anyhow::Result<()> {
     // Prometheus itself unreachable: unavailable, not a number.
     let nowhere =
         MetricsReader::new("http://127.0.0.1:1", Duration::from_secs(2)).map_err(|e| anyhow!(e))?;
-    let down = nowhere.read(&queue).await;
+    let down = nowhere.read(&queue, 1).await;
     assert!(matches!(down.reading, Reading::Unavailable(_)), "{down:?}");
     drop(prometheus);
     Ok(())
@@ -387,9 +392,11 @@ fn metric(name: &str, query: Option<&str>, per_replica: f64) -> AutoscalerMetric
         } else {
             BTreeMap::new()
         },
+        serving: None,
         target: MetricTargetSpec {
             per_replica: Some(per_replica),
             total: None,
+            queue_wait: None,
         },
     }
 }

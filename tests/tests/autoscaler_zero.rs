@@ -77,9 +77,11 @@ fn autoscaler(name: &str, target: &str, activation: Option<ActivationSpec>) -> I
                 query: None,
                 preset: Some(MetricPreset::VllmQueueDepth),
                 match_labels: BTreeMap::from([("model".to_owned(), "llm".to_owned())]),
+                serving: None,
                 target: MetricTargetSpec {
                     per_replica: Some(10.0),
                     total: None,
+                    queue_wait: None,
                 },
             }],
             behavior: AutoscalerBehavior {

@@ -1759,7 +1759,24 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
 
     // The autoscaler binary, as its ServiceAccount, with the chart's config
     // (Prometheus pointed at a real one that scrapes a vLLM-like exporter).
-    let exporter = phalanx_e2e::autoscaler::TestExporter::start(&vllm_text(40)).await?;
+    // The example's queue-wait sizing on the exporter's numbers: 5 replicas
+    // first, then at least twice that (the 5 are still starting: only a
+    // panic-sized need scales up again), then more again (the status value
+    // changes).
+    let (first, more, most) = (240, 640, 800);
+    let need = |waiting| example_need(waiting).ceil();
+    assert_eq!(
+        need(first),
+        5.0,
+        "the example's sizing moved: pick new numbers"
+    );
+    assert!(
+        need(more) >= 10.0 && need(most) > need(more),
+        "the example's sizing moved: {} and {}",
+        need(more),
+        need(most)
+    );
+    let exporter = phalanx_e2e::autoscaler::TestExporter::start(&vllm_text(first)).await?;
     let prometheus =
         phalanx_e2e::autoscaler::PrometheusServer::start(&prometheus_bin, &[exporter.addr()])
             .await?;
@@ -1788,8 +1805,8 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         )
         .await?;
 
-    // deploy/examples/vllm-autoscaled.yaml: 40 requests waiting at 8 per
-    // replica asks for 5 replicas, and 16 GPUs leave room for them.
+    // deploy/examples/vllm-autoscaled.yaml: its queue-wait target asks for 5
+    // replicas, and 16 GPUs leave room for them.
     namespace_ready_for_pods(&client, "examples", READY).await?;
     apply_manifest_file(&client, &example("vllm-autoscaled.yaml"), "examples").await?;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
@@ -1852,9 +1869,9 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let chart_rules = roles.get("phalanx-autoscaler").await?.rules;
     remove_verb(&client, "phalanx-autoscaler", "deployments/scale", "patch").await?;
-    // 100 waiting at 8 per replica: twice the 5 replicas still starting, so
-    // it scales up at once (to its maximum of 8).
-    exporter.set(&vllm_text(100));
+    // Twice the 5 replicas still starting or more, so it scales up at once
+    // (to its maximum of 8).
+    exporter.set(&vllm_text(more));
     let message = wait::until(
         "a FailedRescale status that says forbidden",
         Duration::from_secs(60),
@@ -1870,7 +1887,10 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
                 Some(c) if c.reason == "FailedRescale" && c.message.contains("forbidden") => {
                     Ok(c.message)
                 }
-                other => Err(format!("{other:?}")),
+                other => Err(format!(
+                    "{other:?}; metrics {:?}",
+                    object.status.as_ref().map(|s| &s.metrics)
+                )),
             })
         },
     )
@@ -1900,18 +1920,19 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
         "patch",
     )
     .await?;
-    exporter.set(&vllm_text(120));
+    exporter.set(&vllm_text(most));
     wait_forbidden_in_log(&autoscaler, "writing the status").await?;
+    let shown = Some(example_need(most));
     let queue_value = |status: Option<phalanx_api::InferenceAutoscalerStatus>| {
         status.and_then(|s| {
             s.metrics
                 .iter()
-                .find(|m| m.name == "queue")
+                .find(|m| m.name == "queue-wait")
                 .and_then(|m| m.value)
         })
     };
     let stale = queue_value(autoscalers.get("llama-8b").await?.status);
-    assert_ne!(stale, Some(120.0), "written without the verb");
+    assert_ne!(stale, shown, "written without the verb");
     restore_rules(
         &client,
         "phalanx-autoscaler",
@@ -1920,14 +1941,14 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     )
     .await?;
     wait::until(
-        "the status to show 120 waiting",
+        "the status to show the need for the last numbers",
         Duration::from_secs(60),
         || async {
             let value = queue_value(autoscalers.get("llama-8b").await?.status);
-            Ok(if value == Some(120.0) {
+            Ok(if value == shown {
                 Ok(())
             } else {
-                Err(format!("queue {value:?}"))
+                Err(format!("queue-wait {value:?}, want {shown:?}"))
             })
         },
     )
@@ -1935,11 +1956,46 @@ async fn installed_chart_runs_the_autoscaler_and_device_plugin_with_only_their_a
     Ok(())
 }
 
-/// A vLLM-like exporter's text with `waiting` requests queued.
+/// What the exporter's vLLM runs: 32 requests at half its KV cache.
+const EXAMPLE_RUNNING: f64 = 32.0;
+const EXAMPLE_KV: f64 = 0.5;
+
+/// A vLLM-like exporter's text with `waiting` requests queued. No
+/// inference-time histogram: no request has finished, so the sizing gives
+/// every request a slot.
 fn vllm_text(waiting: u32) -> String {
+    let model = "model_name=\"llama-8b\"";
     format!(
-        "vllm:num_requests_waiting{{model_name=\"llama-8b\"}} {waiting}\nvllm:kv_cache_usage_perc{{model_name=\"llama-8b\"}} 0.5\n"
+        "vllm:num_requests_running{{{model}}} {EXAMPLE_RUNNING}\n\
+         vllm:num_requests_waiting{{{model}}} {waiting}\n\
+         vllm:kv_cache_usage_perc{{{model}}} {EXAMPLE_KV}\n"
     )
+}
+
+/// The replicas deploy/examples/vllm-autoscaled.yaml's queue-wait target
+/// (2 s, 64 slots, the defaults otherwise) asks for at [`vllm_text`]'s numbers.
+fn example_need(waiting: u32) -> f64 {
+    use phalanx_autoscaler::decision::{
+        objective_defaults, replicas_for_objective, QueueObjective, ReplicaShape, ServingSignals,
+    };
+    replicas_for_objective(
+        &ServingSignals {
+            running: EXAMPLE_RUNNING,
+            waiting: f64::from(waiting),
+            mean_slot_seconds: None,
+            kv_cache_usage: Some(EXAMPLE_KV),
+            ready_replicas: 1,
+        },
+        &ReplicaShape {
+            slots: 64,
+            drain_seconds: objective_defaults::DRAIN_SECONDS,
+        },
+        &QueueObjective {
+            wait_seconds: 2.0,
+            attainment: objective_defaults::ATTAINMENT,
+        },
+    )
+    .unwrap()
 }
 
 /// Waits until a line of `component`'s log says `needle` and `forbidden`.

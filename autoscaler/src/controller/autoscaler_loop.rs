@@ -383,14 +383,15 @@ impl AutoscalerLoop {
             Ok((state, reach)) => (Ok(state), Some(reach)),
             Err(error) => (Err(error.to_string()), None),
         };
-        let (reads, activation) = match (spec, &reach) {
-            (Some(spec), Some(_)) => {
-                let reads = self.deps.reader.read_all(&spec.metrics).await;
+        let (reads, activation) = match (spec, &reach, &target) {
+            (Some(spec), Some(_), Ok(state)) => {
+                let ready = state.ready.min(state.replicas);
+                let reads = self.deps.reader.read_all(&spec.metrics, ready).await;
                 let activation = match &spec.activation {
                     Some(activation) => Some(
                         self.deps
                             .reader
-                            .read_source(period::ACTIVATION, &activation.source)
+                            .read_source(period::ACTIVATION, &activation.source, ready)
                             .await,
                     ),
                     None => None,

@@ -22,6 +22,7 @@ pub mod namespace_label;
 pub mod pending;
 pub mod period;
 pub mod prometheus;
+pub mod serving;
 pub mod status;
 pub mod target;
 pub mod telemetry;

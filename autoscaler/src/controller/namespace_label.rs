@@ -24,7 +24,8 @@
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr, VectorSelector};
 
-use crate::spec::{AutoscalerPlan, MetricSource, SpecProblem};
+use crate::promql::Matchers;
+use crate::spec::{AutoscalerPlan, MetricSource, ServingSeries, SpecProblem};
 
 /// The namespace boundary: which label, and the one value allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,21 @@ impl NamespaceBoundary<'_> {
         Ok(())
     }
 
+    /// A preset's matchers with the boundary, or why they cannot have it.
+    fn enforce_in_matchers(&self, matchers: &mut Matchers) -> Result<(), String> {
+        match matchers.get(self.label) {
+            Some(value) if value != self.namespace => Err(format!(
+                "{} {value:?} is not this autoscaler's namespace {:?} \
+                 (prometheus.enforceNamespaceLabel: {})",
+                self.label, self.namespace, self.label
+            )),
+            _ => {
+                matchers.insert(self.label, self.namespace);
+                Ok(())
+            }
+        }
+    }
+
     /// The plan with the boundary on every metric, or the problems naming the
     /// fields that cannot have it. `plan` must come from [`crate::spec::plan`]
     /// of the same spec: its metrics are `spec.metrics` in order.
@@ -115,16 +131,34 @@ impl NamespaceBoundary<'_> {
                         message,
                     }),
                 },
-                MetricSource::Preset { matchers, .. } => match matchers.get(self.label) {
-                    Some(value) if value != self.namespace => problems.push(SpecProblem {
-                        field: format!("spec.metrics[{i}].matchLabels"),
-                        message: format!(
-                            "{} {value:?} is not this autoscaler's namespace {:?} \
-                                 (prometheus.enforceNamespaceLabel: {})",
-                            self.label, self.namespace, self.label
-                        ),
-                    }),
-                    _ => matchers.insert(self.label, self.namespace),
+                MetricSource::Preset { matchers, .. } => {
+                    if let Err(message) = self.enforce_in_matchers(matchers) {
+                        problems.push(SpecProblem {
+                            field: format!("spec.metrics[{i}].matchLabels"),
+                            message,
+                        });
+                    }
+                }
+                MetricSource::Serving(serving) => match &mut serving.series {
+                    ServingSeries::Preset { matchers, .. } => {
+                        if let Err(message) = self.enforce_in_matchers(matchers) {
+                            problems.push(SpecProblem {
+                                field: format!("spec.metrics[{i}].matchLabels"),
+                                message,
+                            });
+                        }
+                    }
+                    ServingSeries::Queries(queries) => {
+                        for (name, series) in queries.series_mut() {
+                            match self.enforce_in_query(&series.value) {
+                                Ok(rewritten) => series.value = rewritten,
+                                Err(message) => problems.push(SpecProblem {
+                                    field: format!("spec.metrics[{i}].serving.{name}"),
+                                    message,
+                                }),
+                            }
+                        }
+                    }
                 },
             }
         }
@@ -385,6 +419,82 @@ mod tests {
             problems[1].message.contains("namespace \"billing\""),
             "{}",
             problems[1]
+        );
+    }
+
+    #[test]
+    fn serving_series_get_the_boundary_on_every_query_and_preset() {
+        use crate::decision::{QueueObjective, ReplicaShape};
+        use crate::promql::{SeriesQuery, ServingPreset, ServingQueries};
+        use crate::spec::{ServingSeries, ServingSource};
+
+        let serving = |series| {
+            MetricSource::Serving(Box::new(ServingSource {
+                series,
+                objective: QueueObjective {
+                    wait_seconds: 2.0,
+                    attainment: 0.99,
+                },
+                shape: ReplicaShape {
+                    slots: 8,
+                    drain_seconds: 5.0,
+                },
+            }))
+        };
+        let own = |waiting: &str| {
+            serving(ServingSeries::Queries(ServingQueries {
+                running: SeriesQuery::raw("sum(r)"),
+                waiting: SeriesQuery::raw(waiting),
+                mean_slot_seconds: SeriesQuery::raw("sum(rate(s[5m])) / sum(rate(c[5m]))"),
+                kv_cache_usage: vec![SeriesQuery::raw("avg(kv)")],
+                ready_replicas: Some(SeriesQuery::raw("count(r)")),
+            }))
+        };
+        let vllm = serving(ServingSeries::Preset {
+            preset: ServingPreset::Vllm,
+            matchers: Matchers::default(),
+        });
+        let bounded = SERVING
+            .enforce(plan(vec![vllm, own("sum(w)")]))
+            .expect("bounded");
+        let MetricSource::Serving(preset) = &bounded.metrics[0].source else {
+            panic!("a serving source");
+        };
+        let ServingSeries::Preset { matchers, .. } = &preset.series else {
+            panic!("a serving preset");
+        };
+        assert_eq!(matchers.get("namespace"), Some("serving"));
+        let MetricSource::Serving(user) = &bounded.metrics[1].source else {
+            panic!("a serving source");
+        };
+        let ServingSeries::Queries(queries) = &user.series else {
+            panic!("serving queries");
+        };
+        let mut queries = queries.clone();
+        let series = queries.series_mut();
+        assert_eq!(series.len(), 5);
+        for (name, query) in series {
+            let selectors = if name == "meanSlotSeconds" { 2 } else { 1 };
+            assert_bounded(&query.value, selectors);
+        }
+
+        let other = serving(ServingSeries::Preset {
+            preset: ServingPreset::Tgi,
+            matchers: Matchers::new(BTreeMap::from([(
+                "namespace".to_owned(),
+                "billing".to_owned(),
+            )])),
+        });
+        let problems = SERVING
+            .enforce(plan(vec![other, own("sum(w{namespace=\"billing\"})")]))
+            .unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.metrics[0].matchLabels",
+                "spec.metrics[1].serving.waiting"
+            ]
         );
     }
 }

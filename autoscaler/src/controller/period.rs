@@ -655,6 +655,7 @@ fn metric_statuses(reads: &[MetricRead], now: Duration, max_age: Duration) -> Ve
                 value,
                 sampled_at: sampled_at.and_then(time_of),
                 problem,
+                detail: read.detail.clone(),
             }
         })
         .collect()

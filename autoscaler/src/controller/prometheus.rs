@@ -12,9 +12,10 @@ use std::time::Duration;
 use prometheus_http_query::response::Data;
 use prometheus_http_query::{Client, Error as PromError};
 
+use super::serving::{size, ServingReads};
 use crate::decision::{ActivationReading, MetricReading};
-use crate::promql::preset_queries;
-use crate::spec::{MetricPlan, MetricSource};
+use crate::promql::{preset_queries, SeriesQuery};
+use crate::spec::{MetricPlan, MetricSource, ServingSource};
 
 /// What one query said.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,9 +47,11 @@ impl Reading {
 pub struct MetricRead {
     pub name: String,
     /// The PromQL evaluated (for a preset with several candidate metrics, the
-    /// one found in use).
+    /// one found in use; for serving series, each one's, `; `-separated).
     pub query: String,
     pub reading: Reading,
+    /// For a `queueWait` metric, the series behind the replicas read.
+    pub detail: Option<String>,
 }
 
 impl MetricRead {
@@ -84,6 +87,16 @@ impl MetricRead {
 
 /// Judges an instant query's result.
 pub fn interpret(data: &Data) -> Reading {
+    interpret_as(data, false)
+}
+
+/// Judges an instant query that is a mean over finished requests: NaN (0/0,
+/// none finished) is no data, not garbage.
+pub fn interpret_mean(data: &Data) -> Reading {
+    interpret_as(data, true)
+}
+
+fn interpret_as(data: &Data, nan_is_absent: bool) -> Reading {
     let sample = match data {
         Data::Scalar(sample) => sample,
         Data::Vector(series) => match series.as_slice() {
@@ -104,6 +117,9 @@ pub fn interpret(data: &Data) -> Reading {
             )
         }
     };
+    if nan_is_absent && sample.value().is_nan() {
+        return Reading::Absent;
+    }
     judge(sample.value(), sample.timestamp())
 }
 
@@ -160,29 +176,38 @@ impl MetricsReader {
         Ok(MetricsReader { client, timeout })
     }
 
-    /// Reads every metric of a plan, one after another.
-    pub async fn read_all(&self, plans: &[MetricPlan]) -> Vec<MetricRead> {
+    /// Reads every metric of a plan, one after another. `target_ready` is the
+    /// target's ready replicas, for serving series without a replica count.
+    pub async fn read_all(&self, plans: &[MetricPlan], target_ready: u32) -> Vec<MetricRead> {
         let mut out = Vec::with_capacity(plans.len());
         for plan in plans {
-            out.push(self.read(plan).await);
+            out.push(self.read(plan, target_ready).await);
         }
         out
     }
 
     /// Reads one metric. A preset with several candidate metrics uses the
     /// first one that has a series.
-    pub async fn read(&self, plan: &MetricPlan) -> MetricRead {
-        self.read_source(&plan.name, &plan.source).await
+    pub async fn read(&self, plan: &MetricPlan, target_ready: u32) -> MetricRead {
+        self.read_source(&plan.name, &plan.source, target_ready)
+            .await
     }
 
     /// Reads `source` under `name` (a metric's, or the activation's).
-    pub async fn read_source(&self, name: &str, source: &MetricSource) -> MetricRead {
+    pub async fn read_source(
+        &self,
+        name: &str,
+        source: &MetricSource,
+        target_ready: u32,
+    ) -> MetricRead {
         match source {
             MetricSource::Query(query) => MetricRead {
                 name: name.to_owned(),
                 query: query.clone(),
                 reading: self.instant(query).await,
+                detail: None,
             },
+            MetricSource::Serving(serving) => self.read_serving(name, serving, target_ready).await,
             MetricSource::Preset { preset, matchers } => {
                 let candidates = preset_queries(*preset, matchers);
                 for candidate in &candidates {
@@ -198,6 +223,7 @@ impl MetricsReader {
                         name: name.to_owned(),
                         query: candidate.value.clone(),
                         reading,
+                        detail: None,
                     };
                 }
                 MetricRead {
@@ -208,8 +234,76 @@ impl MetricsReader {
                         .collect::<Vec<_>>()
                         .join(" | "),
                     reading: Reading::Absent,
+                    detail: None,
                 }
             }
+        }
+    }
+
+    /// Reads every serving series of a `queueWait` metric and sizes them into
+    /// the replicas its objective needs.
+    async fn read_serving(
+        &self,
+        name: &str,
+        source: &ServingSource,
+        target_ready: u32,
+    ) -> MetricRead {
+        let queries = source.series.queries();
+        let mut shown = vec![
+            queries.running.value.clone(),
+            queries.waiting.value.clone(),
+            queries.mean_slot_seconds.value.clone(),
+        ];
+        let running = self.series(&queries.running, interpret).await;
+        let waiting = self.series(&queries.waiting, interpret).await;
+        let mean_slot_seconds = self
+            .series(&queries.mean_slot_seconds, interpret_mean)
+            .await;
+        // The first KV-cache candidate with a series (the gauge was renamed).
+        let mut kv_cache_usage = None;
+        for candidate in &queries.kv_cache_usage {
+            let reading = self.series(candidate, interpret).await;
+            let found = reading != Reading::Absent;
+            kv_cache_usage = Some(reading);
+            if found {
+                shown.push(candidate.value.clone());
+                break;
+            }
+        }
+        let ready_replicas = match &queries.ready_replicas {
+            Some(query) => {
+                shown.push(query.value.clone());
+                Some(self.series(query, interpret).await)
+            }
+            None => None,
+        };
+        let reads = ServingReads {
+            running,
+            waiting,
+            mean_slot_seconds,
+            kv_cache_usage,
+            ready_replicas,
+        };
+        let sized = size(&reads, source, target_ready);
+        MetricRead {
+            name: name.to_owned(),
+            query: shown.join("; "),
+            reading: sized.reading,
+            detail: sized.detail,
+        }
+    }
+
+    /// One serving series, judged by `judge`, as old as its oldest data.
+    async fn series(&self, query: &SeriesQuery, judge: fn(&Data) -> Reading) -> Reading {
+        match self.instant_as(&query.value, judge).await {
+            Reading::Value { value, sampled_at } => Reading::Value {
+                value,
+                sampled_at: match &query.freshness {
+                    Some(freshness) => self.oldest_sample(freshness, sampled_at).await,
+                    None => sampled_at,
+                },
+            },
+            other => other,
         }
     }
 
@@ -225,6 +319,11 @@ impl MetricsReader {
 
     /// One instant query, judged.
     pub async fn instant(&self, query: &str) -> Reading {
+        self.instant_as(query, interpret).await
+    }
+
+    /// One instant query, judged by `judge`.
+    async fn instant_as(&self, query: &str, judge: fn(&Data) -> Reading) -> Reading {
         let millis = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
         let request = self.client.query(query).timeout(millis).get();
         match tokio::time::timeout(self.timeout, request).await {
@@ -232,7 +331,7 @@ impl MetricsReader {
                 "no answer within {:.1}s",
                 self.timeout.as_secs_f64()
             )),
-            Ok(Ok(result)) => interpret(result.data()),
+            Ok(Ok(result)) => judge(result.data()),
             Ok(Err(PromError::Prometheus(error))) => {
                 if error.is_timeout() {
                     Reading::Unavailable(format!("query timed out: {}", error.message()))
@@ -312,6 +411,21 @@ mod tests {
     }
 
     #[test]
+    fn a_mean_over_no_finished_request_is_absent_but_nan_elsewhere_is_invalid() {
+        let nan = vector(&[("1", "NaN")]);
+        assert_eq!(interpret_mean(&nan), Reading::Absent);
+        assert!(matches!(interpret(&nan), Reading::Invalid(_)));
+        assert!(matches!(
+            interpret_mean(&vector(&[("1", "1"), ("1", "2")])),
+            Reading::Invalid(_)
+        ));
+        assert!(matches!(
+            interpret_mean(&vector(&[("1", "7.5")])),
+            Reading::Value { value, .. } if value == 7.5
+        ));
+    }
+
+    #[test]
     fn scalars_count_and_range_vectors_do_not() {
         let scalar = data(serde_json::json!({ "resultType": "scalar", "result": [5.0, "0.5"] }));
         assert!(matches!(interpret(&scalar), Reading::Value { value, .. } if value == 0.5));
@@ -333,6 +447,7 @@ mod tests {
             name: "q".into(),
             query: "x".into(),
             reading,
+            detail: None,
         };
         assert!(read(Reading::Invalid("NaN".into()))
             .to_decision(&plan)

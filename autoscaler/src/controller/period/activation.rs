@@ -17,8 +17,10 @@ pub(super) fn activation_read(activation: &ActivationPlan, observed: &Observed) 
         query: match &activation.source {
             MetricSource::Query(query) => query.clone(),
             MetricSource::Preset { preset, .. } => preset.as_str().to_owned(),
+            MetricSource::Serving(serving) => serving.series.queries().running.value,
         },
         reading: Reading::Absent,
+        detail: None,
     })
 }
 

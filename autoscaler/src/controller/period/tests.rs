@@ -7,6 +7,7 @@ fn read(name: &str, reading: Reading) -> MetricRead {
         name: name.into(),
         query: format!("sum({name})"),
         reading,
+        detail: None,
     }
 }
 
@@ -98,6 +99,22 @@ struct Autoscaler {
 
 impl Autoscaler {
     fn new() -> Self {
+        Self::with_metric(AutoscalerMetric {
+            name: "queue".into(),
+            query: Some("sum(queue)".into()),
+            preset: None,
+            match_labels: BTreeMap::new(),
+            serving: None,
+            target: MetricTargetSpec {
+                per_replica: Some(10.0),
+                total: None,
+                queue_wait: None,
+            },
+        })
+    }
+
+    /// As [`Autoscaler::new`], scaling on `metric` alone.
+    fn with_metric(metric: AutoscalerMetric) -> Self {
         let spec = InferenceAutoscalerSpec {
             scale_target_ref: ScaleTargetRef {
                 api_version: "apps/v1".into(),
@@ -106,16 +123,7 @@ impl Autoscaler {
             },
             min_replicas: 1,
             max_replicas: 10,
-            metrics: vec![AutoscalerMetric {
-                name: "queue".into(),
-                query: Some("sum(queue)".into()),
-                preset: None,
-                match_labels: BTreeMap::new(),
-                target: MetricTargetSpec {
-                    per_replica: Some(10.0),
-                    total: None,
-                },
-            }],
+            metrics: vec![metric],
             behavior: Default::default(),
             activation: None,
         };
@@ -754,4 +762,148 @@ fn a_busy_gateway_keeps_the_last_replica_from_a_larger_scale_down() {
         rescale.note,
         "reason: ActivationCooldown: spec.activation 2 > 0, quiet for 0s of 30s; New size: 1"
     );
+}
+
+/// A `queueWait` metric on vLLM's serving series, read through the sizing.
+mod queue_wait {
+    use phalanx_api::autoscaler::{MetricPreset, QueueWaitTarget};
+
+    use super::*;
+    use crate::controller::serving::{size, ServingReads};
+    use crate::decision::{replicas_for_objective, ServingSignals};
+    use crate::spec::MetricSource;
+
+    fn autoscaler() -> Autoscaler {
+        Autoscaler::with_metric(AutoscalerMetric {
+            name: "wait".into(),
+            query: None,
+            preset: Some(MetricPreset::VllmServing),
+            match_labels: BTreeMap::new(),
+            serving: None,
+            target: MetricTargetSpec {
+                queue_wait: Some(QueueWaitTarget {
+                    seconds: 2.0,
+                    slots_per_replica: 8,
+                    attainment: None,
+                    drain_seconds: None,
+                }),
+                ..MetricTargetSpec::default()
+            },
+        })
+    }
+
+    fn at(value: f64, now: u64) -> Reading {
+        queue(value, now)
+    }
+
+    /// The loop's reading of the series at `now`: sized, with its detail.
+    fn sized(autoscaler: &Autoscaler, reads: &ServingReads, ready: u32) -> MetricRead {
+        let MetricSource::Serving(source) = &autoscaler.spec.metrics[0].source else {
+            panic!("a serving source");
+        };
+        let sized = size(reads, source, ready);
+        MetricRead {
+            name: "wait".into(),
+            query: "vllm".into(),
+            reading: sized.reading,
+            detail: sized.detail,
+        }
+    }
+
+    fn busy(now: u64) -> ServingReads {
+        ServingReads {
+            running: at(16.0, now),
+            waiting: at(10.0, now),
+            mean_slot_seconds: at(7.5, now - 2),
+            kv_cache_usage: Some(at(0.5, now)),
+            ready_replicas: Some(at(2.0, now)),
+        }
+    }
+
+    #[test]
+    fn the_replicas_the_objective_needs_are_scaled_to_and_shown() {
+        let mut autoscaler = autoscaler().showing(2);
+        let read = sized(&autoscaler, &busy(1000), 2);
+        let need = replicas_for_objective(
+            &ServingSignals {
+                running: 16.0,
+                waiting: 10.0,
+                mean_slot_seconds: Some(7.5),
+                kv_cache_usage: Some(0.5),
+                ready_replicas: 2,
+            },
+            &crate::decision::ReplicaShape {
+                slots: 8,
+                drain_seconds: crate::decision::objective_defaults::DRAIN_SECONDS,
+            },
+            &crate::decision::QueueObjective {
+                wait_seconds: 2.0,
+                attainment: crate::decision::objective_defaults::ATTAINMENT,
+            },
+        )
+        .expect("sized");
+        let want = need.ceil() as u32;
+        assert!(want > 2, "the numbers must ask for a scale-up: {need}");
+        let observed = Observed {
+            reads: vec![read],
+            ..observed(2, Reading::Absent, 1000)
+        };
+        let question = autoscaler.question(&observed);
+        assert_eq!((question.current, question.wanted), (2, want));
+        let plan = question.answer(Ok(None));
+        assert_eq!(plan.rescale().map(|r| r.to), Some(want));
+        let settled = autoscaler.settle(plan, 1000);
+        let metric = &settled.status.metrics[0];
+        assert_eq!(metric.value, Some(need));
+        assert_eq!(
+            metric.sampled_at,
+            Some(super::at(998)),
+            "as old as the oldest series"
+        );
+        let detail = metric.detail.as_deref().expect("detail");
+        assert!(
+            detail.starts_with("running 16, waiting 10, slot 7.5 s, KV 0.5, ready 2 -> "),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn garbage_in_one_series_holds_naming_it_and_absent_running_never_scales_down() {
+        let mut autoscaler = autoscaler().showing(4);
+        let garbage = ServingReads {
+            waiting: Reading::Invalid("the query returned 2 series".into()),
+            ..busy(1000)
+        };
+        let bad = Observed {
+            reads: vec![sized(&autoscaler, &garbage, 4)],
+            ..observed(4, Reading::Absent, 1000)
+        };
+        let plan = autoscaler.plan(&bad);
+        assert_eq!(plan.rescale(), None);
+        let settled = autoscaler.settle(plan, 1000);
+        let (status, reason, message) = condition(&settled.status, CONDITION_SCALING_ACTIVE);
+        assert_eq!((status, reason), ("False", "InvalidMetric"));
+        assert!(
+            message.contains("wait: waiting: the query returned 2 series"),
+            "{message}"
+        );
+
+        // Nothing running or waiting is absent, not zero: held at 4 for
+        // longer than any window.
+        for now in (1001..1400).step_by(15) {
+            let gone = ServingReads {
+                running: Reading::Absent,
+                ..busy(now)
+            };
+            let observed = Observed {
+                reads: vec![sized(&autoscaler, &gone, 4)],
+                ..observed(4, Reading::Absent, now)
+            };
+            let plan = autoscaler.plan(&observed);
+            assert_eq!(plan.rescale(), None, "at {now}");
+            let settled = autoscaler.settle(plan, now);
+            let (stale, _, _) = condition(&settled.status, CONDITION_METRICS_STALE);
+            assert_eq!(stale, "True");
+        }
+    }
 }
