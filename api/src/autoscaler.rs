@@ -275,8 +275,9 @@ pub struct QueueWaitTarget {
     /// Requests one replica serves at once (vLLM `--max-num-seqs`, TGI
     /// `--max-batch-size`, Triton's instance count × max batch).
     pub slots_per_replica: u32,
-    /// Share of requests that must wait at most `seconds`, in (0, 1)
-    /// [0.995].
+    /// Share of requests the sizing keeps within `seconds` in its queueing
+    /// model, in (0, 1) [0.998]; bursts and cold starts make the share a load
+    /// measures lower.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attainment: Option<f64>,
     /// A backlog on saturated replicas is sized to clear in this long,
@@ -295,7 +296,7 @@ pub struct AutoscalerBehavior {
     /// Averaging window of normal decisions, seconds [60].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_window_seconds: Option<u32>,
-    /// Short window used for bursts, seconds [6].
+    /// Short window used for bursts, seconds [10].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panic_window_seconds: Option<u32>,
     /// Panic (scale up on the short window, never down) when it asks for this
@@ -321,11 +322,14 @@ pub struct AutoscalerBehavior {
 #[serde(rename_all = "camelCase")]
 pub struct ScalingRules {
     /// The most permissive (up) or cautious (down) recommendation within this
-    /// window is used, seconds [up 0, down 300].
+    /// window is used, seconds [up 0, down 70]. A scale-down that the load
+    /// undoes within it stretches it (to 1.5 times the gap the load came back
+    /// after, at least double, at most 10 min); it halves after an hour
+    /// without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stabilization_window_seconds: Option<u32>,
     /// Rate limits; the one allowing the largest change applies [up: 100 % or
-    /// 4 pods per 15 s; down: 100 % per 15 s].
+    /// 4 pods per 15 s; down: 50 % or 1 pod per 60 s].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<Vec<ScalingPolicy>>,
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use phalanx_api::autoscaler::{
     ActivationSpec, AutoscalerBehavior, AutoscalerMetric, MetricPreset, QueueWaitTarget,
-    ScalingPolicy, ScalingPolicyType, ScalingRules, ServingQueries as ServingQueriesSpec,
+    ScalingPolicyType, ScalingRules, ServingQueries as ServingQueriesSpec,
 };
 use phalanx_api::InferenceAutoscalerSpec;
 
@@ -26,22 +26,25 @@ use crate::promql::{
     ServingQueries,
 };
 
-/// Defaults of the behaviour fields (documented on the CRD type).
+/// Defaults of the fields (documented on the CRD type). The behaviour's come
+/// from the decision module's tuned defaults ([`crate::decision::defaults`],
+/// measured with `phalanx-sim autoscale --suite`), except the two that depend
+/// on the workload and the Prometheus setup rather than on the load's shape.
 pub mod defaults {
-    pub const TOLERANCE: f64 = 0.1;
-    pub const STABLE_WINDOW_SECONDS: u32 = 60;
-    pub const PANIC_WINDOW_SECONDS: u32 = 6;
-    pub const PANIC_THRESHOLD: f64 = 2.0;
-    pub const SCALE_UP_STABILIZATION_SECONDS: u32 = 0;
-    pub const SCALE_DOWN_STABILIZATION_SECONDS: u32 = 300;
+    use crate::decision::defaults as tuned;
+
+    pub const TOLERANCE: f64 = tuned::TOLERANCE;
+    pub const STABLE_WINDOW_SECONDS: u32 = tuned::STABLE_WINDOW.as_secs() as u32;
+    pub const PANIC_WINDOW_SECONDS: u32 = tuned::PANIC_WINDOW.as_secs() as u32;
+    pub const PANIC_THRESHOLD: f64 = tuned::PANIC_THRESHOLD;
+    pub const SCALE_UP_STABILIZATION_SECONDS: u32 = tuned::SCALE_UP_STABILIZATION.as_secs() as u32;
+    pub const SCALE_DOWN_STABILIZATION_SECONDS: u32 =
+        tuned::SCALE_DOWN_STABILIZATION.as_secs() as u32;
+    /// A replica's cold start: the workload's own (the simulator's 60 s is a 70B
+    /// model's); set `startupSeconds` to yours.
     pub const STARTUP_SECONDS: u32 = 30;
+    /// Two missed scrapes at Prometheus's common 30 s interval.
     pub const MAX_SAMPLE_AGE_SECONDS: u32 = 60;
-    /// HPA's defaults: up by 100 % or 4 pods per 15 s, whichever is more;
-    /// down by 100 % per 15 s.
-    pub const RATE_PERIOD_SECONDS: u32 = 15;
-    pub const SCALE_UP_PERCENT: u32 = 100;
-    pub const SCALE_UP_PODS: u32 = 4;
-    pub const SCALE_DOWN_PERCENT: u32 = 100;
     /// KEDA's `activationThreshold`: active on any value above zero.
     pub const ACTIVATION_THRESHOLD: f64 = 0.0;
     /// KEDA's `cooldownPeriod`.
@@ -562,21 +565,20 @@ fn behavior(spec: &InferenceAutoscalerSpec, problems: &mut Problems) -> Behavior
     if max_sample_age == 0 {
         problems.push("spec.behavior.maxSampleAgeSeconds", "must be at least 1");
     }
+    // The tuned rate limits (the bounds do not matter for them).
+    let tuned = Behavior::with_bounds(0, 1);
     let up = rules(
         b.scale_up.as_ref(),
         "spec.behavior.scaleUp",
         defaults::SCALE_UP_STABILIZATION_SECONDS,
-        &[
-            (ScalingPolicyType::Percent, defaults::SCALE_UP_PERCENT),
-            (ScalingPolicyType::Pods, defaults::SCALE_UP_PODS),
-        ],
+        &tuned.scale_up_limits,
         problems,
     );
     let down = rules(
         b.scale_down.as_ref(),
         "spec.behavior.scaleDown",
         defaults::SCALE_DOWN_STABILIZATION_SECONDS,
-        &[(ScalingPolicyType::Percent, defaults::SCALE_DOWN_PERCENT)],
+        &tuned.scale_down_limits,
         problems,
     );
     Behavior {
@@ -599,21 +601,15 @@ fn rules(
     rules: Option<&ScalingRules>,
     field: &str,
     default_window: u32,
-    default_policies: &[(ScalingPolicyType, u32)],
+    default_limits: &[RateLimit],
     problems: &mut Problems,
 ) -> (Duration, Vec<RateLimit>) {
     let window = rules
         .and_then(|r| r.stabilization_window_seconds)
         .unwrap_or(default_window);
-    let defaults: Vec<ScalingPolicy> = default_policies
-        .iter()
-        .map(|&(type_, value)| ScalingPolicy {
-            type_,
-            value,
-            period_seconds: defaults::RATE_PERIOD_SECONDS,
-        })
-        .collect();
-    let policies = rules.and_then(|r| r.policies.as_ref()).unwrap_or(&defaults);
+    let Some(policies) = rules.and_then(|r| r.policies.as_ref()) else {
+        return (secs(window), default_limits.to_vec());
+    };
     if policies.is_empty() {
         problems.push(
             format!("{field}.policies"),
@@ -666,7 +662,7 @@ impl Problems {
 
 #[cfg(test)]
 mod tests {
-    use phalanx_api::autoscaler::{MetricTargetSpec, ScaleTargetRef};
+    use phalanx_api::autoscaler::{MetricTargetSpec, ScaleTargetRef, ScalingPolicy};
 
     use crate::promql::ServingPreset;
 
@@ -732,11 +728,17 @@ mod tests {
         let b = &plan.behavior;
         assert_eq!((b.min_replicas, b.max_replicas), (0, 10));
         assert_eq!(b.tolerance, defaults::TOLERANCE);
-        assert_eq!(b.stable_window, Duration::from_secs(60));
-        assert_eq!(b.panic_window, Duration::from_secs(6));
-        assert_eq!(b.scale_down_stabilization, Duration::from_secs(300));
-        assert_eq!(b.scale_up_limits.len(), 2);
-        assert_eq!(b.scale_down_limits.len(), 1);
+        // The decision module's tuned defaults, but for the workload's own two.
+        let tuned = Behavior::with_bounds(0, 10);
+        assert_eq!(b.stable_window, tuned.stable_window);
+        assert_eq!(b.panic_window, tuned.panic_window);
+        assert_eq!(b.panic_threshold, tuned.panic_threshold);
+        assert_eq!(b.scale_up_stabilization, tuned.scale_up_stabilization);
+        assert_eq!(b.scale_down_stabilization, Duration::from_secs(70));
+        assert_eq!(b.scale_up_limits, tuned.scale_up_limits);
+        assert_eq!(b.scale_down_limits, tuned.scale_down_limits);
+        assert_eq!(b.startup, Duration::from_secs(30));
+        assert_eq!(b.max_sample_age, Duration::from_secs(60));
         assert_eq!(plan.metrics.len(), 1);
         assert_eq!(plan.metrics[0].target, MetricTarget::PerReplica(8.0));
         let activation = plan.activation.expect("activation planned");

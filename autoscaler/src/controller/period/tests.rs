@@ -124,7 +124,12 @@ impl Autoscaler {
             min_replicas: 1,
             max_replicas: 10,
             metrics: vec![metric],
-            behavior: Default::default(),
+            // The HPA's scale-down (300 s, all at once), so that each test sees
+            // the rule it is about whatever the tuned defaults are.
+            behavior: phalanx_api::autoscaler::AutoscalerBehavior {
+                scale_down: Some(hpa_scale_down(300)),
+                ..Default::default()
+            },
             activation: None,
         };
         let plan = spec::plan(&spec).expect("a valid spec");
@@ -577,16 +582,26 @@ fn an_invalid_spec_is_shown_not_acted_on() {
 }
 
 /// The same autoscaler with `minReplicas: 0` and a gateway queue as its
+/// The HPA's scale-down rules with this stabilisation window: down by 100 %
+/// per 15 s.
+fn hpa_scale_down(window_seconds: u32) -> phalanx_api::autoscaler::ScalingRules {
+    phalanx_api::autoscaler::ScalingRules {
+        stabilization_window_seconds: Some(window_seconds),
+        policies: Some(vec![phalanx_api::autoscaler::ScalingPolicy {
+            type_: phalanx_api::autoscaler::ScalingPolicyType::Percent,
+            value: 100,
+            period_seconds: 15,
+        }]),
+    }
+}
+
 /// activation (threshold 0, a 30 s cooldown), scaling down without a
 /// stabilisation window so that only the cooldown holds the last replica.
 fn scaling_to_zero() -> Autoscaler {
     let mut autoscaler = Autoscaler::new();
     let mut spec = autoscaler.object.spec.clone();
     spec.min_replicas = 0;
-    spec.behavior.scale_down = Some(phalanx_api::autoscaler::ScalingRules {
-        stabilization_window_seconds: Some(0),
-        policies: None,
-    });
+    spec.behavior.scale_down = Some(hpa_scale_down(0));
     spec.activation = Some(phalanx_api::autoscaler::ActivationSpec {
         query: "sum(gateway_queue_depth)".into(),
         threshold: None,
