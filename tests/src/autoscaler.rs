@@ -273,6 +273,62 @@ pub async fn events_about(
         .collect())
 }
 
+/// An `InferenceAutoscaler` of Deployment `target`, tuned for tests that wait
+/// seconds rather than minutes: windows of 1–2 s, up by `up_pods` per second,
+/// down all at once after 2 s, replicas counted ready after 1 s.
+pub fn quick_autoscaler(
+    name: &str,
+    target: &str,
+    replicas: std::ops::RangeInclusive<u32>,
+    metrics: Vec<phalanx_api::autoscaler::AutoscalerMetric>,
+    up_pods: u32,
+    activation: Option<phalanx_api::autoscaler::ActivationSpec>,
+) -> InferenceAutoscaler {
+    use phalanx_api::autoscaler::{
+        AutoscalerBehavior, ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules,
+    };
+    let every_second = |window: u32, type_, value| ScalingRules {
+        stabilization_window_seconds: Some(window),
+        policies: Some(vec![ScalingPolicy {
+            type_,
+            value,
+            period_seconds: 1,
+        }]),
+    };
+    InferenceAutoscaler::new(
+        name,
+        phalanx_api::InferenceAutoscalerSpec {
+            scale_target_ref: ScaleTargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: target.into(),
+            },
+            min_replicas: *replicas.start(),
+            max_replicas: *replicas.end(),
+            metrics,
+            behavior: AutoscalerBehavior {
+                stable_window_seconds: Some(2),
+                panic_window_seconds: Some(1),
+                scale_up: Some(every_second(0, ScalingPolicyType::Pods, up_pods)),
+                scale_down: Some(every_second(2, ScalingPolicyType::Percent, 100)),
+                startup_seconds: Some(1),
+                max_sample_age_seconds: Some(30),
+                ..AutoscalerBehavior::default()
+            },
+            activation,
+        },
+    )
+}
+
+/// A Deployment's `spec.replicas` through its `/scale` subresource.
+pub async fn scale_replicas(
+    deployments: &Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+) -> Result<i32> {
+    let scale = deployments.get_scale(name).await?;
+    Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

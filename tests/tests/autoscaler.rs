@@ -29,9 +29,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
 use phalanx_api::autoscaler::{
-    ActivationSpec, AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset,
-    MetricTargetSpec, ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules,
-    CONDITION_CAPACITY_LIMITED, CONDITION_SCALING_ACTIVE,
+    ActivationSpec, AutoscalerMetric, MetricPreset, MetricTargetSpec, CONDITION_CAPACITY_LIMITED,
+    CONDITION_SCALING_ACTIVE,
 };
 use phalanx_api::InferenceAutoscaler;
 use phalanx_autoscaler::controller::namespace_label::NamespaceBoundary;
@@ -40,8 +39,8 @@ use phalanx_autoscaler::decision::{Behavior, MetricTarget};
 use phalanx_autoscaler::promql::Matchers;
 use phalanx_autoscaler::spec::{AutoscalerPlan, MetricPlan, MetricSource};
 use phalanx_e2e::autoscaler::{
-    events_about, install_autoscaler_crd, prometheus_for_test, wait_autoscaler_condition,
-    PrometheusServer, TestExporter,
+    events_about, install_autoscaler_crd, prometheus_for_test, quick_autoscaler, scale_replicas,
+    wait_autoscaler_condition, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait::{self, wait_selected_bound};
 use phalanx_e2e::{
@@ -332,54 +331,15 @@ fn autoscaler(
     max: u32,
     metric: AutoscalerMetric,
 ) -> InferenceAutoscaler {
-    let fast = |window: u32, policy: ScalingPolicy| ScalingRules {
-        stabilization_window_seconds: Some(window),
-        policies: Some(vec![policy]),
-    };
-    InferenceAutoscaler::new(
-        name,
-        InferenceAutoscalerSpec {
-            scale_target_ref: ScaleTargetRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: target.into(),
-            },
-            min_replicas: min,
-            max_replicas: max,
-            metrics: vec![metric],
-            behavior: AutoscalerBehavior {
-                stable_window_seconds: Some(2),
-                panic_window_seconds: Some(1),
-                scale_up: Some(fast(
-                    0,
-                    ScalingPolicy {
-                        type_: ScalingPolicyType::Pods,
-                        value: 8,
-                        period_seconds: 1,
-                    },
-                )),
-                scale_down: Some(fast(
-                    2,
-                    ScalingPolicy {
-                        type_: ScalingPolicyType::Percent,
-                        value: 100,
-                        period_seconds: 1,
-                    },
-                )),
-                startup_seconds: Some(1),
-                max_sample_age_seconds: Some(30),
-                ..AutoscalerBehavior::default()
-            },
-            // At zero only an activation could wake the workload: one that
-            // is always quiet keeps what a minimum of 0 allows testable.
-            activation: (min == 0).then(|| ActivationSpec {
-                query: "vector(0)".into(),
-                threshold: None,
-                per_replica: None,
-                cooldown_seconds: Some(0),
-            }),
-        },
-    )
+    // At zero only an activation could wake the workload: one that is always
+    // quiet keeps what a minimum of 0 allows testable.
+    let quiet = (min == 0).then(|| ActivationSpec {
+        query: "vector(0)".into(),
+        threshold: None,
+        per_replica: None,
+        cooldown_seconds: Some(0),
+    });
+    quick_autoscaler(name, target, min..=max, vec![metric], 8, quiet)
 }
 
 fn metric(name: &str, query: Option<&str>, per_replica: f64) -> AutoscalerMetric {
@@ -408,15 +368,6 @@ fn exporter_text(queue: u32) -> String {
          garbage_multi{{shard=\"b\"}} 200\n\
          garbage_nan NaN\n"
     )
-}
-
-async fn replicas(deployments: &Api<Deployment>, name: &str) -> anyhow::Result<i32> {
-    Ok(deployments
-        .get_scale(name)
-        .await?
-        .spec
-        .and_then(|s| s.replicas)
-        .unwrap_or(0))
 }
 
 /// Waits until `app` has `count` pods, all bound.
@@ -574,7 +525,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     exporter.set(&exporter_text(20));
     wait::until_some("llm scaled to 2", WAIT, || {
         let deployments = deployments.clone();
-        async move { Ok((replicas(&deployments, "llm").await? == 2).then_some(())) }
+        async move { Ok((scale_replicas(&deployments, "llm").await? == 2).then_some(())) }
     })
     .await?;
     wait_app_bound(&pods, "llm", 2).await?;
@@ -601,7 +552,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
         ),
         "{message}"
     );
-    assert_eq!(replicas(&deployments, "llm").await?, 2);
+    assert_eq!(scale_replicas(&deployments, "llm").await?, 2);
 
     // Once that pod is gone, its GPU is for a replica, and the autoscaler says so.
     pods.delete("batch", &DeleteParams::default().grace_period(0))
@@ -621,7 +572,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
     wait_app_bound(&pods, "llm", 3).await?;
     assert_eq!(
-        replicas(&deployments, "llm").await?,
+        scale_replicas(&deployments, "llm").await?,
         3,
         "never beyond what fits"
     );
@@ -654,7 +605,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     exporter.set(&exporter_text(5));
     wait::until_some("llm scaled down to 1", WAIT, || {
         let deployments = deployments.clone();
-        async move { Ok((replicas(&deployments, "llm").await? == 1).then_some(())) }
+        async move { Ok((scale_replicas(&deployments, "llm").await? == 1).then_some(())) }
     })
     .await?;
     wait_condition(
@@ -667,7 +618,7 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     .await?;
 
     // The garbage never moved `static`, and the autoscaler is still running.
-    assert_eq!(replicas(&deployments, "static").await?, 1);
+    assert_eq!(scale_replicas(&deployments, "static").await?, 1);
     assert!(!running_b.is_finished(), "the autoscaler stopped");
     for name in ["zero-target", "min-above-max", "several-series", "nan"] {
         let status = autoscalers.get(name).await?.status.unwrap_or_default();

@@ -22,17 +22,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use kube::Api;
 use phalanx_api::autoscaler::{
-    AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset, MetricTargetSpec,
-    QueueWaitTarget, ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules,
-    ServingQueries, CONDITION_SCALING_ACTIVE,
+    AutoscalerMetric, MetricPreset, MetricTargetSpec, QueueWaitTarget, ServingQueries,
+    CONDITION_SCALING_ACTIVE,
 };
 use phalanx_api::InferenceAutoscaler;
 use phalanx_autoscaler::decision::{
     objective_defaults, replicas_for_objective, QueueObjective, ReplicaShape, ServingSignals,
 };
 use phalanx_e2e::autoscaler::{
-    install_autoscaler_crd, prometheus_for_test, wait_autoscaler_condition, PrometheusServer,
-    TestExporter,
+    install_autoscaler_crd, prometheus_for_test, quick_autoscaler, scale_replicas,
+    wait_autoscaler_condition, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait;
 use phalanx_e2e::{
@@ -142,59 +141,6 @@ fn two_series_waiting() -> AutoscalerMetric {
     }
 }
 
-fn autoscaler(name: &str, target: &str, metric: AutoscalerMetric) -> InferenceAutoscaler {
-    let fast = |window: u32, policy: ScalingPolicy| ScalingRules {
-        stabilization_window_seconds: Some(window),
-        policies: Some(vec![policy]),
-    };
-    InferenceAutoscaler::new(
-        name,
-        InferenceAutoscalerSpec {
-            scale_target_ref: ScaleTargetRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: target.into(),
-            },
-            min_replicas: 1,
-            max_replicas: 8,
-            metrics: vec![metric],
-            behavior: AutoscalerBehavior {
-                stable_window_seconds: Some(2),
-                panic_window_seconds: Some(1),
-                scale_up: Some(fast(
-                    0,
-                    ScalingPolicy {
-                        type_: ScalingPolicyType::Pods,
-                        value: 8,
-                        period_seconds: 1,
-                    },
-                )),
-                scale_down: Some(fast(
-                    2,
-                    ScalingPolicy {
-                        type_: ScalingPolicyType::Percent,
-                        value: 100,
-                        period_seconds: 1,
-                    },
-                )),
-                startup_seconds: Some(1),
-                max_sample_age_seconds: Some(30),
-                ..AutoscalerBehavior::default()
-            },
-            activation: None,
-        },
-    )
-}
-
-async fn replicas(deployments: &Api<Deployment>, name: &str) -> anyhow::Result<i32> {
-    Ok(deployments
-        .get_scale(name)
-        .await?
-        .spec
-        .and_then(|s| s.replicas)
-        .unwrap_or(0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_scales_to_the_replicas_its_queue_wait_objective_needs() -> anyhow::Result<()>
 {
@@ -252,10 +198,24 @@ async fn a_deployment_scales_to_the_replicas_its_queue_wait_objective_needs() ->
     }
     let autoscalers: Api<InferenceAutoscaler> = Api::namespaced(client.clone(), "default");
     for object in [
-        autoscaler("llm", "llm", vllm_serving("llm")),
+        quick_autoscaler("llm", "llm", 1..=8, vec![vllm_serving("llm")], 8, None),
         // Garbage, both aimed at `other`: acted on, either would scale it.
-        autoscaler("nan-kv", "other", vllm_serving("other")),
-        autoscaler("two-series", "other", two_series_waiting()),
+        quick_autoscaler(
+            "nan-kv",
+            "other",
+            1..=8,
+            vec![vllm_serving("other")],
+            8,
+            None,
+        ),
+        quick_autoscaler(
+            "two-series",
+            "other",
+            1..=8,
+            vec![two_series_waiting()],
+            8,
+            None,
+        ),
     ] {
         autoscalers.create(&PostParams::default(), &object).await?;
     }
@@ -264,7 +224,7 @@ async fn a_deployment_scales_to_the_replicas_its_queue_wait_objective_needs() ->
     // The objective's replicas, and the series behind them in the status.
     wait::until_some(&format!("llm at {want} replicas"), WAIT, || {
         let deployments = deployments.clone();
-        async move { Ok((replicas(&deployments, "llm").await? == want).then_some(())) }
+        async move { Ok((scale_replicas(&deployments, "llm").await? == want).then_some(())) }
     })
     .await?;
     let shown = wait::until(
@@ -304,7 +264,7 @@ async fn a_deployment_scales_to_the_replicas_its_queue_wait_objective_needs() ->
     // It stays there: the sizing is steady while the numbers are.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        assert_eq!(replicas(&deployments, "llm").await?, want);
+        assert_eq!(scale_replicas(&deployments, "llm").await?, want);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -329,7 +289,7 @@ async fn a_deployment_scales_to_the_replicas_its_queue_wait_objective_needs() ->
     )
     .await?;
     assert!(message.contains("replicas held at 1"), "{message}");
-    assert_eq!(replicas(&deployments, "other").await?, 1);
+    assert_eq!(scale_replicas(&deployments, "other").await?, 1);
 
     let _ = stop.send(());
     running.await??;

@@ -24,14 +24,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use kube::Api;
 use phalanx_api::autoscaler::{
-    ActivationSpec, AutoscalerBehavior, AutoscalerMetric, InferenceAutoscalerSpec, MetricPreset,
-    MetricTargetSpec, ScaleTargetRef, ScalingPolicy, ScalingPolicyType, ScalingRules,
-    CONDITION_METRICS_STALE, CONDITION_SCALING_ACTIVE,
+    ActivationSpec, AutoscalerMetric, MetricPreset, MetricTargetSpec, CONDITION_METRICS_STALE,
+    CONDITION_SCALING_ACTIVE,
 };
 use phalanx_api::InferenceAutoscaler;
 use phalanx_e2e::autoscaler::{
     autoscaler_condition, events_about, install_autoscaler_crd, prometheus_for_test,
-    wait_autoscaler_condition, PrometheusServer, TestExporter,
+    quick_autoscaler, scale_replicas, wait_autoscaler_condition, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait;
 use phalanx_e2e::{
@@ -58,73 +57,25 @@ fn exporter_text(gateway: u32, vllm: Option<u32>) -> String {
 }
 
 fn autoscaler(name: &str, target: &str, activation: Option<ActivationSpec>) -> InferenceAutoscaler {
-    let fast = |window: u32, policy: ScalingPolicy| ScalingRules {
-        stabilization_window_seconds: Some(window),
-        policies: Some(vec![policy]),
-    };
-    InferenceAutoscaler::new(
-        name,
-        InferenceAutoscalerSpec {
-            scale_target_ref: ScaleTargetRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: target.into(),
-            },
-            min_replicas: 0,
-            max_replicas: 4,
-            metrics: vec![AutoscalerMetric {
-                name: "queue".into(),
-                query: None,
-                preset: Some(MetricPreset::VllmQueueDepth),
-                match_labels: BTreeMap::from([("model".to_owned(), "llm".to_owned())]),
-                serving: None,
-                target: MetricTargetSpec {
-                    per_replica: Some(10.0),
-                    total: None,
-                    queue_wait: None,
-                },
-            }],
-            behavior: AutoscalerBehavior {
-                stable_window_seconds: Some(2),
-                panic_window_seconds: Some(1),
-                scale_up: Some(fast(
-                    0,
-                    ScalingPolicy {
-                        type_: ScalingPolicyType::Pods,
-                        value: 4,
-                        period_seconds: 1,
-                    },
-                )),
-                scale_down: Some(fast(
-                    2,
-                    ScalingPolicy {
-                        type_: ScalingPolicyType::Percent,
-                        value: 100,
-                        period_seconds: 1,
-                    },
-                )),
-                startup_seconds: Some(1),
-                max_sample_age_seconds: Some(30),
-                ..AutoscalerBehavior::default()
-            },
-            activation,
+    let queue = AutoscalerMetric {
+        name: "queue".into(),
+        query: None,
+        preset: Some(MetricPreset::VllmQueueDepth),
+        match_labels: BTreeMap::from([("model".to_owned(), "llm".to_owned())]),
+        serving: None,
+        target: MetricTargetSpec {
+            per_replica: Some(10.0),
+            total: None,
+            queue_wait: None,
         },
-    )
-}
-
-async fn replicas(deployments: &Api<Deployment>, name: &str) -> anyhow::Result<i32> {
-    Ok(deployments
-        .get_scale(name)
-        .await?
-        .spec
-        .and_then(|s| s.replicas)
-        .unwrap_or(0))
+    };
+    quick_autoscaler(name, target, 0..=4, vec![queue], 4, activation)
 }
 
 async fn wait_replicas(deployments: &Api<Deployment>, count: i32) -> anyhow::Result<()> {
     wait::until_some(&format!("llm at {count} replicas"), WAIT, || {
         let deployments = deployments.clone();
-        async move { Ok((replicas(&deployments, "llm").await? == count).then_some(())) }
+        async move { Ok((scale_replicas(&deployments, "llm").await? == count).then_some(())) }
     })
     .await
 }
@@ -137,7 +88,7 @@ async fn stays_at(
 ) -> anyhow::Result<()> {
     let until = Instant::now() + period;
     while Instant::now() < until {
-        let now = replicas(deployments, "llm").await?;
+        let now = scale_replicas(deployments, "llm").await?;
         anyhow::ensure!(now == count, "llm moved from {count} to {now} replicas");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -254,7 +205,7 @@ async fn a_deployment_wakes_on_its_gateway_and_sleeps_after_the_cooldown() -> an
     wait::until_some("llm at 1 or 2 replicas, serving", WAIT, || {
         let deployments = deployments.clone();
         async move {
-            let now = replicas(&deployments, "llm").await?;
+            let now = scale_replicas(&deployments, "llm").await?;
             anyhow::ensure!(now >= 1, "scaled to zero with requests at the gateway");
             Ok((now == 1).then_some(()))
         }
@@ -276,7 +227,7 @@ async fn a_deployment_wakes_on_its_gateway_and_sleeps_after_the_cooldown() -> an
     wait::until_some("llm back at zero", WAIT, || {
         let deployments = deployments.clone();
         async move {
-            let now = replicas(&deployments, "llm").await?;
+            let now = scale_replicas(&deployments, "llm").await?;
             anyhow::ensure!(
                 now == 0 || now == 1,
                 "llm at {now} replicas during the cooldown"
@@ -311,7 +262,7 @@ async fn a_deployment_wakes_on_its_gateway_and_sleeps_after_the_cooldown() -> an
     )
     .await?;
     stays_at(&deployments, 0, Duration::from_secs(3)).await?;
-    assert_eq!(replicas(&deployments, "other").await?, 0);
+    assert_eq!(scale_replicas(&deployments, "other").await?, 0);
 
     assert!(!running.is_finished(), "the autoscaler stopped");
     let _ = stop.send(());
