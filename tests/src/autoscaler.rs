@@ -329,6 +329,46 @@ pub async fn scale_replicas(
     Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
 }
 
+/// A control plane for an autoscaler to work on: `nodes` fake GPU nodes of
+/// `gpus` A100s each, ready, with kube-scheduler placing the replicas and the
+/// `InferenceAutoscaler` CRD installed.
+pub async fn autoscaling_cluster(
+    binaries: crate::Binaries,
+    nodes: usize,
+    gpus: u32,
+) -> Result<(crate::ControlPlane, kube::Client)> {
+    let mut plane = crate::ControlPlane::start(binaries).await?;
+    let client = plane.client();
+    let spec = crate::GpuNodeSpec::with_gpus(gpus, "A100");
+    let created = crate::create_gpu_nodes(&client, "gpu", nodes, &spec).await?;
+    crate::wait_fake_nodes_ready(&client, created.len(), Duration::from_secs(60)).await?;
+    plane
+        .start_kube_scheduler(&crate::SchedulerOptions::default())
+        .await?;
+    install_autoscaler_crd(&client).await?;
+    Ok((plane, client))
+}
+
+/// Creates, in `default`, one Deployment per name of `replicas` pods that each
+/// ask for one GPU from kube-scheduler and stop at once when deleted.
+pub async fn gpu_deployments(
+    client: &kube::Client,
+    names: &[&str],
+    replicas: i32,
+) -> Result<Api<k8s_openapi::api::apps::v1::Deployment>> {
+    let deployments = Api::namespaced(client.clone(), "default");
+    for name in names {
+        let deployment =
+            crate::PodBuilder::template("default-scheduler", crate::gpu_worker_container(1))
+                .termination_grace_seconds(0)
+                .deployment(name, replicas);
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await?;
+    }
+    Ok(deployments)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

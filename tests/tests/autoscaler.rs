@@ -39,14 +39,11 @@ use phalanx_autoscaler::decision::{Behavior, MetricTarget};
 use phalanx_autoscaler::promql::Matchers;
 use phalanx_autoscaler::spec::{AutoscalerPlan, MetricPlan, MetricSource};
 use phalanx_e2e::autoscaler::{
-    events_about, install_autoscaler_crd, prometheus_for_test, quick_autoscaler, scale_replicas,
+    autoscaling_cluster, events_about, prometheus_for_test, quick_autoscaler, scale_replicas,
     wait_autoscaler_condition, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait::{self, wait_selected_bound};
-use phalanx_e2e::{
-    create_gpu_nodes, gpu_worker_container, lease_holder, wait_fake_nodes_ready, Binaries,
-    ControlPlane, GpuNodeSpec, PodBuilder, PodSelector, SchedulerOptions,
-};
+use phalanx_e2e::{gpu_worker_container, lease_holder, Binaries, PodBuilder, PodSelector};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -412,17 +409,8 @@ async fn a_deployment_scales_on_prometheus_within_gpu_capacity_and_garbage_moves
     };
     let exporter = TestExporter::start(&exporter_text(0)).await?;
     let prometheus = PrometheusServer::start(&prometheus_bin, &[exporter.addr()]).await?;
-    let mut plane = ControlPlane::start(binaries).await?;
-    let client = plane.client();
-
     // 2 nodes × 2 GPUs: 4 GPUs in all, one of them for the `static` workload.
-    let spec = GpuNodeSpec::with_gpus(2, "A100");
-    let nodes = create_gpu_nodes(&client, "gpu", 2, &spec).await?;
-    wait_fake_nodes_ready(&client, nodes.len(), Duration::from_secs(60)).await?;
-    plane
-        .start_kube_scheduler(&SchedulerOptions::default())
-        .await?;
-    install_autoscaler_crd(&client).await?;
+    let (_plane, client) = autoscaling_cluster(binaries, 2, 2).await?;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -18,7 +18,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use kube::Api;
 use phalanx_api::autoscaler::{
@@ -30,14 +29,11 @@ use phalanx_autoscaler::decision::{
     objective_defaults, replicas_for_objective, QueueObjective, ReplicaShape, ServingSignals,
 };
 use phalanx_e2e::autoscaler::{
-    install_autoscaler_crd, prometheus_for_test, quick_autoscaler, scale_replicas,
+    autoscaling_cluster, gpu_deployments, prometheus_for_test, quick_autoscaler, scale_replicas,
     wait_autoscaler_condition, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait;
-use phalanx_e2e::{
-    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, PodBuilder, SchedulerOptions,
-};
+use phalanx_e2e::Binaries;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -178,24 +174,8 @@ async fn a_deployment_scales_to_the_replicas_its_queue_wait_objective_needs() ->
         (stop, exporter)
     };
 
-    let mut plane = ControlPlane::start(binaries).await?;
-    let client = plane.client();
-    let nodes = create_gpu_nodes(&client, "gpu", 1, &GpuNodeSpec::with_gpus(8, "A100")).await?;
-    wait_fake_nodes_ready(&client, nodes.len(), Duration::from_secs(60)).await?;
-    plane
-        .start_kube_scheduler(&SchedulerOptions::default())
-        .await?;
-    install_autoscaler_crd(&client).await?;
-
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    for name in ["llm", "other"] {
-        let deployment = PodBuilder::template("default-scheduler", gpu_worker_container(1))
-            .termination_grace_seconds(0)
-            .deployment(name, 1);
-        deployments
-            .create(&PostParams::default(), &deployment)
-            .await?;
-    }
+    let (_plane, client) = autoscaling_cluster(binaries, 1, 8).await?;
+    let deployments = gpu_deployments(&client, &["llm", "other"], 1).await?;
     let autoscalers: Api<InferenceAutoscaler> = Api::namespaced(client.clone(), "default");
     for object in [
         quick_autoscaler("llm", "llm", 1..=8, vec![vllm_serving("llm")], 8, None),

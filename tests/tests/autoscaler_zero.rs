@@ -29,14 +29,11 @@ use phalanx_api::autoscaler::{
 };
 use phalanx_api::InferenceAutoscaler;
 use phalanx_e2e::autoscaler::{
-    autoscaler_condition, events_about, install_autoscaler_crd, prometheus_for_test,
+    autoscaler_condition, autoscaling_cluster, events_about, gpu_deployments, prometheus_for_test,
     quick_autoscaler, scale_replicas, wait_autoscaler_condition, PrometheusServer, TestExporter,
 };
 use phalanx_e2e::wait;
-use phalanx_e2e::{
-    create_gpu_nodes, gpu_worker_container, wait_fake_nodes_ready, Binaries, ControlPlane,
-    GpuNodeSpec, PodBuilder, SchedulerOptions,
-};
+use phalanx_e2e::Binaries;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Long against the metrics' own way to zero (2 s windows): a replica gone
@@ -118,25 +115,8 @@ async fn a_deployment_wakes_on_its_gateway_and_sleeps_after_the_cooldown() -> an
     };
     let exporter = TestExporter::start(&exporter_text(0, None)).await?;
     let prometheus = PrometheusServer::start(&prometheus_bin, &[exporter.addr()]).await?;
-    let mut plane = ControlPlane::start(binaries).await?;
-    let client = plane.client();
-
-    let nodes = create_gpu_nodes(&client, "gpu", 1, &GpuNodeSpec::with_gpus(4, "A100")).await?;
-    wait_fake_nodes_ready(&client, nodes.len(), Duration::from_secs(60)).await?;
-    plane
-        .start_kube_scheduler(&SchedulerOptions::default())
-        .await?;
-    install_autoscaler_crd(&client).await?;
-
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    for name in ["llm", "other"] {
-        let deployment = PodBuilder::template("default-scheduler", gpu_worker_container(1))
-            .termination_grace_seconds(0)
-            .deployment(name, 0);
-        deployments
-            .create(&PostParams::default(), &deployment)
-            .await?;
-    }
+    let (_plane, client) = autoscaling_cluster(binaries, 1, 4).await?;
+    let deployments = gpu_deployments(&client, &["llm", "other"], 0).await?;
     let autoscalers: Api<InferenceAutoscaler> = Api::namespaced(client.clone(), "default");
     let activation = ActivationSpec {
         query: ACTIVATION_QUERY.into(),
