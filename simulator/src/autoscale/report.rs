@@ -297,6 +297,17 @@ pub fn scaler_colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
 
+/// The legend of an autoscaler's replica line: its name and what it achieved.
+pub fn replica_legend(r: &RunResult) -> String {
+    format!(
+        "{}: SLO {:.1} %, {:.2} GPU-h, {} changes",
+        r.autoscaler,
+        100.0 * r.slo_attainment,
+        r.gpu_hours,
+        r.replica_changes
+    )
+}
+
 /// `spec.replicas` over time as (minutes, replicas) corners of a step line: a
 /// value holds until the next change.
 pub fn replica_steps(timeline: &[(f64, u32)]) -> Vec<(f64, f64)> {
@@ -345,16 +356,9 @@ pub fn svg(
     for (i, r) in results.iter().enumerate() {
         let colour = scaler_colour(i);
         let steps = replica_steps(&r.timeline);
-        let label = format!(
-            "{}: SLO {:.1} %, {:.2} GPU-h, {} changes",
-            r.autoscaler,
-            100.0 * r.slo_attainment,
-            r.gpu_hours,
-            r.replica_changes
-        );
         chart
             .draw_series(LineSeries::new(steps, colour.stroke_width(2)))?
-            .label(label)
+            .label(replica_legend(r))
             .legend(legend_line(colour.stroke_width(2)));
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::report::{end_minutes, load_in_replicas, replica_steps, scaler_colour, SetupJson};
+use super::report::{
+    end_minutes, load_in_replicas, replica_legend, replica_steps, scaler_colour, SetupJson,
+};
 use super::run::{RunResult, Scenario};
 use super::suite::{LoadOutcome, SuiteLoad, Verdict};
 use crate::report::{draw_legend, legend_line};
@@ -235,19 +237,12 @@ pub fn svg(
     let mut chart = panel(&panels[0], end_min, top, "spec.replicas")?;
     for (i, r) in results.iter().enumerate() {
         let colour = scaler_colour(i);
-        let label = format!(
-            "{}: SLO {:.1} %, {:.2} GPU-h, {} changes",
-            r.autoscaler,
-            100.0 * r.slo_attainment,
-            r.gpu_hours,
-            r.replica_changes
-        );
         chart
             .draw_series(LineSeries::new(
                 replica_steps(&r.timeline),
                 colour.stroke_width(2),
             ))?
-            .label(label)
+            .label(replica_legend(r))
             .legend(legend_line(colour.stroke_width(2)));
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
