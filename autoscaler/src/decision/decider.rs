@@ -111,7 +111,6 @@ pub struct ReplicaDecider {
     behavior: Behavior,
     /// Per metric: (sample timestamp, replicas needed), oldest first.
     samples: BTreeMap<String, VecDeque<(Duration, f64)>>,
-    /// (decision time, recommendation), oldest first.
     /// (decision time, recommendation, the short window's need then), oldest first.
     recommendations: VecDeque<(Duration, u32, u32)>,
     scale_events: VecDeque<ScaleEvent>,
@@ -121,15 +120,15 @@ pub struct ReplicaDecider {
     /// The first scale-down since the last scale-up, and the latest.
     first_scale_down: Option<Duration>,
     last_scale_down: Option<Duration>,
-    /// The scale-down window in force: the behaviour's, doubled each time a
+    /// The scale-down window in force: the behaviour's, stretched each time a
     /// scale-up undoes a scale-down within it (the load came back: it comes in
-    /// bursts with longer gaps), halved back after a quiet spell.
+    /// bursts with longer gaps), halved back after a quiet hour.
     down_window: Duration,
     last_flap: Option<Duration>,
 }
 
 /// The longest a flapping load stretches the scale-down window.
-pub const MAX_ADAPTED_DOWN_WINDOW: Duration = Duration::from_secs(600);
+const MAX_ADAPTED_DOWN_WINDOW: Duration = Duration::from_secs(600);
 /// After this long without a flap the stretched window halves (once per spell).
 const FLAP_MEMORY: Duration = Duration::from_secs(3600);
 
@@ -378,7 +377,6 @@ impl ReplicaDecider {
         if desired < current && current <= b.max_replicas && (panicking || hold_down) {
             desired = current;
         }
-
         if desired == current && wanted < current {
             if panicking {
                 held_by = Some(DecisionReason::PanicHold);

@@ -86,7 +86,7 @@ const SATURATED: f64 = 0.9;
 
 /// The most replicas a sizing considers: beyond this the answer is "more than
 /// the target can have" anyway.
-const MAX_SIZED_REPLICAS: u32 = 100_000;
+const MAX_SIZED_REPLICAS: u32 = 10_000;
 
 /// The replicas the signals need to meet the objective (0 when nothing runs or
 /// waits).
@@ -158,7 +158,19 @@ pub fn replicas_for_objective(
     if offered <= 0.0 {
         return Ok(0.0);
     }
-    let servers = erlang_c_servers(offered, slot_seconds, wait_seconds, 1.0 - attainment);
+    // A load beyond what any target holds (or a garbage count) is answered
+    // without walking the recurrence through millions of servers.
+    let most_servers = u64::from(MAX_SIZED_REPLICAS) * concurrency as u64;
+    if offered >= most_servers as f64 {
+        return Ok(f64::from(MAX_SIZED_REPLICAS));
+    }
+    let servers = erlang_c_servers(
+        offered,
+        slot_seconds,
+        wait_seconds,
+        1.0 - attainment,
+        most_servers,
+    );
     // Fractional: the decider averages needs over its windows and rounds up once;
     // whole replicas here would round up twice.
     Ok(servers as f64 / concurrency)
@@ -166,11 +178,16 @@ pub fn replicas_for_objective(
 
 /// The fewest servers with which an M/M/c queue of `offered` Erlangs and mean
 /// service `service_seconds` keeps `P(wait > wait_seconds)` at most `miss`.
-fn erlang_c_servers(offered: f64, service_seconds: f64, wait_seconds: f64, miss: f64) -> u64 {
+fn erlang_c_servers(
+    offered: f64,
+    service_seconds: f64,
+    wait_seconds: f64,
+    miss: f64,
+    limit: u64,
+) -> u64 {
     // Erlang B by its recurrence, one server at a time: B(0) = 1,
     // B(k) = a B(k-1) / (k + a B(k-1)); then C = c B / (c - a (1 - B)).
     let mut blocking = 1.0_f64;
-    let limit = u64::from(MAX_SIZED_REPLICAS) * 1_000;
     for servers in 1..=limit {
         blocking = offered * blocking / (servers as f64 + offered * blocking);
         let c = servers as f64;
@@ -216,8 +233,8 @@ mod tests {
         // 10 Erlangs on 12 servers: C(12, 10) = 0.4494 (standard tables).
         // P(wait > 0.5 S) = 0.4494 e^{-1} = 0.165: 12 servers miss 0.1, 13 meet it
         // (C(13, 10) = 0.2853, times e^{-1.5} = 0.064).
-        assert_eq!(erlang_c_servers(10.0, 1.0, 0.5, 0.1), 13);
-        assert_eq!(erlang_c_servers(10.0, 1.0, 0.5, 0.2), 12);
+        assert_eq!(erlang_c_servers(10.0, 1.0, 0.5, 0.1, 100), 13);
+        assert_eq!(erlang_c_servers(10.0, 1.0, 0.5, 0.2, 100), 12);
     }
 
     #[test]
@@ -258,6 +275,15 @@ mod tests {
         assert_eq!(
             replicas_for_objective(&early, &SHAPE, &OBJECTIVE).unwrap(),
             3.0
+        );
+    }
+
+    #[test]
+    fn a_load_beyond_any_target_is_answered_with_the_most_replicas_sized() {
+        let huge = signals(1e12, 1e12, 1.0);
+        assert_eq!(
+            replicas_for_objective(&huge, &SHAPE, &OBJECTIVE).unwrap(),
+            f64::from(MAX_SIZED_REPLICAS)
         );
     }
 
