@@ -8,6 +8,7 @@ use phalanx_engine::{ClusterSnapshot, PolicyName};
 use phalanx_sim::autoscale::trace::DEFAULT_MAX_TRACE_HOURS;
 use phalanx_sim::day::workload::DEFAULT_DAY_LOAD;
 use phalanx_sim::day::DayPolicyName;
+use phalanx_sim::openb::bound::seed_bounds;
 use phalanx_sim::openb::gang_sweep::{
     gang_table, run_gang_sweep, summarise_gangs, GangSweepConfig,
 };
@@ -167,6 +168,11 @@ struct OpenbArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also print, per trace, an upper bound on the GPU allocation any
+    /// placement could reach at 100 % arrived (a linear relaxation over node
+    /// types and pod shapes, for the same seeded arrivals).
+    #[arg(long, conflicts_with = "gangs")]
+    bound: bool,
     /// Group pods of 2+ GPUs into gangs of 2–8 (seeded) on nodes in synthetic
     /// racks, and compare how a gang's rack is chosen: anywhere (no topology),
     /// emptiest rack first, tightest-fitting rack first.
@@ -293,6 +299,31 @@ fn openb(args: OpenbArgs) -> Result<()> {
         runs.len(),
         started.elapsed().as_secs_f64()
     );
+    if args.bound {
+        println!("\nupper bound on GPU allocation at 100 % arrived (any placement; LP relaxation over node types and pod shapes)\n");
+        for trace in &traces {
+            let started = std::time::Instant::now();
+            let bounds = seed_bounds(&nodes, &cluster, trace, &config.seeds, args.tune, 100.0)?;
+            let alloc: Vec<f64> = bounds.iter().map(|b| b.allocated_percent).collect();
+            let mean = alloc.iter().sum::<f64>() / alloc.len().max(1) as f64;
+            let (lo, hi) = alloc
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| {
+                    (lo.min(*a), hi.max(*a))
+                });
+            println!(
+                "{:<28} unallocated >= {:.2} % (allocated <= {:.2} %; seeds {:.2}–{:.2} %; {} shapes on {} node types; {:.1} s)",
+                trace.workload,
+                100.0 - mean,
+                mean,
+                lo,
+                hi,
+                bounds.first().map_or(0, |b| b.shapes),
+                bounds.first().map_or(0, |b| b.node_types),
+                started.elapsed().as_secs_f64(),
+            );
+        }
+    }
 
     if let Some(path) = &args.json {
         let text = report::json(&rows, &runs, args.tune, &node_src.name, args.workload)?;

@@ -5,6 +5,7 @@
 //! the same experiment with multi-GPU pods grouped into gangs on racked nodes.
 
 pub mod arrivals;
+pub mod bound;
 pub mod curves;
 pub mod gang_sweep;
 pub mod gangs;
