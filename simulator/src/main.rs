@@ -13,6 +13,7 @@ use phalanx_sim::openb::gang_sweep::{
     gang_table, run_gang_sweep, summarise_gangs, GangSweepConfig,
 };
 use phalanx_sim::openb::gangs::{with_racks, GangPlacement};
+use phalanx_sim::openb::idle::IdleBreakdown;
 use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;
@@ -322,6 +323,25 @@ fn openb(args: OpenbArgs) -> Result<()> {
                 bounds.first().map_or(0, |b| b.node_types),
                 started.elapsed().as_secs_f64(),
             );
+            for policy in &config.policies {
+                let idle: Vec<IdleBreakdown> = runs
+                    .iter()
+                    .filter(|r| r.workload == trace.workload && r.policy == *policy)
+                    .map(|r| r.idle_at_full)
+                    .collect();
+                let b = IdleBreakdown::mean(&idle);
+                println!(
+                    "  {:<26} {:>5.2} % unallocated = slivers {:.2} + other partial-GPU gaps {:.2} \
+                     + whole GPUs stranded without CPU {:.2} + whole GPUs free {:.2}; {:.2} above the bound",
+                    policy.to_string(),
+                    b.total(),
+                    b.slivers,
+                    b.partial_gaps,
+                    b.stranded_whole,
+                    b.free_whole,
+                    b.total() - (100.0 - mean),
+                );
+            }
         }
     }
 

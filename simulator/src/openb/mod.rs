@@ -9,5 +9,6 @@ pub mod bound;
 pub mod curves;
 pub mod gang_sweep;
 pub mod gangs;
+pub mod idle;
 pub mod run;
 pub mod sweep;

@@ -11,6 +11,7 @@ use phalanx_engine::{
 
 use super::arrivals::{seeded_run, SeededRun};
 use super::curves::{CurveRecorder, Curves};
+use super::idle::{idle_breakdown, IdleBreakdown};
 use crate::trace::TracePod;
 
 /// A pod list resolved against the cluster, ready to be replayed many times.
@@ -77,6 +78,8 @@ pub struct RunResult {
     pub pods_arrived: usize,
     pub pods_failed: usize,
     pub wall_seconds: f64,
+    /// Where the unallocated GPU sat at 100 % arrived.
+    pub idle_at_full: IdleBreakdown,
 }
 
 impl RunResult {
@@ -137,6 +140,10 @@ pub(crate) struct Replay<'t> {
     arrived: u64,
     used: u64,
     failed: usize,
+    /// Arrived milli at which the 100 % bucket ends, and where the idle GPU
+    /// sat at its last event.
+    full_milli: u64,
+    idle_at_full: Option<IdleBreakdown>,
 }
 
 impl<'t> Replay<'t> {
@@ -175,11 +182,17 @@ impl<'t> Replay<'t> {
             arrived: 0,
             used: 0,
             failed: 0,
+            // The curve's 100 % bucket holds arrivals below 100.5 %.
+            full_milli: capacity + capacity / 200,
+            idle_at_full: None,
         })
     }
 
     /// `pod` arrives and is scheduled on its own; one point on the curves.
     pub(crate) fn schedule_pod(&mut self, pod: &PodDemand) -> Result<(), EngineError> {
+        if self.idle_at_full.is_none() && self.arrived + pod.gpu.total_milli() >= self.full_milli {
+            self.idle_at_full = Some(idle_breakdown(&self.cluster, self.meter.typical));
+        }
         self.policy.observe_arrival(pod);
         match schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch) {
             CycleOutcome::Placed(placement) => {
@@ -211,6 +224,13 @@ impl<'t> Replay<'t> {
 
     pub(crate) fn failed(&self) -> usize {
         self.failed
+    }
+
+    /// Where the idle GPU sat at 100 % arrived (or at the end, if the
+    /// arrivals never got past it).
+    pub(crate) fn idle_at_full(&self) -> IdleBreakdown {
+        self.idle_at_full
+            .unwrap_or_else(|| idle_breakdown(&self.cluster, self.meter.typical))
     }
 
     pub(crate) fn curves(&self) -> Curves {
@@ -247,5 +267,6 @@ pub fn run_once(
         pods_arrived: arrivals.len(),
         pods_failed: replay.failed(),
         wall_seconds: started.elapsed().as_secs_f64(),
+        idle_at_full: replay.idle_at_full(),
     })
 }
