@@ -287,26 +287,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use phalanx_engine::GpuSpec;
 
     fn node(name: &str, cpu: u64, gpus: u32, model: &str) -> NodeSpec {
-        NodeSpec {
-            name: name.into(),
-            cpu_milli: cpu,
-            memory_mib: 1 << 20,
-            max_pods: 110,
-            gpu_model: Some(model.into()),
-            gpus: (0..gpus)
-                .map(|i| GpuSpec {
-                    uuid: format!("{name}-{i}"),
-                    memory_mib: 0,
-                })
-                .collect(),
-            labels: Default::default(),
-            taints: Vec::new(),
-            unschedulable: false,
-            scalar_resources: Vec::new(),
-        }
+        crate::openb::test_gpu_node(name, cpu, gpus, model)
     }
 
     fn pod(cpu: u64, gpu: GpuDemand, spec: &str) -> TracePod {

@@ -108,29 +108,13 @@ pub fn idle_breakdown(cluster: &ClusterSnapshot, typical: &[TypicalPod]) -> Idle
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use phalanx_engine::{GpuAssignment, GpuSpec, NodeSpec, Placement, PodShape};
+    use phalanx_engine::{GpuAssignment, NodeSpec, Placement, PodShape};
 
     use super::*;
     use crate::trace::{build_cluster, TracePod};
 
     fn node(name: &str, cpu: u64) -> NodeSpec {
-        NodeSpec {
-            name: name.into(),
-            cpu_milli: cpu,
-            memory_mib: 1 << 20,
-            max_pods: 110,
-            gpu_model: Some("V100".into()),
-            gpus: (0..2)
-                .map(|i| GpuSpec {
-                    uuid: format!("{name}-{i}"),
-                    memory_mib: 0,
-                })
-                .collect(),
-            labels: Default::default(),
-            taints: Vec::new(),
-            unschedulable: false,
-            scalar_resources: Vec::new(),
-        }
+        crate::openb::test_gpu_node(name, cpu, 2, "V100")
     }
 
     fn typical(cpu: u64, gpu: GpuDemand, weight: f64) -> TypicalPod {

@@ -12,3 +12,31 @@ pub mod gangs;
 pub mod idle;
 pub mod run;
 pub mod sweep;
+
+/// A GPU node for the openb modules' tests: `gpus` GPUs of `model`, `cpu`
+/// milli-CPU and ample memory.
+#[cfg(test)]
+pub(crate) fn test_gpu_node(
+    name: &str,
+    cpu: u64,
+    gpus: u32,
+    model: &str,
+) -> phalanx_engine::NodeSpec {
+    phalanx_engine::NodeSpec {
+        name: name.into(),
+        cpu_milli: cpu,
+        memory_mib: 1 << 20,
+        max_pods: 110,
+        gpu_model: Some(model.into()),
+        gpus: (0..gpus)
+            .map(|i| phalanx_engine::GpuSpec {
+                uuid: format!("{name}-{i}"),
+                memory_mib: 0,
+            })
+            .collect(),
+        labels: Default::default(),
+        taints: Vec::new(),
+        unschedulable: false,
+        scalar_resources: Vec::new(),
+    }
+}
