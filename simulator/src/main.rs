@@ -351,7 +351,24 @@ fn openb(args: OpenbArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.svg {
-        report::svg(path, &runs).map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        let mut bounds = Vec::new();
+        if args.bound {
+            // The bound every 5 % of arrived workload, mean over the seeds.
+            for trace in &traces {
+                let mut curve = Vec::new();
+                for percent in (5..=130).step_by(5) {
+                    let percent = f64::from(percent);
+                    let at =
+                        seed_bounds(&nodes, &cluster, trace, &config.seeds, args.tune, percent)?;
+                    let mean = at.iter().map(|b| b.allocated_percent).sum::<f64>()
+                        / at.len().max(1) as f64;
+                    curve.push((percent, mean));
+                }
+                bounds.push((trace.workload.clone(), curve));
+            }
+        }
+        report::svg(path, &runs, &bounds)
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -179,7 +179,13 @@ fn mean_curve(runs: &[&RunResult]) -> Vec<(f64, f64)> {
 }
 
 /// One panel per trace: GPU allocation ratio against arrived workload, a line per policy.
-pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Error>> {
+/// `bounds`: per trace (workload name), points (arrived %, allocation %) of the
+/// upper bound any placement could reach, drawn as a dashed line; may be empty.
+pub fn svg(
+    path: &Path,
+    runs: &[RunResult],
+    bounds: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut traces: Vec<&str> = Vec::new();
     for r in runs {
         if !traces.contains(&r.workload.as_str()) {
@@ -261,6 +267,18 @@ pub fn svg(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Er
                     .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                     .label(label)
                     .legend(legend_line(color.stroke_width(2)));
+            }
+            if let Some((_, bound)) = bounds.iter().find(|(w, _)| w == *trace) {
+                let points: Vec<(f64, f64)> = bound
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x_range.contains(x) && *y >= y_range.start)
+                    .collect();
+                let style = BLACK.stroke_width(1);
+                chart
+                    .draw_series(DashedLineSeries::new(points, 6, 4, style))?
+                    .label("upper bound, any placement")
+                    .legend(legend_line(style));
             }
             draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
