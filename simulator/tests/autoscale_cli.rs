@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
-use std::process::Command;
+mod common;
 
-fn sim() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_phalanx-sim"))
-}
+use common::{sim, stdout_of_success};
 
 /// The first `rows` requests of the shipped trace, as a file of their own.
 fn head_of_trace(dir: &std::path::Path, rows: usize) -> std::path::PathBuf {
@@ -25,19 +23,13 @@ fn json_has_the_summary_the_issue_asks_for_and_the_svg_names_every_autoscaler() 
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let svg = dir.path().join("out.svg");
-    let out = sim()
-        .args(["autoscale", "--json"])
-        .arg(&json)
-        .arg("--svg")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of_success(
+        sim()
+            .args(["autoscale", "--json"])
+            .arg(&json)
+            .arg("--svg")
+            .arg(&svg),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("azure_llm_conv_2023") && stdout.contains("19366 requests"),
         "{stdout}"
@@ -90,19 +82,14 @@ fn two_runs_on_the_same_trace_write_the_same_bytes() {
     let mut outputs = Vec::new();
     for run in 0..2 {
         let json = dir.path().join(format!("run{run}.json"));
-        let out = sim()
-            .args(["autoscale", "--trace"])
-            .arg(&trace)
-            .arg("--json")
-            .arg(&json)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let stdout = stdout_of_success(
+            sim()
+                .args(["autoscale", "--trace"])
+                .arg(&trace)
+                .arg("--json")
+                .arg(&json),
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("3000 requests"));
+        assert!(stdout.contains("3000 requests"));
         outputs.push(std::fs::read(&json).unwrap());
     }
     assert_eq!(outputs[0], outputs[1]);
@@ -214,21 +201,15 @@ fn the_suite_runs_every_load_and_a_users_trace_in_one_table_with_plots_and_json(
     std::fs::write(&mine, head.join("\n")).unwrap();
     let json = dir.path().join("suite.json");
     let plots = dir.path().join("plots");
-    let out = sim()
-        .args(["autoscale", "--suite", "--seed", "7", "--trace"])
-        .arg(&mine)
-        .arg("--json")
-        .arg(&json)
-        .arg("--plot")
-        .arg(&plots)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of_success(
+        sim()
+            .args(["autoscale", "--suite", "--seed", "7", "--trace"])
+            .arg(&mine)
+            .arg("--json")
+            .arg(&json)
+            .arg("--plot")
+            .arg(&plots),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let loads = [
         "azure-conv",
         "mooncake",

@@ -3,29 +3,21 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
-use std::process::Command;
+mod common;
 
-fn sim() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_phalanx-sim"))
-}
+use common::{sim, stdout_of_success};
 
 #[test]
 fn the_embedded_trace_runs_every_policy_and_writes_json_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("day.json");
-    let out = sim()
-        .args(["day", "--load", "1", "--large-gangs", "2", "--json"])
-        .arg(&json)
-        .arg("--plot")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of_success(
+        sim()
+            .args(["day", "--load", "1", "--large-gangs", "2", "--json"])
+            .arg(&json)
+            .arg("--plot")
+            .arg(dir.path()),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     for policy in ["fifo", "priority", "kueue", "kueue-borrow", "phalanx"] {
         assert!(
             stdout.lines().any(|l| l.starts_with(policy)),

@@ -3,38 +3,30 @@
 
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
-use std::process::Command;
+mod common;
 
-fn sim() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_phalanx-sim"))
-}
+use common::{sim, stdout_of_success};
 
 #[test]
 fn json_and_svg_follow_the_output_contract() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let svg = dir.path().join("out.svg");
-    let out = sim()
-        .args([
-            "openb",
-            "--quiet",
-            "--policies",
-            "fgd,bestfit",
-            "--seeds",
-            "42-43",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--svg")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of_success(
+        sim()
+            .args([
+                "openb",
+                "--quiet",
+                "--policies",
+                "fgd,bestfit",
+                "--seeds",
+                "42-43",
+                "--json",
+            ])
+            .arg(&json)
+            .arg("--svg")
+            .arg(&svg),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("openb_pod_list_default") && stdout.contains("paper"),
         "{stdout}"
