@@ -213,11 +213,7 @@ impl MetricsReader {
                 for candidate in &candidates {
                     let reading = match self.instant(&candidate.value).await {
                         Reading::Absent => continue,
-                        Reading::Value { value, sampled_at } => Reading::Value {
-                            value,
-                            sampled_at: self.oldest_sample(&candidate.freshness, sampled_at).await,
-                        },
-                        other => other,
+                        other => self.aged(other, Some(&candidate.freshness)).await,
                     };
                     return MetricRead {
                         name: name.to_owned(),
@@ -295,15 +291,19 @@ impl MetricsReader {
 
     /// One serving series, judged by `judge`, as old as its oldest data.
     async fn series(&self, query: &SeriesQuery, judge: fn(&Data) -> Reading) -> Reading {
-        match self.instant_as(&query.value, judge).await {
-            Reading::Value { value, sampled_at } => Reading::Value {
+        let reading = self.instant_as(&query.value, judge).await;
+        self.aged(reading, query.freshness.as_deref()).await
+    }
+
+    /// A value timed by the scrape of the oldest series behind it, when a
+    /// freshness query says (an aggregate's own time is the evaluation's).
+    async fn aged(&self, reading: Reading, freshness: Option<&str>) -> Reading {
+        match (reading, freshness) {
+            (Reading::Value { value, sampled_at }, Some(freshness)) => Reading::Value {
                 value,
-                sampled_at: match &query.freshness {
-                    Some(freshness) => self.oldest_sample(freshness, sampled_at).await,
-                    None => sampled_at,
-                },
+                sampled_at: self.oldest_sample(freshness, sampled_at).await,
             },
-            other => other,
+            (other, _) => other,
         }
     }
 
