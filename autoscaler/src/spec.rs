@@ -98,6 +98,25 @@ pub struct ServingSource {
     pub shape: ReplicaShape,
 }
 
+#[cfg(test)]
+impl ServingSource {
+    /// A 2 s objective at 99 % on replicas of 8 slots, backlog drained in 5 s:
+    /// the controller modules' tests' serving metric.
+    pub(crate) fn for_tests(series: ServingSeries) -> Self {
+        ServingSource {
+            series,
+            objective: QueueObjective {
+                wait_seconds: 2.0,
+                attainment: 0.99,
+            },
+            shape: ReplicaShape {
+                slots: 8,
+                drain_seconds: 5.0,
+            },
+        }
+    }
+}
+
 /// The serving series of a `queueWait` metric.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServingSeries {

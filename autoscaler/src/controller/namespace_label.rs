@@ -424,23 +424,10 @@ mod tests {
 
     #[test]
     fn serving_series_get_the_boundary_on_every_query_and_preset() {
-        use crate::decision::{QueueObjective, ReplicaShape};
         use crate::promql::{SeriesQuery, ServingPreset, ServingQueries};
         use crate::spec::{ServingSeries, ServingSource};
 
-        let serving = |series| {
-            MetricSource::Serving(Box::new(ServingSource {
-                series,
-                objective: QueueObjective {
-                    wait_seconds: 2.0,
-                    attainment: 0.99,
-                },
-                shape: ReplicaShape {
-                    slots: 8,
-                    drain_seconds: 5.0,
-                },
-            }))
-        };
+        let serving = |series| MetricSource::Serving(Box::new(ServingSource::for_tests(series)));
         let own = |waiting: &str| {
             serving(ServingSeries::Queries(ServingQueries {
                 running: SeriesQuery::raw("sum(r)"),

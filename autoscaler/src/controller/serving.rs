@@ -161,25 +161,14 @@ fn round(value: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{QueueObjective, ReplicaShape};
     use crate::promql::{Matchers, ServingPreset};
     use crate::spec::ServingSeries;
 
     fn source() -> ServingSource {
-        ServingSource {
-            series: ServingSeries::Preset {
-                preset: ServingPreset::Vllm,
-                matchers: Matchers::default(),
-            },
-            objective: QueueObjective {
-                wait_seconds: 2.0,
-                attainment: 0.99,
-            },
-            shape: ReplicaShape {
-                slots: 8,
-                drain_seconds: 5.0,
-            },
-        }
+        ServingSource::for_tests(ServingSeries::Preset {
+            preset: ServingPreset::Vllm,
+            matchers: Matchers::default(),
+        })
     }
 
     fn at(value: f64, seconds: u64) -> Reading {
