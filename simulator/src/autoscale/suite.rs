@@ -120,12 +120,22 @@ impl Verdict {
     }
 }
 
+/// The SLO attainment of the better of the HPA-like and KEDA-like runs in
+/// `results` (0 when neither is there).
+pub fn better_baseline_attainment(results: &[RunResult]) -> f64 {
+    results
+        .iter()
+        .filter(|r| r.autoscaler == "hpa" || r.autoscaler == "keda")
+        .map(|r| r.slo_attainment)
+        .fold(0.0, f64::max)
+}
+
 /// Judges Phalanx against the baselines in `results` (by autoscaler name);
 /// `None` when one of phalanx, hpa and keda is missing.
 pub fn verdict(results: &[RunResult], control_period_seconds: f64) -> Option<Verdict> {
     let find = |name: &str| results.iter().find(|r| r.autoscaler == name);
-    let (p, h, k) = (find("phalanx")?, find("hpa")?, find("keda")?);
-    let best = h.slo_attainment.max(k.slo_attainment);
+    let (p, h, _) = (find("phalanx")?, find("hpa")?, find("keda")?);
+    let best = better_baseline_attainment(results);
     let ratio = p.gpu_hours / h.gpu_hours;
     let first_up = match (p.load_first_crossed_seconds, p.first_scale_up_delay_seconds) {
         (None, _) => Check {
@@ -180,15 +190,10 @@ pub fn run(
         .map(|load| {
             let mut results = compare(&load.requests, scenario)?;
             let verdict = verdict(&results, control_period_seconds);
-            let better_baseline = results
-                .iter()
-                .filter(|r| r.autoscaler != "phalanx")
-                .map(|r| r.slo_attainment)
-                .fold(0.0, f64::max);
             results.push(oracle::cheapest_meeting(
                 &load.requests,
                 scenario,
-                better_baseline,
+                better_baseline_attainment(&results),
             ));
             Ok(LoadOutcome {
                 load,
