@@ -265,8 +265,10 @@ impl ReplicaDecider {
         // 3. Panic mode (Knative's KPA): entered when the short window needs
         // panic_threshold times the ready replicas; left a stable window after the
         // last trigger. In it the short window counts too, and nothing scales down.
-        let panic_need = needs.iter().map(|n| n.2).fold(0.0, f64::max);
-        if panic_need >= b.panic_threshold * f64::from(ready.max(1)) {
+        // The short window's need: panic's trigger, and what the scale-down
+        // window remembers beside the recommendation.
+        let short_need = needs.iter().map(|n| n.2).fold(0.0, f64::max);
+        if short_need >= b.panic_threshold * f64::from(ready.max(1)) {
             let highest = self.panic.map_or(0, |p| p.highest);
             self.panic = Some(Panic {
                 last_trigger: now,
@@ -341,9 +343,8 @@ impl ReplicaDecider {
         // What the short window needed is remembered beside it: a load that comes
         // in bursts shorter than the stable window needs the bursts' replicas in
         // the gaps too, or every burst meets too few and waits for a cold start.
-        let short_need = ceil_replicas(needs.iter().map(|n| n.2).fold(0.0, f64::max))
-            .clamp(b.min_replicas, b.max_replicas);
-        let peak = remembered.max(short_need);
+        let short_replicas = ceil_replicas(short_need).clamp(b.min_replicas, b.max_replicas);
+        let peak = remembered.max(short_replicas);
         self.recommendations.push_back((now, remembered, peak));
         let mut up = remembered;
         let mut down = peak;
