@@ -8,7 +8,7 @@ use phalanx_engine::{ClusterSnapshot, PolicyName};
 use phalanx_sim::autoscale::trace::DEFAULT_MAX_TRACE_HOURS;
 use phalanx_sim::day::workload::DEFAULT_DAY_LOAD;
 use phalanx_sim::day::DayPolicyName;
-use phalanx_sim::openb::bound::seed_bounds;
+use phalanx_sim::openb::bound::{seed_bounds, AllocationBound};
 use phalanx_sim::openb::gang_sweep::{
     gang_table, run_gang_sweep, summarise_gangs, GangSweepConfig,
 };
@@ -300,13 +300,35 @@ fn openb(args: OpenbArgs) -> Result<()> {
         runs.len(),
         started.elapsed().as_secs_f64()
     );
+    // Per trace, the bound every 5 % of arrived workload for the SVG (mean over
+    // seeds), or at 100 % alone for the table.
+    let mut bound_curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     if args.bound {
         println!("\nupper bound on GPU allocation at 100 % arrived (any placement; LP relaxation over node types and pod shapes)\n");
+        let percents: Vec<f64> = if args.svg.is_some() {
+            (5..=130).step_by(5).map(f64::from).collect()
+        } else {
+            vec![100.0]
+        };
+        let full = percents.iter().position(|p| *p == 100.0).unwrap_or(0);
         for trace in &traces {
             let started = std::time::Instant::now();
-            let bounds = seed_bounds(&nodes, &cluster, trace, &config.seeds, args.tune, 100.0)?;
+            let per_percent =
+                seed_bounds(&nodes, &cluster, trace, &config.seeds, args.tune, &percents)?;
+            let mean_of = |bounds: &[AllocationBound]| {
+                bounds.iter().map(|b| b.allocated_percent).sum::<f64>() / bounds.len().max(1) as f64
+            };
+            bound_curves.push((
+                trace.workload.clone(),
+                percents
+                    .iter()
+                    .zip(&per_percent)
+                    .map(|(p, bounds)| (*p, mean_of(bounds)))
+                    .collect(),
+            ));
+            let bounds = &per_percent[full];
             let alloc: Vec<f64> = bounds.iter().map(|b| b.allocated_percent).collect();
-            let mean = alloc.iter().sum::<f64>() / alloc.len().max(1) as f64;
+            let mean = mean_of(bounds);
             let (lo, hi) = alloc
                 .iter()
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| {
@@ -351,23 +373,7 @@ fn openb(args: OpenbArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.svg {
-        let mut bounds = Vec::new();
-        if args.bound {
-            // The bound every 5 % of arrived workload, mean over the seeds.
-            for trace in &traces {
-                let mut curve = Vec::new();
-                for percent in (5..=130).step_by(5) {
-                    let percent = f64::from(percent);
-                    let at =
-                        seed_bounds(&nodes, &cluster, trace, &config.seeds, args.tune, percent)?;
-                    let mean = at.iter().map(|b| b.allocated_percent).sum::<f64>()
-                        / at.len().max(1) as f64;
-                    curve.push((percent, mean));
-                }
-                bounds.push((trace.workload.clone(), curve));
-            }
-        }
-        report::svg(path, &runs, &bounds)
+        report::svg(path, &runs, &bound_curves)
             .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }

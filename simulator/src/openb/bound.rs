@@ -260,24 +260,33 @@ pub fn allocation_bound(
     })
 }
 
-/// The bound at `percent` % arrived for each seed of a trace, with the same
-/// seeded arrival list (shuffle, tuning, clones) the benchmark replays.
+/// The bound at each of `percents` % arrived (outer) for each seed (inner) of a
+/// trace, with the same seeded arrival list (shuffle, tuning, clones) the
+/// benchmark replays, drawn once per seed.
 pub fn seed_bounds(
     nodes: &[NodeSpec],
     cluster: &ClusterSnapshot,
     trace: &PreparedTrace,
     seeds: &[u64],
     tune: f64,
-    percent: f64,
-) -> Result<Vec<AllocationBound>, BoundError> {
+    percents: &[f64],
+) -> Result<Vec<Vec<AllocationBound>>, BoundError> {
     let capacity = cluster.gpu_milli_capacity();
     let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
-    seeds
+    let arrivals: Vec<Vec<usize>> = seeds
         .iter()
-        .map(|&seed| {
-            let seeded = seeded_run(&trace.pods, &names, capacity, tune, seed);
-            let prefix = arrived_prefix(&trace.pods, &seeded.arrivals, capacity, percent);
-            allocation_bound(nodes, &prefix)
+        .map(|&seed| seeded_run(&trace.pods, &names, capacity, tune, seed).arrivals)
+        .collect();
+    percents
+        .iter()
+        .map(|&percent| {
+            arrivals
+                .iter()
+                .map(|arrived| {
+                    let prefix = arrived_prefix(&trace.pods, arrived, capacity, percent);
+                    allocation_bound(nodes, &prefix)
+                })
+                .collect()
         })
         .collect()
 }
