@@ -23,6 +23,8 @@
 //! * [`preemption`] chooses the fewest, least valuable running pods (whole
 //!   gangs or none) whose eviction lets a waiting pod or gang fit, for
 //!   priority preemption inside a queue and reclaim across queues.
+//! * [`batch_order`] orders pods that wait together before each is placed
+//!   (the simulator's batch methodology).
 //! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
 //!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
@@ -30,6 +32,7 @@
 //! policies cache per-(node, pod shape) scores against it, so a placement costs
 //! recomputation on one node only.
 
+mod batch;
 mod capacity;
 mod constraints;
 mod cycle;
@@ -54,6 +57,7 @@ mod test_support;
 mod volumes;
 mod workload;
 
+pub use batch::{batch_order, BatchOrder};
 pub use capacity::{replicas_that_fit, ReplicaFit};
 pub use constraints::{
     NodePlacementRules, NodeSelectorRequirement, PreferredNodeTerm, SelectorOperator, Taint,

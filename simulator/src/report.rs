@@ -37,8 +37,18 @@ pub fn table(rows: &[SummaryRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<28} {:<11} {:>7} {:>7} {:>7} {:>8} {:>8}   {:>7} {:>6} {:>4}",
-        "trace", "policy", "mean", "min", "max", "failed", "s/run", "paper", "±tol", ""
+        "{:<28} {:<11} {:>7} {:>7} {:>7} {:>8} {:>8}   {:>7} {:>6} {:>4}   {:>14}",
+        "trace",
+        "policy",
+        "mean",
+        "min",
+        "max",
+        "failed",
+        "s/run",
+        "paper",
+        "±tol",
+        "",
+        "vs fgd ± SE"
     );
     let mut last = "";
     for row in rows {
@@ -54,9 +64,14 @@ pub fn table(rows: &[SummaryRow]) -> String {
             ),
             None => ("-".into(), "".into(), ""),
         };
+        // `*`: below FGD by more than two standard errors.
+        let against_fgd = row.against_fgd.map_or(String::new(), |d| {
+            let mark = if row.beats_fgd() { "*" } else { " " };
+            format!("{:+.3} ±{:.3}{mark}", d.mean, d.standard_error())
+        });
         let _ = writeln!(
             out,
-            "{:<28} {:<11} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>8.3}   {:>7} {:>6} {:>4}",
+            "{:<28} {:<11} {:>7.2} {:>7.2} {:>7.2} {:>8.0} {:>8.3}   {:>7} {:>6} {:>4}   {:>14}",
             row.workload,
             row.policy.as_str(),
             row.at_100.mean,
@@ -66,7 +81,8 @@ pub fn table(rows: &[SummaryRow]) -> String {
             row.wall_seconds.mean,
             paper,
             tol,
-            verdict
+            verdict,
+            against_fgd
         );
     }
     out
@@ -89,6 +105,10 @@ struct JsonSummary<'a> {
     paper_mean_unallocated_gpu_pct_at_100: Option<f64>,
     paper_tolerance: Option<f64>,
     within_paper_tolerance: Option<bool>,
+    /// Paired by seed against FGD: mean difference and its standard error.
+    vs_fgd_mean: Option<f64>,
+    vs_fgd_standard_error: Option<f64>,
+    beats_fgd_by_two_standard_errors: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -142,6 +162,9 @@ pub fn json(
                 paper_mean_unallocated_gpu_pct_at_100: r.paper.map(|p| p.at_100.mean),
                 paper_tolerance: r.paper.map(|p| p.tolerance),
                 within_paper_tolerance: r.paper.map(|p| p.within(&r.at_100)),
+                vs_fgd_mean: r.against_fgd.map(|d| d.mean),
+                vs_fgd_standard_error: r.against_fgd.map(|d| d.standard_error()),
+                beats_fgd_by_two_standard_errors: r.against_fgd.map(|_| r.beats_fgd()),
             })
             .collect(),
         runs: runs

@@ -36,6 +36,11 @@ impl Stats {
             max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         }
     }
+
+    /// Standard error of the mean, `sd / √n`.
+    pub fn standard_error(&self) -> f64 {
+        self.sd / (self.n as f64).sqrt()
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +53,7 @@ mod tests {
         assert_eq!(s.mean, 2.5);
         assert!((s.sd - 1.2909944).abs() < 1e-6);
         assert_eq!((s.min, s.max), (1.0, 4.0));
+        assert!((s.standard_error() - 1.2909944 / 2.0).abs() < 1e-6);
         assert!(Stats::of(&[]).mean.is_nan());
     }
 }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
 use phalanx_engine::PolicyName;
-use phalanx_sim::openb::run::{PreparedTrace, WorkloadMode};
+use phalanx_sim::openb::run::{Batching, PreparedTrace, WorkloadMode};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;
 use phalanx_sim::trace::{build_cluster, read_nodes, read_pods, CsvSource};
@@ -33,6 +33,7 @@ fn sweep(
         seeds: (42..52).collect(),
         tune: 1.3,
         workload,
+        batching: Batching::ONE_AT_A_TIME,
         progress: false,
     };
     let runs = run_sweep(&cluster, &[trace], &config).unwrap();

@@ -4,9 +4,9 @@ use std::time::Instant;
 
 use phalanx_engine::policy::PolicyConfig;
 use phalanx_engine::{
-    build_policy, node_fragmentation, schedule_one, ClusterSnapshot, CycleOutcome, CycleScratch,
-    EngineError, NodeId, PlacementPolicy, PodDemand, PolicyName, TypicalPod, WorkloadModel,
-    WorkloadSource,
+    batch_order, build_policy, node_fragmentation, schedule_one, BatchOrder, ClusterSnapshot,
+    CycleOutcome, CycleScratch, EngineError, NodeId, PlacementPolicy, PodDemand, PolicyName,
+    TypicalPod, WorkloadModel, WorkloadSource,
 };
 
 use super::arrivals::{seeded_run, SeededRun};
@@ -60,12 +60,31 @@ pub enum WorkloadMode {
     Online,
 }
 
+/// How arrivals reach the scheduler: one at a time (the paper's methodology,
+/// `window` 1), or in windows of `window` consecutive arrivals that wait
+/// together and are placed in one go, tried in `order`. Every pod of a window
+/// that fits is placed before the next window arrives, so nothing is held back
+/// and the curves still count each pod at its own arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub window: usize,
+    pub order: BatchOrder,
+}
+
+impl Batching {
+    pub const ONE_AT_A_TIME: Batching = Batching {
+        window: 1,
+        order: BatchOrder::Arrival,
+    };
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RunSpec {
     pub policy: PolicyName,
     pub seed: u64,
     pub tune: f64,
     pub workload: WorkloadMode,
+    pub batching: Batching,
 }
 
 #[derive(Debug, Clone)]
@@ -190,17 +209,37 @@ impl<'t> Replay<'t> {
 
     /// `pod` arrives and is scheduled on its own; one point on the curves.
     pub(crate) fn schedule_pod(&mut self, pod: &PodDemand) -> Result<(), EngineError> {
-        if self.idle_at_full.is_none() && self.arrived + pod.gpu.total_milli() >= self.full_milli {
+        self.schedule_window(&[pod], BatchOrder::Arrival)
+    }
+
+    /// `pods`, consecutive arrivals, wait together and are placed in `order`;
+    /// then each is counted at its own arrival, in arrival order. The idle
+    /// breakdown at 100 % is read before the window that crosses it.
+    pub(crate) fn schedule_window(
+        &mut self,
+        pods: &[&PodDemand],
+        order: BatchOrder,
+    ) -> Result<(), EngineError> {
+        let window_milli: u64 = pods.iter().map(|p| p.gpu.total_milli()).sum();
+        if self.idle_at_full.is_none() && self.arrived + window_milli >= self.full_milli {
             self.idle_at_full = Some(idle_breakdown(&self.cluster, self.meter.typical));
         }
-        self.policy.observe_arrival(pod);
-        match schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch) {
-            CycleOutcome::Placed(placement) => {
+        for pod in pods {
+            self.policy.observe_arrival(pod);
+        }
+        let mut placed = vec![false; pods.len()];
+        for i in batch_order(pods, order) {
+            let pod = pods[i];
+            if let CycleOutcome::Placed(placement) =
+                schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch)
+            {
                 self.cluster.place(pod, &placement)?;
                 self.meter.update(&self.cluster, placement.node);
-                self.record_arrival(pod, true);
+                placed[i] = true;
             }
-            CycleOutcome::Unschedulable { .. } => self.record_arrival(pod, false),
+        }
+        for (pod, placed) in pods.iter().zip(placed) {
+            self.record_arrival(pod, placed);
         }
         Ok(())
     }
@@ -254,8 +293,11 @@ pub fn run_once(
         spec.policy,
     )?;
     let arrivals = std::mem::take(&mut replay.seeded.arrivals);
-    for &i in &arrivals {
-        replay.schedule_pod(&trace.demands[i])?;
+    let mut pods: Vec<&PodDemand> = Vec::with_capacity(spec.batching.window);
+    for window in arrivals.chunks(spec.batching.window.max(1)) {
+        pods.clear();
+        pods.extend(window.iter().map(|&i| &trace.demands[i]));
+        replay.schedule_window(&pods, spec.batching.order)?;
     }
 
     Ok(RunResult {
@@ -269,4 +311,57 @@ pub fn run_once(
         wall_seconds: started.elapsed().as_secs_f64(),
         idle_at_full: replay.idle_at_full(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::trace::build_cluster;
+    use phalanx_engine::GpuDemand;
+
+    fn trace_pod(name: &str, gpu: GpuDemand) -> TracePod {
+        TracePod {
+            name: name.into(),
+            cpu_milli: 1_000,
+            memory_mib: 1,
+            gpu,
+            spec: String::new(),
+            qos: Default::default(),
+            times: Default::default(),
+        }
+    }
+
+    /// One GPU, and a window of a 300-milli share that arrived before a
+    /// whole-GPU pod: GPU milli placed and pods failed.
+    fn one_gpu_window(order: BatchOrder) -> (u64, usize) {
+        let cluster = build_cluster(&[crate::openb::test_gpu_node("n", 8_000, 1, "V100")]).unwrap();
+        let pods = vec![
+            trace_pod("share", GpuDemand::Share { milli: 300 }),
+            trace_pod("whole", GpuDemand::Whole { count: 1 }),
+        ];
+        let trace = PreparedTrace::new("t".into(), "t.csv".into(), pods, &cluster);
+        let mut replay = Replay::new(
+            &cluster,
+            &trace,
+            42,
+            1.0,
+            WorkloadMode::Trace,
+            PolicyName::Phalanx,
+        )
+        .unwrap();
+        let window: Vec<&PodDemand> = trace.demands.iter().collect();
+        replay.schedule_window(&window, order).unwrap();
+        let used = replay.cluster.gpu_milli_capacity()
+            - u64::from(replay.cluster.node(NodeId(0)).gpu_milli_free());
+        (used, replay.failed())
+    }
+
+    #[test]
+    fn a_window_tried_largest_first_places_the_whole_gpu_pod() {
+        // In arrival order the share opens the GPU and the whole-GPU pod fails.
+        assert_eq!(one_gpu_window(BatchOrder::Arrival), (300, 1));
+        assert_eq!(one_gpu_window(BatchOrder::LargestFirst), (1_000, 1));
+    }
 }

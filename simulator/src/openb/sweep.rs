@@ -4,7 +4,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phalanx_engine::{ClusterSnapshot, EngineError, PolicyName};
 use rayon::prelude::*;
 
-use super::run::{run_once, PreparedTrace, RunResult, RunSpec, WorkloadMode};
+use super::run::{run_once, Batching, PreparedTrace, RunResult, RunSpec, WorkloadMode};
 use crate::paper::{tolerance, PaperResults};
 use crate::stats::Stats;
 
@@ -14,6 +14,7 @@ pub struct SweepConfig {
     pub seeds: Vec<u64>,
     pub tune: f64,
     pub workload: WorkloadMode,
+    pub batching: Batching,
     pub progress: bool,
 }
 
@@ -29,6 +30,20 @@ pub struct SummaryRow {
     pub failed_pods: Stats,
     pub wall_seconds: Stats,
     pub paper: Option<PaperComparison>,
+    /// Per seed, this policy's unallocated GPU % at 100 % arrived less FGD's on
+    /// the same arrivals (same trace, seeds and methodology); `None` for FGD
+    /// itself or when FGD was not run. Pairing by seed removes the arrival
+    /// noise both share, so its standard error is what says whether a policy
+    /// really beats FGD.
+    pub against_fgd: Option<Stats>,
+}
+
+impl SummaryRow {
+    /// Lower than FGD by more than two standard errors of the paired mean.
+    pub fn beats_fgd(&self) -> bool {
+        self.against_fgd
+            .is_some_and(|d| d.n > 1 && d.mean < -2.0 * d.standard_error())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +76,7 @@ pub fn run_sweep(
                         seed,
                         tune: config.tune,
                         workload: config.workload,
+                        batching: config.batching,
                     },
                 ));
             }
@@ -88,6 +104,24 @@ pub fn run_sweep(
     results
 }
 
+/// `group`'s runs (one trace, one policy) less FGD's run of the same trace and
+/// seed, where there is one for every seed.
+fn paired_against_fgd(runs: &[RunResult], group: &[&RunResult]) -> Option<Stats> {
+    let differences: Option<Vec<f64>> = group
+        .iter()
+        .filter_map(|r| r.unallocated_at(100).map(|v| (r, v)))
+        .map(|(r, value)| {
+            runs.iter()
+                .find(|f| {
+                    f.policy == PolicyName::Fgd && f.pods_file == r.pods_file && f.seed == r.seed
+                })
+                .and_then(|f| f.unallocated_at(100))
+                .map(|fgd| value - fgd)
+        })
+        .collect();
+    differences.filter(|d| !d.is_empty()).map(|d| Stats::of(&d))
+}
+
 /// Groups runs per (trace, policy), in input order, with the paper's figures beside.
 pub fn summarise(runs: &[RunResult], paper: &PaperResults) -> Vec<SummaryRow> {
     let mut keys: Vec<(String, String, PolicyName)> = Vec::new();
@@ -107,6 +141,9 @@ pub fn summarise(runs: &[RunResult], paper: &PaperResults) -> Vec<SummaryRow> {
                 group.iter().filter_map(|r| f(r)).collect()
             };
             let at_100 = Stats::of(&values(&|r| r.unallocated_at(100)));
+            let against_fgd = (policy != PolicyName::Fgd)
+                .then(|| paired_against_fgd(runs, &group))
+                .flatten();
             let paper = policy
                 .paper_label()
                 .and_then(|label| paper.get(&workload, label))
@@ -124,6 +161,7 @@ pub fn summarise(runs: &[RunResult], paper: &PaperResults) -> Vec<SummaryRow> {
                 wall_seconds: Stats::of(&values(&|r| Some(r.wall_seconds))),
                 at_100,
                 paper,
+                against_fgd,
                 workload,
                 pods_file,
                 policy,
