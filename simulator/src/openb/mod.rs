@@ -11,6 +11,7 @@ pub mod gang_sweep;
 pub mod gangs;
 pub mod idle;
 pub mod run;
+pub mod share_floor;
 pub mod sweep;
 
 /// A GPU node for the openb modules' tests: `gpus` GPUs of `model`, `cpu`

@@ -5,13 +5,14 @@ use std::time::Instant;
 use phalanx_engine::policy::PolicyConfig;
 use phalanx_engine::{
     batch_order, build_policy, node_fragmentation, schedule_one, BatchOrder, ClusterSnapshot,
-    CycleOutcome, CycleScratch, EngineError, NodeId, PlacementPolicy, PodDemand, PolicyName,
-    TypicalPod, WorkloadModel, WorkloadSource,
+    CycleOutcome, CycleScratch, EngineError, GpuDemand, NodeId, PlacementPolicy, PodDemand,
+    PolicyName, TypicalPod, WorkloadModel, WorkloadSource, MILLI_PER_GPU,
 };
 
 use super::arrivals::{seeded_run, SeededRun};
 use super::curves::{CurveRecorder, Curves};
 use super::idle::{idle_breakdown, IdleBreakdown};
+use super::share_floor::PlacedShares;
 use crate::trace::TracePod;
 
 /// A pod list resolved against the cluster, ready to be replayed many times.
@@ -99,6 +100,8 @@ pub struct RunResult {
     pub wall_seconds: f64,
     /// Where the unallocated GPU sat at 100 % arrived.
     pub idle_at_full: IdleBreakdown,
+    /// The shares placed by 100 % arrived, and the GPUs they sat on.
+    pub shares_at_full: PlacedShares,
 }
 
 impl RunResult {
@@ -163,6 +166,9 @@ pub(crate) struct Replay<'t> {
     /// sat at its last event.
     full_milli: u64,
     idle_at_full: Option<IdleBreakdown>,
+    /// The shares placed so far, and as they were at 100 % arrived.
+    shares: PlacedShares,
+    shares_at_full: Option<PlacedShares>,
 }
 
 impl<'t> Replay<'t> {
@@ -204,6 +210,8 @@ impl<'t> Replay<'t> {
             // The curve's 100 % bucket holds arrivals below 100.5 %.
             full_milli: capacity + capacity / 200,
             idle_at_full: None,
+            shares: PlacedShares::default(),
+            shares_at_full: None,
         })
     }
 
@@ -223,6 +231,7 @@ impl<'t> Replay<'t> {
         let window_milli: u64 = pods.iter().map(|p| p.gpu.total_milli()).sum();
         if self.idle_at_full.is_none() && self.arrived + window_milli >= self.full_milli {
             self.idle_at_full = Some(idle_breakdown(&self.cluster, self.meter.typical));
+            self.shares_at_full = Some(self.shares.clone());
         }
         for pod in pods {
             self.policy.observe_arrival(pod);
@@ -233,6 +242,13 @@ impl<'t> Replay<'t> {
             if let CycleOutcome::Placed(placement) =
                 schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch)
             {
+                if let GpuDemand::Share { milli } = pod.gpu {
+                    let free = self.cluster.node(placement.node).free_list();
+                    let gpu_was_empty = placement.gpus.as_slice().first().is_some_and(|g| {
+                        free.as_slice().get(usize::from(g.index)) == Some(&MILLI_PER_GPU)
+                    });
+                    self.shares.record(milli, gpu_was_empty);
+                }
                 self.cluster.place(pod, &placement)?;
                 self.meter.update(&self.cluster, placement.node);
                 placed[i] = true;
@@ -270,6 +286,13 @@ impl<'t> Replay<'t> {
     pub(crate) fn idle_at_full(&self) -> IdleBreakdown {
         self.idle_at_full
             .unwrap_or_else(|| idle_breakdown(&self.cluster, self.meter.typical))
+    }
+
+    /// The shares placed by 100 % arrived (or by the end).
+    pub(crate) fn shares_at_full(&self) -> PlacedShares {
+        self.shares_at_full
+            .clone()
+            .unwrap_or_else(|| self.shares.clone())
     }
 
     pub(crate) fn curves(&self) -> Curves {
@@ -310,6 +333,7 @@ pub fn run_once(
         pods_failed: replay.failed(),
         wall_seconds: started.elapsed().as_secs_f64(),
         idle_at_full: replay.idle_at_full(),
+        shares_at_full: replay.shares_at_full(),
     })
 }
 
@@ -319,7 +343,6 @@ mod tests {
 
     use super::*;
     use crate::trace::build_cluster;
-    use phalanx_engine::GpuDemand;
 
     fn trace_pod(name: &str, gpu: GpuDemand) -> TracePod {
         TracePod {
