@@ -15,6 +15,7 @@ use phalanx_sim::openb::gang_sweep::{
 use phalanx_sim::openb::gangs::{with_racks, GangPlacement};
 use phalanx_sim::openb::idle::IdleBreakdown;
 use phalanx_sim::openb::run::{Batching, PreparedTrace, WorkloadMode};
+use phalanx_sim::openb::share_floor::{run_share_gap, seed_share_floors};
 use phalanx_sim::openb::sweep::{run_sweep, summarise, SweepConfig};
 use phalanx_sim::paper::PaperResults;
 use phalanx_sim::trace::{build_cluster, read_nodes, read_pods, unknown_models, CsvSource};
@@ -372,16 +373,41 @@ fn openb(args: OpenbArgs) -> Result<()> {
                 bounds.first().map_or(0, |b| b.node_types),
                 started.elapsed().as_secs_f64(),
             );
+            let floors = seed_share_floors(&cluster, trace, &config.seeds, args.tune)?;
+            let floor_values: Vec<f64> = floors
+                .iter()
+                .filter_map(|f| f.unallocated_percent())
+                .collect();
+            let share_gpus =
+                floors.iter().map(|f| f.gpus as f64).sum::<f64>() / floors.len().max(1) as f64;
+            if floor_values.len() == floors.len() {
+                println!(
+                    "  placing every arrived share: unallocated >= {:.2} % (the shares need {share_gpus:.0} GPUs at least)",
+                    floor_values.iter().sum::<f64>() / floor_values.len().max(1) as f64,
+                );
+            } else {
+                println!(
+                    "  placing every arrived share: impossible on {} of {} seeds (the shares need {share_gpus:.0} GPUs at least)",
+                    floors.len() - floor_values.len(),
+                    floors.len()
+                );
+            }
             for policy in &config.policies {
-                let idle: Vec<IdleBreakdown> = runs
+                let group: Vec<_> = runs
                     .iter()
                     .filter(|r| r.workload == trace.workload && r.policy == *policy)
-                    .map(|r| r.idle_at_full)
                     .collect();
+                let idle: Vec<IdleBreakdown> = group.iter().map(|r| r.idle_at_full).collect();
                 let b = IdleBreakdown::mean(&idle);
+                let mut share_excess = 0.0;
+                for run in &group {
+                    share_excess += run_share_gap(&run.shares_at_full)?
+                        .excess_percent(cluster.gpu_milli_capacity());
+                }
                 println!(
                     "  {:<26} {:>5.2} % unallocated = slivers {:.2} + other partial-GPU gaps {:.2} \
-                     + whole GPUs stranded without CPU {:.2} + whole GPUs free {:.2}; {:.2} above the bound",
+                     + whole GPUs stranded without CPU {:.2} + whole GPUs free {:.2}; {:.2} above the bound; \
+                     its shares take {:.2} % more GPUs than their best packing",
                     policy.to_string(),
                     b.total(),
                     b.slivers,
@@ -389,6 +415,7 @@ fn openb(args: OpenbArgs) -> Result<()> {
                     b.stranded_whole,
                     b.free_whole,
                     b.total() - (100.0 - mean),
+                    share_excess / group.len().max(1) as f64,
                 );
             }
         }
