@@ -66,6 +66,8 @@ struct Cached<T> {
 pub struct FragmentationGradient {
     online: Option<WorkloadModel>,
     typical: Vec<TypicalPod>,
+    /// The smallest share of one GPU among `typical` (milli), if any.
+    smallest_share: Option<u32>,
     /// Bumped whenever `typical` changes; part of every cache key.
     epoch: u32,
     next_refresh_at: u64,
@@ -83,6 +85,7 @@ impl FragmentationGradient {
         };
         FragmentationGradient {
             online,
+            smallest_share: smallest_share(&typical),
             typical,
             epoch: 1,
             next_refresh_at: 1,
@@ -105,11 +108,19 @@ impl FragmentationGradient {
         if seen >= self.next_refresh_at && seen >= ONLINE_MIN_SAMPLES {
             let learned = model.typical_pods();
             if materially_different(&self.typical, &learned) {
+                self.smallest_share = smallest_share(&learned);
                 self.typical = learned;
                 self.epoch = self.epoch.wrapping_add(1).max(1);
             }
             self.next_refresh_at = (seen + seen / 4).max(seen + 16);
         }
+    }
+
+    /// The smallest share of one GPU the workload asks for (milli); `None`
+    /// when it asks for none or nothing is learned yet. A free part below it
+    /// fits no pod of the workload.
+    pub fn smallest_share(&self) -> Option<u32> {
+        self.smallest_share
     }
 
     /// Resolves the pod's shape once per cycle.
@@ -172,6 +183,16 @@ impl FragmentationGradient {
         self.evals[shape][i] = Cached { key, value };
         value
     }
+}
+
+fn smallest_share(typical: &[TypicalPod]) -> Option<u32> {
+    typical
+        .iter()
+        .filter_map(|t| match t.shape.gpu {
+            GpuDemand::Share { milli } => Some(milli),
+            _ => None,
+        })
+        .min()
 }
 
 /// True when two typical sets differ in membership or any weight moved by more than
