@@ -59,6 +59,13 @@ pub const CLOSED_BELOW_MILLI: u32 = 50;
 /// The partly used GPU of `node` that a share of `milli` leaves with the
 /// smallest free part below `below`: (GPU index, that free part).
 fn closing_gpu(node: &NodeState, milli: u32, below: u32) -> Option<(usize, u32)> {
+    // Most nodes have no partly used GPU, or none with room: answered from the
+    // node's summaries without walking its GPUs (this runs for every feasible
+    // node of every share's cycle).
+    let partly_used_free = node.gpu_milli_free() - node.fully_free_gpus() * MILLI_PER_GPU;
+    if partly_used_free < milli || below == 0 {
+        return None;
+    }
     node.free_list()
         .as_slice()
         .iter()

@@ -64,8 +64,8 @@ pub enum WorkloadMode {
 /// How arrivals reach the scheduler: one at a time (the paper's methodology,
 /// `window` 1), or in windows of `window` consecutive arrivals that wait
 /// together and are placed in one go, tried in `order`. Every pod of a window
-/// that fits is placed before the next window arrives, so nothing is held back
-/// and the curves still count each pod at its own arrival.
+/// that fits is placed before the next window arrives, so nothing is held back;
+/// the curves count a window's pods in the order they are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     pub window: usize,
@@ -220,8 +220,10 @@ impl<'t> Replay<'t> {
         self.schedule_window(&[pod], BatchOrder::Arrival)
     }
 
-    /// `pods`, consecutive arrivals, wait together and are placed in `order`;
-    /// then each is counted at its own arrival, in arrival order. The idle
+    /// `pods`, consecutive arrivals, wait together and are placed in `order`,
+    /// each counted as arrived when it is tried: the window arrives as one, and
+    /// counting in arrival order instead would credit a later pod's GPUs to
+    /// the curve point of an earlier one that failed for them. The idle
     /// breakdown at 100 % is read before the window that crosses it.
     pub(crate) fn schedule_window(
         &mut self,
@@ -236,10 +238,9 @@ impl<'t> Replay<'t> {
         for pod in pods {
             self.policy.observe_arrival(pod);
         }
-        let mut placed = vec![false; pods.len()];
         for i in batch_order(pods, order) {
             let pod = pods[i];
-            if let CycleOutcome::Placed(placement) =
+            let placed = if let CycleOutcome::Placed(placement) =
                 schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch)
             {
                 if let GpuDemand::Share { milli } = pod.gpu {
@@ -251,10 +252,10 @@ impl<'t> Replay<'t> {
                 }
                 self.cluster.place(pod, &placement)?;
                 self.meter.update(&self.cluster, placement.node);
-                placed[i] = true;
-            }
-        }
-        for (pod, placed) in pods.iter().zip(placed) {
+                true
+            } else {
+                false
+            };
             self.record_arrival(pod, placed);
         }
         Ok(())
