@@ -178,7 +178,12 @@ struct OpenbArgs {
     /// Arrivals wait in windows of this many consecutive pods, placed together
     /// in `--batch-order` before the next window arrives (1: the paper's one
     /// pod at a time). Reported separately from the paper's methodology.
-    #[arg(long, default_value_t = 1, conflicts_with = "gangs")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        conflicts_with = "gangs",
+        allow_negative_numbers = true
+    )]
     batch: usize,
     /// With --batch: the order a window's pods are tried in.
     #[arg(long, default_value = "largest-first", value_parser = ["arrival", "largest-first"])]

@@ -232,3 +232,65 @@ fn pods_asking_for_a_model_no_node_has_are_warned_about_once_per_model() {
         "{err}"
     );
 }
+
+#[test]
+fn batch_windows_bound_and_paired_differences_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let stdout = stdout_of_success(
+        sim()
+            .args([
+                "openb",
+                "--quiet",
+                "--policies",
+                "fgd,phalanx",
+                "--seeds",
+                "42-43",
+                "--batch",
+                "4",
+                "--bound",
+                "--json",
+            ])
+            .arg(&json),
+    );
+    for expected in [
+        "windows of 4 arrivals placed together, largest-first",
+        "vs fgd ± SE",
+        "placing every arrived share: unallocated >=",
+        "more GPUs than their best packing",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in {stdout}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let summary = v["summary"].as_array().unwrap();
+    let fgd = summary.iter().find(|s| s["policy"] == "fgd").unwrap();
+    let phalanx = summary.iter().find(|s| s["policy"] == "phalanx").unwrap();
+    assert!(
+        fgd["vs_fgd_mean"].is_null(),
+        "FGD is not compared with itself"
+    );
+    let mean = phalanx["vs_fgd_mean"].as_f64().unwrap();
+    let expected = phalanx["mean_unallocated_gpu_pct_at_100"].as_f64().unwrap()
+        - fgd["mean_unallocated_gpu_pct_at_100"].as_f64().unwrap();
+    assert!((mean - expected).abs() < 1e-9, "{mean} vs {expected}");
+    assert!(phalanx["vs_fgd_standard_error"].as_f64().unwrap() >= 0.0);
+    assert!(phalanx["beats_fgd_by_two_standard_errors"].is_boolean());
+}
+
+#[test]
+fn a_batch_of_nothing_or_an_unknown_order_is_refused() {
+    for args in [
+        vec!["--batch", "0"],
+        vec!["--batch", "-3"],
+        vec!["--batch", "4", "--batch-order", "smallest-first"],
+    ] {
+        let out = sim().arg("openb").args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--batch") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -383,6 +383,37 @@ mod tests {
     }
 
     #[test]
+    fn windows_tried_in_arrival_order_are_the_one_at_a_time_run() {
+        use crate::trace::{read_nodes, read_pods, CsvSource};
+        let nodes = read_nodes(&CsvSource::embedded("nodes", crate::EMBEDDED_NODES)).unwrap();
+        let cluster = build_cluster(&nodes).unwrap();
+        let pods = read_pods(&CsvSource::embedded("pods", crate::EMBEDDED_PODS)).unwrap();
+        let trace = PreparedTrace::new("default".into(), "default".into(), pods, &cluster);
+        let run = |batching| {
+            let spec = RunSpec {
+                policy: PolicyName::Phalanx,
+                seed: 42,
+                tune: 1.3,
+                workload: WorkloadMode::Trace,
+                batching,
+            };
+            run_once(&cluster, &trace, spec).unwrap()
+        };
+        let one = run(Batching::ONE_AT_A_TIME);
+        let windows = run(Batching {
+            window: 7,
+            order: BatchOrder::Arrival,
+        });
+        assert_eq!(one.curves.allocation, windows.curves.allocation);
+        assert_eq!(one.pods_failed, windows.pods_failed);
+        let largest_first = run(Batching {
+            window: 7,
+            order: BatchOrder::LargestFirst,
+        });
+        assert_ne!(one.curves.allocation, largest_first.curves.allocation);
+    }
+
+    #[test]
     fn a_window_tried_largest_first_places_the_whole_gpu_pod() {
         // In arrival order the share opens the GPU and the whole-GPU pod fails.
         assert_eq!(one_gpu_window(BatchOrder::Arrival), (300, 1));
