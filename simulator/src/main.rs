@@ -186,8 +186,8 @@ struct OpenbArgs {
     )]
     batch: usize,
     /// With --batch: the order a window's pods are tried in.
-    #[arg(long, default_value = "largest-first", value_parser = ["arrival", "largest-first"])]
-    batch_order: String,
+    #[arg(long, default_value = "largest-first", value_parser = parse_batch_order)]
+    batch_order: BatchOrder,
     /// Group pods of 2+ GPUs into gangs of 2–8 (seeded) on nodes in synthetic
     /// racks, and compare how a gang's rack is chosen: anywhere (no topology),
     /// emptiest rack first, tightest-fitting rack first.
@@ -196,6 +196,16 @@ struct OpenbArgs {
     /// With --gangs: consecutive nodes of the node list per synthetic rack.
     #[arg(long, default_value_t = 16, requires = "gangs")]
     rack_nodes: usize,
+}
+
+fn parse_batch_order(name: &str) -> Result<BatchOrder, String> {
+    BatchOrder::ALL
+        .into_iter()
+        .find(|order| order.as_str() == name)
+        .ok_or_else(|| {
+            let valid: Vec<&str> = BatchOrder::ALL.iter().map(|o| o.as_str()).collect();
+            format!("{name:?} is not a batch order; valid: {}", valid.join(", "))
+        })
 }
 
 fn parse_seeds(spec: &str) -> Result<Vec<u64>> {
@@ -302,10 +312,7 @@ fn openb(args: OpenbArgs) -> Result<()> {
     }
     let batching = Batching {
         window: args.batch,
-        order: BatchOrder::ALL
-            .into_iter()
-            .find(|o| o.as_str() == args.batch_order)
-            .unwrap_or(BatchOrder::LargestFirst),
+        order: args.batch_order,
     };
     let config = SweepConfig {
         policies,
