@@ -52,8 +52,8 @@ impl PhalanxPolicy {
 /// A partly used GPU left with less than this free (5 % of a GPU) is closed.
 /// Measured on the 19 openb traces against FGD (README, issue 19): 30, 40 and
 /// 50 beat FGD beyond two standard errors on 7, 10 and 12 traces; 70, 100 and
-/// 160 pair the common half-GPU shares too eagerly and lose on the
-/// share-heavy traces (`gpushare100` +0.20 to +0.22 points).
+/// 160 on 8, 7 and 8: they pair the common half-GPU shares too eagerly and
+/// lose on the share-heavy traces (`gpushare100` +0.18 to +0.22 points).
 pub const CLOSED_BELOW_MILLI: u32 = 50;
 
 /// The partly used GPU of `node` that a share of `milli` leaves with the
