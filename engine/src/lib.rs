@@ -34,6 +34,7 @@
 
 mod batch;
 mod capacity;
+mod cluster_gauges;
 mod constraints;
 mod cycle;
 mod error;
@@ -59,6 +60,7 @@ mod workload;
 
 pub use batch::{batch_order, BatchOrder};
 pub use capacity::{replicas_that_fit, ReplicaFit};
+pub use cluster_gauges::{ClusterGauges, GaugeGroup, GpuTally};
 pub use constraints::{
     NodePlacementRules, NodeSelectorRequirement, PreferredNodeTerm, SelectorOperator, Taint,
     TaintEffect, Toleration, TolerationOperator,

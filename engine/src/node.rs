@@ -59,6 +59,9 @@ pub struct Gpu {
     pub telemetry: Option<GpuSample>,
     /// Milli the live memory use still leaves (1000 without fresh telemetry).
     pub(crate) telemetry_cap: u32,
+    /// Placements holding a share (less than a whole GPU) of this GPU: two
+    /// half shares fill a GPU, so `milli_free` alone cannot tell it is shared.
+    pub(crate) shares_held: u16,
 }
 
 /// Live state of one GPU as the device plugin last saw it. Memory use below 2 % of
@@ -175,7 +178,13 @@ impl Gpu {
             healthy: true,
             telemetry: None,
             telemetry_cap: super::MILLI_PER_GPU,
+            shares_held: 0,
         }
+    }
+
+    /// Whether at least one placement holds a share (a fraction) of this GPU.
+    pub fn is_shared(&self) -> bool {
+        self.shares_held > 0
     }
 
     /// Free milli that a new pod could actually use: what allocations leave, capped

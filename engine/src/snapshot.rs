@@ -385,6 +385,7 @@ impl ClusterSnapshot {
         node.pods = 0;
         for gpu in &mut node.gpus {
             gpu.milli_free = MILLI_PER_GPU;
+            gpu.shares_held = 0;
         }
         node.gpu_pod_tags.clear();
         node.extra.used_ports.clear();
@@ -702,7 +703,11 @@ impl ClusterSnapshot {
         node.extra.used_ports.extend(pod.host_ports.iter().cloned());
         scalar_resources::add(&mut node.extra.scalar, &pod.scalar);
         for share in placement.gpus.as_slice() {
-            node.gpus[share.index as usize].milli_free -= share.milli;
+            let gpu = &mut node.gpus[share.index as usize];
+            gpu.milli_free -= share.milli;
+            if share.milli < MILLI_PER_GPU {
+                gpu.shares_held = gpu.shares_held.saturating_add(1);
+            }
         }
         if let Some(tag) = pod.gpu.tag() {
             match node.gpu_pod_tags.iter_mut().find(|(t, _)| *t == tag) {
@@ -764,7 +769,11 @@ impl ClusterSnapshot {
             }
         }
         for share in placement.gpus.as_slice() {
-            node.gpus[share.index as usize].milli_free += share.milli;
+            let gpu = &mut node.gpus[share.index as usize];
+            gpu.milli_free += share.milli;
+            if share.milli < MILLI_PER_GPU {
+                gpu.shares_held = gpu.shares_held.saturating_sub(1);
+            }
         }
         if let Some(tag) = pod.gpu.tag() {
             if let Some((_, n)) = node.gpu_pod_tags.iter_mut().find(|(t, _)| *t == tag) {
