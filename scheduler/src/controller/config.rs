@@ -49,6 +49,7 @@ pub struct SchedulerConfig {
     pub leader_election: LeaderElectionConfig<SchedulerDefaults>,
     pub http: HttpConfig<SchedulerDefaults>,
     pub extender: ExtenderConfig,
+    pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
 }
 
@@ -67,7 +68,25 @@ impl Default for SchedulerConfig {
             leader_election: LeaderElectionConfig::default(),
             http: HttpConfig::default(),
             extender: ExtenderConfig::default(),
+            metrics: MetricsConfig::default(),
             logging: LoggingConfig::default(),
+        }
+    }
+}
+
+/// What the live cluster gauges are broken down by.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsConfig {
+    /// The node label whose value is the `pool` of the GPU gauges
+    /// (`phalanx_scheduler_cluster_gpus{pool}`); nodes without it are pool "".
+    pub pool_label: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            pool_label: "phalanx.dev/pool".to_owned(),
         }
     }
 }
@@ -580,6 +599,12 @@ impl ConfigFile for SchedulerConfig {
             1,
         );
 
+        out.check(
+            "metrics.poolLabel",
+            label_key(&self.metrics.pool_label),
+            &self.metrics.pool_label,
+        );
+
         self.topology_spread.check(&mut out);
         self.queues.check(&mut out);
         self.preemption.check(&mut out);
@@ -939,6 +964,8 @@ mod tests {
                 &["gangs.topologyKey"],
             ),
             ("gangs: {topologyKey: ''}", &["gangs.topologyKey"]),
+            ("metrics: {poolLabel: 'not a key'}", &["metrics.poolLabel"]),
+            ("metrics: {poolLabel: ''}", &["metrics.poolLabel"]),
             ("http: {authentication: delegated}", &["http.authentication"]),
             (
                 "extender: {tls: {certFile: c, keyFile: k, allowedClientNames: [kube-scheduler]}}",
