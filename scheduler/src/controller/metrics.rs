@@ -10,10 +10,13 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use crate::controller::gangs::sources::ActiveSources;
-use phalanx_engine::TelemetryRejection;
+use crate::controller::wait_reasons::{PendingCounts, WaitReason};
+use phalanx_engine::{GaugeGroup, GpuTally, TelemetryRejection};
 use phalanx_kube::mirror::MirrorChange;
 use phalanx_runtime::metrics::MetricsText;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -198,7 +201,29 @@ impl TelemetryReason {
     }
 }
 
+/// What a `cluster_gpus` series counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum GpuState {
+    Capacity,
+    Allocated,
+    Idle,
+    Fragmented,
+}
+
+impl GpuState {
+    fn as_str(self) -> &'static str {
+        match self {
+            GpuState::Capacity => "capacity",
+            GpuState::Allocated => "allocated",
+            GpuState::Idle => "idle",
+            GpuState::Fragmented => "fragmented",
+        }
+    }
+}
+
 label_value_by_name!(
+    GpuState,
+    WaitReason,
     AttemptResult,
     BindingErrorReason,
     Queue,
@@ -223,9 +248,40 @@ struct ResultLabel {
     result: AttemptResult,
 }
 
+/// A `pending_pods` series: by scheduling queue (kube-scheduler's metric)
+/// or, as separate series, by why the pods wait. Each set of series adds up
+/// to all pending pods, so a sum must be taken over one label only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PendingLabel {
+    Queue(Queue),
+    Reason(WaitReason),
+}
+
+impl EncodeLabelSet for PendingLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        match self {
+            PendingLabel::Queue(queue) => [("queue", *queue)].encode(encoder),
+            PendingLabel::Reason(reason) => [("reason", *reason)].encode(encoder),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct QueueLabel {
-    queue: Queue,
+struct WaitReasonLabel {
+    reason: WaitReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GpuGroupLabel {
+    model: String,
+    pool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GpuStateLabel {
+    model: String,
+    pool: String,
+    state: GpuState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -261,13 +317,20 @@ struct SourceLabel {
 /// A gauge of a count of things (never negative).
 type CountGauge = Gauge<u64, AtomicU64>;
 
+/// A gauge of a quantity with fractions (GPUs, seconds).
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 /// Every metric the scheduler exports, and the registry that encodes them.
 #[derive(Debug)]
 pub struct SchedulerMetrics {
     registry: Registry,
     schedule_attempts: Family<ResultLabel, Counter>,
     e2e_scheduling: Histogram,
-    pending_pods: Family<QueueLabel, CountGauge>,
+    pending_pods: Family<PendingLabel, CountGauge>,
+    pending_gangs: Family<WaitReasonLabel, CountGauge>,
+    oldest_pending: FloatGauge,
+    cluster_gpus: Family<GpuStateLabel, FloatGauge>,
+    shared_gpus: Family<GpuGroupLabel, CountGauge>,
     gang_wait: Histogram,
     gang_timeouts: Counter,
     gang_plans_finished: Counter,
@@ -345,15 +408,49 @@ impl SchedulerMetrics {
             e2e_scheduling.clone(),
         );
 
-        let pending_pods = Family::<QueueLabel, CountGauge>::default();
+        let pending_pods = Family::<PendingLabel, CountGauge>::default();
         registry.register(
             "pending_pods",
-            "Pods waiting to be scheduled, by queue (active, backoff, unschedulable)",
+            "Pods waiting to be scheduled, by queue (active, backoff, unschedulable) and, in \
+             separate series, by reason (insufficient_gpu, constraint, quota, gated, gang, \
+             other); sum over one of the two labels only",
             pending_pods.clone(),
         );
         for queue in [Queue::Active, Queue::Backoff, Queue::Unschedulable] {
-            let _ = pending_pods.get_or_create(&QueueLabel { queue });
+            let _ = pending_pods.get_or_create(&PendingLabel::Queue(queue));
         }
+        let pending_gangs = Family::<WaitReasonLabel, CountGauge>::default();
+        registry.register(
+            "pending_gangs",
+            "Gangs with members waiting to be scheduled, by reason (as pending_pods)",
+            pending_gangs.clone(),
+        );
+        for reason in WaitReason::ALL {
+            let _ = pending_pods.get_or_create(&PendingLabel::Reason(reason));
+            let _ = pending_gangs.get_or_create(&WaitReasonLabel { reason });
+        }
+        let oldest_pending = FloatGauge::default();
+        registry.register_with_unit(
+            "oldest_pending",
+            "Age of the oldest pod waiting to be scheduled (0 when none), as the leader sees it",
+            Unit::Seconds,
+            oldest_pending.clone(),
+        );
+        let cluster_gpus = Family::<GpuStateLabel, FloatGauge>::default();
+        registry.register(
+            "cluster_gpus",
+            "GPUs by model, node pool and state: capacity (healthy GPUs), allocated, idle \
+             (capacity - allocated) and fragmented (the part of idle the typical pods cannot \
+             use, FGD's measure as phalanx-sim reports it); set by the leader",
+            cluster_gpus.clone(),
+        );
+        let shared_gpus = Family::<GpuGroupLabel, CountGauge>::default();
+        registry.register(
+            "shared_gpus",
+            "Healthy GPUs holding at least one share (a fraction of one GPU), by model and \
+             node pool; set by the leader",
+            shared_gpus.clone(),
+        );
 
         // 100 ms doubling to ~14 min: beyond the default 10 min gang timeout.
         let gang_wait = Histogram::new(exponential_buckets(0.1, 2.0, 14));
@@ -529,6 +626,10 @@ impl SchedulerMetrics {
             schedule_attempts,
             e2e_scheduling,
             pending_pods,
+            pending_gangs,
+            oldest_pending,
+            cluster_gpus,
+            shared_gpus,
             gang_wait,
             gang_timeouts,
             gang_plans_finished,
@@ -571,8 +672,48 @@ impl SchedulerMetrics {
             (Queue::Unschedulable, unschedulable),
         ] {
             self.pending_pods
-                .get_or_create(&QueueLabel { queue })
+                .get_or_create(&PendingLabel::Queue(queue))
                 .set(count);
+        }
+    }
+
+    /// Pending pods and gangs by reason and the oldest pending age, now.
+    pub fn set_pending_reasons(&self, counts: &PendingCounts) {
+        for reason in WaitReason::ALL {
+            self.pending_pods
+                .get_or_create(&PendingLabel::Reason(reason))
+                .set(counts.pods(reason));
+            self.pending_gangs
+                .get_or_create(&WaitReasonLabel { reason })
+                .set(counts.gangs(reason));
+        }
+        self.oldest_pending.set(counts.oldest.as_secs_f64());
+    }
+
+    /// The cluster's GPUs by model and pool, now. Every group ever seen is
+    /// passed (an emptied one at zero), so no series keeps a stale value.
+    pub fn set_cluster_gpus(&self, groups: &[(GaugeGroup, GpuTally)]) {
+        for (group, tally) in groups {
+            for (state, gpus) in [
+                (GpuState::Capacity, tally.capacity_gpus()),
+                (GpuState::Allocated, tally.allocated_gpus()),
+                (GpuState::Idle, tally.idle_gpus()),
+                (GpuState::Fragmented, tally.fragmented_gpus()),
+            ] {
+                self.cluster_gpus
+                    .get_or_create(&GpuStateLabel {
+                        model: group.model.clone(),
+                        pool: group.pool.clone(),
+                        state,
+                    })
+                    .set(gpus);
+            }
+            self.shared_gpus
+                .get_or_create(&GpuGroupLabel {
+                    model: group.model.clone(),
+                    pool: group.pool.clone(),
+                })
+                .set(tally.shared_gpus);
         }
     }
 
@@ -1025,5 +1166,183 @@ mod tests {
             "phalanx_scheduler_victim_selection_duration_seconds_count",
             "1",
         );
+    }
+
+    mod cluster_gauges {
+        use std::time::Instant;
+
+        use phalanx_engine::{
+            ClusterGauges, ClusterSnapshot, GpuAssignment, GpuDemand, GpuSpec, ModelConstraint,
+            NodeId, NodeSpec, Placement, PodDemand, PodShape, TypicalPod,
+        };
+
+        use super::*;
+        use crate::controller::wait_reasons::{WaitingGang, WaitingPod};
+
+        fn node(name: &str, gpus: usize, model: &str, pool: Option<&str>) -> NodeSpec {
+            NodeSpec {
+                name: name.into(),
+                cpu_milli: 64_000,
+                memory_mib: 1 << 20,
+                max_pods: 100,
+                gpu_model: Some(model.into()),
+                gpus: vec![GpuSpec::default(); gpus],
+                labels: pool
+                    .map(|p| [("phalanx.dev/pool".to_owned(), p.to_owned())].into())
+                    .unwrap_or_default(),
+                ..NodeSpec::default()
+            }
+        }
+
+        fn share(milli: u32) -> (PodDemand, Placement) {
+            let pod = PodDemand::new(
+                "p",
+                1000,
+                1024,
+                GpuDemand::Share { milli },
+                ModelConstraint::Any,
+            )
+            .unwrap();
+            let placement = Placement {
+                node: NodeId(0),
+                gpus: GpuAssignment::from_indices([0], milli),
+            };
+            (pod, placement)
+        }
+
+        fn typical_halves() -> Vec<TypicalPod> {
+            vec![TypicalPod {
+                shape: PodShape {
+                    cpu_milli: 1000,
+                    gpu: GpuDemand::Share { milli: 500 },
+                    models: ModelConstraint::Any,
+                },
+                weight: 1.0,
+            }]
+        }
+
+        fn gpus(text: &str, model: &str, pool: &str, state: &str) -> Option<String> {
+            sample(
+                text,
+                &format!(
+                    "phalanx_scheduler_cluster_gpus{{model=\"{model}\",pool=\"{pool}\",state=\"{state}\"}}"
+                ),
+            )
+        }
+
+        #[test]
+        fn gpus_by_model_pool_and_state_follow_a_placement_and_its_release() {
+            let mut cluster = ClusterSnapshot::new();
+            cluster
+                .add_node(node("a", 2, "A100", Some("train")))
+                .unwrap();
+            cluster.add_node(node("b", 4, "H100", None)).unwrap();
+            let mut gauges = ClusterGauges::with_typical("phalanx.dev/pool", typical_halves());
+            let metrics = SchedulerMetrics::new();
+            let (pod, placement) = share(900);
+
+            cluster.place(&pod, &placement).unwrap();
+            metrics.set_cluster_gpus(&gauges.tally(&cluster));
+            let text = metrics.encode();
+            assert_eq!(
+                gpus(&text, "A100", "train", "capacity").as_deref(),
+                Some("2.0")
+            );
+            assert_eq!(
+                gpus(&text, "A100", "train", "allocated").as_deref(),
+                Some("0.9")
+            );
+            assert_eq!(gpus(&text, "A100", "train", "idle").as_deref(), Some("1.1"));
+            assert_eq!(
+                gpus(&text, "A100", "train", "fragmented").as_deref(),
+                Some("0.1")
+            );
+            assert_eq!(gpus(&text, "H100", "", "idle").as_deref(), Some("4.0"));
+            assert_sample(
+                &text,
+                "phalanx_scheduler_shared_gpus{model=\"A100\",pool=\"train\"}",
+                "1",
+            );
+
+            cluster.release(&pod, &placement).unwrap();
+            metrics.set_cluster_gpus(&gauges.tally(&cluster));
+            let text = metrics.encode();
+            assert_eq!(
+                gpus(&text, "A100", "train", "allocated").as_deref(),
+                Some("0.0")
+            );
+            assert_eq!(
+                gpus(&text, "A100", "train", "fragmented").as_deref(),
+                Some("0.0")
+            );
+            assert_sample(
+                &text,
+                "phalanx_scheduler_shared_gpus{model=\"A100\",pool=\"train\"}",
+                "0",
+            );
+        }
+
+        #[test]
+        fn pending_by_reason_sits_beside_pending_by_queue() {
+            let metrics = SchedulerMetrics::new();
+            let text = metrics.encode();
+            for reason in WaitReason::ALL {
+                let reason = reason.as_str();
+                assert_sample(
+                    &text,
+                    &format!("phalanx_scheduler_pending_pods{{reason=\"{reason}\"}}"),
+                    "0",
+                );
+                assert_sample(
+                    &text,
+                    &format!("phalanx_scheduler_pending_gangs{{reason=\"{reason}\"}}"),
+                    "0",
+                );
+            }
+            assert_sample(&text, "phalanx_scheduler_oldest_pending_seconds", "0.0");
+
+            let now = Instant::now();
+            let pods = [
+                WaitingPod {
+                    first_seen: now - Duration::from_secs(90),
+                    gated: true,
+                    last: None,
+                },
+                WaitingPod {
+                    first_seen: now - Duration::from_secs(3),
+                    gated: false,
+                    last: Some(WaitReason::InsufficientGpu),
+                },
+            ];
+            let gangs = [WaitingGang {
+                gated: false,
+                last: Some(WaitReason::Gang),
+            }];
+            metrics.set_pending(1, 0, 1);
+            metrics.set_pending_reasons(&PendingCounts::count(pods, gangs, now));
+            let text = metrics.encode();
+
+            assert_sample(
+                &text,
+                "phalanx_scheduler_pending_pods{reason=\"gated\"}",
+                "1",
+            );
+            assert_sample(
+                &text,
+                "phalanx_scheduler_pending_pods{reason=\"insufficient_gpu\"}",
+                "1",
+            );
+            assert_sample(
+                &text,
+                "phalanx_scheduler_pending_pods{queue=\"active\"}",
+                "1",
+            );
+            assert_sample(
+                &text,
+                "phalanx_scheduler_pending_gangs{reason=\"gang\"}",
+                "1",
+            );
+            assert_sample(&text, "phalanx_scheduler_oldest_pending_seconds", "90.0");
+        }
     }
 }

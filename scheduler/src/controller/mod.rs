@@ -2,8 +2,9 @@
 //!
 //! Pure parts (fed Kubernetes objects, no client): [`queue`] orders pending
 //! work, [`gangs`] finds the gang a pod belongs to, [`config`] reads the YAML
-//! file. Translation and the cluster mirror are `phalanx-kube`'s; the process
-//! runtime (probes, leader election, events, watches) is `phalanx-runtime`'s.
+//! file, [`wait_reasons`] words why pods and gangs wait. Translation and the
+//! cluster mirror are `phalanx-kube`'s; the process runtime (probes, leader
+//! election, events, watches) is `phalanx-runtime`'s.
 //! [`node_presence`] tells binding tasks whether their node still exists;
 //! [`served_apis`] says which optional kinds (gang objects, operators' custom
 //! resources) the server serves.
@@ -29,3 +30,4 @@ pub mod scheduler_loop;
 pub mod scheduling_events;
 pub mod served_apis;
 pub mod volume_binder;
+pub mod wait_reasons;

@@ -47,11 +47,12 @@ use super::podgroup_status_writer::{
 use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
 use super::volume_binder::VolumeBinder;
+use super::wait_reasons::{PendingCounts, WaitReason, WaitingGang, WaitingPod};
 use phalanx_api::GpuAssignmentAnnotation;
 use phalanx_engine::queues::QueueLedger;
 use phalanx_engine::{
-    build_policy, schedule_one, unschedulable_message, CycleOutcome, CycleScratch, GpuDemand,
-    Placement, PlacementPolicy, PodDemand, PolicyConfig, VolumeBinding, WorkloadSource,
+    build_policy, schedule_one, unschedulable_message, ClusterGauges, CycleOutcome, CycleScratch,
+    GpuDemand, Placement, PlacementPolicy, PodDemand, PolicyConfig, VolumeBinding, WorkloadSource,
 };
 use phalanx_kube::mirror::{pod_uid, ClusterMirror, MirrorChange};
 use phalanx_kube::translate::{self, DefaultSpread};
@@ -131,6 +132,8 @@ struct PendingPod {
     /// The PodScheduled condition last handed to the writer, and for which
     /// resourceVersion of the pod: not handed over again until the pod changes.
     condition_sent: Option<(String, NotScheduled)>,
+    /// Why its last attempt failed (`pending_pods{reason}`); `None` before one.
+    wait: Option<WaitReason>,
 }
 
 // Boxed: the channel holds thousands of these during a burst.
@@ -317,6 +320,8 @@ pub struct SchedulerLoop {
     preemption: PreemptionBook,
     /// Queues, their ledger and status (`queues.rs`).
     queues: QueueBook,
+    /// The live GPU gauges, cached per node between housekeeping ticks.
+    gauges: ClusterGauges,
 }
 
 impl std::fmt::Debug for SchedulerLoop {
@@ -387,6 +392,7 @@ impl SchedulerLoop {
             owner_gangs: OwnerGangs::default(),
             preemption: PreemptionBook::default(),
             queues: QueueBook::default(),
+            gauges: ClusterGauges::online(config.metrics.pool_label.clone()),
             deps,
         }
     }
@@ -690,6 +696,7 @@ impl SchedulerLoop {
                 last_failed_event: None,
                 gated: false,
                 condition_sent: None,
+                wait: None,
             });
         let gated = translate::is_scheduling_gated(&pod);
         entry.pod = Arc::new(pod);
@@ -778,6 +785,55 @@ impl SchedulerLoop {
         self.deps
             .metrics
             .set_nodes(self.mirror.state().node_count() as u64);
+        if self.leading && self.mirror.synced() {
+            self.export_cluster_gauges(now);
+        }
+    }
+
+    /// The live GPU gauges and pending pods and gangs by reason. Only the
+    /// leader sets them: a follower's snapshot places nothing and its queue
+    /// is not the one that waits, so it exports no GPU series and zeros.
+    fn export_cluster_gauges(&mut self, now: Instant) {
+        let groups = self.gauges.tally(self.mirror.state().snapshot());
+        self.deps.metrics.set_cluster_gpus(&groups);
+        let pods = self
+            .pending
+            .values()
+            .filter(|p| !p.binding)
+            .map(|p| WaitingPod {
+                first_seen: p.first_seen,
+                gated: p.gated,
+                last: p.wait,
+            });
+        let gangs = self.gangs.values().filter_map(|gang| {
+            if gang.alone {
+                return None;
+            }
+            let waiting = gang
+                .members
+                .iter()
+                .filter_map(|uid| self.pending.get(uid))
+                .filter(|p| !p.binding);
+            let mut any = false;
+            let mut gated = false;
+            for member in waiting {
+                any = true;
+                gated |= member.gated;
+            }
+            any.then_some(WaitingGang {
+                gated,
+                last: gang.wait,
+            })
+        });
+        let counts = PendingCounts::count(pods, gangs, now);
+        self.deps.metrics.set_pending_reasons(&counts);
+    }
+
+    /// Records why a pending pod's attempt failed.
+    fn set_wait(&mut self, uid: &str, reason: WaitReason) {
+        if let Some(p) = self.pending.get_mut(uid) {
+            p.wait = Some(reason);
+        }
     }
 
     fn schedule_slice(&mut self) {
@@ -831,6 +887,7 @@ impl SchedulerLoop {
             Ok(demand) => demand,
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
+                self.set_wait(uid, WaitReason::Other);
                 self.fail_event(&pod, error.to_string(), false);
                 return AloneOutcome::Unschedulable;
             }
@@ -847,6 +904,7 @@ impl SchedulerLoop {
                     self.deps
                         .metrics
                         .record_attempt(AttemptResult::Unschedulable);
+                    self.set_wait(uid, WaitReason::Quota);
                     self.fail_event(&pod, refusal, false);
                     return AloneOutcome::Unschedulable;
                 }
@@ -871,6 +929,7 @@ impl SchedulerLoop {
                         self.deps
                             .metrics
                             .record_attempt(AttemptResult::Unschedulable);
+                        self.set_wait(uid, WaitReason::Quota);
                         self.fail_event(&pod, refusal, false);
                         return AloneOutcome::Unschedulable;
                     }
@@ -898,6 +957,10 @@ impl SchedulerLoop {
                     .metrics
                     .record_attempt(AttemptResult::Unschedulable);
                 let refusal = self.mirror.state().snapshot().volume_refusal(&demand);
+                self.set_wait(
+                    uid,
+                    WaitReason::of_unfit(nodes, &reasons, refusal.is_some()),
+                );
                 let message = match refusal {
                     // Pod-level, as kube-scheduler words a PreFilter refusal.
                     Some(refusal) if nodes > 0 => {
@@ -994,6 +1057,7 @@ impl SchedulerLoop {
     }
 
     fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
+        self.gauges.observe(demand);
         let Some(request) = self.bind_request(uid, demand, placement) else {
             return;
         };

@@ -46,6 +46,7 @@ use crate::controller::gangs::{
     GroupOutcome,
 };
 use crate::controller::metrics::AttemptResult;
+use crate::controller::wait_reasons::WaitReason;
 
 /// A gang's known members (UIDs), pending or bound, unfinished.
 #[derive(Debug, Default)]
@@ -65,6 +66,10 @@ pub(super) struct GangEntry {
     bound: BTreeSet<String>,
     /// The minimum and the declaration, as the last attempt read them.
     min_member: Option<(usize, GangMembership)>,
+    /// Why its last attempt failed (`pending_gangs{reason}`).
+    pub(super) wait: Option<WaitReason>,
+    /// Its rule places each member alone: not counted as a waiting gang.
+    pub(super) alone: bool,
 }
 
 impl SchedulerLoop {
@@ -229,12 +234,14 @@ impl SchedulerLoop {
         let policy = match gangs::gang_policy(&membership, objects, &defaults) {
             Ok(GangRule::Gang(policy)) => policy,
             Ok(GangRule::EachAlone { .. }) => {
+                self.gang_waits(&key, None);
                 self.schedule_each_alone(work, &waiting);
                 return;
             }
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
                 let message = error.to_string();
+                self.gang_waits(&key, Some(WaitReason::Other));
                 self.fail_gang(&waiting, &message);
                 let outcome = if error.is_invalid_group() {
                     GroupOutcome::SchedulerError(message)
@@ -259,6 +266,7 @@ impl SchedulerLoop {
                 key.namespace, key.name, policy.min_member
             );
             self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
+            self.gang_waits(&key, Some(WaitReason::Gang));
             self.fail_gang(&waiting, &message);
             self.report_pod_group_status(&key, &membership, policy.min_member, held);
             self.report_upstream_condition(&key, &membership, GroupOutcome::Unschedulable(message));
@@ -276,6 +284,7 @@ impl SchedulerLoop {
                         key.namespace, key.name, error
                     );
                     self.deps.metrics.record_attempt(AttemptResult::Error);
+                    self.gang_waits(&key, Some(WaitReason::Other));
                     self.fail_gang(&waiting, &message);
                     self.report_upstream_condition(
                         &key,
@@ -312,6 +321,7 @@ impl SchedulerLoop {
             self.deps
                 .metrics
                 .record_attempt(AttemptResult::Unschedulable);
+            self.gang_waits(&key, Some(WaitReason::Constraint));
             self.fail_gang(&waiting, &message);
             self.queue.unschedulable(work, now);
             return;
@@ -322,6 +332,7 @@ impl SchedulerLoop {
                 self.deps
                     .metrics
                     .record_attempt(AttemptResult::Unschedulable);
+                self.gang_waits(&key, Some(WaitReason::Quota));
                 self.fail_gang(&waiting, &refusal);
                 self.report_upstream_condition(
                     &key,
@@ -426,6 +437,7 @@ impl SchedulerLoop {
                     None => message,
                 };
                 self.check_gang_timeout(&key, &waiting, policy.timeout, now, &message);
+                self.gang_waits(&key, Some(WaitReason::Gang));
                 self.fail_gang(&waiting, &message);
                 self.report_pod_group_status(&key, &membership, policy.min_member, held);
                 self.report_upstream_condition(
@@ -438,6 +450,7 @@ impl SchedulerLoop {
             Err(error) => {
                 self.deps.metrics.record_attempt(AttemptResult::Error);
                 let message = error.to_string();
+                self.gang_waits(&key, Some(WaitReason::Other));
                 self.fail_gang(&waiting, &message);
                 self.report_upstream_condition(
                     &key,
@@ -565,6 +578,7 @@ impl SchedulerLoop {
         let members = u32::try_from(placed.len()).unwrap_or(u32::MAX);
         let mut steps: Vec<(BindRequest, GangPlanAnnotation)> = Vec::new();
         for (uid, demand, placement) in placed {
+            self.gauges.observe(demand);
             let Some(request) = self.bind_request(uid, demand, *placement) else {
                 continue;
             };
@@ -658,8 +672,21 @@ impl SchedulerLoop {
         }
     }
 
+    /// Records why a gang's attempt failed; `None` for a gang whose rule
+    /// places each member alone (not a waiting gang).
+    fn gang_waits(&mut self, key: &GangKey, reason: Option<WaitReason>) {
+        if let Some(gang) = self.gangs.get_mut(key) {
+            gang.alone = reason.is_none();
+            gang.wait = reason;
+        }
+    }
+
+    /// Its members wait for the gang: `pending_pods{reason="gang"}`.
     fn fail_gang(&mut self, waiting: &[Arc<Pod>], message: &str) {
         for pod in waiting {
+            if let Some(p) = self.pending.get_mut(&pod_uid(pod)) {
+                p.wait = Some(WaitReason::Gang);
+            }
             self.fail_event(pod, message.to_owned(), false);
         }
     }
