@@ -151,7 +151,7 @@ impl ClusterGauges {
         &self.typical
     }
 
-    /// Learns from a pod placed (online gauges only). The typical set is
+    /// Learns from an arriving pod (online gauges only). The typical set is
     /// rebuilt on the online policies' geometric schedule (every 25 % more
     /// pods), so its epoch, and with it every node's figures, changes rarely.
     pub fn observe(&mut self, pod: &PodDemand) {

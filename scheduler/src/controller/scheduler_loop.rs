@@ -134,6 +134,8 @@ struct PendingPod {
     condition_sent: Option<(String, NotScheduled)>,
     /// Why its last attempt failed (`pending_pods{reason}`); `None` before one.
     wait: Option<WaitReason>,
+    /// Its demand was counted into the gauges' workload (once per pod).
+    observed: bool,
 }
 
 // Boxed: the channel holds thousands of these during a burst.
@@ -697,6 +699,7 @@ impl SchedulerLoop {
                 gated: false,
                 condition_sent: None,
                 wait: None,
+                observed: false,
             });
         let gated = translate::is_scheduling_gated(&pod);
         entry.pod = Arc::new(pod);
@@ -829,6 +832,18 @@ impl SchedulerLoop {
         self.deps.metrics.set_pending_reasons(&counts);
     }
 
+    /// Counts a pod's demand into the workload the gauges measure
+    /// fragmentation against, at its first attempt: every pod that arrives,
+    /// placed or not, as the simulator and the online policies learn it.
+    fn observe_arrival(&mut self, uid: &str, demand: &PodDemand) {
+        if let Some(p) = self.pending.get_mut(uid) {
+            if !p.observed {
+                p.observed = true;
+                self.gauges.observe(demand);
+            }
+        }
+    }
+
     /// Records why a pending pod's attempt failed.
     fn set_wait(&mut self, uid: &str, reason: WaitReason) {
         if let Some(p) = self.pending.get_mut(uid) {
@@ -892,6 +907,7 @@ impl SchedulerLoop {
                 return AloneOutcome::Unschedulable;
             }
         };
+        self.observe_arrival(uid, &demand);
         demand.reservation = self.hold_token(&key);
         let tenant = self.queue.tenant_of(&key).unwrap_or(0);
         let queue = if self.queues_enabled() {
@@ -1057,7 +1073,6 @@ impl SchedulerLoop {
     }
 
     fn start_bind(&mut self, uid: &str, demand: &PodDemand, placement: Placement) {
-        self.gauges.observe(demand);
         let Some(request) = self.bind_request(uid, demand, placement) else {
             return;
         };

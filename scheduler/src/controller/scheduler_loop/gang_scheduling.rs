@@ -296,6 +296,9 @@ impl SchedulerLoop {
                 }
             }
         }
+        for (pod, demand) in waiting.iter().zip(&demands) {
+            self.observe_arrival(&pod_uid(pod), demand);
+        }
         let name = format!("{}/{}", key.namespace, key.name);
         // The gang's levels as they are: an upstream topology key is required
         // (the engine keeps every member in one of its domains), the
@@ -578,7 +581,6 @@ impl SchedulerLoop {
         let members = u32::try_from(placed.len()).unwrap_or(u32::MAX);
         let mut steps: Vec<(BindRequest, GangPlanAnnotation)> = Vec::new();
         for (uid, demand, placement) in placed {
-            self.gauges.observe(demand);
             let Some(request) = self.bind_request(uid, demand, *placement) else {
                 continue;
             };
