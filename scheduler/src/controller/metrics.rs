@@ -14,9 +14,7 @@ use crate::controller::wait_reasons::{PendingCounts, WaitReason};
 use phalanx_engine::{GaugeGroup, GpuTally, TelemetryRejection};
 use phalanx_kube::mirror::MirrorChange;
 use phalanx_runtime::metrics::MetricsText;
-use prometheus_client::encoding::{
-    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
-};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -248,22 +246,9 @@ struct ResultLabel {
     result: AttemptResult,
 }
 
-/// A `pending_pods` series: by scheduling queue (kube-scheduler's metric)
-/// or, as separate series, by why the pods wait. Each set of series adds up
-/// to all pending pods, so a sum must be taken over one label only.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum PendingLabel {
-    Queue(Queue),
-    Reason(WaitReason),
-}
-
-impl EncodeLabelSet for PendingLabel {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
-        match self {
-            PendingLabel::Queue(queue) => [("queue", *queue)].encode(encoder),
-            PendingLabel::Reason(reason) => [("reason", *reason)].encode(encoder),
-        }
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabel {
+    queue: Queue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -326,7 +311,8 @@ pub struct SchedulerMetrics {
     registry: Registry,
     schedule_attempts: Family<ResultLabel, Counter>,
     e2e_scheduling: Histogram,
-    pending_pods: Family<PendingLabel, CountGauge>,
+    pending_pods: Family<QueueLabel, CountGauge>,
+    pending_pods_by_reason: Family<WaitReasonLabel, CountGauge>,
     pending_gangs: Family<WaitReasonLabel, CountGauge>,
     oldest_pending: FloatGauge,
     cluster_gpus: Family<GpuStateLabel, FloatGauge>,
@@ -408,17 +394,24 @@ impl SchedulerMetrics {
             e2e_scheduling.clone(),
         );
 
-        let pending_pods = Family::<PendingLabel, CountGauge>::default();
+        let pending_pods = Family::<QueueLabel, CountGauge>::default();
         registry.register(
             "pending_pods",
-            "Pods waiting to be scheduled, by queue (active, backoff, unschedulable) and, in \
-             separate series, by reason (insufficient_gpu, constraint, quota, gated, gang, \
-             other); sum over one of the two labels only",
+            "Pods waiting to be scheduled, by queue (active, backoff, unschedulable)",
             pending_pods.clone(),
         );
         for queue in [Queue::Active, Queue::Backoff, Queue::Unschedulable] {
-            let _ = pending_pods.get_or_create(&PendingLabel::Queue(queue));
+            let _ = pending_pods.get_or_create(&QueueLabel { queue });
         }
+        // A family of its own, not more series of pending_pods: two label sets
+        // in one family would make every sum over it count each pod twice.
+        let pending_pods_by_reason = Family::<WaitReasonLabel, CountGauge>::default();
+        registry.register(
+            "pending_pods_by_reason",
+            "Pods waiting to be scheduled, by why they wait (insufficient_gpu, constraint, \
+             quota, gated, gang, other)",
+            pending_pods_by_reason.clone(),
+        );
         let pending_gangs = Family::<WaitReasonLabel, CountGauge>::default();
         registry.register(
             "pending_gangs",
@@ -426,7 +419,7 @@ impl SchedulerMetrics {
             pending_gangs.clone(),
         );
         for reason in WaitReason::ALL {
-            let _ = pending_pods.get_or_create(&PendingLabel::Reason(reason));
+            let _ = pending_pods_by_reason.get_or_create(&WaitReasonLabel { reason });
             let _ = pending_gangs.get_or_create(&WaitReasonLabel { reason });
         }
         let oldest_pending = FloatGauge::default();
@@ -626,6 +619,7 @@ impl SchedulerMetrics {
             schedule_attempts,
             e2e_scheduling,
             pending_pods,
+            pending_pods_by_reason,
             pending_gangs,
             oldest_pending,
             cluster_gpus,
@@ -672,7 +666,7 @@ impl SchedulerMetrics {
             (Queue::Unschedulable, unschedulable),
         ] {
             self.pending_pods
-                .get_or_create(&PendingLabel::Queue(queue))
+                .get_or_create(&QueueLabel { queue })
                 .set(count);
         }
     }
@@ -680,8 +674,8 @@ impl SchedulerMetrics {
     /// Pending pods and gangs by reason and the oldest pending age, now.
     pub fn set_pending_reasons(&self, counts: &PendingCounts) {
         for reason in WaitReason::ALL {
-            self.pending_pods
-                .get_or_create(&PendingLabel::Reason(reason))
+            self.pending_pods_by_reason
+                .get_or_create(&WaitReasonLabel { reason })
                 .set(counts.pods(reason));
             self.pending_gangs
                 .get_or_create(&WaitReasonLabel { reason })
@@ -1290,7 +1284,7 @@ mod tests {
                 let reason = reason.as_str();
                 assert_sample(
                     &text,
-                    &format!("phalanx_scheduler_pending_pods{{reason=\"{reason}\"}}"),
+                    &format!("phalanx_scheduler_pending_pods_by_reason{{reason=\"{reason}\"}}"),
                     "0",
                 );
                 assert_sample(
@@ -1324,12 +1318,12 @@ mod tests {
 
             assert_sample(
                 &text,
-                "phalanx_scheduler_pending_pods{reason=\"gated\"}",
+                "phalanx_scheduler_pending_pods_by_reason{reason=\"gated\"}",
                 "1",
             );
             assert_sample(
                 &text,
-                "phalanx_scheduler_pending_pods{reason=\"insufficient_gpu\"}",
+                "phalanx_scheduler_pending_pods_by_reason{reason=\"insufficient_gpu\"}",
                 "1",
             );
             assert_sample(

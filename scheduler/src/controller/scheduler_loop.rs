@@ -132,7 +132,7 @@ struct PendingPod {
     /// The PodScheduled condition last handed to the writer, and for which
     /// resourceVersion of the pod: not handed over again until the pod changes.
     condition_sent: Option<(String, NotScheduled)>,
-    /// Why its last attempt failed (`pending_pods{reason}`); `None` before one.
+    /// Why its last attempt failed (`pending_pods_by_reason{reason}`); `None` before one.
     wait: Option<WaitReason>,
     /// Its demand was counted into the gauges' workload (once per pod).
     observed: bool,
@@ -832,13 +832,17 @@ impl SchedulerLoop {
         self.deps.metrics.set_pending_reasons(&counts);
     }
 
-    /// Counts a pod's demand into the workload the gauges measure
-    /// fragmentation against, at its first attempt: every pod that arrives,
-    /// placed or not, as the simulator and the online policies learn it.
+    /// Counts a pod's demand into the workload, at its first attempt: every
+    /// pod that arrives, placed or not, as the simulator learns it. The
+    /// placement policy learns its typical pods from it (until issue 20 it
+    /// never did here, so `phalanx` and `fgd` placed first-fit by node rank in
+    /// the scheduler, unlike the extender and the simulator), and the gauges
+    /// measure fragmentation against the same workload.
     fn observe_arrival(&mut self, uid: &str, demand: &PodDemand) {
         if let Some(p) = self.pending.get_mut(uid) {
             if !p.observed {
                 p.observed = true;
+                self.policy.observe_arrival(demand);
                 self.gauges.observe(demand);
             }
         }

@@ -1,5 +1,5 @@
 //! Why pods and gangs wait, in the few words an operator alerts on
-//! (`phalanx_scheduler_pending_pods{reason}`, `pending_gangs{reason}`), and
+//! (`phalanx_scheduler_pending_pods_by_reason{reason}`, `pending_gangs{reason}`), and
 //! the counts of them the scheduler exports every cycle.
 //!
 //! Pure: the loop records each pod's and gang's last reason as it fails, and
