@@ -821,6 +821,14 @@ fn bad_values_are_refused_with_a_message_naming_the_key() {
             "schedular",
         ),
         (
+            serde_json::json!({"prometheusRule": {"gpuSaturation": {"ratio": 90, "for": "5m"}}}),
+            "/prometheusRule/gpuSaturation/ratio",
+        ),
+        (
+            serde_json::json!({"prometheusRule": {"noLeader": {"for": "two minutes"}}}),
+            "/prometheusRule/noLeader/for",
+        ),
+        (
             serde_json::json!({"scheduler": {"config": {"binding": {"annotationWrite": "later"}}}}),
             "annotationWrite",
         ),
