@@ -77,6 +77,14 @@ if [ ! -x /usr/bin/prometheus ] && [ -z "${PHALANX_PROMETHEUS_BIN:-}" ]; then
     apt_install prometheus
 fi
 
+echo "== alerts: the chart's PrometheusRule rendered, then promtool check rules and test rules"
+# promtool comes with Debian's prometheus package; beside PHALANX_PROMETHEUS_BIN otherwise.
+if [ -z "${PHALANX_PROMTOOL:-}" ] && [ -n "${PHALANX_PROMETHEUS_BIN:-}" ]; then
+    PHALANX_PROMTOOL="$(dirname "$PHALANX_PROMETHEUS_BIN")/promtool"
+    export PHALANX_PROMTOOL
+fi
+scripts/check-alerts.sh
+
 export PHALANX_E2E=1   # from here on a missing binary fails the e2e tests instead of skipping them
 
 echo "== tests"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fetches other projects' CRDs from the Go module proxy, so that tests use
 # their real schemas instead of hand-written stand-ins:
-#   - prometheus-operator's ServiceMonitor, which the Helm chart's optional
-#     objects are validated against;
+#   - prometheus-operator's ServiceMonitor and PrometheusRule, which the Helm
+#     chart's optional objects are validated against;
 #   - the workload operators whose pods Phalanx gangs without a PodGroup
 #     (KubeRay, JobSet, LeaderWorkerSet, Kubeflow Trainer and the Kubeflow
 #     training-operator), which the end-to-end tests install
@@ -18,7 +18,7 @@ set -euo pipefail
 # releases and files. Each line: directory name, module@version, directory of
 # the CRDs inside the module, files.
 projects=(
-    "prometheus-operator-v0.79.2 github.com/prometheus-operator/prometheus-operator@v0.79.2 example/prometheus-operator-crd monitoring.coreos.com_servicemonitors.yaml"
+    "prometheus-operator-v0.79.2 github.com/prometheus-operator/prometheus-operator@v0.79.2 example/prometheus-operator-crd monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml"
     "kuberay-v1.5.0 github.com/ray-project/kuberay/ray-operator@v1.5.0 config/crd/bases ray.io_rayclusters.yaml ray.io_rayjobs.yaml ray.io_rayservices.yaml"
     "jobset-v0.11.0 sigs.k8s.io/jobset@v0.11.0 config/components/crd/bases jobset.x-k8s.io_jobsets.yaml"
     "lws-v0.7.0 sigs.k8s.io/lws@v0.7.0 config/crd/bases leaderworkerset.x-k8s.io_leaderworkersets.yaml"

@@ -121,10 +121,10 @@ pub(crate) fn cache_root() -> PathBuf {
 /// fetches.
 pub const PROMETHEUS_OPERATOR_VERSION: &str = crate::crds::PROMETHEUS_OPERATOR.version;
 
-/// prometheus-operator's ServiceMonitor CRD as `fetch-crds.sh` stores it.
-pub fn locate_service_monitor_crd() -> std::result::Result<PathBuf, String> {
-    let mut files = crate::crds::PROMETHEUS_OPERATOR.locate()?;
-    Ok(files.remove(0))
+/// prometheus-operator's CRDs the chart's optional objects use (ServiceMonitor,
+/// PrometheusRule), as `fetch-crds.sh` stores them.
+pub fn locate_prometheus_operator_crds() -> std::result::Result<Vec<PathBuf>, String> {
+    crate::crds::PROMETHEUS_OPERATOR.locate()
 }
 
 /// Whether `PHALANX_E2E` asks for the end-to-end tests to run (set, not empty, not `0`).

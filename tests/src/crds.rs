@@ -39,11 +39,15 @@ pub struct CrdSource {
     pub files: &'static [&'static str],
 }
 
-/// prometheus-operator's ServiceMonitor, for the Helm chart's optional objects.
+/// prometheus-operator's ServiceMonitor and PrometheusRule, for the Helm
+/// chart's optional objects.
 pub const PROMETHEUS_OPERATOR: CrdSource = CrdSource {
     project: "prometheus-operator",
     version: "v0.79.2",
-    files: &["monitoring.coreos.com_servicemonitors.yaml"],
+    files: &[
+        "monitoring.coreos.com_servicemonitors.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
+    ],
 };
 
 /// KubeRay's RayCluster, RayJob and RayService (ray-operator v1.5.0, whose

@@ -557,6 +557,160 @@ fn each_option_changes_what_it_documents() {
 /// With queues on, the scheduler may read Queues and patch their status;
 /// with preemption on (the default), evict and watch PodDisruptionBudgets;
 /// and no more.
+/// The alerts of the rendered PrometheusRule: `(group, alert, rule)`.
+fn alerts_of(chart: &RenderedChart) -> Vec<(String, String, serde_json::Value)> {
+    let rule = chart.get("PrometheusRule", "phalanx-alerts").unwrap();
+    let mut out = Vec::new();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        let name = group["name"].as_str().unwrap();
+        for rule in group["rules"].as_array().unwrap() {
+            let alert = rule["alert"].as_str().unwrap_or_default();
+            out.push((name.to_owned(), alert.to_owned(), rule.clone()));
+        }
+    }
+    out
+}
+
+/// GitHub's anchor of a Markdown heading (enough for ours: one word).
+fn heading_anchors(markdown: &str) -> BTreeSet<String> {
+    markdown
+        .lines()
+        .filter_map(|line| line.strip_prefix("## "))
+        .map(|heading| heading.trim().to_lowercase())
+        .collect()
+}
+
+#[test]
+fn prometheus_rule_ships_every_alert_with_severity_and_runbook() {
+    let Some(helm) =
+        HelmTool::for_test("prometheus_rule_ships_every_alert_with_severity_and_runbook")
+    else {
+        return;
+    };
+    let defaults = helm
+        .render(&serde_json::json!({}), RELEASE, NAMESPACE)
+        .unwrap();
+    assert!(
+        defaults.of_kind("PrometheusRule").is_empty(),
+        "off by default"
+    );
+
+    let cases: BTreeMap<String, serde_json::Value> = value_cases().into_iter().collect();
+    let chart = helm
+        .render(&cases["monitoring.yaml"], RELEASE, NAMESPACE)
+        .unwrap();
+    let rule = chart.get("PrometheusRule", "phalanx-alerts").unwrap();
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        rule["metadata"]["labels"]["release"], "kube-prometheus-stack",
+        "prometheusRule.labels"
+    );
+
+    let alerts = alerts_of(&chart);
+    let groups: BTreeSet<&str> = alerts.iter().map(|(g, _, _)| g.as_str()).collect();
+    assert_eq!(
+        groups,
+        BTreeSet::from(["phalanx-scheduler", "phalanx-gpus", "phalanx-autoscaler"])
+    );
+    let names: BTreeSet<&str> = alerts.iter().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(names.len(), alerts.len(), "alert names are unique");
+    for expected in [
+        "PhalanxGPUSaturated",
+        "PhalanxGPUFragmented",
+        "PhalanxPodPendingTooLong",
+        "PhalanxGangPendingTooLong",
+        "PhalanxGPUTelemetryStale",
+        "PhalanxGPUUnhealthy",
+        "PhalanxGPUXidErrors",
+        "PhalanxSchedulerNoLeader",
+        "PhalanxSchedulerBindingErrors",
+        "PhalanxAutoscalerStaleMetrics",
+        "PhalanxAutoscalerInvalidMetrics",
+    ] {
+        assert!(names.contains(expected), "{expected} missing: {names:?}");
+    }
+
+    // Every alert: a severity, a summary and description, and a runbook link
+    // to its own section of docs/runbooks.md.
+    let runbooks = std::fs::read_to_string(workspace_root().join("docs/runbooks.md")).unwrap();
+    let anchors = heading_anchors(&runbooks);
+    for (_, alert, rule) in &alerts {
+        let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+        assert!(
+            ["critical", "warning", "info"].contains(&severity),
+            "{alert}: severity {severity:?}"
+        );
+        for annotation in ["summary", "description"] {
+            assert!(
+                !rule["annotations"][annotation]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty(),
+                "{alert}: no {annotation}"
+            );
+        }
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        let (page, anchor) = url
+            .split_once('#')
+            .unwrap_or_else(|| panic!("{alert}: runbook_url {url:?} has no section"));
+        assert!(page.ends_with("docs/runbooks.md"), "{alert}: {url}");
+        assert_eq!(anchor, alert.to_lowercase(), "{alert}: {url}");
+        assert!(anchors.contains(anchor), "{alert}: no section {anchor}");
+    }
+
+    // The plain rules file in the repository is the chart's defaults.
+    let plain: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(workspace_root().join("deploy/alerts/phalanx-rules.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let enabled = helm
+        .render(
+            &serde_json::json!({"prometheusRule": {"enabled": true}}),
+            RELEASE,
+            NAMESPACE,
+        )
+        .unwrap();
+    assert_eq!(
+        enabled.get("PrometheusRule", "phalanx-alerts").unwrap()["spec"],
+        plain,
+        "deploy/alerts/phalanx-rules.yaml is stale: run scripts/check-alerts.sh --write"
+    );
+
+    // Thresholds and durations are values; a disabled component's group goes.
+    let tuned = helm
+        .render(
+            &serde_json::json!({
+                "prometheusRule": {
+                    "enabled": true,
+                    "gpuSaturation": {"ratio": 0.75, "for": "20m"},
+                },
+                "autoscaler": {"enabled": false},
+            }),
+            RELEASE,
+            NAMESPACE,
+        )
+        .unwrap();
+    let tuned = alerts_of(&tuned);
+    let (_, _, saturated) = tuned
+        .iter()
+        .find(|(_, a, _)| a == "PhalanxGPUSaturated")
+        .unwrap();
+    assert!(
+        saturated["expr"]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .ends_with("> 0.75"),
+        "{saturated}"
+    );
+    assert_eq!(saturated["for"], "20m");
+    assert!(tuned.iter().all(|(g, _, _)| g != "phalanx-autoscaler"));
+}
+
 #[test]
 fn queues_and_preemption_grant_their_verbs_only_when_on() {
     let Some(helm) = HelmTool::for_test("queues_and_preemption_grant_their_verbs") else {
@@ -665,6 +819,14 @@ fn bad_values_are_refused_with_a_message_naming_the_key() {
         (
             serde_json::json!({"schedular": {"replicas": 2}}),
             "schedular",
+        ),
+        (
+            serde_json::json!({"prometheusRule": {"gpuSaturation": {"ratio": 90, "for": "5m"}}}),
+            "/prometheusRule/gpuSaturation/ratio",
+        ),
+        (
+            serde_json::json!({"prometheusRule": {"noLeader": {"for": "two minutes"}}}),
+            "/prometheusRule/noLeader/for",
         ),
         (
             serde_json::json!({"scheduler": {"config": {"binding": {"annotationWrite": "later"}}}}),
@@ -1005,9 +1167,10 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
     let Some(binaries) = Binaries::for_test(test) else {
         return Ok(());
     };
-    let Some(service_monitor_crd) =
-        or_skip(test, phalanx_e2e::binaries::locate_service_monitor_crd())
-    else {
+    let Some(prometheus_operator_crds) = or_skip(
+        test,
+        phalanx_e2e::binaries::locate_prometheus_operator_crds(),
+    ) else {
         return Ok(());
     };
     let options = ControlPlaneOptions {
@@ -1025,13 +1188,22 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
         let outcome = server_apply(&client, &crd.object, NAMESPACE, false).await?;
         assert_eq!(outcome, ServerCheck::Accepted, "{}", crd.id());
     }
-    // prometheus-operator's own ServiceMonitor CRD, so that the chart's
-    // optional ServiceMonitors are checked against their real schema.
-    let crd: serde_json::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(&service_monitor_crd)?)?;
-    let outcome = server_apply(&client, &crd, NAMESPACE, false).await?;
-    assert_eq!(outcome, ServerCheck::Accepted, "the ServiceMonitor CRD");
-    wait_crds_established(&client, &["servicemonitors.monitoring.coreos.com"], READY).await?;
+    // prometheus-operator's own ServiceMonitor and PrometheusRule CRDs, so
+    // that the chart's optional objects are checked against their real schema.
+    for file in &prometheus_operator_crds {
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(file)?)?;
+        let outcome = server_apply(&client, &crd, NAMESPACE, false).await?;
+        assert_eq!(outcome, ServerCheck::Accepted, "{}", file.display());
+    }
+    wait_crds_established(
+        &client,
+        &[
+            "servicemonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com",
+        ],
+        READY,
+    )
+    .await?;
     let mut refused = Vec::new();
     let mut not_served = BTreeSet::new();
     let mut checked = 0;
@@ -1063,6 +1235,14 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
         .map(|chart| chart.of_kind("ServiceMonitor").len())
         .sum::<usize>();
     assert!(monitors >= 3, "only {monitors} ServiceMonitors checked");
+    let alert_rules = value_cases()
+        .iter()
+        .map(|(_, values)| helm.render(values, RELEASE, NAMESPACE))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .map(|chart| chart.of_kind("PrometheusRule").len())
+        .sum::<usize>();
+    assert!(alert_rules >= 1, "no PrometheusRule checked");
     assert!(checked > 50, "only {checked} objects checked");
     eprintln!(
         "{checked} rendered objects accepted by a dry-run apply with strict field validation"
