@@ -25,6 +25,9 @@
 //!   priority preemption inside a queue and reclaim across queues.
 //! * [`batch_order`] orders pods that wait together before each is placed
 //!   (the simulator's batch methodology).
+//! * [`ClusterGauges`] adds up a snapshot's GPUs by model and node pool
+//!   (capacity, allocated, fragmented by the simulator's measure, shared),
+//!   recomputing only the nodes that changed, for the scheduler's gauges.
 //! * [`replicas_that_fit`] counts how many copies of one pod the snapshot can take
 //!   (the autoscaler's capacity check), leaving the snapshot as it was.
 //!
