@@ -121,7 +121,7 @@ pub struct ClusterGauges {
 
 impl ClusterGauges {
     /// Gauges that learn the typical pods online from [`Self::observe`]: until
-    /// [`ONLINE_MIN_SAMPLES`] pods are seen the set is empty and nothing counts
+    /// 256 (`ONLINE_MIN_SAMPLES`) pods are seen the set is empty and nothing counts
     /// as fragmented, as the online policies treat an unknown workload.
     pub fn online(pool_label: impl Into<String>) -> Self {
         Self::build(pool_label.into(), Some(WorkloadModel::new()), Vec::new())

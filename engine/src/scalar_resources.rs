@@ -2,7 +2,7 @@
 //! NodeResourcesFit checks: `ephemeral-storage`, `hugepages-<size>` and every
 //! extended resource (`vendor.example/device`). Each is a plain count (bytes for
 //! storage and huge pages) compared by name: a pod asking for one the node does
-//! not offer does not fit, in kube-scheduler's words "Insufficient <name>".
+//! not offer does not fit, in kube-scheduler's words "Insufficient `<name>`".
 
 use std::sync::Arc;
 
