@@ -11,8 +11,7 @@ use std::collections::HashMap;
 
 use crate::fragmentation::node_fragmentation;
 use crate::node::NodeState;
-use crate::policy::ONLINE_MIN_SAMPLES;
-use crate::workload::{TypicalPod, WorkloadModel};
+use crate::workload::{OnlineWorkload, TypicalPod};
 use crate::{ClusterSnapshot, PodDemand, MILLI_PER_GPU};
 
 /// The nodes one set of gauges adds up: one GPU model in one pool.
@@ -105,11 +104,10 @@ pub struct ClusterGauges {
     pool_label: String,
     /// Learns the typical pods from the pods observed, as the online policies
     /// do; `None` when the typical set was given.
-    online: Option<WorkloadModel>,
+    online: Option<OnlineWorkload>,
     typical: Vec<TypicalPod>,
     /// Bumped whenever `typical` changes; every cached figure carries it.
     epoch: u32,
-    next_refresh_at: u64,
     nodes: Vec<Option<CachedNode>>,
     /// Every group seen so far: one that empties is reported at zero rather
     /// than dropped, so its series falls to 0 instead of freezing.
@@ -124,7 +122,7 @@ impl ClusterGauges {
     /// 256 (`ONLINE_MIN_SAMPLES`) pods are seen the set is empty and nothing counts
     /// as fragmented, as the online policies treat an unknown workload.
     pub fn online(pool_label: impl Into<String>) -> Self {
-        Self::build(pool_label.into(), Some(WorkloadModel::new()), Vec::new())
+        Self::build(pool_label.into(), Some(OnlineWorkload::new()), Vec::new())
     }
 
     /// Gauges measured against a fixed typical set (a replay's trace).
@@ -132,13 +130,12 @@ impl ClusterGauges {
         Self::build(pool_label.into(), None, typical)
     }
 
-    fn build(pool_label: String, online: Option<WorkloadModel>, typical: Vec<TypicalPod>) -> Self {
+    fn build(pool_label: String, online: Option<OnlineWorkload>, typical: Vec<TypicalPod>) -> Self {
         ClusterGauges {
             pool_label,
             online,
             typical,
             epoch: 1,
-            next_refresh_at: ONLINE_MIN_SAMPLES,
             nodes: Vec::new(),
             groups: Vec::new(),
             group_ids: HashMap::new(),
@@ -152,21 +149,15 @@ impl ClusterGauges {
     }
 
     /// Learns from an arriving pod (online gauges only). The typical set is
-    /// rebuilt on the online policies' geometric schedule (every 25 % more
-    /// pods), so its epoch, and with it every node's figures, changes rarely.
+    /// rebuilt on the online policies' schedule ([`OnlineWorkload`]), so its
+    /// epoch, and with it every node's figures, changes rarely.
     pub fn observe(&mut self, pod: &PodDemand) {
-        let Some(model) = self.online.as_mut() else {
+        let Some(learned) = self.online.as_mut().and_then(|o| o.observe(pod.shape())) else {
             return;
         };
-        model.observe(pod.shape(), "");
-        let seen = model.pods_observed();
-        if seen >= self.next_refresh_at {
-            let learned = model.typical_pods();
-            if learned != self.typical {
-                self.typical = learned;
-                self.epoch = self.epoch.wrapping_add(1).max(1);
-            }
-            self.next_refresh_at = (seen + seen / 4).max(seen + 16);
+        if learned != self.typical {
+            self.typical = learned;
+            self.epoch = self.epoch.wrapping_add(1).max(1);
         }
     }
 

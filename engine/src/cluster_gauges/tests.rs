@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::test_support::gpu_node;
+use crate::workload::ONLINE_MIN_SAMPLES;
 use crate::{GpuAssignment, GpuDemand, ModelConstraint, NodeId, Placement, PodShape};
 
 const POOL: &str = "phalanx.dev/pool";

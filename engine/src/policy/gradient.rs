@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::fragmentation::node_fragmentation;
 use crate::gpu_select::lowest_free_gpus;
 use crate::node::{FreeList, NodeState};
-use crate::workload::{TypicalPod, WorkloadModel};
+use crate::workload::{OnlineWorkload, TypicalPod};
 use crate::{ClusterSnapshot, GpuAssignment, GpuDemand, NodeId, PodDemand, PodShape};
 
 /// Where the typical-pod set T comes from.
@@ -21,11 +21,6 @@ pub enum WorkloadSource {
     /// Learned online from the pods that have arrived so far, as a live cluster must.
     Online,
 }
-
-/// Pods an online workload model must have seen before it is trusted. Until then T
-/// is empty, every node scores alike, and placement is first-fit by node rank; a
-/// distribution guessed from a few dozen pods did measurably worse (see README).
-pub const ONLINE_MIN_SAMPLES: u64 = 256;
 
 /// Pod shapes whose per-node evaluations are cached at once. Each shape's cache
 /// is one entry per node, so shapes must not grow without bound: the extender
@@ -64,13 +59,12 @@ struct Cached<T> {
 /// Computes and caches fragmentation gradients for one policy instance.
 #[derive(Debug, Clone)]
 pub struct FragmentationGradient {
-    online: Option<WorkloadModel>,
+    online: Option<OnlineWorkload>,
     typical: Vec<TypicalPod>,
     /// The smallest share of one GPU among `typical` (milli), if any.
     smallest_share: Option<u32>,
     /// Bumped whenever `typical` changes; part of every cache key.
     epoch: u32,
-    next_refresh_at: u64,
     shape_ids: HashMap<PodShape, usize>,
     current_shape: usize,
     before: Vec<Cached<f64>>,
@@ -81,14 +75,13 @@ impl FragmentationGradient {
     pub fn new(source: WorkloadSource) -> Self {
         let (online, typical) = match source {
             WorkloadSource::Fixed(t) => (None, t),
-            WorkloadSource::Online => (Some(WorkloadModel::new()), Vec::new()),
+            WorkloadSource::Online => (Some(OnlineWorkload::new()), Vec::new()),
         };
         FragmentationGradient {
             online,
             smallest_share: smallest_share(&typical),
             typical,
             epoch: 1,
-            next_refresh_at: 1,
             shape_ids: HashMap::new(),
             current_shape: 0,
             before: Vec::new(),
@@ -96,23 +89,17 @@ impl FragmentationGradient {
         }
     }
 
-    /// Learns from an arriving pod when the workload is online. T is rebuilt on a
-    /// geometric schedule (every 25 % more pods, so a few dozen times over a cluster's
-    /// life) and cached scores are dropped only when T changed materially.
+    /// Learns from an arriving pod when the workload is online. T is rebuilt on
+    /// [`OnlineWorkload`]'s schedule and cached scores are dropped only when T
+    /// changed materially.
     pub fn observe_arrival(&mut self, pod: &PodDemand) {
-        let Some(model) = self.online.as_mut() else {
+        let Some(learned) = self.online.as_mut().and_then(|o| o.observe(pod.shape())) else {
             return;
         };
-        model.observe(pod.shape(), "");
-        let seen = model.pods_observed();
-        if seen >= self.next_refresh_at && seen >= ONLINE_MIN_SAMPLES {
-            let learned = model.typical_pods();
-            if materially_different(&self.typical, &learned) {
-                self.smallest_share = smallest_share(&learned);
-                self.typical = learned;
-                self.epoch = self.epoch.wrapping_add(1).max(1);
-            }
-            self.next_refresh_at = (seen + seen / 4).max(seen + 16);
+        if materially_different(&self.typical, &learned) {
+            self.smallest_share = smallest_share(&learned);
+            self.typical = learned;
+            self.epoch = self.epoch.wrapping_add(1).max(1);
         }
     }
 

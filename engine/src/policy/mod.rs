@@ -20,7 +20,6 @@ use super::workload::TypicalPod;
 pub use baselines::{BestFitPolicy, ClusteringPolicy, DotProdPolicy, PackingPolicy};
 pub use fgd::FgdPolicy;
 pub use gradient::WorkloadSource;
-pub(crate) use gradient::ONLINE_MIN_SAMPLES;
 pub use phalanx::PhalanxPolicy;
 pub use random::RandomPolicy;
 
