@@ -8,6 +8,7 @@ use phalanx_engine::{BatchOrder, ClusterSnapshot, PolicyName};
 use phalanx_sim::autoscale::trace::DEFAULT_MAX_TRACE_HOURS;
 use phalanx_sim::day::workload::DEFAULT_DAY_LOAD;
 use phalanx_sim::day::DayPolicyName;
+use phalanx_sim::openb::arrivals::seed_arrivals;
 use phalanx_sim::openb::bound::{seed_bounds, AllocationBound};
 use phalanx_sim::openb::gang_sweep::{
     gang_table, run_gang_sweep, summarise_gangs, GangSweepConfig,
@@ -353,8 +354,9 @@ fn openb(args: OpenbArgs) -> Result<()> {
         let full = percents.iter().position(|p| *p == 100.0).unwrap_or(0);
         for trace in &traces {
             let started = std::time::Instant::now();
-            let per_percent =
-                seed_bounds(&nodes, &cluster, trace, &config.seeds, args.tune, &percents)?;
+            // Each seed's arrivals, drawn once for the bound and the share floor.
+            let arrivals = seed_arrivals(&trace.pods, &cluster, &config.seeds, args.tune);
+            let per_percent = seed_bounds(&nodes, &cluster, trace, &arrivals, &percents)?;
             let mean_of = |bounds: &[AllocationBound]| {
                 bounds.iter().map(|b| b.allocated_percent).sum::<f64>() / bounds.len().max(1) as f64
             };
@@ -385,7 +387,7 @@ fn openb(args: OpenbArgs) -> Result<()> {
                 bounds.first().map_or(0, |b| b.node_types),
                 started.elapsed().as_secs_f64(),
             );
-            let floors = seed_share_floors(&cluster, trace, &config.seeds, args.tune)?;
+            let floors = seed_share_floors(&cluster, trace, &arrivals)?;
             let floor_values: Vec<f64> = floors
                 .iter()
                 .filter_map(|f| f.unallocated_percent())

@@ -75,6 +75,23 @@ pub fn seeded_run(
     }
 }
 
+/// Each seed's arrival list for `pods` on `cluster` (shuffle, tuning,
+/// clones), as the benchmark replays it: what the bound and the share floor
+/// are computed for.
+pub fn seed_arrivals(
+    pods: &[TracePod],
+    cluster: &phalanx_engine::ClusterSnapshot,
+    seeds: &[u64],
+    tune: f64,
+) -> Vec<Vec<usize>> {
+    let capacity = cluster.gpu_milli_capacity();
+    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
+    seeds
+        .iter()
+        .map(|&seed| seeded_run(pods, &names, capacity, tune, seed).arrivals)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

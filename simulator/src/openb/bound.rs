@@ -28,7 +28,6 @@ use std::collections::BTreeMap;
 use good_lp::{constraint, variable, Expression, ProblemVariables, Solution, SolverModel};
 use phalanx_engine::{ClusterSnapshot, GpuDemand, NodeSpec};
 
-use super::arrivals::seeded_run;
 use super::run::PreparedTrace;
 use crate::trace::TracePod;
 
@@ -260,23 +259,16 @@ pub fn allocation_bound(
     })
 }
 
-/// The bound at each of `percents` % arrived (outer) for each seed (inner) of a
-/// trace, with the same seeded arrival list (shuffle, tuning, clones) the
-/// benchmark replays, drawn once per seed.
+/// The bound at each of `percents` % arrived (outer) for each seed's arrival
+/// list (inner, from [`super::arrivals::seed_arrivals`]) of a trace.
 pub fn seed_bounds(
     nodes: &[NodeSpec],
     cluster: &ClusterSnapshot,
     trace: &PreparedTrace,
-    seeds: &[u64],
-    tune: f64,
+    arrivals: &[Vec<usize>],
     percents: &[f64],
 ) -> Result<Vec<Vec<AllocationBound>>, BoundError> {
     let capacity = cluster.gpu_milli_capacity();
-    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
-    let arrivals: Vec<Vec<usize>> = seeds
-        .iter()
-        .map(|&seed| seeded_run(&trace.pods, &names, capacity, tune, seed).arrivals)
-        .collect();
     percents
         .iter()
         .map(|&percent| {

@@ -64,7 +64,6 @@ use std::collections::BTreeMap;
 use good_lp::{constraint, variable, Expression, ProblemVariables, Solution, SolverModel};
 use phalanx_engine::{ClusterSnapshot, GpuDemand};
 
-use super::arrivals::seeded_run;
 use super::bound::arrived_prefix;
 use super::run::PreparedTrace;
 use crate::trace::TracePod;
@@ -341,22 +340,18 @@ pub fn run_share_gap(placed: &PlacedShares) -> Result<RunShareGap, ShareFloorErr
     })
 }
 
-/// The floor at 100 % arrived for each seed of a trace, with the same seeded
-/// arrival list (shuffle, tuning, clones) the benchmark and
-/// [`super::bound::seed_bounds`] use.
+/// The floor at 100 % arrived for each seed's arrival list (from
+/// [`super::arrivals::seed_arrivals`], as [`super::bound::seed_bounds`] takes).
 pub fn seed_share_floors(
     cluster: &ClusterSnapshot,
     trace: &PreparedTrace,
-    seeds: &[u64],
-    tune: f64,
+    arrivals: &[Vec<usize>],
 ) -> Result<Vec<ShareFloor>, ShareFloorError> {
     let capacity = cluster.gpu_milli_capacity();
-    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
-    seeds
+    arrivals
         .iter()
-        .map(|&seed| {
-            let arrivals = seeded_run(&trace.pods, &names, capacity, tune, seed).arrivals;
-            let prefix = arrived_prefix(&trace.pods, &arrivals, capacity, 100.0);
+        .map(|arrived| {
+            let prefix = arrived_prefix(&trace.pods, arrived, capacity, 100.0);
             share_floor(&prefix, capacity)
         })
         .collect()
@@ -523,6 +518,7 @@ mod tests {
     #[test]
     #[ignore = "measurement; prints figures"]
     fn measure_share_floors() {
+        use crate::openb::arrivals::seed_arrivals;
         use crate::trace::{build_cluster, read_nodes, read_pods, CsvSource};
         let nodes = read_nodes(&CsvSource::embedded("nodes", crate::EMBEDDED_NODES)).unwrap();
         let cluster = build_cluster(&nodes).unwrap();
@@ -551,7 +547,8 @@ mod tests {
             let mut floors = Vec::new();
             for &seed in &seeds {
                 let started = std::time::Instant::now();
-                let f = seed_share_floors(&cluster, &trace, &[seed], 1.3).unwrap()[0];
+                let arrivals = seed_arrivals(&trace.pods, &cluster, &[seed], 1.3);
+                let f = seed_share_floors(&cluster, &trace, &arrivals).unwrap()[0];
                 let seconds = started.elapsed().as_secs_f64();
                 let floor = f.unallocated_percent().map_or(
                     "none (the shares need more GPUs than the cluster's)".into(),
