@@ -6,7 +6,7 @@ use phalanx_engine::policy::PolicyConfig;
 use phalanx_engine::{
     batch_order, build_policy, node_fragmentation, schedule_one, BatchOrder, ClusterSnapshot,
     CycleOutcome, CycleScratch, EngineError, GpuDemand, NodeId, PlacementPolicy, PodDemand,
-    PolicyName, TypicalPod, WorkloadModel, WorkloadSource, MILLI_PER_GPU,
+    PolicyName, TypicalPod, WorkloadModel, WorkloadSource,
 };
 
 use super::arrivals::{seeded_run, SeededRun};
@@ -233,7 +233,7 @@ impl<'t> Replay<'t> {
         let window_milli: u64 = pods.iter().map(|p| p.gpu.total_milli()).sum();
         if self.idle_at_full.is_none() && self.arrived + window_milli >= self.full_milli {
             self.idle_at_full = Some(idle_breakdown(&self.cluster, self.meter.typical));
-            self.shares_at_full = Some(self.shares.clone());
+            self.shares_at_full = Some(self.shares_now());
         }
         for pod in pods {
             self.policy.observe_arrival(pod);
@@ -244,11 +244,7 @@ impl<'t> Replay<'t> {
                 schedule_one(&self.cluster, self.policy.as_mut(), pod, &mut self.scratch)
             {
                 if let GpuDemand::Share { milli } = pod.gpu {
-                    let free = self.cluster.node(placement.node).free_list();
-                    let gpu_was_empty = placement.gpus.as_slice().first().is_some_and(|g| {
-                        free.as_slice().get(usize::from(g.index)) == Some(&MILLI_PER_GPU)
-                    });
-                    self.shares.record(milli, gpu_was_empty);
+                    self.shares.record(milli);
                 }
                 self.cluster.place(pod, &placement)?;
                 self.meter.update(&self.cluster, placement.node);
@@ -293,7 +289,24 @@ impl<'t> Replay<'t> {
     pub(crate) fn shares_at_full(&self) -> PlacedShares {
         self.shares_at_full
             .clone()
-            .unwrap_or_else(|| self.shares.clone())
+            .unwrap_or_else(|| self.shares_now())
+    }
+
+    /// The shares placed so far, with the GPUs they sit on read off the
+    /// cluster (no pod leaves, so a shared GPU holds only these shares).
+    fn shares_now(&self) -> PlacedShares {
+        let gpus = self
+            .cluster
+            .nodes()
+            .iter()
+            .filter(|n| !n.removed)
+            .flat_map(|n| &n.gpus)
+            .filter(|gpu| gpu.is_shared())
+            .count();
+        PlacedShares {
+            gpus: gpus as u64,
+            ..self.shares.clone()
+        }
     }
 
     pub(crate) fn curves(&self) -> Curves {

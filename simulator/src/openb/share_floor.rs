@@ -302,13 +302,10 @@ pub struct PlacedShares {
 }
 
 impl PlacedShares {
-    /// A share of `milli` was placed on a GPU that held nothing before
-    /// (`gpu_was_empty`) or that already held shares.
-    pub fn record(&mut self, milli: u32, gpu_was_empty: bool) {
+    /// A share of `milli` was placed (the GPUs they sit on are counted off
+    /// the cluster when the figures are taken).
+    pub fn record(&mut self, milli: u32) {
         *self.by_milli.entry(milli).or_default() += 1;
-        if gpu_was_empty {
-            self.gpus += 1;
-        }
     }
 }
 
@@ -628,17 +625,23 @@ mod tests {
     fn a_runs_loose_packing_is_measured_against_the_best_one() {
         // A run put four 500s on four GPUs (each the first share there): two
         // would do, so it used two GPUs too many, 50 % of four.
-        let mut placed = PlacedShares::default();
+        let mut placed = PlacedShares {
+            gpus: 4,
+            ..PlacedShares::default()
+        };
         for _ in 0..4 {
-            placed.record(500, true);
+            placed.record(500);
         }
         let gap = run_share_gap(&placed).unwrap();
         assert_eq!((gap.run_gpus, gap.floor.gpus), (4, 2));
         assert!((gap.excess_percent(4_000) - 50.0).abs() < 1e-9);
         // Packed pairwise, nothing is lost.
-        let mut tight = PlacedShares::default();
-        for first in [true, false, true, false] {
-            tight.record(500, first);
+        let mut tight = PlacedShares {
+            gpus: 2,
+            ..PlacedShares::default()
+        };
+        for _ in 0..4 {
+            tight.record(500);
         }
         assert_eq!(run_share_gap(&tight).unwrap().excess_percent(4_000), 0.0);
     }
