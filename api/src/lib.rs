@@ -3,9 +3,10 @@
 //! Types only, no I/O: the extended resources and annotations every component
 //! agrees on, the `GpuNode` CRD the device plugin publishes and the scheduler
 //! reads, the scheduler-plugins `PodGroup` the scheduler honours, and the GPU
-//! assignment annotation. The Helm chart's CRD YAML is generated from these types.
+//! assignment annotation, and the decision record `kubectl phalanx why` reads. The Helm chart's CRD YAML is generated from these types.
 
 mod assignment;
+mod decision;
 mod gang_plan;
 mod gpunode;
 mod podgroup;
@@ -13,6 +14,9 @@ mod queue;
 mod resources;
 
 pub use assignment::{AssignedGpu, AssignmentParseError, GpuAssignmentAnnotation};
+pub use decision::{
+    GangProgress, NearestNode, QueuePosition, SchedulingDecision, ANNOTATION_DECISION,
+};
 pub use gang_plan::{GangPlanAnnotation, GangPlanParseError, ANNOTATION_GANG_PLAN};
 pub use gpunode::{GpuDeviceSpec, GpuDeviceStatus, GpuHolder, GpuNode, GpuNodeSpec, GpuNodeStatus};
 pub use podgroup::{

@@ -40,6 +40,7 @@ mod capacity;
 mod cluster_gauges;
 mod constraints;
 mod cycle;
+mod diagnosis;
 mod error;
 mod fragmentation;
 mod gang;
@@ -71,6 +72,7 @@ pub use constraints::{
 pub use cycle::{
     schedule_one, schedule_one_among, unschedulable_message, CycleOutcome, CycleScratch,
 };
+pub use diagnosis::{diagnose, Diagnosis, Lack, NearMiss};
 pub use error::EngineError;
 pub use fragmentation::node_fragmentation;
 pub use gang::{
