@@ -6,9 +6,12 @@
 //! bound (new events are dropped and counted, as client-go's broadcaster does).
 //! A repeat of the same event for the same object within six minutes updates the
 //! first one's `series` instead of creating another object, as client-go does; the
-//! note is part of that key, so a changed message is a new event.
+//! note is part of that key, so a changed message is a new event. An event may
+//! carry annotations (the scheduler's structured decision, say); they are not
+//! part of the key, and a repeat writes the repeat's, so the event always
+//! shows the latest occurrence's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ pub struct EventSpec {
     pub reason: &'static str,
     pub action: &'static str,
     pub note: String,
+    /// Written on the Event object; the latest repeat's replace the first's.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Handle a controller uses to record events; cloning shares the writer task.
@@ -140,7 +145,7 @@ impl EventWriter {
         if let Some(entry) = self.series.get_mut(&key) {
             entry.count += 1;
             let api: Api<Event> = Api::namespaced(self.client.clone(), &entry.namespace);
-            let patch = series_patch(entry.count, timestamp);
+            let patch = series_patch(entry.count, timestamp, &spec.annotations);
             match api
                 .patch(&entry.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -192,6 +197,7 @@ pub fn new_event(
                     .clone()
                     .unwrap_or_else(|| "default".into()),
             ),
+            annotations: (!spec.annotations.is_empty()).then(|| spec.annotations.clone()),
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(timestamp)),
@@ -212,13 +218,22 @@ pub fn new_event(
     }
 }
 
-/// The patch that folds a repeat into an existing event.
-pub fn series_patch(count: i32, timestamp: Timestamp) -> serde_json::Value {
+/// The patch that folds a repeat into an existing event, with the repeat's
+/// annotations (a merge patch: keys the repeat lacks are kept).
+pub fn series_patch(
+    count: i32,
+    timestamp: Timestamp,
+    annotations: &BTreeMap<String, String>,
+) -> serde_json::Value {
     let series = EventSeries {
         count,
         last_observed_time: MicroTime(timestamp),
     };
-    serde_json::json!({ "series": series })
+    if annotations.is_empty() {
+        serde_json::json!({ "series": series })
+    } else {
+        serde_json::json!({ "series": series, "metadata": { "annotations": annotations } })
+    }
 }
 
 /// The API limits a note to 1 kB; longer messages are cut at a character boundary.
@@ -256,5 +271,33 @@ mod tests {
         let cut = truncate_note(&note);
         assert!(cut.len() <= 1024);
         assert!(cut.ends_with("..."));
+    }
+
+    #[test]
+    fn annotations_go_on_the_event_and_on_each_repeat() {
+        let spec = EventSpec {
+            regarding: pod_reference("ml", "train-0", "u1"),
+            type_: EventType::Warning,
+            reason: "FailedScheduling",
+            action: "Scheduling",
+            note: "0/1 nodes are available: 1 Insufficient cpu.".into(),
+            annotations: [("phalanx.dev/decision".to_owned(), "{}".to_owned())].into(),
+        };
+        let event = new_event(&spec, "phalanx", "phalanx-0", Timestamp::UNIX_EPOCH);
+        assert_eq!(event.metadata.annotations, Some(spec.annotations.clone()));
+        let repeat = series_patch(2, Timestamp::UNIX_EPOCH, &spec.annotations);
+        assert_eq!(
+            repeat["metadata"]["annotations"]["phalanx.dev/decision"],
+            "{}"
+        );
+        assert_eq!(repeat["series"]["count"], 2);
+        let plain = series_patch(2, Timestamp::UNIX_EPOCH, &BTreeMap::new());
+        assert!(plain.get("metadata").is_none());
+        let without = EventSpec {
+            annotations: BTreeMap::new(),
+            ..spec
+        };
+        let event = new_event(&without, "phalanx", "phalanx-0", Timestamp::UNIX_EPOCH);
+        assert_eq!(event.metadata.annotations, None);
     }
 }

@@ -488,14 +488,31 @@ async fn repeated_failed_scheduling_patches_the_series() {
             assert!(is_micro_time(&series["lastObservedTime"]), "{body}");
         })
         .reply(200, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "p.from-server", "namespace": "ns"}}));
+    // The third carries a decision: the patch replaces the event's with it.
     let third = Exchange::patch(&format!("{EVENTS_PATH}/p.from-server"))
-        .body_with(MERGE_PATCH, |body: &Value| assert_eq!(body["series"]["count"], 3))
+        .body_with(MERGE_PATCH, |body: &Value| {
+            assert_eq!(body["series"]["count"], 3);
+            assert_eq!(
+                body["metadata"]["annotations"]["phalanx.dev/decision"],
+                "{\"nodes\":3}"
+            );
+        })
         .reply(200, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "p.from-server", "namespace": "ns"}}));
     events_against(vec![first, repeat, third], |recorder| {
-        for _ in 0..3 {
+        for attempt in 0..3 {
+            let annotations = if attempt == 2 {
+                [(
+                    "phalanx.dev/decision".to_owned(),
+                    "{\"nodes\":3}".to_owned(),
+                )]
+                .into()
+            } else {
+                Default::default()
+            };
             recorder.record(scheduling_events::failed_scheduling(
                 events::pod_reference("ns", "p", "u1"),
                 message.into(),
+                annotations,
             ));
         }
     })
@@ -526,11 +543,13 @@ async fn a_failed_event_write_does_not_stop_later_events() {
         recorder.record(scheduling_events::failed_scheduling(
             reference.clone(),
             "first".into(),
+            Default::default(),
         ));
         recorder.record(scheduling_events::scheduled(reference.clone(), "node-1"));
         recorder.record(scheduling_events::failed_scheduling(
             reference,
             "first".into(),
+            Default::default(),
         ));
     })
     .await;

@@ -518,6 +518,7 @@ impl Plan {
                 reason,
                 action: "Autoscaling",
                 note,
+                annotations: Default::default(),
             })
             .collect();
         // A condition event repeating a period event's reason says nothing new.

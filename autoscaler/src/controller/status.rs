@@ -150,6 +150,7 @@ pub fn condition_events(
                 reason: state.reason,
                 action: "Autoscaling",
                 note: state.message.clone(),
+                annotations: Default::default(),
             })
         })
         .collect()

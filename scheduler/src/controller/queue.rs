@@ -232,6 +232,20 @@ where
         self.entries.get(key).map(|entry| entry.tenant)
     }
 
+    /// How many entries of the key's tenant, wherever they wait, come before
+    /// it in the order the active set pops them (higher priority, then older,
+    /// then key): its position in its team's queue. O(entries); for reports.
+    pub fn ahead_in_tenant(&self, key: &K) -> Option<(Tenant, usize)> {
+        let own = self.entries.get(key)?;
+        let mine = order_of(own, key);
+        let ahead = self
+            .entries
+            .iter()
+            .filter(|(k, e)| e.tenant == own.tenant && order_of(e, *k) < mine)
+            .count();
+        Some((own.tenant, ahead))
+    }
+
     /// Active entries of one tenant, for its queue position.
     pub fn active_in(&self, tenant: Tenant) -> usize {
         self.active.get(&tenant).map_or(0, BTreeSet::len)
@@ -598,6 +612,25 @@ mod tests {
         assert_eq!(policy.initial, secs(1));
         assert_eq!(policy.max, secs(10));
         assert_eq!(policy.max_unschedulable, secs(300));
+    }
+
+    #[test]
+    fn position_counts_only_the_tenants_entries_that_pop_first() {
+        let t0 = Instant::now();
+        let mut q = queue();
+        q.add_in("team-a-high", 1, 10, t0 + secs(9), t0);
+        q.add_in("team-a-old", 1, 0, t0, t0);
+        q.add_in("team-a-me", 1, 0, t0 + secs(1), t0);
+        q.add_in("team-a-young", 1, 0, t0 + secs(2), t0);
+        q.add_in("team-b-high", 2, 100, t0, t0);
+        // In flight or waiting out an unschedulable verdict, still ahead.
+        assert_eq!(q.pop(t0), Some("team-b-high"));
+        assert_eq!(q.pop(t0), Some("team-a-high"));
+        q.unschedulable("team-a-high", t0);
+        assert_eq!(q.ahead_in_tenant(&"team-a-me"), Some((1, 2)));
+        assert_eq!(q.ahead_in_tenant(&"team-a-high"), Some((1, 0)));
+        assert_eq!(q.ahead_in_tenant(&"team-b-high"), Some((2, 0)));
+        assert_eq!(q.ahead_in_tenant(&"unknown"), None);
     }
 
     #[test]

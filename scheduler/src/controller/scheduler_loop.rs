@@ -61,6 +61,7 @@ use phalanx_runtime::http::Health;
 use phalanx_runtime::leader::LeaseFence;
 use phalanx_runtime::watch::spawn_watch;
 
+mod decision;
 mod gang_objects;
 mod gang_recovery;
 mod gang_scheduling;
@@ -1045,9 +1046,14 @@ impl SchedulerLoop {
         }
         let reference =
             events::pod_reference(&pod.namespace().unwrap_or_default(), &pod.name_any(), &uid);
+        let decision = self.scheduling_decision(pod);
         self.deps
             .events
-            .record(scheduling_events::failed_scheduling(reference, message));
+            .record(scheduling_events::failed_scheduling(
+                reference,
+                message,
+                decision::decision_annotations(&decision),
+            ));
     }
 
     /// Hands `PodScheduled=False` to the writer, unless the pod (as the watch

@@ -1,6 +1,8 @@
 //! The scheduler's own events, in kube-scheduler's words, so that
 //! `kubectl describe pod` reads the same whichever scheduler placed the pod.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use phalanx_runtime::events::{EventSpec, EventType};
 
@@ -17,18 +19,25 @@ pub fn scheduled(regarding: ObjectReference, node: &str) -> EventSpec {
         reason: "Scheduled",
         action: "Binding",
         note,
+        annotations: Default::default(),
     }
 }
 
 /// `FailedScheduling` with the "0/N nodes are available: …" message (or any
-/// other reason the pod could not be scheduled).
-pub fn failed_scheduling(regarding: ObjectReference, message: String) -> EventSpec {
+/// other reason the pod could not be scheduled), and the structured decision
+/// in `annotations` (`phalanx.dev/decision`).
+pub fn failed_scheduling(
+    regarding: ObjectReference,
+    message: String,
+    annotations: BTreeMap<String, String>,
+) -> EventSpec {
     EventSpec {
         regarding,
         type_: EventType::Warning,
         reason: "FailedScheduling",
         action: "Scheduling",
         note: message,
+        annotations,
     }
 }
 
@@ -42,6 +51,7 @@ pub fn gang_not_derived(regarding: ObjectReference, why: String) -> EventSpec {
         reason: "GangNotDerived",
         action: "Scheduling",
         note: why,
+        annotations: Default::default(),
     }
 }
 

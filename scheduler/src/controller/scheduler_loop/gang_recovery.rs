@@ -239,6 +239,7 @@ impl SchedulerLoop {
             reason,
             action: "Binding",
             note,
+            annotations: Default::default(),
         });
     }
 }

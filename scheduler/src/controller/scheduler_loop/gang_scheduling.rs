@@ -72,6 +72,13 @@ pub(super) struct GangEntry {
     pub(super) alone: bool,
 }
 
+impl GangEntry {
+    /// Its minimum as the last attempt read it; `None` before one.
+    pub(super) fn min_member(&self) -> Option<usize> {
+        self.min_member.as_ref().map(|(n, _)| *n)
+    }
+}
+
 impl SchedulerLoop {
     /// Keeps the PodGroups (scheduler-plugins) that gangs read their policy from.
     pub(super) fn handle_pod_group_event(&mut self, event: Event<PodGroup>) -> MirrorChange {

@@ -526,6 +526,7 @@ impl SchedulerLoop {
                         reason: "Preempted",
                         action: "Preempting",
                         note,
+                        annotations: Default::default(),
                     });
                 }
                 Err(error) => {
