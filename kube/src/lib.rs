@@ -7,6 +7,7 @@
 //! * [`cluster_state`]: the engine's snapshot kept in step with the cluster,
 //!   and the pods holding resources in it (assumed or bound).
 //! * [`mirror`]: watch events folded into the cluster state, relists included.
+//! * [`decision`]: an engine diagnosis as the published `SchedulingDecision`.
 //!
 //! All of it is pure: fed objects, it makes no API call, spawns nothing and
 //! reads no clock, so the scheduler, its extender and the autoscaler's
@@ -15,5 +16,6 @@
 //! the watcher's `Event` type that the mirror is fed.
 
 pub mod cluster_state;
+pub mod decision;
 pub mod mirror;
 pub mod translate;

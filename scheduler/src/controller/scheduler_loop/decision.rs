@@ -9,10 +9,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use phalanx_api::{
-    GangProgress, NearestNode, QueuePosition, SchedulingDecision, ANNOTATION_DECISION,
-};
-use phalanx_engine::{diagnose, ClusterSnapshot, Diagnosis};
+use phalanx_api::{GangProgress, QueuePosition, SchedulingDecision, ANNOTATION_DECISION};
+use phalanx_engine::diagnose;
+use phalanx_kube::decision::decision_record;
 use phalanx_kube::mirror::pod_uid;
 
 use super::{SchedulerLoop, WorkKey};
@@ -49,10 +48,11 @@ impl SchedulerLoop {
                     ahead: ahead as u32,
                 })
             });
+        let wait = wait.unwrap_or(WaitReason::Other).as_str();
         SchedulingDecision {
             gang: self.gang_progress(&uid),
             queue,
-            ..decision_of(&diagnosis, snapshot, wait)
+            ..decision_record(&diagnosis, snapshot, wait)
         }
     }
 
@@ -74,30 +74,6 @@ impl SchedulerLoop {
     }
 }
 
-/// The engine's diagnosis in the published record's words.
-pub(super) fn decision_of(
-    diagnosis: &Diagnosis,
-    snapshot: &ClusterSnapshot,
-    wait: Option<WaitReason>,
-) -> SchedulingDecision {
-    SchedulingDecision {
-        wait_reason: wait.unwrap_or(WaitReason::Other).as_str().to_owned(),
-        nodes: diagnosis.nodes as u32,
-        feasible_nodes: diagnosis.feasible as u32,
-        reasons: diagnosis
-            .reasons
-            .iter()
-            .map(|(reason, n)| (reason.to_string(), *n as u32))
-            .collect(),
-        nearest: diagnosis.nearest.as_ref().map(|miss| NearestNode {
-            name: snapshot.node(miss.node).name.clone(),
-            lacks: miss.lacks.iter().map(ToString::to_string).collect(),
-        }),
-        gang: None,
-        queue: None,
-    }
-}
-
 /// The event annotations carrying `decision`.
 pub(super) fn decision_annotations(decision: &SchedulingDecision) -> BTreeMap<String, String> {
     match serde_json::to_string(decision) {
@@ -110,7 +86,9 @@ pub(super) fn decision_annotations(decision: &SchedulingDecision) -> BTreeMap<St
 
 #[cfg(test)]
 mod tests {
-    use phalanx_engine::{GpuDemand, GpuSpec, ModelConstraint, NodeSpec, PodDemand};
+    use phalanx_engine::{
+        ClusterSnapshot, GpuDemand, GpuSpec, ModelConstraint, NodeSpec, PodDemand,
+    };
 
     use super::*;
 
@@ -139,10 +117,10 @@ mod tests {
             ModelConstraint::Any,
         )
         .unwrap();
-        let decision = decision_of(
+        let decision = decision_record(
             &diagnose(&snapshot, &pod),
             &snapshot,
-            Some(WaitReason::InsufficientGpu),
+            WaitReason::InsufficientGpu.as_str(),
         );
         assert_eq!(decision.wait_reason, "insufficient_gpu");
         assert_eq!((decision.nodes, decision.feasible_nodes), (2, 0));
@@ -157,12 +135,5 @@ mod tests {
         let back: SchedulingDecision =
             serde_json::from_str(&annotations[ANNOTATION_DECISION]).unwrap();
         assert_eq!(back, decision);
-    }
-
-    #[test]
-    fn a_pod_never_attempted_waits_for_other() {
-        let decision = decision_of(&Diagnosis::default(), &ClusterSnapshot::new(), None);
-        assert_eq!(decision.wait_reason, "other");
-        assert_eq!(decision.nearest, None);
     }
 }
