@@ -1,17 +1,20 @@
 //! `kubectl phalanx gpus [NODE]`: every GPU with its model, what is
 //! allocated of it and to whom, its health and how old its telemetry is.
 //!
-//! From what the components publish: the `GpuNode` inventory and status (the
-//! device plugin's) and the pods' GPU assignment annotations (the
-//! scheduler's). A holder the device plugin reports but no annotation names
-//! (a pod another scheduler placed) is listed too. Pure: fed the objects.
+//! From what the components publish: each Node's GPUs as the scheduler
+//! counts them (the `GpuNode` inventory when the device plugin wrote one,
+//! else the node's `nvidia.com/gpu`, through the same translation), the
+//! `GpuNode` status for health and telemetry, and the pods' GPU assignment
+//! annotations (the scheduler's). A holder the device plugin reports but no
+//! annotation names (a pod another scheduler placed) is listed too. Pure:
+//! fed the objects.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use phalanx_api::{GpuNode, MILLI_PER_GPU};
-use phalanx_kube::translate::assignment_of;
+use phalanx_kube::translate::{assignment_of, node_spec};
 use serde::Serialize;
 
 use crate::{pod_key, table};
@@ -52,33 +55,52 @@ pub struct GpuRow {
     pub telemetry_age_seconds: Option<u64>,
 }
 
-/// The GPUs of `gpu_nodes` (of `only` when given), by node then index, with
-/// the holders `pods` record.
-pub fn gpu_rows(
+/// Every GPU, and the nodes whose objects could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuReport {
+    pub gpus: Vec<GpuRow>,
+    /// `node: why` for each node left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_nodes: Vec<String>,
+}
+
+/// The GPUs of `nodes` (of `only` when given), by node then index, with the
+/// holders `pods` record.
+pub fn gpu_report(
+    nodes: &[Node],
     gpu_nodes: &[GpuNode],
     pods: &[Pod],
     now: Timestamp,
     only: Option<&str>,
-) -> Vec<GpuRow> {
+) -> GpuReport {
     let held = holders_by_gpu(pods);
-    let mut nodes: Vec<&GpuNode> = gpu_nodes
+    let mut nodes: Vec<&Node> = nodes
         .iter()
-        .filter(|n| only.is_none_or(|name| n.spec.node_name == name))
+        .filter(|n| only.is_none_or(|name| n.metadata.name.as_deref() == Some(name)))
         .collect();
-    nodes.sort_by(|a, b| a.spec.node_name.cmp(&b.spec.node_name));
-    let mut rows = Vec::new();
-    for gpu_node in nodes {
-        let node = &gpu_node.spec.node_name;
-        let status = gpu_node.status.as_ref();
+    nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut report = GpuReport::default();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let gpu_node = gpu_nodes.iter().find(|g| g.spec.node_name == name);
+        let spec = match node_spec(node, gpu_node) {
+            Ok(spec) => spec,
+            Err(error) => {
+                report.unreadable_nodes.push(format!("{name}: {error}"));
+                continue;
+            }
+        };
+        let status = gpu_node.and_then(|g| g.status.as_ref());
         let age = status
             .and_then(|s| s.observed_at.as_ref())
             .map(|t| now.duration_since(t.0).as_secs().max(0) as u64);
-        let mut devices = gpu_node.spec.gpus.clone();
-        devices.sort_by_key(|d| d.index);
-        for device in devices {
+        let model = spec.gpu_model.clone().unwrap_or_default();
+        for (index, device) in spec.gpus.into_iter().enumerate() {
+            let index = index as u32;
             let live = status.and_then(|s| s.gpus.iter().find(|g| g.uuid == device.uuid));
             let mut holders = held
-                .get(&(node.clone(), device.index))
+                .get(&(name.clone(), index))
                 .cloned()
                 .unwrap_or_default();
             for reported in live.map(|g| g.pods.as_slice()).unwrap_or_default() {
@@ -91,11 +113,11 @@ pub fn gpu_rows(
                 }
             }
             holders.sort_by(|a, b| a.pod.cmp(&b.pod));
-            rows.push(GpuRow {
-                node: node.clone(),
-                index: device.index,
+            report.gpus.push(GpuRow {
+                node: name.clone(),
+                index,
                 uuid: device.uuid,
-                model: device.model,
+                model: model.clone(),
                 memory_mib: device.memory_mib,
                 healthy: live.map(|g| g.healthy),
                 health_reason: live.and_then(|g| g.health_reason.clone()),
@@ -108,7 +130,7 @@ pub fn gpu_rows(
             });
         }
     }
-    rows
+    report
 }
 
 /// Holders per (node, GPU index) from the assignment annotations of pods
@@ -142,12 +164,20 @@ fn holders_by_gpu(pods: &[Pod]) -> BTreeMap<(String, u32), Vec<Holder>> {
     held
 }
 
-/// The rows as a table.
-pub fn render(rows: &[GpuRow]) -> String {
-    if rows.is_empty() {
-        return "No GPUs found: no GpuNode objects (is the Phalanx device plugin running?)\n"
-            .to_owned();
+/// The report as a table, then the nodes left out.
+pub fn render(report: &GpuReport) -> String {
+    let mut out = if report.gpus.is_empty() {
+        "No GPUs found: no node offers nvidia.com/gpu and no GpuNode lists any\n".to_owned()
+    } else {
+        table(&report.gpus)
+    };
+    for unreadable in &report.unreadable_nodes {
+        out.push_str(&format!("left out: {unreadable}\n"));
     }
+    out
+}
+
+fn table(rows: &[GpuRow]) -> String {
     table::render(
         &[
             "NODE",

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use phalanx_api::SCHEDULER_NAME;
@@ -124,13 +125,20 @@ async fn run(cli: Cli) -> Result<String> {
             output(cli.output, &report, why::render)
         }
         Command::Gpus { node } => {
+            let nodes: Vec<Node> = cluster::all(&client).await?;
+            if let Some(wanted) = &node {
+                if !nodes
+                    .iter()
+                    .any(|n| n.metadata.name.as_ref() == Some(wanted))
+                {
+                    anyhow::bail!("node {wanted} not found");
+                }
+            }
             let gpu_nodes = cluster::all(&client).await?;
             let pods = cluster::all(&client).await?;
-            let rows = gpus::gpu_rows(&gpu_nodes, &pods, Timestamp::now(), node.as_deref());
-            if let (Some(node), true) = (&node, rows.is_empty()) {
-                anyhow::bail!("node {node} has no GpuNode: no GPUs reported for it");
-            }
-            output(cli.output, &rows, |rows| gpus::render(rows))
+            let report =
+                gpus::gpu_report(&nodes, &gpu_nodes, &pods, Timestamp::now(), node.as_deref());
+            output(cli.output, &report, gpus::render)
         }
         Command::Sim {
             pod,

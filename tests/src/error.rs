@@ -18,7 +18,7 @@ pub enum HarnessError {
 
     /// A Phalanx binary (`phalanx-scheduler`, ...) has not been built.
     #[error(
-        "{name} binary not found (looked at {}); build it with `cargo build -p {name}` \
+        "{name} binary not found (looked at {}); build it with `cargo build --bin {name}` \
          (add --release for the benchmark) or point {env_var} at it",
         searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]

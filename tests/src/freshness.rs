@@ -49,6 +49,8 @@ pub const BINARY_CRATES: &[(&str, &[&str])] = &[
         "phalanx-device-plugin",
         &["device-plugin", "runtime", "api"],
     ),
+    // kubectl finds plugins by this name; its crate is phalanx-kubectl.
+    ("kubectl-phalanx", &["kubectl", "engine", "kube", "api"]),
 ];
 
 /// The crates `binary` (a cargo binary name) is built from; `None` for a
@@ -63,7 +65,7 @@ pub fn crates_of(binary: &str) -> Option<&'static [&'static str]> {
 /// A binary older than one of its sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stale {
-    /// The cargo package (and binary) name.
+    /// The cargo binary name.
     pub package: String,
     pub binary: PathBuf,
     /// The newest source, changed after the binary was built.
@@ -81,9 +83,9 @@ impl Stale {
             .and_then(Path::file_name)
             .is_some_and(|profile| profile == "release");
         if release {
-            format!("cargo build --release -p {}", self.package)
+            format!("cargo build --release --bin {}", self.package)
         } else {
-            format!("cargo build -p {}", self.package)
+            format!("cargo build --bin {}", self.package)
         }
     }
 
@@ -415,7 +417,7 @@ mod tests {
             "/w/target/release/phalanx-scheduler",
             "/w/engine/src/lib.rs",
             "changed 42 s after",
-            "`cargo build --release -p phalanx-scheduler`",
+            "`cargo build --release --bin phalanx-scheduler`",
             ALLOW_STALE_ENV,
         ] {
             assert!(text.contains(part), "{part:?} missing from: {text}");
@@ -424,7 +426,7 @@ mod tests {
             binary: PathBuf::from("/w/target/debug/phalanx-scheduler"),
             ..stale
         };
-        assert_eq!(debug.build_command(), "cargo build -p phalanx-scheduler");
+        assert_eq!(debug.build_command(), "cargo build --bin phalanx-scheduler");
     }
 
     #[test]
@@ -485,7 +487,10 @@ mod tests {
     #[test]
     fn table_matches_the_manifests() {
         for (binary, crates) in BINARY_CRATES {
-            let own = binary.strip_prefix("phalanx-").expect("a phalanx binary");
+            let own = match *binary {
+                "kubectl-phalanx" => "kubectl",
+                other => other.strip_prefix("phalanx-").expect("a phalanx binary"),
+            };
             assert_eq!(
                 crates.first(),
                 Some(&own),

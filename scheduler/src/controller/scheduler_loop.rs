@@ -48,7 +48,7 @@ use super::queue::{BackoffPolicy, SchedulingQueue};
 use super::scheduling_events;
 use super::volume_binder::VolumeBinder;
 use super::wait_reasons::{PendingCounts, WaitReason, WaitingGang, WaitingPod};
-use phalanx_api::GpuAssignmentAnnotation;
+use phalanx_api::{GangProgress, GpuAssignmentAnnotation};
 use phalanx_engine::queues::QueueLedger;
 use phalanx_engine::{
     build_policy, schedule_one, unschedulable_message, ClusterGauges, CycleOutcome, CycleScratch,
@@ -124,9 +124,10 @@ struct PendingPod {
     gang: Option<GangMembership>,
     /// A binding is in flight; it is not queued meanwhile.
     binding: bool,
-    /// The last FailedScheduling message and when it was sent: a new message goes
-    /// out at once, a repeat at most once per interval.
-    last_failed_event: Option<(Instant, String)>,
+    /// The last FailedScheduling message, when it was sent and the gang's
+    /// progress it reported: a new message (or a gang that gained or placed a
+    /// member) goes out at once, a repeat at most once per interval.
+    last_failed_event: Option<(Instant, String, Option<GangProgress>)>,
     /// Has `spec.schedulingGates`: not attempted (nor its gang) until the
     /// watch shows the last gate removed.
     gated: bool,
@@ -1035,18 +1036,27 @@ impl SchedulerLoop {
         self.set_not_scheduled(pod, condition);
         let uid = pod_uid(pod);
         let now = Instant::now();
+        // The gang's progress is not in the message ("fewer than its
+        // minMember pods exist" reads the same with one member or two), yet
+        // `kubectl phalanx why` reports it from the event.
+        let gang = self.gang_progress(&uid);
         if let Some(p) = self.pending.get_mut(&uid) {
-            let repeat = p.last_failed_event.as_ref().is_some_and(|(t, last)| {
-                *last == message && now.duration_since(*t) < FAILED_EVENT_INTERVAL
-            });
+            let repeat = p
+                .last_failed_event
+                .as_ref()
+                .is_some_and(|(t, last, progress)| {
+                    *last == message
+                        && *progress == gang
+                        && now.duration_since(*t) < FAILED_EVENT_INTERVAL
+                });
             if repeat && !force {
                 return;
             }
-            p.last_failed_event = Some((now, message.clone()));
+            p.last_failed_event = Some((now, message.clone(), gang.clone()));
         }
         let reference =
             events::pod_reference(&pod.namespace().unwrap_or_default(), &pod.name_any(), &uid);
-        let decision = self.scheduling_decision(pod);
+        let decision = self.scheduling_decision(pod, gang);
         self.deps
             .events
             .record(scheduling_events::failed_scheduling(

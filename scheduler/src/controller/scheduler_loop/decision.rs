@@ -18,8 +18,13 @@ use super::{SchedulerLoop, WorkKey};
 use crate::controller::wait_reasons::WaitReason;
 
 impl SchedulerLoop {
-    /// What the pod's last attempt found, as published with its event.
-    pub(super) fn scheduling_decision(&self, pod: &Pod) -> SchedulingDecision {
+    /// What the pod's last attempt found, as published with its event;
+    /// `gang` is [`Self::gang_progress`] of the pod.
+    pub(super) fn scheduling_decision(
+        &self,
+        pod: &Pod,
+        gang: Option<GangProgress>,
+    ) -> SchedulingDecision {
         let uid = pod_uid(pod);
         let snapshot = self.mirror.state().snapshot();
         let key = match self.gang_of_member.get(&uid) {
@@ -50,14 +55,14 @@ impl SchedulerLoop {
             });
         let wait = wait.unwrap_or(WaitReason::Other).as_str();
         SchedulingDecision {
-            gang: self.gang_progress(&uid),
+            gang,
             queue,
             ..decision_record(&diagnosis, snapshot, wait)
         }
     }
 
     /// The gang a pending member belongs to, and how far it has come.
-    fn gang_progress(&self, uid: &str) -> Option<GangProgress> {
+    pub(super) fn gang_progress(&self, uid: &str) -> Option<GangProgress> {
         let key = self.gang_of_member.get(uid)?;
         let gang = self.gangs.get(key)?;
         let placed = gang
