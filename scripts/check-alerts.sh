@@ -35,7 +35,8 @@ fi
 rules=deploy/alerts/phalanx-rules.yaml
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-printf 'prometheusRule:\n  enabled: true\n' >"$tmp/values.yaml"
+# Offline there is no cluster to serve the CRD: render regardless.
+printf 'prometheusRule:\n  enabled: true\n  whenCrdMissing: render\n' >"$tmp/values.yaml"
 "$python" deploy/helm/tools/helmctl.py render --values "$tmp/values.yaml" >"$tmp/rendered.json"
 # The PrometheusRule's spec is a Prometheus rules file, two spaces deeper.
 "$python" - "$tmp/rendered.json" >"$tmp/phalanx-rules.yaml" <<'PY'

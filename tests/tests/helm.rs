@@ -22,7 +22,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::Api;
 use phalanx_api::{PodGroup, ANNOTATION_GPU_ASSIGNMENT};
 use phalanx_e2e::binaries::or_skip;
@@ -557,6 +557,11 @@ fn each_option_changes_what_it_documents() {
 /// With queues on, the scheduler may read Queues and patch their status;
 /// with preemption on (the default), evict and watch PodDisruptionBudgets;
 /// and no more.
+/// Whether the install notes warn that monitoring objects were skipped.
+fn chart_notes_warn(notes: &str) -> bool {
+    notes.contains("does not serve")
+}
+
 /// The alerts of the rendered PrometheusRule: `(group, alert, rule)`.
 fn alerts_of(chart: &RenderedChart) -> Vec<(String, String, serde_json::Value)> {
     let rule = chart.get("PrometheusRule", "phalanx-alerts").unwrap();
@@ -595,10 +600,34 @@ fn prometheus_rule_ships_every_alert_with_severity_and_runbook() {
         "off by default"
     );
 
+    // Turned on where the cluster does not serve the CRDs (an offline render
+    // serves none): nothing that would fail the install, and the notes say so.
+    let unserved = helm
+        .render(
+            &serde_json::json!({"prometheusRule": {"enabled": true}, "serviceMonitor": {"enabled": true}}),
+            RELEASE,
+            NAMESPACE,
+        )
+        .unwrap();
+    assert!(unserved.of_kind("PrometheusRule").is_empty());
+    assert!(unserved.of_kind("ServiceMonitor").is_empty());
+    for needle in [
+        "does not serve\nmonitoring.coreos.com/v1 PrometheusRule, so no alerts were installed",
+        "does not serve\nmonitoring.coreos.com/v1 ServiceMonitor, so none was installed",
+    ] {
+        assert!(
+            unserved.notes.contains(needle),
+            "NOTES lacks {needle:?}:\n{}",
+            unserved.notes
+        );
+    }
+    assert!(!chart_notes_warn(&defaults.notes), "{}", defaults.notes);
+
     let cases: BTreeMap<String, serde_json::Value> = value_cases().into_iter().collect();
     let chart = helm
         .render(&cases["monitoring.yaml"], RELEASE, NAMESPACE)
         .unwrap();
+    assert!(!chart_notes_warn(&chart.notes), "{}", chart.notes);
     let rule = chart.get("PrometheusRule", "phalanx-alerts").unwrap();
     assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
@@ -669,7 +698,7 @@ fn prometheus_rule_ships_every_alert_with_severity_and_runbook() {
     .unwrap();
     let enabled = helm
         .render(
-            &serde_json::json!({"prometheusRule": {"enabled": true}}),
+            &serde_json::json!({"prometheusRule": {"enabled": true, "whenCrdMissing": "render"}}),
             RELEASE,
             NAMESPACE,
         )
@@ -686,6 +715,7 @@ fn prometheus_rule_ships_every_alert_with_severity_and_runbook() {
             &serde_json::json!({
                 "prometheusRule": {
                     "enabled": true,
+                    "whenCrdMissing": "render",
                     "gpuSaturation": {"ratio": 0.75, "for": "20m"},
                 },
                 "autoscaler": {"enabled": false},
@@ -1157,6 +1187,82 @@ fn the_binaries_accept_the_secure_configs_the_chart_writes() {
 
 /// How long a namespace or a CRD may take to be ready.
 const READY: Duration = Duration::from_secs(60);
+
+/// The ServiceMonitors and the PrometheusRule are rendered only when the
+/// cluster serves their kinds: an install on a cluster without
+/// prometheus-operator's CRDs goes through (it would fail on "no matches for
+/// kind" otherwise), and once the CRDs are there an upgrade creates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_objects_are_installed_once_their_crds_are_served() -> anyhow::Result<()> {
+    let test = "monitoring_objects_are_installed_once_their_crds_are_served";
+    let Some(prometheus_operator_crds) = or_skip(
+        test,
+        phalanx_e2e::binaries::locate_prometheus_operator_crds(),
+    ) else {
+        return Ok(());
+    };
+    let values = serde_json::json!({
+        "prometheusRule": {"enabled": true},
+        "serviceMonitor": {"enabled": true},
+    });
+    let Some(installed) = install_for(test, values.clone()).await? else {
+        return Ok(());
+    };
+    let client = installed.plane.client();
+    let kind = |kind: &str| {
+        ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind))
+    };
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &kind("PrometheusRule"));
+    let monitors: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &kind("ServiceMonitor"));
+    assert!(
+        rules.list(&ListParams::default()).await.is_err(),
+        "the kind is not served yet"
+    );
+
+    for file in &prometheus_operator_crds {
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(file)?)?;
+        let outcome = server_apply(&client, &crd, NAMESPACE, false).await?;
+        assert_eq!(outcome, ServerCheck::Accepted, "{}", file.display());
+    }
+    wait_crds_established(
+        &client,
+        &[
+            "servicemonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com",
+        ],
+        READY,
+    )
+    .await?;
+    installed
+        .helm
+        .upgrade(installed.plane.kubeconfig(), RELEASE, NAMESPACE, &values)
+        .context("helm upgrade once the CRDs are served")?;
+    let rule = rules
+        .get("phalanx-alerts")
+        .await
+        .context("the PrometheusRule")?;
+    assert!(rule.data["spec"]["groups"]
+        .as_array()
+        .is_some_and(|g| !g.is_empty()));
+    let names: BTreeSet<String> = monitors
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "phalanx-autoscaler".to_owned(),
+            "phalanx-device-plugin".to_owned(),
+            "phalanx-scheduler".to_owned(),
+        ])
+    );
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Result<()> {

@@ -194,3 +194,25 @@ true
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+"true" when the chart renders its ServiceMonitors: turned on, and the cluster
+serves the kind (or whenCrdMissing: render). Without the CRD an install would
+fail on "no matches for kind"; the notes say what was skipped.
+*/}}
+{{- define "phalanx.serviceMonitor.render" -}}
+{{- $served := .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor" -}}
+{{- if and .Values.serviceMonitor.enabled (or $served (eq .Values.serviceMonitor.whenCrdMissing "render")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the chart renders its PrometheusRule, as for the ServiceMonitors.
+*/}}
+{{- define "phalanx.prometheusRule.render" -}}
+{{- $served := .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule" -}}
+{{- if and .Values.prometheusRule.enabled (or $served (eq .Values.prometheusRule.whenCrdMissing "render")) -}}
+true
+{{- end -}}
+{{- end -}}
