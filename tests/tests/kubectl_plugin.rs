@@ -15,7 +15,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::Api;
-use phalanx_api::{PodGroup, ANNOTATION_GPU_MODELS, LABEL_POD_GROUP, SCHEDULER_NAME};
+use phalanx_api::{
+    PodGroup, Queue, ANNOTATION_GPU_MODELS, LABEL_POD_GROUP, LABEL_QUEUE, SCHEDULER_NAME,
+};
 use phalanx_e2e::helm::workspace_binary_for_test;
 use phalanx_e2e::phalanx::{plane_with_scheduler, quick_retry};
 use phalanx_e2e::pods::pod_group;
@@ -274,6 +276,123 @@ async fn kubectl_phalanx_explains_waits_lists_gpus_and_answers_what_ifs() -> any
             .starts_with("error: pod default/elsewhere is not a Phalanx pod"),
         "{}",
         foreign.stderr
+    );
+    Ok(())
+}
+
+/// With queues on, a pod its queue's limit holds back says so, and where it
+/// stands in its queue: of two waiting behind a one-GPU limit, one has the
+/// other ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_phalanx_why_gives_the_queue_position_of_a_pod_over_its_limit() -> anyhow::Result<()>
+{
+    let test = "kubectl_phalanx_why_gives_the_queue_position_of_a_pod_over_its_limit";
+    let Some(binary) = workspace_binary_for_test(test, "kubectl-phalanx", "PHALANX_KUBECTL_BIN")
+    else {
+        return Ok(());
+    };
+    let Some((mut plane, scheduler)) = plane_with_scheduler(test).await? else {
+        return Ok(());
+    };
+    let client = plane.client();
+    create_gpu_nodes(&client, "gpu", 1, &GpuNodeSpec::with_gpus(4, "A100")).await?;
+    wait_fake_nodes_ready(&client, 1, Duration::from_secs(60)).await?;
+    let mut extra = quick_retry();
+    extra["queues"] = serde_json::json!({"enabled": true});
+    let _scheduler = plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(scheduler),
+            extra,
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    let kubeconfig: PathBuf = plane.kubeconfig().to_owned();
+    let queues: Api<Queue> = Api::all(client.clone());
+    let capped: Queue = serde_json::from_value(serde_json::json!({
+        "apiVersion": "phalanx.dev/v1alpha1", "kind": "Queue",
+        "metadata": {"name": "capped"},
+        "spec": {"resources": [{"resource": "nvidia.com/gpu", "limit": "1"}]},
+    }))?;
+    queues.create(&PostParams::default(), &capped).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let names: Vec<String> = (0..3).map(|i| format!("capped-{i}")).collect();
+    create_pods(
+        &pods,
+        names
+            .iter()
+            .map(|n| {
+                PodBuilder::new(n, SCHEDULER_NAME, gpu_worker_container(1))
+                    .label(LABEL_QUEUE, "capped")
+                    .build()
+            })
+            .collect(),
+    )
+    .await?;
+    let mut waiting = Vec::new();
+    let mut bound = 0;
+    for name in &names {
+        let pod = wait::until(
+            &format!("{name} bound or waiting on its quota"),
+            Duration::from_secs(60),
+            || async {
+                let run =
+                    plugin(&binary, &kubeconfig, &["why", name, "-n", NS, "-o", "json"]).await;
+                let report: Value = serde_json::from_str(&run.stdout)
+                    .map_err(|e| anyhow::anyhow!("{e}: {}{}", run.stdout, run.stderr))?;
+                Ok(
+                    if report["state"] == "bound" || report["decision"]["waitReason"] == "quota" {
+                        Ok(report)
+                    } else {
+                        Err(run.stdout)
+                    },
+                )
+            },
+        )
+        .await
+        .with_logs(&plane)?;
+        if pod["state"] == "bound" {
+            bound += 1;
+        } else {
+            waiting.push(pod);
+        }
+    }
+    assert_eq!(bound, 1, "the limit lets one GPU through: {waiting:?}");
+    let mut ahead: Vec<u64> = waiting
+        .iter()
+        .map(|w| {
+            assert_eq!(w["decision"]["queue"]["name"], "capped", "{w}");
+            assert!(
+                w["message"].as_str().unwrap().contains("over its limit"),
+                "{w}"
+            );
+            w["decision"]["queue"]["ahead"].as_u64().unwrap()
+        })
+        .collect();
+    ahead.sort_unstable();
+    assert_eq!(ahead, [0, 1], "{waiting:?}");
+    let table = plugin(
+        &binary,
+        &kubeconfig,
+        &[
+            "why",
+            waiting[0]["pod"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("default/"),
+            "-n",
+            NS,
+        ],
+    )
+    .await;
+    assert!(
+        table.stdout.contains("Waits:    for its queue's quota"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("Queue:    capped: "),
+        "{}",
+        table.stdout
     );
     Ok(())
 }
