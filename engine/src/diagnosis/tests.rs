@@ -254,3 +254,50 @@ proptest! {
         }
     }
 }
+
+/// What one diagnosis costs on 5,000 eight-GPU nodes with taints on a tenth
+/// and labels the pod's selector misses on a fifth, against a schedule_one
+/// of the same pod: the price of a FailedScheduling event's decision record.
+/// `cargo test -p phalanx-engine --release --lib diagnosis_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a check: prints timings"]
+fn diagnosis_cost_on_5000_nodes() {
+    use std::time::Instant;
+    let mut snapshot = ClusterSnapshot::new();
+    for i in 0..5000 {
+        let mut spec = gpu_node(&format!("n{i}"), 64_000, 8, "A100");
+        if i % 10 == 0 {
+            spec.taints.push(Taint {
+                key: "reserved".into(),
+                value: String::new(),
+                effect: TaintEffect::NoSchedule,
+            });
+        }
+        if i % 5 != 0 {
+            spec.labels.insert("team".into(), "a".into());
+        }
+        snapshot.add_node(spec).unwrap();
+    }
+    for i in 0..5000u32 {
+        take_whole(&mut snapshot, i, &[0, 1, 2, 3, 4]);
+    }
+    let mut pod = whole("wants-four", 4);
+    pod.rules.node_selector.insert("team".into(), "a".into());
+    let rounds = 50u32;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(diagnose(&snapshot, &pod));
+    }
+    let per_diagnosis = start.elapsed() / rounds;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(schedule_one(
+            &snapshot,
+            &mut PackingPolicy,
+            &pod,
+            &mut CycleScratch::default(),
+        ));
+    }
+    let per_cycle = start.elapsed() / rounds;
+    println!("5000 nodes: diagnose {per_diagnosis:?}, schedule_one (unschedulable) {per_cycle:?}");
+}
