@@ -395,12 +395,7 @@ pub fn render(report: &SimReport) -> String {
             report.policy
         ));
         if !report.gpus.is_empty() {
-            let gpus: Vec<String> = report
-                .gpus
-                .iter()
-                .map(|g| format!("GPU {} ({} milli)", g.index, g.milli))
-                .collect();
-            out.push_str(&format!(" ({})", gpus.join(", ")));
+            out.push_str(&format!(" ({})", table::gpu_list(&report.gpus)));
         }
         out.push('\n');
     } else {
@@ -408,22 +403,7 @@ pub fn render(report: &SimReport) -> String {
     }
     if let Some(decision) = &report.decision {
         out.push_str(&format!("Nodes:  {} checked\n", decision.nodes));
-        if !decision.reasons.is_empty() {
-            out.push('\n');
-            out.push_str(&table::render(
-                &["NODES", "FIRST FAILED CHECK"],
-                decision
-                    .reasons
-                    .iter()
-                    .map(|(reason, n)| vec![n.to_string(), reason.clone()]),
-            ));
-        }
-        if let Some(nearest) = &decision.nearest {
-            out.push_str(&format!("\nNearest node: {}, which lacks:\n", nearest.name));
-            for lack in &nearest.lacks {
-                out.push_str(&format!("  - {lack}\n"));
-            }
-        }
+        out.push_str(&table::reasons_and_nearest(decision));
     }
     out.push_str(
         "\n(The policy starts with no learned workload, so among nodes that fit its choice may \

@@ -1,7 +1,8 @@
-//! Tables as kubectl prints them: upper-case headers, columns aligned with
-//! spaces, no borders.
+//! Tables as kubectl prints them (upper-case headers, columns aligned with
+//! spaces, no borders), and the pieces of text `why` and `sim` share.
 
 use comfy_table::{presets, Table};
+use phalanx_api::{AssignedGpu, SchedulingDecision};
 
 /// `header` over `rows`, one line each, ending in a newline.
 pub fn render<R>(header: &[&str], rows: impl IntoIterator<Item = R>) -> String
@@ -21,6 +22,37 @@ where
     for line in table.lines() {
         out.push_str(line.strip_prefix(' ').unwrap_or(&line).trim_end());
         out.push('\n');
+    }
+    out
+}
+
+/// GPUs as `GPU 0 (1000 milli), GPU 3 (250 milli)`.
+pub fn gpu_list(gpus: &[AssignedGpu]) -> String {
+    gpus.iter()
+        .map(|g| format!("GPU {} ({} milli)", g.index, g.milli))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A decision's nodes per first failed check as a table, then the nearest
+/// node and what it lacks; what `why` and `sim` both print.
+pub fn reasons_and_nearest(decision: &SchedulingDecision) -> String {
+    let mut out = String::new();
+    if !decision.reasons.is_empty() {
+        out.push('\n');
+        out.push_str(&render(
+            &["NODES", "FIRST FAILED CHECK"],
+            decision
+                .reasons
+                .iter()
+                .map(|(reason, n)| vec![n.to_string(), reason.clone()]),
+        ));
+    }
+    if let Some(nearest) = &decision.nearest {
+        out.push_str(&format!("\nNearest node: {}, which lacks:\n", nearest.name));
+        for lack in &nearest.lacks {
+            out.push_str(&format!("  - {lack}\n"));
+        }
     }
     out
 }

@@ -183,12 +183,7 @@ pub fn render(report: &WhyReport) -> String {
             let node = report.node.as_deref().unwrap_or_default();
             out.push_str(&format!("State:    bound to node {node}\n"));
             if !report.gpus.is_empty() {
-                let gpus: Vec<String> = report
-                    .gpus
-                    .iter()
-                    .map(|g| format!("GPU {} ({} milli)", g.index, g.milli))
-                    .collect();
-                out.push_str(&format!("GPUs:     {}\n", gpus.join(", ")));
+                out.push_str(&format!("GPUs:     {}\n", table::gpu_list(&report.gpus)));
             }
         }
         PodState::Gated => out.push_str(&format!(
@@ -225,20 +220,7 @@ pub fn render(report: &WhyReport) -> String {
         "Nodes:    {} checked, {} would take it now\n",
         decision.nodes, decision.feasible_nodes
     ));
-    if !decision.reasons.is_empty() {
-        let rows = decision
-            .reasons
-            .iter()
-            .map(|(reason, n)| vec![n.to_string(), reason.clone()]);
-        out.push('\n');
-        out.push_str(&table::render(&["NODES", "FIRST FAILED CHECK"], rows));
-    }
-    if let Some(nearest) = &decision.nearest {
-        out.push_str(&format!("\nNearest node: {}, which lacks:\n", nearest.name));
-        for lack in &nearest.lacks {
-            out.push_str(&format!("  - {lack}\n"));
-        }
-    }
+    out.push_str(&table::reasons_and_nearest(decision));
     if let Some(gang) = &decision.gang {
         out.push('\n');
         let state = if gang.min_member > 0 && gang.members < gang.min_member {

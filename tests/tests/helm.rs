@@ -1188,6 +1188,29 @@ fn the_binaries_accept_the_secure_configs_the_chart_writes() {
 /// How long a namespace or a CRD may take to be ready.
 const READY: Duration = Duration::from_secs(60);
 
+/// Creates prometheus-operator's ServiceMonitor and PrometheusRule CRDs from
+/// `files` and waits until both are served.
+async fn apply_prometheus_operator_crds(
+    client: &kube::Client,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    for file in files {
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(file)?)?;
+        let outcome = server_apply(client, &crd, NAMESPACE, false).await?;
+        assert_eq!(outcome, ServerCheck::Accepted, "{}", file.display());
+    }
+    wait_crds_established(
+        client,
+        &[
+            "servicemonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com",
+        ],
+        READY,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The ServiceMonitors and the PrometheusRule are rendered only when the
 /// cluster serves their kinds: an install on a cluster without
 /// prometheus-operator's CRDs goes through (it would fail on "no matches for
@@ -1221,20 +1244,7 @@ async fn monitoring_objects_are_installed_once_their_crds_are_served() -> anyhow
         "the kind is not served yet"
     );
 
-    for file in &prometheus_operator_crds {
-        let crd: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(file)?)?;
-        let outcome = server_apply(&client, &crd, NAMESPACE, false).await?;
-        assert_eq!(outcome, ServerCheck::Accepted, "{}", file.display());
-    }
-    wait_crds_established(
-        &client,
-        &[
-            "servicemonitors.monitoring.coreos.com",
-            "prometheusrules.monitoring.coreos.com",
-        ],
-        READY,
-    )
-    .await?;
+    apply_prometheus_operator_crds(&client, &prometheus_operator_crds).await?;
     installed
         .helm
         .upgrade(installed.plane.kubeconfig(), RELEASE, NAMESPACE, &values)
@@ -1296,20 +1306,7 @@ async fn every_rendered_object_passes_the_apiserver_validation() -> anyhow::Resu
     }
     // prometheus-operator's own ServiceMonitor and PrometheusRule CRDs, so
     // that the chart's optional objects are checked against their real schema.
-    for file in &prometheus_operator_crds {
-        let crd: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(file)?)?;
-        let outcome = server_apply(&client, &crd, NAMESPACE, false).await?;
-        assert_eq!(outcome, ServerCheck::Accepted, "{}", file.display());
-    }
-    wait_crds_established(
-        &client,
-        &[
-            "servicemonitors.monitoring.coreos.com",
-            "prometheusrules.monitoring.coreos.com",
-        ],
-        READY,
-    )
-    .await?;
+    apply_prometheus_operator_crds(&client, &prometheus_operator_crds).await?;
     let mut refused = Vec::new();
     let mut not_served = BTreeSet::new();
     let mut checked = 0;

@@ -23,8 +23,8 @@ use phalanx_e2e::phalanx::{plane_with_scheduler, quick_retry};
 use phalanx_e2e::pods::pod_group;
 use phalanx_e2e::wait::{self, wait_bound, WithLogs};
 use phalanx_e2e::{
-    create_gpu_nodes, create_pods, gpu_worker_container, wait_fake_nodes_ready, GpuNodeSpec,
-    PhalanxOptions, PodBuilder,
+    create_gpu_nodes, create_pods, gpu_worker_container, wait_fake_nodes_ready, ControlPlane,
+    GpuNodeSpec, PhalanxOptions, PodBuilder,
 };
 use serde_json::Value;
 
@@ -50,6 +50,29 @@ async fn plugin(binary: &Path, kubeconfig: &Path, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// A control plane with `nodes` KWOK nodes of four A100s and the scheduler
+/// running with `extra` config; `None` when the test is skipped.
+async fn start(
+    test: &str,
+    nodes: usize,
+    extra: serde_json::Value,
+) -> anyhow::Result<Option<ControlPlane>> {
+    let Some((mut plane, scheduler)) = plane_with_scheduler(test).await? else {
+        return Ok(None);
+    };
+    let client = plane.client();
+    create_gpu_nodes(&client, "gpu", nodes, &GpuNodeSpec::with_gpus(4, "A100")).await?;
+    wait_fake_nodes_ready(&client, nodes, Duration::from_secs(60)).await?;
+    plane
+        .start_phalanx_scheduler(&PhalanxOptions {
+            binary: Some(scheduler),
+            extra,
+            ..PhalanxOptions::default()
+        })
+        .await?;
+    Ok(Some(plane))
 }
 
 /// `why POD -o json` once its decision says it waits for `reason`.
@@ -83,19 +106,10 @@ async fn kubectl_phalanx_explains_waits_lists_gpus_and_answers_what_ifs() -> any
     else {
         return Ok(());
     };
-    let Some((mut plane, scheduler)) = plane_with_scheduler(test).await? else {
+    let Some(plane) = start(test, 2, quick_retry()).await? else {
         return Ok(());
     };
     let client = plane.client();
-    create_gpu_nodes(&client, "gpu", 2, &GpuNodeSpec::with_gpus(4, "A100")).await?;
-    wait_fake_nodes_ready(&client, 2, Duration::from_secs(60)).await?;
-    let _scheduler = plane
-        .start_phalanx_scheduler(&PhalanxOptions {
-            binary: Some(scheduler),
-            extra: quick_retry(),
-            ..PhalanxOptions::default()
-        })
-        .await?;
     let kubeconfig: PathBuf = plane.kubeconfig().to_owned();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
 
@@ -291,21 +305,12 @@ async fn kubectl_phalanx_why_gives_the_queue_position_of_a_pod_over_its_limit() 
     else {
         return Ok(());
     };
-    let Some((mut plane, scheduler)) = plane_with_scheduler(test).await? else {
+    let mut extra = quick_retry();
+    extra["queues"] = serde_json::json!({"enabled": true});
+    let Some(plane) = start(test, 1, extra).await? else {
         return Ok(());
     };
     let client = plane.client();
-    create_gpu_nodes(&client, "gpu", 1, &GpuNodeSpec::with_gpus(4, "A100")).await?;
-    wait_fake_nodes_ready(&client, 1, Duration::from_secs(60)).await?;
-    let mut extra = quick_retry();
-    extra["queues"] = serde_json::json!({"enabled": true});
-    let _scheduler = plane
-        .start_phalanx_scheduler(&PhalanxOptions {
-            binary: Some(scheduler),
-            extra,
-            ..PhalanxOptions::default()
-        })
-        .await?;
     let kubeconfig: PathBuf = plane.kubeconfig().to_owned();
     let queues: Api<Queue> = Api::all(client.clone());
     let capped: Queue = serde_json::from_value(serde_json::json!({
