@@ -20,7 +20,7 @@ use anyhow::Context;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::Api;
@@ -517,6 +517,42 @@ fn each_option_changes_what_it_documents() {
     let json: serde_json::Value =
         serde_json::from_str(dashboard["data"]["phalanx.json"].as_str().unwrap()).unwrap();
     assert!(json["panels"].as_array().unwrap().len() > 5);
+
+    // The plugin's ClusterRole: only gets and lists, of what it reads.
+    assert!(render("defaults")
+        .get("ClusterRole", "phalanx-inspector")
+        .is_none());
+    let plugin = render("kubectl-plugin.yaml");
+    let rules = rules_of(&plugin, "ClusterRole", "phalanx-inspector");
+    for (group, resource) in [
+        ("", "pods"),
+        ("", "events"),
+        ("", "nodes"),
+        ("", "namespaces"),
+        ("", "persistentvolumeclaims"),
+        ("", "persistentvolumes"),
+        ("storage.k8s.io", "storageclasses"),
+        ("storage.k8s.io", "csinodes"),
+        ("phalanx.dev", "gpunodes"),
+    ] {
+        for verb in ["get", "list"] {
+            assert!(
+                grants(&rules, group, resource, verb),
+                "{verb} {group}/{resource}"
+            );
+        }
+    }
+    assert!(
+        rules
+            .iter()
+            .all(|(_, _, verb)| verb == "get" || verb == "list"),
+        "{rules:?}"
+    );
+    let binding = plugin
+        .get("ClusterRoleBinding", "phalanx-inspector")
+        .unwrap();
+    assert_eq!(binding["roleRef"]["name"], "phalanx-inspector");
+    assert_eq!(binding["subjects"][1]["namespace"], "phalanx-system");
 
     let only = render("scheduler-only.yaml");
     let kinds: BTreeSet<&str> = only.objects.iter().map(|o| o.kind()).collect();
@@ -1208,6 +1244,81 @@ async fn apply_prometheus_operator_crds(
         READY,
     )
     .await?;
+    Ok(())
+}
+
+/// `kubectl phalanx` run as a ServiceAccount bound to the chart's
+/// `<fullname>-inspector` ClusterRole answers `why`, `gpus` and `sim`, so the
+/// role holds every read it makes; the same commands as an unbound
+/// ServiceAccount are refused, so the check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_role_is_all_kubectl_phalanx_needs() -> anyhow::Result<()> {
+    let test = "the_inspector_role_is_all_kubectl_phalanx_needs";
+    let Some(plugin) = phalanx_e2e::helm::workspace_binary_for_test(
+        test,
+        "kubectl-phalanx",
+        "PHALANX_KUBECTL_BIN",
+    ) else {
+        return Ok(());
+    };
+    let values = serde_json::json!({"kubectlPlugin": {
+        "clusterRole": true,
+        "users": [{"kind": "ServiceAccount", "name": "plugin-user", "namespace": NAMESPACE}],
+    }});
+    let Some(installed) = install_for(test, values).await? else {
+        return Ok(());
+    };
+    let client = installed.plane.client();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    for name in ["plugin-user", "stranger"] {
+        let account: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        accounts.create(&PostParams::default(), &account).await?;
+    }
+    create_gpu_nodes(&client, "gpu", 1, &GpuNodeSpec::default()).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    pods.create(
+        &PostParams::default(),
+        &PodBuilder::new("waits", "phalanx", gpu_worker_container(1))
+            .namespace(NAMESPACE)
+            .build(),
+    )
+    .await?;
+    let run = |kubeconfig: PathBuf, args: Vec<&'static str>| {
+        let plugin = plugin.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(plugin)
+                    .args(&args)
+                    .env("KUBECONFIG", kubeconfig)
+                    .output()
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    };
+    let commands: [Vec<&'static str>; 3] = [
+        vec!["why", "waits", "-n", NAMESPACE],
+        vec!["gpus"],
+        vec!["sim", "waits", "-n", NAMESPACE, "--gpus", "1"],
+    ];
+    for (account, allowed) in [("plugin-user", true), ("stranger", false)] {
+        let kubeconfig = installed.plane.dir().join(format!("{account}.kubeconfig"));
+        service_account_kubeconfig(&installed.plane, NAMESPACE, account, &kubeconfig).await?;
+        for args in &commands {
+            let out = run(kubeconfig.clone(), args.clone()).await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.success(),
+                allowed,
+                "{account} {args:?}: {stderr}"
+            );
+            if !allowed {
+                assert!(stderr.contains("forbidden"), "{account} {args:?}: {stderr}");
+            }
+        }
+    }
     Ok(())
 }
 
