@@ -12,12 +12,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::constraints::Taint;
+use super::constraints::{tolerates_all, Taint};
 use super::host_ports::ports_free;
 use super::inter_pod::InterPodFilter;
 use super::node::{NodeId, NodeState};
 use super::pod::{GpuDemand, PodDemand};
-use super::snapshot::{ClusterSnapshot, UnfitReason};
+use super::scalar_resources;
+use super::snapshot::{tolerates_unschedulable, ClusterSnapshot, UnfitReason};
 use super::volumes::VolumeFilter;
 
 /// What one node lacks for the pod, with the amounts where there are any.
@@ -283,22 +284,13 @@ fn node_lacks(snapshot: &ClusterSnapshot, node: &NodeState, pod: &PodDemand) -> 
         lacks.push(Lack::Held);
     }
     let tolerations = &pod.rules.tolerations;
-    if node.unschedulable
-        && !super::constraints::tolerates_all(
-            &[Taint {
-                key: "node.kubernetes.io/unschedulable".into(),
-                value: String::new(),
-                effect: super::constraints::TaintEffect::NoSchedule,
-            }],
-            tolerations,
-        )
-    {
+    if node.unschedulable && !tolerates_unschedulable(tolerations) {
         lacks.push(Lack::Cordoned);
     }
     lacks.extend(
         node.taints
             .iter()
-            .filter(|t| !super::constraints::tolerates_all(std::slice::from_ref(*t), tolerations))
+            .filter(|t| !tolerates_all(std::slice::from_ref(*t), tolerations))
             .cloned()
             .map(Lack::Taint),
     );
@@ -324,12 +316,7 @@ fn node_lacks(snapshot: &ClusterSnapshot, node: &NodeState, pod: &PodDemand) -> 
         lacks.push(Lack::PodSlots { max: node.max_pods });
     }
     for request in &pod.scalar {
-        let free = node
-            .extra
-            .scalar
-            .iter()
-            .find(|n| n.name == request.name)
-            .map_or(0, |n| n.allocatable.saturating_sub(n.requested));
+        let free = scalar_resources::free(&node.extra.scalar, &request.name);
         if request.amount > free {
             lacks.push(Lack::Resource {
                 name: request.name.to_string(),

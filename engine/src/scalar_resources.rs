@@ -28,13 +28,14 @@ pub struct NodeScalar {
 /// the pod's (at most a handful), `node` the node's; both are short, so a scan
 /// beats a map.
 pub(crate) fn first_insufficient(node: &[NodeScalar], requests: &[ScalarRequest]) -> Option<usize> {
-    requests.iter().position(|r| {
-        let free = node
-            .iter()
-            .find(|n| n.name == r.name)
-            .map_or(0, |n| n.allocatable.saturating_sub(n.requested));
-        r.amount > free
-    })
+    requests.iter().position(|r| r.amount > free(node, &r.name))
+}
+
+/// What the node has left of resource `name` (0 for one it does not offer).
+pub(crate) fn free(node: &[NodeScalar], name: &ResourceName) -> u64 {
+    node.iter()
+        .find(|n| n.name == *name)
+        .map_or(0, |n| n.allocatable.saturating_sub(n.requested))
 }
 
 /// Adds the pod's requests to the node (after the fit check passed).

@@ -802,7 +802,7 @@ const UNSCHEDULABLE_TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
 
 /// Checked for every cordoned node in every cycle: compares against the
 /// cordon taint's parts instead of building a `Taint`, so it allocates nothing.
-fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
+pub(crate) fn tolerates_unschedulable(tolerations: &[Toleration]) -> bool {
     tolerations.iter().any(|t| {
         t.tolerates_parts(UNSCHEDULABLE_TAINT_KEY, "", TaintEffect::NoSchedule)
             || (t.operator == TolerationOperator::Exists && t.key.is_none() && t.effect.is_none())
