@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::test_support::gpu_node;
+use crate::test_support::{gpu_node, share_pod, whole_pod};
 use crate::workload::ONLINE_MIN_SAMPLES;
 use crate::{GpuAssignment, GpuDemand, ModelConstraint, NodeId, Placement, PodShape};
 
@@ -24,28 +24,6 @@ fn pooled(name: &str, gpus: usize, model: &str, pool: Option<&str>) -> crate::No
         spec.labels.insert(POOL.into(), pool.into());
     }
     spec
-}
-
-fn share_pod(name: &str, milli: u32) -> PodDemand {
-    PodDemand::new(
-        name,
-        1000,
-        1024,
-        GpuDemand::Share { milli },
-        ModelConstraint::Any,
-    )
-    .unwrap()
-}
-
-fn whole_pod(name: &str, count: u32) -> PodDemand {
-    PodDemand::new(
-        name,
-        1000,
-        1024,
-        GpuDemand::Whole { count },
-        ModelConstraint::Any,
-    )
-    .unwrap()
 }
 
 fn on(node: u32, gpus: &[usize], milli: u32) -> Placement {

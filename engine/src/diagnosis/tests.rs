@@ -3,21 +3,10 @@ use proptest::prelude::*;
 use super::*;
 use crate::constraints::{TaintEffect, Toleration, TolerationOperator};
 use crate::policy::PackingPolicy;
-use crate::test_support::gpu_node;
+use crate::test_support::{gpu_node, whole_pod};
 use crate::{
     schedule_one, CycleOutcome, CycleScratch, GpuAssignment, ModelConstraint, NodeSpec, Placement,
 };
-
-fn whole(name: &str, count: u32) -> PodDemand {
-    PodDemand::new(
-        name,
-        1000,
-        1024,
-        GpuDemand::Whole { count },
-        ModelConstraint::Any,
-    )
-    .unwrap()
-}
 
 fn cluster(specs: Vec<NodeSpec>) -> ClusterSnapshot {
     let mut snapshot = ClusterSnapshot::new();
@@ -58,7 +47,7 @@ fn a_pod_too_big_for_every_node_names_the_node_with_most_free_gpus() {
         gpu_node("big", 64_000, 8, "A100"),
     ]);
     take_whole(&mut snapshot, 1, &[0, 1]);
-    let diagnosis = diagnose(&snapshot, &whole("wants-eight", 8));
+    let diagnosis = diagnose(&snapshot, &whole_pod("wants-eight", 8));
     assert_eq!(diagnosis.nodes, 2);
     assert_eq!(diagnosis.feasible, 0);
     assert_eq!(
@@ -160,7 +149,7 @@ fn a_pod_that_fits_somewhere_has_no_nearest_node() {
         gpu_node("small", 64_000, 2, "A100"),
         gpu_node("big", 64_000, 8, "A100"),
     ]);
-    let diagnosis = diagnose(&snapshot, &whole("four", 4));
+    let diagnosis = diagnose(&snapshot, &whole_pod("four", 4));
     assert_eq!(diagnosis.feasible, 1);
     assert_eq!(
         diagnosis.reasons,
@@ -281,7 +270,7 @@ fn diagnosis_cost_on_5000_nodes() {
     for i in 0..5000u32 {
         take_whole(&mut snapshot, i, &[0, 1, 2, 3, 4]);
     }
-    let mut pod = whole("wants-four", 4);
+    let mut pod = whole_pod("wants-four", 4);
     pod.rules.node_selector.insert("team".into(), "a".into());
     let rounds = 50u32;
     let start = Instant::now();
