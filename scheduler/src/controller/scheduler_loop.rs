@@ -1032,6 +1032,20 @@ impl SchedulerLoop {
     /// [`Self::fail_event`] with the condition's reason chosen by the caller;
     /// the event's message is the condition's.
     fn fail_event_as(&mut self, pod: &Pod, condition: NotScheduled, force: bool) {
+        let gang = self.gang_progress(&pod_uid(pod));
+        self.fail_event_with_progress(pod, condition, force, gang);
+    }
+
+    /// [`Self::fail_event_as`] with the pod's [`Self::gang_progress`] given:
+    /// a caller failing every waiting member of one gang counts its members
+    /// once, not once per member.
+    fn fail_event_with_progress(
+        &mut self,
+        pod: &Pod,
+        condition: NotScheduled,
+        force: bool,
+        gang: Option<GangProgress>,
+    ) {
         let message = condition.message.clone();
         self.set_not_scheduled(pod, condition);
         let uid = pod_uid(pod);
@@ -1039,7 +1053,6 @@ impl SchedulerLoop {
         // The gang's progress is not in the message ("fewer than its
         // minMember pods exist" reads the same with one member or two), yet
         // `kubectl phalanx why` reports it from the event.
-        let gang = self.gang_progress(&uid);
         if let Some(p) = self.pending.get_mut(&uid) {
             let repeat = p
                 .last_failed_event

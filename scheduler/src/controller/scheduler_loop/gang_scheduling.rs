@@ -34,7 +34,7 @@ use k8s_openapi::api::scheduling::v1beta1::PodGroup as UpstreamPodGroup;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::watcher::Event;
-use phalanx_api::{GangPlanAnnotation, PodGroup, PodGroupStatus};
+use phalanx_api::{GangPlanAnnotation, GangProgress, PodGroup, PodGroupStatus};
 use phalanx_engine::queues::QueueLedger;
 use phalanx_engine::{place_gang, DomainOrder, GangSpec, Placement, PodDemand, TopologyLevel};
 use phalanx_kube::mirror::{pod_uid, MirrorChange};
@@ -46,6 +46,7 @@ use crate::controller::gangs::{
     GroupOutcome,
 };
 use crate::controller::metrics::AttemptResult;
+use crate::controller::pod_scheduled::NotScheduled;
 use crate::controller::wait_reasons::WaitReason;
 
 /// A gang's known members (UIDs), pending or bound, unfinished.
@@ -676,8 +677,10 @@ impl SchedulerLoop {
             key.name,
             timeout.as_secs()
         );
+        let progress = self.progress_of_members(waiting);
         for pod in waiting {
-            self.fail_event(pod, message.clone(), true);
+            let condition = NotScheduled::unschedulable(message.clone());
+            self.fail_event_with_progress(pod, condition, true, progress.clone());
         }
     }
 
@@ -692,12 +695,21 @@ impl SchedulerLoop {
 
     /// Its members wait for the gang: `pending_pods{reason="gang"}`.
     fn fail_gang(&mut self, waiting: &[Arc<Pod>], message: &str) {
+        let progress = self.progress_of_members(waiting);
         for pod in waiting {
             if let Some(p) = self.pending.get_mut(&pod_uid(pod)) {
                 p.wait = Some(WaitReason::Gang);
             }
-            self.fail_event(pod, message.to_owned(), false);
+            let condition = NotScheduled::unschedulable(message.to_owned());
+            self.fail_event_with_progress(pod, condition, false, progress.clone());
         }
+    }
+
+    /// The progress of the gang `waiting` (members of one gang) belong to.
+    fn progress_of_members(&self, waiting: &[Arc<Pod>]) -> Option<GangProgress> {
+        waiting
+            .first()
+            .and_then(|pod| self.gang_progress(&pod_uid(pod)))
     }
 
     /// Hands the PodGroup's status after this decision to the writer
