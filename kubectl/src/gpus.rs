@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use phalanx_api::{GpuNode, MILLI_PER_GPU};
-use phalanx_kube::translate::{assignment_of, node_spec};
+use phalanx_kube::translate::{assignment_of, is_finished, node_spec, pod_key};
 use serde::Serialize;
 
-use crate::{pod_key, table};
+use crate::table;
 
 /// One pod's hold on a GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,11 +138,7 @@ pub fn gpu_report(
 fn holders_by_gpu(pods: &[Pod]) -> BTreeMap<(String, u32), Vec<Holder>> {
     let mut held: BTreeMap<(String, u32), Vec<Holder>> = BTreeMap::new();
     for pod in pods {
-        let finished = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let finished = is_finished(pod);
         let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
         let Ok(Some(assignment)) = assignment_of(pod) else {
             continue;

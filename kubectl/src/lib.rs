@@ -16,14 +16,3 @@ pub mod gpus;
 pub mod sim;
 mod table;
 pub mod why;
-
-use k8s_openapi::api::core::v1::Pod;
-
-/// `namespace/name` of a pod.
-pub(crate) fn pod_key(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
-}

@@ -26,11 +26,11 @@ use phalanx_engine::{
 };
 use phalanx_kube::decision::decision_record;
 use phalanx_kube::mirror::ClusterMirror;
-use phalanx_kube::translate::DefaultSpread;
+use phalanx_kube::translate::{pod_key, DefaultSpread};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{pod_key, table};
+use crate::table;
 
 /// Hostname label kube-scheduler's spread defaults and many affinities use.
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
@@ -256,10 +256,6 @@ fn changed_pod(pod: &Pod, what_if: &WhatIf) -> Result<Pod, SimError> {
         (None, Some(m)) => Some(Some((RESOURCE_GPU_MILLI, m.to_string()))),
         (None, None) => None,
     };
-    let spec = pod
-        .spec
-        .as_mut()
-        .ok_or_else(|| SimError::BadPod("it has no spec".into()))?;
     let Some((first, rest)) = spec.containers.split_first_mut() else {
         return Err(SimError::BadPod("it has no containers".to_owned()));
     };

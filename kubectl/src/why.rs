@@ -6,11 +6,11 @@
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
 use phalanx_api::{AssignedGpu, SchedulingDecision, ANNOTATION_DECISION};
-use phalanx_kube::translate::assignment_of;
+use phalanx_kube::translate::{assignment_of, is_bound, is_finished, pod_key};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{pod_key, table};
+use crate::table;
 
 /// Why there is no report for the pod.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -89,16 +89,15 @@ pub fn why(pod: &Pod, events: &[Event], scheduler: &str) -> Result<WhyReport, Wh
             wanted: scheduler.to_owned(),
         });
     }
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let gates: Vec<String> = spec
         .scheduling_gates
         .unwrap_or_default()
         .into_iter()
         .map(|g| g.name)
         .collect();
-    let state = if matches!(phase, Some("Succeeded" | "Failed")) {
+    let state = if is_finished(pod) {
         PodState::Finished
-    } else if spec.node_name.is_some() {
+    } else if is_bound(pod) {
         PodState::Bound
     } else if !gates.is_empty() {
         PodState::Gated
